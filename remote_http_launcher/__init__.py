@@ -1,0 +1,31 @@
+"""Launch, supervise and reconnect to long-running HTTP services, locally or over SSH."""
+
+from __future__ import annotations
+
+from .api import run
+from .errors import (
+    AuthenticationError,
+    ConfigError,
+    HandshakeError,
+    HostError,
+    HostKeyError,
+    LauncherError,
+    LaunchError,
+    TemplateError,
+    TunnelError,
+)
+from .launcher import __version__
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "HandshakeError",
+    "HostError",
+    "HostKeyError",
+    "LaunchError",
+    "LauncherError",
+    "TemplateError",
+    "TunnelError",
+    "__version__",
+    "run",
+]

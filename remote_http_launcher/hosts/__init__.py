@@ -1,0 +1,23 @@
+"""Where the service runs: this machine or an SSH server, behind one interface."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import Host, ScriptResult
+from .local import LocalHost
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+
+def open_host(config: Config) -> Host:
+    """Connect to the service's host (lazily importing paramiko only for remote configs)."""
+    if not config.remote:
+        return LocalHost()
+    from .ssh import SSHHost
+
+    return SSHHost.connect(config.ssh_target)
+
+
+__all__ = ["Host", "LocalHost", "ScriptResult", "open_host"]

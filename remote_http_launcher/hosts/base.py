@@ -1,0 +1,106 @@
+"""The operations the launcher needs from the service's host.
+
+The launcher's state machine only talks to this interface, so it cannot tell
+whether it drives this machine or an SSH server. Paths are POSIX strings as
+seen on the host; `state_dir` and `home` are absolute.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from .. import scripts
+
+LOG_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Host(ABC):
+    """A machine that runs services: files, processes and TCP as seen from there."""
+
+    #: Name used in messages ("localhost" or the SSH target).
+    name: str
+    #: Seconds between status-file polls while a service starts.
+    poll_interval: float
+
+    @property
+    @abstractmethod
+    def home(self) -> str:
+        """Absolute home directory on the host (expands `~` in paths)."""
+
+    @property
+    @abstractmethod
+    def state_dir(self) -> str:
+        """Absolute directory of server status files and logs."""
+
+    @abstractmethod
+    def read(self, path: str) -> bytes | None:
+        """File contents, or None when it does not exist."""
+
+    @abstractmethod
+    def mtime(self, path: str) -> float | None:
+        """Modification time, or None when the file does not exist."""
+
+    @abstractmethod
+    def write_atomic(self, path: str, data: bytes) -> None:
+        """Replace a file via temp file + rename, mode 0600, parent made 0700."""
+
+    @abstractmethod
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create a file only if it does not exist (a lock); False if it already did."""
+
+    @abstractmethod
+    def rename(self, source: str, target: str) -> bool:
+        """Atomically rename, replacing target; False when source does not exist."""
+
+    @abstractmethod
+    def remove(self, path: str) -> None:
+        """Delete a file if present."""
+
+    @abstractmethod
+    def listdir(self, path: str) -> list[str]:
+        """Names in a directory ([] when it does not exist)."""
+
+    @abstractmethod
+    def run_script(self, script: str, args: list[str]) -> ScriptResult:
+        """Run a POSIX sh script with positional arguments and wait for it."""
+
+    @abstractmethod
+    def tcp_channel(self, host: str, port: int, timeout: float) -> Any:
+        """A socket-like connection to host:port as seen from the service's host."""
+
+    def close(self) -> None:
+        """Release the connection (nothing to do locally)."""
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def expand(self, path: str) -> str:
+        if path == "~" or path.startswith("~/"):
+            return self.home + path[1:]
+        return path
+
+    def process_start_time(self, pid: int) -> str | None:
+        """The identity of a live process we may signal (its start time), or None when gone."""
+        result = self.run_script(scripts.PROCESS_INFO, [str(pid)])
+        return result.stdout.strip() or None if result.returncode == 0 else None
+
+    def signal_group(self, pid: int, signal: str) -> bool:
+        """Send a signal (e.g. 'TERM') to the process group led by pid."""
+        result = self.run_script('kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "$2"', [signal, str(pid)])
+        return result.returncode == 0
+
+    def tail(self, path: str, lines: int = LOG_TAIL_LINES) -> str:
+        data = self.read(path) or b""
+        return b"\n".join(data.rstrip(b"\n").split(b"\n")[-lines:]).decode(errors="replace")

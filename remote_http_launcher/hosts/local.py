@@ -1,0 +1,93 @@
+"""This machine as the service's host."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .. import statefiles
+from .base import Host, ScriptResult
+
+LOCAL_POLL_INTERVAL = 0.05
+SHELL = "/bin/sh"
+
+
+class LocalHost(Host):
+    """Runs services on this machine; needs a POSIX `sh` (the server side of the contract)."""
+
+    name = "localhost"
+    poll_interval = LOCAL_POLL_INTERVAL
+
+    @property
+    def home(self) -> str:
+        return str(Path.home())
+
+    @property
+    def state_dir(self) -> str:
+        return str(statefiles.local_server_dir().absolute())
+
+    def read(self, path: str) -> bytes | None:
+        return statefiles.read_bytes(Path(path))
+
+    def mtime(self, path: str) -> float | None:
+        try:
+            return os.stat(path).st_mtime
+        except OSError:
+            return None
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        statefiles.write_atomic(Path(path), data)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        statefiles.ensure_private_dir(Path(path).parent)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, statefiles.FILE_MODE)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return True
+
+    def rename(self, source: str, target: str) -> bool:
+        try:
+            os.replace(source, target)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def remove(self, path: str) -> None:
+        statefiles.remove(Path(path))
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def run_script(self, script: str, args: list[str]) -> ScriptResult:
+        proc = subprocess.run([SHELL, "-c", script, "sh", *args], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, errors="replace", check=False)
+        return ScriptResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def tcp_channel(self, host: str, port: int, timeout: float) -> Any:
+        return socket.create_connection((host, port), timeout=timeout)
+
+    def process_start_time(self, pid: int) -> str | None:
+        """Read /proc directly where it exists: the launcher polls this while a service starts."""
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return None
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                fields = handle.read().rpartition(b")")[2].split()
+        except FileNotFoundError:
+            if os.path.isdir("/proc/self"):
+                return None
+            return super().process_start_time(pid)
+        if not fields or fields[0] == b"Z":
+            return None
+        return "proc:" + fields[19].decode()

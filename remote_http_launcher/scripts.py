@@ -1,0 +1,99 @@
+"""POSIX `sh` scripts that run on the service's host, locally or over SSH.
+
+The same text runs in both places, so local mode exercises exactly the code
+path that remote hosts get. Values are never interpolated into script text:
+they travel as positional arguments (quoted by the SSH host, passed as argv
+locally), so no config value can inject a command.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+# Exit codes of LAUNCH; the launcher turns them into one-line errors.
+EXIT_WORKDIR = 10
+EXIT_LOG = 11
+EXIT_NO_CONDA = 12
+EXIT_NO_CONDA_ENV = 13
+EXIT_STATE_DIR = 14
+
+# Prints "<state> <start time>" of a process, or exits 1 when it is gone.
+# A zombie counts as gone; the start time identifies the process across PID reuse.
+PROCESS_INFO = r"""
+set -f
+pid=$1
+kill -0 "$pid" 2>/dev/null || exit 1
+if [ -r "/proc/$pid/stat" ]; then
+  read -r line < "/proc/$pid/stat" || exit 1
+  line=${line##*) }
+  set -- $line
+  [ "$1" = Z ] && exit 1
+  echo "proc:${20}"
+else
+  st=$(ps -o lstart= -p "$pid") || exit 1
+  echo "ps:$(echo $st)"
+fi
+"""
+
+# The service's own first steps (it runs detached, as the new session leader):
+# record its PID and start time in the status file, then become the command.
+SERVICE_PRELUDE = r"""
+set -f
+status=$1 head=$2 cmd=$3 conda_sh=$4 conda_env=$5 user_umask=$6
+if [ -r "/proc/$$/stat" ]; then
+  read -r line < "/proc/$$/stat"; line=${line##*) }; set -- $line; st="proc:${20}"
+else
+  st="ps:$(echo $(ps -o lstart= -p $$))"
+fi
+printf '%s"pid": %s, "start_time": "%s", "uid": %s}\n' "$head" "$$" "$st" "$(id -u)" > "$status.$$.tmp" \
+  && mv -f "$status.$$.tmp" "$status" || { echo "remote-http-launcher: cannot write $status"; exit 1; }
+set +f
+umask "$user_umask"
+if [ -n "$conda_env" ]; then
+  . "$conda_sh" && conda activate "$conda_env" || { echo "remote-http-launcher: conda activate $conda_env failed"; exit 1; }
+fi
+exec sh -c "$cmd"
+"""
+
+LAUNCH = r"""
+set -u
+wd=$1 log=$2 status=$3 head=$4 cmd=$5 conda_env=$6 prelude=$7
+user_umask=$(umask)
+umask 077
+state_dir=$(dirname -- "$status")
+mkdir -p -- "$state_dir" && chmod 700 -- "$state_dir" || { echo "cannot create state directory $state_dir" >&2; exit 14; }
+mkdir -p -- "$wd" 2>/dev/null && cd -- "$wd" || { echo "cannot create or enter workdir $wd" >&2; exit 10; }
+: 2>/dev/null > "$log" || { echo "cannot write log file $log" >&2; exit 11; }
+conda_sh=
+if [ -n "$conda_env" ]; then
+  for base in "${CONDA_EXE:+${CONDA_EXE%/bin/conda}}" \
+      "$(command -v conda 2>/dev/null | sed 's#/\(bin\|condabin\)/conda$##')" \
+      "$("${SHELL:-sh}" -lc 'command -v conda' 2>/dev/null </dev/null | tail -n 1 | sed 's#/\(bin\|condabin\)/conda$##')" \
+      "$(sed -n "s#.*__conda_setup=\"\$('\(.*\)/bin/conda'.*#\1#p" "$HOME/.bashrc" 2>/dev/null | head -n 1)" \
+      "$HOME/miniforge3" "$HOME/mambaforge" "$HOME/miniconda3" "$HOME/anaconda3" \
+      /opt/conda /opt/miniforge3 /opt/miniconda3 /opt/anaconda3; do
+    if [ -n "$base" ] && [ -r "$base/etc/profile.d/conda.sh" ]; then conda_sh=$base/etc/profile.d/conda.sh; break; fi
+  done
+  [ -n "$conda_sh" ] || { echo "conda not found (looked in PATH, login shell, ~/.bashrc, ~/miniforge3, ~/miniconda3, ~/anaconda3, /opt/conda)" >&2; exit 12; }
+  base=${conda_sh%/etc/profile.d/conda.sh}
+  case $conda_env in
+    /*) env_dir=$conda_env ;;
+    base) env_dir=$base ;;
+    *) env_dir=$base/envs/$conda_env
+       [ -d "$env_dir/conda-meta" ] || env_dir=$HOME/.conda/envs/$conda_env ;;
+  esac
+  [ -d "$env_dir/conda-meta" ] || { echo "conda environment '$conda_env' not found (conda at $base)" >&2; exit 13; }
+fi
+if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=nohup; fi
+$detach sh -c "$prelude" rhl-service "$status" "$head" "$cmd" "$conda_sh" "$conda_env" "$user_umask" </dev/null >>"$log" 2>&1 &
+echo "$!"
+"""
+
+
+def launch_args(*, workdir: str, log: str, status_file: str, command: str, conda: str | None,
+                record: Mapping[str, Any]) -> list[str]:
+    """Positional arguments of LAUNCH; `record` is the status file minus pid, start_time and uid."""
+    head = json.dumps(dict(record), separators=(", ", ": "))[:-1] + ", "
+    return [workdir, log, status_file, head, command, conda or "", SERVICE_PRELUDE]

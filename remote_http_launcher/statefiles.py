@@ -1,0 +1,144 @@
+"""Where state lives and what it holds: client connection files and server status files.
+
+Client files are always on this machine; server files live on the host that runs
+the service and are reached through a `Host`. Both are JSON, written atomically
+(temp file + rename) with mode 0600 in 0700 directories.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DIR_ENV = "REMOTE_HTTP_LAUNCHER_DIR"
+DEFAULT_DIRNAME = ".remote-http-launcher"
+REMOTE_STATE_DIR = "~/" + DEFAULT_DIRNAME + "/server"
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+STATUSES = ("starting", "running", "failed")
+
+
+def base_dir() -> Path:
+    env = os.environ.get(DIR_ENV)
+    return Path(env).expanduser() if env else Path.home() / DEFAULT_DIRNAME
+
+
+def client_dir(connection_dir: str | os.PathLike[str] | None = None) -> Path:
+    return Path(connection_dir).expanduser() if connection_dir else base_dir() / "client"
+
+
+def local_server_dir() -> Path:
+    return base_dir() / "server"
+
+
+def check_distinct(client: Path, server: Path) -> None:
+    """Client and server files share names (`<key>.json`), so their directories must differ."""
+    if os.path.abspath(client) == os.path.abspath(server):
+        raise ConfigError(f"--connection-dir: {str(client)!r} is the server state directory; choose another directory")
+
+
+def encode(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+
+
+def decode(data: bytes | None) -> dict[str, Any] | None:
+    """Parse a state file; anything that is not a JSON object counts as absent (stale)."""
+    if not data:
+        return None
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def ensure_private_dir(path: Path) -> None:
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != DIR_MODE and os.name == "posix":
+        os.chmod(path, DIR_MODE)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory, so readers never see half a file."""
+    ensure_private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        if os.name == "posix":
+            os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """The fields of a server status file that the launcher relies on.
+
+    `start_time` is our addition: the process start time recorded at launch, so a
+    PID reused after a reboot is never mistaken for the service. Files written by
+    the original implementation lack it and are trusted on PID alone.
+    """
+
+    status: str
+    pid: int | None
+    port: int | None
+    start_time: str | None
+    log: str | None
+    data: dict[str, Any]
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any] | None) -> ServerState | None:
+        """Return None for anything malformed, so it is treated as stale rather than trusted."""
+        if obj is None:
+            return None
+        status, pid, port = obj.get("status"), obj.get("pid"), obj.get("port")
+        if status not in STATUSES:
+            return None
+        if pid is not None and not _is_int(pid, 1, 2**31 - 1):
+            return None
+        if port is not None and not _is_int(port, 1, 65535):
+            return None
+        if status == "running" and port is None:
+            return None
+        start_time = obj.get("start_time")
+        log = obj.get("log")
+        return cls(
+            status=status,
+            pid=pid,
+            port=port,
+            start_time=start_time if isinstance(start_time, str) else None,
+            log=log if isinstance(log, str) else None,
+            data=obj,
+        )
+
+    def extra_ports(self) -> dict[str, int]:
+        """Every integer `*_port` / `*-port` field besides `port` (forwarded by tunnels too)."""
+        return {
+            name: value
+            for name, value in self.data.items()
+            if name.endswith(("_port", "-port")) and _is_int(value, 1, 65535)
+        }
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

@@ -1,0 +1,319 @@
+"""Safe evaluation of the f-string templates in the `key` and `command` fields.
+
+Templates come from configuration files, so they are treated as untrusted: the
+template is parsed (never compiled) with `ast`, every node is checked against a
+whitelist before anything runs, and a small interpreter evaluates the result.
+There are no builtins, no private names, no plain-name calls and only a fixed
+set of methods on plain data types; sizes are capped so that a template can
+neither crash the launcher nor exhaust its memory.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from .errors import TemplateError
+
+MAX_TEMPLATE_CHARS = 10_000
+MAX_NODES = 500
+MAX_DEPTH = 50
+MAX_VALUE_LEN = 100_000
+
+_STR_METHODS = frozenset(
+    "strip lstrip rstrip replace lower upper split rsplit splitlines join startswith endswith"
+    " zfill title capitalize removeprefix removesuffix partition rpartition count find rfind"
+    " isdigit isalnum isalpha".split()
+)
+_SEQ_METHODS = frozenset({"index", "count"})
+# Exact types only: a subclass could override a whitelisted method.
+_METHODS: dict[type, frozenset[str]] = {
+    str: _STR_METHODS,
+    dict: frozenset({"get", "keys", "values", "items"}),
+    list: _SEQ_METHODS,
+    tuple: _SEQ_METHODS,
+}
+_ALL_METHODS = frozenset().union(*_METHODS.values())
+
+_BINOPS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+}
+_UNARYOPS: dict[type, Callable[[Any], Any]] = {
+    ast.UAdd: operator.pos,
+    ast.USub: operator.neg,
+    ast.Not: operator.not_,
+    ast.Invert: operator.invert,
+}
+_CMPOPS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Is: operator.is_,
+    ast.IsNot: operator.is_not,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+}
+_CONVERSIONS: dict[int, Callable[[Any], str]] = {ord("s"): str, ord("r"): repr, ord("a"): ascii}
+_CONSTANT_TYPES = (str, int, float, bool, type(None))
+_ALLOWED_NODES = (
+    ast.JoinedStr, ast.FormattedValue, ast.Constant, ast.Name, ast.Load, ast.Subscript,
+    ast.Slice, ast.Attribute, ast.Call, ast.keyword, ast.BinOp, ast.UnaryOp, ast.BoolOp,
+    ast.And, ast.Or, ast.Compare, ast.IfExp, ast.Tuple, ast.List,
+    *_BINOPS, *_UNARYOPS, *_CMPOPS,
+)  # fmt: skip
+_REFUSED_NAMES: dict[type, str] = {
+    ast.Lambda: "lambda",
+    ast.ListComp: "a list comprehension",
+    ast.SetComp: "a set comprehension",
+    ast.DictComp: "a dict comprehension",
+    ast.GeneratorExp: "a generator expression",
+    ast.NamedExpr: "an assignment expression (:=)",
+    ast.Starred: "star unpacking",
+    ast.Await: "await",
+    ast.Yield: "yield",
+    ast.YieldFrom: "yield from",
+    ast.Dict: "a dict display",
+    ast.Set: "a set display",
+    ast.Pow: "the ** operator",
+    ast.LShift: "the << operator",
+    ast.RShift: "the >> operator",
+    ast.BitAnd: "the & operator",
+    ast.BitOr: "the | operator",
+    ast.BitXor: "the ^ operator",
+    ast.MatMult: "the @ operator",
+}
+_QUOTES = ("'''", '"""', "'", '"')
+
+
+def render(template: str, namespace: Mapping[str, Any], *, field: str) -> str:
+    """Evaluate an f-string template; raises TemplateError naming `field`."""
+    try:
+        if not isinstance(template, str):
+            raise TemplateError(f"template must be a string, not {type(template).__name__}")
+        if len(template) > MAX_TEMPLATE_CHARS:
+            raise TemplateError(f"template is too long ({len(template)} > {MAX_TEMPLATE_CHARS} characters)")
+        tree = _parse(template)
+        _validate(tree, namespace)
+        return _Interpreter(namespace).render(tree)
+    except TemplateError as exc:
+        raise TemplateError(" ".join(f"{field}: {exc}".splitlines())) from None
+
+
+def _parse(template: str) -> ast.JoinedStr:
+    """Parse `template` as the body of a raw f-string literal.
+
+    Python 3.11 forbids the delimiting quote inside replacement fields, so each
+    quote style the template does not contain is tried. Whatever parses is then
+    whitelisted node by node, so a template that breaks out of the literal gains
+    nothing. A raw literal cannot end in a backslash, so trailing backslashes are
+    set aside and appended as literal text.
+    """
+    body = template.rstrip("\\")
+    errors: list[str] = []
+    for quote in _QUOTES:
+        if quote in body:
+            continue
+        try:
+            tree = ast.parse(f"rf{quote}{body}{quote}", mode="eval")
+        except SyntaxError as exc:
+            errors.append(exc.msg)
+            continue
+        except (ValueError, RecursionError, MemoryError) as exc:
+            raise TemplateError(f"cannot parse template: {type(exc).__name__}: {exc}") from None
+        if isinstance(tree.body, ast.JoinedStr):
+            if len(body) < len(template):
+                tree.body.values.append(ast.Constant(template[len(body) :]))
+            return tree.body
+    raise TemplateError(f"invalid template syntax: {errors[0] if errors else 'it contains every kind of quote'}")
+
+
+def _validate(tree: ast.JoinedStr, namespace: Mapping[str, Any]) -> None:
+    """Refuse anything outside the whitelist before any of the template runs.
+
+    The walk is iterative and bounded so huge or deeply nested input is refused
+    instead of overflowing the stack of the checks or of the interpreter.
+    """
+    nodes: list[ast.AST] = []
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise TemplateError(f"template is nested too deeply (more than {MAX_DEPTH} levels)")
+        nodes.append(node)
+        if len(nodes) > MAX_NODES:
+            raise TemplateError(f"template is too complex (more than {MAX_NODES} syntax nodes)")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+    for node in nodes:
+        if not isinstance(node, _ALLOWED_NODES):
+            name = _REFUSED_NAMES.get(type(node), type(node).__name__)
+            raise TemplateError(f"{name} is not allowed in templates")
+        if isinstance(node, ast.Constant) and not isinstance(node.value, _CONSTANT_TYPES):
+            raise TemplateError(f"{type(node.value).__name__} constants are not allowed in templates")
+
+    method_nodes = {id(node.func) for node in nodes if isinstance(node, ast.Call)}
+    for node in nodes:
+        if isinstance(node, ast.Name) and node.id.startswith("_"):
+            raise TemplateError(f"name {node.id!r} is not allowed in templates (names starting with '_' are private)")
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            raise TemplateError(
+                f"attribute {node.attr!r} is not allowed in templates (names starting with '_' are private)"
+            )
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Attribute):
+                raise TemplateError(
+                    f"calling {_snippet(node.func)}() is not allowed in templates"
+                    " (only methods such as .strip() can be called)"
+                )
+            if any(keyword.arg is None for keyword in node.keywords):
+                raise TemplateError("** unpacking is not allowed in templates")
+        if isinstance(node, ast.Attribute):
+            if id(node) not in method_nodes:
+                raise TemplateError(
+                    f"attribute access .{node.attr} is not allowed in templates (only method calls such as .strip())"
+                )
+            if node.attr not in _ALL_METHODS:
+                raise TemplateError(f"method .{node.attr}() is not allowed in templates")
+        if isinstance(node, ast.Name) and node.id not in namespace:
+            known = ", ".join(sorted(key for key in namespace if not key.startswith("_")))
+            raise TemplateError(f"unknown name {node.id!r} in template (known: {known})")
+
+
+class _Interpreter:
+    """Evaluates a validated template tree; only the whitelisted nodes are handled."""
+
+    def __init__(self, namespace: Mapping[str, Any]) -> None:
+        self.namespace = namespace
+
+    def render(self, tree: ast.JoinedStr) -> str:
+        """Evaluate each replacement field, reporting failures with the field's text."""
+        parts: list[str] = []
+        for node in tree.values:
+            if isinstance(node, ast.Constant):
+                parts.append(node.value)
+                continue
+            assert isinstance(node, ast.FormattedValue)
+            try:
+                parts.append(self._formatted(node))
+            except TemplateError as exc:
+                raise TemplateError(f"{exc} in {{{_snippet(node.value)}}}") from None
+            except Exception as exc:  # the template's own errors: KeyError, TypeError, MemoryError, ...
+                reason = f"{type(exc).__name__}: {exc}"
+                raise TemplateError(f"cannot evaluate {{{_snippet(node.value)}}}: {reason}") from None
+        return _checked("".join(parts))
+
+    def _joined(self, node: ast.JoinedStr) -> str:
+        return _checked(
+            "".join(part.value if isinstance(part, ast.Constant) else self._formatted(part) for part in node.values)
+        )
+
+    def _formatted(self, node: ast.FormattedValue) -> str:
+        value = self.eval(node.value)
+        if node.conversion != -1:
+            value = _CONVERSIONS[node.conversion](value)
+        spec = self._joined(node.format_spec) if isinstance(node.format_spec, ast.JoinedStr) else ""
+        if any(int(number) > MAX_VALUE_LEN for number in re.findall(r"\d+", spec)):
+            raise TemplateError(f"format spec {spec!r} asks for more than {MAX_VALUE_LEN} characters")
+        return _checked(format(value, spec))
+
+    def eval(self, node: ast.AST) -> Any:
+        """Evaluate one expression node (already validated)."""
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            return self.namespace[node.id]
+        if isinstance(node, ast.JoinedStr):
+            return self._joined(node)
+        if isinstance(node, ast.Subscript):
+            return self.eval(node.value)[self.eval(node.slice)]
+        if isinstance(node, ast.Slice):
+            return slice(*(None if part is None else self.eval(part) for part in (node.lower, node.upper, node.step)))
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        if isinstance(node, ast.BinOp):
+            return self._binop(node)
+        if isinstance(node, ast.UnaryOp):
+            return _UNARYOPS[type(node.op)](self.eval(node.operand))
+        if isinstance(node, ast.BoolOp):
+            result: Any = None
+            for operand in node.values:
+                result = self.eval(operand)
+                if bool(result) is isinstance(node.op, ast.Or):
+                    break
+            return result
+        if isinstance(node, ast.Compare):
+            left = self.eval(node.left)
+            for op, comparator in zip(node.ops, node.comparators):
+                right = self.eval(comparator)
+                if not _CMPOPS[type(op)](left, right):
+                    return False
+                left = right
+            return True
+        if isinstance(node, ast.IfExp):
+            return self.eval(node.body if self.eval(node.test) else node.orelse)
+        if isinstance(node, ast.Tuple):
+            return tuple(self.eval(element) for element in node.elts)
+        if isinstance(node, ast.List):
+            return [self.eval(element) for element in node.elts]
+        raise TemplateError(f"{type(node).__name__} is not allowed in templates")
+
+    def _call(self, node: ast.Call) -> Any:
+        assert isinstance(node.func, ast.Attribute)
+        receiver = self.eval(node.func.value)
+        name = node.func.attr
+        if name not in _METHODS.get(type(receiver), frozenset()):
+            raise TemplateError(f"method .{name}() is not allowed on {type(receiver).__name__} values")
+        args = [self.eval(arg) for arg in node.args]
+        kwargs = {keyword.arg: self.eval(keyword.value) for keyword in node.keywords if keyword.arg}
+        if isinstance(receiver, str):
+            _guard_str_method(receiver, name, args)
+        return _checked(getattr(receiver, name)(*args, **kwargs))
+
+    def _binop(self, node: ast.BinOp) -> Any:
+        left, right = self.eval(node.left), self.eval(node.right)
+        if isinstance(node.op, ast.Mod) and isinstance(left, str):
+            raise TemplateError("%-formatting of strings is not allowed in templates (use a replacement field)")
+        if isinstance(node.op, ast.Mult):
+            for sequence, count in ((left, right), (right, left)):
+                if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
+                    _check_len(len(sequence) * count)
+        return _checked(_BINOPS[type(node.op)](left, right))
+
+
+def _guard_str_method(text: str, name: str, args: list[Any]) -> None:
+    """Refuse the str methods whose result can be far larger than their inputs, before they run."""
+    if name == "zfill" and args and isinstance(args[0], int):
+        _check_len(args[0])
+    elif name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+        _check_len(len(text) + text.count(args[0]) * (len(args[1]) - len(args[0])))
+    elif name == "join" and args and isinstance(args[0], Collection):
+        items = args[0]
+        _check_len(len(text) * max(len(items) - 1, 0) + sum(len(item) for item in items if isinstance(item, str)))
+
+
+def _check_len(length: int) -> None:
+    if length > MAX_VALUE_LEN:
+        raise TemplateError(f"result would be longer than {MAX_VALUE_LEN} characters or items")
+
+
+def _checked(value: Any) -> Any:
+    """Stop growth early: every intermediate string, list and tuple stays below the cap."""
+    if isinstance(value, (str, list, tuple)):
+        _check_len(len(value))
+    return value
+
+
+def _snippet(node: ast.AST) -> str:
+    text = ast.unparse(node)
+    return text if len(text) <= 80 else text[:77] + "..."
