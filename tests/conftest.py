@@ -32,7 +32,7 @@ def kill_services(state_dir: Path) -> None:
 @pytest.fixture
 def rhl_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """REMOTE_HTTP_LAUNCHER_DIR for one test; services left running are killed afterwards."""
-    state = tmp_path / "rhl state"
+    state = tmp_path / "rhl-state"
     monkeypatch.setenv("REMOTE_HTTP_LAUNCHER_DIR", str(state))
     yield state
     kill_services(state)
