@@ -1,12 +1,12 @@
 """The HTTP handshake: one GET, 2xx means healthy.
 
-Built on `http.client` so it is cheap to import (the warm path uses it) and can
-run over any socket-like object, such as a paramiko `direct-tcpip` channel.
+A few lines of HTTP/1.1 over a plain socket-like object rather than
+`http.client`: the warm path runs it on every call and must import little, and
+the same code runs unchanged over a paramiko `direct-tcpip` channel.
 """
 
 from __future__ import annotations
 
-import http.client
 import socket
 import time
 from collections.abc import Callable
@@ -16,18 +16,8 @@ from .config import Handshake
 
 HANDSHAKE_TIMEOUT = 5.0
 RETRY_INTERVAL = 0.1
+MAX_STATUS_LINE = 8192
 SocketFactory = Callable[[float], Any]
-
-
-class _Connection(http.client.HTTPConnection):
-    """An HTTPConnection whose socket comes from a factory (TCP or an SSH channel)."""
-
-    def __init__(self, host: str, port: int, factory: SocketFactory, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._factory = factory
-
-    def connect(self) -> None:
-        self.sock = self._factory(self.timeout)
 
 
 def tcp_factory(host: str, port: int) -> SocketFactory:
@@ -36,15 +26,31 @@ def tcp_factory(host: str, port: int) -> SocketFactory:
 
 def get_status(host: str, port: int, target: str, factory: SocketFactory | None = None,
                timeout: float = HANDSHAKE_TIMEOUT) -> int | None:
-    """Return the HTTP status of GET target, or None when nothing answered."""
-    conn = _Connection(host, port, factory or tcp_factory(host, port), timeout)
+    """Return the HTTP status of GET target, or None when nothing (valid) answered."""
+    host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    request = f"GET {target} HTTP/1.1\r\nHost: {host_header}\r\nConnection: close\r\n" \
+              "User-Agent: remote-http-launcher\r\n\r\n"
     try:
-        conn.request("GET", target, headers={"Connection": "close"})
-        return conn.getresponse().status
-    except (OSError, http.client.HTTPException, EOFError):
+        conn = (factory or tcp_factory(host, port))(timeout)
+    except OSError:
+        return None
+    try:
+        conn.settimeout(timeout)
+        conn.sendall(request.encode("ascii"))
+        head = b""
+        while b"\r\n" not in head and len(head) < MAX_STATUS_LINE:
+            chunk = conn.recv(1024)
+            if not chunk:
+                break
+            head += chunk
+    except (OSError, EOFError):
         return None
     finally:
         conn.close()
+    parts = head.split(b"\r\n", 1)[0].split()
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        return None
+    return int(parts[1])
 
 
 def check(host: str, port: int, handshake: Handshake | None, factory: SocketFactory | None = None,
@@ -72,7 +78,8 @@ def wait_healthy(host: str, port: int, handshake: Handshake | None, deadline: fl
                  factory: SocketFactory | None = None) -> str | None:
     """Retry the check until it passes or the deadline (a `time.monotonic()` value) passes."""
     while True:
-        problem = check(host, port, handshake, factory, timeout=max(0.5, min(HANDSHAKE_TIMEOUT, deadline - time.monotonic())))
+        timeout = max(0.5, min(HANDSHAKE_TIMEOUT, deadline - time.monotonic()))
+        problem = check(host, port, handshake, factory, timeout)
         if problem is None or time.monotonic() >= deadline:
             return problem
         time.sleep(RETRY_INTERVAL)
