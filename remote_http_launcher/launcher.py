@@ -203,9 +203,10 @@ class Launcher:
                     and processes.is_ours(service.host, state):
                 return self._monitor(service, state, launched=False)
             self.progress.phase(f"launching service on {service.host.name}")
+            previous = service.host.read(service.status_file)
             state = self._spawn(service)
             self.progress.phase("waiting for the service to report its port")
-            return self._monitor(service, state, launched=True)
+            return self._monitor(service, state, launched=True, previous=previous)
         finally:
             lock.release()
 
@@ -250,14 +251,25 @@ class Launcher:
         return ServerState(status="starting", pid=int(result.stdout.strip()), port=None, start_time=None,
                            log=service.log_file, data={**record, "pid": int(result.stdout.strip())})
 
-    def _monitor(self, service: Service, state: ServerState, *, launched: bool) -> ServerState:
-        """Scenario 2: poll until running or failed; a dead or silent process fails fast."""
+    def _monitor(self, service: Service, state: ServerState, *, launched: bool,
+                 previous: bytes | None = None) -> ServerState:
+        """Scenario 2: poll until running or failed; a dead or silent process fails fast.
+
+        `previous` is the status file as it was before this run launched the
+        service: until the new process rewrites it, it describes the old one.
+        """
         host, pid = service.host, state.pid
+
+        def read() -> tuple[bytes | None, ServerState | None]:
+            raw = host.read(service.status_file)
+            if previous is not None and raw == previous:
+                return raw, None
+            return raw, ServerState.parse(statefiles.decode(raw))
+
         last_raw = host.read(service.status_file)
         last_change = time.monotonic()
         while True:
-            raw = host.read(service.status_file)
-            current = ServerState.parse(statefiles.decode(raw))
+            raw, current = read()
             if raw != last_raw:
                 last_raw, last_change = raw, time.monotonic()
             if current is not None and current.pid not in (None, pid):
@@ -272,7 +284,7 @@ class Launcher:
                                   f"log: {service.log_tail(current)}")
             alive_state = current or state
             if pid is None or host.process_start_time(pid) is None:
-                current = service.read_state()
+                current = read()[1]
                 if current is not None and current.status == "running":
                     return current
                 if not launched:
