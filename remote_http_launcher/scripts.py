@@ -65,7 +65,8 @@ umask 077
 state_dir=$(dirname -- "$status")
 mkdir -p -- "$state_dir" && chmod 700 -- "$state_dir" || { echo "cannot create state directory $state_dir" >&2; exit 14; }
 mkdir -p -- "$wd" 2>/dev/null && cd -- "$wd" || { echo "cannot create or enter workdir $wd" >&2; exit 10; }
-: 2>/dev/null > "$log" || { echo "cannot write log file $log" >&2; exit 11; }
+# `true`, not `:`: a redirection error on a special built-in makes sh exit before `||` runs
+true 2>/dev/null > "$log" || { echo "cannot write log file $log" >&2; exit 11; }
 conda_sh=
 if [ -n "$conda_env" ]; then
   for base in "${CONDA_EXE:+${CONDA_EXE%/bin/conda}}" \
