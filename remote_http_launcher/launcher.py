@@ -111,6 +111,7 @@ class Launcher:
                  progress: Progress | None = None) -> None:
         self.config = config
         self.key = evaluate_key(config)
+        self.dry_run()  # a bad command template fails here, before any file is read, written or started
         self.client_path = client_file(config, self.key, connection_dir)
         self.progress = progress or Progress.silent()
 
