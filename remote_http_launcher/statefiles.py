@@ -38,8 +38,12 @@ def local_server_dir() -> Path:
 
 
 def check_distinct(client: Path, server: Path) -> None:
-    """Client and server files share names (`<key>.json`), so their directories must differ."""
-    if os.path.abspath(client) == os.path.abspath(server):
+    """Client and server files share names (`<key>.json`), so their directories must differ.
+
+    Compared after resolving symlinks: a link to the server directory would let the
+    client file overwrite the status file and lose the service's PID.
+    """
+    if os.path.realpath(client) == os.path.realpath(server):
         raise ConfigError(f"--connection-dir: {str(client)!r} is the server state directory; choose another directory")
 
 
