@@ -281,6 +281,8 @@ class Launcher:
             if current is not None and current.status == "running":
                 return current
             if current is not None and current.status == "failed":
+                if launched:  # a service that reports failure but lingers would be orphaned
+                    processes.terminate(host, current)
                 raise LaunchError(f"{self.key}: service on {host.name} reported status 'failed'; "
                                   f"log: {service.log_tail(current)}")
             alive_state = current or state
