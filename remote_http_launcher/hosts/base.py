@@ -101,6 +101,20 @@ class Host(ABC):
         result = self.run_script('kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "$2"', [signal, str(pid)])
         return result.returncode == 0
 
+    def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:
+        """The bytes from `offset` to the end and the offset just past them; None when absent.
+
+        A negative offset counts from the end (clamped to the start). An offset
+        past the end returns no bytes and the file's size, so a caller following
+        a file sees it was truncated. Hosts override this to avoid reading the
+        whole file (this generic version does).
+        """
+        data = self.read(path)
+        if data is None:
+            return None
+        start = max(0, len(data) + offset) if offset < 0 else min(offset, len(data))
+        return data[start:], len(data)
+
     def tail(self, path: str, lines: int = LOG_TAIL_LINES) -> str:
         data = self.read(path) or b""
         return b"\n".join(data.rstrip(b"\n").split(b"\n")[-lines:]).decode(errors="replace")

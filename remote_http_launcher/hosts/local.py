@@ -32,6 +32,17 @@ class LocalHost(Host):
     def read(self, path: str) -> bytes | None:
         return statefiles.read_bytes(Path(path))
 
+    def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                start = max(0, size + offset) if offset < 0 else min(offset, size)
+                handle.seek(start)
+                data = handle.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return data, start + len(data)
+
     def mtime(self, path: str) -> float | None:
         try:
             return os.stat(path).st_mtime
