@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .api import run
+from .api import logs, run, status, stop
 from .errors import (
     AuthenticationError,
     ConfigError,
@@ -27,5 +27,8 @@ __all__ = [
     "TemplateError",
     "TunnelError",
     "__version__",
+    "logs",
     "run",
+    "status",
+    "stop",
 ]
