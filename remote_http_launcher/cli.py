@@ -3,7 +3,7 @@
 `remote-http-launcher CONFIG` and `remote-http-launcher up CONFIG` are the same;
 other subcommands manage services that already run. Errors print one line on
 stderr (a traceback only with --log-level debug) and map to exit codes:
-0 ok, 1 runtime failure, 2 usage or config error.
+0 ok, 1 runtime failure, 2 usage or config error, 3 not running (status, logs).
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, ConfigError, LauncherError
+from .errors import EXIT_NOT_RUNNING, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, ConfigError, LauncherError
 from .progress import LEVELS, Progress
 
 PROG = "remote-http-launcher"
@@ -74,8 +75,169 @@ def cmd_up(args: argparse.Namespace, progress: Progress) -> int:
     return EXIT_OK
 
 
+STATUS_EXAMPLE = f"""exit codes: 0 running, 3 not running (absent, starting, failed, stale), 1 error, 2 bad config
+
+example:
+  {PROG} status examples/local.yaml
+  {PROG} status service.yaml --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["port"])'
+"""
+STOP_EXAMPLE = f"""Only the process that was launched is signalled (PID and start time must match), so a
+reused PID is never touched. Stopping a stopped service succeeds.
+
+example:
+  {PROG} stop examples/local.yaml
+  {PROG} stop service.yaml --timeout 30   # allow a slow shutdown before SIGKILL
+"""
+LOGS_EXAMPLE = f"""example:
+  {PROG} logs examples/local.yaml --tail 100
+  {PROG} logs service.yaml --follow       # like tail -f; ends with the service or Ctrl-C
+"""
+LIST_EXAMPLE = f"""example:
+  {PROG} list                             # services on this machine
+  {PROG} list --host user@server --json   # services on an SSH host (user@host or ~/.ssh/config alias)
+"""
+
+
+def _lifecycle_parser(prog: str, description: str, epilog: str, *, config: bool = True,
+                      json_help: str | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=description, epilog=epilog,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    if config:
+        add_config(parser)
+    if json_help:
+        parser.add_argument("--json", action="store_true", help=json_help)
+    return parser
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
+
+
+def build_status_parser(prog: str = f"{PROG} status") -> argparse.ArgumentParser:
+    parser = _lifecycle_parser(prog, "Show whether the service described by CONFIG runs: status (absent, "
+                               "starting, running, failed, stale), pid, port, uptime, workdir, log, and the "
+                               "client side (connection file, tunnel keeper).", STATUS_EXAMPLE,
+                               json_help="print one JSON document on stdout")
+    add_common(parser)
+    return parser
+
+
+def build_stop_parser(prog: str = f"{PROG} stop") -> argparse.ArgumentParser:
+    from .processes import STOP_TIMEOUT
+
+    parser = _lifecycle_parser(prog, "Stop the service described by CONFIG (SIGTERM to its process group, "
+                               "SIGKILL after --timeout), stop its tunnel keeper, and remove its status, lock "
+                               "and connection files. The log is kept.", STOP_EXAMPLE,
+                               json_help="print the outcome as one JSON document on stdout")
+    parser.add_argument("--timeout", type=_seconds, default=STOP_TIMEOUT, metavar="S",
+                        help=f"seconds to wait after SIGTERM before SIGKILL (default {STOP_TIMEOUT:g})")
+    add_common(parser)
+    return parser
+
+
+def build_logs_parser(prog: str = f"{PROG} logs") -> argparse.ArgumentParser:
+    from .lifecycle import DEFAULT_TAIL
+
+    parser = _lifecycle_parser(prog, "Print the log of the service described by CONFIG (its output, on the "
+                               "host that runs it).", LOGS_EXAMPLE)
+    parser.add_argument("--tail", type=_count, default=DEFAULT_TAIL, metavar="N",
+                        help=f"print the last N lines (default {DEFAULT_TAIL})")
+    parser.add_argument("--follow", "-f", action="store_true",
+                        help="then keep printing new output until the service ends or Ctrl-C")
+    add_common(parser)
+    return parser
+
+
+def build_list_parser(prog: str = f"{PROG} list") -> argparse.ArgumentParser:
+    parser = _lifecycle_parser(prog, "List every service with a status file on a host: key, status, pid, port, "
+                               "age. Stale entries (process gone) are marked.", LIST_EXAMPLE, config=False,
+                               json_help="print one JSON document on stdout")
+    parser.add_argument("--host", metavar="SSH_HOST", help="list an SSH host's services (default: this machine)")
+    add_common(parser)
+    return parser
+
+
+def _quiet(args: argparse.Namespace, progress: Progress) -> Progress:
+    """Phase lines only when asked for (--log-level basic/debug) or as a live line on a terminal."""
+    return progress if progress.live or args.log_level != "minimal" else Progress.silent()
+
+
+def cmd_status(args: argparse.Namespace, progress: Progress) -> int:
+    from . import lifecycle
+    from .config import load_config
+
+    entry = lifecycle.status(load_config(args.config), connection_dir=args.connection_dir,
+                             progress=_quiet(args, progress))
+    progress.close()
+    print(json.dumps(entry, indent=2) if args.json else lifecycle.format_status(entry))
+    return EXIT_OK if entry["status"] == lifecycle.RUNNING else EXIT_NOT_RUNNING
+
+
+def cmd_stop(args: argparse.Namespace, progress: Progress) -> int:
+    from . import lifecycle
+    from .config import load_config
+
+    result = lifecycle.stop(load_config(args.config), connection_dir=args.connection_dir, timeout=args.timeout,
+                            progress=_quiet(args, progress))
+    progress.close()
+    print(json.dumps(result, indent=2) if args.json else result["message"])
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace, progress: Progress) -> int:
+    from . import lifecycle
+    from .config import load_config
+
+    config = load_config(args.config)
+    try:
+        lifecycle.logs(config, tail=args.tail, output=sys.stdout.buffer, follow=args.follow,
+                       progress=_quiet(args, progress))
+    except KeyboardInterrupt:
+        if not args.follow:
+            raise
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, progress: Progress) -> int:
+    from . import lifecycle
+
+    progress = _quiet(args, progress)
+    progress.phase(f"connecting to {args.host}" if args.host else "reading server state")
+    with lifecycle.open_target(args.host) as host:
+        entries = lifecycle.list_services(host)
+        name, state_dir = host.name, host.state_dir
+    progress.close()
+    if args.json:
+        print(json.dumps({"host": name, "state_dir": state_dir, "services": entries}, indent=2))
+    else:
+        print(lifecycle.format_list(name, entries))
+    return EXIT_OK
+
+
 Command = tuple[Callable[[str], argparse.ArgumentParser], Callable[[argparse.Namespace, Progress], int]]
-COMMANDS: dict[str, Command] = {"up": (build_up_parser, cmd_up)}
+COMMANDS: dict[str, Command] = {
+    "up": (build_up_parser, cmd_up),
+    "status": (build_status_parser, cmd_status),
+    "stop": (build_stop_parser, cmd_stop),
+    "logs": (build_logs_parser, cmd_logs),
+    "list": (build_list_parser, cmd_list),
+}
 
 
 def configure_logging(args: argparse.Namespace) -> None:
@@ -132,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress.close()
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `logs CONFIG | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # a bug: still one line unless debugging
         if progress:
             progress.close()
