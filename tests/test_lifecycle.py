@@ -1,0 +1,443 @@
+"""status, stop, logs and list against real demo services on this machine.
+
+The CLI runs as a real subprocess (so stdout purity and exit codes are the
+real thing); the Python API is called in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import remote_http_launcher
+from remote_http_launcher import LaunchError, lifecycle, run
+from remote_http_launcher.hosts import LocalHost
+from remote_http_launcher.hosts.base import Host
+
+KEY = "demo-localhost"
+Factory = Callable[..., dict[str, Any]]
+
+
+# Helpers ----------------------------------------------------------------------------
+
+def cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "remote_http_launcher", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def cli_json(*args: str | Path) -> tuple[int, dict[str, Any]]:
+    proc = cli(*args, "--json")
+    assert proc.stdout.strip(), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, demo_config: Factory) -> Callable[..., Path]:
+    def write(name: str = "service.yaml", **fields: Any) -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(demo_config(**fields)))
+        return path
+
+    return write
+
+
+def http_get(port: int, path: str = "/healthcheck") -> bytes:
+    with urllib.request.urlopen(f"http://localhost:{port}{path}", timeout=5) as response:
+        return response.read()
+
+
+def alive(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rpartition(b")")[2].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def server_file(rhl_dir: Path, key: str = KEY) -> Path:
+    return rhl_dir / "server" / f"{key}.json"
+
+
+def client_path(rhl_dir: Path, key: str = KEY) -> Path:
+    return rhl_dir / "client" / f"{key}.json"
+
+
+def server_pid(rhl_dir: Path, key: str = KEY) -> int:
+    return int(json.loads(server_file(rhl_dir, key).read_text())["pid"])
+
+
+def kill9(pid: int) -> None:
+    os.killpg(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), what=f"process {pid} to die")
+
+
+@pytest.fixture
+def bystander() -> Iterator[subprocess.Popen[bytes]]:
+    """An unrelated live process (own session, so a wrong group kill could not reach pytest)."""
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+# status ----------------------------------------------------------------------------
+
+def test_status_through_the_life_cycle(rhl_dir: Path, config_file: Callable[..., Path], tmp_path: Path) -> None:
+    config = config_file()
+    code, entry = cli_json("status", config)
+    assert (code, entry["status"], entry["pid"]) == (3, "absent", None)
+    assert entry["client"] == {**entry["client"], "present": False, "connection_file": str(client_path(rhl_dir))}
+
+    payload = run(config)
+    code, entry = cli_json("status", config)
+    assert (code, entry["status"], entry["detail"]) == (0, "running", None)
+    assert entry["pid"] == server_pid(rhl_dir) and entry["port"] == payload["port"]
+    assert 0 <= entry["uptime"] < 60
+    assert entry["workdir"] == str(tmp_path / "work dir")
+    assert entry["log"] == str(rhl_dir / "server" / f"{KEY}.log")
+    assert entry["client"]["present"] is True and entry["client"]["port"] == payload["port"]
+    assert entry["client"]["keeper_pid"] is None
+    human = cli("status", config)
+    assert human.returncode == 0 and human.stderr == ""
+    assert human.stdout.startswith(f"{KEY} on localhost: running") and str(payload["port"]) in human.stdout
+
+    kill9(entry["pid"])
+    code, entry = cli_json("status", config)
+    assert (code, entry["status"]) == (3, "stale")
+    assert "is gone" in entry["detail"]
+    human = cli("status", config)
+    assert human.returncode == 3 and "stop CONFIG" in human.stdout
+
+    stopped = cli("stop", config)
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.startswith("not running; nothing to stop")
+    assert not server_file(rhl_dir).exists() and not client_path(rhl_dir).exists()
+    assert (rhl_dir / "server" / f"{KEY}.log").exists()  # the log is kept
+
+    code, entry = cli_json("status", config)
+    assert (code, entry["status"]) == (3, "absent")
+    again = cli("stop", config)
+    assert (again.returncode, again.stdout) == (0, "not running; nothing to stop\n")
+
+
+def test_status_starting(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file(args="--ready-delay 3")
+    up = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", "up", str(config)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: remote_http_launcher.status(config)["status"] == "starting", what="status starting")
+        code, entry = cli_json("status", config)
+        assert (code, entry["status"]) == (3, "starting")
+        assert entry["pid"] == server_pid(rhl_dir) and entry["port"] is None and entry["uptime"] >= 0
+        assert up.wait(timeout=30) == 0
+    finally:
+        up.kill()
+        up.wait()
+    assert cli("status", config).returncode == 0
+
+
+def test_status_failed(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file(args="--fail")
+    with pytest.raises(LaunchError):
+        run(config)
+    code, entry = cli_json("status", config)
+    assert (code, entry["status"]) == (3, "failed")
+    human = cli("status", config).stdout
+    assert ": failed" in human and "logs CONFIG" in human
+    assert "failing on purpose" in remote_http_launcher.logs(config)
+    result = remote_http_launcher.stop(config)
+    assert result["status_before"] == "failed" and result["stopped"] is False
+    assert result["message"].startswith("not running; nothing to stop")
+    assert not server_file(rhl_dir).exists()
+
+
+def test_status_with_connection_dir(rhl_dir: Path, config_file: Callable[..., Path], tmp_path: Path) -> None:
+    config, conn = config_file(), tmp_path / "conn"
+    payload = run(config, connection_dir=conn)
+    code, entry = cli_json("status", config, "--connection-dir", conn)
+    assert code == 0
+    assert entry["client"]["connection_file"] == str(conn / f"{KEY}.json")
+    assert entry["client"]["present"] is True and entry["client"]["port"] == payload["port"]
+    assert cli_json("status", config)[1]["client"]["present"] is False  # the default dir has none
+    assert cli("stop", config, "--connection-dir", conn).returncode == 0
+    assert not (conn / f"{KEY}.json").exists()
+
+
+# stop ------------------------------------------------------------------------------
+
+def test_stop_with_sigterm(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file()
+    port = run(config)["port"]
+    service_pid = json.loads(http_get(port, "/"))["pid"]
+    leader = server_pid(rhl_dir)
+    code, result = cli_json("stop", config)
+    assert code == 0
+    assert result["stopped"] is True and result["processes"] == [{"pid": leader, "signal": "TERM"}]
+    assert result["message"] == f"stopped {KEY} on localhost (pid {leader} with SIGTERM)"
+    assert set(result["removed"]) == {"status file", "client file"}
+    assert not alive(leader) and not alive(service_pid)
+    assert not server_file(rhl_dir).exists() and not client_path(rhl_dir).exists()
+    assert (rhl_dir / "server" / f"{KEY}.log").exists()
+
+
+def test_stop_escalates_to_sigkill(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file(args="--ignore-sigterm")
+    port = run(config)["port"]
+    service_pid = json.loads(http_get(port, "/"))["pid"]
+    start = time.monotonic()
+    proc = cli("stop", config, "--timeout", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert "killed with SIGKILL" in proc.stdout
+    assert time.monotonic() - start < 8
+    assert not alive(service_pid)  # the whole group, not only its leader
+    assert cli("status", config).returncode == 3
+
+
+def test_stop_never_signals_a_reused_pid(rhl_dir: Path, config_file: Callable[..., Path],
+                                         bystander: subprocess.Popen[bytes]) -> None:
+    config = config_file()
+    log = rhl_dir / "server" / f"{KEY}.log"
+    server_file(rhl_dir).parent.mkdir(parents=True)
+    server_file(rhl_dir).write_text(json.dumps({
+        "status": "running", "pid": bystander.pid, "port": 9, "start_time": "proc:1", "log": str(log),
+        "launched_at": time.time() - 90}))
+    client_path(rhl_dir).parent.mkdir(parents=True)
+    client_path(rhl_dir).write_text(json.dumps({"hostname": "localhost", "port": 9}))
+
+    code, entry = cli_json("status", config)
+    assert (code, entry["status"]) == (3, "stale")
+    assert entry["detail"] == f"PID {bystander.pid} now belongs to another process"
+    assert 89 <= entry["age"] < 200 and entry["uptime"] is None
+
+    code, result = cli_json("stop", config, "--timeout", "0.5")
+    assert code == 0 and result["stopped"] is False and result["processes"] == []
+    assert result["refused"] == f"PID {bystander.pid} now belongs to another process"
+    assert result["message"].startswith("not running; nothing to stop (PID")
+    assert "left it alone" in result["message"]
+    time.sleep(0.3)
+    assert bystander.poll() is None  # never signalled
+    assert not server_file(rhl_dir).exists() and not client_path(rhl_dir).exists()
+
+
+def test_stop_removes_a_left_over_lock(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file()
+    run(config)
+    lock = rhl_dir / "server" / f"{KEY}.lock"
+    lock.write_text("{}")
+    result = remote_http_launcher.stop(config)
+    assert result["stopped"] is True and "lock file" in result["removed"]
+    assert not lock.exists()
+
+
+def test_stop_tunnel_keeper_named_in_client_file(rhl_dir: Path, config_file: Callable[..., Path],
+                                                 bystander: subprocess.Popen[bytes]) -> None:
+    config = config_file()
+    run(config)
+    keeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", lifecycle.KEEPER_MARKER],
+                              start_new_session=True)
+    try:
+        payload = json.loads(client_path(rhl_dir).read_text())
+        client_path(rhl_dir).write_text(json.dumps({**payload, "tunnel": {"keeper_pid": keeper.pid}}))
+        wait_for(lambda: lifecycle.is_keeper(keeper.pid), what="the fake keeper's command line")
+        entry = remote_http_launcher.status(config)
+        assert entry["client"]["keeper_pid"] == keeper.pid and entry["client"]["keeper_alive"] is True
+        result = remote_http_launcher.stop(config, timeout=2)
+        assert result["keeper"]["stopped"] is True and "tunnel keeper" in result["message"]
+        assert keeper.wait(timeout=5) is not None
+
+        # A keeper_pid that names some other process is left alone.
+        run(config)
+        payload = json.loads(client_path(rhl_dir).read_text())
+        client_path(rhl_dir).write_text(json.dumps({**payload, "keeper_pid": bystander.pid}))
+        assert remote_http_launcher.status(config)["client"]["keeper_alive"] is False
+        result = remote_http_launcher.stop(config, timeout=2)
+        assert result["keeper"]["stopped"] is False and "left it alone" in result["keeper"]["detail"]
+        time.sleep(0.2)
+        assert bystander.poll() is None
+    finally:
+        keeper.kill()
+        keeper.wait()
+
+
+# logs ------------------------------------------------------------------------------
+
+def test_logs_tail(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file()
+    port = run(config)["port"]
+    for n in range(5):
+        http_get(port, f"/?n={n}")
+    log_text = (rhl_dir / "server" / f"{KEY}.log").read_text()
+
+    proc = cli("logs", config, "--tail", "3")
+    assert proc.returncode == 0 and proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3 and [f"GET /?n={n} " in line for n, line in zip((2, 3, 4), lines)] == [True] * 3
+    assert cli("logs", config).stdout == log_text  # default: last 50 lines, fewer here
+    assert cli("logs", config, "--tail", "0").stdout == ""
+    assert remote_http_launcher.logs(config, tail=3) == proc.stdout
+
+
+def test_logs_without_a_log_is_not_running(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    proc = cli("logs", config_file())
+    assert proc.returncode == 3 and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and "start it with 'remote-http-launcher CONFIG'" in proc.stderr
+
+
+def test_logs_follow_ends_with_the_service(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file()
+    port = run(config)["port"]
+    follower = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", "logs", str(config), "--follow"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()  # type: ignore[union-attr]
+
+    def seen(text: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if text in lines.get(timeout=0.1):
+                    return
+            except queue.Empty:
+                pass
+        raise AssertionError(f"{text!r} not followed")
+
+    try:
+        seen("listening on")  # the initial tail
+        http_get(port, "/?followed=1")
+        seen("GET /?followed=1 ")
+        assert follower.poll() is None
+        remote_http_launcher.stop(config)
+        assert follower.wait(timeout=10) == 0
+        assert follower.stderr.read() == ""  # type: ignore[union-attr]
+    finally:
+        follower.kill()
+        follower.wait()
+
+
+def test_logs_follow_of_a_stopped_service_returns(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file()
+    run(config)
+    remote_http_launcher.stop(config)
+    proc = cli("logs", config, "--follow", timeout=10)
+    assert proc.returncode == 0 and "listening on" in proc.stdout
+
+
+class WholeFileHost(LocalHost):
+    """A host with only the generic `read_from` (what an SSH host gets by default)."""
+
+    read_from = Host.read_from  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("host", [LocalHost(), WholeFileHost()], ids=["local", "generic"])
+def test_read_tail_and_follow_file(tmp_path: Path, host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lifecycle, "READ_CHUNK", 100)  # many chunks
+    path = tmp_path / "big.log"
+    lines = [f"line {n} " + "x" * (n % 37) for n in range(2000)]
+    path.write_text("\n".join(lines) + "\n")
+    for count in (0, 1, 7, 150, 1999, 2000, 5000):
+        text, end = lifecycle.read_tail(host, str(path), count)  # type: ignore[misc]
+        expected = "".join(line + "\n" for line in lines[len(lines) - min(count, len(lines)):])
+        assert text.decode() == expected and end == path.stat().st_size
+    path.write_text("no newline\nat end")
+    assert lifecycle.read_tail(host, str(path), 1) == (b"at end", path.stat().st_size)
+    assert lifecycle.read_tail(host, str(tmp_path / "missing"), 5) is None
+
+    # Following: appended bytes arrive; a truncated file is read again from its start.
+    path.write_text("a\n")
+    rounds = iter([True, True, False])
+    chunks = lifecycle.follow_file(host, str(path), 2, lambda: next(rounds), interval=0.01)
+    with open(path, "a") as handle:
+        handle.write("b\n")
+    assert next(chunks) == b"b\n"
+    path.write_text("c\n")
+    assert next(chunks) == b"c\n"
+    assert list(chunks) == []
+
+
+# list ------------------------------------------------------------------------------
+
+def test_list_marks_stale_entries(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    empty = cli("list")
+    assert (empty.returncode, empty.stdout) == (0, "no services on localhost\n")
+    assert cli_json("list")[1] == {"host": "localhost", "state_dir": str(rhl_dir / "server"), "services": []}
+
+    port_a = run(config_file("a.yaml", key="demo-a"))["port"]
+    port_b = run(config_file("b.yaml", key="demo-b"))["port"]
+    kill9(server_pid(rhl_dir, "demo-b"))
+    (rhl_dir / "server" / "broken.json").write_text("not json")
+    (rhl_dir / "server" / ".demo-a.json.123.tmp").write_text("{}")
+
+    code, listing = cli_json("list")
+    assert code == 0
+    services = {entry["key"]: entry for entry in listing["services"]}
+    assert sorted(services) == ["broken", "demo-a", "demo-b"]
+    assert (services["demo-a"]["status"], services["demo-a"]["port"]) == ("running", port_a)
+    assert services["demo-a"]["pid"] == server_pid(rhl_dir, "demo-a") and services["demo-a"]["age"] < 60
+    assert (services["demo-b"]["status"], services["demo-b"]["port"]) == ("stale", port_b)
+    assert services["broken"]["status"] == "stale"
+
+    human = cli("list").stdout.splitlines()
+    assert human[0].split() == ["KEY", "STATUS", "PID", "PORT", "AGE"]
+    rows = {line.split()[0]: line.split() for line in human[1:4]}
+    assert rows["demo-a"][1:4] == ["running", str(services["demo-a"]["pid"]), str(port_a)]
+    assert rows["demo-b"][1:3] == ["stale", "!"]
+    assert human[4].startswith("2 stale (!)")
+
+
+# help and errors -------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["status", "stop", "logs", "list"])
+def test_help_has_an_example(command: str) -> None:
+    proc = cli(command, "--help")
+    assert proc.returncode == 0 and "example:" in proc.stdout and f"remote-http-launcher {command} " in proc.stdout
+    if command != "list":
+        assert "--connection-dir" in proc.stdout
+
+
+def test_top_level_help_lists_subcommands() -> None:
+    assert "status, stop, logs, list" in cli("--help").stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("status", "missing.yaml"),
+    ("stop", "missing.yaml"),
+    ("logs", "missing.yaml"),
+    ("logs", "CONFIG", "--tail", "-1"),
+    ("stop", "CONFIG", "--timeout", "0"),
+    ("list", "--host", "-oProxyCommand=touch /tmp/x"),
+    ("list", "extra"),
+])
+def test_usage_and_config_errors_exit_2(rhl_dir: Path, config_file: Callable[..., Path],
+                                        args: tuple[str, ...]) -> None:
+    args = tuple(str(config_file()) if arg == "CONFIG" else arg for arg in args)
+    proc = cli(*args)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("error: ")
+
+
+def test_api_is_exported() -> None:
+    assert {"status", "stop", "logs"} <= set(remote_http_launcher.__all__)
