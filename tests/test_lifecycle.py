@@ -27,6 +27,8 @@ from remote_http_launcher import LaunchError, lifecycle, run
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.hosts.base import Host
 
+from .conftest import DEMO_SERVICE
+
 KEY = "demo-localhost"
 Factory = Callable[..., dict[str, Any]]
 
@@ -441,3 +443,124 @@ def test_usage_and_config_errors_exit_2(rhl_dir: Path, config_file: Callable[...
 
 def test_api_is_exported() -> None:
     assert {"status", "stop", "logs"} <= set(remote_http_launcher.__all__)
+
+
+# Over SSH: the same commands against a real sshd ---------------------------------------
+
+@pytest.fixture
+def ssh_support() -> None:
+    """Skip (before starting sshd) while the SSH host is not available."""
+    pytest.importorskip("remote_http_launcher.hosts.ssh", reason="hosts/ssh.py is not written yet")
+
+
+@pytest.fixture
+def ssh_service(ssh_support: None, sshd: Any, rhl_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                request: pytest.FixtureRequest) -> Iterator[Callable[..., Path]]:
+    """A factory of SSH configs for the demo service on `sshd` (alias `testhost` in ~/.ssh/config)."""
+    home = tmp_path / "client-home"
+    home.mkdir()
+    sshd.write_ssh_config(home, alias="testhost")
+    monkeypatch.setenv("HOME", str(home))
+    remote_demo = sshd.home / "demo_service.py"
+    if not remote_demo.exists():
+        remote_demo.write_bytes(DEMO_SERVICE.read_bytes())
+        os.chown(remote_demo, sshd_uid(sshd), -1)
+    keys: list[str] = []
+
+    def make(*, args: str = "", **fields: Any) -> Path:
+        key = f"lc-{request.node.name[5:40].replace('[', '-').replace(']', '')}-{len(keys)}"
+        keys.append(key)
+        config = {
+            "workdir": "~/lifecycle work",
+            "key": key,
+            "hostname": sshd.host,
+            "ssh_hostname": "testhost",
+            "network_interface": "0.0.0.0",
+            "command": f"{sshd.python} ~/demo_service.py --status-file {{status_file}} "
+                       f"--host {{network_interface}} {args}",
+            "handshake": "healthcheck",
+            **fields,
+        }
+        path = tmp_path / f"{key}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    yield make
+    for key in keys:  # anything a failed test left running on the server
+        sshd.run(f'pid=$(sed -n \'s/.*"pid": *\\([0-9]*\\).*/\\1/p\' ~/.remote-http-launcher/server/{key}.json '
+                 f'2>/dev/null); [ -n "$pid" ] && kill -9 -- "-$pid"; rm -f ~/.remote-http-launcher/server/{key}.*')
+
+
+def sshd_uid(sshd: Any) -> int:
+    import pwd
+
+    return pwd.getpwnam(sshd.user).pw_uid
+
+
+def remote_state(sshd: Any, key: str) -> dict[str, Any] | None:
+    path = sshd.home / ".remote-http-launcher" / "server" / f"{key}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def remote_alive(sshd: Any, pid: int) -> bool:
+    return sshd.run(f"[ -d /proc/{pid} ] && ! grep -q '^[0-9]* ([^)]*) Z' /proc/{pid}/stat").returncode == 0
+
+
+def test_ssh_status_logs_list_stop(sshd: Any, ssh_service: Callable[..., Path], rhl_dir: Path) -> None:
+    config = ssh_service()
+    key = yaml.safe_load(config.read_text())["key"]
+    code, entry = cli_json("status", config)
+    assert (code, entry["status"], entry["host"]) == (3, "absent", "testhost")
+
+    payload = run(config)
+    code, entry = cli_json("status", config)
+    assert (code, entry["status"], entry["port"]) == (0, "running", payload["port"])
+    assert entry["pid"] == remote_state(sshd, key)["pid"]  # type: ignore[index]
+    assert entry["workdir"] == str(sshd.home / "lifecycle work")
+    assert entry["log"] == str(sshd.home / ".remote-http-launcher" / "server" / f"{key}.log")
+    assert entry["client"]["present"] is True
+
+    logs = cli("logs", config, "--tail", "1")
+    assert logs.returncode == 0 and logs.stdout.count("\n") == 1 and "GET /healthcheck" in logs.stdout
+    assert "listening on" in remote_http_launcher.logs(config)
+
+    code, listing = cli_json("list", "--host", "testhost")
+    assert code == 0 and listing["host"] == "testhost"
+    assert {e["key"]: e["status"] for e in listing["services"]}[key] == "running"
+
+    sshd.run(f"kill -9 -- -{entry['pid']}")
+    code, entry = cli_json("status", config)
+    assert (code, entry["status"]) == (3, "stale")
+    listing = cli_json("list", "--host", "testhost")[1]
+    assert {e["key"]: e["status"] for e in listing["services"]}[key] == "stale"
+    assert "stale !" in cli("list", "--host", "testhost").stdout
+
+    stopped = cli("stop", config)
+    assert (stopped.returncode, stopped.stdout.split(" (")[0].strip()) == (0, "not running; nothing to stop")
+    assert remote_state(sshd, key) is None and not client_path(rhl_dir, key).exists()
+    assert (sshd.home / ".remote-http-launcher" / "server" / f"{key}.log").exists()
+    assert cli_json("status", config)[1]["status"] == "absent"
+
+
+def test_ssh_stop_escalates_and_follow_ends(sshd: Any, ssh_service: Callable[..., Path]) -> None:
+    config = ssh_service(args="--ignore-sigterm")
+    port = run(config)["port"]
+    key = yaml.safe_load(config.read_text())["key"]
+    leader = remote_state(sshd, key)["pid"]  # type: ignore[index]
+    follower = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", "logs", str(config), "-f"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        with urllib.request.urlopen(f"http://{sshd.host}:{port}/?over=ssh", timeout=5) as response:
+            service_pid = json.loads(response.read())["pid"]
+        code, result = cli_json("stop", config, "--timeout", "0.5")
+        assert code == 0 and result["processes"] == [{"pid": leader, "signal": "KILL"}]
+        assert not remote_alive(sshd, leader) and not remote_alive(sshd, service_pid)
+        out, err = follower.communicate(timeout=15)
+        assert follower.returncode == 0, err
+        assert "GET /?over=ssh " in out
+    finally:
+        follower.kill()
+        follower.wait()
+    again = cli("stop", config)
+    assert (again.returncode, again.stdout) == (0, "not running; nothing to stop\n")
