@@ -488,7 +488,7 @@ def ssh_service(ssh_support: None, sshd: Any, rhl_dir: Path, tmp_path: Path, mon
     yield make
     for key in keys:  # anything a failed test left running on the server
         sshd.run(f'pid=$(sed -n \'s/.*"pid": *\\([0-9]*\\).*/\\1/p\' ~/.remote-http-launcher/server/{key}.json '
-                 f'2>/dev/null); [ -n "$pid" ] && kill -9 -- "-$pid"; rm -f ~/.remote-http-launcher/server/{key}.*')
+                 f'2>/dev/null); [ -n "$pid" ] && kill -s KILL -- "-$pid"; rm -f ~/.remote-http-launcher/server/{key}.*')
 
 
 def sshd_uid(sshd: Any) -> int:
@@ -528,7 +528,9 @@ def test_ssh_status_logs_list_stop(sshd: Any, ssh_service: Callable[..., Path], 
     assert code == 0 and listing["host"] == "testhost"
     assert {e["key"]: e["status"] for e in listing["services"]}[key] == "running"
 
-    sshd.run(f"kill -9 -- -{entry['pid']}")
+    killed = sshd.run(f"kill -s KILL -- -{entry['pid']}")
+    assert killed.returncode == 0, killed.stderr
+    wait_for(lambda: not remote_alive(sshd, entry["pid"]), what="the remote service to die")
     code, entry = cli_json("status", config)
     assert (code, entry["status"]) == (3, "stale")
     listing = cli_json("list", "--host", "testhost")[1]
