@@ -1,0 +1,293 @@
+"""The command line, run as a real subprocess (`python -m` and the installed entry point)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from remote_http_launcher import run
+from remote_http_launcher.progress import Progress
+
+from .conftest import DEMO_SERVICE
+
+KEY = "demo-localhost"
+PHASE_LINE = re.compile(r"^\d\d:\d\d:\d\d +\d+\.\d\ds \S")
+Factory = Callable[..., dict[str, Any]]
+ENTRY_POINT = shutil.which("remote-http-launcher")
+
+
+def cli(*args: str, entry_point: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    if entry_point:
+        assert ENTRY_POINT is not None, "the remote-http-launcher script is not installed"
+        command = [ENTRY_POINT, *args]
+    else:
+        command = [sys.executable, "-m", "remote_http_launcher", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, demo_config: Factory) -> Callable[..., Path]:
+    def write(name: str = "service.yaml", **fields: Any) -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(demo_config(**fields)))
+        return path
+
+    return write
+
+
+def server_record(rhl_dir: Path) -> dict[str, Any]:
+    return json.loads((rhl_dir / "server" / f"{KEY}.json").read_text())
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+# Launching -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("entry_point", [False, True], ids=["python-m", "entry-point"])
+def test_json_prints_only_the_payload(rhl_dir: Path, config_file: Callable[..., Path], entry_point: bool) -> None:
+    proc = cli(str(config_file()), "--json", entry_point=entry_point)
+
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)  # nothing but JSON on stdout
+    assert payload == json.loads((rhl_dir / "client" / f"{KEY}.json").read_text())
+    assert payload["port"] == server_record(rhl_dir)["port"]
+    # stderr is not a terminal: timestamped phase lines, ending with the summary
+    lines = proc.stderr.splitlines()
+    assert lines and all(PHASE_LINE.match(line) for line in lines), proc.stderr
+    assert any(line.endswith("launching service on localhost") for line in lines)
+    assert re.search(rf"ready: http://localhost:{payload['port']}/ \(\d+\.\d\d s\)$", lines[-1])
+
+
+def test_without_json_stdout_is_empty(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    proc = cli(str(config_file()))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert "ready: http://localhost:" in proc.stderr
+
+
+def test_up_subcommand_is_the_default(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    path = str(config_file())
+    first = cli("up", path, "--json")
+    assert first.returncode == 0, first.stderr
+    pid = server_record(rhl_dir)["pid"]
+
+    second = cli(path, "--json")
+    third = cli("up", path, "--json")
+
+    assert second.returncode == third.returncode == 0
+    assert json.loads(first.stdout) == json.loads(second.stdout) == json.loads(third.stdout)
+    assert "reconnected: http://localhost:" in second.stderr.splitlines()[-1]
+    assert "reconnected: http://localhost:" in third.stderr.splitlines()[-1]
+    assert server_record(rhl_dir)["pid"] == pid
+
+
+def test_dry_run_prints_command_and_changes_nothing(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    proc = cli(str(config_file()), "--dry-run")
+
+    assert proc.returncode == 0, proc.stderr
+    status_file = rhl_dir / "server" / f"{KEY}.json"
+    assert proc.stdout == f"{sys.executable} {DEMO_SERVICE} --status-file {status_file} --host localhost \n"
+    assert proc.stderr == ""
+    assert not rhl_dir.exists()  # no directory, state file, lock or log was created
+
+
+def test_dry_run_with_entry_point(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    proc = cli(str(config_file(command="serve --key {key} --iface {config['network_interface']}")),
+               "--dry-run", entry_point=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"serve --key {KEY} --iface localhost\n"
+    assert not rhl_dir.exists()
+
+
+# Help and usage errors -----------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["up", "--help"]])
+def test_help_exits_zero(args: list[str]) -> None:
+    proc = cli(*args)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("usage: remote-http-launcher")
+    assert "--dry-run" in proc.stdout and "--connection-dir" in proc.stdout
+    assert proc.stderr == ""
+
+
+def test_help_via_entry_point() -> None:
+    proc = cli("--help", entry_point=True)
+    assert proc.returncode == 0
+    assert "usage: remote-http-launcher" in proc.stdout
+
+
+def test_no_arguments_is_a_usage_error() -> None:
+    proc = cli()
+    assert proc.returncode == 2
+    assert "usage: remote-http-launcher" in proc.stderr
+
+
+def test_missing_config_file(rhl_dir: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    proc = cli(str(missing))
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1
+    assert proc.stderr.startswith(f"error: config: file {str(missing)!r} not found")
+    assert proc.stdout == ""
+    assert not rhl_dir.exists()
+
+
+def test_unknown_option_is_one_line(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    proc = cli(str(config_file()), "--no-such-option")
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1
+    assert proc.stderr.startswith("error: ") and "--no-such-option" in proc.stderr
+    assert not rhl_dir.exists()
+
+
+# Runtime failures -------------------------------------------------------------------
+
+def test_runtime_failure_is_one_line_without_traceback(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    proc = cli(str(config_file(command="echo boom; exit 4")))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    errors = error_lines(proc.stderr)
+    assert len(errors) == 1
+    assert errors[0].startswith(f"error: {KEY}: service on localhost exited before reporting its port")
+    assert errors[0].endswith("log: boom")
+    assert proc.stderr.splitlines()[-1] == errors[0]
+    assert proc.stdout == ""
+
+
+def test_runtime_failure_with_debug_shows_traceback(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    proc = cli(str(config_file(command="echo boom; exit 4")), "--log-level", "debug")
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert "LaunchError" in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("error: ")
+
+
+def test_log_files_are_written(rhl_dir: Path, config_file: Callable[..., Path], tmp_path: Path) -> None:
+    log_file, debug_file = tmp_path / "phases.log", tmp_path / "debug.log"
+    proc = cli(str(config_file()), "--log-file", str(log_file), "--debug-log-file", str(debug_file))
+    assert proc.returncode == 0, proc.stderr
+    port = server_record(rhl_dir)["port"]
+    for path in (log_file, debug_file):
+        text = path.read_text()
+        assert "INFO launching service on localhost" in text
+        assert f"INFO ready: http://localhost:{port}/" in text
+
+
+def test_log_file_records_failure(rhl_dir: Path, config_file: Callable[..., Path], tmp_path: Path) -> None:
+    debug_file = tmp_path / "debug.log"
+    proc = cli(str(config_file(command="false")), "--debug-log-file", str(debug_file))
+    assert proc.returncode == 1
+    assert "waiting for the service to report its port" in debug_file.read_text()
+
+
+# State directories -------------------------------------------------------------------
+
+def test_state_dir_from_environment(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    proc = cli(str(config_file()), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((rhl_dir / "client" / f"{KEY}.json").read_text()) == json.loads(proc.stdout)
+    assert (rhl_dir / "server" / f"{KEY}.json").is_file()
+    assert (rhl_dir / "server" / f"{KEY}.log").is_file()
+
+
+def test_connection_dir_option(rhl_dir: Path, config_file: Callable[..., Path], tmp_path: Path) -> None:
+    connections = tmp_path / "conn"
+    proc = cli(str(config_file()), "--json", "--connection-dir", str(connections))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((connections / f"{KEY}.json").read_text()) == json.loads(proc.stdout)
+    assert not (rhl_dir / "client").exists()
+
+
+def test_connection_dir_equal_to_server_dir(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    proc = cli(str(config_file()), "--connection-dir", str(rhl_dir / "server"))
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1
+    assert proc.stderr.startswith(f"error: --connection-dir: {str(rhl_dir / 'server')!r} is the server state "
+                                  "directory")
+    assert not rhl_dir.exists()
+
+
+# Terminal display ------------------------------------------------------------------------
+
+def test_live_progress_redraws_one_line(rhl_dir: Path, demo_config: Factory) -> None:
+    stream = io.StringIO()
+    payload = run(demo_config(), progress=Progress("minimal", stream=stream, live=True))
+    output = stream.getvalue()
+    assert output.count("\n") == 1 and output.endswith("\n")
+    frames = output[:-1].split("\r")
+    assert re.fullmatch(rf"ready: http://localhost:{payload['port']}/ \(\d+\.\d\d s\)", frames[-1])
+    assert frames[-2].strip() == ""  # the live line was erased before the summary
+    assert any(re.fullmatch(r"launching service on localhost \(\d+\.\d s\) *", f) for f in frames)
+
+
+def test_live_progress_isatty_decides(rhl_dir: Path, demo_config: Factory, mocker: Any) -> None:
+    stream = io.StringIO()
+    mocker.patch.object(stream, "isatty", return_value=True)
+    progress = Progress("minimal", stream=stream)
+    assert progress.live
+    payload = run(demo_config(), progress=progress)
+    assert stream.getvalue().count("\n") == 1
+    assert stream.getvalue().rstrip("\n").split("\r")[-1].startswith(f"ready: http://localhost:{payload['port']}/")
+    assert not Progress("basic", stream=stream).live
+
+
+def pty_run(*args: str) -> tuple[int, str]:
+    """Run the CLI with a terminal as stdin/stdout/stderr (util-linux `script`)."""
+    command = shlex.join([sys.executable, "-m", "remote_http_launcher", *args])
+    proc = subprocess.run(["script", "-q", "-e", "-c", command, "/dev/null"], capture_output=True,
+                          timeout=60, stdin=subprocess.DEVNULL, env={**os.environ, "TERM": "dumb"})
+    return proc.returncode, proc.stdout.decode().replace("\r\n", "\n")  # bytes: keep the bare \r
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux script")
+def test_terminal_shows_live_line_then_summary(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    code, output = pty_run(str(config_file()))
+    assert code == 0, output
+    port = server_record(rhl_dir)["port"]
+    assert output.count("\n") == 1 and output.endswith("\n"), repr(output)
+    frames = output[:-1].split("\r")
+    assert re.fullmatch(rf"ready: http://localhost:{port}/ \(\d+\.\d\d s\)", frames[-1]), repr(output)
+    assert any(f.startswith("waiting for the service to report its port (") for f in frames)
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux script")
+def test_terminal_failure_erases_live_line(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    code, output = pty_run(str(config_file(command="echo boom; exit 4")))
+    assert code == 1, output
+    assert output.count("\n") == 1, repr(output)
+    last = output[:-1].split("\r")[-1]
+    assert last.startswith(f"error: {KEY}: service on localhost exited before reporting its port")
+    assert last.endswith("log: boom")
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("spelling", ["trailing-slash", "dotdot", "symlink"])
+def test_connection_dir_aliasing_server_dir(rhl_dir: Path, config_file: Callable[..., Path], tmp_path: Path,
+                                            spelling: str) -> None:
+    """Any path to the server directory is refused, or the client file would replace the status file."""
+    server = rhl_dir / "server"
+    server.mkdir(parents=True)
+    if spelling == "symlink":
+        alias = tmp_path / "link-to-server"
+        alias.symlink_to(server)
+    else:
+        alias = Path(f"{server}/") if spelling == "trailing-slash" else rhl_dir / "client" / ".." / "server"
+    proc = cli(str(config_file()), "--connection-dir", f"{alias}/" if spelling == "trailing-slash" else str(alias))
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1
+    assert "is the server state directory" in proc.stderr
+    assert list(server.iterdir()) == []  # nothing launched, nothing written

@@ -1,0 +1,369 @@
+"""Local mode under faults: corrupt state files, failing services, stale locks, hostile config values.
+
+Real processes and files throughout; every failure must be a one-line
+`LauncherError` (never a traceback) and must leave no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remote_http_launcher import LaunchError, LauncherError, run
+
+KEY = "demo-localhost"
+Factory = Callable[..., dict[str, Any]]
+
+
+def server_file(rhl_dir: Path) -> Path:
+    return rhl_dir / "server" / f"{KEY}.json"
+
+
+def client_file(rhl_dir: Path) -> Path:
+    return rhl_dir / "client" / f"{KEY}.json"
+
+
+def server_record(rhl_dir: Path) -> dict[str, Any]:
+    return json.loads(server_file(rhl_dir).read_text())
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes in process group pgid."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def healthy(port: int) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://localhost:{port}/healthcheck", timeout=5) as response:
+        return response.status == 200
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+# Corrupt state files ----------------------------------------------------------
+
+def corruptions(valid: bytes) -> dict[str, bytes]:
+    record = json.loads(valid)
+    return {
+        "empty": b"",
+        "truncated": valid[: len(valid) // 2],
+        "list": b"[1, 2, 3]",
+        "string": b'"running"',
+        "port-string": json.dumps({**record, "port": str(record["port"])}).encode(),
+        "port-70000": json.dumps({**record, "port": 70000}).encode(),
+        "binary": b"\xff\xfe\x00garbage",
+    }
+
+
+CORRUPTIONS = ["empty", "truncated", "list", "string", "port-string", "port-70000", "binary"]
+
+
+@pytest.mark.parametrize("variant", CORRUPTIONS)
+def test_corrupt_client_file_falls_back_to_server_file(rhl_dir: Path, demo_config: Factory, variant: str) -> None:
+    config = demo_config()
+    first = run(config)
+    pid = server_record(rhl_dir)["pid"]
+    client_file(rhl_dir).write_bytes(corruptions(client_file(rhl_dir).read_bytes())[variant])
+
+    second = run(config)
+
+    assert second == first
+    assert server_record(rhl_dir)["pid"] == pid  # the service was reused, not relaunched
+    assert json.loads(client_file(rhl_dir).read_text()) == first
+
+
+@pytest.mark.parametrize("variant", CORRUPTIONS)
+def test_corrupt_server_file_relaunches(rhl_dir: Path, demo_config: Factory, variant: str) -> None:
+    config = demo_config()
+    run(config)
+    old_pid = server_record(rhl_dir)["pid"]
+    try:
+        server_file(rhl_dir).write_bytes(corruptions(server_file(rhl_dir).read_bytes())[variant])
+        client_file(rhl_dir).unlink()
+
+        payload = run(config)
+
+        record = server_record(rhl_dir)
+        assert record["pid"] != old_pid
+        assert record["status"] == "running" and record["port"] == payload["port"]
+        assert healthy(payload["port"])
+    finally:
+        kill_group(old_pid)  # no longer recorded anywhere
+
+
+@pytest.mark.parametrize("variant", CORRUPTIONS)
+def test_corrupt_server_file_without_service(rhl_dir: Path, demo_config: Factory, variant: str) -> None:
+    (rhl_dir / "server").mkdir(parents=True)
+    valid = json.dumps({"status": "running", "pid": dead_pid(), "port": 1234}).encode()
+    server_file(rhl_dir).write_bytes(corruptions(valid)[variant])
+
+    payload = run(demo_config())
+
+    assert server_record(rhl_dir)["port"] == payload["port"]
+    assert healthy(payload["port"])
+
+
+@pytest.mark.parametrize("which", ["client", "server"])
+def test_corrupt_files_through_the_cli(rhl_dir: Path, demo_config: Factory, tmp_path: Path, which: str) -> None:
+    import yaml
+
+    config = tmp_path / "service.yaml"
+    config.write_text(yaml.safe_dump(demo_config()))
+    for directory in ("client", "server"):
+        (rhl_dir / directory).mkdir(parents=True, exist_ok=True)
+    (rhl_dir / which / f"{KEY}.json").write_bytes(b'{"status": "running", "port": ')
+    proc = subprocess.run([sys.executable, "-m", "remote_http_launcher", str(config), "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "error" not in proc.stderr
+    assert json.loads(proc.stdout)["port"] == server_record(rhl_dir)["port"]
+
+
+def test_running_record_of_dead_process_relaunches(rhl_dir: Path, demo_config: Factory) -> None:
+    (rhl_dir / "server").mkdir(parents=True)
+    server_file(rhl_dir).write_text(json.dumps({"status": "running", "pid": dead_pid(), "port": 1}))
+    payload = run(demo_config())
+    assert healthy(payload["port"])
+
+
+def test_reused_pid_is_never_signalled(rhl_dir: Path, demo_config: Factory) -> None:
+    """A record whose PID now belongs to another process (other start time) is stale, not ours."""
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        (rhl_dir / "server").mkdir(parents=True)
+        server_file(rhl_dir).write_text(json.dumps({
+            "status": "running", "pid": bystander.pid, "port": 1, "start_time": "proc:1",
+            "network_interface": "localhost", "command": "x", "uid": os.getuid()}))
+
+        payload = run(demo_config())
+
+        assert server_record(rhl_dir)["pid"] != bystander.pid
+        assert healthy(payload["port"])
+        assert bystander.poll() is None  # untouched
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+# Services that fail to start ------------------------------------------------------
+
+def test_service_reporting_failed(rhl_dir: Path, demo_config: Factory) -> None:
+    with pytest.raises(LaunchError) as info:
+        run(demo_config(args="--fail"))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "reported status 'failed'" in message
+    assert "demo service: failing on purpose" in message  # the log tail
+    assert not client_file(rhl_dir).exists()
+
+
+LINGER = """
+import json, os, sys, time
+path = sys.argv[1]
+with open(path) as handle:
+    record = json.load(handle)
+record["status"] = "failed"
+with open(path + ".tmp", "w") as handle:
+    json.dump(record, handle)
+os.replace(path + ".tmp", path)
+print("reported failure, lingering", flush=True)
+time.sleep(60)
+"""
+
+
+def test_service_reporting_failed_but_lingering_is_stopped(rhl_dir: Path, demo_config: Factory,
+                                                           tmp_path: Path) -> None:
+    script = tmp_path / "linger.py"
+    script.write_text(LINGER)
+    with pytest.raises(LaunchError, match="reported status 'failed'; log: reported failure, lingering"):
+        run(demo_config(command=f"{sys.executable} {script} {{status_file}}"))
+    pid = server_record(rhl_dir)["pid"]
+    assert not alive(pid)
+    deadline = time.monotonic() + 5
+    while group_members(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert group_members(pid) == []
+
+
+def test_command_that_exits_at_once(rhl_dir: Path, demo_config: Factory) -> None:
+    started = time.monotonic()
+    with pytest.raises(LaunchError, match="exited before reporting its port; log: "):
+        run(demo_config(command="false"))
+    assert time.monotonic() - started < 10  # not the 60 s startup timeout
+
+
+def test_command_that_exits_at_once_shows_log_tail(rhl_dir: Path, demo_config: Factory) -> None:
+    started = time.monotonic()
+    with pytest.raises(LaunchError) as info:
+        run(demo_config(command="echo first line; echo 'no such thing' >&2; exit 3"))
+    assert time.monotonic() - started < 10
+    assert str(info.value).endswith("log: first line | no such thing")
+
+
+def test_silent_service_is_stopped_after_startup_timeout(rhl_dir: Path, demo_config: Factory) -> None:
+    started = time.monotonic()
+    with pytest.raises(LaunchError, match=r"did not report its port within 1 s \(stopped it\)"):
+        run(demo_config(command="sleep 30", startup_timeout=1))
+    elapsed = time.monotonic() - started
+    assert 1 <= elapsed < 10
+    pid = server_record(rhl_dir)["pid"]
+    assert server_record(rhl_dir)["status"] == "starting"
+    assert not alive(pid)
+    deadline = time.monotonic() + 5
+    while group_members(pid) and time.monotonic() < deadline:  # SIGTERM reaches the group at once
+        time.sleep(0.02)
+    assert group_members(pid) == []  # the `sleep` child went too: no orphan
+
+
+def test_workdir_that_cannot_be_created(rhl_dir: Path, demo_config: Factory, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(LaunchError) as info:
+        run(demo_config(workdir=str(blocker / "sub")))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{KEY}: workdir on localhost: ")
+    assert f"workdir {blocker / 'sub'}" in message
+    assert not server_file(rhl_dir).exists()
+
+
+def test_log_that_cannot_be_written(rhl_dir: Path, demo_config: Factory) -> None:
+    log = rhl_dir / "server" / f"{KEY}.log"
+    log.mkdir(parents=True)
+    with pytest.raises(LaunchError) as info:
+        run(demo_config())
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(f"{KEY}: log file on localhost: ")
+    assert f"log file {log}" in str(info.value)
+    assert not server_file(rhl_dir).exists()
+
+
+def test_failures_through_the_cli_are_one_line(rhl_dir: Path, demo_config: Factory, tmp_path: Path) -> None:
+    import yaml
+
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(demo_config(command="false")))
+    proc = subprocess.run([sys.executable, "-m", "remote_http_launcher", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "exited before reporting its port" in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+# Stale locks -----------------------------------------------------------------------
+
+def write_lock(rhl_dir: Path, content: bytes, age: float = 0.0) -> Path:
+    lock = rhl_dir / "server" / f"{KEY}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_bytes(content)
+    if age:
+        then = time.time() - age
+        os.utime(lock, (then, then))
+    return lock
+
+
+@pytest.mark.parametrize("lock_kind", ["dead-owner", "old-other-host", "old-live-owner", "garbage-old"])
+def test_stale_lock_is_broken(rhl_dir: Path, demo_config: Factory, lock_kind: str) -> None:
+    host = socket.gethostname()
+    content = {
+        "dead-owner": {"owner": host, "pid": dead_pid(), "time": time.time(), "token": "t"},
+        "old-other-host": {"owner": "elsewhere.invalid", "pid": 1, "time": time.time() - 3600, "token": "t"},
+        "old-live-owner": {"owner": host, "pid": os.getpid(), "time": time.time() - 3600, "token": "t"},
+    }.get(lock_kind)
+    lock = write_lock(rhl_dir, json.dumps(content).encode() if content else b"{not json", age=3600)
+    started = time.monotonic()
+
+    payload = run(demo_config(startup_timeout=5))
+
+    assert time.monotonic() - started < 10
+    assert healthy(payload["port"])
+    assert not lock.exists()
+    assert sorted(p.name for p in lock.parent.iterdir()) == [f"{KEY}.json", f"{KEY}.log"]  # no *.broken left
+
+
+# Hostile config values -------------------------------------------------------------
+
+def injections(marker: Path) -> list[str]:
+    return [f"$(touch {marker})", f"`touch {marker}`", f";touch {marker}", f"';touch {marker};'",
+            f'";touch {marker};"', f"|touch {marker}", f"&& touch {marker}", "%s%n\\n"]
+
+
+def test_shell_metacharacters_in_config_values_are_inert(rhl_dir: Path, demo_config: Factory,
+                                                         tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    values = injections(marker)
+    workdir = Path(f"{tmp_path}/{' '.join(values)}")
+    parameters = {f"p{i}": value for i, value in enumerate(values)}
+    extras = {f"extra{i}": value for i, value in enumerate(values)}
+
+    payload = run(demo_config(workdir=str(workdir), file_parameters=parameters, **extras))
+
+    assert not marker.exists()
+    record = server_record(rhl_dir)
+    assert record["parameters"] == parameters
+    assert payload["parameters"] == parameters
+    assert record["workdir"] == str(workdir)
+    assert os.readlink(f"/proc/{record['pid']}/cwd") == str(workdir)
+    assert healthy(payload["port"])
+
+
+def test_shell_metacharacters_in_workdir_path_segments(rhl_dir: Path, demo_config: Factory, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    workdir = tmp_path / f"a$(touch {marker.name})" / f"b`touch {marker.name}`" / f"c;touch {marker.name};'\"d"
+    run(demo_config(workdir=str(workdir)))
+    assert workdir.is_dir()
+    assert not marker.exists()
+    assert [p.name for p in tmp_path.rglob(marker.name)] == []  # not even relative to some cwd
+    assert not (Path.cwd() / marker.name).exists()
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_shell_metacharacters_in_conda_are_inert(rhl_dir: Path, demo_config: Factory, tmp_path: Path,
+                                                 index: int) -> None:
+    marker = tmp_path / "pwned"
+    conda = f"/nonexistent/env {injections(marker)[index]}"
+    with pytest.raises(LauncherError) as info:
+        run(demo_config(conda=conda))
+    assert "conda" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert not marker.exists()

@@ -1,0 +1,422 @@
+"""End-to-end tests of local mode: real processes, real state files, real HTTP.
+
+Every service is the demo service started by the launcher (or, for the
+compatibility test, by the test itself); the `rhl_dir` fixture kills what the
+server files record, and tests kill any other process they start.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from remote_http_launcher import ConfigError, run
+from remote_http_launcher.progress import Progress
+
+from .conftest import DEMO_SERVICE
+
+KEY = "demo-localhost"
+Factory = Callable[..., dict[str, Any]]
+
+
+# Helpers -------------------------------------------------------------------
+
+def server_file(rhl_dir: Path, key: str = KEY) -> Path:
+    return rhl_dir / "server" / f"{key}.json"
+
+
+def client_file(rhl_dir: Path, key: str = KEY) -> Path:
+    return rhl_dir / "client" / f"{key}.json"
+
+
+def server_record(rhl_dir: Path, key: str = KEY) -> dict[str, Any]:
+    return json.loads(server_file(rhl_dir, key).read_text())
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def http_get(port: int, path: str = "/healthcheck", host: str = "localhost") -> tuple[int, bytes]:
+    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as response:
+        return response.status, response.read()
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), or None when gone."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return data.rpartition(")")[2].split()
+
+
+def alive(pid: int) -> bool:
+    """True for a live process; a zombie (nobody reaped it yet) counts as gone."""
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        assert time.monotonic() < deadline, f"process {pid} still alive after {timeout} s"
+        time.sleep(0.02)
+
+
+def kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def service_groups(marker: str) -> set[int]:
+    """Process groups of live processes whose command line mentions `marker` (a status file path)."""
+    groups = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = proc_stat(int(entry.name))
+        if marker in cmdline and fields is not None and fields[0] != "Z":
+            groups.add(int(fields[2]))
+    return groups
+
+
+def starts_in_log(rhl_dir: Path, key: str = KEY) -> int:
+    return (rhl_dir / "server" / f"{key}.log").read_text().count("demo service starting")
+
+
+def recording_progress() -> tuple[Progress, io.StringIO]:
+    stream = io.StringIO()
+    return Progress("basic", stream=stream, live=False), stream
+
+
+def original_accepts_running(record: Any) -> bool:
+    """The original 0.2.0 implementation's checks on a server file with status 'running'."""
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    return (
+        isinstance(record, dict)
+        and record.get("status") == "running"
+        and is_int(record.get("port")) and 1 <= record["port"] <= 65535
+        and isinstance(record.get("command"), str) and record["command"] != ""
+        and is_int(record.get("uid"))
+        and is_int(record.get("pid"))
+        and isinstance(record.get("network_interface"), str)
+        and ("parameters" not in record or isinstance(record["parameters"], dict))
+    )
+
+
+@pytest.fixture
+def launched(rhl_dir: Path, demo_config: Factory) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """A demo service started through run(): (config, payload)."""
+    config = demo_config()
+    payload = run(config)
+    yield config, payload
+
+
+# First launch ---------------------------------------------------------------
+
+def test_run_launches_service_and_writes_state_files(rhl_dir: Path, demo_config: Factory, tmp_path: Path) -> None:
+    parameters = {"dataset": "x", "n": 3, "nested": {"ok": True}}
+    config = demo_config(file_parameters=parameters)
+
+    payload = run(config)
+
+    assert payload["hostname"] == "localhost"
+    assert isinstance(payload["port"], int)
+    assert payload["parameters"] == parameters
+    assert http_get(payload["port"]) == (200, b"ok\n")
+
+    record = server_record(rhl_dir)
+    status_path = server_file(rhl_dir)
+    assert record["status"] == "running"
+    assert record["port"] == payload["port"]
+    assert record["workdir"] == str(tmp_path / "work dir")
+    assert record["log"] == str(rhl_dir / "server" / f"{KEY}.log")
+    assert record["command"] == (f"{sys.executable} {DEMO_SERVICE} --status-file {status_path} "
+                                 f"--host localhost ")
+    assert record["network_interface"] == "localhost"
+    assert record["uid"] == os.getuid()
+    assert record["parameters"] == parameters
+    assert alive(record["pid"])
+    fields = proc_stat(record["pid"])
+    assert fields is not None
+    assert record["start_time"] == f"proc:{fields[19]}"
+    assert original_accepts_running(record)
+    # the service runs in its own session, in the workdir
+    assert os.getsid(record["pid"]) == record["pid"]
+    assert os.readlink(f"/proc/{record['pid']}/cwd") == str(tmp_path / "work dir")
+
+    assert json.loads(client_file(rhl_dir).read_text()) == payload
+    assert mode(client_file(rhl_dir)) == 0o600
+    assert mode(rhl_dir / "client") == 0o700
+    assert mode(rhl_dir / "server") == 0o700
+    assert mode(status_path) == 0o600
+    log = rhl_dir / "server" / f"{KEY}.log"
+    assert mode(log) == 0o600
+    assert f"demo service listening on localhost:{payload['port']}" in log.read_text()
+    assert not (rhl_dir / "server" / f"{KEY}.lock").exists()
+
+
+def test_progress_reports_phases_and_summary(rhl_dir: Path, demo_config: Factory) -> None:
+    progress, stream = recording_progress()
+    payload = run(demo_config(), progress=progress)
+    lines = stream.getvalue().splitlines()
+    assert any("launching service on localhost" in line for line in lines)
+    assert re.search(rf"ready: http://localhost:{payload['port']}/ \(\d+\.\d\d s\)$", lines[-1])
+
+
+# Reconnecting ---------------------------------------------------------------
+
+def test_second_run_reconnects_without_relaunch(rhl_dir: Path, launched: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    config, first = launched
+    pid = server_record(rhl_dir)["pid"]
+    progress, stream = recording_progress()
+
+    second = run(config, progress=progress)
+
+    assert second == first
+    assert server_record(rhl_dir)["pid"] == pid
+    assert starts_in_log(rhl_dir) == 1
+    assert "reconnected:" in stream.getvalue()
+    assert "launching" not in stream.getvalue()
+
+
+def test_missing_client_file_reuses_server_file(rhl_dir: Path, launched: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    config, first = launched
+    pid = server_record(rhl_dir)["pid"]
+    client_file(rhl_dir).unlink()
+    progress, stream = recording_progress()
+
+    second = run(config, progress=progress)
+
+    assert second == first
+    assert server_record(rhl_dir)["pid"] == pid
+    assert starts_in_log(rhl_dir) == 1
+    assert "launching" not in stream.getvalue()
+    assert f"checking port {first['port']}" in stream.getvalue()
+    assert json.loads(client_file(rhl_dir).read_text()) == first
+
+
+def test_killed_service_is_relaunched(rhl_dir: Path, launched: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    config, first = launched
+    old_pid = server_record(rhl_dir)["pid"]
+    os.killpg(old_pid, signal.SIGKILL)
+    wait_gone(old_pid)
+
+    second = run(config)
+
+    record = server_record(rhl_dir)
+    assert record["pid"] != old_pid
+    assert alive(record["pid"])
+    assert record["status"] == "running"
+    assert record["port"] == second["port"]
+    assert http_get(second["port"]) == (200, b"ok\n")
+    assert json.loads(client_file(rhl_dir).read_text()) == second
+    assert starts_in_log(rhl_dir) == 1  # the log restarts with each launch
+
+
+def test_relaunch_after_reported_failure(rhl_dir: Path, demo_config: Factory) -> None:
+    """A status file left at 'failed' by the last launch does not block the next one."""
+    with pytest.raises(Exception, match="failed"):
+        run(demo_config(args="--fail"))
+    assert server_record(rhl_dir)["status"] == "failed"
+
+    payload = run(demo_config())
+
+    assert server_record(rhl_dir)["status"] == "running"
+    assert http_get(payload["port"]) == (200, b"ok\n")
+
+
+# Compatibility with the original implementation's server files ---------------
+
+def test_reuses_server_file_written_by_original(rhl_dir: Path, demo_config: Factory, tmp_path: Path) -> None:
+    config = demo_config(file_parameters={"alpha": [1, 2], "beta": "b"})
+    server_dir = rhl_dir / "server"
+    server_dir.mkdir(parents=True, mode=0o700)
+    status, log = server_dir / f"{KEY}.json", server_dir / f"{KEY}.log"
+    workdir = Path(config["workdir"])
+    workdir.mkdir()
+    command = f"{sys.executable} {DEMO_SERVICE} --status-file {status} --host localhost"
+    # Detached like the original does it; the service waits for a line on stdin so
+    # the status file (which needs its PID) exists before it reads it.
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["sh", "-c", f'read go; exec {command}'], stdin=subprocess.PIPE,
+                                stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
+    try:
+        record = {"workdir": config["workdir"], "log": str(log), "command": command, "uid": os.getuid(),
+                  "pid": proc.pid, "status": "starting", "network_interface": "localhost",
+                  "parameters": config["file_parameters"]}
+        status.write_text(json.dumps(record, separators=(",", ":")))
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()
+        deadline = time.monotonic() + 10
+        while json.loads(status.read_text()).get("status") != "running":
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        running = json.loads(status.read_text())
+        # rewrite as the original leaves it: compact, its key order, port last
+        original = {**record, "status": "running", "port": running["port"]}
+        status.write_text(json.dumps(original, separators=(",", ":")))
+        before = status.read_bytes()
+
+        payload = run(config)
+
+        assert payload == {"hostname": "localhost", "port": running["port"], "parameters": record["parameters"]}
+        assert status.read_bytes() == before  # reused as is, nothing relaunched
+        assert proc.poll() is None
+        assert log.read_text().count("demo service starting") == 1
+        assert json.loads(client_file(rhl_dir).read_text()) == payload
+    finally:
+        kill_group(proc.pid)
+        proc.wait(timeout=10)
+
+
+def test_our_record_passes_the_original_checks(rhl_dir: Path, demo_config: Factory) -> None:
+    run(demo_config(file_parameters={"p": 1}))
+    assert original_accepts_running(server_record(rhl_dir))
+    run(demo_config(key="plain"))
+    assert original_accepts_running(server_record(rhl_dir, "plain"))
+    assert "parameters" not in server_record(rhl_dir, "plain")
+
+
+# Workdir ----------------------------------------------------------------------
+
+def test_workdir_with_spaces_and_quotes(rhl_dir: Path, demo_config: Factory, tmp_path: Path) -> None:
+    workdir = tmp_path / """work dir 'q' "d\""""
+    payload = run(demo_config(workdir=str(workdir)))
+    record = server_record(rhl_dir)
+    assert workdir.is_dir()
+    assert record["workdir"] == str(workdir)
+    assert os.readlink(f"/proc/{record['pid']}/cwd") == str(workdir)
+    assert http_get(payload["port"])[0] == 200
+
+
+def test_tilde_workdir_expands_to_home(rhl_dir: Path, demo_config: Factory, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    run(demo_config(workdir="~/svc/data"))
+    record = server_record(rhl_dir)
+    assert record["workdir"] == str(home / "svc" / "data")
+    assert os.readlink(f"/proc/{record['pid']}/cwd") == str(home / "svc" / "data")
+
+
+# Templates --------------------------------------------------------------------
+
+def free_port_range(size: int = 20) -> tuple[int, int]:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        start = sock.getsockname()[1]
+    return start, min(start + size, 65535)
+
+
+def test_template_namespace(rhl_dir: Path, tmp_path: Path) -> None:
+    start, end = free_port_range()
+    config = {
+        "workdir": str(tmp_path / "wd"),
+        "key": "svc-{label.upper()}-{network_interface}",
+        "command": ("env RHL_KEY={key} RHL_LABEL={config['label']} " + sys.executable + " " + str(DEMO_SERVICE)
+                    + " --status-file {status_file} --host {config['network_interface']}"
+                    + " --port-range {port_start} {port_end}"),
+        "handshake": "healthcheck",
+        "label": "alpha",
+        "port_start": start,
+        "port_end": end,
+    }
+    key = "svc-ALPHA-localhost"
+
+    payload = run(config)
+
+    record = server_record(rhl_dir, key)
+    status = server_file(rhl_dir, key)
+    assert record["command"] == (f"env RHL_KEY={key} RHL_LABEL=alpha {sys.executable} {DEMO_SERVICE} "
+                                 f"--status-file {status} --host localhost --port-range {start} {end}")
+    assert start <= payload["port"] <= end
+    groups = service_groups(str(status))
+    assert groups == {record["pid"]}
+    environ = {}
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            if str(DEMO_SERVICE) in Path(f"/proc/{pid}/cmdline").read_text() and \
+                    str(status) in Path(f"/proc/{pid}/cmdline").read_text():
+                environ = dict(item.split("=", 1) for item in
+                               Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+        except OSError:
+            continue
+    assert environ.get("RHL_KEY") == key
+    assert environ.get("RHL_LABEL") == "alpha"
+
+
+# Concurrency ------------------------------------------------------------------
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_concurrent_cli_runs_start_one_service(rhl_dir: Path, demo_config: Factory, tmp_path: Path,
+                                               attempt: int) -> None:
+    config_path = tmp_path / "service.yaml"
+    config_path.write_text(yaml.safe_dump(demo_config()))
+    procs = [subprocess.Popen([sys.executable, "-m", "remote_http_launcher", str(config_path), "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(20)]
+    results = [(proc.wait(timeout=120), proc.stdout.read(), proc.stderr.read())  # type: ignore[union-attr]
+               for proc in procs]
+    for proc in procs:
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+
+    assert [code for code, _, _ in results] == [0] * 20, [err for _, _, err in results]
+    ports = {json.loads(out)["port"] for _, out, _ in results}
+    record = server_record(rhl_dir)
+    assert ports == {record["port"]}
+    assert service_groups(str(server_file(rhl_dir))) == {record["pid"]}
+    assert starts_in_log(rhl_dir) == 1
+    assert not (rhl_dir / "server" / f"{KEY}.lock").exists()
+    assert sorted(p.name for p in (rhl_dir / "server").iterdir()) == [f"{KEY}.json", f"{KEY}.log"]
+
+
+# State directories --------------------------------------------------------------
+
+def test_state_dir_from_environment(rhl_dir: Path, demo_config: Factory) -> None:
+    payload = run(demo_config())
+    assert json.loads((rhl_dir / "client" / f"{KEY}.json").read_text()) == payload
+    assert (rhl_dir / "server" / f"{KEY}.json").is_file()
+
+
+def test_connection_dir_overrides_client_dir(rhl_dir: Path, demo_config: Factory, tmp_path: Path) -> None:
+    connections = tmp_path / "connections"
+    payload = run(demo_config(), connection_dir=connections)
+    assert json.loads((connections / f"{KEY}.json").read_text()) == payload
+    assert mode(connections / f"{KEY}.json") == 0o600
+    assert not (rhl_dir / "client").exists()
+    assert server_record(rhl_dir)["port"] == payload["port"]
+
+
+def test_connection_dir_equal_to_server_dir_is_refused(rhl_dir: Path, demo_config: Factory) -> None:
+    with pytest.raises(ConfigError, match="server state directory"):
+        run(demo_config(), connection_dir=rhl_dir / "server")
+    assert not (rhl_dir / "server").exists()
