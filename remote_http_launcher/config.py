@@ -1,13 +1,17 @@
 """Load and validate a service configuration.
 
 Validation happens before anything is touched: every problem is reported as a
-one-line `ConfigError` naming the field, so a bad config never starts a process
-or writes a file. `config.schema.yaml` mirrors these rules.
+one-line `ConfigError` that names the field and says what to write instead, so
+a bad config never starts a process or writes a file. `config.schema.yaml`
+states the same rules for editors; its patterns are the `*_PATTERN` constants
+below (tests/test_schema.py checks that both stay identical and agree on a
+corpus of broken configs).
 """
 
 from __future__ import annotations
 
-import ipaddress
+import datetime
+import functools
 import json
 import math
 import os
@@ -22,15 +26,42 @@ from .errors import ConfigError
 DEFAULT_NETWORK_INTERFACE = "localhost"
 DEFAULT_STARTUP_TIMEOUT = 60.0
 DEFAULT_WATCHDOG_INTERVAL = 5.0
-MAX_STRING = 4096
-MAX_TEMPLATE = 10_000
+MAX_FIELD_NAME = 256
+MAX_PATH = 4096
+MAX_KEY_TEMPLATE = 1000
+MAX_COMMAND_TEMPLATE = 10_000
+MAX_HANDSHAKE_PATH = 2048
 MAX_TIMEOUT = 7 * 24 * 3600.0
+MAX_FILE_PARAMETERS_VALUES = 100_000
+MAX_FILE_PARAMETERS_JSON = 1_000_000
 
 REQUIRED_FIELDS = ("workdir", "key", "command")
-HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
-SSH_HOST_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}@)?(?=.{1,253}$)[A-Za-z0-9_][A-Za-z0-9_.%-]*$")
-CONDA_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}$")
-HANDSHAKE_PATH_RE = re.compile(r"^[^\s?#]{0,2048}$")
+REQUIRED_HINTS = {
+    "workdir": "set it to the service's working directory (an absolute path or ~/...)",
+    "key": "set it to a template naming the state files, e.g. 'myservice' or 'myservice-{network_interface}'",
+    "command": "set it to the command that starts the service, e.g. 'myservice --status-file {status_file}'",
+}
+
+# The patterns below are copied verbatim into config.schema.yaml. They avoid
+# backslashes so that they read the same in YAML, Python and ECMA-262.
+_LABEL = "[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+HOST_NAME_PATTERN = f"{_LABEL}(?:[.]{_LABEL})*"
+_H16 = "[0-9A-Fa-f]{1,4}"
+IPV6_PATTERN = "(?:" + "|".join([  # RFC 4291 text forms, without zone identifiers or embedded IPv4
+    f"(?:{_H16}:){{7}}{_H16}",
+    f"(?:{_H16}:){{1,7}}:",
+    *(f"(?:{_H16}:){{1,{left}}}(?::{_H16}){{1,{7 - left}}}" for left in range(6, 0, -1)),
+    f":(?:(?::{_H16}){{1,7}}|:)",
+]) + ")"
+HOST_PATTERN = f"^(?=.{{1,253}}$)(?:{HOST_NAME_PATTERN}|{IPV6_PATTERN})$"
+SSH_HOST_PATTERN = f"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,63}}@)?(?=.{{1,253}}$)(?:{HOST_NAME_PATTERN}|{IPV6_PATTERN})$"
+CONDA_PATTERN = "^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}|/[A-Za-z0-9_.+,@%=:~/-]{0,4095})$"
+WORKDIR_PATTERN = "^(?:/|~/|~$)"
+# Characters refused in single-line values, and in handshake paths.
+CONTROL_PATTERN = r"[\u0000\n\r]"
+HANDSHAKE_REFUSED_PATTERN = r"[\s?#]"
+# The patterns are used through `re`'s cache, so compiled only when a config
+# needs them: every launcher run imports this module.
 
 
 @dataclass(frozen=True)
@@ -89,58 +120,96 @@ def load_config(source: Mapping[str, Any] | str | os.PathLike[str]) -> Config:
 
 
 def read_yaml(path: Path) -> Any:
-    import yaml
-
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config: file {str(path)!r} not found") from None
+        raise ConfigError(f"config: file {str(path)!r} not found; check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config: cannot read {str(path)!r}: {_one_line(exc)}") from None
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, name: str = "<config>") -> Any:
+    """Parse YAML safely; duplicate keys are an error (PyYAML would keep the last one silently)."""
+    import yaml
+
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or _one_line(exc)
-        raise ConfigError(f"config: YAML syntax error in {str(path)!r}{where}: {problem}") from None
+        problem = getattr(exc, "problem", None) or str(exc)
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context:  # e.g. "while scanning a quoted scalar (line 1), found unexpected end of stream"
+            moved = context_mark is not None and mark is not None and context_mark.line != mark.line
+            problem = f"{context} (line {context_mark.line + 1}), {problem}" if moved else f"{context}, {problem}"
+        lines = text.splitlines()
+        if mark and mark.line < len(lines) and lines[mark.line][mark.column:mark.column + 1] == "\t" \
+                and "tab" not in problem:
+            problem += " (a tab: indent YAML with spaces)"
+        raise ConfigError(f"config: invalid YAML in {name!r}{where}: {_one_line(problem)}") from None
+
+
+@functools.cache
+def _strict_loader() -> type:
+    """PyYAML's safe loader (the C one when available), refusing duplicate keys in any mapping."""
+    import yaml
+
+    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class StrictLoader(base):  # type: ignore[misc, valid-type]
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # merged keys may be overridden; non-scalar keys are refused later anyway
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}; keep only one of them", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
 
 
 def parse_config(data: Any, config_dir: str | None = None) -> Config:
     """Validate a mapping; `config_dir` (the YAML file's directory) becomes a template name."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config: must be a mapping of fields, got {_type_name(data)}")
-    for name in data:
-        if not isinstance(name, str):
-            raise ConfigError(f"config: field names must be strings, got {name!r}")
-        if not name or len(name) > 256 or "\0" in name or "\n" in name:
-            raise ConfigError(f"config: invalid field name {name[:40]!r}")
+        raise ConfigError(f"config: must be a mapping of fields (lines of 'name: value'), got {_describe(data)}")
+    _field_names(data)
     for name in REQUIRED_FIELDS:
         if data.get(name) is None:
-            raise ConfigError(f"{name}: required field is missing")
+            raise ConfigError(f"{name}: required field is missing; {REQUIRED_HINTS[name]}")
 
     workdir = _workdir(data["workdir"])
-    key_template = _template(data, "key", MAX_TEMPLATE // 10)
-    command_template = _template(data, "command", MAX_TEMPLATE)
-    hostname = _optional_host(data, "hostname", HOST_RE)
-    ssh_hostname = _optional_host(data, "ssh_hostname", SSH_HOST_RE)
+    key_template = _template(data, "key", MAX_KEY_TEMPLATE)
+    command_template = _template(data, "command", MAX_COMMAND_TEMPLATE)
+    hostname = _host(data, "hostname", HOST_PATTERN, "a host name or IP address, e.g. server.example.com")
+    ssh_hostname = _host(data, "ssh_hostname", SSH_HOST_PATTERN, "[user@]host, e.g. alice@server.example.com")
     if ssh_hostname is not None and hostname is None:
-        raise ConfigError("ssh_hostname: set without hostname; add 'hostname' (the HTTP host) too")
-    network_interface = _optional_host(data, "network_interface", HOST_RE) or DEFAULT_NETWORK_INTERFACE
+        raise ConfigError("ssh_hostname: set without hostname; add 'hostname' (the host the service answers on)")
+    network_interface = _host(data, "network_interface", HOST_PATTERN,
+                              "a host name or IP address to bind, e.g. localhost or 0.0.0.0")
+    network_interface = network_interface or DEFAULT_NETWORK_INTERFACE
     tunnel = _bool(data, "tunnel")
     if tunnel and hostname is None:
-        raise ConfigError("tunnel: needs 'hostname' (tunnels are for services on remote hosts)")
+        raise ConfigError("tunnel: needs 'hostname' (tunnels reach services on remote hosts); add it or drop 'tunnel'")
+    handshake = _handshake(data.get("handshake"))
+    conda = _conda(data.get("conda"))
+    file_parameters = _file_parameters(data.get("file_parameters"))
     startup_timeout = _seconds(data, "startup_timeout", DEFAULT_STARTUP_TIMEOUT)
     watchdog_interval = _seconds(data, "watchdog_interval", DEFAULT_WATCHDOG_INTERVAL)
 
+    # Templates see every field, the optional ones with their defaults (null means "use the default").
     raw = dict(data)
-    raw.setdefault("network_interface", network_interface)
-    raw.setdefault("tunnel", tunnel)
+    raw["network_interface"] = network_interface
+    raw["tunnel"] = tunnel
     for name in ("hostname", "ssh_hostname", "handshake", "conda", "file_parameters"):
         raw.setdefault(name, None)
-    raw.setdefault("startup_timeout", startup_timeout)
-    raw.setdefault("watchdog_interval", watchdog_interval)
+    for name, default in (("startup_timeout", startup_timeout), ("watchdog_interval", watchdog_interval)):
+        if raw.get(name) is None:
+            raw[name] = default
     if config_dir is not None:
         raw.setdefault("config_dir", config_dir)
     return Config(
@@ -151,67 +220,72 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
         ssh_hostname=ssh_hostname,
         network_interface=network_interface,
         tunnel=tunnel,
-        handshake=_handshake(data.get("handshake")),
-        conda=_conda(data.get("conda")),
-        file_parameters=_file_parameters(data.get("file_parameters")),
+        handshake=handshake,
+        conda=conda,
+        file_parameters=file_parameters,
         startup_timeout=startup_timeout,
         watchdog_interval=watchdog_interval,
         raw=raw,
     )
 
 
+def _field_names(data: Mapping[Any, Any]) -> None:
+    for name in data:
+        if not isinstance(name, str):
+            raise ConfigError(f"config: field names must be strings, got {_describe(name)}; quote the name")
+        if not name or len(name) > MAX_FIELD_NAME or re.search(CONTROL_PATTERN, name):
+            raise ConfigError(f"config: invalid field name {name[:40]!r} (1 to {MAX_FIELD_NAME} characters, "
+                              "on one line)")
+
+
 def _workdir(value: Any) -> str:
     if not isinstance(value, str):
-        raise ConfigError(f"workdir: must be a string path, got {_type_name(value)}")
-    if not value.strip():
-        raise ConfigError("workdir: must not be empty")
-    if len(value) > MAX_STRING:
-        raise ConfigError(f"workdir: too long ({len(value)} characters, at most {MAX_STRING})")
-    if "\0" in value or "\n" in value or "\r" in value:
-        raise ConfigError("workdir: must not contain NUL or line breaks")
-    if not (value.startswith("/") or value == "~" or value.startswith("~/")):
-        raise ConfigError(f"workdir: must be an absolute path or start with '~/', got {value!r}")
+        raise ConfigError(f"workdir: must be a path, got {_describe(value)}; {REQUIRED_HINTS['workdir']}")
+    if not value:
+        raise ConfigError(f"workdir: is empty; {REQUIRED_HINTS['workdir']}")
+    if len(value) > MAX_PATH:
+        raise ConfigError(f"workdir: too long ({len(value)} characters, at most {MAX_PATH})")
+    if re.search(CONTROL_PATTERN, value):
+        raise ConfigError("workdir: must not contain NUL characters or line breaks")
+    if not re.match(WORKDIR_PATTERN, value):
+        raise ConfigError(f"workdir: {value[:80]!r} is relative; use an absolute path (/...) "
+                          "or one under the home directory (~/...)")
     return value
 
 
 def _template(data: Mapping[str, Any], name: str, limit: int) -> str:
     value = data[name]
     if not isinstance(value, str):
-        raise ConfigError(f"{name}: must be a string template, got {_type_name(value)}")
+        raise ConfigError(f"{name}: must be a string template, got {_describe(value)}; {REQUIRED_HINTS[name]}")
     if not value.strip():
-        raise ConfigError(f"{name}: must not be empty")
+        raise ConfigError(f"{name}: is empty; {REQUIRED_HINTS[name]}")
     if len(value) > limit:
         raise ConfigError(f"{name}: too long ({len(value)} characters, at most {limit})")
     if "\0" in value:
         raise ConfigError(f"{name}: must not contain NUL characters")
+    if "\n" in value or "\r" in value:
+        raise ConfigError(f"{name}: must be one line; for a long value use a folded YAML block ('>-') "
+                          "with every line indented alike")
     return value
 
 
-def _optional_host(data: Mapping[str, Any], name: str, pattern: re.Pattern[str]) -> str | None:
+def _host(data: Mapping[str, Any], name: str, pattern: str, what: str) -> str | None:
     value = data.get(name)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ConfigError(f"{name}: must be a host name or IP address, got {_type_name(value)}")
-    if _is_ip(value) or pattern.match(value):
-        return value
-    raise ConfigError(f"{name}: {value[:80]!r} is not a valid host name or IP address")
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+        raise ConfigError(f"{name}: must be {what}; got {_describe(value)}")
+    if not re.fullmatch(pattern, value):
+        raise ConfigError(f"{name}: {value[:80]!r} is not valid; use {what}")
+    return value
 
 
 def _bool(data: Mapping[str, Any], name: str) -> bool:
-    value = data.get(name, False)
+    value = data.get(name)
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise ConfigError(f"{name}: must be true or false, got {_type_name(value)}")
+        raise ConfigError(f"{name}: must be true or false (unquoted), got {_describe(value)}")
     return value
 
 
@@ -219,10 +293,11 @@ def _seconds(data: Mapping[str, Any], name: str, default: float) -> float:
     value = data.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name}: must be a number of seconds, got {_type_name(value)}")
-    if not 0 < value <= MAX_TIMEOUT:
-        raise ConfigError(f"{name}: must be between 0 and {MAX_TIMEOUT:.0f} seconds, got {value}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}: must be a number of seconds, got {_describe(value)}")
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
+        raise ConfigError(f"{name}: must be more than 0 and at most {MAX_TIMEOUT:.0f} seconds (7 days), "
+                          f"got {value}")
     return float(value)
 
 
@@ -230,29 +305,39 @@ def _handshake(value: Any) -> Handshake | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return Handshake(path=_handshake_path(value))
+        return Handshake(path=_handshake_path("handshake", value))
     if not isinstance(value, Mapping):
-        raise ConfigError(f"handshake: must be a path or a mapping {{path, parameters}}, got {_type_name(value)}")
-    unknown = set(value) - {"path", "parameters"}
+        raise ConfigError(f"handshake: must be a URL path or a mapping with 'path' and 'parameters', "
+                          f"got {_describe(value)}")
+    unknown = sorted(str(name) for name in value if name not in ("path", "parameters"))
     if unknown:
-        raise ConfigError(f"handshake: unknown field {sorted(map(str, unknown))[0]!r} (allowed: path, parameters)")
+        raise ConfigError(f"handshake: unknown field {unknown[0][:40]!r}; only 'path' and 'parameters' are allowed")
     path = value.get("path", "")
     if not isinstance(path, str):
-        raise ConfigError(f"handshake.path: must be a string, got {_type_name(path)}")
-    parameters = value.get("parameters") or {}
+        raise ConfigError(f"handshake.path: must be a URL path, got {_describe(path)}")
+    parameters = value.get("parameters")
+    if parameters is None:
+        parameters = {}
     if not isinstance(parameters, Mapping):
-        raise ConfigError(f"handshake.parameters: must be a mapping, got {_type_name(parameters)}")
+        raise ConfigError(f"handshake.parameters: must be a mapping of query parameters (name: value), "
+                          f"got {_describe(parameters)}")
     params: dict[str, str] = {}
     for pname, pvalue in parameters.items():
-        if not isinstance(pname, str) or isinstance(pvalue, (Mapping, list)) or pvalue is None:
-            raise ConfigError(f"handshake.parameters: {pname!r} must map a name to a string or number")
+        if not isinstance(pname, str):
+            raise ConfigError(f"handshake.parameters: names must be strings, got {_describe(pname)}; quote the name")
+        if not isinstance(pvalue, (str, int, float)):
+            raise ConfigError(f"handshake.parameters.{pname[:40]}: must be a string, number or boolean, "
+                              f"got {_describe(pvalue)}")
         params[pname] = str(pvalue).lower() if isinstance(pvalue, bool) else str(pvalue)
-    return Handshake(path=_handshake_path(path), parameters=params)
+    return Handshake(path=_handshake_path("handshake.path", path), parameters=params)
 
 
-def _handshake_path(path: str) -> str:
-    if not HANDSHAKE_PATH_RE.match(path):
-        raise ConfigError(f"handshake: path {path[:80]!r} must be a URL path without spaces, '?' or '#'")
+def _handshake_path(name: str, path: str) -> str:
+    if len(path) > MAX_HANDSHAKE_PATH:
+        raise ConfigError(f"{name}: too long ({len(path)} characters, at most {MAX_HANDSHAKE_PATH})")
+    if re.search(HANDSHAKE_REFUSED_PATTERN, path):
+        raise ConfigError(f"{name}: {path[:80]!r} must be a URL path without spaces, '?' or '#'; "
+                          "put query parameters under handshake.parameters")
     return path
 
 
@@ -260,33 +345,73 @@ def _conda(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ConfigError(f"conda: must be an environment name or path, got {_type_name(value)}")
-    if CONDA_NAME_RE.match(value):
-        return value
-    if value.startswith(("/", "~/")) and len(value) <= MAX_STRING and not re.search(r"[\0\n\r]", value):
-        return value
-    raise ConfigError(f"conda: {value[:80]!r} is not an environment name or absolute path")
+        raise ConfigError(f"conda: must be an environment name or absolute path, got {_describe(value)}")
+    if not re.fullmatch(CONDA_PATTERN, value):
+        raise ConfigError(f"conda: {value[:80]!r} is neither an environment name (letters, digits, '_', '.', '+', "
+                          "'-') nor an absolute path without spaces or shell characters")
+    return value
 
 
 def _file_parameters(value: Any) -> Mapping[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise ConfigError(f"file_parameters: must be a mapping, got {_type_name(value)}")
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"file_parameters: not JSON-serialisable ({_one_line(exc)})") from None
-    if len(text) > 1_000_000:
-        raise ConfigError("file_parameters: too large (more than 1 MB as JSON)")
+        raise ConfigError(f"file_parameters: must be a mapping (name: value), got {_describe(value)}")
+    _check_json("file_parameters", value)
+    if len(json.dumps(value, allow_nan=False)) > MAX_FILE_PARAMETERS_JSON:
+        raise ConfigError(f"file_parameters: too large (more than {MAX_FILE_PARAMETERS_JSON} bytes as JSON)")
     return value
 
 
-def _type_name(value: Any) -> str:
-    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number",
-             str: "a string", list: "a list", dict: "a mapping"}
-    return names.get(type(value), type(value).__name__)
+def _check_json(name: str, value: Any) -> None:
+    """Refuse what JSON cannot hold unchanged (dates, binary, NaN, non-string keys) or what is far too big."""
+    stack: list[tuple[str, Any]] = [(name, value)]
+    count = 0
+    while stack:
+        where, item = stack.pop()
+        count += 1
+        if count > MAX_FILE_PARAMETERS_VALUES:
+            raise ConfigError(f"{name}: more than {MAX_FILE_PARAMETERS_VALUES} values (or it contains itself "
+                              "through a YAML alias); keep it small")
+        if item is None or isinstance(item, (str, bool, int)):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise ConfigError(f"{where}: {item} is not a JSON number; use a finite number, or quote it")
+        elif isinstance(item, Mapping):
+            for child_name, child in item.items():
+                if not isinstance(child_name, str):
+                    raise ConfigError(f"{where}: names must be strings, got {_describe(child_name)}; quote the name")
+                stack.append((f"{where}.{child_name[:40]}", child))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{index}]", child) for index, child in enumerate(item))
+        else:
+            raise ConfigError(f"{where}: {_describe(item)} is not JSON; quote it to make it a string "
+                              "(JSON holds strings, numbers, booleans, null, lists and mappings)")
 
 
-def _one_line(exc: BaseException) -> str:
+def _describe(value: Any) -> str:
+    """A short, one-line description of a YAML value for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value[:40]!r})"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return f"a date ({value.isoformat()})"
+    if isinstance(value, (bytes, bytearray)):
+        return "binary data"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, (set, frozenset)):
+        return "a set"
+    return f"a {type(value).__name__}"
+
+
+def _one_line(exc: BaseException | str) -> str:
     return " ".join(str(exc).split())

@@ -1,0 +1,304 @@
+"""Config validation: every broken config of the corpus through the real CLI, and the defaults.
+
+Each corpus entry runs `python -m remote_http_launcher CONFIG` in its own
+directory, with HOME and REMOTE_HTTP_LAUNCHER_DIR inside it: it must exit 2
+with one `error: ...` line naming the field, and leave nothing behind (no state
+file, no workdir, no marker file from the command). The subprocesses run in
+parallel, once per module, so the whole corpus takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from remote_http_launcher.config import (
+    IPV6_PATTERN,
+    Config,
+    Handshake,
+    load_config,
+    parse_config,
+    parse_yaml,
+)
+from remote_http_launcher.errors import ConfigError
+from remote_http_launcher.launcher import evaluate_command, evaluate_key
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+HUGE = "a" * 102_400
+CONFIG_NAME = "service.yaml"  # not "config.yaml": the error line must name the field, not the file
+
+
+def load_corpus(name: str) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = yaml.safe_load((DATA / name).read_text(encoding="utf-8"))["configs"]
+    return entries
+
+
+BAD = load_corpus("bad_configs.yaml")
+GOOD = load_corpus("good_configs.yaml")
+
+
+def substitute(value: Any, marker: str = "MARKER") -> Any:
+    """Replace the corpus placeholders (MARKER, @100KB@) in every string, keys included."""
+    if isinstance(value, str):
+        return value.replace("MARKER", marker).replace("@100KB@", HUGE)
+    if isinstance(value, dict):
+        return {substitute(k, marker): substitute(v, marker) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(item, marker) for item in value]
+    return value
+
+
+def config_text(entry: dict[str, Any], marker: str = "MARKER") -> str:
+    """The YAML file an entry stands for."""
+    if "yaml" in entry:
+        return str(substitute(entry["yaml"], marker))
+    return yaml.safe_dump(substitute(entry["config"], marker), sort_keys=False, allow_unicode=True)
+
+
+def parsed(entry: dict[str, Any]) -> Any:
+    """The entry's document as the launcher reads it (raises ConfigError when it is not valid YAML)."""
+    return parse_yaml(config_text(entry), CONFIG_NAME)
+
+
+def check_runtime(data: Any) -> str:
+    """Everything the launcher checks before touching anything; returns the evaluated command."""
+    config = parse_config(data)
+    key = evaluate_key(config)
+    return evaluate_command(config, key, f"/state/{key}.json")
+
+
+@dataclass(frozen=True)
+class CliRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    marker_exists: bool
+    left_behind: list[str]
+
+
+def run_cli(entry: dict[str, Any], base: Path, *args: str) -> CliRun:
+    home = base / "home"
+    home.mkdir(parents=True)
+    marker = base / "marker"
+    config = base / CONFIG_NAME
+    config.write_text(config_text(entry, str(marker)), encoding="utf-8")
+    env = {**os.environ, "HOME": str(home), "REMOTE_HTTP_LAUNCHER_DIR": str(base / "state"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "remote_http_launcher", str(config), *args], cwd=base, env=env,
+                          capture_output=True, text=True, timeout=60)
+    left = sorted(str(path.relative_to(base)) for path in base.rglob("*") if path not in (config, home))
+    return CliRun(proc.returncode, proc.stdout, proc.stderr, marker.exists(), left)
+
+
+def run_all(entries: list[dict[str, Any]], base: Path, *args: str) -> dict[str, CliRun]:
+    with ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1)) as pool:
+        futures = {entry["id"]: pool.submit(run_cli, entry, base / entry["id"], *args) for entry in entries}
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, CliRun]]:
+    yield run_all(BAD, tmp_path_factory.mktemp("bad"))
+
+
+@pytest.fixture(scope="module")
+def good_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, CliRun]]:
+    yield run_all(GOOD, tmp_path_factory.mktemp("good"), "--dry-run")
+
+
+def test_corpus_shape() -> None:
+    assert len(BAD) >= 45 and len(GOOD) >= 10
+    for entry in BAD + GOOD:
+        assert ("config" in entry) != ("yaml" in entry), entry["id"]
+    assert len({entry["id"] for entry in BAD + GOOD}) == len(BAD) + len(GOOD)
+    accepted = [entry["id"] for entry in BAD if entry.get("schema") == "accepts"]
+    assert len(accepted) <= 12, accepted  # few, and only template-evaluation cases
+    assert all(entry["field"] in ("key", "command") for entry in BAD if entry.get("schema") == "accepts")
+
+
+@pytest.mark.parametrize("entry", BAD, ids=[entry["id"] for entry in BAD])
+def test_bad_config_is_refused_before_anything_happens(entry: dict[str, Any], bad_runs: dict[str, CliRun]) -> None:
+    run = bad_runs[entry["id"]]
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == ""
+    assert "Traceback" not in run.stderr
+    assert run.stderr.endswith("\n") and len(run.stderr.splitlines()) == 1, run.stderr
+    line = run.stderr.rstrip("\n")
+    assert line.startswith("error: "), line
+    assert entry["field"] in line, line
+    assert len(line) < 1000, line
+    assert not run.marker_exists
+    assert run.left_behind == []
+
+
+@pytest.mark.parametrize("entry", GOOD, ids=[entry["id"] for entry in GOOD])
+def test_good_config_dry_run_prints_the_command(entry: dict[str, Any], good_runs: dict[str, CliRun]) -> None:
+    run = good_runs[entry["id"]]
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert len(run.stdout.splitlines()) == 1 and run.stdout.strip(), run.stdout
+    assert run.left_behind == []
+
+
+# --- defaults and what templates see -------------------------------------------------------------------------
+
+
+def minimal(**fields: Any) -> Config:
+    return load_config({"workdir": "/srv/demo", "key": "demo", "command": "demo {status_file}", **fields})
+
+
+def test_defaults() -> None:
+    config = minimal()
+    assert config.network_interface == "localhost"
+    assert config.tunnel is False
+    assert config.startup_timeout == 60.0
+    assert config.watchdog_interval == 5.0
+    assert (config.hostname, config.ssh_hostname, config.handshake, config.conda, config.file_parameters) == (
+        None, None, None, None, None)
+    assert not config.remote
+    assert config.raw["network_interface"] == "localhost"
+    assert config.raw["tunnel"] is False
+    assert config.raw["startup_timeout"] == 60
+
+
+def test_default_network_interface_is_visible_to_templates() -> None:
+    config = minimal(key="svc-{network_interface}-{config['network_interface']}")
+    assert evaluate_key(config) == "svc-localhost-localhost"
+
+
+def test_null_optional_fields_take_their_defaults() -> None:
+    config = minimal(key="svc-{network_interface}-{tunnel}-{startup_timeout:.0f}", network_interface=None,
+                     tunnel=None, startup_timeout=None, hostname=None)
+    assert (config.network_interface, config.tunnel, config.startup_timeout) == ("localhost", False, 60.0)
+    assert evaluate_key(config) == "svc-localhost-False-60"
+
+
+def test_given_values_are_kept_as_written() -> None:
+    config = minimal(startup_timeout=30, watchdog_interval=0.5, network_interface="0.0.0.0")
+    assert config.startup_timeout == 30.0 and isinstance(config.startup_timeout, float)
+    assert config.raw["startup_timeout"] == 30 and isinstance(config.raw["startup_timeout"], int)
+    assert config.watchdog_interval == 0.5
+    assert config.network_interface == "0.0.0.0"
+
+
+def test_extra_fields_and_the_config_mapping_are_visible_to_templates() -> None:
+    config = minimal(key="svc-{port_start}",
+                     command="run {port_start} {config['port_end']} {config['tunnel']} {timeout} "
+                             "--status {status_file} --key {key} {config.get('hostname')}",
+                     port_start=10, port_end=20, timeout=5)
+    key = evaluate_key(config)
+    assert key == "svc-10"
+    assert evaluate_command(config, key, "/s/svc-10.json") == (
+        "run 10 20 False 5 --status /s/svc-10.json --key svc-10 None")
+
+
+def test_seed_readme_example_renders_exactly() -> None:
+    entry = next(entry for entry in GOOD if entry["id"] == "seed_readme_example")
+    config = parse_config(parsed(entry))
+    key = evaluate_key(config)
+    assert key == "myservice-home--user--my-service-data"
+    assert evaluate_command(config, key, "/state/s.json") == (
+        "myservice --port-range 10000 19999 --status-file /state/s.json --host 0.0.0.0 --timeout 600 "
+        "/home/user/my-service-data")
+    assert config.hostname == "my-server.example.com" and config.ssh_target == "my-server.example.com"
+    assert config.conda == "myservice-env"
+    assert config.handshake == Handshake(path="healthcheck")
+    assert config.handshake.target == "/healthcheck"
+
+
+@pytest.mark.parametrize("entry", [entry for entry in GOOD if "expect_key" in entry], ids=lambda entry: entry["id"])
+def test_good_config_keys(entry: dict[str, Any]) -> None:
+    assert evaluate_key(parse_config(parsed(entry))) == entry["expect_key"]
+
+
+def test_config_dir_is_the_yaml_files_directory(tmp_path: Path) -> None:
+    path = tmp_path / "svc.yaml"
+    path.write_text("workdir: /srv\nkey: svc\ncommand: run {config_dir}/x {status_file}\n", encoding="utf-8")
+    config = load_config(path)
+    assert config.raw["config_dir"] == str(tmp_path)
+    assert evaluate_command(config, "svc", "/s.json") == f"run {tmp_path}/x /s.json"
+
+
+def test_handshake_mapping() -> None:
+    config = minimal(handshake={"path": "/api/health", "parameters": {"verbose": True, "depth": 2, "q": "a b"}})
+    assert config.handshake is not None
+    assert config.handshake.target == "/api/health?verbose=true&depth=2&q=a+b"
+    assert minimal(handshake={"path": "x", "parameters": None}).handshake == Handshake(path="x")
+
+
+def test_ssh_target() -> None:
+    assert minimal(hostname="web.example.com").ssh_target == "web.example.com"
+    assert minimal(hostname="web", ssh_hostname="me@gateway").ssh_target == "me@gateway"
+    with pytest.raises(ConfigError, match="^hostname: "):
+        _ = minimal().ssh_target
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"workdir": "data"}, "workdir: 'data' is relative; use an absolute path (/...) or one under the home "
+                          "directory (~/...)"),
+    ({"hostname": "a..b"}, "hostname: 'a..b' is not valid; use a host name or IP address, e.g. server.example.com"),
+    ({"tunnel": "yes"}, "tunnel: must be true or false (unquoted), got a string ('yes')"),
+    ({"startup_timeout": 0}, "startup_timeout: must be more than 0 and at most 604800 seconds (7 days), got 0"),
+    ({"file_parameters": {"a": [1, float("nan")]}},
+     "file_parameters.a[1]: nan is not a JSON number; use a finite number, or quote it"),
+    ({"handshake": {"parameters": []}},
+     "handshake.parameters: must be a mapping of query parameters (name: value), got a list"),
+])
+def test_messages_say_what_to_do(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        minimal(**fields)
+    assert str(info.value) == message
+
+
+def test_duplicate_keys_are_refused_at_any_depth_but_merge_keys_still_work() -> None:
+    with pytest.raises(ConfigError, match=r"at line 1, column 11: duplicate key 'b'; keep only one of them$"):
+        parse_yaml("a: {b: 1, b: 2}")
+    assert parse_yaml("base: &b {x: 1, y: 2}\nother: {<<: *b, x: 3}") == {
+        "base": {"x": 1, "y": 2}, "other": {"x": 3, "y": 2}}
+
+
+def test_alias_bomb_in_file_parameters_is_refused_quickly() -> None:
+    lines = ["workdir: /srv", "key: svc", "command: run {status_file}", "l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    lines.append("file_parameters: {bomb: *l8}")
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="^file_parameters: more than 100000 values"):
+        parse_config(parse_yaml("\n".join(lines)))
+    assert time.monotonic() - start < 2
+
+
+def test_ipv6_pattern_matches_what_ipaddress_accepts() -> None:
+    """The host patterns spell out IPv6 (the schema must); compare with the standard library."""
+    import re
+
+    def is_ipv6(text: str) -> bool:
+        try:
+            ipaddress.IPv6Address(text)
+        except ValueError:
+            return False
+        return "." not in text and "%" not in text  # embedded IPv4 and zone ids are not accepted
+
+    rng = random.Random(7)
+    samples = ["".join(rng.choice("0af1::.") for _ in range(rng.randint(1, 20))) for _ in range(20_000)]
+    for _ in range(300):
+        groups = [format(rng.choice([0, rng.randrange(65536)]), "x") for _ in range(8)]
+        samples.append(":".join(groups))
+        start = rng.randrange(8)
+        end = rng.randrange(start + 1, 9)
+        samples.append(":".join(groups[:start]) + "::" + ":".join(groups[end:]))
+    for text in samples:
+        assert bool(re.fullmatch(IPV6_PATTERN, text)) == is_ipv6(text), text
