@@ -545,6 +545,9 @@ class Authenticator:
             return paramiko.PKey.from_path(path)
         except paramiko.PasswordRequiredException:
             pass
+        except TypeError as exc:  # cryptography's way of saying an OpenSSH-format key is encrypted
+            if "password" not in str(exc).lower():
+                raise
         except FileNotFoundError:
             self.tried.append(f"{shown} (missing)")
             return None
@@ -559,7 +562,7 @@ class Authenticator:
             if not passphrase:
                 break
             try:
-                return paramiko.PKey.from_path(path, passphrase=passphrase)
+                return paramiko.PKey.from_path(path, password=passphrase.encode())
             except (paramiko.SSHException, ValueError):
                 print("Bad passphrase, try again.", file=sys.stderr)
         self.tried.append(f"{shown} (encrypted, no passphrase)")
@@ -567,15 +570,24 @@ class Authenticator:
 
     # keyboard-interactive and password
     def _keyboard_interactive(self) -> bool:
-        return self._prompted("keyboard-interactive",
-                              lambda: self.transport.auth_interactive(self.endpoint.user, _answer_prompts))
+        shown = 0
+
+        def answer(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+            nonlocal shown
+            shown += len(prompts)
+            return _answer_prompts(title, instructions, prompts)
+
+        return self._prompted("keyboard-interactive", lambda: self.transport.auth_interactive(
+            self.endpoint.user, answer), lambda: shown > 0)
 
     def _password(self) -> bool:
         prompt = f"{self.endpoint.user}@{self.endpoint.hostname}'s password: "
         return self._prompted("password", lambda: self.transport.auth_password(
             self.endpoint.user, getpass.getpass(prompt), fallback=False))
 
-    def _prompted(self, method: str, call: Callable[[], list[str]]) -> bool:
+    def _prompted(self, method: str, call: Callable[[], list[str]],
+                  prompted: Callable[[], bool] = lambda: True) -> bool:
+        """Up to PASSWORD_PROMPTS attempts; a refusal without any prompt is not worth repeating."""
         if not self.interactive:
             self.tried.append(f"{method} skipped: no terminal")
             return False
@@ -587,6 +599,8 @@ class Authenticator:
                 self.tried.append(method)
             if result:
                 return True
+            if not prompted():
+                return False
             print("Permission denied, please try again.", file=sys.stderr)
         return False
 

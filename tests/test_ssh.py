@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from remote_http_launcher import AuthenticationError, HandshakeError, HostKeyError, LaunchError, handshake, run, scripts
+from remote_http_launcher import (AuthenticationError, HandshakeError, HostError, HostKeyError, LaunchError, handshake, run,
+                                  scripts)
 from remote_http_launcher.config import Handshake
 from remote_http_launcher.hosts.ssh import SSHHost
 from remote_http_launcher.sshconnect import connect
@@ -38,7 +39,7 @@ CLEANUP = r"""
 for f in "$HOME/.remote-http-launcher/server/"*.json; do
   [ -f "$f" ] || continue
   pid=$(sed -n 's/.*"pid": *\([0-9][0-9]*\).*/\1/p' "$f")
-  [ -n "$pid" ] && { kill -9 -- "-$pid" 2>/dev/null; kill -9 "$pid" 2>/dev/null; }
+  [ -n "$pid" ] && { kill -s KILL -- "-$pid" 2>/dev/null; kill -s KILL "$pid" 2>/dev/null; }
 done
 rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work" "$HOME/miniforge3"
 exit 0
@@ -127,7 +128,7 @@ def cli(config: dict[str, Any], tmp_path: Path, *args: str) -> subprocess.Comple
     empty_bin = tmp_path / "empty-bin"
     empty_bin.mkdir(exist_ok=True)
     env = {**os.environ, "PATH": str(empty_bin), "PYTHONPATH": str(ROOT)}
-    assert subprocess.run(["sh", "-c", "command -v ssh"], env=env, capture_output=True).returncode != 0
+    assert shutil.which("ssh", path=env["PATH"]) is None
     return subprocess.run([sys.executable, "-m", "remote_http_launcher", str(path), *args], env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
 
@@ -140,6 +141,14 @@ def start_demo(server: SSHServer, remote_demo: str, interface: str) -> int:
         f">/dev/null 2>&1 </dev/null & echo $!; }}; "
         "for i in $(seq 50); do grep -q running rhl-work/s.json && break; sleep 0.1; done")
     return int(started.stdout.split()[0])
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The CLI's error: exactly one line, the last on stderr (progress lines may precede it)."""
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    return errors[0]
 
 
 # ---------------------------------------------------------------- SSHHost operations
@@ -205,3 +214,391 @@ def test_tcp_channel_works_as_socket_for_http(ssh_config: Path, server: SSHServe
             host.tcp_channel("127.0.0.1", 1, 5)
         assert handshake.check("127.0.0.1", 1, HEALTHCHECK, lambda t: host.tcp_channel("127.0.0.1", 1, t)) is not None
     server.run(f"kill {pid}")
+
+
+# ---------------------------------------------------------------- the launcher over SSH
+
+def test_launch_then_reconnect_without_relaunch(ssh_config: Path, server: SSHServer, rhl_dir: Path,
+                                                make_config: Callable[..., dict[str, Any]]) -> None:
+    config = make_config()
+    payload = run(config)
+    state = remote_state(server, config["key"])
+    assert state is not None and state["status"] == "running" and remote_alive(server, state["pid"])
+    assert payload == {"hostname": server.host, "port": state["port"], "ssh_hostname": ALIAS}
+    assert client_file(rhl_dir, config["key"]) == payload  # direct mode: the client connects itself
+    assert handshake.check(server.host, state["port"], HEALTHCHECK) is None
+
+    (rhl_dir / "client" / f"{config['key']}.json").unlink()  # forces the SSH path: read state, verify
+    assert run(config) == payload
+    assert remote_state(server, config["key"]) == state  # same PID, same launch: nothing restarted
+
+
+def test_cli_launches_over_ssh_without_ssh_binary(ssh_config: Path, server: SSHServer, rhl_dir: Path,
+                                                  make_config: Callable[..., dict[str, Any]],
+                                                  tmp_path: Path) -> None:
+    config = make_config()
+    first = cli(config, tmp_path, "--json")
+    assert first.returncode == 0, first.stderr
+    state = remote_state(server, config["key"])
+    assert state is not None and remote_alive(server, state["pid"])
+    assert json.loads(first.stdout)["port"] == state["port"]
+    (rhl_dir / "client" / f"{config['key']}.json").unlink()
+    second = cli(config, tmp_path, "--json")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout) == json.loads(first.stdout)
+    assert remote_state(server, config["key"]) == state
+
+
+def test_stale_remote_state_is_replaced(ssh_config: Path, server: SSHServer, rhl_dir: Path,
+                                        make_config: Callable[..., dict[str, Any]]) -> None:
+    config = make_config()
+    dead = int(server.run("sh -c 'echo $$'").stdout)  # a PID that has exited
+    server.run(f"mkdir -p {REMOTE_STATE} && echo '{{\"status\": \"running\", \"pid\": {dead}, \"port\": 1}}' "
+               f"> {REMOTE_STATE}/{config['key']}.json")
+    payload = run(config)
+    state = remote_state(server, config["key"])
+    assert state is not None and state["pid"] != dead and state["port"] == payload["port"] != 1
+    assert remote_alive(server, state["pid"])
+
+
+def test_relaunch_after_the_service_was_killed(ssh_config: Path, server: SSHServer, rhl_dir: Path,
+                                               make_config: Callable[..., dict[str, Any]]) -> None:
+    config = make_config()
+    run(config)
+    old = remote_state(server, config["key"])
+    assert old is not None
+    server.run(f"kill -s KILL -- -{old['pid']}")
+    payload = run(config)  # the client file is stale now: its port no longer answers
+    new = remote_state(server, config["key"])
+    assert new is not None and new["pid"] != old["pid"] and remote_alive(server, new["pid"])
+    assert client_file(rhl_dir, config["key"])["port"] == new["port"] == payload["port"]
+
+
+def test_workdir_with_spaces_and_quotes(ssh_config: Path, server: SSHServer, rhl_dir: Path,
+                                        make_config: Callable[..., dict[str, Any]]) -> None:
+    workdir = "~/rhl-work/it's a \"quoted\" $dir"
+    config = make_config(workdir=workdir)
+    run(config)
+    state = remote_state(server, config["key"])
+    assert state is not None
+    expected = f"{server.home}/rhl-work/it's a \"quoted\" $dir"
+    assert state["workdir"] == expected
+    assert server.run(f"readlink /proc/{state['pid']}/cwd").stdout.strip() == expected
+
+
+@pytest.mark.parametrize("hops", ["jump", "jump,jump"])
+def test_proxyjump(hops: str, server: SSHServer, jump_sshd: SSHServer, client_home: Path, rhl_dir: Path,
+                   make_config: Callable[..., dict[str, Any]]) -> None:
+    jump_sshd.write_ssh_config(client_home, "jump")
+    server.write_ssh_config(client_home, ALIAS, {"ProxyJump": hops})
+    logins_before = jump_sshd.log_text().count("Accepted publickey")
+    config = make_config()
+    run(config)
+    state = remote_state(server, config["key"])
+    assert state is not None and remote_alive(server, state["pid"])
+    assert jump_sshd.log_text().count("Accepted publickey") - logins_before == hops.count("jump")
+
+
+def test_proxycommand(server: SSHServer, client_home: Path, tmp_path: Path) -> None:
+    relay = tmp_path / "relay.py"
+    relay.write_text(RELAY)
+    server.write_ssh_config(client_home, ALIAS, {"ProxyCommand": f"{sys.executable} {relay} %h %p"})
+    with SSHHost.connect(ALIAS) as host:
+        assert host.run_script("id -un", []).stdout.strip() == server.user
+
+
+RELAY = '''import socket, sys, threading
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+def pump():
+    while data := sock.recv(65536):
+        sys.stdout.buffer.write(data); sys.stdout.buffer.flush()
+threading.Thread(target=pump, daemon=True).start()
+while data := sys.stdin.buffer.read1(65536):
+    sock.sendall(data)
+'''
+
+
+def test_unknown_host_key_without_terminal_is_refused(server: SSHServer, client_home: Path, rhl_dir: Path,
+                                                      make_config: Callable[..., dict[str, Any]],
+                                                      tmp_path: Path) -> None:
+    server.write_ssh_config(client_home, ALIAS, {"StrictHostKeyChecking": "ask"})
+    (client_home / ".ssh" / "known_hosts").write_text("")
+    config = make_config()
+    result = cli(config, tmp_path)
+    assert result.returncode == 1
+    line = error_line(result)
+    assert line.startswith(f"error: ssh {ALIAS} ({server.host}:{server.port}): host key: unknown ED25519 key SHA256:")
+    assert "StrictHostKeyChecking accept-new" in line and f"ssh-keyscan -p {server.port} {server.host}" in line
+    assert (client_home / ".ssh" / "known_hosts").read_text() == ""
+    assert remote_state(server, config["key"]) is None  # nothing launched
+    assert not (rhl_dir / "client" / f"{config['key']}.json").exists()
+
+
+def test_accept_new_records_unknown_key(server: SSHServer, client_home: Path, rhl_dir: Path,
+                                        make_config: Callable[..., dict[str, Any]]) -> None:
+    server.write_ssh_config(client_home, ALIAS, {"StrictHostKeyChecking": "accept-new"})
+    known_hosts = client_home / ".ssh" / "known_hosts"
+    known_hosts.unlink()
+    run(make_config())
+    assert known_hosts.read_text().splitlines() == [server.host_key_line]
+    assert known_hosts.stat().st_mode & 0o777 == 0o600
+    assert (client_home / ".ssh").stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("strict", ["yes", "no"])
+def test_changed_host_key_is_refused(strict: str, server: SSHServer, client_home: Path, rhl_dir: Path,
+                                     make_config: Callable[..., dict[str, Any]]) -> None:
+    import paramiko
+
+    server.write_ssh_config(client_home, ALIAS, {"StrictHostKeyChecking": strict})
+    other = paramiko.RSAKey.generate(1024)
+    name = server.host_key_line.split()[0]
+    (client_home / ".ssh" / "known_hosts").write_text(f"{name} ssh-ed25519 {_other_ed25519()}\n"
+                                                      f"{name} {other.get_name()} {other.get_base64()}\n")
+    config = make_config()
+    with pytest.raises(HostKeyError, match=rf"HOST KEY FOR {re.escape(name)} HAS CHANGED.*ssh-keygen -R"):
+        run(config)
+    assert remote_state(server, config["key"]) is None
+
+
+def _other_ed25519() -> str:
+    """The base64 of an ed25519 public key that is not the server's."""
+    import base64
+
+    blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + bytes(range(32))
+    return base64.b64encode(blob).decode()
+
+
+@pytest.mark.parametrize("how", ["fail-flag", "command-exits"])
+def test_failing_service_reports_its_log(how: str, ssh_config: Path, server: SSHServer, rhl_dir: Path,
+                                         make_config: Callable[..., dict[str, Any]]) -> None:
+    if how == "fail-flag":
+        config = make_config(args="--fail")
+        expected = r"reported status 'failed'.*demo service: failing on purpose"
+    else:
+        config = make_config(command="echo about to fail; exit 3")
+        expected = r"exited before reporting its port; log: about to fail"
+    with pytest.raises(LaunchError, match=expected) as caught:
+        run(config)
+    assert ALIAS in str(caught.value) and "\n" not in str(caught.value)
+    assert not (rhl_dir / "client" / f"{config['key']}.json").exists()
+
+
+def test_service_on_server_loopback_is_checked_through_ssh(ssh_config: Path, server: SSHServer, rhl_dir: Path,
+                                                           make_config: Callable[..., dict[str, Any]]) -> None:
+    """The port check runs over direct-tcpip; only the client's own final check can fail."""
+    config = make_config(network_interface="127.0.0.1")
+    with pytest.raises(HandshakeError, match=rf"the service runs on {ALIAS}, but from this machine"):
+        run(config)
+    state = remote_state(server, config["key"])
+    assert state is not None and state["status"] == "running" and remote_alive(server, state["pid"])
+    if server.netns:  # 127.0.0.1 "on the server" is a different machine's loopback
+        assert handshake.check(server.host, state["port"], HEALTHCHECK, timeout=2) is not None
+    with SSHHost.connect(ALIAS) as host:
+        factory = lambda t: host.tcp_channel("127.0.0.1", state["port"], t)  # noqa: E731
+        assert handshake.check("127.0.0.1", state["port"], HEALTHCHECK, factory) is None
+
+
+# ---------------------------------------------------------------- host keys in detail
+
+def _host_key_entry(server: SSHServer) -> tuple[str, str, str]:
+    name, key_type, key_b64 = server.host_key_line.split()
+    return name, key_type, key_b64
+
+
+@pytest.mark.parametrize("variant", ["hashed", "second-file", "alias"])
+def test_known_hosts_variants(variant: str, server: SSHServer, client_home: Path) -> None:
+    import paramiko
+
+    name, key_type, key_b64 = _host_key_entry(server)
+    extra_known = client_home / "more_known_hosts"
+    main_known = client_home / ".ssh" / "known_hosts"
+    options = {"UserKnownHostsFile": f"{main_known} {extra_known}"}
+    if variant == "alias":
+        options["HostKeyAlias"] = "my-alias"
+    server.write_ssh_config(client_home, ALIAS, options)
+    lines = {"hashed": f"{paramiko.HostKeys.hash_host(name)} {key_type} {key_b64}\n",
+             "second-file": f"{name} {key_type} {key_b64}\n",
+             "alias": f"my-alias {key_type} {key_b64}\n"}
+    main_known.write_text("" if variant == "second-file" else lines[variant])
+    extra_known.write_text(lines[variant] if variant == "second-file" else "")
+    connection = connect(ALIAS, interactive=False)
+    try:
+        assert connection.transport.is_authenticated()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("answer", ["yes", "no"])
+def test_unknown_host_key_asks_on_a_terminal(answer: str, server: SSHServer, client_home: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    server.write_ssh_config(client_home, ALIAS, {"StrictHostKeyChecking": "ask"})
+    known_hosts = client_home / ".ssh" / "known_hosts"
+    known_hosts.write_text("")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(answer + "\n"))
+    fingerprint = server.host_pubkey.fingerprint
+    if answer == "yes":
+        connect(ALIAS, interactive=True).close()
+        assert known_hosts.read_text().splitlines() == [server.host_key_line]
+    else:
+        with pytest.raises(HostKeyError, match="not accepted"):
+            connect(ALIAS, interactive=True)
+        assert known_hosts.read_text() == ""
+    prompt = capsys.readouterr().err
+    assert f"ED25519 key fingerprint is {fingerprint}." in prompt and "(yes/no/[fingerprint])" in prompt
+
+
+def test_strict_yes_refuses_unknown_key_even_on_a_terminal(server: SSHServer, client_home: Path) -> None:
+    server.write_ssh_config(client_home, ALIAS)  # StrictHostKeyChecking yes
+    (client_home / ".ssh" / "known_hosts").write_text("")
+    with pytest.raises(HostKeyError, match=r"\(StrictHostKeyChecking is yes\); to trust it"):
+        connect(ALIAS, interactive=True)
+
+
+# ---------------------------------------------------------------- authentication
+
+def _write_key(path: Path, source: Path | None = None, passphrase: bytes | None = None) -> Path:
+    """An OpenSSH private key file: a copy of `source` (re-encrypted), or a fresh unauthorized key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key: Any = (serialization.load_ssh_private_key(source.read_bytes(), None) if source
+                else Ed25519PrivateKey.generate())
+    encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
+                  else serialization.NoEncryption())
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, encryption))
+    path.chmod(0o600)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    Path(f"{path}.pub").write_bytes(public + b"\n")
+    return path
+
+
+def test_auth_failure_without_terminal_is_one_line(server: SSHServer, client_home: Path, rhl_dir: Path,
+                                                   make_config: Callable[..., dict[str, Any]],
+                                                   tmp_path: Path) -> None:
+    wrong = _write_key(client_home / ".ssh" / "wrong_key")
+    server.write_ssh_config(client_home, ALIAS, {"IdentityFile": str(wrong)})
+    config = make_config()
+    result = cli(config, tmp_path)
+    assert result.returncode == 1
+    assert error_line(result) == (
+        f"error: ssh {ALIAS} ({server.host}:{server.port}): auth: authentication failed (tried: agent (0 keys), "
+        "~/.ssh/wrong_key, keyboard-interactive skipped: no terminal, password skipped: no terminal)")
+    assert server.password not in result.stderr
+    assert remote_state(server, config["key"]) is None
+
+
+def test_encrypted_key_needs_a_terminal(server: SSHServer, client_home: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from remote_http_launcher import sshconnect
+
+    key = _write_key(client_home / ".ssh" / "id_ed25519", server.client_key, b"secret phrase")
+    server.write_ssh_config(client_home, ALIAS, {"IdentityFile": str(key)})
+    with pytest.raises(AuthenticationError) as caught:
+        connect(ALIAS, interactive=False)
+    assert "~/.ssh/id_ed25519 (encrypted, skipped: no terminal for the passphrase)" in str(caught.value)
+
+    prompts: list[str] = []
+    monkeypatch.setattr(sshconnect.getpass, "getpass", lambda prompt: prompts.append(prompt) or "secret phrase")
+    connection = connect(ALIAS, interactive=True)
+    connection.close()
+    assert prompts == ["Enter passphrase for key '~/.ssh/id_ed25519': "]
+
+
+def test_password_on_a_terminal(server: SSHServer, client_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    from remote_http_launcher import sshconnect
+
+    server.write_ssh_config(client_home, ALIAS, {"IdentityFile": "none"})
+    answers = iter(["wrong password", server.password])
+    prompts: list[str] = []
+    monkeypatch.setattr(sshconnect.getpass, "getpass", lambda prompt: prompts.append(prompt) or next(answers))
+    with SSHHost(connect(ALIAS, interactive=True)) as host:
+        assert host.run_script("id -un", []).stdout.strip() == server.user
+    assert prompts == [f"{server.user}@{server.host}'s password: "] * 2
+    assert server.password not in capsys.readouterr().err
+
+
+def test_agent_keys_come_first(server: SSHServer, client_home: Path, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which("ssh-agent") is None or shutil.which("ssh-add") is None:
+        pytest.skip("ssh-agent is not installed")
+    sock = tmp_path / "agent.sock"
+    started = subprocess.run(["ssh-agent", "-s", "-a", str(sock)], capture_output=True, text=True, check=True)
+    agent_pid = int(re.search(r"SSH_AGENT_PID=(\d+)", started.stdout).group(1))  # type: ignore[union-attr]
+    try:
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", "-q", str(server.client_key)], env=env, check=True, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        wrong = _write_key(client_home / ".ssh" / "wrong_key")
+        server.write_ssh_config(client_home, ALIAS, {"IdentityFile": str(wrong), "IdentitiesOnly": "no"})
+        connect(ALIAS, interactive=False).close()
+        server.write_ssh_config(client_home, "only", {"IdentityFile": str(wrong)})  # IdentitiesOnly yes
+        with pytest.raises(AuthenticationError, match=r"tried: agent \(0 keys, 1 ignored: IdentitiesOnly\), "
+                                                      r"~/.ssh/wrong_key,"):
+            connect("only", interactive=False)
+    finally:
+        os.kill(agent_pid, 15)
+
+
+def test_connect_timeout(server: SSHServer, client_home: Path) -> None:
+    if server.netns is None:
+        pytest.skip("needs the network namespace to drop packets")
+    server.write_ssh_config(client_home, ALIAS, {"ConnectTimeout": "1"})
+    server.set_link(False)
+    try:
+        with pytest.raises(HostError, match=rf"^ssh {ALIAS} \({re.escape(server.host)}:{server.port}\): "
+                                            r"connect: timed out after 1 s$"):
+            connect(ALIAS, interactive=False)
+    finally:
+        server.set_link(True)
+
+
+def test_connection_refused_names_host_and_step(client_home: Path) -> None:
+    (client_home / ".ssh").mkdir()
+    (client_home / ".ssh" / "config").write_text("Host nothing\n  HostName 127.0.0.1\n  Port 1\n")
+    with pytest.raises(HostError, match=r"^ssh nothing \(127.0.0.1:1\): connect: connection refused$"):
+        connect("nothing", interactive=False)
+
+
+# ---------------------------------------------------------------- conda on the server
+
+CONDA_SH = r"""
+conda() {
+  if [ "$1" = activate ] && [ -d "$HOME/miniforge3/envs/$2/conda-meta" ]; then
+    CONDA_DEFAULT_ENV=$2; CONDA_PREFIX=$HOME/miniforge3/envs/$2; PATH=$CONDA_PREFIX/bin:$PATH
+    export CONDA_DEFAULT_ENV CONDA_PREFIX PATH
+  else
+    echo "fake conda: cannot $*" >&2; return 1
+  fi
+}
+"""
+
+
+def test_conda_environment_on_the_server(ssh_config: Path, server: SSHServer, rhl_dir: Path,
+                                         make_config: Callable[..., dict[str, Any]]) -> None:
+    """LAUNCH finds ~/miniforge3 on the server, activates the env, and names host and env when missing."""
+    elsewhere = server.run("command -v conda || ls -d /opt/conda /opt/miniforge3 /opt/miniconda3 /opt/anaconda3")
+    if not elsewhere.stdout.strip():
+        with pytest.raises(LaunchError, match=rf"conda on {ALIAS}: conda not found"):
+            run(make_config(conda="myenv"))
+
+    server.run("mkdir -p miniforge3/etc/profile.d miniforge3/envs/myenv/conda-meta miniforge3/envs/myenv/bin && "
+               f"cat > miniforge3/etc/profile.d/conda.sh <<'EOF'\n{CONDA_SH}EOF\n"
+               f"printf '#!/bin/sh\\nexec {server.python} \"$@\"\\n' > miniforge3/envs/myenv/bin/env-python && "
+               "chmod +x miniforge3/envs/myenv/bin/env-python", check=True)
+    with pytest.raises(LaunchError, match=rf"conda on {ALIAS}: conda environment 'nope' not found "
+                                          rf"\(conda at {re.escape(str(server.home))}/miniforge3\)"):
+        run(make_config(conda="nope"))
+
+    config = make_config(conda="myenv")
+    config["command"] = config["command"].replace(server.python, "env-python")  # only on PATH once activated
+    run(config)
+    state = remote_state(server, config["key"])
+    assert state is not None and remote_alive(server, state["pid"])
+    environ = server.run(f"tr '\\0' '\\n' < /proc/{state['pid']}/environ").stdout.splitlines()
+    assert "CONDA_DEFAULT_ENV=myenv" in environ
