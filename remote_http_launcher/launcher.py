@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 
 MAX_LAUNCHES = 2  # the first launch and at most one relaunch
 VERIFY_TIMEOUT = 5.0
+PROCESS_CHECK_INTERVAL = 0.3
 LOCK_GRACE = 10.0
 KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 MAX_KEY = 200
@@ -204,10 +205,10 @@ class Launcher:
                     and processes.is_ours(service.host, state):
                 return self._monitor(service, state, launched=False)
             self.progress.phase(f"launching service on {service.host.name}")
-            previous = service.host.read(service.status_file)
+            service.host.remove(service.status_file)  # the old record must not pass for the new one
             state = self._spawn(service)
             self.progress.phase("waiting for the service to report its port")
-            return self._monitor(service, state, launched=True, previous=previous)
+            return self._monitor(service, state, launched=True)
         finally:
             lock.release()
 
@@ -252,27 +253,21 @@ class Launcher:
         return ServerState(status="starting", pid=int(result.stdout.strip()), port=None, start_time=None,
                            log=service.log_file, data={**record, "pid": int(result.stdout.strip())})
 
-    def _monitor(self, service: Service, state: ServerState, *, launched: bool,
-                 previous: bytes | None = None) -> ServerState:
+    def _monitor(self, service: Service, state: ServerState, *, launched: bool) -> ServerState:
         """Scenario 2: poll until running or failed; a dead or silent process fails fast.
 
-        `previous` is the status file as it was before this run launched the
-        service: until the new process rewrites it, it describes the old one.
+        The status file is read every poll; whether the process still lives is
+        checked at most every PROCESS_CHECK_INTERVAL (over SSH it costs a round trip).
         """
         host, pid = service.host, state.pid
-
-        def read() -> tuple[bytes | None, ServerState | None]:
-            raw = host.read(service.status_file)
-            if previous is not None and raw == previous:
-                return raw, None
-            return raw, ServerState.parse(statefiles.decode(raw))
-
-        last_raw = host.read(service.status_file)
-        last_change = time.monotonic()
+        last_raw: bytes | None = None
+        last_change = last_check = time.monotonic()
         while True:
-            raw, current = read()
+            raw = host.read(service.status_file)
+            now = time.monotonic()
             if raw != last_raw:
-                last_raw, last_change = raw, time.monotonic()
+                last_raw, last_change = raw, now
+            current = ServerState.parse(statefiles.decode(raw))
             if current is not None and current.pid not in (None, pid):
                 if launched:
                     raise LaunchError(f"{self.key}: status file {service.status_file} was taken over by "
@@ -285,19 +280,21 @@ class Launcher:
                     processes.terminate(host, current)
                 raise LaunchError(f"{self.key}: service on {host.name} reported status 'failed'; "
                                   f"log: {service.log_tail(current)}")
-            alive_state = current or state
-            if pid is None or host.process_start_time(pid) is None:
-                current = read()[1]
-                if current is not None and current.status == "running":
-                    return current
-                if not launched:
-                    return current or state
-                raise LaunchError(f"{self.key}: service on {host.name} exited before reporting its port; "
-                                  f"log: {service.log_tail(alive_state)}")
-            if time.monotonic() - last_change > self.config.startup_timeout:
-                processes.terminate(host, alive_state)
+            state = current or state
+            if now - last_check >= PROCESS_CHECK_INTERVAL or pid is None:
+                last_check = now
+                if pid is None or host.process_start_time(pid) is None:
+                    current = service.read_state()
+                    if current is not None and current.status == "running":
+                        return current
+                    if not launched:
+                        return current or state
+                    raise LaunchError(f"{self.key}: service on {host.name} exited before reporting its port; "
+                                      f"log: {service.log_tail(state)}")
+            if now - last_change > self.config.startup_timeout:
+                processes.terminate(host, state)
                 raise LaunchError(f"{self.key}: service on {host.name} did not report its port within "
-                                  f"{self.config.startup_timeout:.0f} s (stopped it); log: {service.log_tail(alive_state)}")
+                                  f"{self.config.startup_timeout:.0f} s (stopped it); log: {service.log_tail(state)}")
             self.progress.tick()
             time.sleep(host.poll_interval)
 
