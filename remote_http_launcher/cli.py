@@ -280,7 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, handler = parse(argv)
         configure_logging(args)
-        progress = Progress(args.log_level, quiet=getattr(args, "dry_run", False))
+        # At debug level the log handler on stderr already shows every phase.
+        quiet = getattr(args, "dry_run", False) or args.log_level == "debug"
+        progress = Progress(args.log_level, quiet=quiet)
         return handler(args, progress)
     except LauncherError as exc:
         if progress:
