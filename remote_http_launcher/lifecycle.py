@@ -35,26 +35,11 @@ ABSENT, STARTING, RUNNING, FAILED, STALE = "absent", "starting", "running", "fai
 DEFAULT_TAIL = 50
 FOLLOW_INTERVAL = 0.25
 ALIVE_CHECK_INTERVAL = 1.0
-KILL_WAIT = 5.0
 KEEPER_MARKER = "remote_http_launcher.keeper"
 READ_CHUNK = 64 * 1024
 # [user@]host or an ~/.ssh/config alias: no option-like, blank or control characters.
 SSH_TARGET_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}@)?[A-Za-z0-9_][A-Za-z0-9_.%:-]{0,252}$")
 
-# Exits 0 while a process that is not a zombie still belongs to process group $1.
-GROUP_ALIVE = r"""
-pg=$1
-if [ -d /proc/self ]; then
-  for f in /proc/[0-9]*/stat; do
-    read -r line < "$f" 2>/dev/null || continue
-    rest=${line##*) }
-    set -f; set -- $rest; set +f
-    [ "$3" = "$pg" ] && [ "$1" != Z ] && exit 0
-  done
-  exit 1
-fi
-kill -0 -- "-$pg" 2>/dev/null
-"""
 
 
 class NotRunningError(LauncherError):
@@ -193,21 +178,12 @@ def stop_keeper(payload: dict[str, Any], timeout: float) -> dict[str, Any]:
             f"PID {pid} is not a tunnel keeper (its command line lacks {KEEPER_MARKER}); left it alone"
         return {"pid": pid, "stopped": False, "detail": detail}
     os.kill(pid, signal.SIGTERM)
-    if _wait_gone(lambda: is_keeper(pid), timeout):
+    if processes.wait_gone(lambda: is_keeper(pid), timeout):
         return {"pid": pid, "stopped": True, "detail": "stopped with SIGTERM"}
     if is_keeper(pid):
         os.kill(pid, signal.SIGKILL)
-        _wait_gone(lambda: is_keeper(pid), KILL_WAIT)
+        processes.wait_gone(lambda: is_keeper(pid), processes.KILL_WAIT)
     return {"pid": pid, "stopped": True, "detail": "killed with SIGKILL"}
-
-
-def _wait_gone(alive: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while alive():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 # ---------------------------------------------------------------- status
@@ -232,32 +208,6 @@ def status(config: Config, *, connection_dir: str | os.PathLike[str] | None = No
 # ---------------------------------------------------------------- stop
 
 
-def terminate(host: Host, state: ServerState, timeout: float) -> str | None:
-    """Stop the process group of a service that is verifiably ours.
-
-    Returns the last signal needed ("TERM" or "KILL"), or None when the
-    process was not ours (gone, or its PID reused): then nothing is signalled.
-    """
-    if not processes.is_ours(host, state):
-        return None
-    assert state.pid is not None
-    pid = state.pid
-    host.signal_group(pid, "TERM")
-
-    def group_alive() -> bool:
-        return host.process_start_time(pid) is not None or host.run_script(GROUP_ALIVE, [str(pid)]).returncode == 0
-
-    if _wait_gone(group_alive, timeout, host.poll_interval):
-        return "TERM"
-    if processes.is_ours(host, state):
-        host.signal_group(pid, "KILL")
-    else:
-        # The leader is gone, so its group can only hold its own children: no PID reuse possible.
-        host.run_script('kill -s KILL -- "-$1" 2>/dev/null', [str(pid)])
-    _wait_gone(group_alive, KILL_WAIT, host.poll_interval)
-    return "KILL"
-
-
 def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None,
          timeout: float = processes.STOP_TIMEOUT, progress: Progress | None = None) -> dict[str, Any]:
     """Stop the service and its tunnel keeper, remove server and client state, keep the log."""
@@ -279,7 +229,7 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
             if state is None or state.pid is None or any(s["pid"] == state.pid for s in stopped):
                 break
             progress.phase(f"stopping process group {state.pid} on {host.name}")
-            signal_used = terminate(host, state, timeout)
+            signal_used = processes.terminate(host, state, timeout)
             if signal_used is None:
                 break
             stopped.append({"pid": state.pid, "signal": signal_used})

@@ -37,6 +37,21 @@ else
 fi
 """
 
+# Exits 0 while a process that is not a zombie still belongs to process group $1.
+GROUP_ALIVE = r"""
+pg=$1
+if [ -d /proc/self ]; then
+  for f in /proc/[0-9]*/stat; do
+    read -r line < "$f" 2>/dev/null || continue
+    rest=${line##*) }
+    set -f; set -- $rest; set +f
+    [ "$3" = "$pg" ] && [ "$1" != Z ] && exit 0
+  done
+  exit 1
+fi
+kill -0 -- "-$pg" 2>/dev/null
+"""
+
 # The service's own first steps (it runs detached, as the new session leader):
 # record its PID and start time in the status file, then become the command.
 SERVICE_PRELUDE = r"""
