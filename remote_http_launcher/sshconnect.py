@@ -34,7 +34,6 @@ MIN_HANDSHAKE_TIMEOUT = 15.0
 MAX_PROXY_DEPTH = 8
 MAX_AUTH_STEPS = 5  # partial successes (2-factor) before we give up
 PASSWORD_PROMPTS = 3  # OpenSSH's NumberOfPasswordPrompts
-SSH_DIR = "~/.ssh"
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 DEFAULT_USER_KNOWN_HOSTS = "~/.ssh/known_hosts ~/.ssh/known_hosts2"
 DEFAULT_GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2"
@@ -208,6 +207,7 @@ def _connect(endpoint: Endpoint, config: paramiko.SSHConfig, interactive: bool, 
 
 def _open_stream(endpoint: Endpoint, config: paramiko.SSHConfig, interactive: bool, depth: int,
                  hops: list[SSHConnection]) -> Any:
+    """ProxyJump wins over ProxyCommand (OpenSSH takes whichever the file sets first; paramiko can't tell)."""
     jump = endpoint.option("proxyjump")
     if jump and jump.lower() != "none":
         return _via_jump_hosts(endpoint, jump, config, interactive, depth, hops)
@@ -434,12 +434,18 @@ class Authenticator:
     tried: list[str] = field(default_factory=list)
     pending_keys: Iterator[tuple[str, paramiko.PKey]] | None = None
 
+    agent: paramiko.Agent | None = None
+
     def run(self) -> None:
-        for _ in range(MAX_AUTH_STEPS):
-            if not self._round():
-                break
-            if self.transport.is_authenticated():
-                return
+        try:
+            for _ in range(MAX_AUTH_STEPS):
+                if not self._round():
+                    break
+                if self.transport.is_authenticated():
+                    return
+        finally:
+            if self.agent is not None:
+                self.agent.close()
         raise self.endpoint.fail("auth", f"authentication failed (tried: {', '.join(self.tried) or 'nothing'})",
                                  AuthenticationError)
 
@@ -532,8 +538,8 @@ class Authenticator:
         if self.endpoint.option("identityagent").lower() == "none":
             return []
         try:
-            agent = paramiko.Agent()
-            return list(agent.get_keys())
+            self.agent = paramiko.Agent()
+            return list(self.agent.get_keys())
         except (paramiko.SSHException, OSError):
             return []  # a stale SSH_AUTH_SOCK or an agent we cannot talk to: like no agent
 

@@ -602,3 +602,54 @@ def test_conda_environment_on_the_server(ssh_config: Path, server: SSHServer, rh
     assert state is not None and remote_alive(server, state["pid"])
     environ = server.run(f"tr '\\0' '\\n' < /proc/{state['pid']}/environ").stdout.splitlines()
     assert "CONDA_DEFAULT_ENV=myenv" in environ
+
+
+# ---------------------------------------------------------------- robustness and the warm path
+
+def test_login_shell_greetings_do_not_confuse_scripts(ssh_config: Path, server: SSHServer, rhl_dir: Path,
+                                                      make_config: Callable[..., dict[str, Any]]) -> None:
+    """A ~/.bashrc that prints (common on clusters) must not corrupt a script's output, e.g. LAUNCH's PID."""
+    if not (Path("/bin/bash").exists() and shutil.which("usermod")):
+        pytest.skip("needs bash and usermod")
+    server.run("echo 'echo welcome to the cluster' > .bashrc", check=True)
+    subprocess.run(["usermod", "-s", "/bin/bash", server.user], check=True, capture_output=True)
+    try:
+        client = server.connect()
+        try:
+            greeting = client.exec_command("echo real")[1].read()
+        finally:
+            client.close()
+        if b"welcome" not in greeting:
+            pytest.skip("this bash does not read ~/.bashrc for SSH commands")
+        with SSHHost.connect(ALIAS) as host:
+            assert host.run_script('echo "$1"', ["only this"]).stdout == "only this\n"
+        run(make_config())
+    finally:
+        subprocess.run(["usermod", "-s", "/bin/sh", server.user], check=True, capture_output=True)
+        server.run("rm -f .bashrc")
+
+
+def test_lost_connection_is_one_line_naming_the_host(ssh_config: Path, server: SSHServer) -> None:
+    host = SSHHost.connect(ALIAS)
+    path = f"{host.state_dir}/x.json"
+    host.transport.close()
+    prefix = rf"^ssh {ALIAS} \({re.escape(server.host)}:{server.port}\): "
+    with pytest.raises(HostError, match=prefix + r"exec: connection lost$"):
+        host.run_script("true", [])
+    with pytest.raises(HostError, match=prefix + rf"SFTP: read {re.escape(path)}: connection lost$"):
+        host.read(path)
+    host.close()
+
+
+def test_warm_path_never_imports_paramiko(ssh_config: Path, server: SSHServer, rhl_dir: Path,
+                                          make_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    """Importing the CLI, and reusing a live client file, stay free of paramiko."""
+    config = make_config()
+    run(config)
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config))
+    probe = ("import sys; from remote_http_launcher.cli import main; loaded = 'paramiko' in sys.modules; "
+             f"code = main([{str(path)!r}]); print(loaded, code, 'paramiko' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["False", "0", "False"], result.stderr

@@ -1,9 +1,10 @@
 """An SSH server as the service's host, over one paramiko Transport.
 
 Round trips dominate over slow links, so everything shares one Transport,
-SFTP is opened once and only when needed, and the hot operations (reading a
-status file, checking a PID on Linux) are pipelined SFTP requests instead of
-shell commands: a small file costs two round trips, an exec costs three.
+SFTP starts once and only when needed, and the operations a reconnect needs
+(home directory, status file, PID check) are pipelined SFTP requests: two
+round trips per file, and no login shell, whose ~/.bashrc can take seconds
+on clusters. Only launching and signalling run shell scripts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .. import statefiles
-from ..errors import HostError
 from ..sshconnect import SSHConnection, connect
 from .base import LOG_TAIL_LINES, Host, ScriptResult
 
@@ -28,13 +28,14 @@ if TYPE_CHECKING:
 SSH_POLL_INTERVAL = 0.2
 SCRIPT_TIMEOUT = 120.0
 CHANNEL_OPEN_TIMEOUT = 30.0
-READ_CHUNK = 32768  # what paramiko and OpenSSH's sftp-server use per request
 TAIL_BYTES = 65536
 PROC_SELF = "/proc/self"
+NO_PROC = -1
+OUTPUT_MARKER = "--remote-http-launcher-output--"
 
 
 class SSHHost(Host):
-    """Runs services on an SSH server; `transport` and `connection` are reusable (e.g. for tunnels)."""
+    """Runs services on an SSH server; `transport` and `connection` stay usable (e.g. for tunnels)."""
 
     poll_interval = SSH_POLL_INTERVAL
 
@@ -42,9 +43,9 @@ class SSHHost(Host):
         self.connection = connection
         self.transport: paramiko.Transport = connection.transport
         self.name = name or connection.endpoint.alias
-        self._sftp: paramiko.SFTPClient | None = None
+        self._files: PipelinedSFTP | None = None
         self._home: str | None = None
-        self._proc_uid: int | None = None  # uid our processes run as, from /proc/self; -1: no /proc
+        self._uid: int | None = None  # owner of /proc/self, i.e. who our processes run as; NO_PROC without /proc
 
     @classmethod
     def connect(cls, target: str) -> SSHHost:
@@ -54,43 +55,50 @@ class SSHHost(Host):
     @property
     def home(self) -> str:
         if self._home is None:
-            with self._step("home directory"):
-                self._home = self.sftp.normalize(".")
+            self._load_identity()
+        assert self._home is not None
         return self._home
 
     @property
     def state_dir(self) -> str:
         return self.expand(statefiles.REMOTE_STATE_DIR)
 
+    def _load_identity(self) -> None:
+        """SFTP's '.' (the login directory) and the owner of /proc/self, in one round trip."""
+        with self._step("home directory"):
+            self._home, attrs = self.files.realpath_and_stat(".", PROC_SELF)
+        self._uid = NO_PROC if attrs is None or attrs.st_uid is None else attrs.st_uid
+
     # ---- files ----
     @property
-    def sftp(self) -> paramiko.SFTPClient:
-        if self._sftp is None:
-            with self._step("SFTP", "start"):
-                self._sftp = self.transport.open_sftp_client()
-        return self._sftp
+    def files(self) -> PipelinedSFTP:
+        """The SFTP session, started on first use."""
+        if self._files is None:
+            with self._step("start"):
+                self._files = PipelinedSFTP(self.transport.open_sftp_client())
+        return self._files
 
     def read(self, path: str) -> bytes | None:
         with self._step("read", path):
             try:
-                handle = self._open(path, _flags("READ"))
+                handle = self.files.open(path, "READ")
             except FileNotFoundError:
                 return None
-            return self._read_and_close(handle)
+            return self.files.read_and_close(handle)
 
     def mtime(self, path: str) -> float | None:
         with self._step("stat", path):
             try:
-                return float(self.sftp.stat(path).st_mtime or 0)
+                return float(self.files.client.stat(path).st_mtime or 0)
             except FileNotFoundError:
                 return None
 
     def write_atomic(self, path: str, data: bytes) -> None:
         temp = f"{path}.{uuid.uuid4().hex[:12]}.tmp"
         with self._step("write", path):
-            self._write_new(temp, data)
+            self.files.write_and_close(self._create(temp), data)
             try:
-                self.sftp.posix_rename(temp, path)
+                self.files.client.posix_rename(temp, path)
             except BaseException:
                 self._remove_quietly(temp)
                 raise
@@ -98,15 +106,16 @@ class SSHHost(Host):
     def create_exclusive(self, path: str, data: bytes) -> bool:
         with self._step("create", path):
             try:
-                self._write_new(path, data)
+                handle = self._create(path)
             except FileExistsError:
                 return False
+            self.files.write_and_close(handle, data)
             return True
 
     def rename(self, source: str, target: str) -> bool:
         with self._step("rename", source):
             try:
-                self.sftp.posix_rename(source, target)
+                self.files.client.posix_rename(source, target)
             except FileNotFoundError:
                 return False
             return True
@@ -114,14 +123,14 @@ class SSHHost(Host):
     def remove(self, path: str) -> None:
         with self._step("remove", path):
             try:
-                self.sftp.remove(path)
+                self.files.client.remove(path)
             except FileNotFoundError:
                 pass
 
     def listdir(self, path: str) -> list[str]:
         with self._step("list", path):
             try:
-                return sorted(self.sftp.listdir(path))
+                return sorted(self.files.client.listdir(path))
             except FileNotFoundError:
                 return []
 
@@ -129,22 +138,73 @@ class SSHHost(Host):
         """Only the end of the file crosses the network: logs of long-running services grow big."""
         with self._step("read", path):
             try:
-                handle = self._open(path, _flags("READ"))
+                handle = self.files.open(path, "READ")
             except FileNotFoundError:
                 return ""
-            size = self._fstat_size(handle)
-            start = max(0, size - TAIL_BYTES)
-            data = self._read_and_close(handle, start)
+            start = max(0, int(self.files.fstat(handle).st_size or 0) - TAIL_BYTES)
+            data = self.files.read_and_close(handle, start)
         if start:
             data = data.partition(b"\n")[2]  # the first line was cut
         return b"\n".join(data.rstrip(b"\n").split(b"\n")[-lines:]).decode(errors="replace")
 
+    def _create(self, path: str) -> bytes:
+        """Open a new file (0600) exclusively, making missing parents (0700); FileExistsError if it exists."""
+        for attempt in range(2):
+            try:
+                return self.files.open(path, "WRITE", "CREATE", "EXCL", mode=statefiles.FILE_MODE)
+            except FileNotFoundError:
+                if attempt:
+                    raise
+                self._makedirs(posixpath.dirname(path))
+            except OSError as exc:
+                if exc.errno is None and self._exists(path):  # SFTP v3 reports 'exists' as a plain failure
+                    raise FileExistsError(errno.EEXIST, f"{path} exists") from None
+                raise
+        raise AssertionError("unreachable")
+
+    def _makedirs(self, directory: str) -> None:
+        """`mkdir -p`; the directories it creates get mode 0700."""
+        try:
+            self.files.client.mkdir(directory, statefiles.DIR_MODE)
+        except FileNotFoundError:
+            parent = posixpath.dirname(directory)
+            if parent == directory:
+                raise
+            self._makedirs(parent)
+            self._makedirs(directory)
+        except OSError:
+            if not self._is_dir(directory):
+                raise
+
+    def _exists(self, path: str) -> bool:
+        try:
+            self.files.client.lstat(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _is_dir(self, path: str) -> bool:
+        try:
+            return stat.S_ISDIR(self.files.client.stat(path).st_mode or 0)
+        except FileNotFoundError:
+            return False
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            self.files.client.remove(path)
+        except OSError:
+            pass
+
     # ---- processes ----
     def run_script(self, script: str, args: list[str]) -> ScriptResult:
-        """`sh -c SCRIPT sh ARGS...` in an exec channel; every word is quoted for the login shell."""
+        """`sh -c SCRIPT sh ARGS...` in an exec channel; every word is quoted for the login shell.
+
+        Login shells may print greetings (e.g. from ~/.bashrc) before our
+        script runs, so the script's own output starts after a marker.
+        """
         import paramiko
 
-        command = shlex.join(["sh", "-c", script, "sh", *args])
+        command = shlex.join(["sh", "-c", f"printf %s {OUTPUT_MARKER}\n{script}", "sh", *args])
         channel = None
         try:
             channel = self.transport.open_session(timeout=CHANNEL_OPEN_TIMEOUT)
@@ -162,157 +222,37 @@ class SSHHost(Host):
         finally:
             if channel is not None:
                 channel.close()
-        return ScriptResult(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+        noise, marker, output = stdout.partition(OUTPUT_MARKER.encode())
+        return ScriptResult(code, (output if marker else noise).decode(errors="replace"),
+                            stderr.decode(errors="replace"))
 
     def process_start_time(self, pid: int) -> str | None:
-        """Read /proc/PID/stat over SFTP (two round trips) where the host has /proc; else the script."""
-        uid = self._our_uid()
-        if uid < 0:
+        """Read /proc/PID/stat over SFTP (two round trips, no shell) where the host has /proc."""
+        if self._uid is None:
+            self._load_identity()
+        if self._uid == NO_PROC:
             return super().process_start_time(pid)
         path = f"/proc/{pid}/stat"
         with self._step("read", path):
             try:
-                handle = self._open(path, _flags("READ"))
+                handle = self.files.open(path, "READ")
             except (FileNotFoundError, PermissionError):
                 return None
-            attrs, data = self._stat_and_read(handle)
+            attrs, data = self.files.fstat_read_and_close(handle)
         fields = data.rpartition(b")")[2].split()
-        if uid not in (0, attrs.st_uid) or len(fields) < 20 or fields[0] == b"Z":
-            return None  # another user's process (we may not signal it), or a zombie
+        if self._uid not in (0, attrs.st_uid) or len(fields) < 20 or fields[0] == b"Z":
+            return None  # another user's process (not ours to signal), or a zombie
         return "proc:" + fields[19].decode()
-
-    def _our_uid(self) -> int:
-        if self._proc_uid is None:
-            with self._step("stat", PROC_SELF):
-                try:
-                    attrs = self.sftp.stat(PROC_SELF)
-                except FileNotFoundError:
-                    self._proc_uid = -1
-                else:
-                    self._proc_uid = attrs.st_uid if attrs.st_uid is not None else -1
-        return self._proc_uid
 
     # ---- TCP as seen from the host ----
     def tcp_channel(self, host: str, port: int, timeout: float) -> Any:
         return self.connection.forward(host, port, timeout)
 
     def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-            self._sftp = None
+        if self._files is not None:
+            self._files.client.close()
+            self._files = None
         self.connection.close()
-
-    # ---- SFTP requests, pipelined (paramiko's file objects wait for every reply) ----
-    def _open(self, path: str, flags: int, mode: int | None = None) -> bytes:
-        from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTPError
-        from paramiko.sftp_attr import SFTPAttributes
-
-        attrs = SFTPAttributes()
-        attrs.st_mode = mode
-        kind, msg = self.sftp._request(CMD_OPEN, path, flags, attrs)
-        if kind != CMD_HANDLE:
-            raise SFTPError("expected a file handle")
-        return msg.get_binary()
-
-    def _read_and_close(self, handle: bytes, offset: int = 0) -> bytes:
-        """Read to the end; the close is sent without waiting for its reply."""
-        from paramiko.sftp import CMD_CLOSE, CMD_READ, int64
-
-        sftp, chunks = self.sftp, []
-        try:
-            while True:
-                try:
-                    _, msg = sftp._request(CMD_READ, handle, int64(offset), READ_CHUNK)
-                except EOFError:
-                    break
-                data = msg.get_string()
-                chunks.append(data)
-                offset += len(data)
-                if len(data) < READ_CHUNK:
-                    break
-        finally:
-            sftp._async_request(type(None), CMD_CLOSE, handle)
-        return b"".join(chunks)
-
-    def _fstat(self, handle: bytes) -> paramiko.SFTPAttributes:
-        from paramiko.sftp import CMD_FSTAT
-        from paramiko.sftp_attr import SFTPAttributes
-
-        _, msg = self.sftp._request(CMD_FSTAT, handle)
-        return SFTPAttributes._from_msg(msg)
-
-    def _fstat_size(self, handle: bytes) -> int:
-        return int(self._fstat(handle).st_size or 0)
-
-    def _stat_and_read(self, handle: bytes) -> tuple[paramiko.SFTPAttributes, bytes]:
-        """fstat, read and close a small file in one flight (replies come back in request order)."""
-        from paramiko.sftp import CMD_CLOSE, CMD_FSTAT, CMD_READ, int64
-        from paramiko.sftp_attr import SFTPAttributes
-
-        sftp = self.sftp
-        stat_request = sftp._async_request(type(None), CMD_FSTAT, handle)
-        read_request = sftp._async_request(type(None), CMD_READ, handle, int64(0), READ_CHUNK)
-        sftp._async_request(type(None), CMD_CLOSE, handle)
-        attrs = SFTPAttributes._from_msg(sftp._read_response(stat_request)[1])
-        try:
-            data = sftp._read_response(read_request)[1].get_string()
-        except EOFError:
-            data = b""
-        return attrs, data
-
-    def _write_new(self, path: str, data: bytes) -> None:
-        """Create path (mode 0600, parents 0700) and write it: open, then writes and close in one flight."""
-        from paramiko.sftp import CMD_CLOSE, CMD_WRITE, int64
-
-        flags = _flags("WRITE", "CREATE", "EXCL")
-        try:
-            handle = self._open(path, flags, statefiles.FILE_MODE)
-        except FileNotFoundError:
-            self._makedirs(posixpath.dirname(path))
-            handle = self._open(path, flags, statefiles.FILE_MODE)
-        except OSError as exc:
-            if exc.errno is None and self._exists(path):
-                raise FileExistsError(errno.EEXIST, f"{path} exists") from None  # SFTP v3 has no 'exists' code
-            raise
-        sftp = self.sftp
-        requests = [sftp._async_request(type(None), CMD_WRITE, handle, int64(start), data[start:start + READ_CHUNK])
-                    for start in range(0, len(data), READ_CHUNK)]
-        requests.append(sftp._async_request(type(None), CMD_CLOSE, handle))
-        for number in requests:
-            sftp._read_response(number)
-
-    def _makedirs(self, directory: str) -> None:
-        """`mkdir -p`; the directories it creates get mode 0700."""
-        try:
-            self.sftp.mkdir(directory, statefiles.DIR_MODE)
-        except FileNotFoundError:
-            parent = posixpath.dirname(directory)
-            if parent == directory:
-                raise
-            self._makedirs(parent)
-            self._makedirs(directory)
-        except OSError:
-            if not self._is_dir(directory):
-                raise
-
-    def _exists(self, path: str) -> bool:
-        try:
-            self.sftp.lstat(path)
-        except FileNotFoundError:
-            return False
-        return True
-
-    def _is_dir(self, path: str) -> bool:
-        try:
-            return stat.S_ISDIR(self.sftp.stat(path).st_mode or 0)
-        except FileNotFoundError:
-            return False
-
-    def _remove_quietly(self, path: str) -> None:
-        try:
-            self.sftp.remove(path)
-        except OSError:
-            pass
 
     @contextmanager
     def _step(self, what: str, path: str = "") -> Iterator[None]:
@@ -326,13 +266,101 @@ class SSHHost(Host):
             raise self.connection.fail("SFTP", f"{what}{where}: {_describe(exc, self.transport)}") from None
 
 
-def _flags(*names: str) -> int:
-    from paramiko import sftp
+class PipelinedSFTP:
+    """SFTP requests sent back to back, then their replies collected in order.
 
-    result = 0
-    for name in names:
-        result |= getattr(sftp, f"SFTP_FLAG_{name}")
-    return result
+    paramiko's file objects wait for each reply (open, read, read-to-EOF,
+    close: four round trips for a small file); OpenSSH's sftp-server answers
+    in request order, so we send what does not depend on an answer at once.
+    This uses paramiko's request/response internals, kept to this class.
+    """
+
+    CHUNK = 32768  # bytes per read or write request, as paramiko and sftp-server use
+
+    def __init__(self, client: paramiko.SFTPClient) -> None:
+        self.client = client
+
+    def _send(self, kind: int, *args: Any) -> int:
+        return int(self.client._async_request(type(None), kind, *args))
+
+    def _reply(self, number: int) -> paramiko.Message:
+        """The reply to request `number`; an error status raises (EOFError, or OSError with errno when known)."""
+        return self.client._read_response(number)[1]
+
+    def open(self, path: str, *flags: str, mode: int | None = None) -> bytes:
+        from paramiko import sftp
+        from paramiko.sftp_attr import SFTPAttributes
+
+        attrs = SFTPAttributes()
+        attrs.st_mode = mode
+        bits = 0
+        for flag in flags:
+            bits |= getattr(sftp, f"SFTP_FLAG_{flag}")
+        return self._reply(self._send(sftp.CMD_OPEN, path, bits, attrs)).get_binary()
+
+    def read_and_close(self, handle: bytes, offset: int = 0) -> bytes:
+        """Read to the end (a short read ends it); the close is not waited for."""
+        from paramiko.sftp import CMD_CLOSE, CMD_READ, int64
+
+        chunks = []
+        try:
+            while True:
+                try:
+                    data = self._reply(self._send(CMD_READ, handle, int64(offset), self.CHUNK)).get_string()
+                except EOFError:
+                    break
+                chunks.append(data)
+                offset += len(data)
+                if len(data) < self.CHUNK:
+                    break
+        finally:
+            self._send(CMD_CLOSE, handle)
+        return b"".join(chunks)
+
+    def fstat(self, handle: bytes) -> paramiko.SFTPAttributes:
+        from paramiko.sftp import CMD_FSTAT
+        from paramiko.sftp_attr import SFTPAttributes
+
+        return SFTPAttributes._from_msg(self._reply(self._send(CMD_FSTAT, handle)))
+
+    def fstat_read_and_close(self, handle: bytes) -> tuple[paramiko.SFTPAttributes, bytes]:
+        """Attributes and first chunk of a small file, and its close, in one flight."""
+        from paramiko.sftp import CMD_CLOSE, CMD_FSTAT, CMD_READ, int64
+        from paramiko.sftp_attr import SFTPAttributes
+
+        stat_request = self._send(CMD_FSTAT, handle)
+        read_request = self._send(CMD_READ, handle, int64(0), self.CHUNK)
+        self._send(CMD_CLOSE, handle)
+        attrs = SFTPAttributes._from_msg(self._reply(stat_request))
+        try:
+            return attrs, self._reply(read_request).get_string()
+        except EOFError:
+            return attrs, b""
+
+    def write_and_close(self, handle: bytes, data: bytes) -> None:
+        """All writes and the close in one flight; any failure among them raises."""
+        from paramiko.sftp import CMD_CLOSE, CMD_WRITE, int64
+
+        requests = [self._send(CMD_WRITE, handle, int64(start), data[start:start + self.CHUNK])
+                    for start in range(0, len(data), self.CHUNK)]
+        requests.append(self._send(CMD_CLOSE, handle))
+        for number in requests:
+            self._reply(number)
+
+    def realpath_and_stat(self, path: str, other: str) -> tuple[str, paramiko.SFTPAttributes | None]:
+        """realpath(path) and stat(other) in one flight; None when `other` is missing."""
+        from paramiko.sftp import CMD_REALPATH, CMD_STAT
+        from paramiko.sftp_attr import SFTPAttributes
+
+        realpath_request = self._send(CMD_REALPATH, path)
+        stat_request = self._send(CMD_STAT, other)
+        names = self._reply(realpath_request)
+        names.get_int()  # the number of names: one
+        resolved = names.get_text()
+        try:
+            return resolved, SFTPAttributes._from_msg(self._reply(stat_request))
+        except OSError:
+            return resolved, None
 
 
 def _describe(exc: BaseException, transport: paramiko.Transport) -> str:
@@ -341,4 +369,4 @@ def _describe(exc: BaseException, transport: paramiko.Transport) -> str:
     return (getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__).strip()
 
 
-__all__ = ["SSHHost"]
+__all__ = ["PipelinedSFTP", "SSHHost"]
