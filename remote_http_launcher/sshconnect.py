@@ -18,8 +18,9 @@ import re
 import shlex
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -344,7 +345,7 @@ class KnownHosts:
             entries.extend((path, key) for key in (keys.lookup(name) or {}).values())
         return cls(name, entries, user_files[0], endpoint.flag("hashknownhosts", False))
 
-    def preferred_key_types(self, offered: tuple[str, ...]) -> tuple[str, ...]:
+    def preferred_key_types(self, offered: Sequence[str]) -> tuple[str, ...]:
         """Ask the server for a key type we already know, as OpenSSH does, so a known host never looks new."""
         known = {key.get_name() for _, key in self.entries}
         if "ssh-rsa" in known:
@@ -495,7 +496,7 @@ class Authenticator:
         for name, key in self.pending_keys:
             if name:
                 self.tried.append(name)
-            result = self._attempt("publickey", lambda: self.transport.auth_publickey(self.endpoint.user, key))
+            result = self._attempt("publickey", partial(self.transport.auth_publickey, self.endpoint.user, key))
             if result is not False:
                 return bool(result)
         return False
@@ -518,10 +519,10 @@ class Authenticator:
         for path in files:
             if _public_blob(path) in seen:
                 continue
-            key = self._load_key(path)
-            if key is not None and key.asbytes() not in seen:
-                seen.add(key.asbytes())
-                yield shorten(path), key
+            loaded = self._load_key(path)
+            if loaded is not None and loaded.asbytes() not in seen:
+                seen.add(loaded.asbytes())
+                yield shorten(path), loaded
 
     def _identity_files(self) -> list[Path]:
         configured = self.endpoint.options.get("identityfile")
@@ -568,7 +569,8 @@ class Authenticator:
             if not passphrase:
                 break
             try:
-                return paramiko.PKey.from_path(path, password=passphrase.encode())
+                # bytes, though annotated str: paramiko hands it to cryptography, which wants bytes
+                return paramiko.PKey.from_path(path, password=passphrase.encode())  # type: ignore[arg-type]
             except (paramiko.SSHException, ValueError):
                 print("Bad passphrase, try again.", file=sys.stderr)
         self.tried.append(f"{shown} (encrypted, no passphrase)")

@@ -19,8 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from remote_http_launcher import (AuthenticationError, HandshakeError, HostError, HostKeyError, LaunchError, handshake, run,
-                                  scripts)
+from remote_http_launcher import (
+    AuthenticationError,
+    HandshakeError,
+    HostError,
+    HostKeyError,
+    LaunchError,
+    handshake,
+    run,
+    scripts,
+)
 from remote_http_launcher.config import Handshake
 from remote_http_launcher.hosts.ssh import SSHHost
 from remote_http_launcher.sshconnect import connect
@@ -653,3 +661,29 @@ def test_warm_path_never_imports_paramiko(ssh_config: Path, server: SSHServer, r
     result = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["False", "0", "False"], result.stderr
+
+
+# ---------------------------------------------------------------- ~/.ssh/config without a server
+
+def test_config_resolution_and_host_key_names(client_home: Path) -> None:
+    from remote_http_launcher.sshconnect import load_ssh_config, parse_hop, resolve
+
+    (client_home / ".ssh").mkdir()
+    (client_home / ".ssh" / "config").write_text(
+        "Host cluster\n  HostName login.example.org\n  User alice\n  Port 2222\n"
+        "Host plain\n  HostName 10.0.0.5\n"
+        "Host aliased\n  HostKeyAlias cluster-key\n")
+    config = load_ssh_config()
+    cluster = resolve(config, "cluster")
+    assert (cluster.hostname, cluster.port, cluster.user) == ("login.example.org", 2222, "alice")
+    assert cluster.known_hosts_name == "[login.example.org]:2222"
+    assert cluster.label == "ssh cluster (login.example.org:2222)"
+    assert resolve(config, "cluster", user="bob").user == "bob"
+    assert resolve(config, "plain").known_hosts_name == "10.0.0.5"
+    assert resolve(config, "aliased").known_hosts_name == "cluster-key"
+    assert resolve(config, "other.example.org", user="carol").label == "ssh carol@other.example.org:22"
+    assert parse_hop("jump") == (None, "jump", None)
+    assert parse_hop(" bob@gw:2200") == ("bob", "gw", 2200)
+    assert parse_hop("ssh://[::1]:22") == (None, "::1", 22)
+    with pytest.raises(HostError, match="cannot parse jump host"):
+        parse_hop("a@b@:x")

@@ -15,7 +15,7 @@ import shlex
 import stat
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from .. import statefiles
@@ -121,11 +121,8 @@ class SSHHost(Host):
             return True
 
     def remove(self, path: str) -> None:
-        with self._step("remove", path):
-            try:
-                self.files.client.remove(path)
-            except FileNotFoundError:
-                pass
+        with self._step("remove", path), suppress(FileNotFoundError):
+            self.files.client.remove(path)
 
     def listdir(self, path: str) -> list[str]:
         with self._step("list", path):
@@ -190,10 +187,8 @@ class SSHHost(Host):
             return False
 
     def _remove_quietly(self, path: str) -> None:
-        try:
+        with suppress(OSError):
             self.files.client.remove(path)
-        except OSError:
-            pass
 
     # ---- processes ----
     def run_script(self, script: str, args: list[str]) -> ScriptResult:
@@ -279,13 +274,22 @@ class PipelinedSFTP:
 
     def __init__(self, client: paramiko.SFTPClient) -> None:
         self.client = client
+        self._internals: Any = client  # the private request API has no type annotations
 
     def _send(self, kind: int, *args: Any) -> int:
-        return int(self.client._async_request(type(None), kind, *args))
+        return int(self._internals._async_request(type(None), kind, *args))
 
     def _reply(self, number: int) -> paramiko.Message:
         """The reply to request `number`; an error status raises (EOFError, or OSError with errno when known)."""
-        return self.client._read_response(number)[1]
+        reply: paramiko.Message = self._internals._read_response(number)[1]
+        return reply
+
+    def _attributes(self, number: int) -> paramiko.SFTPAttributes:
+        from paramiko.sftp_attr import SFTPAttributes
+
+        parse: Any = SFTPAttributes._from_msg  # type: ignore[attr-defined]
+        attributes: paramiko.SFTPAttributes = parse(self._reply(number))
+        return attributes
 
     def open(self, path: str, *flags: str, mode: int | None = None) -> bytes:
         from paramiko import sftp
@@ -319,19 +323,17 @@ class PipelinedSFTP:
 
     def fstat(self, handle: bytes) -> paramiko.SFTPAttributes:
         from paramiko.sftp import CMD_FSTAT
-        from paramiko.sftp_attr import SFTPAttributes
 
-        return SFTPAttributes._from_msg(self._reply(self._send(CMD_FSTAT, handle)))
+        return self._attributes(self._send(CMD_FSTAT, handle))
 
     def fstat_read_and_close(self, handle: bytes) -> tuple[paramiko.SFTPAttributes, bytes]:
         """Attributes and first chunk of a small file, and its close, in one flight."""
         from paramiko.sftp import CMD_CLOSE, CMD_FSTAT, CMD_READ, int64
-        from paramiko.sftp_attr import SFTPAttributes
 
         stat_request = self._send(CMD_FSTAT, handle)
         read_request = self._send(CMD_READ, handle, int64(0), self.CHUNK)
         self._send(CMD_CLOSE, handle)
-        attrs = SFTPAttributes._from_msg(self._reply(stat_request))
+        attrs = self._attributes(stat_request)
         try:
             return attrs, self._reply(read_request).get_string()
         except EOFError:
@@ -350,7 +352,6 @@ class PipelinedSFTP:
     def realpath_and_stat(self, path: str, other: str) -> tuple[str, paramiko.SFTPAttributes | None]:
         """realpath(path) and stat(other) in one flight; None when `other` is missing."""
         from paramiko.sftp import CMD_REALPATH, CMD_STAT
-        from paramiko.sftp_attr import SFTPAttributes
 
         realpath_request = self._send(CMD_REALPATH, path)
         stat_request = self._send(CMD_STAT, other)
@@ -358,7 +359,7 @@ class PipelinedSFTP:
         names.get_int()  # the number of names: one
         resolved = names.get_text()
         try:
-            return resolved, SFTPAttributes._from_msg(self._reply(stat_request))
+            return resolved, self._attributes(stat_request)
         except OSError:
             return resolved, None
 
