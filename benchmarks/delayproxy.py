@@ -1,0 +1,198 @@
+"""A TCP proxy that adds latency, and counts the round trips the client waits for.
+
+Each chunk is delivered `one_way` seconds after it was read, in order, in
+both directions, so the link has a round-trip time of 2 * one_way. A new
+connection is also charged the TCP handshake a real link would cost: the
+proxy connects upstream 1.5 RTT after accepting (the client's SYN, the
+SYN-ACK, the ACK that lets the server accept), so a server that speaks first
+is heard 2 RTT after connect(), as on a real link.
+
+Round trips are counted per connection as client "turns": the first
+client→server chunk, and each one read after the client has received
+something since its previous send (it was waiting for an answer), plus one
+for the TCP handshake. A client that sends without waiting (pipelining,
+window adjustments) can be over-counted; compare with the time difference. It runs an
+asyncio loop in a daemon thread; listen on loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Counters:
+    connections: int = 0
+    turns: int = 0  # client sends that follow a server answer, over all connections
+    bytes_up: int = 0
+    bytes_down: int = 0
+    per_connection: list[int] = field(default_factory=list)
+
+    def round_trips(self) -> int:
+        """Handshakes plus turns: the round trips a client on a real link would have waited for."""
+        return self.connections + self.turns
+
+    def snapshot(self) -> tuple[int, int]:
+        return self.connections, self.turns
+
+
+class DelayProxy:
+    def __init__(self, target: tuple[str, int], rtt: float = 0.0, listen: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+        self.target = target
+        self.rtt = rtt
+        self.listen = listen
+        self.counters = Counters()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: asyncio.base_events.Server | None = None
+        self.thread: threading.Thread | None = None
+        self.port = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- control, from any thread ----
+    def start(self) -> DelayProxy:
+        ready = threading.Event()
+        error: list[BaseException] = []
+
+        def main() -> None:
+            self.loop = asyncio.new_event_loop()
+            try:
+                self.server = self.loop.run_until_complete(
+                    asyncio.start_server(self._handle, *self.listen, reuse_address=True))
+                self.port = self.server.sockets[0].getsockname()[1]
+            except BaseException as exc:
+                error.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self.loop.run_forever()
+            self.loop.close()
+
+        self.thread = threading.Thread(target=main, name=f"delayproxy-{self.target}", daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        if error:
+            raise error[0]
+        return self
+
+    def reset(self) -> None:
+        self.counters = Counters()
+
+    def close(self) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+
+        async def shutdown() -> None:
+            if self.server is not None:
+                self.server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.sleep(0)
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(5)
+        except Exception:
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        if self.thread is not None:
+            self.thread.join(5)
+
+    def __enter__(self) -> DelayProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- the proxy ----
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        counters = self.counters
+        counters.connections += 1
+        index = len(counters.per_connection)
+        counters.per_connection.append(1)
+        state = {"received": True}  # the client's first send waits for an answer too
+        _nodelay(writer)
+        try:
+            up_queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+            reading_up = asyncio.ensure_future(self._read(reader, up_queue, counters, index, state, up=True))
+            await asyncio.sleep(self.rtt * 1.5)
+            try:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
+            except OSError:
+                reading_up.cancel()
+                return
+            _nodelay(up_writer)
+            down_queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+            jobs = [reading_up,
+                    asyncio.ensure_future(self._deliver(up_queue, up_writer)),
+                    asyncio.ensure_future(self._read(up_reader, down_queue, counters, index, state, up=False)),
+                    asyncio.ensure_future(self._deliver(down_queue, writer, state))]
+            try:
+                # Done when both directions have delivered their EOF.
+                await asyncio.gather(jobs[1], jobs[3])
+            finally:
+                for job in jobs:
+                    job.cancel()
+                up_writer.close()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+    async def _read(self, reader: asyncio.StreamReader, queue: asyncio.Queue[tuple[float, bytes]],
+                    counters: Counters, index: int, state: dict[str, bool], *, up: bool) -> None:
+        one_way = self.rtt / 2
+        while True:
+            try:
+                data = await reader.read(65536)
+            except OSError:
+                data = b""
+            now = time.monotonic()
+            if up:
+                if data and state["received"]:
+                    counters.turns += 1
+                    counters.per_connection[index] += 1
+                    state["received"] = False
+                counters.bytes_up += len(data)
+            else:
+                counters.bytes_down += len(data)
+            await queue.put((now + one_way, data))
+            if not data:
+                return
+
+    @staticmethod
+    async def _deliver(queue: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter,
+                       state: dict[str, bool] | None = None) -> None:
+        """Write each chunk when due; `state` (server→client only) notes that the client got an answer."""
+        while True:
+            due, data = await queue.get()
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not data:
+                try:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                except OSError:
+                    pass
+                return
+            writer.write(data)
+            await writer.drain()
+            if state is not None:
+                state["received"] = True
+
+
+def _nodelay(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
