@@ -1,0 +1,1 @@
+"""Benchmarks of issue 7 (not part of the test suite): run `python -m benchmarks`."""

@@ -1,0 +1,236 @@
+"""Local metrics: interpreter start, warm reuse (+ import profile), cold launch overhead, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import (CLEANUP, PYTHON, ROOT, TINY_SERVICE, Row, at_most, base_env, kill_services_in, launcher_argv, log,
+                     pids_with_cmdline, reference, timed_run)
+
+DEMO_SERVICE = ROOT / "examples" / "demo_service.py"
+WARM_TARGET = 0.09
+COLD_OVERHEAD_TARGET = 0.3
+CONCURRENT_RUNS = 20
+# Must not be imported when the client file is reused (issue 7).
+HEAVY_MODULES = ("paramiko", "sshtunnel", "requests", "http.client", "cryptography", "nacl", "bcrypt", "urllib3",
+                 "http.server", "asyncio", "remote_http_launcher.hosts.ssh", "remote_http_launcher.sshconnect")
+IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
+
+
+class Workspace:
+    """A private REMOTE_HTTP_LAUNCHER_DIR per scenario; every service started in it is killed at the end."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="rhlbench-"))
+        CLEANUP.push(f"local workspace {self.root}", self.close)
+        self.count = 0
+
+    def state_dir(self, name: str) -> Path:
+        self.count += 1
+        return self.root / f"{name}-{self.count}"
+
+    def write_config(self, name: str, service: Path, key: str, extra_args: str = "") -> Path:
+        workdir = self.root / "work"
+        workdir.mkdir(exist_ok=True)
+        command = (f"{shlex.quote(PYTHON)} {shlex.quote(str(service))} --status-file {{status_file}} "
+                   f"--host {{network_interface}} {extra_args}").strip()
+        path = self.root / f"{name}.yaml"
+        path.write_text(json.dumps({"workdir": str(workdir), "key": key, "command": command,
+                                    "handshake": "healthcheck"}) + "\n")  # JSON is YAML
+        return path
+
+    def close(self) -> None:
+        for state in self.root.iterdir():
+            if state.is_dir():
+                kill_services_in(state)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def env_for(state_dir: Path) -> dict[str, str]:
+    return base_env(REMOTE_HTTP_LAUNCHER_DIR=str(state_dir))
+
+
+def python_startup(runs: int) -> Row:
+    samples = [timed_run([PYTHON, "-c", "pass"], base_env())[0] for _ in range(runs + 1)][1:]
+    return reference("`python -c pass` (interpreter start, reference)", samples)
+
+
+def warm_reuse(ws: Workspace, runs: int) -> tuple[list[Row], dict[str, Any]]:
+    config = ws.write_config("warm", DEMO_SERVICE, "bench-warm")
+    env = env_for(ws.state_dir("warm"))
+    timed_run(launcher_argv(config), env)  # cold launch: the client file now exists
+    for _ in range(2):  # warm-up: page cache, .pyc files
+        timed_run(launcher_argv(config), env)
+    samples = [timed_run(launcher_argv(config), env)[0] for _ in range(runs)]
+    rows = [at_most("warm reuse: client file present, service healthy", samples, WARM_TARGET)]
+
+    profiles = [import_profile(config, env) for _ in range(3)]
+    ours = statistics.median(p["remote_http_launcher_us"] for p in profiles)
+    yaml_us = statistics.median(p["yaml_us"] for p in profiles)
+    total = statistics.median(p["total_us"] for p in profiles)
+    heavy = sorted({name for p in profiles for name in p["heavy"]})
+    rows += [
+        Row("warm path imports: remote_http_launcher (cumulative, -X importtime)", ours, "µs"),
+        Row("warm path imports: yaml (cumulative)", yaml_us, "µs"),
+        Row("warm path imports: everything (sum of top-level cumulative)", total, "µs"),
+        Row("warm path heavy modules imported (paramiko, sshtunnel, requests, http.client, ...)",
+            ", ".join(heavy) or "none", "", "none", not heavy),
+    ]
+    return rows, {"warm_import_profile": profiles[0]}
+
+
+def import_profile(config: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Parse `python -X importtime` of one warm run: our package, yaml, the total, and any heavy module."""
+    proc = subprocess.run([PYTHON, "-X", "importtime", "-m", "remote_http_launcher", str(config)], env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=True)
+    ours = yaml_us = total = 0
+    modules: list[tuple[str, int, int, int]] = []
+    for line in proc.stderr.splitlines():
+        match = IMPORT_LINE.match(line)
+        if not match:
+            continue
+        self_us, cumulative, indent, name = int(match[1]), int(match[2]), len(match[3]), match[4]
+        modules.append((name, self_us, cumulative, indent))
+        if indent == 1:  # top level (importtime indents nested imports by two more spaces)
+            total += cumulative
+            if name == "remote_http_launcher" or name.startswith("remote_http_launcher."):
+                ours += cumulative
+            if name == "yaml":
+                yaml_us += cumulative
+    names = {name for name, *_ in modules}
+    heavy = sorted(name for name in names if any(name == h or name.startswith(h + ".") for h in HEAVY_MODULES))
+    slowest = sorted(modules, key=lambda m: -m[1])[:12]
+    return {"remote_http_launcher_us": ours, "yaml_us": yaml_us, "total_us": total, "heavy": heavy,
+            "modules": len(modules), "slowest_self_us": [(n, s) for n, s, _, _ in slowest]}
+
+
+def service_startup(service: Path, runs: int) -> list[float]:
+    """The service's own start-up: from spawning it to its status file saying 'running'."""
+    samples = []
+    tmp = Path(tempfile.mkdtemp(prefix="rhlbench-svc-"))
+    try:
+        for i in range(runs + 1):
+            status = tmp / f"s{i}.json"
+            status.write_text('{"status": "starting"}')
+            before = status.stat().st_mtime_ns
+            start = time.perf_counter()
+            proc = subprocess.Popen([PYTHON, str(service), "--status-file", str(status), "--host", "localhost"],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                deadline = start + 30
+                while time.perf_counter() < deadline:
+                    try:
+                        if status.stat().st_mtime_ns != before and b"running" in status.read_bytes():
+                            break
+                    except OSError:
+                        pass
+                    time.sleep(0.0005)
+                else:
+                    raise RuntimeError(f"{service.name} did not report 'running' within 30 s")
+                samples.append(time.perf_counter() - start)
+            finally:
+                proc.kill()
+                proc.wait()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return samples[1:]
+
+
+def cold_launch(ws: Workspace, runs: int) -> tuple[list[Row], dict[str, Any]]:
+    config = ws.write_config("cold", TINY_SERVICE, "bench-cold")
+    own = service_startup(TINY_SERVICE, runs)
+    samples, phases = [], []
+    for i in range(runs + 1):
+        state = ws.state_dir("cold")
+        try:
+            elapsed, proc = timed_run(launcher_argv(config, "--log-level", "basic"), env_for(state))
+        finally:
+            kill_services_in(state)
+        if i:
+            samples.append(elapsed)
+            phases.append(proc.stderr.decode(errors="replace"))
+    own_median = statistics.median(own)
+    overhead = [s - own_median for s in samples]
+    rows = [
+        reference("tiny service's own start-up (spawn → status 'running', run directly)", own),
+        reference("cold local launch, whole process (tiny service)", samples),
+        at_most("cold local launch overhead (launch − service's own start-up)", overhead, COLD_OVERHEAD_TARGET),
+    ]
+    return rows, {"cold_local_phases": phases[len(phases) // 2]}
+
+
+def concurrency(ws: Workspace, rounds: int = 3) -> tuple[list[Row], dict[str, Any]]:
+    config = ws.write_config("concurrent", TINY_SERVICE, "bench-concurrent")
+    walls, started, distinct, failures = [], [], [], []
+    for _ in range(rounds):
+        state = ws.state_dir("concurrent")
+        env = env_for(state)
+        status_file = state / "server" / "bench-concurrent.json"
+        try:
+            start = time.perf_counter()
+            procs = [subprocess.Popen(launcher_argv(config, "--json"), env=env, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                     for _ in range(CONCURRENT_RUNS)]
+            outputs = [p.communicate(timeout=120) for p in procs]
+            walls.append(time.perf_counter() - start)
+            ports = set()
+            for proc, (out, err) in zip(procs, outputs):
+                if proc.returncode != 0:
+                    failures.append(err.decode(errors="replace").strip()[-300:])
+                    continue
+                ports.add(json.loads(out)["port"])
+            time.sleep(0.1)  # let the launch shells exec the service
+            # One launch = one new session (setsid); the service may be `sh` plus its child.
+            sessions = {_sid(pid) for pid in pids_with_cmdline(str(status_file))} - {None}
+            started.append(len(sessions))
+            distinct.append(len(ports))
+        finally:
+            kill_services_in(state)
+    one = all(n == 1 for n in started) and all(n == 1 for n in distinct) and not failures
+    rows = [
+        reference(f"{CONCURRENT_RUNS} simultaneous runs, same key: total wall time", walls),
+        Row(f"{CONCURRENT_RUNS} simultaneous runs: services started / distinct ports reported / failed runs",
+            f"{max(started)} / {max(distinct)} / {len(failures)}", "", "1 / 1 / 0", one,
+            f"sessions of processes with the status file in their cmdline, over {rounds} rounds"),
+    ]
+    return rows, {"concurrency_failures": failures[:5]}
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def run_local(runs: int, only: set[str]) -> tuple[list[Row], dict[str, Any]]:
+    ws = Workspace()
+    rows: list[Row] = []
+    extra: dict[str, Any] = {}
+    if "warm" in only:
+        log("python startup and warm reuse")
+        rows.append(python_startup(runs))
+        got, more = warm_reuse(ws, runs)
+        rows += got
+        extra.update(more)
+    if "cold" in only:
+        log("cold local launch")
+        got, more = cold_launch(ws, runs)
+        rows += got
+        extra.update(more)
+    if "concurrency" in only:
+        log(f"{CONCURRENT_RUNS} concurrent runs")
+        got, more = concurrency(ws)
+        rows += got
+        extra.update(more)
+    return rows, extra
