@@ -1,0 +1,282 @@
+"""SSH metrics over a real OpenSSH server (tests/sshd.py), on loopback and behind a delaying proxy.
+
+The server runs in its own network namespace; the client reaches it through
+`DelayProxy` on 127.0.0.1 (~/.ssh/config's HostName/Port point there, and
+HostKeyAlias keeps the real server's known_hosts entry). In direct mode the
+service binds a fixed port in the namespace and a second proxy on the same
+port of 127.0.0.1 carries the client's own handshake, so every round trip of
+a run crosses the slow link.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .common import CLEANUP, PYTHON, ROOT, TINY_SERVICE, Row, at_most, base_env, launcher_argv, log, pids_with_cmdline, \
+    reference, timed_run
+from .delayproxy import DelayProxy
+
+RECONNECT_TARGET = 1.0
+COLD_TARGET = 1.3
+REMOTE_CLEANUP = r"""
+for f in "$HOME/.remote-http-launcher/server/"*.json; do
+  [ -f "$f" ] || continue
+  pid=$(sed -n 's/.*"pid": *\([0-9][0-9]*\).*/\1/p' "$f")
+  [ -n "$pid" ] && { kill -s KILL -- "-$pid" 2>/dev/null; kill -s KILL "$pid" 2>/dev/null; }
+done
+rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-bench"
+exit 0
+"""
+# As after `stop`: services killed, status and lock files gone, the state directory kept.
+REMOTE_STOP = REMOTE_CLEANUP.replace('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-bench"',
+                                     'rm -f "$HOME/.remote-http-launcher/server/"*.json "$HOME/.remote-http-launcher/server/"*.lock')
+
+
+class Unavailable(Exception):
+    pass
+
+
+@dataclass
+class Link:
+    """One way to reach the server: an ~/.ssh/config alias behind a proxy with a given RTT."""
+
+    rtt: float
+    alias: str
+    ssh_proxy: DelayProxy
+    http_proxy: DelayProxy | None
+    service_port: int  # fixed in direct mode (the HTTP proxy listens on the same port), else 0
+
+    @property
+    def label(self) -> str:
+        return "loopback" if self.rtt == 0 else f"{self.rtt * 1000:g} ms RTT"
+
+
+@dataclass
+class SSHSetup:
+    account: Any
+    server: Any
+    root: Path
+    client_home: Path
+    state_dir: Path
+    remote_service: str
+    links: list[Link] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, rtts: list[float]) -> SSHSetup:
+        import pytest
+
+        from tests import sshd as harness
+
+        try:
+            harness._check_prerequisites()
+            account = harness.SSHAccount.create()
+        except (pytest.skip.Exception, pytest.fail.Exception) as exc:
+            raise Unavailable(str(exc)) from None
+        CLEANUP.push("test user", account.close)
+        ns = harness.NetNamespace.try_create()
+        if ns is not None:
+            CLEANUP.push("network namespace", lambda: ns.close(uid=account.uid))
+        server = harness.launch_sshd(account, "bench", ns)
+        CLEANUP.push("sshd", server.close)
+        root = Path(tempfile.mkdtemp(prefix="rhlbench-ssh-"))
+        CLEANUP.push(f"client workspace {root}", lambda: _remove_workspace(root))
+        remote_service = f"{server.home}/tiny_service.py"
+        shutil.copy(TINY_SERVICE, remote_service)
+        os.chown(remote_service, account.uid, account.gid)
+        setup = cls(account, server, root, root / "home", root / "state", remote_service)
+        setup.client_home.mkdir()
+        CLEANUP.push("remote services", setup.clean_remote)
+        for rtt in rtts:
+            setup.links.append(setup._make_link(rtt))
+        return setup
+
+    def _make_link(self, rtt: float) -> Link:
+        server = self.server
+        proxy = DelayProxy((server.host, server.port), rtt).start()
+        CLEANUP.push("ssh proxy", proxy.close)
+        alias = f"bench{len(self.links)}"
+        server.write_ssh_config(self.client_home, alias, extra={
+            "HostName": "127.0.0.1", "Port": str(proxy.port),
+            "HostKeyAlias": server.host if server.port == 22 else f"[{server.host}]:{server.port}"})
+        http_proxy, port = None, 0
+        if server.netns:  # the service's port in the namespace is free on our 127.0.0.1 too
+            for _ in range(20):
+                port = _free_port()
+                try:
+                    http_proxy = DelayProxy((server.host, port), rtt, listen=("127.0.0.1", port)).start()
+                    break
+                except OSError:
+                    continue
+            assert http_proxy is not None
+            CLEANUP.push("http proxy", http_proxy.close)
+        return Link(rtt, alias, proxy, http_proxy, port)
+
+    # ---- configs and runs ----
+    def config(self, link: Link, *, tunnel: bool) -> Path:
+        key = f"bench-{link.alias}-{'tunnel' if tunnel else 'direct'}"
+        port = 0 if tunnel else link.service_port
+        direct_host = "127.0.0.1" if link.http_proxy else self.server.host
+        data = {
+            "workdir": "~/rhl-bench",
+            "hostname": "127.0.0.1" if tunnel else direct_host,
+            "ssh_hostname": link.alias,
+            "network_interface": "127.0.0.1" if tunnel else "0.0.0.0",
+            "tunnel": tunnel,
+            "key": key,
+            "command": f"{self.server.python} {shlex.quote(self.remote_service)} --status-file {{status_file}} "
+                       f"--host {{network_interface}} --port-range {port} {port}",
+            "handshake": "healthcheck",
+        }
+        path = self.root / f"{key}.yaml"
+        path.write_text(json.dumps(data) + "\n")
+        return path
+
+    def env(self) -> dict[str, str]:
+        return base_env(HOME=str(self.client_home), REMOTE_HTTP_LAUNCHER_DIR=str(self.state_dir))
+
+    def client_file(self, config: Path) -> Path:
+        return self.state_dir / "client" / f"{config.stem}.json"
+
+    def forget_client(self, config: Path) -> None:
+        """As after a reboot of this machine: no client file, no tunnel keeper."""
+        _kill_matching(str(self.root))
+        self.client_file(config).unlink(missing_ok=True)
+
+    def clean_remote(self, *, keep_state_dir: bool = False) -> None:
+        self.server.run(REMOTE_STOP if keep_state_dir else REMOTE_CLEANUP, timeout=30)
+
+    def run(self, link: Link, config: Path) -> dict[str, float]:
+        link.ssh_proxy.reset()
+        if link.http_proxy:
+            link.http_proxy.reset()
+        elapsed, _ = timed_run(launcher_argv(config), self.env(), timeout=180)
+        time.sleep(0.05)  # the proxy counts the last bytes asynchronously
+        return {"wall": elapsed, "ssh_rt": link.ssh_proxy.counters.round_trips(),
+                "ssh_connections": link.ssh_proxy.counters.connections,
+                "http_rt": link.http_proxy.counters.round_trips() if link.http_proxy else 0}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _kill_matching(fragment: str) -> None:
+    """Kill local processes started for the benchmark (tunnel keepers name our client directory)."""
+    for pid in pids_with_cmdline(fragment):
+        if pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _remove_workspace(root: Path) -> None:
+    _kill_matching(str(root))
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _summary(samples: list[dict[str, float]]) -> str:
+    ssh = statistics.median(s["ssh_rt"] for s in samples)
+    conns = statistics.median(s["ssh_connections"] for s in samples)
+    http = statistics.median(s["http_rt"] for s in samples)
+    text = f"{ssh:g} SSH round trips over {conns:g} connection(s)"
+    return text + (f" + {http:g} direct HTTP" if http else "")
+
+
+def measure(setup: SSHSetup, link: Link, runs: int, *, tunnel: bool, cold: str | None) -> list[dict[str, float]]:
+    """`cold`: None (reconnect), "stopped" (state directory kept) or "fresh" (a host never used)."""
+    config = setup.config(link, tunnel=tunnel)
+    setup.forget_client(config)
+    # warm-up: a cold launch, then one run of the measured kind
+    setup.clean_remote()
+    setup.run(link, config)
+    samples = []
+    for i in range(runs + 1):
+        setup.forget_client(config)
+        if cold:
+            setup.clean_remote(keep_state_dir=cold == "stopped")
+        result = setup.run(link, config)
+        if i:
+            samples.append(result)
+    setup.forget_client(config)
+    return samples
+
+
+def tunnel_available() -> bool:
+    return (ROOT / "remote_http_launcher" / "tunnel.py").exists()
+
+
+def run_ssh(runs: int, rtt: float, only: set[str]) -> tuple[list[Row], dict[str, Any]]:
+    rows: list[Row] = []
+    extra: dict[str, Any] = {}
+    if "ssh" not in only:
+        return rows, extra
+    log("setting up sshd (throwaway user, network namespace, delaying proxies)")
+    try:
+        setup = SSHSetup.create([0.0, rtt])
+    except Unavailable as exc:
+        return [Row("SSH metrics", f"skipped: {exc}", "")], extra
+    extra["ssh_server"] = f"{setup.server.host}:{setup.server.port} (netns {setup.server.netns})"
+    raw: dict[str, Any] = {}
+    with_tunnel = tunnel_available()
+    fast: dict[tuple[str, bool], float] = {}
+    for link in setup.links:
+        slow = link.rtt > 0
+        kinds: list[tuple[str, bool, str | None]] = [("reconnect", False, None)]
+        if with_tunnel:
+            kinds.append(("reconnect", True, None))
+        kinds.append(("cold launch", False, "stopped"))
+        if slow:
+            kinds.append(("cold launch on a fresh host", False, "fresh"))
+        for name, tunnel, cold in kinds:
+            log(f"SSH {name} (tunnel: {str(tunnel).lower()}) on {link.label}")
+            try:
+                samples = measure(setup, link, runs, tunnel=tunnel, cold=cold)
+            except RuntimeError as exc:
+                rows.append(Row(f"remote {name}, tunnel: {str(tunnel).lower()}, {link.label}",
+                                f"error: {str(exc).splitlines()[-1][:200]}", "", "", False))
+                continue
+            walls = [s["wall"] for s in samples]
+            what = {None: "service running, no client file", "stopped": "service stopped, state dir kept",
+                    "fresh": "no ~/.remote-http-launcher yet"}[cold]
+            metric = f"remote {name} ({what}), tunnel: {str(tunnel).lower()}, {link.label}"
+            note = _summary(samples)
+            if not slow:
+                fast[(name, tunnel)] = statistics.median(walls)
+            elif (name, tunnel) in fast:
+                note += f"; {(statistics.median(walls) - fast[(name, tunnel)]) / link.rtt:.1f} RTT slower than loopback"
+            if cold == "fresh":
+                rows.append(reference(metric, walls, note))
+            elif slow:
+                limit = RECONNECT_TARGET if name == "reconnect" else COLD_TARGET
+                rows.append(at_most(metric, walls, limit, note))
+            else:
+                rows.append(reference(metric, walls, note))
+            raw[metric] = samples
+    extra["ssh_samples"] = raw
+    if rtt > 0:
+        from .profile_ssh import profile
+
+        log("per-step SSH profile (in-process, tunnel: false)")
+        try:
+            text, data = profile(setup, setup.links[-1])
+            extra["ssh_profile_text"] = text
+            extra["ssh_profile"] = data
+        except Exception as exc:  # the profile is a diagnosis; never lose the table for it
+            extra["ssh_profile_text"] = f"profile failed: {exc!r}"
+    return rows, extra
