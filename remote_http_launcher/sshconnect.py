@@ -45,6 +45,7 @@ DIR_MODE = 0o700
 STRICT_MODES = {"yes": "yes", "true": "yes", "ask": "ask", "accept-new": "accept-new",
                 "no": "no", "off": "no", "false": "no"}
 RSA_SIGNATURES = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
+MATCH_EXEC_RE = re.compile(r"^[ \t]*match\b[^\n#]*\bexec\b", re.IGNORECASE | re.MULTILINE)
 HOP_RE = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@]+)@)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:]+))(?::(?P<port>\d+))?$")
 
 
@@ -158,9 +159,35 @@ def connect(target: str, *, interactive: bool | None = None) -> SSHConnection:
 
 
 def load_ssh_config() -> paramiko.SSHConfig:
-    import paramiko
+    """~/.ssh/config; paramiko is imported here, first, without `invoke` unless `Match exec` needs it.
 
+    paramiko imports invoke (asyncio, unittest.mock, a vendored YAML: ~50 ms
+    of every SSH run) only to run `Match exec` commands, so it is hidden
+    while paramiko loads when the config has no such line, and brought back
+    should a later config have one.
+    """
     path = Path.home() / ".ssh" / "config"
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    except OSError:
+        text = ""
+    match_exec = MATCH_EXEC_RE.search(text) is not None
+    if not match_exec and "paramiko" not in sys.modules and "invoke" not in sys.modules:
+        sys.modules["invoke"] = None  # type: ignore[assignment]  # `import invoke` raises ImportError
+        try:
+            import paramiko
+        finally:
+            del sys.modules["invoke"]
+    import paramiko
+    import paramiko.config
+
+    if match_exec and paramiko.config.invoke is None:
+        try:
+            import invoke
+
+            paramiko.config.invoke = invoke
+        except ImportError:
+            pass  # paramiko reports it when a Match exec line is evaluated
     try:
         return paramiko.SSHConfig.from_path(str(path)) if path.is_file() else paramiko.SSHConfig()
     except (OSError, ValueError, paramiko.SSHException) as exc:
