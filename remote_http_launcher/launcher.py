@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -178,18 +179,43 @@ class Launcher:
                                      f"but {problem}; log: {service.log_tail(state)}")
 
     def _verify(self, service: Service, state: ServerState) -> str | None:
-        """Scenario 1: the recorded process is ours and alive, and it answers on its port."""
-        if not processes.is_ours(service.host, state):
-            return f"process {state.pid} is gone"
+        """Scenario 1: the recorded process is ours and alive, and it answers on its port.
+
+        The process check and the first handshake do not depend on each other,
+        so they run at the same time: over SSH each costs two round trips.
+        Retries (a service still binding its port) follow only once the
+        process is known to be ours.
+        """
         assert state.port is not None
         interface = service.server_interface(state)
+        deadline = time.monotonic() + VERIFY_TIMEOUT
 
         def channel(timeout: float) -> Any:
             return service.host.tcp_channel(interface, state.port, timeout)
 
+        first: list[Any] = []
+
+        def check_once() -> None:
+            try:
+                first.append(handshake.check(interface, state.port, self.config.handshake, channel))
+            except BaseException as exc:  # e.g. HostError: the connection is gone; raised below if it matters
+                first.append(exc)
+
         self.progress.phase(f"checking port {state.port}")
-        return handshake.wait_healthy(interface, state.port, self.config.handshake,
-                                      time.monotonic() + VERIFY_TIMEOUT, channel)
+        checker = threading.Thread(target=check_once, name="rhl-verify", daemon=True)
+        checker.start()
+        try:
+            ours = processes.is_ours(service.host, state)
+        finally:
+            checker.join()
+        if not ours:
+            return f"process {state.pid} is gone"
+        if isinstance(first[0], BaseException):
+            raise first[0]
+        if first[0] is None:
+            return None
+        time.sleep(handshake.RETRY_INTERVAL)
+        return handshake.wait_healthy(interface, state.port, self.config.handshake, deadline, channel)
 
     # 3. Launch, exactly once across concurrent runs.
     def _launch_once(self, service: Service, seen: ServerState | None) -> ServerState:
