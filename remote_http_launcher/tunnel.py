@@ -1,0 +1,133 @@
+"""Local port forwards over the launcher's own SSH connection (`tunnel: true`).
+
+sshtunnel's threading forward server does the listening; we drive it with the
+Transport the launcher already authenticated (no second login, no `ssh`
+binary) and with a handler tuned for bulk data, since sshtunnel's (16 KiB
+select loop, default 2 MiB window and 32 KiB packets) reaches about a third of
+`ssh -L`: large channel windows and packets, large blocking reads with one
+thread per direction, and no Nagle delay on the local socket.
+
+The transport is looked up per connection, so after a reconnect the keeper
+swaps it in and the local ports, hence the client connection file, stay the
+same.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+from sshtunnel import _ForwardHandler, _ThreadingForwardServer
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from .launcher import Service
+    from .statefiles import ServerState
+
+LOCAL_HOST = "127.0.0.1"  # never a wildcard: the tunnel must not open the service to the network
+WINDOW_SIZE = 16 * 2**20
+MAX_PACKET_SIZE = 256 * 2**10  # fewer, bigger packets: per-packet work is what limits paramiko
+READ_SIZE = 2**20
+CHANNEL_TIMEOUT = 10.0
+ACCEPT_POLL = 0.5
+log = logging.getLogger("remote_http_launcher.tunnel")
+
+
+class _Handler(_ForwardHandler):  # type: ignore[misc]  # sshtunnel has no type hints
+    """One local connection: a direct-tcpip channel, then a pump per direction (half-close kept)."""
+
+    tunnel: Tunnel
+    remote_address: tuple[str, int]
+
+    def handle(self) -> None:
+        import paramiko
+
+        transport = self.tunnel.transport
+        try:
+            if transport is None or not transport.is_active():
+                raise paramiko.SSHException("the SSH connection is down")
+            channel = transport.open_channel("direct-tcpip", self.remote_address, self.request.getpeername(),
+                                             window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE,
+                                             timeout=CHANNEL_TIMEOUT)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            log.info("forward to %s:%d failed: %s", *self.remote_address, str(exc) or exc.__class__.__name__)
+            return
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self._redirect(channel)
+        finally:
+            channel.close()
+
+    def _redirect(self, chan: paramiko.Channel) -> None:
+        upstream = threading.Thread(target=self._upstream, args=(chan,), daemon=True)
+        upstream.start()
+        try:
+            while data := chan.recv(READ_SIZE):
+                self.request.sendall(data)
+            self.request.shutdown(socket.SHUT_WR)
+        except OSError:
+            _shutdown(self.request)  # the local peer is gone: wake the other pump too
+        upstream.join()
+
+    def _upstream(self, chan: paramiko.Channel) -> None:
+        try:
+            while data := self.request.recv(READ_SIZE):
+                chan.sendall(data)
+            chan.shutdown_write()
+        except (OSError, EOFError):
+            chan.close()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _Server(_ThreadingForwardServer):  # type: ignore[misc]
+    allow_reuse_address = False  # we bind port 0; on Windows reuse would let others share the port
+    daemon_threads = True
+
+
+class Tunnel:
+    """Forwards from 127.0.0.1 (free ports) to addresses as seen from the SSH server, over one transport."""
+
+    def __init__(self, transport: paramiko.Transport | None) -> None:
+        self.transport = transport  # replaced after a reconnect; None while the link is down
+        self._servers: list[_Server] = []
+
+    def forward(self, remote_host: str, remote_port: int) -> int:
+        """Start forwarding a new local port to remote_host:remote_port; return the local port."""
+        handler = type("Handler", (_Handler,), {"tunnel": self, "remote_address": (remote_host, remote_port),
+                                               "logger": log})
+        server = _Server((LOCAL_HOST, 0), handler, logger=log)
+        self._servers.append(server)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": ACCEPT_POLL}, daemon=True,
+                         name=f"forward-{remote_port}").start()
+        return int(server.server_address[1])
+
+    def forward_service(self, service: Service, state: ServerState) -> dict[str, Any]:
+        """Forward the service's port and every `*_port` / `*-port` it reported; the client payload."""
+        assert state.port is not None
+        interface = service.server_interface(state)
+        payload: dict[str, Any] = {
+            "hostname": "localhost",
+            "port": self.forward(interface, state.port),
+            "tunneled-host": service.config.hostname,
+            "tunneled-port": state.port,
+            "tunneled-network-interface": interface,
+        }
+        for name, remote in state.extra_ports().items():
+            payload[name] = self.forward(interface, remote)
+            payload[f"tunneled-{name}"] = remote
+        return payload
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        self._servers.clear()
