@@ -21,6 +21,12 @@ def run(config: ConfigSource, *, connection_dir: str | os.PathLike[str] | None =
     `config` is a mapping or the path of a YAML file. The payload is what the
     client connection file holds (`hostname`, `port`, ...). Errors raise
     `LauncherError` subclasses carrying one-line messages.
+
+    With `tunnel: true` the tunnel is not kept by this process but by the same
+    detached keeper process the command line uses (`keeper_pid` in the
+    payload), so the client file stays valid for other processes after this
+    one exits. The keeper ends when the service does, or with `stop()`. Login
+    prompts, if any, appear on this process's terminal (stdin and stderr).
     """
     return Launcher(load_config(config), connection_dir=connection_dir, progress=progress).up()
 

@@ -18,11 +18,12 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import handshake, processes, scripts, statefiles
+from . import handshake, keeperlock, processes, scripts, statefiles
 from .config import Config
 from .errors import ConfigError, HandshakeError, LaunchError
 from .hosts import Host, open_host
@@ -32,6 +33,7 @@ from .templates import render
 
 __version__ = "0.1.0"
 
+TunnelOpener = Callable[["Service", ServerState], dict[str, Any]]
 MAX_LAUNCHES = 2  # the first launch and at most one relaunch
 VERIFY_TIMEOUT = 5.0
 PROCESS_CHECK_INTERVAL = 0.3
@@ -128,15 +130,26 @@ class Launcher:
         if payload is not None:
             self.progress.done(payload, reused=True)
             return payload
+        if self.config.tunnel:
+            from .spawn import start_keeper  # the tunnel outlives this process: a keeper process runs steps 2-5
+
+            payload, reused = start_keeper(self)
+            self.progress.done(payload, reused=reused)
+            return payload
         self.progress.phase(f"connecting to {self.config.ssh_target}" if self.config.remote else "checking server state")
         with open_host(self.config) as host:
-            service = Service(host, self.config, self.key)
-            state = self._ensure_running(service)
-            self.progress.phase("connecting client")
-            payload = self._client_payload(service, state)
-            statefiles.write_atomic(self.client_path, statefiles.encode(payload))
+            payload, _ = self.serve(host)
         self.progress.done(payload, reused=False)
         return payload
+
+    def serve(self, host: Host, open_tunnel: TunnelOpener | None = None) -> tuple[dict[str, Any], ServerState]:
+        """Steps 2-5 on a connected host; `open_tunnel` (the keeper's) makes the client's way in."""
+        service = Service(host, self.config, self.key)
+        state = self._ensure_running(service)
+        self.progress.phase("connecting client")
+        payload = self._client_payload(service, state, open_tunnel)
+        statefiles.write_atomic(self.client_path, statefiles.encode(payload))
+        return payload, state
 
     # 1. The client connection file.
     def _reuse_client_file(self) -> dict[str, Any] | None:
@@ -146,7 +159,8 @@ class Launcher:
             return None
         host, port = payload.get("hostname"), payload.get("port")
         if (isinstance(host, str) and isinstance(port, int) and not isinstance(port, bool)
-                and 0 < port < 65536 and handshake.check(host, port, self.config.handshake) is None):
+                and 0 < port < 65536 and keeperlock.still_serving(self.client_path, self.key, payload)
+                and handshake.check(host, port, self.config.handshake) is None):
             return payload
         statefiles.remove(self.client_path)
         return None
@@ -325,12 +339,11 @@ class Launcher:
             time.sleep(host.poll_interval)
 
     # 4. The client's way in.
-    def _client_payload(self, service: Service, state: ServerState) -> dict[str, Any]:
+    def _client_payload(self, service: Service, state: ServerState,
+                        open_tunnel: TunnelOpener | None) -> dict[str, Any]:
         assert state.port is not None
-        if self.config.tunnel:
-            from .tunnel import open_tunnel
-
-            payload = open_tunnel(service, state, self.client_path)
+        if open_tunnel is not None:
+            payload = open_tunnel(service, state)
         elif self.config.remote:
             assert self.config.hostname is not None
             payload = {"hostname": self.config.hostname, "port": state.port, **state.extra_ports()}

@@ -1,0 +1,230 @@
+"""The tunnel keeper process: `python -m remote_http_launcher.keeper` (started by spawn.py).
+
+It runs the whole launcher once (connect, find or launch the service, open the
+tunnel on its own connection, write the client file, final handshake through
+the tunnel), with the user's terminal as stdin/stderr so prompts and progress
+work. It reports the result to the front process as one JSON line on the
+pipe it got as stdout, then detaches its stdio to `<client dir>/<key>.keeper.log`
+and keeps the tunnel until the service exits or the link is lost for good.
+So there is one SSH login per tunnel, and the keeper never needs to prompt.
+
+Before connecting it takes the per-key keeper lock. When another keeper holds
+it: a working one is reused (its payload is reported, nothing is connected), a
+broken one is stopped, one still starting is waited for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from . import handshake, statefiles
+from .config import Config, load_config
+from .errors import LauncherError, TunnelError
+from .keeperlock import KeeperLock, keeper_log
+from .launcher import Launcher
+from .progress import LEVELS, Progress
+
+if TYPE_CHECKING:
+    from .launcher import Service
+    from .statefiles import ServerState
+
+WAIT_POLL = 0.1
+STARTING_GRACE = 60.0  # beyond the startup timeout, for a login (prompts) in the other run
+log = logging.getLogger("remote_http_launcher.keeper")
+
+
+class Report:
+    """The one result line for the front process; a front that went away is not an error."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = os.dup(1)
+        os.dup2(2, 1)  # stray prints must not corrupt the result line
+
+    def send(self, result: dict[str, Any]) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, (json.dumps(result) + "\n").encode())
+        except OSError:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m remote_http_launcher.keeper",
+                                     description="Internal: started by remote-http-launcher for 'tunnel: true'.")
+    parser.add_argument("--key", required=True, help="the service's key (also makes the process recognisable)")
+    parser.add_argument("--config-file", required=True, type=Path, help="JSON config, deleted once read")
+    parser.add_argument("--connection-dir", required=True)
+    parser.add_argument("--progress", choices=LEVELS, default="minimal")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--live", action="store_true")
+    parser.add_argument("--elapsed", type=float, default=0.0, help="seconds the front process has already run")
+    return parser.parse_args(argv)
+
+
+def read_config(path: Path) -> Config:
+    try:
+        data = json.loads(path.read_bytes())
+    finally:
+        path.unlink(missing_ok=True)
+    return load_config(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    report = Report()
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        progress = Progress(args.progress, quiet=args.quiet, live=args.live)
+        progress.start -= args.elapsed
+        launcher = Launcher(read_config(args.config_file), connection_dir=args.connection_dir, progress=progress)
+        lock = KeeperLock(launcher.client_path, launcher.key)
+        reused = claim(lock, launcher)
+        if reused is not None:
+            statefiles.write_atomic(launcher.client_path, statefiles.encode(reused))
+            report.send({"payload": reused, "reused": True})
+            return 0
+        return Keeper(launcher, lock, report).run()
+    except LauncherError as exc:
+        report.send({"error": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code})
+        return exc.exit_code
+    except Exception as exc:  # a bug: still one line for the front, the traceback in our log or stderr
+        log.exception("keeper failed")
+        report.send({"error": "LauncherError", "message": f"tunnel keeper: internal error "
+                     f"({exc.__class__.__name__}: {exc})", "exit_code": 1})
+        return 1
+
+
+def _exit_on_signal(signum: int, frame: Any) -> NoReturn:
+    signal.signal(signum, signal.SIG_IGN)  # one cleanup only
+    raise SystemExit(128 + signum)
+
+
+def claim(lock: KeeperLock, launcher: Launcher) -> dict[str, Any] | None:
+    """Take the keeper lock (None), or return the payload of a live keeper that answers."""
+    deadline = time.monotonic() + launcher.config.startup_timeout + STARTING_GRACE
+    waiting = False
+    while not lock.try_acquire():
+        raw, owner = lock.read()
+        if lock.break_if_stale(raw, owner):
+            continue
+        if owner is not None and owner.payload is not None:
+            if _answers(owner.payload, launcher):
+                return owner.payload
+            launcher.progress.phase(f"stopping tunnel keeper {owner.pid}: its tunnel does not answer")
+            owner.stop(lock.key)
+            continue
+        if time.monotonic() > deadline:
+            pid = f" (pid {owner.pid})" if owner else ""
+            raise TunnelError(f"{launcher.key}: another run{pid} has been starting the tunnel keeper for too "
+                              f"long; remove {lock.path} if no remote-http-launcher is running")
+        if not waiting:
+            launcher.progress.phase("another run is starting the tunnel; waiting")
+            waiting = True
+        launcher.progress.tick()
+        time.sleep(WAIT_POLL)
+    return None
+
+
+def _answers(payload: dict[str, Any], launcher: Launcher) -> bool:
+    host, port = payload.get("hostname"), payload.get("port")
+    return isinstance(host, str) and isinstance(port, int) and \
+        handshake.check(host, port, launcher.config.handshake) is None
+
+
+class Keeper:
+    """Holds the lock: serves the tunnel until the watchdog says there is nothing left to keep."""
+
+    def __init__(self, launcher: Launcher, lock: KeeperLock, report: Report) -> None:
+        self.launcher = launcher
+        self.lock = lock
+        self.report = report
+        self.log_path = keeper_log(launcher.client_path)
+
+    def run(self) -> int:
+        from .hosts.ssh import SSHHost
+        from .tunnel import Tunnel
+        from .watchdog import Watchdog
+
+        tunnel = Tunnel(None)
+        written: bytes | None = None
+        host: SSHHost | None = None
+        try:
+            log_fd = self._open_log()
+            self.launcher.progress.phase(f"connecting to {self.launcher.config.ssh_target}")
+            host = SSHHost.connect(self.launcher.config.ssh_target)
+            tunnel.transport = host.transport
+
+            def open_tunnel(service: Service, state: ServerState) -> dict[str, Any]:
+                self.launcher.progress.phase("opening the tunnel")
+                return {**tunnel.forward_service(service, state), "keeper_pid": os.getpid(),
+                        "keeper_log": str(self.log_path)}
+
+            payload, state = self.launcher.serve(host, open_tunnel)
+            written = statefiles.encode(payload)
+            self.lock.publish(payload)
+            self.launcher.progress.close()
+            self.report.send({"payload": payload, "reused": False})
+            self._detach(log_fd)
+            watchdog = Watchdog(host, state, tunnel, self.launcher.config)
+            try:
+                reason = watchdog.run()
+            finally:
+                host = watchdog.host  # the one to close, after reconnects
+            log.info("stopping: %s", reason)
+            return 0
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            tunnel.close()
+            if written is not None and statefiles.read_bytes(self.launcher.client_path) == written:
+                statefiles.remove(self.launcher.client_path)
+            self.lock.release()
+            if host is not None:
+                host.close()
+            log.info("keeper %d exits", os.getpid())
+
+    def _open_log(self) -> int:
+        """Our log (truncated: we hold the lock, so no other keeper writes it); phases go there too."""
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, statefiles.FILE_MODE)
+        handler = logging.StreamHandler(os.fdopen(os.dup(fd), "a", buffering=1, encoding="utf-8"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        root = logging.getLogger("remote_http_launcher")
+        root.setLevel(logging.INFO)
+        root.propagate = False
+        root.addHandler(handler)
+        log.info("keeper %d for %s", os.getpid(), self.launcher.key)
+        return fd
+
+    def _detach(self, log_fd: int) -> None:
+        """Leave the user's terminal: stdin from /dev/null, stdout and stderr to our log."""
+        self.launcher.progress.quiet = True
+        sys.stdout.flush()
+        sys.stderr.flush()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        if os.name == "nt":
+            import ctypes
+
+            ctypes.windll.kernel32.FreeConsole()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The keeper's watchdog: is the service still there, and is the SSH link still up?
+
+Every `watchdog_interval` seconds it checks the service's PID and start time on
+the server over the keeper's own connection; SSH keep-alives at the same
+interval keep idle links (and NAT mappings) alive. A check that hangs (a link
+that died silently) is cut off by closing the transport. A lost link is
+re-established without prompts, with backoff, for RECONNECT_INTERVALS
+intervals (60 s at the default 5 s); the local ports stay bound meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from . import processes
+from .config import Config
+from .errors import AuthenticationError, HostError, HostKeyError
+from .hosts.ssh import SSHHost
+from .sshconnect import connect
+from .statefiles import ServerState
+from .tunnel import Tunnel
+
+RECONNECT_INTERVALS = 12
+MIN_CHECK_TIMEOUT = 10.0
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 10.0
+log = logging.getLogger("remote_http_launcher.keeper")
+
+
+class Watchdog:
+    """Runs until the service is gone or the link cannot be restored; `host` follows reconnects."""
+
+    def __init__(self, host: SSHHost, state: ServerState, tunnel: Tunnel, config: Config) -> None:
+        self.host = host
+        self.state = state
+        self.tunnel = tunnel
+        self.config = config
+        self.interval = config.watchdog_interval
+        self._keepalive()
+
+    def run(self) -> str:
+        """Block until there is nothing left to keep; return why, for the keeper's log."""
+        while True:
+            time.sleep(self.interval)
+            try:
+                alive = self._service_alive()
+            except HostError as exc:
+                log.info("link to %s lost (%s); reconnecting", self.config.ssh_target, exc)
+                if not self._reconnect():
+                    return f"link to {self.config.ssh_target} lost and not restored within {self._budget():.0f} s"
+                continue
+            if not alive:
+                return f"service process {self.state.pid} on {self.host.name} has exited"
+
+    def _service_alive(self) -> bool:
+        transport = self.host.transport
+        timer = threading.Timer(max(MIN_CHECK_TIMEOUT, 2 * self.interval), transport.close)
+        timer.daemon = True
+        timer.start()
+        try:
+            alive = processes.is_ours(self.host, self.state)
+        finally:
+            timer.cancel()
+        if not transport.is_active():
+            raise HostError("connection lost")  # the answer may be an artefact of the dying link
+        return alive
+
+    def _reconnect(self) -> bool:
+        self.tunnel.transport = None  # local connections fail at once instead of hanging meanwhile
+        self.host.close()
+        target = self.config.ssh_target
+        deadline = time.monotonic() + self._budget()
+        delay = FIRST_BACKOFF
+        while True:
+            try:
+                self.host = SSHHost(connect(target, interactive=False), name=target)
+            except (AuthenticationError, HostKeyError) as exc:
+                log.info("reconnect refused, giving up: %s", exc)  # retrying will not change the answer
+                return False
+            except HostError as exc:
+                log.info("reconnect failed: %s", exc)
+            else:
+                self._keepalive()
+                self.tunnel.transport = self.host.transport
+                log.info("reconnected to %s", target)
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(delay, remaining))
+            delay = min(2 * delay, MAX_BACKOFF)
+
+    def _budget(self) -> float:
+        return RECONNECT_INTERVALS * self.interval
+
+    def _keepalive(self) -> None:
+        self.host.transport.set_keepalive(max(1, round(self.interval)))
