@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 TunnelOpener = Callable[["Service", ServerState], dict[str, Any]]
 MAX_LAUNCHES = 2  # the first launch and at most one relaunch
 VERIFY_TIMEOUT = 5.0
+FIRST_POLL = 0.01  # seconds before the first re-read of a starting service's status file (then doubling)
 PROCESS_CHECK_INTERVAL = 0.3
 LOCK_GRACE = 10.0
 KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
@@ -298,10 +299,13 @@ class Launcher:
 
         The status file is read every poll; whether the process still lives is
         checked at most every PROCESS_CHECK_INTERVAL (over SSH it costs a round trip).
+        Polls start FIRST_POLL apart and back off to the host's poll interval:
+        most services are ready within tens of milliseconds.
         """
         host, pid = service.host, state.pid
         last_raw: bytes | None = None
         last_change = last_check = time.monotonic()
+        pause = FIRST_POLL
         while True:
             raw = host.read(service.status_file)
             now = time.monotonic()
@@ -336,7 +340,8 @@ class Launcher:
                 raise LaunchError(f"{self.key}: service on {host.name} did not report its port within "
                                   f"{self.config.startup_timeout:.0f} s (stopped it); log: {service.log_tail(state)}")
             self.progress.tick()
-            time.sleep(host.poll_interval)
+            time.sleep(min(pause, host.poll_interval))
+            pause *= 2
 
     # 4. The client's way in.
     def _client_payload(self, service: Service, state: ServerState,
