@@ -94,6 +94,7 @@ def import_profile(config: Path, env: dict[str, str]) -> dict[str, Any]:
     proc = subprocess.run([PYTHON, "-X", "importtime", "-m", "remote_http_launcher", str(config)], env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=True)
     ours = yaml_us = total = 0
+    roots: dict[str, int] = {}
     modules: list[tuple[str, int, int, int]] = []
     for line in proc.stderr.splitlines():
         match = IMPORT_LINE.match(line)
@@ -103,6 +104,8 @@ def import_profile(config: Path, env: dict[str, str]) -> dict[str, Any]:
         modules.append((name, self_us, cumulative, indent))
         if indent == 1:  # top level (importtime indents nested imports by two more spaces)
             total += cumulative
+            root = name.split(".")[0]
+            roots[root] = roots.get(root, 0) + cumulative
             if name == "remote_http_launcher" or name.startswith("remote_http_launcher."):
                 ours += cumulative
             if name == "yaml":
@@ -111,7 +114,7 @@ def import_profile(config: Path, env: dict[str, str]) -> dict[str, Any]:
     heavy = sorted(name for name in names if any(name == h or name.startswith(h + ".") for h in HEAVY_MODULES))
     slowest = sorted(modules, key=lambda m: -m[1])[:12]
     return {"remote_http_launcher_us": ours, "yaml_us": yaml_us, "total_us": total, "heavy": heavy,
-            "modules": len(modules), "slowest_self_us": [(n, s) for n, s, _, _ in slowest]}
+            "modules": len(modules), "slowest_self_us": [(n, s) for n, s, _, _ in slowest], "top_level_us": roots}
 
 
 def service_startup(service: Path, runs: int) -> list[float]:

@@ -217,6 +217,23 @@ def measure(setup: SSHSetup, link: Link, runs: int, *, tunnel: bool, cold: str |
     return samples
 
 
+def reconnect_imports(setup: SSHSetup, link: Link) -> Row:
+    """What a reconnect process spends on imports before any round trip (python -X importtime)."""
+    from .local_bench import import_profile
+
+    config = setup.config(link, tunnel=False)
+    setup.forget_client(config)
+    setup.run(link, config)  # make sure the service runs
+    setup.forget_client(config)
+    profile = import_profile(config, setup.env())
+    setup.forget_client(config)
+    roots = profile["top_level_us"]
+    parts = ", ".join(f"{name} {roots[name] / 1000:.0f} ms" for name in
+                      sorted(roots, key=lambda n: -roots[n])[:4])
+    return Row("remote reconnect process: imports (-X importtime, top level cumulative)", profile["total_us"], "µs",
+               note=parts)
+
+
 def tunnel_available() -> bool:
     return (ROOT / "remote_http_launcher" / "tunnel.py").exists()
 
@@ -269,14 +286,18 @@ def run_ssh(runs: int, rtt: float, only: set[str]) -> tuple[list[Row], dict[str,
                 rows.append(reference(metric, walls, note))
             raw[metric] = samples
     extra["ssh_samples"] = raw
-    if rtt > 0:
-        from .profile_ssh import profile
+    rows.append(reconnect_imports(setup, setup.links[0]))
+    from .profile_ssh import profile
 
-        log("per-step SSH profile (in-process, tunnel: false)")
+    log("per-step SSH profile (in-process, tunnel: false)")
+    texts, data = [], []
+    for link in reversed(setup.links):
         try:
-            text, data = profile(setup, setup.links[-1])
-            extra["ssh_profile_text"] = text
-            extra["ssh_profile"] = data
+            text, record = profile(setup, link)
         except Exception as exc:  # the profile is a diagnosis; never lose the table for it
-            extra["ssh_profile_text"] = f"profile failed: {exc!r}"
+            text, record = f"profile on {link.label} failed: {exc!r}", {}
+        texts.append(text)
+        data.append(record)
+    extra["ssh_profile_text"] = "\n\n".join(texts)
+    extra["ssh_profile"] = data
     return rows, extra
