@@ -5,10 +5,12 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -103,9 +105,31 @@ def launcher_argv(config: str | os.PathLike[str], *extra: str) -> list[str]:
     return [PYTHON, "-m", "remote_http_launcher", str(config), *extra]
 
 
-def base_env(**overrides: str) -> dict[str, str]:
-    """This environment minus anything that would change what the launcher does (agent, terminal)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "PYTHONSTARTUP", "PYTHONPROFILEIMPORTTIME")}
+_BYTECODE_DIR: str | None = None
+
+
+def bytecode_dir() -> str:
+    """A private PYTHONPYCACHEPREFIX: compiled modules are cached as for an installed package, outside the repo."""
+    global _BYTECODE_DIR
+    if _BYTECODE_DIR is None:
+        _BYTECODE_DIR = tempfile.mkdtemp(prefix="rhlbench-pyc-")
+        CLEANUP.push("bytecode cache", lambda: shutil.rmtree(str(_BYTECODE_DIR), ignore_errors=True))
+    return _BYTECODE_DIR
+
+
+def base_env(*, bytecode: bool = True, **overrides: str) -> dict[str, str]:
+    """This environment minus anything that would change what the launcher does (agent, terminal).
+
+    With `bytecode` (the default), modules are compiled once and cached, as
+    `pip install` does; a PYTHONDONTWRITEBYTECODE=1 in the calling shell would
+    otherwise make every run recompile the whole package from source.
+    """
+    drop = {"SSH_AUTH_SOCK", "PYTHONSTARTUP", "PYTHONPROFILEIMPORTTIME"}
+    if bytecode:
+        drop.add("PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    if bytecode:
+        env["PYTHONPYCACHEPREFIX"] = bytecode_dir()
     env.update(overrides)
     return env
 

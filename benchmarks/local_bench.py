@@ -56,8 +56,8 @@ class Workspace:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def env_for(state_dir: Path) -> dict[str, str]:
-    return base_env(REMOTE_HTTP_LAUNCHER_DIR=str(state_dir))
+def env_for(state_dir: Path, *, bytecode: bool = True) -> dict[str, str]:
+    return base_env(bytecode=bytecode, REMOTE_HTTP_LAUNCHER_DIR=str(state_dir))
 
 
 def python_startup(runs: int) -> Row:
@@ -72,7 +72,13 @@ def warm_reuse(ws: Workspace, runs: int) -> tuple[list[Row], dict[str, Any]]:
     for _ in range(2):  # warm-up: page cache, .pyc files
         timed_run(launcher_argv(config), env)
     samples = [timed_run(launcher_argv(config), env)[0] for _ in range(runs)]
-    rows = [at_most("warm reuse: client file present, service healthy", samples, WARM_TARGET)]
+    rows = [at_most("warm reuse: client file present, service healthy", samples, WARM_TARGET,
+                    "package byte-compiled, as pip installs it")]
+    source_env = {**base_env(bytecode=False, REMOTE_HTTP_LAUNCHER_DIR=env["REMOTE_HTTP_LAUNCHER_DIR"]),
+                  "PYTHONDONTWRITEBYTECODE": "1"}
+    timed_run(launcher_argv(config), source_env)
+    rows.append(reference("warm reuse, package compiled from source every run (PYTHONDONTWRITEBYTECODE=1)",
+                          [timed_run(launcher_argv(config), source_env)[0] for _ in range(runs)]))
 
     profiles = [import_profile(config, env) for _ in range(3)]
     ours = statistics.median(p["remote_http_launcher_us"] for p in profiles)
@@ -128,7 +134,8 @@ def service_startup(service: Path, runs: int) -> list[float]:
             before = status.stat().st_mtime_ns
             start = time.perf_counter()
             proc = subprocess.Popen([PYTHON, str(service), "--status-file", str(status), "--host", "localhost"],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    env=base_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
             try:
                 deadline = start + 30
                 while time.perf_counter() < deadline:
