@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     CLEANUP.install_signal_handlers()
     os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     rows: list[Row] = []
-    extra: dict[str, Any] = {"python": PYTHON, "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    extra: dict[str, Any] = {"python": PYTHON, "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                             "load_before": os.getloadavg()}
     try:
         from .local_bench import run_local
 
@@ -67,10 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         CLEANUP.run()
+    extra["load_after"] = os.getloadavg()
     if args.json:
         print(dump_json(rows, extra))
     else:
         print(markdown(rows))
+        print(f"\n{PYTHON}, {os.cpu_count()} CPUs, load average {extra['load_before'][0]:.2f} before, "
+              f"{extra['load_after'][0]:.2f} after (other load inflates every timing; compare with `python -c pass`)")
         if args.profile and extra.get("ssh_profile_text"):
             print()
             print(extra["ssh_profile_text"])
