@@ -18,7 +18,9 @@ import re
 import shlex
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 DEFAULT_PORT = 22
 DEFAULT_CONNECT_TIMEOUT = 15.0
 MIN_HANDSHAKE_TIMEOUT = 15.0
+DEFAULT_REPLY_TIMEOUT = 15.0  # a server silent this long while we wait for it is gone
+DEFAULT_ALIVE_COUNT = 3  # OpenSSH's ServerAliveCountMax
 MAX_PROXY_DEPTH = 8
 MAX_AUTH_STEPS = 5  # partial successes (2-factor) before we give up
 PASSWORD_PROMPTS = 3  # OpenSSH's NumberOfPasswordPrompts
@@ -88,6 +92,17 @@ class Endpoint:
         except ValueError:
             return DEFAULT_CONNECT_TIMEOUT
 
+    @property
+    def reply_timeout(self) -> float:
+        """Seconds of silence after which the server counts as gone: like ssh, ServerAliveInterval
+        times ServerAliveCountMax when set; else DEFAULT_REPLY_TIMEOUT (ssh itself would wait for TCP)."""
+        try:
+            interval = float(self.option("serveraliveinterval") or 0)
+            count = int(self.option("serveralivecountmax") or DEFAULT_ALIVE_COUNT)
+        except ValueError:
+            return DEFAULT_REPLY_TIMEOUT
+        return interval * max(count, 1) if interval > 0 else DEFAULT_REPLY_TIMEOUT
+
     def option(self, name: str, default: str = "") -> str:
         return str(self.options.get(name, default)).strip()
 
@@ -106,10 +121,34 @@ class SSHConnection:
     endpoint: Endpoint
     transport: paramiko.Transport
     hops: list[SSHConnection] = field(default_factory=list)
+    #: Why the connection was closed under us (e.g. "no answer within 15 s"), for error messages.
+    lost: str | None = None
 
     @property
     def label(self) -> str:
         return self.endpoint.label
+
+    @contextmanager
+    def answer_within(self, seconds: float | None = None) -> Iterator[None]:
+        """Close the connection if the block is still waiting after `seconds` (default: the reply timeout).
+
+        A link that dies silently raises nothing for many minutes (TCP keeps
+        retransmitting), and paramiko waits for replies without a limit; closing
+        the transport wakes every waiter with an error, and `lost` says why.
+        """
+        limit = self.endpoint.reply_timeout if seconds is None else seconds
+        timer = threading.Timer(limit, self._give_up, (f"no answer within {limit:g} s",))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _give_up(self, reason: str) -> None:
+        if self.transport.is_active():
+            self.lost = reason
+            self.close()
 
     def fail(self, step: str, detail: str, kind: type[HostError] = HostError) -> HostError:
         return self.endpoint.fail(step, detail, kind)

@@ -202,18 +202,22 @@ class SSHHost(Host):
         command = shlex.join(["sh", "-c", f"printf %s {OUTPUT_MARKER}\n{script}", "sh", *args])
         channel = None
         try:
-            channel = self.transport.open_session(timeout=CHANNEL_OPEN_TIMEOUT)
-            channel.settimeout(SCRIPT_TIMEOUT)
-            channel.exec_command(command)
+            with self.connection.answer_within():  # exec_command waits for the server without a limit
+                channel = self.transport.open_session(timeout=CHANNEL_OPEN_TIMEOUT)
+                channel.settimeout(SCRIPT_TIMEOUT)
+                channel.exec_command(command)
             # Our scripts print a few lines, far below the channel window, so reading
             # stdout to the end before stderr cannot deadlock.
             stdout = channel.makefile("rb").read()
             stderr = channel.makefile_stderr("rb").read()
             code = channel.recv_exit_status()
+            if code == -1 and not self.transport.is_active():  # the output ended with the connection
+                raise EOFError
         except TimeoutError:
+            self.connection.close()  # what follows would wait on the same silent server
             raise self.connection.fail("exec", f"no answer within {SCRIPT_TIMEOUT:.0f} s") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise self.connection.fail("exec", _describe(exc, self.transport)) from None
+            raise self.connection.fail("exec", _describe(exc, self.connection)) from None
         finally:
             if channel is not None:
                 channel.close()
@@ -251,14 +255,19 @@ class SSHHost(Host):
 
     @contextmanager
     def _step(self, what: str, path: str = "") -> Iterator[None]:
-        """Turn SFTP and connection failures into one-line HostErrors naming the host, step and path."""
+        """Turn SFTP and connection failures into one-line HostErrors naming the host, step and path.
+
+        SFTP requests are answered at once by a live server, so a step that
+        waits longer than the reply timeout means the link is gone.
+        """
         import paramiko
 
         try:
-            yield
+            with self.connection.answer_within():
+                yield
         except (paramiko.SSHException, EOFError, OSError) as exc:
             where = f" {path}" if path else ""
-            raise self.connection.fail("SFTP", f"{what}{where}: {_describe(exc, self.transport)}") from None
+            raise self.connection.fail("SFTP", f"{what}{where}: {_describe(exc, self.connection)}") from None
 
 
 class PipelinedSFTP:
@@ -364,9 +373,9 @@ class PipelinedSFTP:
             return resolved, None
 
 
-def _describe(exc: BaseException, transport: paramiko.Transport) -> str:
-    if not transport.is_active():
-        return "connection lost"
+def _describe(exc: BaseException, connection: SSHConnection) -> str:
+    if not connection.transport.is_active():
+        return f"connection lost ({connection.lost})" if connection.lost else "connection lost"
     return (getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__).strip()
 
 
