@@ -249,7 +249,7 @@ class Launcher:
             service.host.remove(service.status_file)  # the old record must not pass for the new one
             state = self._spawn(service)
             self.progress.phase("waiting for the service to report its port")
-            return self._monitor(service, state, launched=True)
+            return self._monitor(service, state, launched=True, lock=lock)
         finally:
             lock.release()
 
@@ -294,8 +294,14 @@ class Launcher:
         return ServerState(status="starting", pid=int(result.stdout.strip()), port=None, start_time=None,
                            log=service.log_file, data={**record, "pid": int(result.stdout.strip())})
 
-    def _monitor(self, service: Service, state: ServerState, *, launched: bool) -> ServerState:
+    def _monitor(self, service: Service, state: ServerState, *, launched: bool,
+                 lock: Lock | None = None) -> ServerState:
         """Scenario 2: poll until running or failed; a dead or silent process fails fast.
+
+        `lock` (the launch lock) is released as soon as the new process's record
+        is in the status file: from then on other runs find it there and wait
+        for it, so a run that dies or loses its connection while the service
+        starts leaves no lock behind.
 
         The status file is read every poll; whether the process still lives is
         checked at most every PROCESS_CHECK_INTERVAL (over SSH it costs a round trip).
@@ -312,6 +318,9 @@ class Launcher:
             if raw != last_raw:
                 last_raw, last_change = raw, now
             current = ServerState.parse(statefiles.decode(raw))
+            if lock is not None and current is not None and current.pid == pid:
+                lock.release()
+                lock = None
             if current is not None and current.pid not in (None, pid):
                 if launched:
                     raise LaunchError(f"{self.key}: status file {service.status_file} was taken over by "
