@@ -60,25 +60,28 @@ def env_for(state_dir: Path, *, bytecode: bool = True) -> dict[str, str]:
     return base_env(bytecode=bytecode, REMOTE_HTTP_LAUNCHER_DIR=str(state_dir))
 
 
-def python_startup(runs: int) -> Row:
-    samples = [timed_run([PYTHON, "-c", "pass"], base_env())[0] for _ in range(runs + 1)][1:]
-    return reference("`python -c pass` (interpreter start, reference)", samples)
-
-
 def warm_reuse(ws: Workspace, runs: int) -> tuple[list[Row], dict[str, Any]]:
+    """`python -c pass`, the warm path byte-compiled and from source, interleaved so load hits them alike."""
     config = ws.write_config("warm", DEMO_SERVICE, "bench-warm")
     env = env_for(ws.state_dir("warm"))
-    timed_run(launcher_argv(config), env)  # cold launch: the client file now exists
-    for _ in range(2):  # warm-up: page cache, .pyc files
-        timed_run(launcher_argv(config), env)
-    samples = [timed_run(launcher_argv(config), env)[0] for _ in range(runs)]
-    rows = [at_most("warm reuse: client file present, service healthy", samples, WARM_TARGET,
-                    "package byte-compiled, as pip installs it")]
     source_env = {**base_env(bytecode=False, REMOTE_HTTP_LAUNCHER_DIR=env["REMOTE_HTTP_LAUNCHER_DIR"]),
                   "PYTHONDONTWRITEBYTECODE": "1"}
-    timed_run(launcher_argv(config), source_env)
-    rows.append(reference("warm reuse, package compiled from source every run (PYTHONDONTWRITEBYTECODE=1)",
-                          [timed_run(launcher_argv(config), source_env)[0] for _ in range(runs)]))
+    timed_run(launcher_argv(config), env)  # cold launch: the client file now exists
+    variants = {"pass": ([PYTHON, "-c", "pass"], base_env()), "warm": (launcher_argv(config), env),
+                "source": (launcher_argv(config), source_env)}
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for round_ in range(runs + 2):  # two warm-up rounds: page cache, bytecode
+        for name, (argv, variant_env) in variants.items():
+            elapsed = timed_run(argv, variant_env)[0]
+            if round_ >= 2:
+                samples[name].append(elapsed)
+    rows = [
+        reference("`python -c pass` (interpreter start, reference)", samples["pass"]),
+        at_most("warm reuse: client file present, service healthy", samples["warm"], WARM_TARGET,
+                "package byte-compiled, as pip installs it"),
+        reference("warm reuse, package compiled from source every run (PYTHONDONTWRITEBYTECODE=1)",
+                  samples["source"]),
+    ]
 
     profiles = [import_profile(config, env) for _ in range(3)]
     ours = statistics.median(p["remote_http_launcher_us"] for p in profiles)
@@ -229,7 +232,6 @@ def run_local(runs: int, only: set[str]) -> tuple[list[Row], dict[str, Any]]:
     extra: dict[str, Any] = {}
     if "warm" in only:
         log("python startup and warm reuse")
-        rows.append(python_startup(runs))
         got, more = warm_reuse(ws, runs)
         rows += got
         extra.update(more)

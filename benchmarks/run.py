@@ -25,7 +25,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
-    parser.add_argument("--runs", type=int, default=11, help="measured runs per local metric (median; default 11)")
+    parser.add_argument("--runs", type=int, default=21, help="measured runs per local metric (median; default 21)")
     parser.add_argument("--ssh-runs", type=int, default=5, help="measured runs per SSH metric (default 5)")
     parser.add_argument("--rtt-ms", type=float, default=50.0, help="added round-trip time for the slow link (default 50)")
     parser.add_argument("--only", default=",".join(SECTIONS),
