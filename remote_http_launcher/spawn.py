@@ -60,8 +60,14 @@ def start_keeper(launcher: Launcher) -> tuple[dict[str, Any], bool]:
                 proc.stdout.close()
     finally:
         statefiles.remove(directory / os.path.basename(config_file))
+    payload, reused = _result(line, proc, launcher)
+    if reused:  # it only reported another keeper's tunnel and is exiting: never two keeper processes after us
+        try:
+            proc.wait(INTERRUPT_WAIT)
+        except subprocess.TimeoutExpired:
+            pass
     threading.Thread(target=proc.wait, daemon=True).start()  # reap it whenever it ends: no zombie in run() callers
-    return _result(line, proc, launcher)
+    return payload, reused
 
 
 @contextmanager

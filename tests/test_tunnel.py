@@ -285,7 +285,7 @@ def test_keeper_reconnects_after_silent_link_loss(
     log = Path(payload["keeper_log"])
     server.set_link(False)  # packets vanish: only the watchdog's own deadline notices
     try:
-        wait_for(lambda: "lost" in log.read_text(), 15, "the keeper to notice the dead link")
+        wait_for(lambda: "lost" in log.read_text(), 25, "the keeper to notice the dead link")
     finally:
         server.set_link(True)
     wait_for(lambda: "reconnected" in log.read_text(), 30, "the keeper to reconnect")
