@@ -173,6 +173,7 @@ class Launcher:
             state = service.read_state()
             if state is not None and state.status == "starting" and processes.is_ours(service.host, state):
                 self.progress.phase("waiting for the service to start")
+                Lock(service).is_free_or_stale()  # breaks the lock of a launcher that died before releasing it
                 state = self._monitor(service, state, launched=False)
             if state is not None and state.status == "running":
                 problem = self._verify(service, state)
