@@ -1,0 +1,389 @@
+"""Security properties, locally and over a real sshd (tests/sshd.py).
+
+* Config values never reach a shell as code: markers that injected commands
+  would create are looked for on this machine and on the server.
+* Passwords typed at the prompt appear in no output, log or state file.
+* State files are 0600 in 0700 directories, on both sides, also after the
+  service rewrote its status file.
+* The default host-key policy never accepts an unknown key silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from remote_http_launcher import ConfigError, HostKeyError, LaunchError, run
+from remote_http_launcher.config import load_config
+from remote_http_launcher.hosts import LocalHost
+from remote_http_launcher.hosts.ssh import SSHHost
+from remote_http_launcher.launcher import Lock, Service, evaluate_key
+from tests import test_faults_ssh as faults
+from tests.test_faults_ssh import (
+    ALIAS,
+    REMOTE_STATE,
+    ROOT,
+    healthy,
+    remote_files,
+    remote_record,
+    remote_state,
+    wait_for,
+)
+
+if TYPE_CHECKING:
+    from tests.sshd import SSHServer
+
+Factory = Callable[..., dict[str, Any]]
+MODES = ["local", "ssh"]
+
+# The SSH fixtures of the fault tests: the server (cleaned around each test), a client HOME, configs.
+remote_demo = faults.remote_demo
+client_home = faults.client_home
+server = faults.server
+ssh_config = faults.ssh_config
+make_config = faults.make_config
+
+
+def file_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def remote_modes(server: SSHServer, *paths: str) -> list[str]:
+    """Octal modes of paths relative to the test user's home, as `stat` prints them."""
+    result = server.run("stat -c %a -- " + " ".join(shlex.quote(p) for p in paths), check=True)
+    return result.stdout.split()
+
+
+# ---------------------------------------------------------------- shell injection
+
+class Markers:
+    """Files an injected `touch` would create: here, on the server, and relative to any working directory."""
+
+    RELATIVE = "rhl-pwned-relative"
+
+    def __init__(self, tmp_path: Path, server: SSHServer | None) -> None:
+        self.local = tmp_path / "rhl-pwned-local"
+        self.remote = f"{server.home}/rhl-pwned-remote" if server else None
+        self.server = server
+        self.tmp_path = tmp_path
+
+    def payloads(self, *, newlines: bool) -> list[str]:
+        values = []
+        for target in filter(None, [str(self.local), self.remote, self.RELATIVE]):
+            values += [f"$(touch {target})", f"`touch {target}`", f";touch {target}", f"';touch {target};'",
+                       f'";touch {target};"', f"|touch {target}", f"&& touch {target}", f"${{IFS}}touch {target}"]
+            if newlines:
+                values.append(f"\ntouch {target}\n")
+        return values + ["%s%n\\n", "$HOME", "'", '"', "\\"]
+
+    def assert_none(self) -> None:
+        """No marker file anywhere (directories of those names are fine: workdir path segments)."""
+        assert not self.local.is_file()
+        found = [str(p) for p in self.tmp_path.rglob(self.RELATIVE) if p.is_file()]
+        found += [str(p) for p in (Path.cwd() / self.RELATIVE, Path.home() / self.RELATIVE) if p.exists()]
+        if self.server is not None:
+            found += self.server.run(f"find ~ -type f \\( -name {self.RELATIVE} -o -name rhl-pwned-remote \\)"
+                                     ).stdout.splitlines()
+        assert found == []
+
+
+@pytest.fixture
+def configs(request: pytest.FixtureRequest, tmp_path: Path, rhl_dir: Path) -> tuple[Factory, SSHServer | None]:
+    """(config factory, server or None) for the `mode` parameter: the local demo, or the demo over SSH."""
+    if request.param == "local":
+        return request.getfixturevalue("demo_config"), None
+    request.getfixturevalue("ssh_config")
+    return request.getfixturevalue("make_config"), request.getfixturevalue("server")
+
+
+@pytest.mark.parametrize("configs", MODES, indirect=True)
+def test_config_values_are_never_shell_code(configs: tuple[Factory, SSHServer | None], tmp_path: Path,
+                                            rhl_dir: Path) -> None:
+    """workdir, file_parameters (names and values) and unused extra fields travel as data only."""
+    factory, server = configs
+    markers = Markers(tmp_path, server)
+    values = markers.payloads(newlines=False)
+    workdir_base = f"{server.home}/rhl-work" if server else str(tmp_path / "rhl-work")
+    workdir = f"{workdir_base}/{'/'.join(values)}"  # one value per path segment: names are <= 255 bytes
+    with_newlines = markers.payloads(newlines=True)
+    parameters = {f"p{i}": value for i, value in enumerate(with_newlines)}
+    parameters.update({value: "as a name" for value in with_newlines})
+    extras = {f"extra{i}": value for i, value in enumerate(with_newlines)}
+
+    config = factory(workdir=workdir, file_parameters=parameters, **extras)
+    payload = run(config)
+
+    markers.assert_none()
+    key = evaluate_key(load_config(config))
+    if server:
+        record = remote_record(server, key)
+        cwd = server.run(f"readlink /proc/{record['pid']}/cwd").stdout.rstrip("\n")
+        assert healthy(server.host, payload["port"])
+    else:
+        record = json.loads((rhl_dir / "server" / f"{key}.json").read_text())
+        cwd = os.readlink(f"/proc/{record['pid']}/cwd")
+    assert record["parameters"] == parameters and payload["parameters"] == parameters
+    assert record["workdir"] == workdir == cwd
+
+
+@pytest.mark.parametrize("configs", MODES, indirect=True)
+def test_each_hostile_value_alone_is_inert(configs: tuple[Factory, SSHServer | None], tmp_path: Path,
+                                          rhl_dir: Path) -> None:
+    """One launch per value (so no other value's quote can hide an injection) in workdir, parameters, extras.
+
+    The command prints its working directory and exits, so the error's log
+    tail shows where LAUNCH really went.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    factory, server = configs
+    markers = Markers(tmp_path, server)
+    base = f"{server.home}/rhl-work" if server else str(tmp_path / "rhl-work")
+    values = markers.payloads(newlines=True)
+
+    def launch(index: int) -> tuple[dict[str, Any], str, BaseException | None]:
+        value = values[index]
+        workdir = f"{base}/{index}/{value}" if "\n" not in value else f"{base}/{index}"
+        config = factory(key=f"inj-{index}", workdir=workdir, command="pwd; exit 3",
+                         file_parameters={"value": value, value: "name"}, hostile=value)
+        try:
+            run(config)
+        except LaunchError as exc:
+            return config, workdir, exc
+        return config, workdir, None
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(launch, range(len(values))))
+    markers.assert_none()
+    for config, workdir, exc in outcomes:
+        assert exc is not None and str(exc).endswith(f"exited before reporting its port; log: {workdir}"), exc
+        if server:
+            record = remote_record(server, config["key"])
+        else:
+            record = json.loads((rhl_dir / "server" / f"{config['key']}.json").read_text())
+        assert record["parameters"] == config["file_parameters"] and record["workdir"] == workdir
+
+
+@pytest.mark.parametrize("configs", MODES, indirect=True)
+@pytest.mark.parametrize("field", ["key-from-field", "conda", "hostname", "ssh_hostname", "network_interface"])
+def test_values_that_would_reach_a_shell_unquoted_are_refused(field: str, configs: tuple[Factory, SSHServer | None],
+                                                              tmp_path: Path, rhl_dir: Path) -> None:
+    """A key evaluated from fields, conda and host names must be plain: refused before anything happens."""
+    factory, server = configs
+    markers = Markers(tmp_path, server)
+    logins = server.log_text().count("Accepted publickey") if server else 0
+    for value in markers.payloads(newlines=True)[::3]:
+        config = factory()
+        if field == "key-from-field":
+            config.update(key="svc-{flavour}", flavour=value)
+        elif field == "hostname" and server is None:
+            config.update(hostname=value)
+        elif field == "ssh_hostname" and server is None:
+            config.update(hostname="example.org", ssh_hostname=value)
+        else:
+            config[field] = value
+        with pytest.raises(ConfigError) as caught:
+            run(config)
+        message = str(caught.value)
+        assert "\n" not in message and message.startswith(f"{field.split('-')[0]}:"), message
+    markers.assert_none()
+    assert not rhl_dir.exists()  # nothing written on this side
+    if server:
+        assert server.log_text().count("Accepted publickey") == logins  # no connection was even made
+        assert remote_files(server) == []
+
+
+# ---------------------------------------------------------------- secrets
+
+TAKE_TERMINAL_AND_RUN = (
+    "import fcntl, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "from remote_http_launcher.cli import main; sys.exit(main())"
+)
+
+
+class Terminal:
+    """The CLI on a fresh pty that is its controlling terminal (so getpass asks there); stdout is a pipe."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen([sys.executable, "-c", TAKE_TERMINAL_AND_RUN, *args], stdin=slave,
+                                     stdout=subprocess.PIPE, stderr=slave, start_new_session=True, env=env)
+        os.close(slave)
+        self.chunks: list[bytes] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # EIO: nobody holds the terminal any more
+                return
+            if not chunk:
+                return
+            self.chunks.append(chunk)
+
+    @property
+    def screen(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def answer(self, prompt: bytes, text: str, count: int = 1) -> None:
+        wait_for(lambda: self.screen.count(prompt) >= count, 30, f"prompt {prompt!r} #{count}")
+        os.write(self.master, text.encode() + b"\n")
+
+    def finish(self) -> bytes:
+        out, _ = self.proc.communicate(timeout=60)
+        self.reader.join(10)
+        return out
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+
+
+def files_containing(root: Path, secret: bytes) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and secret in p.read_bytes()]
+
+
+def test_password_never_logged_or_stored(server: SSHServer, client_home: Path, rhl_dir: Path,
+                                         make_config: Factory, tmp_path: Path) -> None:
+    server.write_ssh_config(client_home, ALIAS, {"IdentityFile": "none"})
+    wrong = "wrong-" + server.password[::-1]
+    config = make_config()
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(json.dumps(config))
+    debug_log, phase_log = tmp_path / "debug.log", tmp_path / "phases.log"
+    args = [str(config_path), "--json", "--log-level", "debug", "--debug-log-file", str(debug_log),
+            "--log-file", str(phase_log)]
+    logins = server.log_text().count("Accepted password")
+    terminal = Terminal(args, {**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        prompt = f"{server.user}@{server.host}'s password: ".encode()
+        terminal.answer(prompt, wrong)
+        terminal.answer(prompt, server.password, count=2)
+        out = terminal.finish()
+    finally:
+        terminal.close()
+    assert terminal.proc.returncode == 0, terminal.screen
+    assert server.log_text().count("Accepted password") == logins + 1
+    assert json.loads(out)["port"] == remote_record(server, config["key"])["port"]
+    assert b"Permission denied, please try again." in terminal.screen
+    assert b"DEBUG" in debug_log.read_bytes() and b"connecting client" in phase_log.read_bytes()
+    assert b"auth" in debug_log.read_bytes().lower()  # paramiko's debug log was on
+
+    for secret in (server.password, wrong):
+        assert secret.encode() not in terminal.screen + out  # stderr on the terminal, and stdout
+        assert files_containing(tmp_path, secret.encode()) == []  # logs, client files, known_hosts, ...
+        remote = server.run(f"grep -rlF -- {shlex.quote(secret)} ~").stdout.split()
+        assert remote == []  # status file, log, anything in the server user's home
+
+
+# ---------------------------------------------------------------- file modes
+
+def test_local_state_file_modes(rhl_dir: Path, demo_config: Factory) -> None:
+    config = demo_config()
+    run(config)
+    key = evaluate_key(load_config(config))
+    server_dir, client_dir = rhl_dir / "server", rhl_dir / "client"
+    record = json.loads((server_dir / f"{key}.json").read_text())
+    assert record["status"] == "running"  # so the service has rewritten the file by now
+    assert [file_mode(p) for p in (server_dir, client_dir)] == [0o700, 0o700]
+    assert [file_mode(server_dir / f"{key}.{ext}") for ext in ("json", "log")] == [0o600, 0o600]
+    assert file_mode(client_dir / f"{key}.json") == 0o600
+    lock = Lock(Service(LocalHost(), load_config(config), key))
+    assert lock.acquire()
+    try:
+        assert file_mode(Path(lock.path)) == 0o600
+    finally:
+        lock.release()
+    assert sorted(p.name for p in server_dir.iterdir()) == [f"{key}.json", f"{key}.log"]
+
+
+def test_remote_state_file_modes(ssh_config: Path, server: SSHServer, rhl_dir: Path, make_config: Factory) -> None:
+    server.run(f"mkdir -p {REMOTE_STATE} && chmod 755 .remote-http-launcher {REMOTE_STATE}", check=True)
+    config = make_config()
+    key = config["key"]
+    run(config)
+    assert remote_record(server, key)["status"] == "running"  # rewritten by the service
+    status, log = f"{REMOTE_STATE}/{key}.json", f"{REMOTE_STATE}/{key}.log"
+    assert remote_modes(server, REMOTE_STATE, status, log) == ["700", "600", "600"]
+    assert file_mode(rhl_dir / "client") == 0o700 and file_mode(rhl_dir / "client" / f"{key}.json") == 0o600
+
+    server.run(f"rm -rf .remote-http-launcher/server/{key}.lock .remote-http-launcher", check=True)
+    with SSHHost.connect(ALIAS) as host:  # the lock, made as the launcher makes it, in a fresh tree
+        lock = Lock(Service(host, load_config(config), key))
+        assert lock.acquire()
+        try:
+            assert remote_modes(server, ".remote-http-launcher", REMOTE_STATE, f"{REMOTE_STATE}/{key}.lock") \
+                == ["700", "700", "600"]
+        finally:
+            lock.release()
+    assert remote_files(server) == []
+
+
+# ---------------------------------------------------------------- host keys
+
+def default_policy_config(client_home: Path, server: SSHServer, known_hosts: str | None) -> Path:
+    """~/.ssh/config for the server with no StrictHostKeyChecking line: the default policy."""
+    ssh_dir = client_home / ".ssh"
+    ssh_dir.mkdir(mode=0o700)
+    (ssh_dir / "config").write_text(f"Host {ALIAS}\n  HostName {server.host}\n  Port {server.port}\n"
+                                    f"  User {server.user}\n  IdentityFile {server.client_key}\n"
+                                    "  IdentitiesOnly yes\n")
+    if known_hosts is not None:
+        (ssh_dir / "known_hosts").write_text(known_hosts)
+    return ssh_dir
+
+
+@pytest.mark.parametrize("known", ["absent", "other-hosts"])
+def test_unknown_host_key_is_refused_without_a_terminal(known: str, server: SSHServer, client_home: Path,
+                                                        rhl_dir: Path, make_config: Factory,
+                                                        tmp_path: Path) -> None:
+    other = "other.example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f\n"
+    ssh_dir = default_policy_config(client_home, server, None if known == "absent" else other)
+    before = {p.name: p.read_bytes() for p in ssh_dir.iterdir()}
+    config = make_config()
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(json.dumps(config))
+    result = subprocess.run([sys.executable, "-m", "remote_http_launcher", str(config_path)],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert re.search(r"error: .*host key: unknown ED25519 key SHA256:\S+ for .* \(no terminal to ask\)",
+                     result.stderr), result.stderr
+    with pytest.raises(HostKeyError, match="no terminal to ask"):
+        run(config)  # the API too: pytest's stdin is no terminal
+    assert {p.name: p.read_bytes() for p in ssh_dir.iterdir()} == before
+    assert remote_state(server, config["key"]) is None
+
+
+def test_unknown_host_key_refused_on_a_terminal_leaves_known_hosts(server: SSHServer, client_home: Path,
+                                                                   rhl_dir: Path, make_config: Factory,
+                                                                   tmp_path: Path) -> None:
+    ssh_dir = default_policy_config(client_home, server, "")
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(json.dumps(make_config()))
+    terminal = Terminal([str(config_path)], {**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        terminal.answer(b"(yes/no/[fingerprint])? ", "no")
+        terminal.finish()
+    finally:
+        terminal.close()
+    assert terminal.proc.returncode == 1
+    assert server.host_pubkey.fingerprint.encode() in terminal.screen
+    assert re.search(rb"error: .*host key: ED25519 key \S+ for \S+ not accepted", terminal.screen), terminal.screen
+    assert (ssh_dir / "known_hosts").read_text() == ""
+    assert remote_state(server, "x") is None and remote_files(server) == []
