@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import processes, statefiles
+from . import keeperlock, processes, statefiles
 from .config import Config
 from .errors import EXIT_NOT_RUNNING, ConfigError, HostError, LauncherError
 from .hosts import Host, LocalHost, open_host
@@ -35,7 +34,6 @@ ABSENT, STARTING, RUNNING, FAILED, STALE = "absent", "starting", "running", "fai
 DEFAULT_TAIL = 50
 FOLLOW_INTERVAL = 0.25
 ALIVE_CHECK_INTERVAL = 1.0
-KEEPER_MARKER = "remote_http_launcher.keeper"
 READ_CHUNK = 64 * 1024
 # [user@]host or an ~/.ssh/config alias: no option-like, blank or control characters.
 SSH_TARGET_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}@)?[A-Za-z0-9_][A-Za-z0-9_.%:-]{0,252}$")
@@ -103,87 +101,21 @@ def _service(config: Config, host: Host) -> Service:
 # ---------------------------------------------------------------- client side
 
 
-def keeper_pid(payload: dict[str, Any] | None) -> int | None:
-    """The tunnel keeper's PID, if the connection file names one (top level or under "tunnel")."""
-    if not payload:
-        return None
-    candidates = [payload.get("keeper_pid")]
-    tunnel = payload.get("tunnel")
-    if isinstance(tunnel, dict):
-        candidates += [tunnel.get("keeper_pid"), tunnel.get("pid")]
-    for pid in candidates:
-        if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
-            return pid
-    return None
-
-
-def local_cmdline(pid: int) -> str | None:
-    """The command line of a live local process, or None when it is gone (or a zombie)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip() or None
-    except FileNotFoundError:
-        if os.path.isdir("/proc/self"):
-            return None
-    except OSError:
-        return None
-    result = LocalHost().run_script('ps -o args= -p "$1"', [str(pid)])
-    return result.stdout.strip() or None if result.returncode == 0 else None
-
-
-def is_keeper(pid: int) -> bool:
-    cmdline = local_cmdline(pid)
-    return cmdline is not None and KEEPER_MARKER in cmdline
-
-
-def client_entry(path: Path) -> dict[str, Any]:
+def client_entry(path: Path, key: str) -> dict[str, Any]:
+    """The connection file and the tunnel keeper (found through its lock, whose PID is verified)."""
     raw = statefiles.read_bytes(path)
     payload = statefiles.decode(raw)
-    pid = keeper_pid(payload)
-    tunnel = (payload or {}).get("tunnel")
-    entry: dict[str, Any] = {
+    owner = keeperlock.KeeperLock(path, key).read()[1]
+    return {
         "connection_file": str(path),
         "present": raw is not None,
         "valid": payload is not None,
         "hostname": (payload or {}).get("hostname"),
         "port": (payload or {}).get("port"),
-        "tunnel": bool(tunnel) or pid is not None,
-        "keeper_pid": pid,
-        "keeper_alive": is_keeper(pid) if pid is not None else None,
+        "tunnel": owner is not None or "tunneled-port" in (payload or {}),
+        "keeper_pid": owner.pid if owner else None,
+        "keeper_alive": owner.is_keeper(key) if owner else None,
     }
-    return entry
-
-
-def stop_keeper(payload: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Stop the tunnel keeper a connection file names, after checking it is one."""
-    pid = keeper_pid(payload)
-    if pid is None:
-        return {"pid": None, "stopped": False, "detail": "no tunnel keeper"}
-    try:
-        from . import tunnel
-    except ImportError:
-        tunnel = None  # type: ignore[assignment]
-    module_stop: Callable[..., Any] | None = getattr(tunnel, "stop_keeper", None)
-    if module_stop is not None:
-        stopped = bool(module_stop(pid))
-        return {"pid": pid, "stopped": stopped, "detail": "stopped" if stopped else "not running"}
-    if not is_keeper(pid):
-        detail = "not running" if local_cmdline(pid) is None else \
-            f"PID {pid} is not a tunnel keeper (its command line lacks {KEEPER_MARKER}); left it alone"
-        return {"pid": pid, "stopped": False, "detail": detail}
-    os.kill(pid, signal.SIGTERM)
-    if processes.wait_gone(lambda: is_keeper(pid), timeout):
-        return {"pid": pid, "stopped": True, "detail": "stopped with SIGTERM"}
-    if is_keeper(pid):
-        os.kill(pid, signal.SIGKILL)
-        processes.wait_gone(lambda: is_keeper(pid), processes.KILL_WAIT)
-    return {"pid": pid, "stopped": True, "detail": "killed with SIGKILL"}
 
 
 # ---------------------------------------------------------------- status
@@ -201,7 +133,7 @@ def status(config: Config, *, connection_dir: str | os.PathLike[str] | None = No
         entry = server_entry(host, key, service.status_file, host.read(service.status_file), service.log_file)
         if entry["workdir"] is None:
             entry["workdir"] = host.expand(config.workdir)
-    entry["client"] = client_entry(cpath)
+    entry["client"] = client_entry(cpath, key)
     return entry
 
 
@@ -214,8 +146,7 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
     progress = progress or Progress.silent()
     key = evaluate_key(config)
     cpath = client_file(config, key, connection_dir)
-    payload = statefiles.decode(statefiles.read_bytes(cpath))
-    keeper = stop_keeper(payload, timeout) if payload else {"pid": None, "stopped": False, "detail": "no tunnel keeper"}
+    keeper_pid = keeperlock.stop_keeper(key, connection_dir, timeout)
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
     stopped: list[dict[str, Any]] = []
     removed: list[str] = []
@@ -254,8 +185,8 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
             notes.append("removed stale " + ", ".join(removed))
         if notes:
             message += " (" + "; ".join(notes) + ")"
-    if keeper["stopped"]:
-        message += f"; tunnel keeper {keeper['pid']} stopped"
+    if keeper_pid is not None:
+        message += f"; tunnel keeper {keeper_pid} stopped"
     return {
         "key": key,
         "host": before["host"],
@@ -263,7 +194,7 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
         "stopped": bool(stopped),
         "processes": stopped,
         "refused": refused,
-        "keeper": keeper,
+        "keeper_pid": keeper_pid,
         "removed": removed,
         "log": before["log"],
         "message": message,

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 import remote_http_launcher
-from remote_http_launcher import LaunchError, lifecycle, run
+from remote_http_launcher import LaunchError, keeperlock, lifecycle, run
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.hosts.base import Host
 
@@ -255,34 +255,21 @@ def test_stop_removes_a_left_over_lock(rhl_dir: Path, config_file: Callable[...,
     assert not lock.exists()
 
 
-def test_stop_tunnel_keeper_named_in_client_file(rhl_dir: Path, config_file: Callable[..., Path],
-                                                 bystander: subprocess.Popen[bytes]) -> None:
+def test_stop_leaves_alone_a_keeper_lock_naming_another_process(
+        rhl_dir: Path, config_file: Callable[..., Path], bystander: subprocess.Popen[bytes]) -> None:
+    """The real keeper is stopped in tests/test_tunnel.py; here its lock names an unrelated process."""
     config = config_file()
     run(config)
-    keeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", lifecycle.KEEPER_MARKER],
-                              start_new_session=True)
-    try:
-        payload = json.loads(client_path(rhl_dir).read_text())
-        client_path(rhl_dir).write_text(json.dumps({**payload, "tunnel": {"keeper_pid": keeper.pid}}))
-        wait_for(lambda: lifecycle.is_keeper(keeper.pid), what="the fake keeper's command line")
-        entry = remote_http_launcher.status(config)
-        assert entry["client"]["keeper_pid"] == keeper.pid and entry["client"]["keeper_alive"] is True
-        result = remote_http_launcher.stop(config, timeout=2)
-        assert result["keeper"]["stopped"] is True and "tunnel keeper" in result["message"]
-        assert keeper.wait(timeout=5) is not None
-
-        # A keeper_pid that names some other process is left alone.
-        run(config)
-        payload = json.loads(client_path(rhl_dir).read_text())
-        client_path(rhl_dir).write_text(json.dumps({**payload, "keeper_pid": bystander.pid}))
-        assert remote_http_launcher.status(config)["client"]["keeper_alive"] is False
-        result = remote_http_launcher.stop(config, timeout=2)
-        assert result["keeper"]["stopped"] is False and "left it alone" in result["keeper"]["detail"]
-        time.sleep(0.2)
-        assert bystander.poll() is None
-    finally:
-        keeper.kill()
-        keeper.wait()
+    lock = keeperlock.KeeperLock(client_path(rhl_dir), KEY)
+    lock.path.write_text(json.dumps({"pid": bystander.pid, "started": keeperlock.process_identity(bystander.pid),
+                                     "token": "t", "payload": None}))
+    entry = remote_http_launcher.status(config)
+    assert entry["client"]["keeper_pid"] == bystander.pid and entry["client"]["keeper_alive"] is False
+    result = remote_http_launcher.stop(config, timeout=2)
+    assert result["stopped"] is True and result["keeper_pid"] is None
+    assert "tunnel keeper" not in result["message"]
+    time.sleep(0.2)
+    assert bystander.poll() is None  # never signalled
 
 
 # logs ------------------------------------------------------------------------------
