@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +65,8 @@ def process_cmdline(pid: int) -> str | None:
 
 
 def _ps(pid: int, fields: str) -> str | None:
+    import subprocess  # only where there is no /proc: the warm path imports this module
+
     try:
         result = subprocess.run(["ps", "-ww", "-o", fields, "-p", str(pid)], capture_output=True, text=True,
                                 stdin=subprocess.DEVNULL, check=False)
@@ -144,7 +144,7 @@ class KeeperLock:
     def __init__(self, client_path: Path, key: str) -> None:
         self.path = client_path.with_name(f"{key}.keeper.lock")
         self.key = key
-        self.token = uuid.uuid4().hex
+        self.token = os.urandom(16).hex()
         self.held = False
 
     def read(self) -> tuple[bytes | None, Owner | None]:

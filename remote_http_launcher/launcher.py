@@ -17,19 +17,20 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import handshake, keeperlock, processes, scripts, statefiles
 from .config import Config
 from .errors import ConfigError, HandshakeError, LaunchError
-from .hosts import Host, open_host
 from .progress import Progress
 from .statefiles import ServerState
 from .templates import render
+
+if TYPE_CHECKING:
+    from .hosts import Host
 
 __version__ = "0.1.0"
 
@@ -137,6 +138,8 @@ class Launcher:
             payload, reused = start_keeper(self)
             self.progress.done(payload, reused=reused)
             return payload
+        from .hosts import open_host  # host machinery (subprocess, SSH) only once the warm path missed
+
         self.progress.phase(f"connecting to {self.config.ssh_target}" if self.config.remote else "checking server state")
         with open_host(self.config) as host:
             payload, _ = self.serve(host)
@@ -282,7 +285,7 @@ class Launcher:
         if self.config.file_parameters is not None:
             record["parameters"] = self.config.file_parameters
         record.update(key=self.key, launcher="remote-http-launcher", version=__version__,
-                      launched_at=time.time(), token=uuid.uuid4().hex)
+                      launched_at=time.time(), token=os.urandom(16).hex())
         args = scripts.launch_args(workdir=workdir, log=service.log_file, status_file=service.status_file,
                                    command=command, conda=self.config.conda, record=record)
         result = host.run_script(scripts.LAUNCH, args)
@@ -390,7 +393,7 @@ class Lock:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.path = service.lock_file
-        self.token = uuid.uuid4().hex
+        self.token = os.urandom(16).hex()
         self.held = False
 
     def acquire(self) -> bool:

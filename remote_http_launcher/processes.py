@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import scripts
-from .hosts import Host
-from .statefiles import ServerState
+
+if TYPE_CHECKING:
+    from .hosts import Host
+    from .statefiles import ServerState
 
 STOP_TIMEOUT = 10.0
 KILL_WAIT = 5.0
