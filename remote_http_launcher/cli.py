@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -241,6 +240,10 @@ COMMANDS: dict[str, Command] = {
 
 
 def configure_logging(args: argparse.Namespace) -> None:
+    if not (args.log_file or args.debug_log_file or args.log_level == "debug"):
+        return  # no log to write: `logging` stays unimported (the warm path)
+    import logging
+
     logger = logging.getLogger("remote_http_launcher")
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
@@ -288,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if progress:
             progress.close()
         if debug:
+            import logging
+
             logging.getLogger("remote_http_launcher").exception("failed")
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

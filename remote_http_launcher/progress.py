@@ -6,7 +6,6 @@ Phases are also logged (logger `remote_http_launcher`), so `--log-file` and
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 import time
@@ -14,7 +13,14 @@ from typing import Any, TextIO
 
 LEVELS = ("minimal", "basic", "debug")
 REDRAW_INTERVAL = 0.1
-log = logging.getLogger("remote_http_launcher")
+LOGGER = "remote_http_launcher"
+
+
+def _log(text: str) -> None:
+    """Log a phase; until something imports `logging` nobody can be listening (and the warm path skips it)."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.getLogger(LOGGER).info("%s", text)
 
 
 def service_url(payload: dict[str, Any]) -> str:
@@ -48,7 +54,7 @@ class Progress:
 
     def phase(self, text: str) -> None:
         self.current = text
-        log.info("%s", text)
+        _log(text)
         if self.quiet:
             return
         if self.live:
@@ -64,7 +70,7 @@ class Progress:
     def done(self, payload: dict[str, Any], *, reused: bool) -> None:
         how = "reconnected" if reused else "ready"
         summary = f"{how}: {service_url(payload)} ({self.elapsed():.2f} s)"
-        log.info("%s", summary)
+        _log(summary)
         if not self.quiet:
             self._clear()
             self._line(summary if self.live else f"{time.strftime('%H:%M:%S')} {self.elapsed():6.2f}s {summary}")
