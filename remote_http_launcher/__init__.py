@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .api import logs, run, status, stop
+from typing import Any
+
 from .errors import (
     AuthenticationError,
     ConfigError,
@@ -14,7 +15,21 @@ from .errors import (
     TemplateError,
     TunnelError,
 )
-from .launcher import __version__
+
+# Loaded on first use (PEP 562): `python -m remote_http_launcher` imports this
+# package before the command line, and its warm path needs only part of the API.
+_LAZY = {"logs": "api", "run": "api", "status": "api", "stop": "api", "__version__": "launcher"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AuthenticationError",
