@@ -35,6 +35,7 @@ from .progress import LEVELS, Progress
 if TYPE_CHECKING:
     from .launcher import Service
     from .statefiles import ServerState
+    from .tunnel import Tunnel
 
 WAIT_POLL = 0.1
 STARTING_GRACE = 60.0  # beyond the startup timeout, for a login (prompts) in the other run
@@ -157,17 +158,19 @@ class Keeper:
 
     def run(self) -> int:
         from .hosts.ssh import SSHHost
-        from .tunnel import Tunnel
-        from .watchdog import Watchdog
 
-        tunnel = Tunnel(None)
+        tunnel: Tunnel | None = None
         written: bytes | None = None
         host: SSHHost | None = None
         try:
             log_fd = self._open_log()
             self.launcher.progress.phase(f"connecting to {self.launcher.config.ssh_target}")
             host = SSHHost.connect(self.launcher.config.ssh_target)
-            tunnel.transport = host.transport
+            # Only now: sshtunnel imports paramiko, and connecting has already loaded it without invoke.
+            from .tunnel import Tunnel
+            from .watchdog import Watchdog
+
+            tunnel = Tunnel(host.transport)
 
             def open_tunnel(service: Service, state: ServerState) -> dict[str, Any]:
                 self.launcher.progress.phase("opening the tunnel")
@@ -189,7 +192,8 @@ class Keeper:
             return 0
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            tunnel.close()
+            if tunnel is not None:
+                tunnel.close()
             if written is not None and statefiles.read_bytes(self.launcher.client_path) == written:
                 statefiles.remove(self.launcher.client_path)
             self.lock.release()
