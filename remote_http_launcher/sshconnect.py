@@ -132,12 +132,13 @@ class SSHConnection:
     def answer_within(self, seconds: float | None = None) -> Iterator[None]:
         """Close the connection if the block is still waiting after `seconds` (default: the reply timeout).
 
-        A link that dies silently raises nothing for many minutes (TCP keeps
-        retransmitting), and paramiko waits for replies without a limit; closing
-        the transport wakes every waiter with an error, and `lost` says why.
+        For the waits paramiko makes without any limit (opening a session,
+        starting a subsystem or a command): a link that dies silently raises
+        nothing for many minutes (TCP keeps retransmitting). Closing the
+        transport wakes every waiter with an error, and `lost` says why.
         """
         limit = self.endpoint.reply_timeout if seconds is None else seconds
-        timer = threading.Timer(limit, self._give_up, (f"no answer within {limit:g} s",))
+        timer = threading.Timer(limit, self.give_up, (f"no answer within {limit:g} s",))
         timer.daemon = True
         timer.start()
         try:
@@ -145,7 +146,8 @@ class SSHConnection:
         finally:
             timer.cancel()
 
-    def _give_up(self, reason: str) -> None:
+    def give_up(self, reason: str) -> None:
+        """Close a connection whose server stopped answering; later steps fail at once, naming `reason`."""
         if self.transport.is_active():
             self.lost = reason
             self.close()

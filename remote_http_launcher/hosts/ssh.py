@@ -74,8 +74,12 @@ class SSHHost(Host):
     def files(self) -> PipelinedSFTP:
         """The SFTP session, started on first use."""
         if self._files is None:
-            with self._step("start"):
-                self._files = PipelinedSFTP(self.transport.open_sftp_client())
+            with self._step("start"), self.connection.answer_within():
+                client = self.transport.open_sftp_client()
+            # A live server answers each request at once: no data for this long means the link is gone
+            # (per reply, so reading a big file over a slow link is fine).
+            client.get_channel().settimeout(self.connection.endpoint.reply_timeout)
+            self._files = PipelinedSFTP(client)
         return self._files
 
     def read(self, path: str) -> bytes | None:
@@ -214,7 +218,7 @@ class SSHHost(Host):
             if code == -1 and not self.transport.is_active():  # the output ended with the connection
                 raise EOFError
         except TimeoutError:
-            self.connection.close()  # what follows would wait on the same silent server
+            self.connection.give_up(f"no answer within {SCRIPT_TIMEOUT:.0f} s")  # later steps would wait too
             raise self.connection.fail("exec", f"no answer within {SCRIPT_TIMEOUT:.0f} s") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise self.connection.fail("exec", _describe(exc, self.connection)) from None
@@ -257,15 +261,16 @@ class SSHHost(Host):
     def _step(self, what: str, path: str = "") -> Iterator[None]:
         """Turn SFTP and connection failures into one-line HostErrors naming the host, step and path.
 
-        SFTP requests are answered at once by a live server, so a step that
-        waits longer than the reply timeout means the link is gone.
+        A reply that does not come within the reply timeout (the SFTP
+        channel's timeout) means the link is gone: the connection is closed.
         """
         import paramiko
 
         try:
-            with self.connection.answer_within():
-                yield
+            yield
         except (paramiko.SSHException, EOFError, OSError) as exc:
+            if isinstance(exc, TimeoutError):
+                self.connection.give_up(f"no answer within {self.connection.endpoint.reply_timeout:g} s")
             where = f" {path}" if path else ""
             raise self.connection.fail("SFTP", f"{what}{where}: {_describe(exc, self.connection)}") from None
 
