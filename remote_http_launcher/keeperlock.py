@@ -124,18 +124,28 @@ class Owner:
         return MARKER in cmdline and key in cmdline
 
     def stop(self, key: str, timeout: float = STOP_TIMEOUT) -> bool:
-        """SIGTERM (the keeper cleans up), SIGKILL after `timeout`; True once it is gone."""
+        """SIGTERM (the keeper cleans up), SIGKILL after `timeout`; True once it is gone.
+
+        Only a verified keeper is signalled; SIGKILL follows only while the same
+        process (same start time) still exists.
+        """
+        if not self.is_keeper(key):
+            return True
         for sig, wait in ((signal.SIGTERM, timeout), (getattr(signal, "SIGKILL", signal.SIGTERM), KILL_WAIT)):
-            if not self.is_keeper(key):
-                return True
             try:
                 os.kill(self.pid, sig)
             except ProcessLookupError:
                 return True
             deadline = time.monotonic() + wait
-            while self.is_keeper(key) and time.monotonic() < deadline:
+            while self.alive() and time.monotonic() < deadline:
                 time.sleep(POLL)
-        return not self.is_keeper(key)
+            if not self.alive():
+                return True
+        return False
+
+    def alive(self) -> bool:
+        """The signalled process still exists (an exiting one may already show an empty command line)."""
+        return process_identity(self.pid) == self.started
 
 
 class KeeperLock:
