@@ -62,7 +62,14 @@ def decode(data: bytes | None) -> dict[str, Any] | None:
 
 
 def ensure_private_dir(path: Path) -> None:
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    """Create `path` 0700, and missing parents too (`mkdir(parents=True)` would give those the umask's mode)."""
+    missing = []
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        missing.append(ancestor)
+        ancestor = ancestor.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=DIR_MODE, exist_ok=True)
     if path.stat().st_mode & 0o777 != DIR_MODE and os.name == "posix":
         os.chmod(path, DIR_MODE)
 

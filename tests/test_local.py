@@ -174,6 +174,7 @@ def test_run_launches_service_and_writes_state_files(rhl_dir: Path, demo_config:
     assert mode(client_file(rhl_dir)) == 0o600
     assert mode(rhl_dir / "client") == 0o700
     assert mode(rhl_dir / "server") == 0o700
+    assert mode(rhl_dir) == 0o700  # the base directory the launcher created, too
     assert mode(status_path) == 0o600
     log = rhl_dir / "server" / f"{KEY}.log"
     assert mode(log) == 0o600
