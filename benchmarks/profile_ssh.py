@@ -109,6 +109,7 @@ def instrument(tracer: Tracer) -> None:
     wrap(sshconnect.KnownHosts, "load", "known_hosts (local)")
     wrap(sshconnect.Authenticator, "run", "user auth (publickey)")
     wrap(paramiko.Transport, "open_sftp_client", "SFTP session start (channel, subsystem, init)")
+    wrap(ssh.PipelinedSFTP, "start", "SFTP session start (channel; subsystem and init unawaited)")
     wrap(paramiko.SFTPClient, "normalize", "home directory (SFTP realpath)")
     wrap(ssh.SSHHost, "read", "read file (SFTP open + read)")
     wrap(ssh.SSHHost, "_our_uid", "stat /proc/self (once)")

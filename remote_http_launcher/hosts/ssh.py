@@ -75,11 +75,10 @@ class SSHHost(Host):
         """The SFTP session, started on first use."""
         if self._files is None:
             with self._step("start"), self.connection.answer_within():
-                client = self.transport.open_sftp_client()
+                self._files = PipelinedSFTP.start(self.transport)
             # A live server answers each request at once: no data for this long means the link is gone
             # (per reply, so reading a big file over a slow link is fine).
-            client.get_channel().settimeout(self.connection.endpoint.reply_timeout)
-            self._files = PipelinedSFTP(client)
+            self._files.client.get_channel().settimeout(self.connection.endpoint.reply_timeout)
         return self._files
 
     def read(self, path: str) -> bytes | None:
@@ -290,6 +289,31 @@ class PipelinedSFTP:
         self.client = client
         self._internals: Any = client  # the private request API has no type annotations
 
+    @classmethod
+    def start(cls, transport: paramiko.Transport) -> PipelinedSFTP:
+        """A new SFTP session, in one round trip (paramiko's open_sftp_client waits for three).
+
+        Only the channel open is waited for: its confirmation carries the
+        channel number that the next messages need. The subsystem request
+        and SFTP's INIT follow at once (the server handles a channel's
+        messages in order, so our first requests reach the started
+        subsystem), and the server's VERSION is read just before the first
+        reply. A refused subsystem closes the channel, which that read reports.
+        """
+        from paramiko.common import cMSG_CHANNEL_REQUEST
+        from paramiko.message import Message
+
+        channel = transport.open_session()
+        request = Message()
+        request.add_byte(cMSG_CHANNEL_REQUEST)
+        request.add_int(channel.remote_chanid)
+        request.add_string("subsystem")
+        request.add_boolean(True)  # want a reply: a refusal then closes the channel
+        request.add_string("sftp")
+        internals: Any = transport
+        internals._send_user_message(request)
+        return cls(_client_reading_version_later(channel))
+
     def _send(self, kind: int, *args: Any) -> int:
         return int(self._internals._async_request(type(None), kind, *args))
 
@@ -376,6 +400,38 @@ class PipelinedSFTP:
             return resolved, self._attributes(stat_request)
         except OSError:
             return resolved, None
+
+
+def _client_reading_version_later(channel: paramiko.Channel) -> paramiko.SFTPClient:
+    """An SFTPClient on a channel whose subsystem request is on its way: it sends INIT but
+    reads the server's VERSION only before its first reply, so requests can follow at once."""
+    from paramiko import SFTPClient
+    from paramiko.message import Message
+    from paramiko.sftp import CMD_INIT, CMD_VERSION, SFTPError
+
+    class Client(SFTPClient):
+        version_pending = False
+
+        def _send_version(self) -> str:
+            init = Message()
+            init.add_int(3)  # SFTP version 3, the one paramiko speaks
+            self._send_packet(CMD_INIT, init)
+            self.version_pending = True
+            return "3 (requested)"
+
+        def _read_packet(self) -> tuple[int, bytes]:
+            if self.version_pending:
+                self.version_pending = False
+                try:
+                    kind, _ = super()._read_packet()
+                except EOFError:
+                    raise EOFError("the server ended the SFTP session (is its sftp subsystem enabled?)") from None
+                if kind != CMD_VERSION:
+                    raise SFTPError("Incompatible sftp protocol")
+            packet: tuple[int, bytes] = super()._read_packet()
+            return packet
+
+    return Client(channel)
 
 
 def _describe(exc: BaseException, connection: SSHConnection) -> str:
