@@ -112,6 +112,7 @@ def instrument(tracer: Tracer) -> None:
     wrap(ssh.PipelinedSFTP, "start", "SFTP session start (channel; subsystem and init unawaited)")
     wrap(paramiko.SFTPClient, "normalize", "home directory (SFTP realpath)")
     wrap(ssh.SSHHost, "read", "read file (SFTP open + read)")
+    wrap(ssh.SSHHost, "read_state_file", "read state file (first: open with the home look-up)")
     wrap(ssh.SSHHost, "_our_uid", "stat /proc/self (once)")
     wrap(ssh.SSHHost, "_load_identity", "home directory + /proc/self owner")
     wrap(ssh.SSHHost, "process_start_time", "process check (/proc/PID/stat)")

@@ -96,7 +96,7 @@ class Service:
         return f"{self.host.state_dir}/{self.key}.lock"
 
     def read_state(self) -> ServerState | None:
-        return ServerState.parse(statefiles.decode(self.host.read(self.status_file)))
+        return ServerState.parse(statefiles.decode(self.host.read_state_file(f"{self.key}.json")))
 
     def server_interface(self, state: ServerState) -> str:
         interface = state.data.get("network_interface")

@@ -45,6 +45,10 @@ class Host(ABC):
     def read(self, path: str) -> bytes | None:
         """File contents, or None when it does not exist."""
 
+    def read_state_file(self, name: str) -> bytes | None:
+        """A file in `state_dir`; a host may fetch it along with its own first look-ups (SSH: home)."""
+        return self.read(f"{self.state_dir}/{name}")
+
     @abstractmethod
     def mtime(self, path: str) -> float | None:
         """Modification time, or None when the file does not exist."""

@@ -63,11 +63,16 @@ class SSHHost(Host):
     def state_dir(self) -> str:
         return self.expand(statefiles.REMOTE_STATE_DIR)
 
-    def _load_identity(self) -> None:
-        """SFTP's '.' (the login directory) and the owner of /proc/self, in one round trip."""
+    def _load_identity(self, also_open: str | None = None) -> int | None:
+        """SFTP's '.' (the login directory) and the owner of /proc/self, in one round trip.
+
+        `also_open` (a path relative to that directory) is opened for reading
+        in the same flight; the request is returned for `files.handle`.
+        """
         with self._step("home directory"):
-            self._home, attrs = self.files.realpath_and_stat(".", PROC_SELF)
+            self._home, attrs, opening = self.files.realpath_and_stat(".", PROC_SELF, also_open)
         self._uid = NO_PROC if attrs is None or attrs.st_uid is None else attrs.st_uid
+        return opening
 
     # ---- files ----
     @property
@@ -83,11 +88,25 @@ class SSHHost(Host):
 
     def read(self, path: str) -> bytes | None:
         with self._step("read", path):
-            try:
-                handle = self.files.open(path, "READ")
-            except FileNotFoundError:
-                return None
-            return self.files.read_and_close(handle)
+            return self._read_opened(self.files.send_open(path, "READ"))
+
+    def read_state_file(self, name: str) -> bytes | None:
+        """The first one is opened in the same flight as the home directory look-up."""
+        if self._home is not None:
+            return super().read_state_file(name)
+        assert statefiles.REMOTE_STATE_DIR.startswith("~/")
+        opening = self._load_identity(also_open=f"{statefiles.REMOTE_STATE_DIR[2:]}/{name}")
+        assert opening is not None
+        with self._step("read", f"{self.state_dir}/{name}"):
+            return self._read_opened(opening)
+
+    def _read_opened(self, opening: int) -> bytes | None:
+        """The contents of a file whose open request was sent; None when it does not exist."""
+        try:
+            handle = self.files.handle(opening)
+        except FileNotFoundError:
+            return None
+        return self.files.read_and_close(handle)
 
     def mtime(self, path: str) -> float | None:
         with self._step("stat", path):
@@ -330,6 +349,10 @@ class PipelinedSFTP:
         return attributes
 
     def open(self, path: str, *flags: str, mode: int | None = None) -> bytes:
+        return self.handle(self.send_open(path, *flags, mode=mode))
+
+    def send_open(self, path: str, *flags: str, mode: int | None = None) -> int:
+        """Send an open request (flags: READ, WRITE, CREATE, EXCL...); `handle` collects its reply."""
         from paramiko import sftp
         from paramiko.sftp_attr import SFTPAttributes
 
@@ -338,7 +361,11 @@ class PipelinedSFTP:
         bits = 0
         for flag in flags:
             bits |= getattr(sftp, f"SFTP_FLAG_{flag}")
-        return self._reply(self._send(sftp.CMD_OPEN, path, bits, attrs)).get_binary()
+        return self._send(sftp.CMD_OPEN, path, bits, attrs)
+
+    def handle(self, opening: int) -> bytes:
+        """The handle an open request returned; OSError (FileNotFoundError...) when it failed."""
+        return self._reply(opening).get_binary()
 
     def read_and_close(self, handle: bytes, offset: int = 0) -> bytes:
         """Read to the end (a short read ends it); the close is not waited for."""
@@ -387,19 +414,25 @@ class PipelinedSFTP:
         for number in requests:
             self._reply(number)
 
-    def realpath_and_stat(self, path: str, other: str) -> tuple[str, paramiko.SFTPAttributes | None]:
-        """realpath(path) and stat(other) in one flight; None when `other` is missing."""
+    def realpath_and_stat(self, path: str, other: str, also_open: str | None = None
+                          ) -> tuple[str, paramiko.SFTPAttributes | None, int | None]:
+        """realpath(path) and stat(other) in one flight; None when `other` is missing.
+
+        `also_open` is opened for reading in the same flight; its request is
+        returned, its reply left for `handle` (the next reply to collect).
+        """
         from paramiko.sftp import CMD_REALPATH, CMD_STAT
 
         realpath_request = self._send(CMD_REALPATH, path)
         stat_request = self._send(CMD_STAT, other)
+        opening = None if also_open is None else self.send_open(also_open, "READ")
         names = self._reply(realpath_request)
         names.get_int()  # the number of names: one
         resolved = names.get_text()
         try:
-            return resolved, self._attributes(stat_request)
+            return resolved, self._attributes(stat_request), opening
         except OSError:
-            return resolved, None
+            return resolved, None, opening
 
 
 def _client_reading_version_later(channel: paramiko.Channel) -> paramiko.SFTPClient:
