@@ -120,6 +120,7 @@ class Launcher:
         self.dry_run()  # a bad command template fails here, before any file is read, written or started
         self.client_path = client_file(config, self.key, connection_dir)
         self.progress = progress or Progress.silent()
+        self._early_client_check: tuple[ServerState, Background] | None = None  # see _verify
 
     def dry_run(self) -> str:
         """The command a launch would run; nothing is connected, written or started."""
@@ -201,37 +202,34 @@ class Launcher:
         """Scenario 1: the recorded process is ours and alive, and it answers on its port.
 
         The process check and the first handshake do not depend on each other,
-        so they run at the same time: over SSH each costs two round trips.
-        Retries (a service still binding its port) follow only once the
-        process is known to be ours.
+        so they run at the same time: over SSH each costs two round trips. The
+        client's own handshake of a direct remote service (step 4) needs only
+        the port, so it starts here too; step 4 collects it if this state
+        passes. Retries (a service still binding its port) follow only once
+        the process is known to be ours.
         """
-        assert state.port is not None
+        port = state.port
+        assert port is not None
         interface = service.server_interface(state)
         deadline = time.monotonic() + VERIFY_TIMEOUT
 
         def channel(timeout: float) -> Any:
-            return service.host.tcp_channel(interface, state.port, timeout)
+            return service.host.tcp_channel(interface, port, timeout)
 
-        first: list[Any] = []
-
-        def check_once() -> None:
-            try:
-                first.append(handshake.check(interface, state.port, self.config.handshake, channel))
-            except BaseException as exc:  # e.g. HostError: the connection is gone; raised below if it matters
-                first.append(exc)
-
-        self.progress.phase(f"checking port {state.port}")
-        checker = threading.Thread(target=check_once, name="rhl-verify", daemon=True)
-        checker.start()
+        self.progress.phase(f"checking port {port}")
+        if self.config.remote and not self.config.tunnel:
+            hostname = self.config.hostname
+            assert hostname is not None
+            self._early_client_check = (state, Background(
+                "rhl-client-check", lambda: handshake.check(hostname, port, self.config.handshake)))
+        first = Background("rhl-verify", lambda: handshake.check(interface, port, self.config.handshake, channel))
         try:
             ours = processes.is_ours(service.host, state)
         finally:
-            checker.join()
+            first.wait()
         if not ours:
             return f"process {state.pid} is gone"
-        if isinstance(first[0], BaseException):
-            raise first[0]
-        if first[0] is None:
+        if first.result() is None:  # raises what the check raised, e.g. HostError: the connection is gone
             return None
         time.sleep(handshake.RETRY_INTERVAL)
         return handshake.wait_healthy(interface, state.port, self.config.handshake, deadline, channel)
@@ -373,13 +371,47 @@ class Launcher:
                        **state.extra_ports()}
         if isinstance(state.data.get("parameters"), dict):
             payload["parameters"] = state.data["parameters"]
-        if self.config.remote:
+        if self.config.remote and not self._answered_early(state):
             problem = handshake.wait_healthy(payload["hostname"], payload["port"], self.config.handshake,
                                              time.monotonic() + VERIFY_TIMEOUT)
             if problem is not None:
                 raise HandshakeError(f"{self.key}: the service runs on {service.host.name}, but from this "
                                      f"machine {problem}")
         return payload
+
+    def _answered_early(self, state: ServerState) -> bool:
+        """Whether the client's handshake that _verify started for this very state passed."""
+        if self._early_client_check is None or self._early_client_check[0] is not state:
+            return False
+        try:
+            return self._early_client_check[1].result() is None
+        except Exception:  # e.g. a socket error not caught by the check: retried normally
+            return False
+
+
+class Background:
+    """A call running on a daemon thread; `result()` waits for it and returns or raises what it did."""
+
+    def __init__(self, name: str, call: Callable[[], Any]) -> None:
+        self._outcome: list[tuple[bool, Any]] = []
+        self._thread = threading.Thread(target=self._run, args=(call,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self._outcome.append((True, call()))
+        except BaseException as exc:  # handed to whoever asks for the result
+            self._outcome.append((False, exc))
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self.wait()
+        returned, value = self._outcome[0]
+        if not returned:
+            raise value
+        return value
 
 
 class Lock:
