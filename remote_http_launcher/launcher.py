@@ -248,7 +248,8 @@ class Launcher:
                     and processes.is_ours(service.host, state):
                 return self._monitor(service, state, launched=False)
             self.progress.phase(f"launching service on {service.host.name}")
-            service.host.remove(service.status_file)  # the old record must not pass for the new one
+            if state is not None:
+                service.host.remove(service.status_file)  # the old record must not pass for the new one
             state = self._spawn(service)
             self.progress.phase("waiting for the service to report its port")
             return self._monitor(service, state, launched=True, lock=lock)
