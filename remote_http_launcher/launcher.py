@@ -250,7 +250,7 @@ class Launcher:
             self.progress.phase(f"launching service on {service.host.name}")
             if state is not None:
                 service.host.remove(service.status_file)  # the old record must not pass for the new one
-            state = self._spawn(service)
+            state = self._spawn(service, lock)
             self.progress.phase("waiting for the service to report its port")
             return self._monitor(service, state, launched=True, lock=lock)
         finally:
@@ -270,7 +270,7 @@ class Launcher:
         raise LaunchError(f"{self.key}: another launch on {service.host.name} held the lock for more than "
                           f"{self.config.startup_timeout:.0f} s; remove {lock.path} if no launcher is running")
 
-    def _spawn(self, service: Service) -> ServerState:
+    def _spawn(self, service: Service, lock: Lock) -> ServerState:
         host = service.host
         workdir = host.expand(self.config.workdir)
         command = evaluate_command(self.config, self.key, service.status_file)
@@ -286,7 +286,8 @@ class Launcher:
         record.update(key=self.key, launcher="remote-http-launcher", version=__version__,
                       launched_at=time.time(), token=os.urandom(16).hex())
         args = scripts.launch_args(workdir=workdir, log=service.log_file, status_file=service.status_file,
-                                   command=command, conda=self.config.conda, record=record)
+                                   command=command, conda=self.config.conda, record=record,
+                                   lock=lock.path, lock_token=lock.token)
         result = host.run_script(scripts.LAUNCH, args)
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
         if result.returncode != 0 or not result.stdout.strip().isdigit():
@@ -302,7 +303,8 @@ class Launcher:
         """Scenario 2: poll until running or failed; a dead or silent process fails fast.
 
         `lock` (the launch lock) is released as soon as the new process's record
-        is in the status file: from then on other runs find it there and wait
+        is in the status file (the process removes it itself, right after
+        writing the record): from then on other runs find it there and wait
         for it, so a run that dies or loses its connection while the service
         starts leaves no lock behind.
 
@@ -322,7 +324,7 @@ class Launcher:
                 last_raw, last_change = raw, now
             current = ServerState.parse(statefiles.decode(raw))
             if lock is not None and current is not None and current.pid == pid:
-                lock.release()
+                lock.released_by_service()
                 lock = None
             if current is not None and current.pid not in (None, pid):
                 if launched:
@@ -437,6 +439,10 @@ class Lock:
     def release(self) -> None:
         if self.held and (statefiles.decode(self.service.host.read(self.path)) or {}).get("token") == self.token:
             self.service.host.remove(self.path)
+        self.held = False
+
+    def released_by_service(self) -> None:
+        """The service we launched removed the lock after writing its record (scripts.SERVICE_PRELUDE)."""
         self.held = False
 
     def is_free_or_stale(self) -> bool:

@@ -53,10 +53,11 @@ kill -0 -- "-$pg" 2>/dev/null
 """
 
 # The service's own first steps (it runs detached, as the new session leader):
-# record its PID and start time in the status file, then become the command.
+# record its PID and start time in the status file, release the launch lock
+# (other runs now find this process in the status file), then become the command.
 SERVICE_PRELUDE = r"""
 set -f
-status=$1 head=$2 cmd=$3 conda_sh=$4 conda_env=$5 user_umask=$6
+status=$1 head=$2 cmd=$3 conda_sh=$4 conda_env=$5 user_umask=$6 lock=$7 lock_token=$8
 if [ -r "/proc/$$/stat" ]; then
   read -r line < "/proc/$$/stat"; line=${line##*) }; set -- $line; st="proc:${20}"
 else
@@ -64,6 +65,11 @@ else
 fi
 printf '%s"pid": %s, "start_time": "%s", "uid": %s}\n' "$head" "$$" "$st" "$(id -u)" > "$status.$$.tmp" \
   && mv -f "$status.$$.tmp" "$status" || { echo "remote-http-launcher: cannot write $status"; exit 1; }
+if [ -n "$lock" ] && [ -n "$lock_token" ]; then
+  held=
+  IFS= read -r held 2>/dev/null < "$lock"
+  case $held in *"$lock_token"*) rm -f -- "$lock" ;; esac  # only the lock of the launch that started us
+fi
 set +f
 umask "$user_umask"
 if [ -n "$conda_env" ]; then
@@ -74,7 +80,7 @@ exec sh -c "$cmd"
 
 LAUNCH = r"""
 set -u
-wd=$1 log=$2 status=$3 head=$4 cmd=$5 conda_env=$6 prelude=$7
+wd=$1 log=$2 status=$3 head=$4 cmd=$5 conda_env=$6 prelude=$7 lock=$8 lock_token=$9
 user_umask=$(umask)
 umask 077
 state_dir=$(dirname -- "$status")
@@ -103,13 +109,17 @@ if [ -n "$conda_env" ]; then
   [ -d "$env_dir/conda-meta" ] || { echo "conda environment '$conda_env' not found (conda at $base)" >&2; exit 13; }
 fi
 if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=nohup; fi
-$detach sh -c "$prelude" rhl-service "$status" "$head" "$cmd" "$conda_sh" "$conda_env" "$user_umask" </dev/null >>"$log" 2>&1 &
+$detach sh -c "$prelude" rhl-service "$status" "$head" "$cmd" "$conda_sh" "$conda_env" "$user_umask" "$lock" "$lock_token" \
+  </dev/null >>"$log" 2>&1 &
 echo "$!"
 """
 
 
 def launch_args(*, workdir: str, log: str, status_file: str, command: str, conda: str | None,
-                record: Mapping[str, Any]) -> list[str]:
-    """Positional arguments of LAUNCH; `record` is the status file minus pid, start_time and uid."""
+                record: Mapping[str, Any], lock: str = "", lock_token: str = "") -> list[str]:
+    """Positional arguments of LAUNCH; `record` is the status file minus pid, start_time and uid.
+
+    The service removes `lock` once its record is written, if the lock still holds `lock_token`.
+    """
     head = json.dumps(dict(record), separators=(", ", ": "))[:-1] + ", "
-    return [workdir, log, status_file, head, command, conda or "", SERVICE_PRELUDE]
+    return [workdir, log, status_file, head, command, conda or "", SERVICE_PRELUDE, lock, lock_token]
