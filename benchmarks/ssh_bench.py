@@ -23,24 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.ssh_client import stop_services_script
+
 from .common import CLEANUP, PYTHON, ROOT, TINY_SERVICE, Row, at_most, base_env, launcher_argv, log, pids_with_cmdline, \
     reference, timed_run
 from .delayproxy import DelayProxy
 
 RECONNECT_TARGET = 1.0
 COLD_TARGET = 1.3
-REMOTE_CLEANUP = r"""
-for f in "$HOME/.remote-http-launcher/server/"*.json; do
-  [ -f "$f" ] || continue
-  pid=$(sed -n 's/.*"pid": *\([0-9][0-9]*\).*/\1/p' "$f")
-  [ -n "$pid" ] && { kill -s KILL -- "-$pid" 2>/dev/null; kill -s KILL "$pid" 2>/dev/null; }
-done
-rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-bench"
-exit 0
-"""
+REMOTE_CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-bench"')
 # As after `stop`: services killed, status and lock files gone, the state directory kept.
-REMOTE_STOP = REMOTE_CLEANUP.replace('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-bench"',
-                                     'rm -f "$HOME/.remote-http-launcher/server/"*.json "$HOME/.remote-http-launcher/server/"*.lock')
+REMOTE_STOP = stop_services_script('rm -f "$HOME/.remote-http-launcher/server/"*.json '
+                                   '"$HOME/.remote-http-launcher/server/"*.lock')
 
 
 class Unavailable(Exception):

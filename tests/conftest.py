@@ -1,21 +1,30 @@
-"""Shared fixtures: an isolated state directory and configs for the demo service."""
+"""Shared fixtures: an isolated state directory, configs for the demo service, the CLI, the SSH client side."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
+
+from tests.ssh_client import ALIAS
+
+if TYPE_CHECKING:
+    from tests.sshd import SSHServer
 
 pytest_plugins = ["tests.sshd"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SERVICE = ROOT / "examples" / "demo_service.py"
+ENTRY_POINT = shutil.which("remote-http-launcher")
 
 
 def kill_services(state_dir: Path) -> None:
@@ -54,3 +63,55 @@ def demo_config(tmp_path: Path) -> Callable[..., dict[str, Any]]:
         return config
 
     return make
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, demo_config: Callable[..., dict[str, Any]]) -> Callable[..., Path]:
+    """A factory of local demo-service config files (YAML) in tmp_path; keyword arguments override fields."""
+
+    def write(name: str = "service.yaml", **fields: Any) -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(demo_config(**fields)))
+        return path
+
+    return write
+
+
+def cli(*args: str | Path, entry_point: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess (`python -m`, or the installed entry point), stdin not a terminal."""
+    if entry_point:
+        assert ENTRY_POINT is not None, "the remote-http-launcher script is not installed"
+        command = [ENTRY_POINT, *map(str, args)]
+    else:
+        command = [sys.executable, "-m", "remote_http_launcher", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------- the SSH client side (see tests/ssh_client.py)
+
+@pytest.fixture
+def client_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh client HOME: its own ~/.ssh, and no ssh-agent from the developer's session."""
+    home = tmp_path / "client-home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def remote_demo(sshd: SSHServer) -> str:
+    """The demo service in the test user's home (it cannot read /work), copied over SFTP."""
+    client = sshd.connect()
+    try:
+        target = f"{sshd.home}/demo_service.py"
+        client.open_sftp().put(str(DEMO_SERVICE), target)
+    finally:
+        client.close()
+    return target
+
+
+@pytest.fixture
+def ssh_config(server: SSHServer, client_home: Path) -> Path:
+    """~/.ssh/config of the client HOME with the `server` (the test module's fixture) as ALIAS."""
+    return server.write_ssh_config(client_home, ALIAS)

@@ -15,36 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from remote_http_launcher import run
 from remote_http_launcher.progress import Progress
 
-from .conftest import DEMO_SERVICE
+from .conftest import DEMO_SERVICE, cli
 
 KEY = "demo-localhost"
 PHASE_LINE = re.compile(r"^\d\d:\d\d:\d\d +\d+\.\d\ds \S")
 Factory = Callable[..., dict[str, Any]]
-ENTRY_POINT = shutil.which("remote-http-launcher")
-
-
-def cli(*args: str, entry_point: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    if entry_point:
-        assert ENTRY_POINT is not None, "the remote-http-launcher script is not installed"
-        command = [ENTRY_POINT, *args]
-    else:
-        command = [sys.executable, "-m", "remote_http_launcher", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-@pytest.fixture
-def config_file(tmp_path: Path, demo_config: Factory) -> Callable[..., Path]:
-    def write(name: str = "service.yaml", **fields: Any) -> Path:
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump(demo_config(**fields)))
-        return path
-
-    return write
 
 
 def server_record(rhl_dir: Path) -> dict[str, Any]:

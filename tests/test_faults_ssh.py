@@ -15,20 +15,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from remote_http_launcher import LaunchError, run
+from tests.conftest import ROOT
+from tests.ssh_client import ALIAS, REMOTE_STATE, demo_config, node_key, remote_state
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_SERVICE = ROOT / "examples" / "demo_service.py"
-ALIAS = "testhost"
-REMOTE_STATE = ".remote-http-launcher/server"
 Factory = Callable[..., dict[str, Any]]
 
 # Prints "pid session cmdline" for each live (non-zombie) process of the user.
@@ -60,28 +59,7 @@ exit 0
 """
 
 
-# ---------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="session")
-def remote_demo(sshd: SSHServer) -> str:
-    """The demo service in the test user's home (it cannot read /work), copied over SFTP."""
-    client = sshd.connect()
-    try:
-        target = f"{sshd.home}/demo_service.py"
-        client.open_sftp().put(str(DEMO_SERVICE), target)
-    finally:
-        client.close()
-    return target
-
-
-@pytest.fixture
-def client_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "client-home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    return home
-
+# ---------------------------------------------------------------- fixtures (client HOME: conftest.py)
 
 @pytest.fixture
 def server(sshd: SSHServer) -> Iterator[SSHServer]:
@@ -95,41 +73,15 @@ def server(sshd: SSHServer) -> Iterator[SSHServer]:
 
 
 @pytest.fixture
-def ssh_config(server: SSHServer, client_home: Path) -> Path:
-    return server.write_ssh_config(client_home, ALIAS)
-
-
-@pytest.fixture
 def make_config(server: SSHServer, remote_demo: str, request: pytest.FixtureRequest) -> Factory:
     """Demo-service configs for the SSH server (direct mode); keyword arguments override fields."""
-    key = "f-" + re.sub(r"[^A-Za-z0-9._-]", "-", request.node.name)[:80]
-
-    def make(*, args: str = "", **fields: Any) -> dict[str, Any]:
-        config: dict[str, Any] = {
-            "workdir": "~/rhl-work",
-            "hostname": server.host,
-            "ssh_hostname": ALIAS,
-            "network_interface": "0.0.0.0",
-            "key": key,
-            "command": f"{server.python} {remote_demo} --status-file {{status_file}} "
-                       f"--host {{network_interface}} {args}",
-            "handshake": "healthcheck",
-        }
-        config.update(fields)
-        return config
-
-    return make
+    return partial(demo_config, server, remote_demo, node_key("f-", request.node.name))
 
 
 # ---------------------------------------------------------------- helpers
 
 def status_path(server: SSHServer, key: str) -> str:
     return f"{server.home}/{REMOTE_STATE}/{key}.json"
-
-
-def remote_state(server: SSHServer, key: str) -> dict[str, Any] | None:
-    result = server.run(f"cat {REMOTE_STATE}/{key}.json")
-    return json.loads(result.stdout) if result.returncode == 0 else None
 
 
 def remote_record(server: SSHServer, key: str) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from remote_http_launcher import LaunchError, keeperlock, lifecycle, run
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.hosts.base import Host
 
-from .conftest import DEMO_SERVICE
+from .conftest import cli
+from .ssh_client import ALIAS, demo_config
 
 KEY = "demo-localhost"
 Factory = Callable[..., dict[str, Any]]
@@ -35,25 +36,10 @@ Factory = Callable[..., dict[str, Any]]
 
 # Helpers ----------------------------------------------------------------------------
 
-def cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "remote_http_launcher", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
 def cli_json(*args: str | Path) -> tuple[int, dict[str, Any]]:
     proc = cli(*args, "--json")
     assert proc.stdout.strip(), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
-
-
-@pytest.fixture
-def config_file(tmp_path: Path, demo_config: Factory) -> Callable[..., Path]:
-    def write(name: str = "service.yaml", **fields: Any) -> Path:
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump(demo_config(**fields)))
-        return path
-
-    return write
 
 
 def http_get(port: int, path: str = "/healthcheck") -> bytes:
@@ -441,33 +427,17 @@ def ssh_support() -> None:
 
 
 @pytest.fixture
-def ssh_service(ssh_support: None, sshd: Any, rhl_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def ssh_service(ssh_support: None, sshd: Any, remote_demo: str, client_home: Path, rhl_dir: Path, tmp_path: Path,
                 request: pytest.FixtureRequest) -> Iterator[Callable[..., Path]]:
     """A factory of SSH configs for the demo service on `sshd` (alias `testhost` in ~/.ssh/config)."""
-    home = tmp_path / "client-home"
-    home.mkdir()
-    sshd.write_ssh_config(home, alias="testhost")
-    monkeypatch.setenv("HOME", str(home))
-    remote_demo = sshd.home / "demo_service.py"
-    if not remote_demo.exists():
-        remote_demo.write_bytes(DEMO_SERVICE.read_bytes())
-        os.chown(remote_demo, sshd_uid(sshd), -1)
+    sshd.write_ssh_config(client_home, ALIAS)
     keys: list[str] = []
 
     def make(*, args: str = "", **fields: Any) -> Path:
         key = f"lc-{request.node.name[5:40].replace('[', '-').replace(']', '')}-{len(keys)}"
         keys.append(key)
-        config = {
-            "workdir": "~/lifecycle work",
-            "key": key,
-            "hostname": sshd.host,
-            "ssh_hostname": "testhost",
-            "network_interface": "0.0.0.0",
-            "command": f"{sshd.python} ~/demo_service.py --status-file {{status_file}} "
-                       f"--host {{network_interface}} {args}",
-            "handshake": "healthcheck",
-            **fields,
-        }
+        # remote_demo, as the command names it: ~/demo_service.py
+        config = demo_config(sshd, "~/demo_service.py", key, args=args, **{"workdir": "~/lifecycle work", **fields})
         path = tmp_path / f"{key}.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
@@ -476,12 +446,6 @@ def ssh_service(ssh_support: None, sshd: Any, rhl_dir: Path, tmp_path: Path, mon
     for key in keys:  # anything a failed test left running on the server
         sshd.run(f'pid=$(sed -n \'s/.*"pid": *\\([0-9]*\\).*/\\1/p\' ~/.remote-http-launcher/server/{key}.json '
                  f'2>/dev/null); [ -n "$pid" ] && kill -s KILL -- "-$pid"; rm -f ~/.remote-http-launcher/server/{key}.*')
-
-
-def sshd_uid(sshd: Any) -> int:
-    import pwd
-
-    return pwd.getpwnam(sshd.user).pw_uid
 
 
 def remote_state(sshd: Any, key: str) -> dict[str, Any] | None:

@@ -30,16 +30,9 @@ from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.hosts.ssh import SSHHost
 from remote_http_launcher.launcher import Lock, Service, evaluate_key
 from tests import test_faults_ssh as faults
-from tests.test_faults_ssh import (
-    ALIAS,
-    REMOTE_STATE,
-    ROOT,
-    healthy,
-    remote_files,
-    remote_record,
-    remote_state,
-    wait_for,
-)
+from tests.conftest import ROOT
+from tests.ssh_client import ALIAS, REMOTE_STATE, remote_state
+from tests.test_faults_ssh import healthy, remote_files, remote_record, wait_for
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
@@ -47,11 +40,9 @@ if TYPE_CHECKING:
 Factory = Callable[..., dict[str, Any]]
 MODES = ["local", "ssh"]
 
-# The SSH fixtures of the fault tests: the server (cleaned around each test), a client HOME, configs.
-remote_demo = faults.remote_demo
-client_home = faults.client_home
+# The SSH fixtures of the fault tests: the server (cleaned around each test) and configs; the client
+# HOME, ~/.ssh/config and the demo service on the server come from tests/conftest.py.
 server = faults.server
-ssh_config = faults.ssh_config
 make_config = faults.make_config
 
 

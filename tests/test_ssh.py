@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,51 +33,19 @@ from remote_http_launcher import (
 from remote_http_launcher.config import Handshake
 from remote_http_launcher.hosts.ssh import SSHHost
 from remote_http_launcher.sshconnect import connect
+from tests.conftest import ROOT
+from tests.ssh_client import ALIAS, REMOTE_STATE, demo_config, node_key, remote_state, stop_services_script
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_SERVICE = ROOT / "examples" / "demo_service.py"
-ALIAS = "testhost"
-REMOTE_STATE = ".remote-http-launcher/server"
 HEALTHCHECK = Handshake(path="healthcheck")
 
 # Kills what the launcher started on the server (by the PIDs in its status files), then wipes the state.
-CLEANUP = r"""
-for f in "$HOME/.remote-http-launcher/server/"*.json; do
-  [ -f "$f" ] || continue
-  pid=$(sed -n 's/.*"pid": *\([0-9][0-9]*\).*/\1/p' "$f")
-  [ -n "$pid" ] && { kill -s KILL -- "-$pid" 2>/dev/null; kill -s KILL "$pid" 2>/dev/null; }
-done
-rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work" "$HOME/miniforge3"
-exit 0
-"""
+CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work" "$HOME/miniforge3"')
 
 
-# ---------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="session")
-def remote_demo(sshd: SSHServer) -> str:
-    """The demo service in the test user's home (it cannot read /work), copied over SFTP."""
-    client = sshd.connect()
-    try:
-        target = f"{sshd.home}/demo_service.py"
-        client.open_sftp().put(str(DEMO_SERVICE), target)
-    finally:
-        client.close()
-    return target
-
-
-@pytest.fixture
-def client_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh client HOME: its own ~/.ssh, and no ssh-agent from the developer's session."""
-    home = tmp_path / "client-home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    return home
-
+# ---------------------------------------------------------------- fixtures (client HOME: conftest.py)
 
 @pytest.fixture
 def server(sshd: SSHServer) -> Iterator[SSHServer]:
@@ -86,39 +55,9 @@ def server(sshd: SSHServer) -> Iterator[SSHServer]:
 
 
 @pytest.fixture
-def ssh_config(server: SSHServer, client_home: Path) -> Path:
-    return server.write_ssh_config(client_home, ALIAS)
-
-
-@pytest.fixture
 def make_config(server: SSHServer, remote_demo: str, request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
-    """Factory of demo-service configs for the SSH server; keyword arguments override fields.
-
-    Direct mode by default: `hostname` is the server's address (what this
-    machine connects to), `ssh_hostname` the ~/.ssh/config alias.
-    """
-    key = "t-" + re.sub(r"[^A-Za-z0-9._-]", "-", request.node.name)[:80]
-
-    def make(*, args: str = "", **fields: Any) -> dict[str, Any]:
-        config: dict[str, Any] = {
-            "workdir": "~/rhl-work",
-            "hostname": server.host,
-            "ssh_hostname": ALIAS,
-            "network_interface": "0.0.0.0",
-            "key": key,
-            "command": f"{server.python} {remote_demo} --status-file {{status_file}} "
-                       f"--host {{network_interface}} {args}",
-            "handshake": "healthcheck",
-        }
-        config.update(fields)
-        return config
-
-    return make
-
-
-def remote_state(server: SSHServer, key: str) -> dict[str, Any] | None:
-    result = server.run(f"cat {REMOTE_STATE}/{key}.json")
-    return json.loads(result.stdout) if result.returncode == 0 else None
+    """Factory of demo-service configs for the SSH server (direct mode); keyword arguments override fields."""
+    return partial(demo_config, server, remote_demo, node_key("t-", request.node.name))
 
 
 def remote_alive(server: SSHServer, pid: int) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import re
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,14 +26,12 @@ import pytest
 
 from remote_http_launcher import run
 from remote_http_launcher.keeperlock import MARKER, stop_keeper
+from tests.conftest import ROOT
+from tests.ssh_client import ALIAS, REMOTE_STATE, demo_config, node_key, stop_services_script
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_SERVICE = ROOT / "examples" / "demo_service.py"
-ALIAS = "testhost"
-REMOTE_STATE = ".remote-http-launcher/server"
 # The CLI with the pty on stdin as its controlling terminal, like a command typed in a shell.
 TAKE_TERMINAL_AND_RUN = (
     "import fcntl, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
@@ -41,30 +39,10 @@ TAKE_TERMINAL_AND_RUN = (
 )
 WATCHDOG = 1  # seconds; the keeper gives up on a lost link after 12 of them
 
-CLEANUP = r"""
-for f in "$HOME/.remote-http-launcher/server/"*.json; do
-  [ -f "$f" ] || continue
-  pid=$(sed -n 's/.*"pid": *\([0-9][0-9]*\).*/\1/p' "$f")
-  [ -n "$pid" ] && { kill -s KILL -- "-$pid" 2>/dev/null; kill -s KILL "$pid" 2>/dev/null; }
-done
-rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work"
-exit 0
-"""
+CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work"')
 
 
-# ---------------------------------------------------------------- fixtures and helpers
-
-@pytest.fixture(scope="module")
-def remote_demo(sshd: SSHServer) -> str:
-    """The demo service where the test user can run it (it cannot read /work)."""
-    client = sshd.connect()
-    try:
-        target = f"{sshd.home}/tunnel_demo_service.py"
-        client.open_sftp().put(str(DEMO_SERVICE), target)
-    finally:
-        client.close()
-    return target
-
+# ---------------------------------------------------------------- fixtures and helpers (client HOME: conftest.py)
 
 @pytest.fixture
 def server(sshd: SSHServer, client_home: Path) -> Iterator[SSHServer]:
@@ -73,15 +51,6 @@ def server(sshd: SSHServer, client_home: Path) -> Iterator[SSHServer]:
     yield sshd
     sshd.start()
     sshd.run(CLEANUP)
-
-
-@pytest.fixture
-def client_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "client-home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    return home
 
 
 @pytest.fixture
@@ -98,25 +67,8 @@ def connection_dir(rhl_dir: Path) -> Iterator[Path]:
 @pytest.fixture
 def make_config(server: SSHServer, remote_demo: str, connection_dir: Path,
                 request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
-    key = "tun-" + re.sub(r"[^A-Za-z0-9._-]", "-", request.node.name)[:80]
-
-    def make(*, args: str = "", **fields: Any) -> dict[str, Any]:
-        config: dict[str, Any] = {
-            "workdir": "~/rhl-work",
-            "hostname": server.host,
-            "ssh_hostname": ALIAS,
-            "network_interface": "127.0.0.1",
-            "tunnel": True,
-            "watchdog_interval": WATCHDOG,
-            "key": key,
-            "command": f"{server.python} {remote_demo} --status-file {{status_file}} "
-                       f"--host {{network_interface}} {args}",
-            "handshake": "healthcheck",
-        }
-        config.update(fields)
-        return config
-
-    return make
+    return partial(demo_config, server, remote_demo, node_key("tun-", request.node.name),
+                   network_interface="127.0.0.1", tunnel=True, watchdog_interval=WATCHDOG)
 
 
 def cli(config: dict[str, Any], tmp_path: Path, **popen: Any) -> subprocess.CompletedProcess[str]:
