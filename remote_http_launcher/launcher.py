@@ -232,7 +232,7 @@ class Launcher:
         if first.result() is None:  # raises what the check raised, e.g. HostError: the connection is gone
             return None
         time.sleep(handshake.RETRY_INTERVAL)
-        return handshake.wait_healthy(interface, state.port, self.config.handshake, deadline, channel)
+        return handshake.wait_healthy(interface, port, self.config.handshake, deadline, channel)
 
     # 3. Launch, exactly once across concurrent runs.
     def _launch_once(self, service: Service, seen: ServerState | None) -> ServerState:
