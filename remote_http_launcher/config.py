@@ -17,9 +17,9 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from .errors import ConfigError
 
@@ -61,15 +61,16 @@ WORKDIR_PATTERN = "^(?:/|~/|~$)"
 CONTROL_PATTERN = r"[\u0000\n\r]"
 HANDSHAKE_REFUSED_PATTERN = r"[\s?#]"
 # The patterns are used through `re`'s cache, so compiled only when a config
-# needs them: every launcher run imports this module.
+# needs them: every launcher run imports this module. For the same reason the
+# value classes here and on the warm path are NamedTuples, not frozen
+# dataclasses (whose module, with `inspect`, costs more than the warm path's own code).
 
 
-@dataclass(frozen=True)
-class Handshake:
+class Handshake(NamedTuple):
     """The HTTP health check: GET /path?parameters, 2xx means healthy."""
 
     path: str = ""
-    parameters: Mapping[str, str] = field(default_factory=dict)
+    parameters: Mapping[str, str] = MappingProxyType({})
 
     @property
     def target(self) -> str:
@@ -81,8 +82,7 @@ class Handshake:
         return target
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """A validated service configuration; `raw` is the whole mapping with defaults applied."""
 
     workdir: str

@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import statefiles
 
@@ -95,8 +94,7 @@ def _windows_identity(pid: int) -> str | None:
         kernel32.CloseHandle(handle)
 
 
-@dataclass(frozen=True)
-class Owner:
+class Owner(NamedTuple):
     """What a lock file says about its keeper."""
 
     pid: int

@@ -18,9 +18,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import handshake, keeperlock, processes, scripts, statefiles
 from .config import Config
@@ -75,8 +74,7 @@ def client_file(config: Config, key: str, connection_dir: str | os.PathLike[str]
     return directory / f"{key}.json"
 
 
-@dataclass(frozen=True)
-class Service:
+class Service(NamedTuple):
     """One service (a config's key) on one host: where its files are."""
 
     host: Host

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ConfigError
 
@@ -103,8 +102,7 @@ def remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-@dataclass(frozen=True)
-class ServerState:
+class ServerState(NamedTuple):
     """The fields of a server status file that the launcher relies on.
 
     `start_time` is our addition: the process start time recorded at launch, so a
