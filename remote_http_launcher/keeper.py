@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -171,11 +172,15 @@ class Keeper:
             from .watchdog import Watchdog
 
             tunnel = Tunnel(host.transport)
+            opening = threading.Lock()
 
             def open_tunnel(service: Service, state: ServerState) -> dict[str, Any]:
-                self.launcher.progress.phase("opening the tunnel")
-                return {**tunnel.forward_service(service, state), "keeper_pid": os.getpid(),
-                        "keeper_log": str(self.log_path)}
+                """Called while the launcher checks `state` (see Launcher._verify): again for a relaunch."""
+                with opening:
+                    self.launcher.progress.phase("opening the tunnel")
+                    tunnel.close(wait=False)  # the forwards of a state that then failed its checks
+                    return {**tunnel.forward_service(service, state), "keeper_pid": os.getpid(),
+                            "keeper_log": str(self.log_path)}
 
             payload, state = self.launcher.serve(host, open_tunnel)
             written = statefiles.encode(payload)

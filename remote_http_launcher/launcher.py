@@ -118,7 +118,7 @@ class Launcher:
         self.dry_run()  # a bad command template fails here, before any file is read, written or started
         self.client_path = client_file(config, self.key, connection_dir)
         self.progress = progress or Progress.silent()
-        self._early_client_check: tuple[ServerState, Background] | None = None  # see _verify
+        self._early_way_in: tuple[ServerState, Background] | None = None  # step 4, started by _verify
 
     def dry_run(self) -> str:
         """The command a launch would run; nothing is connected, written or started."""
@@ -148,7 +148,7 @@ class Launcher:
     def serve(self, host: Host, open_tunnel: TunnelOpener | None = None) -> tuple[dict[str, Any], ServerState]:
         """Steps 2-5 on a connected host; `open_tunnel` (the keeper's) makes the client's way in."""
         service = Service(host, self.config, self.key)
-        state = self._ensure_running(service)
+        state = self._ensure_running(service, open_tunnel)
         self.progress.phase("connecting client")
         payload = self._client_payload(service, state, open_tunnel)
         statefiles.write_atomic(self.client_path, statefiles.encode(payload))
@@ -169,7 +169,7 @@ class Launcher:
         return None
 
     # 2. The server status file.
-    def _ensure_running(self, service: Service) -> ServerState:
+    def _ensure_running(self, service: Service, open_tunnel: TunnelOpener | None = None) -> ServerState:
         launches = 0
         while True:
             state = service.read_state()
@@ -178,7 +178,7 @@ class Launcher:
                 Lock(service).is_free_or_stale()  # breaks the lock of a launcher that died before releasing it
                 state = self._monitor(service, state, launched=False)
             if state is not None and state.status == "running":
-                problem = self._verify(service, state)
+                problem = self._verify(service, state, open_tunnel)
                 if problem is None:
                     return state
                 self.progress.phase(f"stale service ({problem}); stopping it")
@@ -189,22 +189,23 @@ class Launcher:
             launches += 1
             state = self._launch_once(service, state)
             if state.status == "running":
-                problem = self._verify(service, state)
+                problem = self._verify(service, state, open_tunnel)
                 if problem is None:
                     return state
                 processes.terminate(service.host, state)
                 raise HandshakeError(f"{self.key}: service on {service.host.name} reported port {state.port} "
                                      f"but {problem}; log: {service.log_tail(state)}")
 
-    def _verify(self, service: Service, state: ServerState) -> str | None:
+    def _verify(self, service: Service, state: ServerState, open_tunnel: TunnelOpener | None = None) -> str | None:
         """Scenario 1: the recorded process is ours and alive, and it answers on its port.
 
         The process check and the first handshake do not depend on each other,
-        so they run at the same time: over SSH each costs two round trips. The
-        client's own handshake of a direct remote service (step 4) needs only
-        the port, so it starts here too; step 4 collects it if this state
-        passes. Retries (a service still binding its port) follow only once
-        the process is known to be ours.
+        so they run at the same time: over SSH each costs two round trips. So
+        does step 4 for a remote service (the client's way in and its own
+        handshake, direct or through the tunnel), which needs only the port:
+        it starts here too, and step 4 collects it if this state passes.
+        Retries (a service still binding its port) follow only once the
+        process is known to be ours.
         """
         port = state.port
         assert port is not None
@@ -215,11 +216,9 @@ class Launcher:
             return service.host.tcp_channel(interface, port, timeout)
 
         self.progress.phase(f"checking port {port}")
-        if self.config.remote and not self.config.tunnel:
-            hostname = self.config.hostname
-            assert hostname is not None
-            self._early_client_check = (state, Background(
-                "rhl-client-check", lambda: handshake.check(hostname, port, self.config.handshake)))
+        if self.config.remote:
+            self._early_way_in = (state, Background(
+                "rhl-client", lambda: self._open_way_in(service, state, open_tunnel)))
         first = Background("rhl-verify", lambda: handshake.check(interface, port, self.config.handshake, channel))
         try:
             ours = processes.is_ours(service.host, state)
@@ -358,6 +357,22 @@ class Launcher:
     # 4. The client's way in.
     def _client_payload(self, service: Service, state: ServerState,
                         open_tunnel: TunnelOpener | None) -> dict[str, Any]:
+        if self._early_way_in is not None and self._early_way_in[0] is state:
+            payload, problem = self._early_way_in[1].result()  # started by _verify for this state
+        else:
+            payload, problem = self._open_way_in(service, state, open_tunnel)
+        if problem is not None:  # e.g. a port still being opened: retry for a while
+            problem = handshake.wait_healthy(payload["hostname"], payload["port"], self.config.handshake,
+                                             time.monotonic() + VERIFY_TIMEOUT)
+            if problem is not None:
+                raise HandshakeError(f"{self.key}: the service runs on {service.host.name}, but from this "
+                                     f"machine {problem}")
+        return payload
+
+    def _open_way_in(self, service: Service, state: ServerState,
+                     open_tunnel: TunnelOpener | None) -> tuple[dict[str, Any], str | None]:
+        """The client payload (direct, or through the tunnel `open_tunnel` opens) and, for a remote
+        service, the problem with one handshake from this machine (None: it answered)."""
         assert state.port is not None
         if open_tunnel is not None:
             payload = open_tunnel(service, state)
@@ -372,22 +387,9 @@ class Launcher:
                        **state.extra_ports()}
         if isinstance(state.data.get("parameters"), dict):
             payload["parameters"] = state.data["parameters"]
-        if self.config.remote and not self._answered_early(state):
-            problem = handshake.wait_healthy(payload["hostname"], payload["port"], self.config.handshake,
-                                             time.monotonic() + VERIFY_TIMEOUT)
-            if problem is not None:
-                raise HandshakeError(f"{self.key}: the service runs on {service.host.name}, but from this "
-                                     f"machine {problem}")
-        return payload
-
-    def _answered_early(self, state: ServerState) -> bool:
-        """Whether the client's handshake that _verify started for this very state passed."""
-        if self._early_client_check is None or self._early_client_check[0] is not state:
-            return False
-        try:
-            return self._early_client_check[1].result() is None
-        except Exception:  # e.g. a socket error not caught by the check: retried normally
-            return False
+        if not self.config.remote:
+            return payload, None
+        return payload, handshake.check(payload["hostname"], payload["port"], self.config.handshake)
 
 
 class Background:

@@ -126,8 +126,16 @@ class Tunnel:
             payload[f"tunneled-{name}"] = remote
         return payload
 
-    def close(self) -> None:
-        for server in self._servers:
-            server.shutdown()
-            server.server_close()
-        self._servers.clear()
+    def close(self, *, wait: bool = True) -> None:
+        """Stop every forward; without `wait` the listeners finish closing on a thread (each takes up to ACCEPT_POLL)."""
+        servers, self._servers = self._servers, []
+        if wait:
+            _stop(servers)
+        elif servers:
+            threading.Thread(target=_stop, args=(servers,), daemon=True, name="forward-close").start()
+
+
+def _stop(servers: list[_Server]) -> None:
+    for server in servers:
+        server.shutdown()
+        server.server_close()
