@@ -240,7 +240,7 @@ class Launcher:
             if state is not None:
                 return state
         try:
-            state = service.read_state()
+            state = lock.state_when_taken
             if state is not None and state != seen and state.status in ("starting", "running") \
                     and processes.is_ours(service.host, state):
                 return self._monitor(service, state, launched=False)
@@ -430,10 +430,15 @@ class Lock:
         self.path = service.lock_file
         self.token = os.urandom(16).hex()
         self.held = False
+        self.state_when_taken: ServerState | None = None
 
     def acquire(self) -> bool:
+        """Take the lock; then `state_when_taken` is the status file as read right after (in the same flight
+        as writing the lock, over SSH)."""
         info = {"owner": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "token": self.token}
-        self.held = self.service.host.create_exclusive(self.path, json.dumps(info).encode())
+        self.held, raw = self.service.host.create_then_read(self.path, json.dumps(info).encode(),
+                                                            self.service.status_file)
+        self.state_when_taken = ServerState.parse(statefiles.decode(raw))
         return self.held
 
     def release(self) -> None:

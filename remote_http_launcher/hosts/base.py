@@ -61,6 +61,12 @@ class Host(ABC):
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Create a file only if it does not exist (a lock); False if it already did."""
 
+    def create_then_read(self, path: str, data: bytes, other: str) -> tuple[bool, bytes | None]:
+        """create_exclusive(path, data) and, if it succeeded, read(other) after `path` exists (e.g. a
+        lock and the state it guards): (created, contents of other). Hosts may overlap the two."""
+        created = self.create_exclusive(path, data)
+        return created, self.read(other) if created else None
+
     @abstractmethod
     def rename(self, source: str, target: str) -> bool:
         """Atomically rename, replacing target; False when source does not exist."""

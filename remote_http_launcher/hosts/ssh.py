@@ -134,6 +134,19 @@ class SSHHost(Host):
             self.files.write_and_close(handle, data)
             return True
 
+    def create_then_read(self, path: str, data: bytes, other: str) -> tuple[bool, bytes | None]:
+        """Writing `path` and opening `other` share a flight, sent once `path` was created."""
+        with self._step("create", path):
+            try:
+                handle = self._create(path)
+            except FileExistsError:
+                return False, None
+            writes = self.files.send_write_and_close(handle, data)
+            opening = self.files.send_open(other, "READ")
+            self.files.collect(writes)
+        with self._step("read", other):
+            return True, self._read_opened(opening)
+
     def rename(self, source: str, target: str) -> bool:
         with self._step("rename", source):
             try:
@@ -406,11 +419,19 @@ class PipelinedSFTP:
 
     def write_and_close(self, handle: bytes, data: bytes) -> None:
         """All writes and the close in one flight; any failure among them raises."""
+        self.collect(self.send_write_and_close(handle, data))
+
+    def send_write_and_close(self, handle: bytes, data: bytes) -> list[int]:
+        """Send the writes and the close; `collect` their replies."""
         from paramiko.sftp import CMD_CLOSE, CMD_WRITE, int64
 
         requests = [self._send(CMD_WRITE, handle, int64(start), data[start:start + self.CHUNK])
                     for start in range(0, len(data), self.CHUNK)]
         requests.append(self._send(CMD_CLOSE, handle))
+        return requests
+
+    def collect(self, requests: list[int]) -> None:
+        """Wait for the replies to `requests`; a failure among them raises."""
         for number in requests:
             self._reply(number)
 
