@@ -118,6 +118,7 @@ def instrument(tracer: Tracer) -> None:
     wrap(ssh.SSHHost, "process_start_time", "process check (/proc/PID/stat)")
     wrap(ssh.SSHHost, "run_script", "exec (session channel, exec, output, exit)")
     wrap(ssh.SSHHost, "create_exclusive", "create file (lock)")
+    wrap(ssh.SSHHost, "create_then_read", "create lock + open status file (write and open in one flight)")
     wrap(ssh.SSHHost, "remove", "remove file")
     wrap(ssh.SSHHost, "rename", "rename file")
     wrap(ssh.SSHHost, "mtime", "stat file")
