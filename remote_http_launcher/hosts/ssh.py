@@ -180,8 +180,14 @@ class SSHHost(Host):
         return b"\n".join(data.rstrip(b"\n").split(b"\n")[-lines:]).decode(errors="replace")
 
     def _create(self, path: str) -> bytes:
-        """Open a new file (0600) exclusively, making missing parents (0700); FileExistsError if it exists."""
-        for attempt in range(2):
+        """Open a new file (0600) exclusively, making missing parents (0700); FileExistsError if it exists.
+
+        SFTP v3 reports 'exists' as a plain failure, so a plain failure is
+        looked into: the file is there (FileExistsError), or it was removed
+        since (a lock just released), and the create is tried again.
+        """
+        failure: OSError | None = None
+        for attempt in range(3):
             try:
                 return self.files.open(path, "WRITE", "CREATE", "EXCL", mode=statefiles.FILE_MODE)
             except FileNotFoundError:
@@ -189,10 +195,13 @@ class SSHHost(Host):
                     raise
                 self._makedirs(posixpath.dirname(path))
             except OSError as exc:
-                if exc.errno is None and self._exists(path):  # SFTP v3 reports 'exists' as a plain failure
+                if exc.errno is not None:
+                    raise
+                if self._exists(path):
                     raise FileExistsError(errno.EEXIST, f"{path} exists") from None
-                raise
-        raise AssertionError("unreachable")
+                failure = exc
+        assert failure is not None
+        raise failure
 
     def _makedirs(self, directory: str) -> None:
         """`mkdir -p`; the directories it creates get mode 0700."""
