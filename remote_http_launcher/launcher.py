@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from . import handshake, keeperlock, processes, scripts, statefiles
 from .config import Config
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 TunnelOpener = Callable[["Service", ServerState], dict[str, Any]]
+WayIn = tuple[dict[str, Any], str | None]  # the client payload, and the problem with its first handshake
+T = TypeVar("T")
 MAX_LAUNCHES = 2  # the first launch and at most one relaunch
 VERIFY_TIMEOUT = 5.0
 FIRST_POLL = 0.01  # seconds before the first re-read of a starting service's status file (then doubling)
@@ -118,7 +120,7 @@ class Launcher:
         self.dry_run()  # a bad command template fails here, before any file is read, written or started
         self.client_path = client_file(config, self.key, connection_dir)
         self.progress = progress or Progress.silent()
-        self._early_way_in: tuple[ServerState, Background] | None = None  # step 4, started by _verify
+        self._early_way_in: tuple[ServerState, Background[WayIn]] | None = None  # step 4, started by _verify
 
     def dry_run(self) -> str:
         """The command a launch would run; nothing is connected, written or started."""
@@ -370,7 +372,7 @@ class Launcher:
         return payload
 
     def _open_way_in(self, service: Service, state: ServerState,
-                     open_tunnel: TunnelOpener | None) -> tuple[dict[str, Any], str | None]:
+                     open_tunnel: TunnelOpener | None) -> WayIn:
         """The client payload (direct, or through the tunnel `open_tunnel` opens) and, for a remote
         service, the problem with one handshake from this machine (None: it answered)."""
         assert state.port is not None
@@ -392,29 +394,29 @@ class Launcher:
         return payload, handshake.check(payload["hostname"], payload["port"], self.config.handshake)
 
 
-class Background:
+class Background(Generic[T]):
     """A call running on a daemon thread; `result()` waits for it and returns or raises what it did."""
 
-    def __init__(self, name: str, call: Callable[[], Any]) -> None:
-        self._outcome: list[tuple[bool, Any]] = []
+    def __init__(self, name: str, call: Callable[[], T]) -> None:
+        self._returned: list[T] = []
+        self._raised: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, args=(call,), name=name, daemon=True)
         self._thread.start()
 
-    def _run(self, call: Callable[[], Any]) -> None:
+    def _run(self, call: Callable[[], T]) -> None:
         try:
-            self._outcome.append((True, call()))
+            self._returned.append(call())
         except BaseException as exc:  # handed to whoever asks for the result
-            self._outcome.append((False, exc))
+            self._raised.append(exc)
 
     def wait(self) -> None:
         self._thread.join()
 
-    def result(self) -> Any:
+    def result(self) -> T:
         self.wait()
-        returned, value = self._outcome[0]
-        if not returned:
-            raise value
-        return value
+        if self._raised:
+            raise self._raised[0]
+        return self._returned[0]
 
 
 class Lock:

@@ -83,7 +83,9 @@ class SSHHost(Host):
                 self._files = PipelinedSFTP.start(self.transport)
             # A live server answers each request at once: no data for this long means the link is gone
             # (per reply, so reading a big file over a slow link is fine).
-            self._files.client.get_channel().settimeout(self.connection.endpoint.reply_timeout)
+            channel = self._files.client.get_channel()
+            assert channel is not None
+            channel.settimeout(self.connection.endpoint.reply_timeout)
         return self._files
 
     def read(self, path: str) -> bytes | None:
@@ -478,20 +480,22 @@ def _client_reading_version_later(channel: paramiko.Channel) -> paramiko.SFTPCli
         def _send_version(self) -> str:
             init = Message()
             init.add_int(3)  # SFTP version 3, the one paramiko speaks
-            self._send_packet(CMD_INIT, init)
+            internals: Any = self  # paramiko's packet API has no type annotations
+            internals._send_packet(CMD_INIT, init)
             self.version_pending = True
             return "3 (requested)"
 
         def _read_packet(self) -> tuple[int, bytes]:
+            base: Any = super()
             if self.version_pending:
                 self.version_pending = False
                 try:
-                    kind, _ = super()._read_packet()
+                    kind, _ = base._read_packet()
                 except EOFError:
                     raise EOFError("the server ended the SFTP session (is its sftp subsystem enabled?)") from None
                 if kind != CMD_VERSION:
                     raise SFTPError("Incompatible sftp protocol")
-            packet: tuple[int, bytes] = super()._read_packet()
+            packet: tuple[int, bytes] = base._read_packet()
             return packet
 
     return Client(channel)
