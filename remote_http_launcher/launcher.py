@@ -242,7 +242,7 @@ class Launcher:
             if state is not None:
                 return state
         try:
-            state = lock.state_when_taken
+            state = lock.state_when_taken  # the status file, read right after the lock was taken
             if state is not None and state != seen and state.status in ("starting", "running") \
                     and processes.is_ours(service.host, state):
                 return self._monitor(service, state, launched=False)
