@@ -16,7 +16,6 @@ import shlex
 import shutil
 import signal
 import statistics
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import Any
 
 from tests.ssh_client import stop_services_script
 
-from .common import CLEANUP, PYTHON, ROOT, TINY_SERVICE, Row, at_most, base_env, launcher_argv, log, pids_with_cmdline, \
+from .common import CLEANUP, ROOT, TINY_SERVICE, Row, at_most, base_env, launcher_argv, log, pids_with_cmdline, \
     reference, timed_run
 from .delayproxy import DelayProxy
 

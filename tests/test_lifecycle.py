@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 import remote_http_launcher
-from remote_http_launcher import LaunchError, keeperlock, lifecycle, run
+from remote_http_launcher import LaunchError, keeperlock, lifecycle, localprocess, run
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.hosts.base import Host
 
@@ -247,7 +247,7 @@ def test_stop_leaves_alone_a_keeper_lock_naming_another_process(
     config = config_file()
     run(config)
     lock = keeperlock.KeeperLock(client_path(rhl_dir), KEY)
-    lock.path.write_text(json.dumps({"pid": bystander.pid, "started": keeperlock.process_identity(bystander.pid),
+    lock.path.write_text(json.dumps({"pid": bystander.pid, "started": localprocess.process_identity(bystander.pid),
                                      "token": "t", "payload": None}))
     entry = remote_http_launcher.status(config)
     assert entry["client"]["keeper_pid"] == bystander.pid and entry["client"]["keeper_alive"] is False

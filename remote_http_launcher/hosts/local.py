@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import statefiles
+from ..localprocess import process_identity
 from .base import Host, ScriptResult
 
 LOCAL_POLL_INTERVAL = 0.05
@@ -87,18 +88,9 @@ class LocalHost(Host):
         return socket.create_connection((host, port), timeout=timeout)
 
     def process_start_time(self, pid: int) -> str | None:
-        """Read /proc directly where it exists: the launcher polls this while a service starts."""
+        """Checked in-process, not through sh: the launcher polls this while a service starts."""
         try:
             os.kill(pid, 0)
-        except (ProcessLookupError, PermissionError):
+        except (ProcessLookupError, PermissionError):  # gone, or not ours to signal
             return None
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as handle:
-                fields = handle.read().rpartition(b")")[2].split()
-        except FileNotFoundError:
-            if os.path.isdir("/proc/self"):
-                return None
-            return super().process_start_time(pid)
-        if not fields or fields[0] == b"Z":
-            return None
-        return "proc:" + fields[19].decode()
+        return process_identity(pid)
