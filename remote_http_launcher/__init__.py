@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AuthenticationError,
@@ -12,9 +12,14 @@ from .errors import (
     HostKeyError,
     LauncherError,
     LaunchError,
+    ServiceFailedError,
     TemplateError,
     TunnelError,
 )
+
+if TYPE_CHECKING:  # what the lazy attributes below resolve to, for type checkers
+    from .api import logs, run, status, stop
+    from .launcher import __version__
 
 # Loaded on first use (PEP 562): `python -m remote_http_launcher` imports this
 # package before the command line, and its warm path needs only part of the API.
@@ -39,6 +44,7 @@ __all__ = [
     "HostKeyError",
     "LaunchError",
     "LauncherError",
+    "ServiceFailedError",
     "TemplateError",
     "TunnelError",
     "__version__",

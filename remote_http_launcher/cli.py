@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import EXIT_NOT_RUNNING, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, ConfigError, LauncherError
+from .errors import (EXIT_NOT_RUNNING, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, ConfigError, LauncherError,
+                     ServiceFailedError)
 from .progress import LEVELS, Progress
 
 PROG = "remote-http-launcher"
@@ -276,10 +278,19 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Callable[[argparse.N
     return build_up_parser().parse_args(argv), cmd_up
 
 
+def next_step(exc: LauncherError, args: argparse.Namespace | None) -> str:
+    """After a service failed, its whole log is one command away: say which."""
+    config = getattr(args, "config", None)
+    if not isinstance(exc, ServiceFailedError) or config is None:
+        return ""
+    return f"; see the whole log with '{PROG} logs {shlex.quote(config)}'"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--log-level=debug" in argv or any(a == "debug" and p == "--log-level" for p, a in zip(argv, argv[1:]))
     progress: Progress | None = None
+    args: argparse.Namespace | None = None
     try:
         args, handler = parse(argv)
         configure_logging(args)
@@ -294,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import logging
 
             logging.getLogger("remote_http_launcher").exception("failed")
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}{next_step(exc, args)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if progress:

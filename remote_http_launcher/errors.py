@@ -32,6 +32,10 @@ class LaunchError(LauncherError):
     """The service could not be started, or failed while starting."""
 
 
+class ServiceFailedError(LaunchError):
+    """The service was started but failed or went silent; the message ends with its log's tail."""
+
+
 class HandshakeError(LauncherError):
     """The service did not answer its HTTP handshake."""
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from . import handshake, keeperlock, processes, scripts, statefiles
 from .config import Config
-from .errors import ConfigError, HandshakeError, LaunchError
+from .errors import ConfigError, HandshakeError, LaunchError, ServiceFailedError
 from .progress import Progress
 from .statefiles import ServerState
 from .templates import render
@@ -335,7 +335,7 @@ class Launcher:
             if current is not None and current.status == "failed":
                 if launched:  # a service that reports failure but lingers would be orphaned
                     processes.terminate(host, current)
-                raise LaunchError(f"{self.key}: service on {host.name} reported status 'failed'; "
+                raise ServiceFailedError(f"{self.key}: service on {host.name} reported status 'failed'; "
                                   f"log: {service.log_tail(current)}")
             state = current or state
             if now - last_check >= PROCESS_CHECK_INTERVAL or pid is None:
@@ -346,11 +346,11 @@ class Launcher:
                         return current
                     if not launched:
                         return current or state
-                    raise LaunchError(f"{self.key}: service on {host.name} exited before reporting its port; "
+                    raise ServiceFailedError(f"{self.key}: service on {host.name} exited before reporting its port; "
                                       f"log: {service.log_tail(state)}")
             if now - last_change > self.config.startup_timeout:
                 processes.terminate(host, state)
-                raise LaunchError(f"{self.key}: service on {host.name} did not report its port within "
+                raise ServiceFailedError(f"{self.key}: service on {host.name} did not report its port within "
                                   f"{self.config.startup_timeout:.0f} s (stopped it); log: {service.log_tail(state)}")
             self.progress.tick()
             time.sleep(min(pause, host.poll_interval))

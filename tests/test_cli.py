@@ -136,13 +136,14 @@ def test_unknown_option_is_one_line(rhl_dir: Path, config_file: Callable[..., Pa
 # Runtime failures -------------------------------------------------------------------
 
 def test_runtime_failure_is_one_line_without_traceback(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
-    proc = cli(str(config_file(command="echo boom; exit 4")))
+    path = config_file(command="echo boom; exit 4")
+    proc = cli(str(path))
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     errors = error_lines(proc.stderr)
     assert len(errors) == 1
     assert errors[0].startswith(f"error: {KEY}: service on localhost exited before reporting its port")
-    assert errors[0].endswith("log: boom")
+    assert errors[0].endswith(f"log: boom; see the whole log with 'remote-http-launcher logs {path}'")
     assert proc.stderr.splitlines()[-1] == errors[0]
     assert proc.stdout == ""
 
@@ -151,7 +152,7 @@ def test_runtime_failure_with_debug_shows_traceback(rhl_dir: Path, config_file: 
     proc = cli(str(config_file(command="echo boom; exit 4")), "--log-level", "debug")
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr
-    assert "LaunchError" in proc.stderr
+    assert "ServiceFailedError" in proc.stderr  # a LaunchError
     assert proc.stderr.splitlines()[-1].startswith("error: ")
 
 
@@ -245,12 +246,13 @@ def test_terminal_shows_live_line_then_summary(rhl_dir: Path, config_file: Calla
 
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux script")
 def test_terminal_failure_erases_live_line(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
-    code, output = pty_run(str(config_file(command="echo boom; exit 4")))
+    path = config_file(command="echo boom; exit 4")
+    code, output = pty_run(str(path))
     assert code == 1, output
     assert output.count("\n") == 1, repr(output)
     last = output[:-1].split("\r")[-1]
     assert last.startswith(f"error: {KEY}: service on localhost exited before reporting its port")
-    assert last.endswith("log: boom")
+    assert last.endswith(f"log: boom; see the whole log with 'remote-http-launcher logs {path}'")
     assert "Traceback" not in output
 
 

@@ -384,7 +384,8 @@ def test_command_false_fails_fast_with_the_log(ssh_config: Path, server: SSHServ
     result = cli(config, tmp_path)
     assert result.returncode == 1 and result.stdout == ""
     assert error_line(result) == f"error: {key}: service on {ALIAS} exited before reporting its port; " \
-                                 "log: (log is empty)"
+                                 "log: (log is empty); see the whole log with " \
+                                 f"'remote-http-launcher logs {tmp_path / 'config.yaml'}'"
     assert_clean_state(server, key, running=False)
     assert cli(make_config(), tmp_path).returncode == 0
     assert_clean_state(server, key, running=True)
