@@ -141,8 +141,10 @@ def parse_yaml(text: str, name: str = "<config>") -> Any:
         problem = getattr(exc, "problem", None) or str(exc)
         context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
         if context:  # e.g. "while scanning a quoted scalar (line 1), found unexpected end of stream"
-            moved = context_mark is not None and mark is not None and context_mark.line != mark.line
-            problem = f"{context} (line {context_mark.line + 1}), {problem}" if moved else f"{context}, {problem}"
+            if context_mark is not None and mark is not None and context_mark.line != mark.line:
+                problem = f"{context} (line {context_mark.line + 1}), {problem}"
+            else:
+                problem = f"{context}, {problem}"
         lines = text.splitlines()
         if mark and mark.line < len(lines) and lines[mark.line][mark.column:mark.column + 1] == "\t" \
                 and "tab" not in problem:

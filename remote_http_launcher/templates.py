@@ -14,7 +14,7 @@ import ast
 import operator
 import re
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, cast
 
 from .errors import TemplateError
 
@@ -201,7 +201,7 @@ class _Interpreter:
         parts: list[str] = []
         for node in tree.values:
             if isinstance(node, ast.Constant):
-                parts.append(node.value)
+                parts.append(str(node.value))
                 continue
             assert isinstance(node, ast.FormattedValue)
             try:
@@ -215,7 +215,8 @@ class _Interpreter:
 
     def _joined(self, node: ast.JoinedStr) -> str:
         return _checked(
-            "".join(part.value if isinstance(part, ast.Constant) else self._formatted(part) for part in node.values)
+            "".join(str(part.value) if isinstance(part, ast.Constant) else self._formatted(cast(ast.FormattedValue, part))
+                    for part in node.values)
         )
 
     def _formatted(self, node: ast.FormattedValue) -> str:
