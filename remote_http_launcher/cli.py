@@ -156,7 +156,8 @@ def build_logs_parser(prog: str = f"{PROG} logs") -> argparse.ArgumentParser:
     from .lifecycle import DEFAULT_TAIL
 
     parser = _lifecycle_parser(prog, "Print the log of the service described by CONFIG (its output, on the "
-                               "host that runs it).", LOGS_EXAMPLE)
+                               "host that runs it).", LOGS_EXAMPLE,
+                               json_help="print {key, log} as one JSON document (not with --follow)")
     parser.add_argument("--tail", type=_count, default=DEFAULT_TAIL, metavar="N",
                         help=f"print the last N lines (default {DEFAULT_TAIL})")
     parser.add_argument("--follow", "-f", action="store_true",
@@ -206,6 +207,12 @@ def cmd_logs(args: argparse.Namespace, progress: Progress) -> int:
     from .config import load_config
 
     config = load_config(args.config)
+    if args.json:
+        if args.follow:
+            raise UsageError(f"{PROG} logs: --json and --follow cannot be combined (a stream is not one document)")
+        text = lifecycle.logs(config, tail=args.tail, progress=_quiet(args, progress))
+        print(json.dumps({"key": lifecycle.evaluate_key(config), "log": text}, indent=2))
+        return EXIT_OK
     try:
         lifecycle.logs(config, tail=args.tail, output=sys.stdout.buffer, follow=args.follow,
                        progress=_quiet(args, progress))

@@ -275,6 +275,11 @@ def test_logs_tail(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
     assert cli("logs", config, "--tail", "0").stdout == ""
     assert remote_http_launcher.logs(config, tail=3) == proc.stdout
 
+    code, document = cli_json("logs", config, "--tail", "3")
+    assert code == 0 and document == {"key": KEY, "log": proc.stdout}
+    mixed = cli("logs", config, "--json", "--follow")
+    assert mixed.returncode == 2 and mixed.stdout == "" and "--follow" in mixed.stderr
+
 
 def test_logs_without_a_log_is_not_running(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
     proc = cli("logs", config_file())
