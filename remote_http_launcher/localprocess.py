@@ -1,4 +1,4 @@
-"""Identity of processes on this machine: start time and command line, also on Windows.
+"""Identity of processes: start time (from /proc, ps or Windows) and command line.
 
 Used wherever a local PID is about to be trusted or signalled (services in
 local mode, tunnel keepers): a PID alone may have been reused.
@@ -9,6 +9,14 @@ from __future__ import annotations
 import os
 
 
+def start_time_from_stat(stat: bytes) -> str | None:
+    """The identity in a `/proc/<pid>/stat` line (read here or over SFTP); None for a zombie."""
+    fields = stat.rpartition(b")")[2].split()
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return None
+    return "proc:" + fields[19].decode()
+
+
 def process_identity(pid: int) -> str | None:
     """The start time of a live (non-zombie) local process, or None when it is gone."""
     if pid <= 0:
@@ -17,12 +25,11 @@ def process_identity(pid: int) -> str | None:
         return _windows_identity(pid)
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rpartition(b")")[2].split()
-        return None if fields[0] in (b"Z", b"X") else "proc:" + fields[19].decode()
+            return start_time_from_stat(handle.read())
     except FileNotFoundError:
         if os.path.isdir("/proc/self"):
             return None
-    except (OSError, IndexError):
+    except OSError:
         return None
     out = _ps(pid, "stat=,lstart=")
     return None if out is None or out.startswith("Z") else "ps:" + " ".join(out.split()[1:])

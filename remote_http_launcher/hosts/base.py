@@ -14,6 +14,12 @@ from typing import Any
 from .. import scripts
 
 LOG_TAIL_LINES = 20
+TAIL_BYTES = 65536  # the end of a log is all an error message needs; logs grow big
+
+
+def read_start(size: int, offset: int) -> int:
+    """Where `Host.read_from(path, offset)` starts in a file of `size` bytes."""
+    return max(0, size + offset) if offset < 0 else min(offset, size)
 
 
 @dataclass(frozen=True)
@@ -122,9 +128,14 @@ class Host(ABC):
         data = self.read(path)
         if data is None:
             return None
-        start = max(0, len(data) + offset) if offset < 0 else min(offset, len(data))
-        return data[start:], len(data)
+        return data[read_start(len(data), offset):], len(data)
 
     def tail(self, path: str, lines: int = LOG_TAIL_LINES) -> str:
-        data = self.read(path) or b""
+        """The last lines of a file ("" when absent); only its last TAIL_BYTES are read."""
+        result = self.read_from(path, -TAIL_BYTES)
+        if result is None:
+            return ""
+        data, end = result
+        if end > len(data):
+            data = data.partition(b"\n")[2]  # the first line was cut
         return b"\n".join(data.rstrip(b"\n").split(b"\n")[-lines:]).decode(errors="replace")

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import statefiles
 from ..localprocess import process_identity
-from .base import Host, ScriptResult
+from .base import Host, ScriptResult, read_start
 
 LOCAL_POLL_INTERVAL = 0.05
 SHELL = "/bin/sh"
@@ -37,7 +37,7 @@ class LocalHost(Host):
         try:
             with open(path, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
-                start = max(0, size + offset) if offset < 0 else min(offset, size)
+                start = read_start(size, offset)
                 handle.seek(start)
                 data = handle.read()
         except (FileNotFoundError, NotADirectoryError):

@@ -19,8 +19,9 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from .. import statefiles
+from ..localprocess import start_time_from_stat
 from ..sshconnect import SSHConnection, connect
-from .base import LOG_TAIL_LINES, Host, ScriptResult
+from .base import Host, ScriptResult, read_start
 
 if TYPE_CHECKING:
     import paramiko
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 SSH_POLL_INTERVAL = 0.2
 SCRIPT_TIMEOUT = 120.0
 CHANNEL_OPEN_TIMEOUT = 30.0
-TAIL_BYTES = 65536
 PROC_SELF = "/proc/self"
 NO_PROC = -1
 OUTPUT_MARKER = "--remote-http-launcher-output--"
@@ -168,18 +168,16 @@ class SSHHost(Host):
             except FileNotFoundError:
                 return []
 
-    def tail(self, path: str, lines: int = LOG_TAIL_LINES) -> str:
-        """Only the end of the file crosses the network: logs of long-running services grow big."""
+    def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:
+        """Only the requested part crosses the network (log tails, `logs --follow`)."""
         with self._step("read", path):
             try:
                 handle = self.files.open(path, "READ")
             except FileNotFoundError:
-                return ""
-            start = max(0, int(self.files.fstat(handle).st_size or 0) - TAIL_BYTES)
+                return None
+            start = read_start(int(self.files.fstat(handle).st_size or 0), offset)
             data = self.files.read_and_close(handle, start)
-        if start:
-            data = data.partition(b"\n")[2]  # the first line was cut
-        return b"\n".join(data.rstrip(b"\n").split(b"\n")[-lines:]).decode(errors="replace")
+        return data, start + len(data)
 
     def _create(self, path: str) -> bytes:
         """Open a new file (0600) exclusively, making missing parents (0700); FileExistsError if it exists.
@@ -284,10 +282,9 @@ class SSHHost(Host):
             except (FileNotFoundError, PermissionError):
                 return None
             attrs, data = self.files.fstat_read_and_close(handle)
-        fields = data.rpartition(b")")[2].split()
-        if self._uid not in (0, attrs.st_uid) or len(fields) < 20 or fields[0] == b"Z":
-            return None  # another user's process (not ours to signal), or a zombie
-        return "proc:" + fields[19].decode()
+        if self._uid not in (0, attrs.st_uid):
+            return None  # another user's process: not ours to signal
+        return start_time_from_stat(data)
 
     # ---- TCP as seen from the host ----
     def tcp_channel(self, host: str, port: int, timeout: float) -> Any:
