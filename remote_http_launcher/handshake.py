@@ -74,6 +74,14 @@ def check(host: str, port: int, handshake: Handshake | None, factory: SocketFact
     return None
 
 
+def payload_answers(payload: dict[str, Any], handshake: Handshake | None) -> bool:
+    """A client connection payload names a valid host and port, and the service answers there."""
+    host, port = payload.get("hostname"), payload.get("port")
+    if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        return False
+    return check(host, port, handshake) is None
+
+
 def wait_healthy(host: str, port: int, handshake: Handshake | None, deadline: float,
                  factory: SocketFactory | None = None) -> str | None:
     """Retry the check until it passes or the deadline (a `time.monotonic()` value) passes."""

@@ -125,7 +125,7 @@ def claim(lock: KeeperLock, launcher: Launcher) -> dict[str, Any] | None:
         if lock.break_if_stale(raw, owner):
             continue
         if owner is not None and owner.payload is not None:
-            if _answers(owner.payload, launcher):
+            if handshake.payload_answers(owner.payload, launcher.config.handshake):
                 return owner.payload
             launcher.progress.phase(f"stopping tunnel keeper {owner.pid}: its tunnel does not answer")
             owner.stop(lock.key)
@@ -140,12 +140,6 @@ def claim(lock: KeeperLock, launcher: Launcher) -> dict[str, Any] | None:
         launcher.progress.tick()
         time.sleep(WAIT_POLL)
     return None
-
-
-def _answers(payload: dict[str, Any], launcher: Launcher) -> bool:
-    host, port = payload.get("hostname"), payload.get("port")
-    return isinstance(host, str) and isinstance(port, int) and \
-        handshake.check(host, port, launcher.config.handshake) is None
 
 
 class Keeper:

@@ -162,10 +162,8 @@ class Launcher:
         if payload is None:
             statefiles.remove(self.client_path)
             return None
-        host, port = payload.get("hostname"), payload.get("port")
-        if (isinstance(host, str) and isinstance(port, int) and not isinstance(port, bool)
-                and 0 < port < 65536 and keeperlock.still_serving(self.client_path, self.key, payload)
-                and handshake.check(host, port, self.config.handshake) is None):
+        if keeperlock.still_serving(self.client_path, self.key, payload) \
+                and handshake.payload_answers(payload, self.config.handshake):
             return payload
         statefiles.remove(self.client_path)
         return None
