@@ -18,7 +18,6 @@ from . import processes
 from .config import Config
 from .errors import AuthenticationError, HostError, HostKeyError
 from .hosts.ssh import SSHHost
-from .sshconnect import connect
 from .statefiles import ServerState
 from .tunnel import Tunnel
 
@@ -75,7 +74,7 @@ class Watchdog:
         delay = FIRST_BACKOFF
         while True:
             try:
-                self.host = SSHHost(connect(target, interactive=False), name=target)
+                self.host = SSHHost.connect(target, interactive=False)
             except (AuthenticationError, HostKeyError) as exc:
                 log.info("reconnect refused, giving up: %s", exc)  # retrying will not change the answer
                 return False

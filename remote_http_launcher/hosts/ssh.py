@@ -48,8 +48,9 @@ class SSHHost(Host):
         self._uid: int | None = None  # owner of /proc/self, i.e. who our processes run as; NO_PROC without /proc
 
     @classmethod
-    def connect(cls, target: str) -> SSHHost:
-        return cls(connect(target), name=target)
+    def connect(cls, target: str, *, interactive: bool | None = None) -> SSHHost:
+        """`interactive=False` never prompts (the keeper's reconnects); None: prompt on a terminal."""
+        return cls(connect(target, interactive=interactive), name=target)
 
     # ---- paths ----
     @property
