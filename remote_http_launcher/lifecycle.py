@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import keeperlock, processes, statefiles
-from .config import Config
+from .config import SSH_HOST_PATTERN, Config
 from .errors import EXIT_NOT_RUNNING, ConfigError, HostError, LauncherError
 from .hosts import Host, LocalHost, open_host
 from .launcher import Service, client_file, evaluate_key
@@ -35,8 +35,6 @@ DEFAULT_TAIL = 50
 FOLLOW_INTERVAL = 0.25
 ALIVE_CHECK_INTERVAL = 1.0
 READ_CHUNK = 64 * 1024
-# [user@]host or an ~/.ssh/config alias: no option-like, blank or control characters.
-SSH_TARGET_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}@)?[A-Za-z0-9_][A-Za-z0-9_.%:-]{0,252}$")
 
 
 
@@ -288,7 +286,7 @@ def open_target(target: str | None) -> Host:
     """This machine, or an SSH host named like `ssh_hostname` (user@host or an ~/.ssh/config alias)."""
     if target is None:
         return LocalHost()
-    if not SSH_TARGET_RE.match(target):
+    if not re.fullmatch(SSH_HOST_PATTERN, target):  # what ssh_hostname accepts in a config
         raise ConfigError(f"--host: {target[:80]!r} is not an SSH host name (use HOST, USER@HOST or an "
                           "alias from ~/.ssh/config)")
     try:
