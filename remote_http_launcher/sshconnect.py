@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import statefiles
 from .errors import AuthenticationError, HostError, HostKeyError
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ DEFAULT_USER_KNOWN_HOSTS = "~/.ssh/known_hosts ~/.ssh/known_hosts2"
 DEFAULT_GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2"
 DEFAULT_METHODS = ("publickey", "keyboard-interactive", "password")
 CHANNEL_ORIGIN = ("127.0.0.1", 0)
-FILE_MODE = 0o600
-DIR_MODE = 0o700
 STRICT_MODES = {"yes": "yes", "true": "yes", "ask": "ask", "accept-new": "accept-new",
                 "no": "no", "off": "no", "false": "no"}
 RSA_SIGNATURES = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
@@ -430,11 +429,11 @@ class KnownHosts:
         """Append the key to the first UserKnownHostsFile (file 0600, directory 0700 when created)."""
         import paramiko
 
-        self.record_path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        self.record_path.parent.mkdir(mode=statefiles.DIR_MODE, parents=True, exist_ok=True)
         host = paramiko.HostKeys.hash_host(self.name) if self.hash_names else self.name
         path = self.record_path
         separator = "\n" if path.is_file() and path.read_bytes()[-1:] not in (b"", b"\n") else ""
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE), "a") as handle:
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, statefiles.FILE_MODE), "a") as handle:
             handle.write(f"{separator}{host} {key.get_name()} {key.get_base64()}\n")
         self.entries.append((self.record_path, key))
 
