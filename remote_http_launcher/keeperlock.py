@@ -18,10 +18,9 @@ from typing import Any, NamedTuple
 
 from . import statefiles
 from .localprocess import process_cmdline, process_identity
+from .processes import KILL_WAIT, STOP_TIMEOUT
 
 MARKER = "remote_http_launcher.keeper"
-STOP_TIMEOUT = 10.0
-KILL_WAIT = 5.0
 PARTIAL_GRACE = 5.0  # an unparsable lock younger than this is a create still being written
 POLL = 0.05
 
