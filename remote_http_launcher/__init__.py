@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .errors import (
     AuthenticationError,
     ConfigError,
@@ -12,18 +13,19 @@ from .errors import (
     HostKeyError,
     LauncherError,
     LaunchError,
+    NotRunningError,
     ServiceFailedError,
     TemplateError,
     TunnelError,
+    UsageError,
 )
 
 if TYPE_CHECKING:  # what the lazy attributes below resolve to, for type checkers
     from .api import logs, run, status, stop
-    from .launcher import __version__
 
 # Loaded on first use (PEP 562): `python -m remote_http_launcher` imports this
 # package before the command line, and its warm path needs only part of the API.
-_LAZY = {"logs": "api", "run": "api", "status": "api", "stop": "api", "__version__": "launcher"}
+_LAZY = {"logs": "api", "run": "api", "status": "api", "stop": "api"}
 
 
 def __getattr__(name: str) -> Any:
@@ -44,9 +46,11 @@ __all__ = [
     "HostKeyError",
     "LaunchError",
     "LauncherError",
+    "NotRunningError",
     "ServiceFailedError",
     "TemplateError",
     "TunnelError",
+    "UsageError",
     "__version__",
     "logs",
     "run",

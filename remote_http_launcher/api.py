@@ -1,20 +1,33 @@
-"""The Python API: the same operations as the command line, returning plain data."""
+"""The Python API: the same operations as the command line, returning plain data.
+
+`up` decides how a run goes: reuse the client file (the warm path), or have a
+tunnel keeper process run the launcher (`tunnel: true`: the tunnel must
+outlive this process), or run the launcher here. Only the warm path's modules
+are imported until it misses.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import load_config
-from .launcher import Launcher
-from .processes import STOP_TIMEOUT
+from . import clientfile, statefiles
+from .config import Config, load_config
 from .progress import Progress
+from .service import STOP_TIMEOUT
+from .statefiles import ClientPayload
+from .templates import evaluate_command, evaluate_key
+
+if TYPE_CHECKING:
+    from .manage import StatusResult
+    from .render import StopOutcome
 
 ConfigSource = Mapping[str, Any] | str | os.PathLike[str]
+PathLike = str | os.PathLike[str]
 
 
-def run(config: ConfigSource, *, connection_dir: str | os.PathLike[str] | None = None,
+def run(config: ConfigSource, *, connection_dir: PathLike | None = None,
         progress: Progress | None = None) -> dict[str, Any]:
     """Launch the service described by `config`, or reconnect to it; return the client payload.
 
@@ -28,36 +41,71 @@ def run(config: ConfigSource, *, connection_dir: str | os.PathLike[str] | None =
     one exits. The keeper ends when the service does, or with `stop()`. Login
     prompts, if any, appear on this process's terminal (stdin and stderr).
     """
-    return Launcher(load_config(config), connection_dir=connection_dir, progress=progress).up()
+    return dict(up(load_config(config), connection_dir=connection_dir, progress=progress)[0])
 
 
-def status(config: ConfigSource, *, connection_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def up(config: Config, *, connection_dir: PathLike | None = None,
+       progress: Progress | None = None) -> tuple[ClientPayload, bool]:
+    """The client payload, and whether an existing connection was reused (steps 1-5)."""
+    progress = progress or Progress.silent()
+    key = evaluate_key(config)
+    dry_run(config, key)  # a bad command template fails here, before any file is read, written or started
+    client_path = statefiles.client_file(config, key, connection_dir)
+    progress.phase("checking connection file")
+    payload = clientfile.reuse(client_path, config.handshake)
+    reused = payload is not None
+    if payload is None and config.tunnel:
+        from .keeper.start import start_keeper
+
+        payload, reused = start_keeper(config, key, client_path, progress)
+    elif payload is None:
+        from .hosts import open_host  # host machinery (subprocess, SSH) only once the warm path missed
+        from .launcher import Launcher
+
+        progress.phase(f"connecting to {config.ssh_target}" if config.remote else "checking server state")
+        with open_host(config) as host:
+            payload = Launcher(config, key, client_path, progress).serve(host)[0]
+    progress.done(payload, reused=reused)
+    return payload, reused
+
+
+def dry_run(config: Config, key: str | None = None) -> str:
+    """The command a launch would run; nothing is connected, written or started."""
+    key = key or evaluate_key(config)
+    state_dir = statefiles.REMOTE_STATE_DIR if config.remote else str(statefiles.local_server_dir().absolute())
+    return evaluate_command(config, key, f"{state_dir}/{key}.json")
+
+
+def status(config: ConfigSource, *, connection_dir: PathLike | None = None,
+           progress: Progress | None = None) -> StatusResult:
     """Where the service stands: `status` is absent, starting, running, failed or stale.
 
     Also `pid`, `port`, `uptime` (seconds), `workdir`, `log`, `status_file`, and
     `client` (connection file path, whether present, local port, tunnel keeper
     PID and whether it is alive). Connects to the host for SSH configs.
     """
-    from . import lifecycle
+    from . import manage
 
-    return lifecycle.status(load_config(config), connection_dir=connection_dir)
+    return manage.status(load_config(config), connection_dir=connection_dir, progress=progress)
 
 
-def stop(config: ConfigSource, *, connection_dir: str | os.PathLike[str] | None = None,
-         timeout: float = STOP_TIMEOUT) -> dict[str, Any]:
+def stop(config: ConfigSource, *, connection_dir: PathLike | None = None, timeout: float = STOP_TIMEOUT,
+         progress: Progress | None = None) -> StopOutcome:
     """Stop the service (SIGTERM, then SIGKILL after `timeout` s) and its tunnel keeper; remove its state.
 
     Only the process that was launched is signalled (PID and start time must
     match). Stopping a stopped service succeeds: `stopped` is then False and
     `message` says "not running; nothing to stop". The log is kept.
     """
-    from . import lifecycle
+    from . import manage
+    from .render import stop_outcome
 
-    return lifecycle.stop(load_config(config), connection_dir=connection_dir, timeout=timeout)
+    return stop_outcome(manage.stop(load_config(config), connection_dir=connection_dir, timeout=timeout,
+                                    progress=progress))
 
 
 def logs(config: ConfigSource, *, tail: int = 50) -> str:
-    """The last `tail` lines of the service log; raises `LauncherError` (exit code 3) when there is none."""
-    from . import lifecycle
+    """The last `tail` lines of the service log; raises `NotRunningError` (exit code 3) when there is none."""
+    from . import manage
 
-    return lifecycle.logs(load_config(config), tail=tail)
+    return manage.logs(load_config(config), tail=tail)

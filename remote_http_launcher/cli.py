@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import (EXIT_NOT_RUNNING, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, ConfigError, LauncherError,
-                     ServiceFailedError)
+from .errors import (EXIT_INTERRUPTED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, LauncherError,
+                     ServiceFailedError, UsageError)
 from .progress import LEVELS, Progress
 
 PROG = "remote-http-launcher"
@@ -25,10 +25,6 @@ UP_EXAMPLE = f"""example:
   {PROG} examples/local.yaml            # start the demo service, or reconnect to it
   {PROG} service.yaml --json > conn.json  # connection payload for scripts
 """
-
-
-class UsageError(ConfigError):
-    """A command-line mistake (argparse's own errors would exit without our format)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,14 +59,14 @@ def build_up_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def cmd_up(args: argparse.Namespace, progress: Progress) -> int:
+    from . import api
     from .config import load_config
-    from .launcher import Launcher
 
-    launcher = Launcher(load_config(args.config), connection_dir=args.connection_dir, progress=progress)
+    config = load_config(args.config)
     if args.dry_run:
-        print(launcher.dry_run())
+        print(api.dry_run(config))
         return EXIT_OK
-    payload = launcher.up()
+    payload, _ = api.up(config, connection_dir=args.connection_dir, progress=progress)
     if args.json:
         print(json.dumps(payload, indent=2))
     return EXIT_OK
@@ -99,7 +95,7 @@ LIST_EXAMPLE = f"""example:
 """
 
 
-def _lifecycle_parser(prog: str, description: str, epilog: str, *, config: bool = True,
+def _command_parser(prog: str, description: str, epilog: str, *, config: bool = True,
                       json_help: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description=description, epilog=epilog,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,7 +127,7 @@ def _seconds(text: str) -> float:
 
 
 def build_status_parser(prog: str = f"{PROG} status") -> argparse.ArgumentParser:
-    parser = _lifecycle_parser(prog, "Show whether the service described by CONFIG runs: status (absent, "
+    parser = _command_parser(prog, "Show whether the service described by CONFIG runs: status (absent, "
                                "starting, running, failed, stale), pid, port, uptime, workdir, log, and the "
                                "client side (connection file, tunnel keeper).", STATUS_EXAMPLE,
                                json_help="print one JSON document on stdout")
@@ -140,9 +136,9 @@ def build_status_parser(prog: str = f"{PROG} status") -> argparse.ArgumentParser
 
 
 def build_stop_parser(prog: str = f"{PROG} stop") -> argparse.ArgumentParser:
-    from .processes import STOP_TIMEOUT
+    from .service import STOP_TIMEOUT
 
-    parser = _lifecycle_parser(prog, "Stop the service described by CONFIG (SIGTERM to its process group, "
+    parser = _command_parser(prog, "Stop the service described by CONFIG (SIGTERM to its process group, "
                                "SIGKILL after --timeout), stop its tunnel keeper, and remove its status, lock "
                                "and connection files. The log is kept.", STOP_EXAMPLE,
                                json_help="print the outcome as one JSON document on stdout")
@@ -153,9 +149,9 @@ def build_stop_parser(prog: str = f"{PROG} stop") -> argparse.ArgumentParser:
 
 
 def build_logs_parser(prog: str = f"{PROG} logs") -> argparse.ArgumentParser:
-    from .lifecycle import DEFAULT_TAIL
+    from .manage import DEFAULT_TAIL
 
-    parser = _lifecycle_parser(prog, "Print the log of the service described by CONFIG (its output, on the "
+    parser = _command_parser(prog, "Print the log of the service described by CONFIG (its output, on the "
                                "host that runs it).", LOGS_EXAMPLE,
                                json_help="print {key, log} as one JSON document (not with --follow)")
     parser.add_argument("--tail", type=_count, default=DEFAULT_TAIL, metavar="N",
@@ -167,7 +163,7 @@ def build_logs_parser(prog: str = f"{PROG} logs") -> argparse.ArgumentParser:
 
 
 def build_list_parser(prog: str = f"{PROG} list") -> argparse.ArgumentParser:
-    parser = _lifecycle_parser(prog, "List every service with a status file on a host: key, status, pid, port, "
+    parser = _command_parser(prog, "List every service with a status file on a host: key, status, pid, port, "
                                "age. Stale entries (process gone) are marked.", LIST_EXAMPLE, config=False,
                                json_help="print one JSON document on stdout")
     parser.add_argument("--host", metavar="SSH_HOST", help="list an SSH host's services (default: this machine)")
@@ -181,41 +177,42 @@ def _quiet(args: argparse.Namespace, progress: Progress) -> Progress:
 
 
 def cmd_status(args: argparse.Namespace, progress: Progress) -> int:
-    from . import lifecycle
+    from . import manage, render
     from .config import load_config
 
-    entry = lifecycle.status(load_config(args.config), connection_dir=args.connection_dir,
-                             progress=_quiet(args, progress))
+    entry = manage.status(load_config(args.config), connection_dir=args.connection_dir,
+                          progress=_quiet(args, progress))
     progress.close()
-    print(json.dumps(entry, indent=2) if args.json else lifecycle.format_status(entry))
-    return EXIT_OK if entry["status"] == lifecycle.RUNNING else EXIT_NOT_RUNNING
+    print(json.dumps(entry, indent=2) if args.json else render.format_status(entry))
+    return EXIT_OK if entry["status"] == manage.RUNNING else EXIT_NOT_RUNNING
 
 
 def cmd_stop(args: argparse.Namespace, progress: Progress) -> int:
-    from . import lifecycle
+    from . import manage, render
     from .config import load_config
 
-    result = lifecycle.stop(load_config(args.config), connection_dir=args.connection_dir, timeout=args.timeout,
-                            progress=_quiet(args, progress))
+    result = render.stop_outcome(manage.stop(load_config(args.config), connection_dir=args.connection_dir,
+                                             timeout=args.timeout, progress=_quiet(args, progress)))
     progress.close()
     print(json.dumps(result, indent=2) if args.json else result["message"])
     return EXIT_OK
 
 
 def cmd_logs(args: argparse.Namespace, progress: Progress) -> int:
-    from . import lifecycle
+    from . import manage
     from .config import load_config
+    from .templates import evaluate_key
 
     config = load_config(args.config)
     if args.json:
         if args.follow:
             raise UsageError(f"{PROG} logs: --json and --follow cannot be combined (a stream is not one document)")
-        text = lifecycle.logs(config, tail=args.tail, progress=_quiet(args, progress))
-        print(json.dumps({"key": lifecycle.evaluate_key(config), "log": text}, indent=2))
+        text = manage.logs(config, tail=args.tail, progress=_quiet(args, progress))
+        print(json.dumps({"key": evaluate_key(config), "log": text}, indent=2))
         return EXIT_OK
     try:
-        lifecycle.logs(config, tail=args.tail, output=sys.stdout.buffer, follow=args.follow,
-                       progress=_quiet(args, progress))
+        manage.logs(config, tail=args.tail, output=sys.stdout.buffer, follow=args.follow,
+                    progress=_quiet(args, progress))
     except KeyboardInterrupt:
         if not args.follow:
             raise
@@ -223,18 +220,18 @@ def cmd_logs(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_list(args: argparse.Namespace, progress: Progress) -> int:
-    from . import lifecycle
+    from . import manage, render
 
     progress = _quiet(args, progress)
     progress.phase(f"connecting to {args.host}" if args.host else "reading server state")
-    with lifecycle.open_target(args.host) as host:
-        entries = lifecycle.list_services(host)
+    with manage.open_target(args.host) as host:
+        entries = manage.list_services(host)
         name, state_dir = host.name, host.state_dir
     progress.close()
     if args.json:
         print(json.dumps({"host": name, "state_dir": state_dir, "services": entries}, indent=2))
     else:
-        print(lifecycle.format_list(name, entries))
+        print(render.format_list(name, entries))
     return EXIT_OK
 
 
@@ -318,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if progress:
             progress.close()
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `logs CONFIG | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

@@ -1,21 +1,70 @@
-"""One exception hierarchy for the whole package.
+"""Every exception the package raises, in one hierarchy::
 
-Every error carries a one-line message that names the field or step and what
-to do next; the CLI prints it as is and maps the class to an exit code.
+    RuntimeError
+    └── LauncherError            a runtime failure (exit code 1)
+        ├── ConfigError          bad config or command line (exit 2); nothing was done
+        │   ├── TemplateError    a `key`/`command` template the sandbox refuses
+        │   └── UsageError       a command-line mistake
+        ├── LaunchError          the service could not be started
+        │   └── ServiceFailedError   it started, then failed or went silent
+        ├── HandshakeError       the service did not answer its HTTP check
+        ├── HostError            a step on the host failed (connect, SFTP, exec)
+        │   ├── AuthenticationError
+        │   └── HostKeyError
+        ├── TunnelError          the tunnel could not be set up or kept
+        └── NotRunningError      nothing to show: the service is not running (exit 3)
+
+`LauncherError` derives from `RuntimeError`, as in the original
+remote-http-launcher, so `except RuntimeError` in existing callers still works.
+`str(error)` is the one-line message the CLI prints; the structured fields
+(`key`, `host`, `step`, `log_tail`) are set where known, and survive the trip
+from the tunnel keeper process (`to_dict` / `from_dict`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
+EXIT_INTERRUPTED = 130
+FIELDS = ("key", "host", "step", "log_tail")
 
 
-class LauncherError(Exception):
-    """Base class: a runtime failure (exit code 1)."""
+class LauncherError(RuntimeError):
+    """Base class: a runtime failure (exit code 1).
+
+    `key`: the service's key; `host`: the host (or SSH target) concerned;
+    `step`: what was being done ("auth", "launch", ...); `log_tail`: the end of
+    the service's log, when the error is about the service itself.
+    """
 
     exit_code = EXIT_RUNTIME
+
+    def __init__(self, message: str, *, key: str | None = None, host: str | None = None,
+                 step: str | None = None, log_tail: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.key = key
+        self.host = host
+        self.step = step
+        self.log_tail = log_tail
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable form; `from_dict` rebuilds the same class with the same fields."""
+        return {"error": type(self).__name__, "message": self.message,
+                **{name: getattr(self, name) for name in FIELDS if getattr(self, name) is not None}}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> LauncherError:
+        kind = _CLASSES.get(str(data.get("error")), LauncherError)
+        fields = {name: str(data[name]) for name in FIELDS if isinstance(data.get(name), str)}
+        return kind(str(data.get("message", "")), **fields)
 
 
 class ConfigError(LauncherError):
@@ -26,6 +75,10 @@ class ConfigError(LauncherError):
 
 class TemplateError(ConfigError):
     """A `key` or `command` template is malformed or uses something the sandbox refuses."""
+
+
+class UsageError(ConfigError):
+    """A command-line mistake (argparse's own errors would exit without our format)."""
 
 
 class LaunchError(LauncherError):
@@ -54,3 +107,19 @@ class HostKeyError(HostError):
 
 class TunnelError(LauncherError):
     """The SSH tunnel could not be set up or kept alive."""
+
+
+class NotRunningError(LauncherError):
+    """The service is not running, so there is nothing to show (exit code 3)."""
+
+    exit_code = EXIT_NOT_RUNNING
+
+
+_CLASSES: dict[str, type[LauncherError]] = {
+    cls.__name__: cls for cls in (
+        LauncherError, ConfigError, TemplateError, UsageError, LaunchError, ServiceFailedError, HandshakeError,
+        HostError, AuthenticationError, HostKeyError, TunnelError, NotRunningError)
+}
+
+__all__ = [name for name in _CLASSES] + ["EXIT_INTERRUPTED", "EXIT_NOT_RUNNING", "EXIT_OK", "EXIT_RUNTIME",
+                                         "EXIT_USAGE"]

@@ -1,67 +1,110 @@
-"""Signalling services safely: only the process we launched, never a reused PID."""
+"""Processes on this machine: identity, command line and signals, on POSIX and Windows.
+
+Every local liveness check and every local signal goes through here. A PID
+alone may have been reused, so a process is known by its start time (from
+/proc, ps, or Windows' process times); and `os.kill(pid, 0)` is never used as
+a liveness check on Windows, where signal 0 is CTRL_C_EVENT.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import os
+import signal
 
-from . import scripts
-
-if TYPE_CHECKING:
-    from .hosts import Host
-    from .statefiles import ServerState
-
-STOP_TIMEOUT = 10.0
-KILL_WAIT = 5.0
+STILL_ACTIVE = 259  # GetExitCodeProcess of a running process
+PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
 
 
-def is_ours(host: Host, state: ServerState) -> bool:
-    """True when state's PID is alive and is still the process that was launched.
-
-    Status files written by the original implementation carry no start time;
-    for those, a live PID is all we can check.
-    """
-    if state.pid is None:
-        return False
-    current = host.process_start_time(state.pid)
-    if current is None:
-        return False
-    return state.start_time is None or state.start_time == current
-
-
-def terminate(host: Host, state: ServerState, timeout: float = STOP_TIMEOUT) -> str | None:
-    """Stop the process group of a service that is verifiably ours: SIGTERM, wait, SIGKILL.
-
-    Returns the last signal needed ("TERM" or "KILL"), or None when the
-    process was not ours (gone, or its PID reused): then nothing is signalled.
-    """
-    if not is_ours(host, state):
+def start_time_from_stat(stat: bytes) -> str | None:
+    """The identity in a `/proc/<pid>/stat` line (read here or over SFTP); None for a zombie."""
+    fields = stat.rpartition(b")")[2].split()
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
         return None
-    assert state.pid is not None
-    pid = state.pid
-    host.signal_group(pid, "TERM")
-
-    def group_alive() -> bool:
-        return host.process_start_time(pid) is not None or \
-            host.run_script(scripts.GROUP_ALIVE, [str(pid)]).returncode == 0
-
-    if wait_gone(group_alive, timeout, host.poll_interval):
-        return "TERM"
-    if is_ours(host, state):
-        host.signal_group(pid, "KILL")
-    else:
-        # The leader is gone, so its group can only hold its own children: no PID reuse possible.
-        host.run_script('kill -s KILL -- "-$1" 2>/dev/null', [str(pid)])
-    wait_gone(group_alive, KILL_WAIT, host.poll_interval)
-    return "KILL"
+    return "proc:" + fields[19].decode()
 
 
-def wait_gone(alive: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll until `alive()` is false; False if it still is after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while alive():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+def process_identity(pid: int) -> str | None:
+    """The start time of a live (non-zombie) local process, or None when it is gone."""
+    if pid <= 0:
+        return None
+    if os.name == "nt":
+        return _windows_identity(pid)
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return start_time_from_stat(handle.read())
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None
+    except OSError:
+        return None
+    out = _ps(pid, "stat=,lstart=")
+    return None if out is None or out.startswith("Z") else "ps:" + " ".join(out.split()[1:])
+
+
+def owned_identity(pid: int) -> str | None:
+    """Like `process_identity`, but None too for a process of another user (not ours to signal)."""
+    if os.name != "nt" and pid > 0:
+        try:
+            os.kill(pid, 0)  # POSIX only: permission to signal = same user (or root)
+        except (ProcessLookupError, PermissionError):
+            return None
+    return process_identity(pid)
+
+
+def process_cmdline(pid: int) -> str | None:
+    """The command line of a local process (None when unknown: gone, or Windows)."""
+    if os.name == "nt":
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None
+    except OSError:
+        return None
+    return _ps(pid, "command=")
+
+
+def terminate(pid: int, *, force: bool = False) -> bool:
+    """Ask a process to end (SIGTERM), or with `force` end it (SIGKILL; TerminateProcess on Windows).
+
+    Only for a process whose identity the caller has just checked. False when it was already gone.
+    """
+    sig = getattr(signal, "SIGKILL", signal.SIGTERM) if force else signal.SIGTERM
+    try:
+        os.kill(pid, sig)  # on Windows any signal but the CTRL events is TerminateProcess
+    except ProcessLookupError:
+        return False
     return True
+
+
+def _ps(pid: int, fields: str) -> str | None:
+    import subprocess  # only where there is no /proc: the warm path imports this module
+
+    try:
+        result = subprocess.run(["ps", "-ww", "-o", fields, "-p", str(pid)], capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL, check=False)
+    except OSError:
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _windows_identity(pid: int) -> str | None:
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    if not handle:
+        return None
+    try:
+        code = wintypes.DWORD()
+        times = [wintypes.FILETIME() for _ in range(4)]
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value != STILL_ACTIVE:
+            return None
+        if not kernel32.GetProcessTimes(handle, *(ctypes.byref(t) for t in times)):
+            return None
+        return f"win:{times[0].dwHighDateTime}:{times[0].dwLowDateTime}"
+    finally:
+        kernel32.CloseHandle(handle)

@@ -52,6 +52,12 @@ fi
 kill -0 -- "-$pg" 2>/dev/null
 """
 
+# Sends signal $1 to the process group led by $2 (or to $2 alone when it leads no group).
+SIGNAL_GROUP = 'kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "$2"'
+
+# Kills what is left of process group $1 after its leader is gone.
+KILL_GROUP = 'kill -s KILL -- "-$1" 2>/dev/null'
+
 # The service's own first steps (it runs detached, as the new session leader):
 # record its PID and start time in the status file, release the launch lock
 # (other runs now find this process in the status file), then become the command.

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, cast
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 DIR_ENV = "REMOTE_HTTP_LAUNCHER_DIR"
 DEFAULT_DIRNAME = ".remote-http-launcher"
@@ -20,6 +23,21 @@ REMOTE_STATE_DIR = "~/" + DEFAULT_DIRNAME + "/server"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 STATUSES = ("starting", "running", "failed")
+
+#: The client connection file: `hostname` and `port` always; the rest when they apply. Tunnels add the
+#: `tunneled-*` fields and their keeper; every extra `*_port` the service reported is there too (as
+#: `<name>` and, tunnelled, `tunneled-<name>`), which a TypedDict cannot list.
+ClientPayload = TypedDict("ClientPayload", {
+    "hostname": str,
+    "port": int,
+    "ssh_hostname": str,
+    "parameters": dict[str, Any],
+    "tunneled-host": str,
+    "tunneled-port": int,
+    "tunneled-network-interface": str,
+    "keeper_pid": int,
+    "keeper_log": str,
+}, total=False)
 
 
 def base_dir() -> Path:
@@ -33,6 +51,14 @@ def client_dir(connection_dir: str | os.PathLike[str] | None = None) -> Path:
 
 def local_server_dir() -> Path:
     return base_dir() / "server"
+
+
+def client_file(config: Config, key: str, connection_dir: str | os.PathLike[str] | None) -> Path:
+    """`<client dir>/<key>.json`; for a local service the client and server directories must differ."""
+    directory = client_dir(connection_dir)
+    if not config.remote:
+        check_distinct(directory, local_server_dir())
+    return directory / f"{key}.json"
 
 
 def check_distinct(client: Path, server: Path) -> None:
@@ -58,6 +84,11 @@ def decode(data: bytes | None) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return obj if isinstance(obj, dict) else None
+
+
+def read_payload(path: Path) -> ClientPayload | None:
+    """A client connection file's payload; None when absent or not a JSON object."""
+    return cast("ClientPayload | None", decode(read_bytes(path)))
 
 
 def ensure_private_dir(path: Path) -> None:

@@ -33,7 +33,7 @@ from remote_http_launcher.config import (
     parse_yaml,
 )
 from remote_http_launcher.errors import ConfigError
-from remote_http_launcher.launcher import evaluate_command, evaluate_key
+from remote_http_launcher.templates import evaluate_command, evaluate_key
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"

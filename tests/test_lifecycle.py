@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 import remote_http_launcher
-from remote_http_launcher import LaunchError, keeperlock, lifecycle, localprocess, run
+from remote_http_launcher import LaunchError, manage, processes, run
+from remote_http_launcher.keeper.lock import KeeperLock
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.hosts.base import Host
 
@@ -246,8 +247,8 @@ def test_stop_leaves_alone_a_keeper_lock_naming_another_process(
     """The real keeper is stopped in tests/test_tunnel.py; here its lock names an unrelated process."""
     config = config_file()
     run(config)
-    lock = keeperlock.KeeperLock(client_path(rhl_dir), KEY)
-    lock.path.write_text(json.dumps({"pid": bystander.pid, "started": localprocess.process_identity(bystander.pid),
+    lock = KeeperLock(client_path(rhl_dir), KEY)
+    Path(lock.path).write_text(json.dumps({"pid": bystander.pid, "started": processes.process_identity(bystander.pid),
                                      "token": "t", "payload": None}))
     entry = remote_http_launcher.status(config)
     assert entry["client"]["keeper_pid"] == bystander.pid and entry["client"]["keeper_alive"] is False
@@ -334,22 +335,22 @@ class WholeFileHost(LocalHost):
 
 @pytest.mark.parametrize("host", [LocalHost(), WholeFileHost()], ids=["local", "generic"])
 def test_read_tail_and_follow_file(tmp_path: Path, host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lifecycle, "READ_CHUNK", 100)  # many chunks
+    monkeypatch.setattr(manage, "READ_CHUNK", 100)  # many chunks
     path = tmp_path / "big.log"
     lines = [f"line {n} " + "x" * (n % 37) for n in range(2000)]
     path.write_text("\n".join(lines) + "\n")
     for count in (0, 1, 7, 150, 1999, 2000, 5000):
-        text, end = lifecycle.read_tail(host, str(path), count)  # type: ignore[misc]
+        text, end = manage.read_tail(host, str(path), count)  # type: ignore[misc]
         expected = "".join(line + "\n" for line in lines[len(lines) - min(count, len(lines)):])
         assert text.decode() == expected and end == path.stat().st_size
     path.write_text("no newline\nat end")
-    assert lifecycle.read_tail(host, str(path), 1) == (b"at end", path.stat().st_size)
-    assert lifecycle.read_tail(host, str(tmp_path / "missing"), 5) is None
+    assert manage.read_tail(host, str(path), 1) == (b"at end", path.stat().st_size)
+    assert manage.read_tail(host, str(tmp_path / "missing"), 5) is None
 
     # Following: appended bytes arrive; a truncated file is read again from its start.
     path.write_text("a\n")
     rounds = iter([True, True, False])
-    chunks = lifecycle.follow_file(host, str(path), 2, lambda: next(rounds), interval=0.01)
+    chunks = manage.follow_file(host, str(path), 2, lambda: next(rounds), interval=0.01)
     with open(path, "a") as handle:
         handle.write("b\n")
     assert next(chunks) == b"b\n"

@@ -28,7 +28,9 @@ from remote_http_launcher import ConfigError, HostKeyError, LaunchError, run
 from remote_http_launcher.config import load_config
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.hosts.ssh import SSHHost
-from remote_http_launcher.launcher import Lock, Service, evaluate_key
+from remote_http_launcher.launcher import LaunchLock
+from remote_http_launcher.service import Service
+from remote_http_launcher.templates import evaluate_key
 from tests import test_faults_ssh as faults
 from tests.conftest import ROOT
 from tests.ssh_client import ALIAS, REMOTE_STATE, remote_state
@@ -294,7 +296,7 @@ def test_local_state_file_modes(rhl_dir: Path, demo_config: Factory) -> None:
     assert [file_mode(p) for p in (server_dir, client_dir)] == [0o700, 0o700]
     assert [file_mode(server_dir / f"{key}.{ext}") for ext in ("json", "log")] == [0o600, 0o600]
     assert file_mode(client_dir / f"{key}.json") == 0o600
-    lock = Lock(Service(LocalHost(), load_config(config), key))
+    lock = LaunchLock(Service(LocalHost(), load_config(config), key))
     assert lock.acquire()
     try:
         assert file_mode(Path(lock.path)) == 0o600
@@ -315,7 +317,7 @@ def test_remote_state_file_modes(ssh_config: Path, server: SSHServer, rhl_dir: P
 
     server.run(f"rm -rf .remote-http-launcher/server/{key}.lock .remote-http-launcher", check=True)
     with SSHHost.connect(ALIAS) as host:  # the lock, made as the launcher makes it, in a fresh tree
-        lock = Lock(Service(host, load_config(config), key))
+        lock = LaunchLock(Service(host, load_config(config), key))
         assert lock.acquire()
         try:
             assert remote_modes(server, ".remote-http-launcher", REMOTE_STATE, f"{REMOTE_STATE}/{key}.lock") \

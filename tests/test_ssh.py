@@ -32,7 +32,7 @@ from remote_http_launcher import (
 )
 from remote_http_launcher.config import Handshake
 from remote_http_launcher.hosts.ssh import SSHHost
-from remote_http_launcher.sshconnect import connect
+from remote_http_launcher.ssh.connection import connect
 from tests.conftest import ROOT
 from tests.ssh_client import ALIAS, REMOTE_STATE, demo_config, node_key, remote_state, stop_services_script
 
@@ -441,7 +441,7 @@ def test_auth_failure_without_terminal_is_one_line(server: SSHServer, client_hom
 
 def test_encrypted_key_needs_a_terminal(server: SSHServer, client_home: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from remote_http_launcher import sshconnect
+    from remote_http_launcher.ssh import connection as sshconnect
 
     key = _write_key(client_home / ".ssh" / "id_ed25519", server.client_key, b"secret phrase")
     server.write_ssh_config(client_home, ALIAS, {"IdentityFile": str(key)})
@@ -458,7 +458,7 @@ def test_encrypted_key_needs_a_terminal(server: SSHServer, client_home: Path,
 
 def test_password_on_a_terminal(server: SSHServer, client_home: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from remote_http_launcher import sshconnect
+    from remote_http_launcher.ssh import connection as sshconnect
 
     server.write_ssh_config(client_home, ALIAS, {"IdentityFile": "none"})
     answers = iter(["wrong password", server.password])
@@ -605,7 +605,7 @@ def test_warm_path_never_imports_paramiko(ssh_config: Path, server: SSHServer, r
 # ---------------------------------------------------------------- ~/.ssh/config without a server
 
 def test_config_resolution_and_host_key_names(client_home: Path) -> None:
-    from remote_http_launcher.sshconnect import load_ssh_config, parse_hop, resolve
+    from remote_http_launcher.ssh.connection import load_ssh_config, parse_hop, resolve
 
     (client_home / ".ssh").mkdir()
     (client_home / ".ssh" / "config").write_text(

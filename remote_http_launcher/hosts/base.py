@@ -114,7 +114,7 @@ class Host(ABC):
 
     def signal_group(self, pid: int, signal: str) -> bool:
         """Send a signal (e.g. 'TERM') to the process group led by pid."""
-        result = self.run_script('kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "$2"', [signal, str(pid)])
+        result = self.run_script(scripts.SIGNAL_GROUP, [signal, str(pid)])
         return result.returncode == 0
 
     def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:

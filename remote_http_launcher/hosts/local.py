@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import statefiles
-from ..localprocess import process_identity
+from ..processes import owned_identity
 from .base import Host, ScriptResult, read_start
 
 LOCAL_POLL_INTERVAL = 0.05
@@ -89,8 +89,4 @@ class LocalHost(Host):
 
     def process_start_time(self, pid: int) -> str | None:
         """Checked in-process, not through sh: the launcher polls this while a service starts."""
-        try:
-            os.kill(pid, 0)
-        except (ProcessLookupError, PermissionError):  # gone, or not ours to signal
-            return None
-        return process_identity(pid)
+        return owned_identity(pid)

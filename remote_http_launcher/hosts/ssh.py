@@ -19,8 +19,8 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from .. import statefiles
-from ..localprocess import start_time_from_stat
-from ..sshconnect import SSHConnection, connect
+from ..processes import start_time_from_stat
+from ..ssh.connection import SSHConnection, connect
 from .base import Host, ScriptResult, read_start
 
 if TYPE_CHECKING:

@@ -1,6 +1,7 @@
-"""Managing services that were launched: status, stop, logs and list.
+"""Managing services that were launched: status, stop, logs and list, as data.
 
-Everything here talks to the service's host through the `Host` interface only,
+The CLI turns these results into text (render.py); the API returns them as
+they are. Everything here talks to the service's host through the `Host` interface only,
 so the same code serves local and SSH configs. Client-side state (connection
 files, tunnel keepers) is always on this machine.
 
@@ -20,15 +21,17 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO, TypedDict
 
-from . import keeperlock, processes, statefiles
+from . import statefiles
 from .config import SSH_HOST_PATTERN, Config
-from .errors import EXIT_NOT_RUNNING, ConfigError, HostError, LauncherError
+from .errors import ConfigError, HostError, NotRunningError
 from .hosts import Host, LocalHost, open_host
-from .launcher import Service, client_file, evaluate_key
+from .keeper.lock import KeeperLock, is_keeper, stop_keeper
 from .progress import Progress
+from .service import STOP_TIMEOUT, Service, is_ours, terminate
 from .statefiles import ServerState
+from .templates import evaluate_key
 
 ABSENT, STARTING, RUNNING, FAILED, STALE = "absent", "starting", "running", "failed", "stale"
 DEFAULT_TAIL = 50
@@ -37,11 +40,56 @@ ALIVE_CHECK_INTERVAL = 1.0
 READ_CHUNK = 64 * 1024
 
 
+class ServiceEntry(TypedDict):
+    """One service as its status file and the host's processes describe it (`list`, and `status`)."""
 
-class NotRunningError(LauncherError):
-    """The service is not running, so there is nothing to show (exit code 3)."""
+    key: str
+    host: str
+    status: str  # absent, starting, running, failed or stale
+    detail: str | None  # why it is stale
+    pid: int | None
+    port: int | None
+    launched_at: float | None
+    age: float | None
+    uptime: float | None
+    workdir: str | None
+    log: str | None
+    status_file: str
 
-    exit_code = EXIT_NOT_RUNNING
+
+class ClientSide(TypedDict):
+    """The client connection file and the tunnel keeper, on this machine."""
+
+    connection_file: str
+    present: bool
+    valid: bool
+    hostname: str | None
+    port: int | None
+    tunnel: bool
+    keeper_pid: int | None
+    keeper_alive: bool | None
+
+
+class StatusResult(ServiceEntry):
+    client: ClientSide
+
+
+class StoppedProcess(TypedDict):
+    pid: int
+    signal: str  # the last one needed: TERM or KILL
+
+
+class StopResult(TypedDict):
+    key: str
+    host: str
+    status_before: str
+    stopped: bool
+    processes: list[StoppedProcess]
+    refused: str | None  # why a recorded process was left alone (its PID now belongs to another)
+    keeper_pid: int | None
+    removed: list[str]  # which stale files were removed
+    log: str | None
+    timeout: float
 
 
 # ---------------------------------------------------------------- server side
@@ -56,7 +104,7 @@ def classify(host: Host, raw: bytes | None) -> tuple[str, ServerState | None, st
         return STALE, None, "the status file is not a valid status record"
     if state.status == FAILED:
         return FAILED, state, None
-    if processes.is_ours(host, state):
+    if is_ours(host, state):
         return state.status, state, None
     if state.pid is None:
         return STALE, state, "the status file names no process"
@@ -66,7 +114,7 @@ def classify(host: Host, raw: bytes | None) -> tuple[str, ServerState | None, st
 
 
 def server_entry(host: Host, key: str, status_file: str, raw: bytes | None,
-                 default_log: str | None = None) -> dict[str, Any]:
+                 default_log: str | None = None) -> ServiceEntry:
     """What the status file of `key` says, checked against the host's processes."""
     status, state, detail = classify(host, raw)
     data = state.data if state else (statefiles.decode(raw) or {})
@@ -92,18 +140,14 @@ def server_entry(host: Host, key: str, status_file: str, raw: bytes | None,
     }
 
 
-def _service(config: Config, host: Host) -> Service:
-    return Service(host, config, evaluate_key(config))
-
-
 # ---------------------------------------------------------------- client side
 
 
-def client_entry(path: Path, key: str) -> dict[str, Any]:
+def client_entry(path: Path, key: str) -> ClientSide:
     """The connection file and the tunnel keeper (found through its lock, whose PID is verified)."""
     raw = statefiles.read_bytes(path)
     payload = statefiles.decode(raw)
-    owner = keeperlock.KeeperLock(path, key).read()[1]
+    owner = KeeperLock(path, key).read()[1]
     return {
         "connection_file": str(path),
         "present": raw is not None,
@@ -112,7 +156,7 @@ def client_entry(path: Path, key: str) -> dict[str, Any]:
         "port": (payload or {}).get("port"),
         "tunnel": owner is not None or "tunneled-port" in (payload or {}),
         "keeper_pid": owner.pid if owner else None,
-        "keeper_alive": owner.is_keeper(key) if owner else None,
+        "keeper_alive": is_keeper(owner, key) if owner else None,
     }
 
 
@@ -120,33 +164,32 @@ def client_entry(path: Path, key: str) -> dict[str, Any]:
 
 
 def status(config: Config, *, connection_dir: str | os.PathLike[str] | None = None,
-           progress: Progress | None = None) -> dict[str, Any]:
+           progress: Progress | None = None) -> StatusResult:
     """The service's status on its host plus the client side; connects to the host."""
     progress = progress or Progress.silent()
     key = evaluate_key(config)
-    cpath = client_file(config, key, connection_dir)
+    cpath = statefiles.client_file(config, key, connection_dir)
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
     with open_host(config) as host:
         service = Service(host, config, key)
         entry = server_entry(host, key, service.status_file, host.read(service.status_file), service.log_file)
         if entry["workdir"] is None:
             entry["workdir"] = host.expand(config.workdir)
-    entry["client"] = client_entry(cpath, key)
-    return entry
+    return {**entry, "client": client_entry(cpath, key)}
 
 
 # ---------------------------------------------------------------- stop
 
 
 def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None,
-         timeout: float = processes.STOP_TIMEOUT, progress: Progress | None = None) -> dict[str, Any]:
+         timeout: float = STOP_TIMEOUT, progress: Progress | None = None) -> StopResult:
     """Stop the service and its tunnel keeper, remove server and client state, keep the log."""
     progress = progress or Progress.silent()
     key = evaluate_key(config)
-    cpath = client_file(config, key, connection_dir)
-    keeper_pid = keeperlock.stop_keeper(key, connection_dir, timeout)
+    cpath = statefiles.client_file(config, key, connection_dir)
+    keeper_pid = stop_keeper(key, connection_dir, timeout)
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
-    stopped: list[dict[str, Any]] = []
+    stopped: list[StoppedProcess] = []
     removed: list[str] = []
     with open_host(config) as host:
         service = Service(host, config, key)
@@ -158,7 +201,7 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
             if state is None or state.pid is None or any(s["pid"] == state.pid for s in stopped):
                 break
             progress.phase(f"stopping process group {state.pid} on {host.name}")
-            signal_used = processes.terminate(host, state, timeout)
+            signal_used = terminate(host, state, timeout)
             if signal_used is None:
                 break
             stopped.append({"pid": state.pid, "signal": signal_used})
@@ -170,21 +213,6 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
     if statefiles.read_bytes(cpath) is not None:
         statefiles.remove(cpath)
         removed.append("client file")
-    if stopped:
-        how = ", ".join(f"pid {s['pid']}" + (" with SIGTERM" if s["signal"] == "TERM" else
-                        f": no exit within {timeout:g} s of SIGTERM, killed with SIGKILL") for s in stopped)
-        message = f"stopped {key} on {before['host']} ({how})"
-    else:
-        message = "not running; nothing to stop"
-        notes = []
-        if refused:
-            notes.append(f"{refused}; left it alone")
-        if removed:
-            notes.append("removed stale " + ", ".join(removed))
-        if notes:
-            message += " (" + "; ".join(notes) + ")"
-    if keeper_pid is not None:
-        message += f"; tunnel keeper {keeper_pid} stopped"
     return {
         "key": key,
         "host": before["host"],
@@ -195,7 +223,7 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
         "keeper_pid": keeper_pid,
         "removed": removed,
         "log": before["log"],
-        "message": message,
+        "timeout": timeout,
     }
 
 
@@ -260,7 +288,7 @@ def logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | None = 
     progress = progress or Progress.silent()
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
     with open_host(config) as host:
-        service = _service(config, host)
+        service = Service(host, config, evaluate_key(config))
         status_now, state, _detail = classify(host, host.read(service.status_file))
         path = state.log if state and state.log else service.log_file
         result = read_tail(host, path, tail)
@@ -273,7 +301,7 @@ def logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | None = 
             output.write(text)
             output.flush()
             if follow and state is not None and status_now in (RUNNING, STARTING):
-                for chunk in follow_file(host, path, end, lambda: processes.is_ours(host, state)):
+                for chunk in follow_file(host, path, end, lambda: is_ours(host, state)):
                     output.write(chunk)
                     output.flush()
     return text.decode(errors="replace")
@@ -296,7 +324,7 @@ def open_target(target: str | None) -> Host:
     return SSHHost.connect(target)
 
 
-def list_services(host: Host) -> list[dict[str, Any]]:
+def list_services(host: Host) -> list[ServiceEntry]:
     """Every service with a status file in the host's state directory."""
     entries = []
     state_dir = host.state_dir
@@ -310,68 +338,3 @@ def list_services(host: Host) -> list[dict[str, Any]]:
             continue
         entries.append(server_entry(host, key, path, raw, f"{state_dir}/{key}.log"))
     return entries
-
-
-# ---------------------------------------------------------------- text output
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def format_status(entry: dict[str, Any]) -> str:
-    status_now = entry["status"]
-    head = f"{entry['key']} on {entry['host']}: {status_now}"
-    if entry["detail"]:
-        head += f" ({entry['detail']})"
-    rows = [
-        ("pid", entry["pid"]),
-        ("port", entry["port"]),
-        ("uptime" if entry["uptime"] is not None else "age",
-         format_duration(entry["uptime"] if entry["uptime"] is not None else entry["age"])),
-        ("workdir", entry["workdir"]),
-        ("log", entry["log"]),
-        ("status file", entry["status_file"] if status_now != ABSENT else f"{entry['status_file']} (absent)"),
-    ]
-    client = entry["client"]
-    if client["present"]:
-        where = f"{client['hostname']}:{client['port']}" if client["valid"] else "unreadable"
-        rows.append(("client file", f"{client['connection_file']} ({where})"))
-    else:
-        rows.append(("client file", f"{client['connection_file']} (absent)"))
-    if client["keeper_pid"] is not None:
-        rows.append(("tunnel keeper", f"pid {client['keeper_pid']} "
-                                      f"({'alive' if client['keeper_alive'] else 'not running'})"))
-    lines = [head] + [f"  {name:<14}{'-' if value is None else value}" for name, value in rows]
-    hint = {
-        ABSENT: "start it with 'remote-http-launcher CONFIG'",
-        STALE: "clean up with 'remote-http-launcher stop CONFIG', or relaunch with 'remote-http-launcher CONFIG'",
-        FAILED: "see why with 'remote-http-launcher logs CONFIG'; relaunch with 'remote-http-launcher CONFIG'",
-        STARTING: "wait for it with 'remote-http-launcher CONFIG'",
-    }.get(status_now)
-    if hint:
-        lines.append(f"  {'next':<14}{hint}")
-    return "\n".join(lines)
-
-
-def format_list(host_name: str, entries: list[dict[str, Any]]) -> str:
-    if not entries:
-        return f"no services on {host_name}"
-    header = ("KEY", "STATUS", "PID", "PORT", "AGE")
-    rows = [(e["key"], e["status"] + (" !" if e["status"] == STALE else ""), str(e["pid"] or "-"),
-             str(e["port"] or "-"), format_duration(e["age"])) for e in entries]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
-    stale = sum(e["status"] == STALE for e in entries)
-    if stale:
-        lines.append(f"{stale} stale (!): process gone; 'remote-http-launcher stop CONFIG' removes the state")
-    return "\n".join(lines)

@@ -26,8 +26,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import statefiles
-from .errors import AuthenticationError, HostError, HostKeyError
+from .. import statefiles
+from ..errors import AuthenticationError, HostError, HostKeyError
 
 if TYPE_CHECKING:
     import paramiko

@@ -24,8 +24,8 @@ from sshtunnel import _ForwardHandler, _ThreadingForwardServer
 if TYPE_CHECKING:
     import paramiko
 
-    from .launcher import Service
-    from .statefiles import ServerState
+    from ..service import Service
+    from ..statefiles import ServerState
 
 LOCAL_HOST = "127.0.0.1"  # never a wildcard: the tunnel must not open the service to the network
 WINDOW_SIZE = 16 * 2**20

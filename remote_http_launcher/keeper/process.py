@@ -1,4 +1,4 @@
-"""The tunnel keeper process: `python -m remote_http_launcher.keeper` (started by spawn.py).
+"""The tunnel keeper process: `python -m remote_http_launcher.keeper` (started by keeper/start.py).
 
 It runs the whole launcher once (connect, find or launch the service, open the
 tunnel on its own connection, write the client file, final handshake through
@@ -26,16 +26,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import handshake, statefiles
-from .config import Config, load_config
-from .errors import LauncherError, TunnelError
-from .keeperlock import KeeperLock, keeper_log
-from .launcher import Launcher
-from .progress import LEVELS, Progress
+from .. import handshake, statefiles
+from ..clientfile import keeper_log_path
+from ..config import Config, load_config
+from ..errors import LauncherError, TunnelError
+from ..launcher import Launcher
+from ..progress import LEVELS, Progress
+from ..templates import evaluate_key
+from .lock import KeeperLock, served_payload, stop_owner
 
 if TYPE_CHECKING:
-    from .launcher import Service
-    from .statefiles import ServerState
+    from ..service import Service
+    from ..statefiles import ClientPayload, ServerState
     from .tunnel import Tunnel
 
 WAIT_POLL = 0.1
@@ -93,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         progress = Progress(args.progress, quiet=args.quiet, live=args.live)
         progress.start -= args.elapsed
-        launcher = Launcher(read_config(args.config_file), connection_dir=args.connection_dir, progress=progress)
-        lock = KeeperLock(launcher.client_path, launcher.key)
+        config = read_config(args.config_file)
+        key = evaluate_key(config)
+        launcher = Launcher(config, key, statefiles.client_file(config, key, args.connection_dir), progress)
+        lock = KeeperLock(launcher.client_path, key)
         reused = claim(lock, launcher)
         if reused is not None:
             statefiles.write_atomic(launcher.client_path, statefiles.encode(reused))
@@ -102,13 +106,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return Keeper(launcher, lock, report).run()
     except LauncherError as exc:
-        report.send({"error": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code})
+        report.send(exc.to_dict())
         return exc.exit_code
     except Exception as exc:  # a bug: still one line for the front, the traceback in our log or stderr
         log.exception("keeper failed")
-        report.send({"error": "LauncherError", "message": f"tunnel keeper: internal error "
-                     f"({exc.__class__.__name__}: {exc})", "exit_code": 1})
-        return 1
+        error = LauncherError(f"tunnel keeper: internal error ({exc.__class__.__name__}: {exc})",
+                              step="tunnel keeper")
+        report.send(error.to_dict())
+        return error.exit_code
 
 
 def _exit_on_signal(signum: int, frame: Any) -> NoReturn:
@@ -116,24 +121,26 @@ def _exit_on_signal(signum: int, frame: Any) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
-def claim(lock: KeeperLock, launcher: Launcher) -> dict[str, Any] | None:
+def claim(lock: KeeperLock, launcher: Launcher) -> ClientPayload | None:
     """Take the keeper lock (None), or return the payload of a live keeper that answers."""
     deadline = time.monotonic() + launcher.config.startup_timeout + STARTING_GRACE
     waiting = False
-    while not lock.try_acquire():
+    while not lock.acquire_for_key():
         raw, owner = lock.read()
-        if lock.break_if_stale(raw, owner):
+        if lock.break_if_gone(raw):
             continue
-        if owner is not None and owner.payload is not None:
-            if handshake.payload_answers(owner.payload, launcher.config.handshake):
-                return owner.payload
+        payload = served_payload(owner) if owner is not None else None
+        if owner is not None and payload is not None:
+            if handshake.payload_answers(payload, launcher.config.handshake):
+                return payload
             launcher.progress.phase(f"stopping tunnel keeper {owner.pid}: its tunnel does not answer")
-            owner.stop(lock.key)
+            stop_owner(owner, lock.key)
             continue
         if time.monotonic() > deadline:
             pid = f" (pid {owner.pid})" if owner else ""
             raise TunnelError(f"{launcher.key}: another run{pid} has been starting the tunnel keeper for too "
-                              f"long; remove {lock.path} if no remote-http-launcher is running")
+                              f"long; remove {lock.path} if no remote-http-launcher is running",
+                              key=launcher.key, step="tunnel keeper")
         if not waiting:
             launcher.progress.phase("another run is starting the tunnel; waiting")
             waiting = True
@@ -149,10 +156,10 @@ class Keeper:
         self.launcher = launcher
         self.lock = lock
         self.report = report
-        self.log_path = keeper_log(launcher.client_path)
+        self.log_path = keeper_log_path(launcher.client_path)
 
     def run(self) -> int:
-        from .hosts.ssh import SSHHost
+        from ..hosts.ssh import SSHHost
 
         tunnel: Tunnel | None = None
         written: bytes | None = None

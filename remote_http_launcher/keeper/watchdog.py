@@ -14,11 +14,11 @@ import logging
 import threading
 import time
 
-from . import processes
-from .config import Config
-from .errors import AuthenticationError, HostError, HostKeyError
-from .hosts.ssh import SSHHost
-from .statefiles import ServerState
+from ..service import is_ours
+from ..config import Config
+from ..errors import AuthenticationError, HostError, HostKeyError
+from ..hosts.ssh import SSHHost
+from ..statefiles import ServerState
 from .tunnel import Tunnel
 
 RECONNECT_INTERVALS = 12
@@ -59,7 +59,7 @@ class Watchdog:
         timer.daemon = True
         timer.start()
         try:
-            alive = processes.is_ours(self.host, self.state)
+            alive = is_ours(self.host, self.state)
         finally:
             timer.cancel()
         if not transport.is_active():

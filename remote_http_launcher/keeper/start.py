@@ -1,4 +1,4 @@
-"""The front half of a tunnel run: start the keeper process and relay its one-line result.
+"""The front half of a tunnel run, in the caller's process: start the keeper, relay its one-line result.
 
 The keeper is detached from the start (its own session on POSIX, its own
 process group on Windows) so nothing that ends this process ends the tunnel,
@@ -17,28 +17,28 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
-from . import errors, statefiles
-from .errors import LauncherError, TunnelError
-from .keeperlock import keeper_log
-
-if TYPE_CHECKING:
-    from .launcher import Launcher
+from .. import statefiles
+from ..clientfile import keeper_log_path
+from ..config import Config
+from ..errors import LauncherError, TunnelError
+from ..progress import Progress
+from ..statefiles import ClientPayload
 
 INTERRUPT_WAIT = 5.0
 
 
-def start_keeper(launcher: Launcher) -> tuple[dict[str, Any], bool]:
+def start_keeper(config: Config, key: str, client_path: Path, progress: Progress) -> tuple[ClientPayload, bool]:
     """Run the keeper until it reports; (payload, whether an existing keeper was reused)."""
-    directory = launcher.client_path.parent
+    directory = client_path.parent
     statefiles.ensure_private_dir(directory)
-    fd, config_file = tempfile.mkstemp(prefix=f".{launcher.key}.keeper-config.", suffix=".json", dir=directory)
+    fd, config_file = tempfile.mkstemp(prefix=f".{key}.keeper-config.", suffix=".json", dir=directory)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp's file is 0600: file_parameters stay private
         # YAML values JSON lacks (dates) travel as str(), which is also what templates render of them
-        json.dump(dict(launcher.config.raw), handle, default=str)
-    progress = launcher.progress
-    argv = [sys.executable, "-m", "remote_http_launcher.keeper", "--key", launcher.key,
+        json.dump(dict(config.raw), handle, default=str)
+    argv = [sys.executable, "-m", "remote_http_launcher.keeper", "--key", key,
             "--config-file", config_file, "--connection-dir", str(directory),
             "--progress", progress.level, "--elapsed", f"{progress.elapsed():.3f}"]
     argv += ["--quiet"] * progress.quiet + ["--live"] * progress.live
@@ -60,7 +60,7 @@ def start_keeper(launcher: Launcher) -> tuple[dict[str, Any], bool]:
                 proc.stdout.close()
     finally:
         statefiles.remove(directory / os.path.basename(config_file))
-    payload, reused = _result(line, proc, launcher)
+    payload, reused = _result(line, proc, key, client_path)
     if reused:  # it only reported another keeper's tunnel and is exiting: never two keeper processes after us
         try:
             proc.wait(INTERRUPT_WAIT)
@@ -98,21 +98,17 @@ def _detached() -> dict[str, Any]:
     return {"start_new_session": True}
 
 
-def _result(line: bytes, proc: subprocess.Popen[bytes], launcher: Launcher) -> tuple[dict[str, Any], bool]:
+def _result(line: bytes, proc: subprocess.Popen[bytes], key: str,
+            client_path: Path) -> tuple[ClientPayload, bool]:
+    """The keeper's payload, or its error rebuilt as the same class with the same fields."""
     result = statefiles.decode(line)
     if result is None:
         try:
             code: int | str | None = proc.wait(INTERRUPT_WAIT)
         except subprocess.TimeoutExpired:
             code = "still running"
-        raise TunnelError(f"{launcher.key}: the tunnel keeper ended without a result (exit code {code}); "
-                          f"see {keeper_log(launcher.client_path)}")
+        raise TunnelError(f"{key}: the tunnel keeper ended without a result (exit code {code}); "
+                          f"see {keeper_log_path(client_path)}", key=key, step="tunnel keeper")
     if "error" in result:
-        kind = getattr(errors, str(result["error"]), None)
-        if not (isinstance(kind, type) and issubclass(kind, LauncherError)):
-            kind = LauncherError
-        exc = kind(str(result.get("message", "")))
-        if isinstance(result.get("exit_code"), int):
-            exc.exit_code = result["exit_code"]
-        raise exc
+        raise LauncherError.from_dict(result)
     return result["payload"], bool(result.get("reused"))

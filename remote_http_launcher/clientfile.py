@@ -1,0 +1,44 @@
+"""Step 1, the warm path: reuse the client connection file when the service answers there.
+
+This runs on every call of a script that asks for the service's address, so
+it imports only config, state files and the handshake: no host machinery, no
+SSH, no HTTP library. A payload whose tunnel keeper is gone is never trusted:
+its local port may since have been taken by anyone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import handshake, statefiles
+from .config import Handshake
+from .locks import LockOwner
+from .processes import process_identity
+from .statefiles import ClientPayload
+
+
+def keeper_lock_path(client_path: Path) -> Path:
+    """`<key>.keeper.lock` beside the client file: held by the key's tunnel keeper for its whole life."""
+    return client_path.with_name(f"{client_path.stem}.keeper.lock")
+
+
+def keeper_log_path(client_path: Path) -> Path:
+    return client_path.with_name(f"{client_path.stem}.keeper.log")
+
+
+def reuse(client_path: Path, check: Handshake | None) -> ClientPayload | None:
+    """The payload of a client file whose service answers; otherwise the file is removed and None returned."""
+    payload = statefiles.read_payload(client_path)
+    if payload is not None and still_served(client_path, payload) and handshake.payload_answers(payload, check):
+        return payload
+    statefiles.remove(client_path)
+    return None
+
+
+def still_served(client_path: Path, payload: ClientPayload) -> bool:
+    """False when the tunnel keeper a payload names is gone: its local port may now be anyone's."""
+    pid = payload.get("keeper_pid")
+    if pid is None:
+        return True
+    owner = LockOwner.parse(statefiles.read_bytes(keeper_lock_path(client_path)))
+    return owner is not None and owner.pid == pid and process_identity(pid) == owner.started

@@ -1,0 +1,102 @@
+"""Text for people: what the CLI prints for status, list and stop results.
+
+The operations (manage.py) return data; this is the only place that turns
+it into words, so the API and the CLI agree on every message.
+"""
+
+from __future__ import annotations
+
+from .manage import ABSENT, FAILED, STALE, STARTING, ServiceEntry, StatusResult, StopResult
+
+
+class StopOutcome(StopResult):
+    """What the API's `stop` returns: the data, and the message the CLI prints."""
+
+    message: str
+
+
+def stop_outcome(result: StopResult) -> StopOutcome:
+    return {**result, "message": stop_message(result)}
+
+
+def stop_message(result: StopResult) -> str:
+    """One line: what was stopped and how, or that nothing was running (and what was cleaned up)."""
+    if result["processes"]:
+        how = ", ".join(f"pid {s['pid']}" + (" with SIGTERM" if s["signal"] == "TERM" else
+                        f": no exit within {result['timeout']:g} s of SIGTERM, killed with SIGKILL")
+                        for s in result["processes"])
+        message = f"stopped {result['key']} on {result['host']} ({how})"
+    else:
+        message = "not running; nothing to stop"
+        notes = []
+        if result["refused"]:
+            notes.append(f"{result['refused']}; left it alone")
+        if result["removed"]:
+            notes.append("removed stale " + ", ".join(result["removed"]))
+        if notes:
+            message += " (" + "; ".join(notes) + ")"
+    if result["keeper_pid"] is not None:
+        message += f"; tunnel keeper {result['keeper_pid']} stopped"
+    return message
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def format_status(entry: StatusResult) -> str:
+    status_now = entry["status"]
+    head = f"{entry['key']} on {entry['host']}: {status_now}"
+    if entry["detail"]:
+        head += f" ({entry['detail']})"
+    rows = [
+        ("pid", entry["pid"]),
+        ("port", entry["port"]),
+        ("uptime" if entry["uptime"] is not None else "age",
+         format_duration(entry["uptime"] if entry["uptime"] is not None else entry["age"])),
+        ("workdir", entry["workdir"]),
+        ("log", entry["log"]),
+        ("status file", entry["status_file"] if status_now != ABSENT else f"{entry['status_file']} (absent)"),
+    ]
+    client = entry["client"]
+    if client["present"]:
+        where = f"{client['hostname']}:{client['port']}" if client["valid"] else "unreadable"
+        rows.append(("client file", f"{client['connection_file']} ({where})"))
+    else:
+        rows.append(("client file", f"{client['connection_file']} (absent)"))
+    if client["keeper_pid"] is not None:
+        rows.append(("tunnel keeper", f"pid {client['keeper_pid']} "
+                                      f"({'alive' if client['keeper_alive'] else 'not running'})"))
+    lines = [head] + [f"  {name:<14}{'-' if value is None else value}" for name, value in rows]
+    hint = {
+        ABSENT: "start it with 'remote-http-launcher CONFIG'",
+        STALE: "clean up with 'remote-http-launcher stop CONFIG', or relaunch with 'remote-http-launcher CONFIG'",
+        FAILED: "see why with 'remote-http-launcher logs CONFIG'; relaunch with 'remote-http-launcher CONFIG'",
+        STARTING: "wait for it with 'remote-http-launcher CONFIG'",
+    }.get(status_now)
+    if hint:
+        lines.append(f"  {'next':<14}{hint}")
+    return "\n".join(lines)
+
+
+def format_list(host_name: str, entries: list[ServiceEntry]) -> str:
+    if not entries:
+        return f"no services on {host_name}"
+    header = ("KEY", "STATUS", "PID", "PORT", "AGE")
+    rows = [(e["key"], e["status"] + (" !" if e["status"] == STALE else ""), str(e["pid"] or "-"),
+             str(e["port"] or "-"), format_duration(e["age"])) for e in entries]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    stale = sum(e["status"] == STALE for e in entries)
+    if stale:
+        lines.append(f"{stale} stale (!): process gone; 'remote-http-launcher stop CONFIG' removes the state")
+    return "\n".join(lines)
