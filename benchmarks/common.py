@@ -57,6 +57,8 @@ class Row:
             return f"{self.value:,.0f} µs"
         if self.unit in ("", "count"):
             return f"{self.value:g}"
+        if self.unit == "×":
+            return f"{self.value:.2f}×"
         return f"{self.value:g} {self.unit}"
 
     def verdict(self) -> str:
@@ -89,11 +91,11 @@ def dump_json(rows: list[Row], extra: dict[str, Any]) -> str:
     return json.dumps({"rows": [r.to_json() for r in rows], **extra}, indent=2, default=str)
 
 
-def timed_run(argv: list[str], env: dict[str, str], *, timeout: float = 120.0,
-              check: bool = True) -> tuple[float, subprocess.CompletedProcess[bytes]]:
+def timed_run(argv: list[str], env: dict[str, str], *, timeout: float = 120.0, check: bool = True,
+              cwd: str | os.PathLike[str] | None = None) -> tuple[float, subprocess.CompletedProcess[bytes]]:
     """Wall time of a whole process, from fork to exit."""
     start = time.perf_counter()
-    proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    proc = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
     elapsed = time.perf_counter() - start
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: "
@@ -197,3 +199,23 @@ def pids_with_cmdline(fragment: str) -> list[int]:
         if needle in cmdline.replace(b"\0", b" "):
             found.append(int(entry.name))
     return found
+
+
+def kill_processes_under(path: str | os.PathLike[str]) -> list[int]:
+    """SIGKILL every process (but this one) whose command line names something under `path`.
+
+    The safety net after kill_services_in: a service whose status record was lost
+    (the original 0.2.0 lets its client file overwrite it) still has its status
+    file's path in its command line.
+    """
+    prefix = str(path).rstrip("/") + "/"
+    killed = []
+    for pid in pids_with_cmdline(prefix):
+        if pid in (os.getpid(), os.getppid()):
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return killed

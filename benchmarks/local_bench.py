@@ -1,4 +1,9 @@
-"""Local metrics: interpreter start, warm reuse (+ import profile), cold launch overhead, concurrency."""
+"""Local metrics: interpreter start, warm reuse (+ import profile), cold launch overhead, concurrency.
+
+Warm reuse and cold launch are also measured for the original implementation,
+PyPI remote-http-launcher==0.2.0 (benchmarks/original.py), interleaved with
+ours in the same rounds, with the same config file, service and environment.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +19,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (CLEANUP, PYTHON, ROOT, TINY_SERVICE, Row, at_most, base_env, kill_services_in, launcher_argv, log,
-                     pids_with_cmdline, reference, timed_run)
+from .common import (CLEANUP, PYTHON, ROOT, TINY_SERVICE, Row, at_most, base_env, kill_processes_under, kill_services_in,
+                     launcher_argv, log, pids_with_cmdline, reference, timed_run)
+from .original import ORIGINAL_VERSION, Original, ensure_original
 
 DEMO_SERVICE = ROOT / "examples" / "demo_service.py"
 WARM_TARGET = 0.09
 COLD_OVERHEAD_TARGET = 0.3
+WARM_VS_ORIGINAL_TARGET = 0.7  # ours ≤ 0.7 × the original's warm reuse
+COLD_VS_PASS_TARGET = 3.0  # our cold launch overhead ≤ 3 × `python -c pass`
+ORIGINAL = f"original {ORIGINAL_VERSION}"
 CONCURRENT_RUNS = 20
 # Must not be imported when the client file is reused (issue 7).
 HEAVY_MODULES = ("paramiko", "sshtunnel", "requests", "http.client", "cryptography", "nacl", "bcrypt", "urllib3",
-                 "http.server", "asyncio", "remote_http_launcher.hosts.ssh", "remote_http_launcher.sshconnect")
+                 "http.server", "asyncio", "remote_http_launcher.hosts.ssh", "remote_http_launcher.ssh",
+                 "remote_http_launcher.keeper.tunnel")
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 
@@ -39,20 +49,33 @@ class Workspace:
         self.count += 1
         return self.root / f"{name}-{self.count}"
 
-    def write_config(self, name: str, service: Path, key: str, extra_args: str = "") -> Path:
+    def write_config(self, name: str, service: Path, key: str, extra_args: str = "",
+                     network_interface: str | None = None) -> Path:
+        """A config file; give `network_interface` when the original 0.2.0 reads it too (its
+        `{network_interface}` template variable exists only when the config sets it)."""
         workdir = self.root / "work"
         workdir.mkdir(exist_ok=True)
         command = (f"{shlex.quote(PYTHON)} {shlex.quote(str(service))} --status-file {{status_file}} "
                    f"--host {{network_interface}} {extra_args}").strip()
         path = self.root / f"{name}.yaml"
-        path.write_text(json.dumps({"workdir": str(workdir), "key": key, "command": command,
-                                    "handshake": "healthcheck"}) + "\n")  # JSON is YAML
+        data = {"workdir": str(workdir), "key": key, "command": command, "handshake": "healthcheck"}
+        if network_interface is not None:
+            data["network_interface"] = network_interface
+        path.write_text(json.dumps(data) + "\n")  # JSON is YAML
         return path
+
+    def home(self, name: str) -> Path:
+        """A private $HOME for the original 0.2.0 (its state goes to ~/.remote-http-launcher)."""
+        home = self.state_dir(name)
+        home.mkdir(parents=True)
+        return home
 
     def close(self) -> None:
         for state in self.root.iterdir():
             if state.is_dir():
                 kill_services_in(state)
+                kill_services_in(Original.state_dir(state))  # an original 0.2.0 $HOME
+        kill_processes_under(self.root)  # whatever lost its status record
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -60,19 +83,40 @@ def env_for(state_dir: Path, *, bytecode: bool = True) -> dict[str, str]:
     return base_env(bytecode=bytecode, REMOTE_HTTP_LAUNCHER_DIR=str(state_dir))
 
 
-def warm_reuse(ws: Workspace, runs: int) -> tuple[list[Row], dict[str, Any]]:
-    """`python -c pass`, the warm path byte-compiled and from source, interleaved so load hits them alike."""
-    config = ws.write_config("warm", DEMO_SERVICE, "bench-warm")
+Variant = tuple[list[str], dict[str, str], str | None]  # argv, environment, working directory
+
+
+def warm_reuse(ws: Workspace, runs: int, original: Original | str) -> tuple[list[Row], dict[str, Any]]:
+    """`python -c pass`, the warm path byte-compiled and from source, and the original 0.2.0's warm path,
+    interleaved so load hits them alike."""
+    config = ws.write_config("warm", DEMO_SERVICE, "bench-warm", network_interface="localhost")
     env = env_for(ws.state_dir("warm"))
     source_env = {**base_env(bytecode=False, REMOTE_HTTP_LAUNCHER_DIR=env["REMOTE_HTTP_LAUNCHER_DIR"]),
                   "PYTHONDONTWRITEBYTECODE": "1"}
     timed_run(launcher_argv(config), env)  # cold launch: the client file now exists
-    variants = {"pass": ([PYTHON, "-c", "pass"], base_env()), "warm": (launcher_argv(config), env),
-                "source": (launcher_argv(config), source_env)}
+    variants: dict[str, Variant] = {"pass": ([PYTHON, "-c", "pass"], base_env(), None),
+                                    "warm": (launcher_argv(config), env, None),
+                                    "source": (launcher_argv(config), source_env, None)}
+    original_note = original if isinstance(original, str) else ""
+    if isinstance(original, Original):
+        try:
+            variants["original"] = _original_warm_variant(ws, original, config)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            original_note = f"{ORIGINAL} failed: {exc}"[:300]
+            log(original_note)
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(runs + 2):  # two warm-up rounds: page cache, bytecode
-        for name, (argv, variant_env) in variants.items():
-            elapsed = timed_run(argv, variant_env)[0]
+        for name, (argv, variant_env, cwd) in list(variants.items()):
+            try:
+                elapsed = timed_run(argv, variant_env, cwd=cwd)[0]
+            except (RuntimeError, subprocess.SubprocessError) as exc:
+                if name != "original":
+                    raise
+                original_note = f"{ORIGINAL} failed: {exc}"[:300]
+                log(original_note)
+                del variants[name]
+                samples.pop(name)
+                continue
             if round_ >= 2:
                 samples[name].append(elapsed)
     rows = [
@@ -82,6 +126,7 @@ def warm_reuse(ws: Workspace, runs: int) -> tuple[list[Row], dict[str, Any]]:
         reference("warm reuse, package compiled from source every run (PYTHONDONTWRITEBYTECODE=1)",
                   samples["source"]),
     ]
+    rows += _warm_comparison(samples, original_note)
 
     profiles = [import_profile(config, env) for _ in range(3)]
     ours = statistics.median(p["remote_http_launcher_us"] for p in profiles)
@@ -96,6 +141,35 @@ def warm_reuse(ws: Workspace, runs: int) -> tuple[list[Row], dict[str, Any]]:
             ", ".join(heavy) or "none", "", "none", not heavy),
     ]
     return rows, {"warm_import_profile": profiles[0]}
+
+
+def _original_warm_variant(ws: Workspace, original: Original, config: Path) -> Variant:
+    """Launch the demo service with the original once (its client file then exists) and check that a
+    second run really takes its warm path ("done: reused-local"), not a relaunch."""
+    home = ws.home("original-warm")
+    argv, env = original.argv(config), original.env(home)
+    timed_run(argv, env, cwd=home)
+    client_file = Original.state_dir(home) / "client" / "bench-warm.json"
+    if not client_file.exists():
+        raise RuntimeError(f"no client file {client_file} after its launch")
+    out = timed_run(argv, env, cwd=home)[1].stderr.decode(errors="replace")
+    if "reused-local" not in out:
+        raise RuntimeError(f"second run did not reuse the client file: {out.strip()[-300:]}")
+    return argv, env, str(home)
+
+
+def _warm_comparison(samples: dict[str, list[float]], note: str) -> list[Row]:
+    label = f"warm reuse, {ORIGINAL} (same config, service and timing; reference)"
+    ratio_label = f"warm reuse, ours / {ORIGINAL} (ratio of medians)"
+    target = f"≤ {WARM_VS_ORIGINAL_TARGET:g}×"
+    if "original" not in samples:
+        return [Row(label, None, note=note or "not measured"), Row(ratio_label, None, "×", target, None,
+                                                                    note or "not measured")]
+    ours, theirs = statistics.median(samples["warm"]), statistics.median(samples["original"])
+    ratio = ours / theirs
+    return [reference(label, samples["original"]),
+            Row(ratio_label, ratio, "×", target, ratio <= WARM_VS_ORIGINAL_TARGET,
+                f"{ours:.3f} s / {theirs:.3f} s")]
 
 
 def import_profile(config: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -159,11 +233,18 @@ def service_startup(service: Path, runs: int) -> list[float]:
     return samples[1:]
 
 
-def cold_launch(ws: Workspace, runs: int) -> tuple[list[Row], dict[str, Any]]:
-    config = ws.write_config("cold", TINY_SERVICE, "bench-cold")
+def cold_launch(ws: Workspace, runs: int, original: Original | str) -> tuple[list[Row], dict[str, Any]]:
+    """Rounds of `python -c pass`, our cold launch and the original 0.2.0's, each launch with fresh state;
+    the first round is warm-up."""
+    config = ws.write_config("cold", TINY_SERVICE, "bench-cold", network_interface="localhost")
     own = service_startup(TINY_SERVICE, runs)
-    samples, phases = [], []
+    samples, phases, pass_samples, original_samples, original_phases = [], [], [], [], []
+    original_note = original if isinstance(original, str) else ""
+    use_original = isinstance(original, Original)
     for i in range(runs + 1):
+        elapsed = timed_run([PYTHON, "-c", "pass"], base_env())[0]
+        if i:
+            pass_samples.append(elapsed)
         state = ws.state_dir("cold")
         try:
             elapsed, proc = timed_run(launcher_argv(config, "--log-level", "basic"), env_for(state))
@@ -172,6 +253,27 @@ def cold_launch(ws: Workspace, runs: int) -> tuple[list[Row], dict[str, Any]]:
         if i:
             samples.append(elapsed)
             phases.append(proc.stderr.decode(errors="replace"))
+        if use_original:
+            assert isinstance(original, Original)
+            home = ws.home("original-cold")
+            try:
+                elapsed, proc = timed_run(original.argv(config, "--log-level", "basic"), original.env(home),
+                                          cwd=home)
+                out = proc.stderr.decode(errors="replace")
+                if "done: launched" not in out:
+                    raise RuntimeError(f"did not launch: {out.strip()[-300:]}")
+            except (RuntimeError, subprocess.SubprocessError) as exc:
+                original_note = f"{ORIGINAL} failed: {exc}"[:300]
+                log(original_note)
+                use_original = False
+                original_samples.clear()
+            else:
+                if i:
+                    original_samples.append(elapsed)
+                    original_phases.append(out)
+            finally:
+                kill_services_in(Original.state_dir(home))
+                kill_processes_under(home)
     own_median = statistics.median(own)
     overhead = [s - own_median for s in samples]
     rows = [
@@ -179,7 +281,26 @@ def cold_launch(ws: Workspace, runs: int) -> tuple[list[Row], dict[str, Any]]:
         reference("cold local launch, whole process (tiny service)", samples),
         at_most("cold local launch overhead (launch − service's own start-up)", overhead, COLD_OVERHEAD_TARGET),
     ]
-    return rows, {"cold_local_phases": phases[len(phases) // 2]}
+    pass_median = statistics.median(pass_samples)
+    ratio = statistics.median(overhead) / pass_median
+    ratio_note = f"{statistics.median(overhead):.3f} s / {pass_median:.3f} s, `python -c pass` in the same rounds"
+    if original_samples:
+        original_overhead = [s - own_median for s in original_samples]
+        rows += [
+            reference(f"cold local launch, whole process, {ORIGINAL} (tiny service; reference)", original_samples),
+            reference(f"cold local launch overhead, {ORIGINAL} (launch − service's own start-up; reference)",
+                      original_overhead),
+        ]
+        ratio_note += f"; {ORIGINAL}: {statistics.median(original_overhead) / pass_median:.1f}×"
+    else:
+        rows.append(Row(f"cold local launch overhead, {ORIGINAL} (reference)", None,
+                        note=original_note or "not measured"))
+    rows.append(Row("cold local launch overhead / `python -c pass`", ratio, "×", f"≤ {COLD_VS_PASS_TARGET:g}×",
+                    ratio <= COLD_VS_PASS_TARGET, ratio_note, [s - own_median for s in samples]))
+    extra: dict[str, Any] = {"cold_local_phases": phases[len(phases) // 2], "cold_python_pass": pass_samples}
+    if original_phases:
+        extra["cold_local_phases_original"] = original_phases[len(original_phases) // 2]
+    return rows, extra
 
 
 def concurrency(ws: Workspace, rounds: int = 3) -> tuple[list[Row], dict[str, Any]]:
@@ -226,18 +347,22 @@ def _sid(pid: int) -> int | None:
         return None
 
 
-def run_local(runs: int, only: set[str]) -> tuple[list[Row], dict[str, Any]]:
+def run_local(runs: int, only: set[str], compare_original: bool = True) -> tuple[list[Row], dict[str, Any]]:
     ws = Workspace()
     rows: list[Row] = []
     extra: dict[str, Any] = {}
+    original: Original | str = "skipped (--no-original)"
+    if compare_original and only & {"warm", "cold"}:
+        original = ensure_original(ws.root / "original-probe")
+    extra["original"] = original.describe() if isinstance(original, Original) else original
     if "warm" in only:
-        log("python startup and warm reuse")
-        got, more = warm_reuse(ws, runs)
+        log("python startup and warm reuse" + (f" (and {ORIGINAL}'s)" if isinstance(original, Original) else ""))
+        got, more = warm_reuse(ws, runs, original)
         rows += got
         extra.update(more)
     if "cold" in only:
-        log("cold local launch")
-        got, more = cold_launch(ws, runs)
+        log("cold local launch" + (f" (and {ORIGINAL}'s)" if isinstance(original, Original) else ""))
+        got, more = cold_launch(ws, runs, original)
         rows += got
         extra.update(more)
     if "concurrency" in only:

@@ -6,6 +6,11 @@ the real interpreter (`sys.executable`, never a pyenv shim), after warm-up.
 The SSH metrics need root (a throwaway user, sshd and a network namespace
 from tests/sshd.py); without it they are reported as skipped. Everything the
 suite starts is removed at the end, also on Ctrl-C.
+
+The warm and cold sections also time the original implementation, PyPI
+remote-http-launcher==0.2.0, in the same rounds (installed once into a venv
+cached under ~/.cache/rhl-bench; its rows are n/a when that is not possible,
+or with --no-original).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
     parser.add_argument("--profile", action="store_true", help="also print the per-step SSH profile after the table")
+    parser.add_argument("--no-original", action="store_true",
+                        help="do not install or time the original remote-http-launcher 0.2.0 (its rows show n/a)")
     args = parser.parse_args(argv)
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = args.only - set(SECTIONS)
@@ -49,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .local_bench import run_local
 
-        got, more = run_local(args.runs, args.only)
+        got, more = run_local(args.runs, args.only, compare_original=not args.no_original)
         rows += got
         extra.update(more)
         if "ssh" in args.only:
