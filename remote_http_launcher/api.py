@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import clientfile, statefiles
-from .config import Config, load_config
+from .config import Config, load_config, remember_parse
 from .progress import Progress
 from .service import STOP_TIMEOUT
 from .statefiles import ClientPayload
@@ -41,7 +41,7 @@ def run(config: ConfigSource, *, connection_dir: PathLike | None = None,
     one exits. The keeper ends when the service does, or with `stop()`. Login
     prompts, if any, appear on this process's terminal (stdin and stderr).
     """
-    return dict(up(load_config(config), connection_dir=connection_dir, progress=progress)[0])
+    return dict(up(load_config(config, cache=True), connection_dir=connection_dir, progress=progress)[0])
 
 
 def up(config: Config, *, connection_dir: PathLike | None = None,
@@ -50,7 +50,7 @@ def up(config: Config, *, connection_dir: PathLike | None = None,
     progress = progress or Progress.silent()
     key = evaluate_key(config)
     dry_run(config, key)  # a bad command template fails here, before any file is read, written or started
-    client_path = statefiles.client_file(config, key, connection_dir)
+    client_path = statefiles.client_file(key, connection_dir, local_service=not config.remote)
     progress.phase("checking connection file")
     payload = clientfile.reuse(client_path, config.handshake)
     reused = payload is not None
@@ -66,6 +66,7 @@ def up(config: Config, *, connection_dir: PathLike | None = None,
         with open_host(config) as host:
             payload = Launcher(config, key, client_path, progress).serve(host)[0]
     progress.done(payload, reused=reused)
+    remember_parse(config)
     return payload, reused
 
 

@@ -10,7 +10,6 @@ corpus of broken configs).
 
 from __future__ import annotations
 
-import datetime
 import functools
 import json
 import math
@@ -21,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from . import statefiles
 from .errors import ConfigError
 
 DEFAULT_NETWORK_INTERFACE = "localhost"
@@ -82,6 +82,14 @@ class Handshake(NamedTuple):
         return target
 
 
+class ParsedFile(NamedTuple):
+    """A YAML config file's text and what it parsed to, and where the parse may be kept."""
+
+    cache_file: Path
+    text: str
+    data: Any
+
+
 class Config(NamedTuple):
     """A validated service configuration; `raw` is the whole mapping with defaults applied."""
 
@@ -98,6 +106,8 @@ class Config(NamedTuple):
     startup_timeout: float
     watchdog_interval: float
     raw: Mapping[str, Any]
+    #: Set by `load_config(cache=True)` when the file was parsed anew; `remember_parse` keeps it.
+    parsed: ParsedFile | None = None
 
     @property
     def remote(self) -> bool:
@@ -111,22 +121,57 @@ class Config(NamedTuple):
         return self.ssh_hostname or self.hostname
 
 
-def load_config(source: Mapping[str, Any] | str | os.PathLike[str]) -> Config:
-    """Accept a mapping, or the path of a YAML file, and validate it."""
+def load_config(source: Mapping[str, Any] | str | os.PathLike[str], *, cache: bool = False) -> Config:
+    """Accept a mapping, or the path of a YAML file, and validate it.
+
+    With `cache` (the `up` path, which scripts call again and again), the
+    parse of a YAML file kept by `remember_parse` is reused while the file's
+    text stays the same: importing and running the YAML parser costs ~10 ms,
+    a sixth of the warm path.
+    """
     if isinstance(source, Mapping):
         return parse_config(source)
     path = Path(source)
-    return parse_config(read_yaml(path), config_dir=str(path.expanduser().absolute().parent))
+    config_dir = str(path.expanduser().absolute().parent)
+    text = read_text(path)
+    cache_file = _parse_cache_file(path) if cache else None
+    cached = statefiles.decode(statefiles.read_bytes(cache_file)) if cache_file else None
+    if cached is not None and cached.get("text") == text and "data" in cached:
+        return parse_config(cached["data"], config_dir=config_dir)
+    data = parse_yaml(text, str(path))
+    config = parse_config(data, config_dir=config_dir)
+    return config._replace(parsed=ParsedFile(cache_file, text, data)) if cache_file else config
 
 
-def read_yaml(path: Path) -> Any:
+def remember_parse(config: Config) -> None:
+    """Keep a config file's parse for the next `load_config(cache=True)`: called once a run with it
+    succeeded, so a bad config or a failed run leaves nothing behind. Only a parse that JSON holds
+    exactly (no dates, non-string keys or NaN) is kept; a failed write only costs speed."""
+    if config.parsed is None:
+        return
     try:
-        text = path.read_text(encoding="utf-8")
+        encoded = statefiles.encode({"text": config.parsed.text, "data": config.parsed.data})
+        if json.loads(encoded)["data"] == config.parsed.data:
+            statefiles.write_atomic(config.parsed.cache_file, encoded)
+    except (TypeError, ValueError, OSError):
+        pass
+
+
+def _parse_cache_file(path: Path) -> Path:
+    """`<state dir>/cache/config-<crc32 of the absolute path>.json`; the text inside tells whether it applies."""
+    import binascii
+
+    name = str(path.expanduser().absolute())
+    return statefiles.base_dir() / "cache" / f"config-{binascii.crc32(name.encode(errors='replace')):08x}.json"
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config: file {str(path)!r} not found; check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config: cannot read {str(path)!r}: {_one_line(exc)}") from None
-    return parse_yaml(text, str(path))
 
 
 def parse_yaml(text: str, name: str = "<config>") -> Any:
@@ -402,7 +447,7 @@ def _describe(value: Any) -> str:
         return f"a number ({value})"
     if isinstance(value, str):
         return f"a string ({value[:40]!r})"
-    if isinstance(value, (datetime.date, datetime.datetime)):
+    if hasattr(value, "isoformat"):  # a YAML date or timestamp (`datetime` is not imported on the warm path)
         return f"a date ({value.isoformat()})"
     if isinstance(value, (bytes, bytearray)):
         return "binary data"

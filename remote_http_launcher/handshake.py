@@ -21,7 +21,9 @@ SocketFactory = Callable[[float], Any]
 
 
 def tcp_factory(host: str, port: int) -> SocketFactory:
-    return lambda timeout: socket.create_connection((host, port), timeout=timeout)
+    # An ASCII name as bytes: resolving a str would import the IDNA codec (~1.5 ms of the warm path).
+    name = host.encode("ascii") if host.isascii() else host
+    return lambda timeout: socket.create_connection((name, port), timeout=timeout)  # type: ignore[arg-type]
 
 
 def get_status(host: str, port: int, target: str, factory: SocketFactory | None = None,

@@ -168,7 +168,7 @@ def status(config: Config, *, connection_dir: str | os.PathLike[str] | None = No
     """The service's status on its host plus the client side; connects to the host."""
     progress = progress or Progress.silent()
     key = evaluate_key(config)
-    cpath = statefiles.client_file(config, key, connection_dir)
+    cpath = statefiles.client_file(key, connection_dir, local_service=not config.remote)
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
     with open_host(config) as host:
         service = Service(host, config, key)
@@ -186,7 +186,7 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
     """Stop the service and its tunnel keeper, remove server and client state, keep the log."""
     progress = progress or Progress.silent()
     key = evaluate_key(config)
-    cpath = statefiles.client_file(config, key, connection_dir)
+    cpath = statefiles.client_file(key, connection_dir, local_service=not config.remote)
     keeper_pid = stop_keeper(key, connection_dir, timeout)
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
     stopped: list[StoppedProcess] = []

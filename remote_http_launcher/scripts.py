@@ -69,7 +69,11 @@ if [ -r "/proc/$$/stat" ]; then
 else
   st="ps:$(echo $(ps -o lstart= -p $$))"
 fi
-printf '%s"pid": %s, "start_time": "%s", "uid": %s}\n' "$head" "$$" "$st" "$(id -u)" > "$status.$$.tmp" \
+uid=
+if [ -r "/proc/$$/status" ]; then
+  while read -r field value _; do [ "$field" = Uid: ] && uid=$value && break; done < "/proc/$$/status"
+fi
+printf '%s"pid": %s, "start_time": "%s", "uid": %s}\n' "$head" "$$" "$st" "${uid:-$(id -u)}" > "$status.$$.tmp" \
   && mv -f "$status.$$.tmp" "$status" || { echo "remote-http-launcher: cannot write $status"; exit 1; }
 if [ -n "$lock" ] && [ -n "$lock_token" ]; then
   held=
@@ -89,9 +93,10 @@ set -u
 wd=$1 log=$2 status=$3 head=$4 cmd=$5 conda_env=$6 prelude=$7 lock=$8 lock_token=$9
 user_umask=$(umask)
 umask 077
-state_dir=$(dirname -- "$status")
-mkdir -p -- "$state_dir" && chmod 700 -- "$state_dir" || { echo "cannot create state directory $state_dir" >&2; exit 14; }
-mkdir -p -- "$wd" 2>/dev/null && cd -- "$wd" || { echo "cannot create or enter workdir $wd" >&2; exit 10; }
+# Builtins and parameter expansions where they do: every external command is a fork and an exec.
+state_dir=${status%/*}
+{ [ -d "$state_dir" ] || mkdir -p -- "$state_dir"; } && chmod 700 -- "$state_dir" || { echo "cannot create state directory $state_dir" >&2; exit 14; }
+{ [ -d "$wd" ] || mkdir -p -- "$wd" 2>/dev/null; } && cd -- "$wd" || { echo "cannot create or enter workdir $wd" >&2; exit 10; }
 # `true`, not `:`: a redirection error on a special built-in makes sh exit before `||` runs
 true 2>/dev/null > "$log" || { echo "cannot write log file $log" >&2; exit 11; }
 conda_sh=

@@ -10,12 +10,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, cast
+from typing import Any, NamedTuple, TypedDict, cast
 
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .config import Config
 
 DIR_ENV = "REMOTE_HTTP_LAUNCHER_DIR"
 DEFAULT_DIRNAME = ".remote-http-launcher"
@@ -53,10 +50,10 @@ def local_server_dir() -> Path:
     return base_dir() / "server"
 
 
-def client_file(config: Config, key: str, connection_dir: str | os.PathLike[str] | None) -> Path:
+def client_file(key: str, connection_dir: str | os.PathLike[str] | None, *, local_service: bool) -> Path:
     """`<client dir>/<key>.json`; for a local service the client and server directories must differ."""
     directory = client_dir(connection_dir)
-    if not config.remote:
+    if local_service:
         check_distinct(directory, local_server_dir())
     return directory / f"{key}.json"
 

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         progress.start -= args.elapsed
         config = read_config(args.config_file)
         key = evaluate_key(config)
-        launcher = Launcher(config, key, statefiles.client_file(config, key, args.connection_dir), progress)
+        client_path = statefiles.client_file(key, args.connection_dir, local_service=not config.remote)
+        launcher = Launcher(config, key, client_path, progress)
         lock = KeeperLock(launcher.client_path, key)
         reused = claim(lock, launcher)
         if reused is not None:
