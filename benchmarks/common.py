@@ -107,16 +107,15 @@ def launcher_argv(config: str | os.PathLike[str], *extra: str) -> list[str]:
     return [PYTHON, "-m", "remote_http_launcher", str(config), *extra]
 
 
-_BYTECODE_DIR: str | None = None
+_BYTECODE_DIR: list[str] = []  # made on first use
 
 
 def bytecode_dir() -> str:
     """A private PYTHONPYCACHEPREFIX: compiled modules are cached as for an installed package, outside the repo."""
-    global _BYTECODE_DIR
-    if _BYTECODE_DIR is None:
-        _BYTECODE_DIR = tempfile.mkdtemp(prefix="rhlbench-pyc-")
-        CLEANUP.push("bytecode cache", lambda: shutil.rmtree(str(_BYTECODE_DIR), ignore_errors=True))
-    return _BYTECODE_DIR
+    if not _BYTECODE_DIR:
+        _BYTECODE_DIR.append(tempfile.mkdtemp(prefix="rhlbench-pyc-"))
+        CLEANUP.push("bytecode cache", lambda: shutil.rmtree(_BYTECODE_DIR[0], ignore_errors=True))
+    return _BYTECODE_DIR[0]
 
 
 def base_env(*, bytecode: bool = True, **overrides: str) -> dict[str, str]:

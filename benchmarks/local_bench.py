@@ -19,8 +19,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (CLEANUP, PYTHON, ROOT, TINY_SERVICE, Row, at_most, base_env, kill_processes_under, kill_services_in,
-                     launcher_argv, log, pids_with_cmdline, reference, timed_run)
+from .common import (
+    CLEANUP,
+    PYTHON,
+    ROOT,
+    TINY_SERVICE,
+    Row,
+    at_most,
+    base_env,
+    kill_processes_under,
+    kill_services_in,
+    launcher_argv,
+    log,
+    pids_with_cmdline,
+    reference,
+    timed_run,
+)
 from .original import ORIGINAL_VERSION, Original, ensure_original
 
 DEMO_SERVICE = ROOT / "examples" / "demo_service.py"
@@ -238,7 +252,11 @@ def cold_launch(ws: Workspace, runs: int, original: Original | str) -> tuple[lis
     the first round is warm-up."""
     config = ws.write_config("cold", TINY_SERVICE, "bench-cold", network_interface="localhost")
     own = service_startup(TINY_SERVICE, runs)
-    samples, phases, pass_samples, original_samples, original_phases = [], [], [], [], []
+    samples: list[float] = []
+    phases: list[str] = []
+    pass_samples: list[float] = []
+    original_samples: list[float] = []
+    original_phases: list[str] = []
     original_note = original if isinstance(original, str) else ""
     use_original = isinstance(original, Original)
     for i in range(runs + 1):
@@ -318,7 +336,7 @@ def concurrency(ws: Workspace, rounds: int = 3) -> tuple[list[Row], dict[str, An
             outputs = [p.communicate(timeout=120) for p in procs]
             walls.append(time.perf_counter() - start)
             ports = set()
-            for proc, (out, err) in zip(procs, outputs):
+            for proc, (out, err) in zip(procs, outputs, strict=True):
                 if proc.returncode != 0:
                     failures.append(err.decode(errors="replace").strip()[-300:])
                     continue

@@ -32,7 +32,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
     parser.add_argument("--runs", type=int, default=21, help="measured runs per local metric (median; default 21)")
     parser.add_argument("--ssh-runs", type=int, default=5, help="measured runs per SSH metric (default 5)")
-    parser.add_argument("--rtt-ms", type=float, default=50.0, help="added round-trip time for the slow link (default 50)")
+    parser.add_argument("--rtt-ms", type=float, default=50.0,
+                        help="added round-trip time for the slow link (default 50)")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
     parser.add_argument("--profile", action="store_true", help="also print the per-step SSH profile after the table")

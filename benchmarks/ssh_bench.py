@@ -24,8 +24,19 @@ from typing import Any
 
 from tests.ssh_client import stop_services_script
 
-from .common import CLEANUP, ROOT, TINY_SERVICE, Row, at_most, base_env, launcher_argv, log, pids_with_cmdline, \
-    reference, timed_run
+from .common import (
+    CLEANUP,
+    ROOT,
+    TINY_SERVICE,
+    Row,
+    at_most,
+    base_env,
+    launcher_argv,
+    log,
+    pids_with_cmdline,
+    reference,
+    timed_run,
+)
 from .delayproxy import DelayProxy
 
 RECONNECT_TARGET = 1.0

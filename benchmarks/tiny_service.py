@@ -14,18 +14,19 @@ import socket
 import sys
 
 
-def main(argv):
-    args = {"--host": "localhost", "--port-range": ("0", "0")}
+def main(argv: list[str]) -> None:
+    args = {"--host": "localhost"}
+    port_range = ("0", "0")
     i = 0
     while i < len(argv):
         if argv[i] == "--port-range":
-            args["--port-range"] = (argv[i + 1], argv[i + 2])
+            port_range = (argv[i + 1], argv[i + 2])
             i += 3
         else:
             args[argv[i]] = argv[i + 1]
             i += 2
     status = args["--status-file"]
-    start, end = (int(p) for p in args["--port-range"])
+    start, end = (int(p) for p in port_range)
     sock = None
     for port in range(start, end + 1):
         try:

@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.sshd import NetNamespace, SSHAccount, SSHServer, launch_sshd
+from tests.sshd import NetNamespace, SSHAccount, SSHServer, launch_sshd  # noqa: E402 - needs ROOT on sys.path
 
 ALIAS = "bench"
 MIN_RATIO = 0.6
@@ -138,7 +138,7 @@ class Bench:
         return port
 
     def close(self) -> None:
-        from remote_http_launcher.keeperlock import stop_keeper
+        from remote_http_launcher.keeper.lock import stop_keeper
 
         if self.ssh is not None:
             self.ssh.terminate()

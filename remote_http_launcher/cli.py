@@ -14,10 +14,19 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from itertools import pairwise
+from typing import Any, NoReturn
 
-from .errors import (EXIT_INTERRUPTED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, LauncherError,
-                     ServiceFailedError, UsageError)
+from .errors import (
+    EXIT_INTERRUPTED,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    LauncherError,
+    ServiceFailedError,
+    UsageError,
+)
 from .progress import LEVELS, Progress
 
 PROG = "remote-http-launcher"
@@ -49,7 +58,7 @@ def _terminal_columns() -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
@@ -313,7 +322,7 @@ def next_step(exc: LauncherError, args: argparse.Namespace | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--log-level=debug" in argv or any(a == "debug" and p == "--log-level" for p, a in zip(argv, argv[1:]))
+    debug = "--log-level=debug" in argv or any(pair == ("--log-level", "debug") for pair in pairwise(argv))
     progress: Progress | None = None
     args: argparse.Namespace | None = None
     try:

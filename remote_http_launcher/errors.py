@@ -121,5 +121,8 @@ _CLASSES: dict[str, type[LauncherError]] = {
         HostError, AuthenticationError, HostKeyError, TunnelError, NotRunningError)
 }
 
-__all__ = [name for name in _CLASSES] + ["EXIT_INTERRUPTED", "EXIT_NOT_RUNNING", "EXIT_OK", "EXIT_RUNTIME",
-                                         "EXIT_USAGE"]
+__all__ = [
+    "EXIT_INTERRUPTED", "EXIT_NOT_RUNNING", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "AuthenticationError",
+    "ConfigError", "HandshakeError", "HostError", "HostKeyError", "LaunchError", "LauncherError", "NotRunningError",
+    "ServiceFailedError", "TemplateError", "TunnelError", "UsageError",
+]

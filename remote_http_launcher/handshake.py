@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import Handshake
@@ -76,7 +76,7 @@ def check(host: str, port: int, handshake: Handshake | None, factory: SocketFact
     return None
 
 
-def payload_answers(payload: dict[str, Any], handshake: Handshake | None) -> bool:
+def payload_answers(payload: Mapping[str, object], handshake: Handshake | None) -> bool:
     """A client connection payload names a valid host and port, and the service answers there."""
     host, port = payload.get("hostname"), payload.get("port")
     if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:

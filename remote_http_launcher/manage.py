@@ -294,7 +294,8 @@ def logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | None = 
         result = read_tail(host, path, tail)
         if result is None:
             raise NotRunningError(f"{service.key}: no log at {path} on {host.name}; the service has not been "
-                                  f"launched there (start it with 'remote-http-launcher CONFIG')")
+                                  f"launched there (start it with 'remote-http-launcher CONFIG')", key=service.key,
+                                  host=host.name, step="logs")
         text, end = result
         progress.close()
         if output is not None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from collections.abc import Mapping
+from typing import TextIO
 
 LEVELS = ("minimal", "basic", "debug")
 REDRAW_INTERVAL = 0.1
@@ -23,7 +24,7 @@ def _log(text: str) -> None:
         logging.getLogger(LOGGER).info("%s", text)
 
 
-def service_url(payload: dict[str, Any]) -> str:
+def service_url(payload: Mapping[str, object]) -> str:
     host = str(payload.get("hostname", "localhost"))
     if ":" in host:
         host = f"[{host}]"
@@ -67,7 +68,7 @@ class Progress:
         if self.live and not self.quiet:
             self._draw(force=False)
 
-    def done(self, payload: dict[str, Any], *, reused: bool) -> None:
+    def done(self, payload: Mapping[str, object], *, reused: bool) -> None:
         how = "reconnected" if reused else "ready"
         summary = f"{how}: {service_url(payload)} ({self.elapsed():.2f} s)"
         _log(summary)

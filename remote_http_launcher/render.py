@@ -95,7 +95,7 @@ def format_list(host_name: str, entries: list[ServiceEntry]) -> str:
     rows = [(e["key"], e["status"] + (" !" if e["status"] == STALE else ""), str(e["pid"] or "-"),
              str(e["port"] or "-"), format_duration(e["age"])) for e in entries]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
     stale = sum(e["status"] == STALE for e in entries)
     if stale:
         lines.append(f"{stale} stale (!): process gone; 'remote-http-launcher stop CONFIG' removes the state")

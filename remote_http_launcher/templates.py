@@ -14,7 +14,7 @@ import ast
 import operator
 import re
 from collections.abc import Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .errors import ConfigError, TemplateError
 
@@ -25,6 +25,7 @@ MAX_TEMPLATE_CHARS = 10_000
 MAX_NODES = 500
 MAX_DEPTH = 50
 MAX_VALUE_LEN = 100_000
+T = TypeVar("T")
 KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 MAX_KEY = 200
 
@@ -244,8 +245,8 @@ class _Interpreter:
 
     def _joined(self, node: ast.JoinedStr) -> str:
         return _checked(
-            "".join(str(part.value) if isinstance(part, ast.Constant) else self._formatted(cast(ast.FormattedValue, part))
-                    for part in node.values)
+            "".join(str(part.value) if isinstance(part, ast.Constant)
+                    else self._formatted(cast(ast.FormattedValue, part)) for part in node.values)
         )
 
     def _formatted(self, node: ast.FormattedValue) -> str:
@@ -284,7 +285,7 @@ class _Interpreter:
             return result
         if isinstance(node, ast.Compare):
             left = self.eval(node.left)
-            for op, comparator in zip(node.ops, node.comparators):
+            for op, comparator in zip(node.ops, node.comparators, strict=True):
                 right = self.eval(comparator)
                 if not _CMPOPS[type(op)](left, right):
                     return False
@@ -337,7 +338,7 @@ def _check_len(length: int) -> None:
         raise TemplateError(f"result would be longer than {MAX_VALUE_LEN} characters or items")
 
 
-def _checked(value: Any) -> Any:
+def _checked(value: T) -> T:
     """Stop growth early: every intermediate string, list and tuple stays below the cap."""
     if isinstance(value, (str, list, tuple)):
         _check_len(len(value))

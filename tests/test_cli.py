@@ -27,7 +27,8 @@ Factory = Callable[..., dict[str, Any]]
 
 
 def server_record(rhl_dir: Path) -> dict[str, Any]:
-    return json.loads((rhl_dir / "server" / f"{KEY}.json").read_text())
+    record: dict[str, Any] = json.loads((rhl_dir / "server" / f"{KEY}.json").read_text())
+    return record
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -243,7 +243,7 @@ def test_handshake_mapping() -> None:
 def test_ssh_target() -> None:
     assert minimal(hostname="web.example.com").ssh_target == "web.example.com"
     assert minimal(hostname="web", ssh_hostname="me@gateway").ssh_target == "me@gateway"
-    with pytest.raises(ConfigError, match="^hostname: "):
+    with pytest.raises(ConfigError, match=r"^hostname: "):
         _ = minimal().ssh_target
 
 
@@ -276,7 +276,7 @@ def test_alias_bomb_in_file_parameters_is_refused_quickly() -> None:
     lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
     lines.append("file_parameters: {bomb: *l8}")
     start = time.monotonic()
-    with pytest.raises(ConfigError, match="^file_parameters: more than 100000 values"):
+    with pytest.raises(ConfigError, match=r"^file_parameters: more than 100000 values"):
         parse_config(parse_yaml("\n".join(lines)))
     assert time.monotonic() - start < 2
 

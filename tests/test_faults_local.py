@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from remote_http_launcher import LaunchError, LauncherError, run
+from remote_http_launcher import LauncherError, LaunchError, run
 
 KEY = "demo-localhost"
 Factory = Callable[..., dict[str, Any]]
@@ -34,7 +34,8 @@ def client_file(rhl_dir: Path) -> Path:
 
 
 def server_record(rhl_dir: Path) -> dict[str, Any]:
-    return json.loads(server_file(rhl_dir).read_text())
+    record: dict[str, Any] = json.loads(server_file(rhl_dir).read_text())
+    return record
 
 
 def alive(pid: int) -> bool:
@@ -70,7 +71,7 @@ def healthy(port: int) -> bool:
     import urllib.request
 
     with urllib.request.urlopen(f"http://localhost:{port}/healthcheck", timeout=5) as response:
-        return response.status == 200
+        return bool(response.status == 200)
 
 
 def dead_pid() -> int:

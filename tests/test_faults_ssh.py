@@ -52,7 +52,10 @@ for d in /proc/[0-9]*; do
   [ -O "$d" ] || continue
   p=${d#/proc/}
   cmd=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null) || continue
-  case $cmd in *rhl-cleanup*) ;; *demo_service*|*rhl-service*|*"sleep 30"*|*rhl-fault*) kill -s KILL "$p" 2>/dev/null ;; esac
+  case $cmd in
+    *rhl-cleanup*) ;;
+    *demo_service*|*rhl-service*|*"sleep 30"*|*rhl-fault*) kill -s KILL "$p" 2>/dev/null ;;
+  esac
 done
 rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work" "$HOME/rhl-fault-blocker" "$HOME"/rhl-pwned-*
 exit 0
@@ -174,7 +177,7 @@ def healthy(host: str, port: int) -> bool:
 
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/healthcheck", timeout=5) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except OSError:
         return False
 

@@ -24,9 +24,9 @@ import yaml
 
 import remote_http_launcher
 from remote_http_launcher import LaunchError, manage, processes, run
-from remote_http_launcher.keeper.lock import KeeperLock
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.hosts.base import Host
+from remote_http_launcher.keeper.lock import KeeperLock
 
 from .conftest import cli
 from .ssh_client import ALIAS, demo_config
@@ -45,7 +45,8 @@ def cli_json(*args: str | Path) -> tuple[int, dict[str, Any]]:
 
 def http_get(port: int, path: str = "/healthcheck") -> bytes:
     with urllib.request.urlopen(f"http://localhost:{port}{path}", timeout=5) as response:
-        return response.read()
+        body: bytes = response.read()
+        return body
 
 
 def alive(pid: int) -> bool:
@@ -271,7 +272,7 @@ def test_logs_tail(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
     proc = cli("logs", config, "--tail", "3")
     assert proc.returncode == 0 and proc.stderr == ""
     lines = proc.stdout.splitlines()
-    assert len(lines) == 3 and [f"GET /?n={n} " in line for n, line in zip((2, 3, 4), lines)] == [True] * 3
+    assert len(lines) == 3 and [f"GET /?n={n} " in line for n, line in zip((2, 3, 4), lines, strict=True)] == [True] * 3
     assert cli("logs", config).stdout == log_text  # default: last 50 lines, fewer here
     assert cli("logs", config, "--tail", "0").stdout == ""
     assert remote_http_launcher.logs(config, tail=3) == proc.stdout
@@ -294,7 +295,14 @@ def test_logs_follow_ends_with_the_service(rhl_dir: Path, config_file: Callable[
     follower = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", "logs", str(config), "--follow"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()  # type: ignore[union-attr]
+    assert follower.stdout is not None
+    stdout = follower.stdout
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
 
     def seen(text: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -330,7 +338,7 @@ def test_logs_follow_of_a_stopped_service_returns(rhl_dir: Path, config_file: Ca
 class WholeFileHost(LocalHost):
     """A host with only the generic `read_from` (what an SSH host gets by default)."""
 
-    read_from = Host.read_from  # type: ignore[assignment]
+    read_from = Host.read_from
 
 
 @pytest.mark.parametrize("host", [LocalHost(), WholeFileHost()], ids=["local", "generic"])
@@ -451,7 +459,8 @@ def ssh_service(ssh_support: None, sshd: Any, remote_demo: str, client_home: Pat
     yield make
     for key in keys:  # anything a failed test left running on the server
         sshd.run(f'pid=$(sed -n \'s/.*"pid": *\\([0-9]*\\).*/\\1/p\' ~/.remote-http-launcher/server/{key}.json '
-                 f'2>/dev/null); [ -n "$pid" ] && kill -s KILL -- "-$pid"; rm -f ~/.remote-http-launcher/server/{key}.*')
+                 f'2>/dev/null); [ -n "$pid" ] && kill -s KILL -- "-$pid"; '
+                 f'rm -f ~/.remote-http-launcher/server/{key}.*')
 
 
 def remote_state(sshd: Any, key: str) -> dict[str, Any] | None:
@@ -460,7 +469,7 @@ def remote_state(sshd: Any, key: str) -> dict[str, Any] | None:
 
 
 def remote_alive(sshd: Any, pid: int) -> bool:
-    return sshd.run(f"[ -d /proc/{pid} ] && ! grep -q '^[0-9]* ([^)]*) Z' /proc/{pid}/stat").returncode == 0
+    return bool(sshd.run(f"[ -d /proc/{pid} ] && ! grep -q '^[0-9]* ([^)]*) Z' /proc/{pid}/stat").returncode == 0)
 
 
 def test_ssh_status_logs_list_stop(sshd: Any, ssh_service: Callable[..., Path], rhl_dir: Path) -> None:

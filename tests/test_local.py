@@ -45,7 +45,8 @@ def client_file(rhl_dir: Path, key: str = KEY) -> Path:
 
 
 def server_record(rhl_dir: Path, key: str = KEY) -> dict[str, Any]:
-    return json.loads(server_file(rhl_dir, key).read_text())
+    record: dict[str, Any] = json.loads(server_file(rhl_dir, key).read_text())
+    return record
 
 
 def mode(path: Path) -> int:
@@ -223,7 +224,7 @@ def test_missing_client_file_reuses_server_file(rhl_dir: Path, launched: tuple[d
 
 
 def test_killed_service_is_relaunched(rhl_dir: Path, launched: tuple[dict[str, Any], dict[str, Any]]) -> None:
-    config, first = launched
+    config, _ = launched
     old_pid = server_record(rhl_dir)["pid"]
     os.killpg(old_pid, signal.SIGKILL)
     wait_gone(old_pid)

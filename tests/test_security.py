@@ -78,7 +78,7 @@ class Markers:
                        f'";touch {target};"', f"|touch {target}", f"&& touch {target}", f"${{IFS}}touch {target}"]
             if newlines:
                 values.append(f"\ntouch {target}\n")
-        return values + ["%s%n\\n", "$HOME", "'", '"', "\\"]
+        return [*values, "%s%n\\n", "$HOME", "'", '"', "\\"]
 
     def assert_none(self) -> None:
         """No marker file anywhere (directories of those names are fine: workdir path segments)."""
@@ -111,7 +111,7 @@ def test_config_values_are_never_shell_code(configs: tuple[Factory, SSHServer | 
     workdir = f"{workdir_base}/{'/'.join(values)}"  # one value per path segment: names are <= 255 bytes
     with_newlines = markers.payloads(newlines=True)
     parameters = {f"p{i}": value for i, value in enumerate(with_newlines)}
-    parameters.update({value: "as a name" for value in with_newlines})
+    parameters.update(dict.fromkeys(with_newlines, "as a name"))
     extras = {f"extra{i}": value for i, value in enumerate(with_newlines)}
 
     config = factory(workdir=workdir, file_parameters=parameters, **extras)
@@ -189,7 +189,7 @@ def test_values_that_would_reach_a_shell_unquoted_are_refused(field: str, config
         with pytest.raises(ConfigError) as caught:
             run(config)
         message = str(caught.value)
-        assert "\n" not in message and message.startswith(f"{field.split('-')[0]}:"), message
+        assert "\n" not in message and message.startswith(f"{field.split('-', maxsplit=1)[0]}:"), message
     markers.assert_none()
     assert not rhl_dir.exists()  # nothing written on this side
     if server:

@@ -183,5 +183,5 @@ def test_message_is_one_line_even_when_names_contain_newlines() -> None:
 
 
 def test_template_must_be_a_string() -> None:
-    with pytest.raises(TemplateError, match="^key: template must be a string, not int$"):
+    with pytest.raises(TemplateError, match=r"^key: template must be a string, not int$"):
         render(42, {}, field="key")  # type: ignore[arg-type]

@@ -14,10 +14,10 @@ import logging
 import threading
 import time
 
-from ..service import is_ours
 from ..config import Config
 from ..errors import AuthenticationError, HostError, HostKeyError
 from ..hosts.ssh import SSHHost
+from ..service import is_ours
 from ..statefiles import ServerState
 from .tunnel import Tunnel
 
