@@ -97,19 +97,19 @@ class Tracer:
 
 
 def instrument(tracer: Tracer) -> None:
-    import paramiko
-
-    from remote_http_launcher import handshake, launcher, sshconnect
+    from remote_http_launcher import handshake, launcher
     from remote_http_launcher.hosts import ssh
+    from remote_http_launcher.ssh import auth, connection, hostkeys, sftp
+    from remote_http_launcher.ssh._paramiko import paramiko
 
     wrap = tracer.wrap
-    wrap(sshconnect, "load_ssh_config", "read ~/.ssh/config (local)")
-    wrap(sshconnect, "_tcp", "TCP connect")
-    wrap(sshconnect, "_start_transport", "SSH banner + key exchange")
-    wrap(sshconnect.KnownHosts, "load", "known_hosts (local)")
-    wrap(sshconnect.Authenticator, "run", "user auth (publickey)")
+    wrap(connection, "load_ssh_config", "read ~/.ssh/config (local)")  # the name connect() calls
+    wrap(connection, "_tcp", "TCP connect")
+    wrap(connection, "_start_transport", "SSH banner + key exchange")
+    wrap(hostkeys.KnownHosts, "load", "known_hosts (local)")
+    wrap(auth.Authenticator, "run", "user auth (publickey)")
     wrap(paramiko.Transport, "open_sftp_client", "SFTP session start (channel, subsystem, init)")
-    wrap(ssh.PipelinedSFTP, "start", "SFTP session start (channel; subsystem and init unawaited)")
+    wrap(sftp.PipelinedSFTP, "start", "SFTP session start (channel; subsystem and init unawaited)")
     wrap(paramiko.SFTPClient, "normalize", "home directory (SFTP realpath)")
     wrap(ssh.SSHHost, "read", "read file (SFTP open + read)")
     wrap(ssh.SSHHost, "read_state_file", "read state file (first: open with the home look-up)")
@@ -122,7 +122,7 @@ def instrument(tracer: Tracer) -> None:
     wrap(ssh.SSHHost, "remove", "remove file")
     wrap(ssh.SSHHost, "rename", "rename file")
     wrap(ssh.SSHHost, "mtime", "stat file")
-    wrap(sshconnect.SSHConnection, "forward", "direct-tcpip channel open")
+    wrap(connection.SSHConnection, "forward", "direct-tcpip channel open")
     wrap(ssh.SSHHost, "close", "close connection")
     wrap(handshake, "check", "HTTP handshake (request/response)")
     real_sleep = time.sleep
@@ -176,7 +176,7 @@ def profile(setup: SSHSetup, link: Link) -> tuple[str, dict[str, Any]]:
             link.ssh_proxy.reset()
             if link.http_proxy:
                 link.http_proxy.reset()
-            tracer = Tracer(lambda: link.ssh_proxy.counters.round_trips(),
+            tracer = Tracer(link.ssh_proxy.counters.round_trips,
                             lambda: link.http_proxy.counters.round_trips() if link.http_proxy else 0)
             instrument(tracer)
             try:

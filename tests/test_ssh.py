@@ -7,6 +7,7 @@ user, whose services and state are wiped after every test.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -65,7 +66,8 @@ def remote_alive(server: SSHServer, pid: int) -> bool:
 
 
 def client_file(rhl_dir: Path, key: str) -> dict[str, Any]:
-    return json.loads((rhl_dir / "client" / f"{key}.json").read_text())
+    payload: dict[str, Any] = json.loads((rhl_dir / "client" / f"{key}.json").read_text())
+    return payload
 
 
 def cli(config: dict[str, Any], tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -441,8 +443,6 @@ def test_auth_failure_without_terminal_is_one_line(server: SSHServer, client_hom
 
 def test_encrypted_key_needs_a_terminal(server: SSHServer, client_home: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from remote_http_launcher.ssh import connection as sshconnect
-
     key = _write_key(client_home / ".ssh" / "id_ed25519", server.client_key, b"secret phrase")
     server.write_ssh_config(client_home, ALIAS, {"IdentityFile": str(key)})
     with pytest.raises(AuthenticationError) as caught:
@@ -450,7 +450,12 @@ def test_encrypted_key_needs_a_terminal(server: SSHServer, client_home: Path,
     assert "~/.ssh/id_ed25519 (encrypted, skipped: no terminal for the passphrase)" in str(caught.value)
 
     prompts: list[str] = []
-    monkeypatch.setattr(sshconnect.getpass, "getpass", lambda prompt: prompts.append(prompt) or "secret phrase")
+
+    def answer(prompt: str) -> str:
+        prompts.append(prompt)
+        return "secret phrase"
+
+    monkeypatch.setattr(getpass, "getpass", answer)
     connection = connect(ALIAS, interactive=True)
     connection.close()
     assert prompts == ["Enter passphrase for key '~/.ssh/id_ed25519': "]
@@ -458,12 +463,15 @@ def test_encrypted_key_needs_a_terminal(server: SSHServer, client_home: Path,
 
 def test_password_on_a_terminal(server: SSHServer, client_home: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from remote_http_launcher.ssh import connection as sshconnect
-
     server.write_ssh_config(client_home, ALIAS, {"IdentityFile": "none"})
     answers = iter(["wrong password", server.password])
     prompts: list[str] = []
-    monkeypatch.setattr(sshconnect.getpass, "getpass", lambda prompt: prompts.append(prompt) or next(answers))
+
+    def answer(prompt: str) -> str:
+        prompts.append(prompt)
+        return next(answers)
+
+    monkeypatch.setattr(getpass, "getpass", answer)
     with SSHHost(connect(ALIAS, interactive=True)) as host:
         assert host.run_script("id -un", []).stdout.strip() == server.user
     assert prompts == [f"{server.user}@{server.host}'s password: "] * 2
@@ -605,7 +613,7 @@ def test_warm_path_never_imports_paramiko(ssh_config: Path, server: SSHServer, r
 # ---------------------------------------------------------------- ~/.ssh/config without a server
 
 def test_config_resolution_and_host_key_names(client_home: Path) -> None:
-    from remote_http_launcher.ssh.connection import load_ssh_config, parse_hop, resolve
+    from remote_http_launcher.ssh.config import load_ssh_config, parse_hop, resolve
 
     (client_home / ".ssh").mkdir()
     (client_home / ".ssh" / "config").write_text(

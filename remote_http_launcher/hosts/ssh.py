@@ -16,15 +16,14 @@ import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import statefiles
 from ..processes import start_time_from_stat
+from ..ssh._paramiko import paramiko
 from ..ssh.connection import SSHConnection, connect
+from ..ssh.sftp import PipelinedSFTP
 from .base import Host, ScriptResult, read_start
-
-if TYPE_CHECKING:
-    import paramiko
 
 SSH_POLL_INTERVAL = 0.2
 SCRIPT_TIMEOUT = 120.0
@@ -242,8 +241,6 @@ class SSHHost(Host):
         Login shells may print greetings (e.g. from ~/.bashrc) before our
         script runs, so the script's own output starts after a marker.
         """
-        import paramiko
-
         command = shlex.join(["sh", "-c", f"printf %s {OUTPUT_MARKER}\n{script}", "sh", *args])
         channel = None
         try:
@@ -304,8 +301,6 @@ class SSHHost(Host):
         A reply that does not come within the reply timeout (the SFTP
         channel's timeout) means the link is gone: the connection is closed.
         """
-        import paramiko
-
         try:
             yield
         except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -315,188 +310,6 @@ class SSHHost(Host):
             raise self.connection.fail("SFTP", f"{what}{where}: {_describe(exc, self.connection)}") from None
 
 
-class PipelinedSFTP:
-    """SFTP requests sent back to back, then their replies collected in order.
-
-    paramiko's file objects wait for each reply (open, read, read-to-EOF,
-    close: four round trips for a small file); OpenSSH's sftp-server answers
-    in request order, so we send what does not depend on an answer at once.
-    This uses paramiko's request/response internals, kept to this class.
-    """
-
-    CHUNK = 32768  # bytes per read or write request, as paramiko and sftp-server use
-
-    def __init__(self, client: paramiko.SFTPClient) -> None:
-        self.client = client
-        self._internals: Any = client  # the private request API has no type annotations
-
-    @classmethod
-    def start(cls, transport: paramiko.Transport) -> PipelinedSFTP:
-        """A new SFTP session, in one round trip (paramiko's open_sftp_client waits for three).
-
-        Only the channel open is waited for: its confirmation carries the
-        channel number that the next messages need. The subsystem request
-        and SFTP's INIT follow at once (the server handles a channel's
-        messages in order, so our first requests reach the started
-        subsystem), and the server's VERSION is read just before the first
-        reply. A refused subsystem closes the channel, which that read reports.
-        """
-        from paramiko.common import cMSG_CHANNEL_REQUEST
-        from paramiko.message import Message
-
-        channel = transport.open_session()
-        request = Message()
-        request.add_byte(cMSG_CHANNEL_REQUEST)
-        request.add_int(channel.remote_chanid)
-        request.add_string("subsystem")
-        request.add_boolean(True)  # want a reply: a refusal then closes the channel
-        request.add_string("sftp")
-        internals: Any = transport
-        internals._send_user_message(request)
-        return cls(_client_reading_version_later(channel))
-
-    def _send(self, kind: int, *args: Any) -> int:
-        return int(self._internals._async_request(type(None), kind, *args))
-
-    def _reply(self, number: int) -> paramiko.Message:
-        """The reply to request `number`; an error status raises (EOFError, or OSError with errno when known)."""
-        reply: paramiko.Message = self._internals._read_response(number)[1]
-        return reply
-
-    def _attributes(self, number: int) -> paramiko.SFTPAttributes:
-        from paramiko.sftp_attr import SFTPAttributes
-
-        parse: Any = SFTPAttributes._from_msg  # type: ignore[attr-defined]
-        attributes: paramiko.SFTPAttributes = parse(self._reply(number))
-        return attributes
-
-    def open(self, path: str, *flags: str, mode: int | None = None) -> bytes:
-        return self.handle(self.send_open(path, *flags, mode=mode))
-
-    def send_open(self, path: str, *flags: str, mode: int | None = None) -> int:
-        """Send an open request (flags: READ, WRITE, CREATE, EXCL...); `handle` collects its reply."""
-        from paramiko import sftp
-        from paramiko.sftp_attr import SFTPAttributes
-
-        attrs = SFTPAttributes()
-        attrs.st_mode = mode
-        bits = 0
-        for flag in flags:
-            bits |= getattr(sftp, f"SFTP_FLAG_{flag}")
-        return self._send(sftp.CMD_OPEN, path, bits, attrs)
-
-    def handle(self, opening: int) -> bytes:
-        """The handle an open request returned; OSError (FileNotFoundError...) when it failed."""
-        return self._reply(opening).get_binary()
-
-    def read_and_close(self, handle: bytes, offset: int = 0) -> bytes:
-        """Read to the end (a short read ends it); the close is not waited for."""
-        from paramiko.sftp import CMD_CLOSE, CMD_READ, int64
-
-        chunks = []
-        try:
-            while True:
-                try:
-                    data = self._reply(self._send(CMD_READ, handle, int64(offset), self.CHUNK)).get_string()
-                except EOFError:
-                    break
-                chunks.append(data)
-                offset += len(data)
-                if len(data) < self.CHUNK:
-                    break
-        finally:
-            self._send(CMD_CLOSE, handle)
-        return b"".join(chunks)
-
-    def fstat(self, handle: bytes) -> paramiko.SFTPAttributes:
-        from paramiko.sftp import CMD_FSTAT
-
-        return self._attributes(self._send(CMD_FSTAT, handle))
-
-    def fstat_read_and_close(self, handle: bytes) -> tuple[paramiko.SFTPAttributes, bytes]:
-        """Attributes and first chunk of a small file, and its close, in one flight."""
-        from paramiko.sftp import CMD_CLOSE, CMD_FSTAT, CMD_READ, int64
-
-        stat_request = self._send(CMD_FSTAT, handle)
-        read_request = self._send(CMD_READ, handle, int64(0), self.CHUNK)
-        self._send(CMD_CLOSE, handle)
-        attrs = self._attributes(stat_request)
-        try:
-            return attrs, self._reply(read_request).get_string()
-        except EOFError:
-            return attrs, b""
-
-    def write_and_close(self, handle: bytes, data: bytes) -> None:
-        """All writes and the close in one flight; any failure among them raises."""
-        self.collect(self.send_write_and_close(handle, data))
-
-    def send_write_and_close(self, handle: bytes, data: bytes) -> list[int]:
-        """Send the writes and the close; `collect` their replies."""
-        from paramiko.sftp import CMD_CLOSE, CMD_WRITE, int64
-
-        requests = [self._send(CMD_WRITE, handle, int64(start), data[start:start + self.CHUNK])
-                    for start in range(0, len(data), self.CHUNK)]
-        requests.append(self._send(CMD_CLOSE, handle))
-        return requests
-
-    def collect(self, requests: list[int]) -> None:
-        """Wait for the replies to `requests`; a failure among them raises."""
-        for number in requests:
-            self._reply(number)
-
-    def realpath_and_stat(self, path: str, other: str, also_open: str | None = None
-                          ) -> tuple[str, paramiko.SFTPAttributes | None, int | None]:
-        """realpath(path) and stat(other) in one flight; None when `other` is missing.
-
-        `also_open` is opened for reading in the same flight; its request is
-        returned, its reply left for `handle` (the next reply to collect).
-        """
-        from paramiko.sftp import CMD_REALPATH, CMD_STAT
-
-        realpath_request = self._send(CMD_REALPATH, path)
-        stat_request = self._send(CMD_STAT, other)
-        opening = None if also_open is None else self.send_open(also_open, "READ")
-        names = self._reply(realpath_request)
-        names.get_int()  # the number of names: one
-        resolved = names.get_text()
-        try:
-            return resolved, self._attributes(stat_request), opening
-        except OSError:
-            return resolved, None, opening
-
-
-def _client_reading_version_later(channel: paramiko.Channel) -> paramiko.SFTPClient:
-    """An SFTPClient on a channel whose subsystem request is on its way: it sends INIT but
-    reads the server's VERSION only before its first reply, so requests can follow at once."""
-    from paramiko import SFTPClient
-    from paramiko.message import Message
-    from paramiko.sftp import CMD_INIT, CMD_VERSION, SFTPError
-
-    class Client(SFTPClient):
-        version_pending = False
-
-        def _send_version(self) -> str:
-            init = Message()
-            init.add_int(3)  # SFTP version 3, the one paramiko speaks
-            internals: Any = self  # paramiko's packet API has no type annotations
-            internals._send_packet(CMD_INIT, init)
-            self.version_pending = True
-            return "3 (requested)"
-
-        def _read_packet(self) -> tuple[int, bytes]:
-            base: Any = super()
-            if self.version_pending:
-                self.version_pending = False
-                try:
-                    kind, _ = base._read_packet()
-                except EOFError:
-                    raise EOFError("the server ended the SFTP session (is its sftp subsystem enabled?)") from None
-                if kind != CMD_VERSION:
-                    raise SFTPError("Incompatible sftp protocol")
-            packet: tuple[int, bytes] = base._read_packet()
-            return packet
-
-    return Client(channel)
 
 
 def _describe(exc: BaseException, connection: SSHConnection) -> str:

@@ -19,11 +19,9 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
-from sshtunnel import _ForwardHandler, _ThreadingForwardServer
+from ..ssh._paramiko import ForwardHandler, ThreadingForwardServer, paramiko
 
 if TYPE_CHECKING:
-    import paramiko
-
     from ..service import Service
     from ..statefiles import ServerState
 
@@ -36,15 +34,13 @@ ACCEPT_POLL = 0.5
 log = logging.getLogger("remote_http_launcher.tunnel")
 
 
-class _Handler(_ForwardHandler):  # type: ignore[misc]  # sshtunnel has no type hints
+class _Handler(ForwardHandler):  # type: ignore[misc]  # sshtunnel has no type hints
     """One local connection: a direct-tcpip channel, then a pump per direction (half-close kept)."""
 
     tunnel: Tunnel
     remote_address: tuple[str, int]
 
     def handle(self) -> None:
-        import paramiko
-
         transport = self.tunnel.transport
         try:
             if transport is None or not transport.is_active():
@@ -88,7 +84,7 @@ def _shutdown(sock: socket.socket) -> None:
         pass
 
 
-class _Server(_ThreadingForwardServer):  # type: ignore[misc]
+class _Server(ThreadingForwardServer):  # type: ignore[misc]
     allow_reuse_address = False  # we bind port 0; on Windows reuse would let others share the port
     daemon_threads = True
 
@@ -127,7 +123,8 @@ class Tunnel:
         return payload
 
     def close(self, *, wait: bool = True) -> None:
-        """Stop every forward; without `wait` the listeners finish closing on a thread (each takes up to ACCEPT_POLL)."""
+        """Stop every forward; without `wait` the listeners finish closing on a thread (each takes up to
+        ACCEPT_POLL)."""
         servers, self._servers = self._servers, []
         if wait:
             _stop(servers)
