@@ -1,3 +1,5 @@
-from .cli import main
+"""`python -m remote_http_launcher`: the command line."""
 
-raise SystemExit(main())
+from .cli import console_main
+
+console_main()

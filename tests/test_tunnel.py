@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from remote_http_launcher import run
+from remote_http_launcher import AuthenticationError, run
 from remote_http_launcher.keeper.lock import MARKER, stop_keeper
 from tests.conftest import ROOT
 from tests.ssh_client import ALIAS, REMOTE_STATE, demo_config, node_key, stop_services_script
@@ -411,3 +411,15 @@ def test_stop_command_ends_keeper_and_service(server: SSHServer, make_config: Ca
     assert not alive(payload["keeper_pid"])
     wait_for(lambda: server.run(f"kill -0 {service}").returncode != 0, 10, "the service to be reaped")
     assert sorted(p.name for p in connection_dir.iterdir()) == [f"{config['key']}.keeper.log"]
+
+
+def test_a_keeper_error_comes_back_as_the_same_class_with_its_fields(
+        make_config: Callable[..., dict[str, Any]], connection_dir: Path) -> None:
+    """The login happens in the keeper process; its error is rebuilt in the caller, not flattened."""
+    config = make_config(ssh_hostname=f"nosuchuser@{ALIAS}")
+    with pytest.raises(AuthenticationError) as caught:
+        run(config)
+    error = caught.value
+    assert (error.key, error.host, error.step) == (config["key"], ALIAS, "auth")
+    assert str(error).startswith(f"ssh {ALIAS} (") and "authentication failed" in str(error)
+    assert keepers(connection_dir) == [] and not (connection_dir / f"{config['key']}.json").exists()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from .. import statefiles
+from ..handshake import tcp_connect
 from ..processes import owned_identity
 from .base import Host, ScriptResult, read_start
 
@@ -85,7 +85,7 @@ class LocalHost(Host):
         return ScriptResult(proc.returncode, proc.stdout, proc.stderr)
 
     def tcp_channel(self, host: str, port: int, timeout: float) -> Any:
-        return socket.create_connection((host, port), timeout=timeout)
+        return tcp_connect(host, port, timeout)
 
     def process_start_time(self, pid: int) -> str | None:
         """Checked in-process, not through sh: the launcher polls this while a service starts."""

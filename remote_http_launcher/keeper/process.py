@@ -91,6 +91,7 @@ def read_config(path: Path) -> Config:
 def main(argv: list[str] | None = None) -> int:
     report = Report()
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    key: str | None = None
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         progress = Progress(args.progress, quiet=args.quiet, live=args.live)
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return Keeper(launcher, lock, report).run()
     except LauncherError as exc:
+        if exc.key is None and key is not None:
+            exc.key = key  # e.g. a login error, which knows only its host
         report.send(exc.to_dict())
         return exc.exit_code
     except Exception as exc:  # a bug: still one line for the front, the traceback in our log or stderr

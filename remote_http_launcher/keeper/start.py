@@ -60,14 +60,22 @@ def start_keeper(config: Config, key: str, client_path: Path, progress: Progress
                 proc.stdout.close()
     finally:
         statefiles.remove(directory / os.path.basename(config_file))
-    payload, reused = _result(line, proc, key, client_path)
+    try:
+        payload, reused = _result(line, proc, key, client_path)
+    except LauncherError:
+        _wait_exited(proc)  # it reported its error and is exiting: leave no keeper process (or zombie) behind
+        raise
     if reused:  # it only reported another keeper's tunnel and is exiting: never two keeper processes after us
-        try:
-            proc.wait(INTERRUPT_WAIT)
-        except subprocess.TimeoutExpired:
-            pass
+        _wait_exited(proc)
     threading.Thread(target=proc.wait, daemon=True).start()  # reap it whenever it ends: no zombie in run() callers
     return payload, reused
+
+
+def _wait_exited(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        proc.wait(INTERRUPT_WAIT)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 @contextmanager

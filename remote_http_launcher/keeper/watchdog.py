@@ -63,7 +63,8 @@ class Watchdog:
         finally:
             timer.cancel()
         if not transport.is_active():
-            raise HostError("connection lost")  # the answer may be an artefact of the dying link
+            # The answer may be an artefact of the dying link.
+            raise HostError("connection lost", host=self.host.name, step="watchdog")
         return alive
 
     def _reconnect(self) -> bool:

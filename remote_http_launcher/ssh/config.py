@@ -82,7 +82,8 @@ class Endpoint:
         return default if not value else value in ("yes", "true")
 
     def fail(self, step: str, detail: str, kind: type[HostError] = HostError) -> HostError:
-        return kind(f"{self.label}: {step}: {detail}")
+        """`LABEL: STEP: DETAIL`, with this server as the error's `host` and the step as its `step`."""
+        return kind(f"{self.label}: {step}: {detail}", host=self.alias, step=step)
 
 
 def load_ssh_config() -> paramiko.SSHConfig:
@@ -92,7 +93,7 @@ def load_ssh_config() -> paramiko.SSHConfig:
     try:
         return paramiko.SSHConfig.from_path(str(path)) if path.is_file() else paramiko.SSHConfig()
     except (OSError, ValueError, paramiko.SSHException) as exc:
-        raise HostError(f"ssh config {shorten(path)}: {exc}") from None
+        raise HostError(f"ssh config {shorten(path)}: {exc}", step="ssh config") from None
 
 
 def resolve(config: paramiko.SSHConfig, host: str, user: str | None = None, port: int | None = None) -> Endpoint:
@@ -101,7 +102,8 @@ def resolve(config: paramiko.SSHConfig, host: str, user: str | None = None, port
     try:
         config_port = int(options.get("port", DEFAULT_PORT))
     except ValueError:
-        raise HostError(f"ssh {host}: ~/.ssh/config: Port {options['port']!r} is not a number") from None
+        raise HostError(f"ssh {host}: ~/.ssh/config: Port {options['port']!r} is not a number", host=host,
+                        step="ssh config") from None
     return Endpoint(alias=host, hostname=str(options.get("hostname", host)), port=port or config_port,
                     user=user or str(options.get("user") or getpass.getuser()), options=options)
 
@@ -110,7 +112,8 @@ def parse_hop(spec: str) -> tuple[str | None, str, int | None]:
     """`[ssh://][user@]host[:port]` (IPv6 in brackets) from a ProxyJump list."""
     match = HOP_RE.match(spec.strip())
     if not match:
-        raise HostError(f"ProxyJump: cannot parse jump host {spec!r} (expected [user@]host[:port])")
+        raise HostError(f"ProxyJump: cannot parse jump host {spec!r} (expected [user@]host[:port])",
+                        step="ProxyJump")
     port = match.group("port")
     return match.group("user"), match.group("v6") or match.group("host"), int(port) if port else None
 

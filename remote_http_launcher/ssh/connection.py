@@ -194,7 +194,8 @@ def _via_jump_hosts(endpoint: Endpoint, jump: str, config: paramiko.SSHConfig, i
         try:
             hops.append(_connect(hop, config, interactive, depth + 1, via=hops[-1] if hops else None))
         except HostError as exc:
-            raise type(exc)(f"{endpoint.label}: via jump host {hop.alias}: {exc}") from None
+            raise type(exc)(f"{endpoint.label}: via jump host {hop.alias}: {exc}", host=endpoint.alias,
+                            step=exc.step) from None
     return _channel_to(hops[-1], endpoint)
 
 
