@@ -27,7 +27,8 @@ from . import statefiles
 from .config import SSH_HOST_PATTERN, Config
 from .errors import ConfigError, HostError, NotRunningError
 from .hosts import Host, LocalHost, open_host
-from .keeper.lock import KeeperLock, is_keeper, stop_keeper
+from .keeper.lock import KeeperLock, is_keeper
+from .keeper.stop import stop_keeper
 from .progress import Progress
 from .service import STOP_TIMEOUT, Service, is_ours, terminate
 from .statefiles import ServerState

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from remote_http_launcher import AuthenticationError, run
-from remote_http_launcher.keeper.lock import MARKER, stop_keeper
+from remote_http_launcher.keeper.lock import MARKER
+from remote_http_launcher.keeper.stop import stop_keeper
 from tests.conftest import ROOT
 from tests.ssh_client import ALIAS, REMOTE_STATE, demo_config, node_key, stop_services_script
 

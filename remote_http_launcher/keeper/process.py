@@ -33,7 +33,8 @@ from ..errors import LauncherError, TunnelError
 from ..launcher import Launcher
 from ..progress import LEVELS, Progress
 from ..templates import evaluate_key
-from .lock import KeeperLock, served_payload, stop_owner
+from .lock import KeeperLock, served_payload
+from .stop import stop_owner
 
 if TYPE_CHECKING:
     from ..service import Service

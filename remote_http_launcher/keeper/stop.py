@@ -1,0 +1,62 @@
+"""Stopping a tunnel keeper: found through its lock, and signalled only once verified as ours.
+
+Before any signal the lock's holder is checked again: same start time, and a
+command line naming our keeper module and the key (`lock.is_keeper`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .. import statefiles
+from ..locks import LockOwner
+from ..processes import process_identity, terminate
+from ..service import KILL_WAIT, STOP_TIMEOUT
+from .lock import KeeperLock, is_keeper
+
+POLL = 0.05
+
+
+def stop_owner(owner: LockOwner, key: str, timeout: float = STOP_TIMEOUT) -> bool:
+    """SIGTERM (the keeper cleans up), SIGKILL after `timeout`; True once it is gone.
+
+    Only a verified keeper is signalled; SIGKILL follows only while the same
+    process (same start time) still exists.
+    """
+    if not is_keeper(owner, key):
+        return True
+    for force, wait in ((False, timeout), (True, KILL_WAIT)):
+        if not terminate(owner.pid, force=force):
+            return True
+        deadline = time.monotonic() + wait
+        while _alive(owner) and time.monotonic() < deadline:
+            time.sleep(POLL)
+        if not _alive(owner):
+            return True
+    return False
+
+
+def _alive(owner: LockOwner) -> bool:
+    """The signalled process still exists (an exiting one may already show an empty command line)."""
+    return process_identity(owner.pid) == owner.started
+
+
+def stop_keeper(key: str, connection_dir: str | os.PathLike[str] | None = None,
+                timeout: float = STOP_TIMEOUT) -> int | None:
+    """Stop the tunnel keeper of `key` (found through its lock); its PID, or None when none ran.
+
+    The keeper removes its client file and lock itself; when it had to be
+    killed, both are removed here (the client file only if it names that keeper).
+    """
+    client_path = statefiles.client_dir(connection_dir) / f"{key}.json"
+    lock = KeeperLock(client_path, key)
+    raw, owner = lock.read()
+    if owner is None or not is_keeper(owner, key):
+        return None
+    stop_owner(owner, key, timeout)
+    payload = statefiles.read_payload(client_path)
+    if payload is not None and payload.get("keeper_pid") == owner.pid:
+        statefiles.remove(client_path)
+    lock.break_if_gone(raw)
+    return owner.pid
