@@ -26,7 +26,6 @@ from tests.ssh_client import stop_services_script
 
 from .common import (
     CLEANUP,
-    ROOT,
     TINY_SERVICE,
     Row,
     at_most,
@@ -238,10 +237,6 @@ def reconnect_imports(setup: SSHSetup, link: Link) -> Row:
                note=parts)
 
 
-def tunnel_available() -> bool:
-    return (ROOT / "remote_http_launcher" / "tunnel.py").exists()
-
-
 def run_ssh(runs: int, rtt: float, only: set[str]) -> tuple[list[Row], dict[str, Any]]:
     rows: list[Row] = []
     extra: dict[str, Any] = {}
@@ -254,14 +249,11 @@ def run_ssh(runs: int, rtt: float, only: set[str]) -> tuple[list[Row], dict[str,
         return [Row("SSH metrics", f"skipped: {exc}", "")], extra
     extra["ssh_server"] = f"{setup.server.host}:{setup.server.port} (netns {setup.server.netns})"
     raw: dict[str, Any] = {}
-    with_tunnel = tunnel_available()
     fast: dict[tuple[str, bool], float] = {}
     for link in setup.links:
         slow = link.rtt > 0
-        kinds: list[tuple[str, bool, str | None]] = [("reconnect", False, None)]
-        if with_tunnel:
-            kinds.append(("reconnect", True, None))
-        kinds.append(("cold launch", False, "stopped"))
+        kinds: list[tuple[str, bool, str | None]] = [("reconnect", False, None), ("reconnect", True, None),
+                                                     ("cold launch", False, "stopped")]
         if slow:
             kinds.append(("cold launch on a fresh host", False, "fresh"))
         for name, tunnel, cold in kinds:
