@@ -29,6 +29,7 @@ ClientPayload = TypedDict("ClientPayload", {
     "port": int,
     "ssh_hostname": str,
     "parameters": dict[str, Any],
+    "meta": dict[str, Any],
     "tunneled-host": str,
     "tunneled-port": int,
     "tunneled-network-interface": str,
