@@ -6,6 +6,18 @@ whitelist before anything runs, and a small interpreter evaluates the result.
 There are no builtins, no private names, no plain-name calls and only a fixed
 set of methods on plain data types; sizes are capped so that a template can
 neither crash the launcher nor exhaust its memory.
+
+`str.format()` and `str.format_map()` are allowed but never called: the format
+string may be a config value, known only when the call is evaluated, so the
+interpreter parses it then with `string.Formatter().parse` (a constant one is
+also checked with the rest of the template, before anything runs), refuses it
+unless every field is plain, and formats the fields itself. A plain field is
+automatic (`{}`), positional (`{0}`) or a name (`{name}`), optionally with a
+conversion (`!r`, `!s`, `!a`) and a format spec; attribute access
+(`{0.__class__}`), indexing (`{0[key]}`) and replacement fields nested in a spec
+(`{0:{1}}`) are refused. Each field takes the f-string path (same conversions,
+same spec check, `format()`), the result is held to the size cap field by
+field, and `format_map()` takes exactly one plain dict.
 """
 
 from __future__ import annotations
@@ -34,10 +46,12 @@ _STR_METHODS = frozenset(
     " zfill title capitalize removeprefix removesuffix partition rpartition count find rfind"
     " isdigit isalnum isalpha".split()
 )
+# Interpreted by _format_string, never called: see the module docstring.
+_FORMAT_METHODS = frozenset({"format", "format_map"})
 _SEQ_METHODS = frozenset({"index", "count"})
 # Exact types only: a subclass could override a whitelisted method.
 _METHODS: dict[type, frozenset[str]] = {
-    str: _STR_METHODS,
+    str: _STR_METHODS | _FORMAT_METHODS,
     dict: frozenset({"get", "keys", "values", "items"}),
     list: _SEQ_METHODS,
     tuple: _SEQ_METHODS,
@@ -70,7 +84,7 @@ _CMPOPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.In: lambda a, b: a in b,
     ast.NotIn: lambda a, b: a not in b,
 }
-_CONVERSIONS: dict[int, Callable[[Any], str]] = {ord("s"): str, ord("r"): repr, ord("a"): ascii}
+_CONVERSIONS: dict[str, Callable[[Any], str]] = {"s": str, "r": repr, "a": ascii}
 _CONSTANT_TYPES = (str, int, float, bool, type(None))
 _ALLOWED_NODES = (
     ast.JoinedStr, ast.FormattedValue, ast.Constant, ast.Name, ast.Load, ast.Subscript,
@@ -215,6 +229,9 @@ def _validate(tree: ast.JoinedStr, namespace: Mapping[str, Any]) -> None:
                 )
             if node.attr not in _ALL_METHODS:
                 raise TemplateError(f"method .{node.attr}() is not allowed in templates")
+            receiver = node.value.value if isinstance(node.value, ast.Constant) else None
+            if node.attr in _FORMAT_METHODS and isinstance(receiver, str):
+                _parse_format(receiver)  # a constant format string is refused before anything runs
         if isinstance(node, ast.Name) and node.id not in namespace:
             known = ", ".join(sorted(key for key in namespace if not key.startswith("_")))
             raise TemplateError(f"unknown name {node.id!r} in template (known: {known})")
@@ -251,12 +268,8 @@ class _Interpreter:
 
     def _formatted(self, node: ast.FormattedValue) -> str:
         value = self.eval(node.value)
-        if node.conversion != -1:
-            value = _CONVERSIONS[node.conversion](value)
         spec = self._joined(node.format_spec) if isinstance(node.format_spec, ast.JoinedStr) else ""
-        if any(int(number) > MAX_VALUE_LEN for number in re.findall(r"\d+", spec)):
-            raise TemplateError(f"format spec {spec!r} asks for more than {MAX_VALUE_LEN} characters")
-        return _checked(format(value, spec))
+        return _format_value(value, None if node.conversion == -1 else chr(node.conversion), spec)
 
     def eval(self, node: ast.AST) -> Any:
         """Evaluate one expression node (already validated)."""
@@ -307,6 +320,8 @@ class _Interpreter:
             raise TemplateError(f"method .{name}() is not allowed on {type(receiver).__name__} values")
         args = [self.eval(arg) for arg in node.args]
         kwargs = {keyword.arg: self.eval(keyword.value) for keyword in node.keywords if keyword.arg}
+        if isinstance(receiver, str) and name in _FORMAT_METHODS:
+            return _format_string(receiver, name, args, kwargs)
         if isinstance(receiver, str):
             _guard_str_method(receiver, name, args)
         return _checked(getattr(receiver, name)(*args, **kwargs))
@@ -320,6 +335,109 @@ class _Interpreter:
                 if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
                     _check_len(len(sequence) * count)
         return _checked(_BINOPS[type(node.op)](left, right))
+
+
+def _format_value(value: Any, conversion: str | None, spec: str) -> str:
+    """One replacement field, of an f-string or of a format string: conversion, spec check, format()."""
+    _check_spec(spec)
+    if conversion is not None:
+        value = _CONVERSIONS[conversion](value)
+    return _checked(format(value, spec))
+
+
+def _check_spec(spec: str) -> None:
+    """Refuse a format spec asking for more than MAX_VALUE_LEN characters (width or precision)."""
+    limit = len(str(MAX_VALUE_LEN))
+    for number in re.findall(r"\d+", spec):
+        digits = number.lstrip("0")
+        if len(digits) > limit or (digits and int(digits) > MAX_VALUE_LEN):
+            raise TemplateError(f"format spec {_clip(spec)!r} asks for more than {MAX_VALUE_LEN} characters")
+
+
+# A checked format string is a list of (literal text, field or None) pairs; a field is (key, conversion, spec)
+# with key None for an automatic field, an int for a positional one and a str for a name.
+_FormatField = tuple[int | str | None, str | None, str]
+
+
+def _parse_format(fmt: str) -> list[tuple[str, _FormatField | None]]:
+    """Parse a str.format() format string and check every field; nothing is formatted here."""
+    import string
+
+    try:
+        pieces = list(string.Formatter().parse(fmt))
+    except ValueError as exc:
+        raise TemplateError(f"invalid format string {_clip(fmt)!r}: {exc}") from None
+    parsed: list[tuple[str, _FormatField | None]] = []
+    for literal, name, spec_or_none, conversion in pieces:
+        if name is None:
+            parsed.append((literal, None))
+            continue
+        spec = spec_or_none or ""
+        field = _clip("{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}")
+        # str.format splits a field name at its first '.' (attribute) or '[' (index): neither is allowed.
+        cut = re.search(r"[.\[]", name)
+        if cut:
+            what = "attribute access" if cut.group() == "." else "indexing"
+            raise TemplateError(f"format field {field!r} uses {what}, which templates do not allow")
+        if "{" in spec or "}" in spec:
+            raise TemplateError(
+                f"format field {field!r} has a replacement field inside its format spec, which templates do not allow"
+            )
+        if conversion is not None and conversion not in _CONVERSIONS:
+            raise TemplateError(f"format field {field!r} has unknown conversion '!{conversion}' (use !r, !s or !a)")
+        _check_spec(spec)
+        key: int | str | None = name or None
+        if name.isdecimal():
+            if len(name.lstrip("0")) > len(str(MAX_VALUE_LEN)):  # more arguments than a template can pass
+                raise TemplateError(f"format field {field!r} has too many digits")
+            key = int(name)
+        parsed.append((literal, (key, conversion, spec)))
+    return parsed
+
+
+def _format_string(fmt: str, method: str, args: list[Any], kwargs: Mapping[str, Any]) -> str:
+    """fmt.format(*args, **kwargs) or fmt.format_map(args[0]), for checked fields only, built under the cap.
+
+    Lookups and their errors follow str.format: automatic and manual numbering do
+    not mix, format_map() has no positional arguments, a missing name is a KeyError.
+    """
+    positional: list[Any] | None = args
+    named: Mapping[Any, Any] = kwargs
+    if method == "format_map":
+        if len(args) != 1 or kwargs:
+            raise TemplateError(f"format_map() takes exactly one argument, a dict ({len(args) + len(kwargs)} given)")
+        if type(args[0]) is not dict:
+            raise TemplateError(f"format_map() argument must be a plain dict, not {type(args[0]).__name__}")
+        positional, named = None, args[0]
+    parts: list[str] = []
+    total = 0
+    numbering, next_index = "", 0
+    for literal, field in _parse_format(fmt):
+        parts.append(literal)
+        total += len(literal)
+        if field is not None:
+            key, conversion, spec = field
+            if isinstance(key, str):
+                value = named[key]
+            else:
+                if key is None:
+                    if numbering == "manual":
+                        raise ValueError("cannot switch from manual field specification to automatic field numbering")
+                    numbering, key, next_index = "auto", next_index, next_index + 1
+                elif numbering == "auto":
+                    raise ValueError("cannot switch from automatic field numbering to manual field specification")
+                else:
+                    numbering = "manual"
+                if positional is None:
+                    raise ValueError("Format string contains positional fields")
+                if key >= len(positional):
+                    raise IndexError(f"Replacement index {key} out of range for positional args tuple")
+                value = positional[key]
+            text = _format_value(value, conversion, spec)
+            parts.append(text)
+            total += len(text)
+        _check_len(total)
+    return "".join(parts)
 
 
 def _guard_str_method(text: str, name: str, args: list[Any]) -> None:
@@ -346,5 +464,8 @@ def _checked(value: T) -> T:
 
 
 def _snippet(node: ast.AST) -> str:
-    text = ast.unparse(node)
+    return _clip(ast.unparse(node))
+
+
+def _clip(text: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."

@@ -68,6 +68,29 @@ def _namespace() -> dict[str, Any]:
         ("it's \"{name}\"", "it's \"demo\""),
         ("C:\\dir\\{name}\\", "C:\\dir\\demo\\"),
         ("line one\n{name}", "line one\ndemo"),
+        # str.format() and str.format_map(), interpreted field by field
+        ("{'--port-range {} {}'.format(port_start, port_end)}", "--port-range 8000 8010"),
+        (
+            "hashserver {'--port-range {} {}'.format(port_start, port_end)} --status-file {status_file}",
+            "hashserver --port-range 8000 8010 --status-file /tmp/demo/status.json",
+        ),
+        ("{'{0}-{1}-{0}'.format(name, port_start)}", "demo-8000-demo"),
+        ("{'{name}:{port}'.format(name=name, port=port_start)}", "demo:8000"),
+        ("{'{0}/{sub}'.format(workdir.rstrip('/'), sub='logs')}", "/srv/apps/demo/logs"),
+        ("{'{network_interface}'.format_map(config)}", "127.0.0.1"),
+        ("{'{b}'.format_map(config['a'])}", "1"),
+        ("{'{!r} {!s} {!a}'.format(name, port_start, 'é')}", "'demo' 8000 '\\xe9'"),
+        (
+            "{'[{:>6}] [{:<6}] [{:^6}] [{:05d}]'.format(name, name, name, timeout)}",
+            "[  demo] [demo  ] [ demo ] [00030]",
+        ),
+        ("{'{0!r:>8}|{1:.2f}|{2:x}|{3:,}'.format(name, timeout / 4, 255, 1234567)}", "  'demo'|7.50|ff|1,234,567"),
+        ("{'{{}} {{{}}} {{0}}'.format(name)}", "{} {demo} {0}"),
+        ("{'no fields'.format()} {''.format(name)}", "no fields "),
+        ("{'{}'.format(items)} {'{}'.format(config['a'])}", "['first', 'second'] {'b': 1}"),
+        ("{f'{{}}-{name}'.format(port_start)}", "8000-demo"),
+        ("{('{' + '}').format(timeout)}", "30"),
+        ("{'{}'.format('{0.__class__}')}", "{0.__class__}"),  # a field's value is never parsed again
     ],
 )
 def test_render(template: str, expected: str) -> None:
@@ -153,7 +176,54 @@ def test_unknown_name_in_branch_not_taken_is_still_refused() -> None:
             "{open('x')}",
             "key: calling open() is not allowed in templates (only methods such as .strip() can be called)",
         ),
-        ("{workdir.format()}", "key: method .format() is not allowed in templates"),
+        ("{workdir.encode()}", "key: method .encode() is not allowed in templates"),
+        ("{config.format()}", "key: method .format() is not allowed on dict values in {config.format()}"),
+        (
+            "{'{0.__class__}'.format(workdir)}",
+            "key: format field '{0.__class__}' uses attribute access, which templates do not allow",
+        ),
+        ("{'{0[0]}'.format(items)}", "key: format field '{0[0]}' uses indexing, which templates do not allow"),
+        (
+            "{'{a.b[0]}'.format(a=items)}",
+            "key: format field '{a.b[0]}' uses attribute access, which templates do not allow",
+        ),
+        (
+            "{'{0:{1}}'.format(name, width)}",
+            "key: format field '{0:{1}}' has a replacement field inside its format spec, which templates do not allow",
+        ),
+        ("{'{:>99999999}'.format(1)}", "key: format spec '>99999999' asks for more than 100000 characters"),
+        (
+            "{'{0!x}'.format(name)}",
+            "key: format field '{0!x}' has unknown conversion '!x' (use !r, !s or !a)",
+        ),
+        ("{'x}'.format(name)}", "key: invalid format string 'x}': Single '}' encountered in format string"),
+        (
+            "{'{a}'.format_map(items)}",
+            "key: format_map() argument must be a plain dict, not list in {'{a}'.format_map(items)}",
+        ),
+        (
+            "{'{a}'.format_map(config, a=1)}",
+            "key: format_map() takes exactly one argument, a dict (2 given) in {'{a}'.format_map(config, a=1)}",
+        ),
+        (
+            "{('{0}' * 30).format(workdir * 6000)}",
+            "key: result would be longer than 100000 characters or items in {('{0}' * 30).format(workdir * 6000)}",
+        ),
+        ("{'{nope}'.format(name=1)}", "key: cannot evaluate {'{nope}'.format(name=1)}: KeyError: 'nope'"),
+        (
+            "{'{2}'.format(1)}",
+            "key: cannot evaluate {'{2}'.format(1)}: IndexError:"
+            " Replacement index 2 out of range for positional args tuple",
+        ),
+        (
+            "{'{}{0}'.format(1)}",
+            "key: cannot evaluate {'{}{0}'.format(1)}: ValueError:"
+            " cannot switch from automatic field numbering to manual field specification",
+        ),
+        (
+            "{'{0}'.format_map(config)}",
+            "key: cannot evaluate {'{0}'.format_map(config)}: ValueError: Format string contains positional fields",
+        ),
         ("{port_start.bit_length()}", "key: method .bit_length() is not allowed in templates"),
         ("{config['nope']}", "key: cannot evaluate {config['nope']}: KeyError: 'nope'"),
         ("{1 + 'a'}", "key: cannot evaluate {1 + 'a'}: TypeError: unsupported operand type(s) for +: 'int' and 'str'"),
@@ -185,3 +255,137 @@ def test_message_is_one_line_even_when_names_contain_newlines() -> None:
 def test_template_must_be_a_string() -> None:
     with pytest.raises(TemplateError, match=r"^key: template must be a string, not int$"):
         render(42, {}, field="key")  # type: ignore[arg-type]
+
+
+def _config_namespace() -> dict[str, Any]:
+    namespace = _namespace()
+    namespace["config"] = {
+        "range_fmt": "--port-range {} {}",
+        "named_fmt": "{host}:{port!r:>6}",
+        "braces": "{{literal}} {0}",
+        "host": "127.0.0.1",
+        "port": 8000,
+        "evil": "{0.__class__.__mro__}",
+        "evil_index": "{0[network_interface]}",
+        "evil_named": "{host.__class__}",
+        "nested": "{0:{1}}",
+        "wide": "{0:>99999999}",
+        "broken": "{0",
+    }
+    return namespace
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{config['range_fmt'].format(port_start, port_end)}", "--port-range 8000 8010"),
+        ("{config['named_fmt'].format_map(config)}", "127.0.0.1:  8000"),
+        ("{config['named_fmt'].format(host='h', port='p')}", "h:   'p'"),
+        ("{config['braces'].format(name)}", "{literal} demo"),
+        ("{config.get('missing', '{}!').format(name)}", "demo!"),
+    ],
+)
+def test_format_string_from_config(template: str, expected: str) -> None:
+    assert render(template, _config_namespace(), field="command") == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "refusal"),
+    [
+        ("{config['evil'].format(workdir)}", "format field '{0.__class__.__mro__}' uses attribute access"),
+        ("{config['evil'].format_map(config)}", "format field '{0.__class__.__mro__}' uses attribute access"),
+        ("{config['evil_index'].format(config)}", "format field '{0[network_interface]}' uses indexing"),
+        ("{config['evil_named'].format_map(config)}", "format field '{host.__class__}' uses attribute access"),
+        (
+            "{config['nested'].format(name, 99999999)}",
+            "format field '{0:{1}}' has a replacement field inside its format spec",
+        ),
+        ("{config['wide'].format(1)}", "format spec '>99999999' asks for more than 100000 characters"),
+        ("{config['broken'].format(1)}", "invalid format string '{0': expected '}' before end of string"),
+    ],
+)
+def test_format_string_from_config_is_checked_when_evaluated(template: str, refusal: str) -> None:
+    """A format string only known at evaluation time is parsed and checked then, before any field is formatted."""
+    with pytest.raises(TemplateError) as info:
+        render(template, _config_namespace(), field="command")
+    assert str(info.value).startswith(f"command: {refusal}")
+
+
+def test_constant_format_string_is_checked_before_anything_runs() -> None:
+    with pytest.raises(TemplateError, match=r"^key: format field '\{0.a\}' uses attribute access"):
+        render("{x if True else '{0.a}'.format(x)}", _namespace(), field="key")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "args", "kwargs"),
+    [
+        ("--port-range {} {}", "port_start, port_end", ""),
+        ("{0}{1}{0}{1}", "name, timeout", ""),
+        ("{٠}-{0}", "name", ""),
+        ("{00}/{001}", "name, timeout", ""),
+        ("{a}{b}{a}", "", "a=name, b=items"),
+        ("{0}:{a}", "name", "a=port_start"),
+        ("{!r}|{!s}|{!a}|{!r:>10}", "'é', 'é', 'é', name", ""),
+        ("{0!r}|{0!s}|{0!a}|{1!r:>10}", "'é', name", ""),
+        (
+            "{:>8}|{:<8}|{:^8}|{:*^9}|{:08.3f}|{:+d}|{:x}|{:#o}|{:,}|{:_}|{:e}|{:%}",
+            "name, name, name, name, timeout / 7, port_start, 255, 8, 1234567, 1234567, 12345.678, 0.25",
+            "",
+        ),
+        ("{:.2}|{:10.3}|{!r:.4}", "workdir, workdir, workdir", ""),
+        ("{{}}{{{}}}{{0}}}}{{", "name", ""),
+        ("", "", ""),
+        ("{:}", "port_start", ""),
+    ],
+)
+def test_format_matches_str_format(fmt: str, args: str, kwargs: str) -> None:
+    """On the fields it allows, the interpreter agrees with str.format, and .format_map() agrees with both."""
+    call = ", ".join(part for part in (args, kwargs) if part)
+    namespace = _namespace()
+    expected = eval(f"{fmt!r}.format({call})", {}, namespace)  # trusted test input: the real thing
+    assert render(f"{{{fmt!r}.format({call})}}", namespace, field="command") == expected
+    if not args and kwargs:
+        namespace["kw"] = eval(f"dict({kwargs})", {}, namespace)
+        assert render(f"{{{fmt!r}.format_map(kw)}}", namespace, field="command") == expected
+
+
+def test_format_and_fstring_fields_agree() -> None:
+    namespace = _namespace()
+    fstring = render("{name!r:>10}|{timeout:05d}|{items!s:.7}|{timeout / 4:.1f}", namespace, field="command")
+    method = render(
+        "{'{!r:>10}|{:05d}|{!s:.7}|{:.1f}'.format(name, timeout, items, timeout / 4)}", namespace, field="command"
+    )
+    assert fstring == method == "    'demo'|00030|['first|7.5"
+
+
+def test_format_map_takes_only_a_plain_dict() -> None:
+    class Sneaky(dict[str, Any]):
+        def __missing__(self, key: str) -> str:
+            raise AssertionError("a dict subclass must never be consulted")
+
+    namespace = {**_namespace(), "sneaky": Sneaky(a=1)}
+    with pytest.raises(TemplateError, match=r"^key: format_map\(\) argument must be a plain dict, not Sneaky in "):
+        render("{'{missing}'.format_map(sneaky)}", namespace, field="key")
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{'{:>99999999}'.format(1)}",
+        "{'{0:.99999999f}'.format(1.5)}",
+        "{('{0}' * 20000).format(workdir * 6000)}",
+        "{('{0:>99999}' * 2).format(1)}",
+        "{('{0:>99999}' * 1000).format(1)}",
+    ],
+)
+def test_oversize_format_is_refused_before_allocating(template: str) -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateError):
+            render(template, _namespace(), field="key")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000  # the unchecked results would take from 10 MB to 1.8 GB
