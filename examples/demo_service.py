@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import signal
+import socketserver
 import sys
 import threading
 import time
@@ -33,13 +34,21 @@ def update_status(path: str, **fields: object) -> None:
     os.replace(tmp, path)
 
 
-def bind(host: str, start: int, end: int) -> ThreadingHTTPServer:
+def bind(host: str, start: int, end: int,
+         handler: type[socketserver.BaseRequestHandler] | None = None) -> ThreadingHTTPServer:
     for port in range(start, end + 1):
         try:
-            return ThreadingHTTPServer((host, port), Handler)
+            return ThreadingHTTPServer((host, port), handler or Handler)
         except OSError:
             continue
     raise OSError(f"no free port in {start}-{end} on {host}")
+
+
+class NoHTTP(socketserver.BaseRequestHandler):
+    """A port that is not HTTP (like a dask scheduler's): a line of text, then the connection closes."""
+
+    def handle(self) -> None:
+        self.request.sendall(b"this port speaks no HTTP; see dashboard_port\n")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -86,6 +95,9 @@ def main() -> None:
     parser.add_argument("--extra-port", action="append", default=[], metavar="NAME",
                         help="also open a listener and report it as NAME (e.g. admin_port)")
     parser.add_argument("--ignore-sigterm", action="store_true", help="keep running on SIGTERM")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="like a dask scheduler: the main port speaks no HTTP, and the HTTP endpoints are "
+                             "on a second port reported as dashboard_port")
     args = parser.parse_args()
 
     print(f"demo service starting, pid {os.getpid()}, status file {args.status_file}", flush=True)
@@ -96,9 +108,14 @@ def main() -> None:
         print("demo service: failing on purpose", flush=True)
         update_status(args.status_file, status="failed")
         sys.exit(1)
-    server = bind(args.host, *args.port_range)
+    start, end = args.port_range
+    server = bind(args.host, start, end, handler=NoHTTP if args.dashboard else Handler)
     extras = {}
     listeners = []
+    if args.dashboard:
+        dashboard = bind(args.host, 0, 0)
+        listeners.append(dashboard)
+        extras["dashboard_port"] = dashboard.server_address[1]
     for name in args.extra_port:
         extra = bind(args.host, 0, 0)
         listeners.append(extra)

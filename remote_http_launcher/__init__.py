@@ -22,10 +22,12 @@ from .errors import (
 
 if TYPE_CHECKING:  # what the lazy attributes below resolve to, for type checkers
     from .api import logs, run, status, stop
+    from .cli import main
+    from .config import Configuration
 
 # Loaded on first use (PEP 562): `python -m remote_http_launcher` imports this
 # package before the command line, and its warm path needs only part of the API.
-_LAZY = {"logs": "api", "run": "api", "status": "api", "stop": "api"}
+_LAZY = {"logs": "api", "run": "api", "status": "api", "stop": "api", "main": "cli", "Configuration": "config"}
 
 
 def __getattr__(name: str) -> Any:
@@ -41,6 +43,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AuthenticationError",
     "ConfigError",
+    "Configuration",
     "HandshakeError",
     "HostError",
     "HostKeyError",
@@ -53,6 +56,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "logs",
+    "main",
     "run",
     "status",
     "stop",

@@ -9,11 +9,12 @@ are imported until it misses.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import clientfile, statefiles
-from .config import Config, load_config, remember_parse
+from . import clientfile, logsetup, statefiles
+from .config import Config, LogOptions, load_config, remember_parse
 from .progress import Progress
 from .service import STOP_TIMEOUT
 from .statefiles import ClientPayload
@@ -40,8 +41,21 @@ def run(config: ConfigSource, *, connection_dir: PathLike | None = None,
     payload), so the client file stays valid for other processes after this
     one exits. The keeper ends when the service does, or with `stop()`. Login
     prompts, if any, appear on this process's terminal (stdin and stderr).
+
+    Nothing is printed unless asked: `progress`, or the config's `log_level`
+    (`basic`: phase lines on stderr; `minimal`: a live line on a terminal;
+    `debug`: a debug log on stderr); `log_file` and `debug_log_file` are
+    written as with the command-line flags of the same names.
     """
-    return dict(up(load_config(config, cache=True), connection_dir=connection_dir, progress=progress)[0])
+    loaded = load_config(config, cache=True)
+    detach = logsetup.configure(logsetup.merge(LogOptions(), loaded.log))
+    try:
+        if progress is None and loaded.log.level is not None:  # the config's log_level, as on the command line
+            level = loaded.log.level
+            progress = Progress(level, quiet=level == "debug" or (level == "minimal" and not sys.stderr.isatty()))
+        return dict(up(loaded, connection_dir=connection_dir, progress=progress)[0])
+    finally:
+        detach()
 
 
 def up(config: Config, *, connection_dir: PathLike | None = None,

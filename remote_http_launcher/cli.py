@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import NoReturn
 
+from . import logsetup
+from .config import Config, LogOptions
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_NOT_RUNNING,
@@ -63,11 +65,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-level", choices=LEVELS, default="minimal",
-                        help="console detail: minimal (live line on a terminal), basic (phase lines), "
-                             "debug (everything, tracebacks included)")
-    parser.add_argument("--log-file", metavar="F", help="also write phase lines to F")
-    parser.add_argument("--debug-log-file", metavar="F", help="also write a debug log to F")
+    parser.add_argument("--log-level", choices=LEVELS,
+                        help="console detail: minimal (the default: a live line on a terminal), basic (phase "
+                             "lines), debug (everything, tracebacks included); wins over the config's log_level")
+    parser.add_argument("--log-file", metavar="F", help="also write phase lines to F (wins over log_file)")
+    parser.add_argument("--debug-log-file", metavar="F",
+                        help="also write a debug log to F (wins over debug_log_file)")
 
 
 def add_config(parser: argparse.ArgumentParser) -> None:
@@ -88,11 +91,10 @@ def build_up_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_up(args: argparse.Namespace, progress: Progress) -> int:
+def cmd_up(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
     from . import api
-    from .config import load_config
 
-    config = load_config(args.config, cache=not args.dry_run)
+    assert config is not None
     if args.dry_run:
         print(api.dry_run(config))
         return EXIT_OK
@@ -201,58 +203,56 @@ def build_list_parser(prog: str = f"{PROG} list") -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet(args: argparse.Namespace, progress: Progress) -> Progress:
-    """Phase lines only when asked for (--log-level basic/debug) or as a live line on a terminal."""
-    return progress if progress.live or args.log_level != "minimal" else Progress.silent()
+def _quiet(progress: Progress) -> Progress:
+    """Phase lines only when asked for (log level basic/debug) or as a live line on a terminal."""
+    return progress if progress.live or progress.level != "minimal" else Progress.silent()
 
 
-def cmd_status(args: argparse.Namespace, progress: Progress) -> int:
+def cmd_status(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
     from . import manage, render
-    from .config import load_config
 
-    entry = manage.status(load_config(args.config), connection_dir=args.connection_dir,
-                          progress=_quiet(args, progress))
+    assert config is not None
+    entry = manage.status(config, connection_dir=args.connection_dir, progress=_quiet(progress))
     progress.close()
     print(json.dumps(entry, indent=2) if args.json else render.format_status(entry))
     return EXIT_OK if entry["status"] == manage.RUNNING else EXIT_NOT_RUNNING
 
 
-def cmd_stop(args: argparse.Namespace, progress: Progress) -> int:
+def cmd_stop(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
     from . import manage, render
-    from .config import load_config
 
-    result = render.stop_outcome(manage.stop(load_config(args.config), connection_dir=args.connection_dir,
-                                             timeout=args.timeout, progress=_quiet(args, progress)))
+    assert config is not None
+    result = render.stop_outcome(manage.stop(config, connection_dir=args.connection_dir, timeout=args.timeout,
+                                             progress=_quiet(progress)))
     progress.close()
     print(json.dumps(result, indent=2) if args.json else result["message"])
     return EXIT_OK
 
 
-def cmd_logs(args: argparse.Namespace, progress: Progress) -> int:
+def cmd_logs(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
     from . import manage
-    from .config import load_config
     from .templates import evaluate_key
 
-    config = load_config(args.config)
+    assert config is not None
     if args.json:
         if args.follow:
             raise UsageError(f"{PROG} logs: --json and --follow cannot be combined (a stream is not one document)")
-        text = manage.logs(config, tail=args.tail, progress=_quiet(args, progress))
+        text = manage.logs(config, tail=args.tail, progress=_quiet(progress))
         print(json.dumps({"key": evaluate_key(config), "log": text}, indent=2))
         return EXIT_OK
     try:
         manage.logs(config, tail=args.tail, output=sys.stdout.buffer, follow=args.follow,
-                    progress=_quiet(args, progress))
+                    progress=_quiet(progress))
     except KeyboardInterrupt:
         if not args.follow:
             raise
     return EXIT_OK
 
 
-def cmd_list(args: argparse.Namespace, progress: Progress) -> int:
+def cmd_list(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
     from . import manage, render
 
-    progress = _quiet(args, progress)
+    progress = _quiet(progress)
     progress.phase(f"connecting to {args.host}" if args.host else "reading server state")
     with manage.open_target(args.host) as host:
         entries = manage.list_services(host)
@@ -265,7 +265,8 @@ def cmd_list(args: argparse.Namespace, progress: Progress) -> int:
     return EXIT_OK
 
 
-Command = tuple[Callable[[str], argparse.ArgumentParser], Callable[[argparse.Namespace, Progress], int]]
+Handler = Callable[[argparse.Namespace, "Config | None", Progress], int]
+Command = tuple[Callable[[str], argparse.ArgumentParser], Handler]
 COMMANDS: dict[str, Command] = {
     "up": (build_up_parser, cmd_up),
     "status": (build_status_parser, cmd_status),
@@ -275,32 +276,7 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def configure_logging(args: argparse.Namespace) -> None:
-    if not (args.log_file or args.debug_log_file or args.log_level == "debug"):
-        return  # no log to write: `logging` stays unimported (the warm path)
-    import logging
-
-    logger = logging.getLogger("remote_http_launcher")
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    formatter = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
-    targets: list[tuple[logging.Handler, int]] = []
-    if args.log_file:
-        targets.append((logging.FileHandler(args.log_file, mode="w"), logging.INFO))
-    if args.debug_log_file:
-        targets.append((logging.FileHandler(args.debug_log_file, mode="w"), logging.DEBUG))
-    if args.log_level == "debug":
-        targets.append((logging.StreamHandler(sys.stderr), logging.DEBUG))
-    for handler, level in targets:
-        handler.setLevel(level)
-        handler.setFormatter(formatter)
-        logger.addHandler(handler)
-        if level == logging.DEBUG:
-            logging.getLogger("paramiko").addHandler(handler)
-            logging.getLogger("paramiko").setLevel(logging.DEBUG)
-
-
-def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Callable[[argparse.Namespace, Progress], int]]:
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Handler]:
     if argv and argv[0] in COMMANDS:
         build, handler = COMMANDS[argv[0]]
         return build(f"{PROG} {argv[0]}").parse_args(argv[1:]), handler
@@ -327,11 +303,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         args, handler = parse(argv)
-        configure_logging(args)
+        dry_run = getattr(args, "dry_run", False)
+        config = None
+        if getattr(args, "config", None) is not None:
+            from .config import load_config
+
+            config = load_config(args.config, cache=handler is cmd_up and not dry_run)
+        options = logsetup.merge(LogOptions(args.log_level, args.log_file, args.debug_log_file),
+                                 config.log if config else None)
+        debug = debug or options.level == "debug"
+        if not dry_run:  # a dry run writes nothing, logs included
+            logsetup.configure(options)
         # At debug level the log handler on stderr already shows every phase.
-        quiet = getattr(args, "dry_run", False) or args.log_level == "debug"
-        progress = Progress(args.log_level, quiet=quiet)
-        return handler(args, progress)
+        progress = Progress(options.level or logsetup.DEFAULT_LEVEL, quiet=dry_run or options.level == "debug")
+        return handler(args, config, progress)
     except LauncherError as exc:
         if progress:
             progress.close()

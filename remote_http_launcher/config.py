@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from . import statefiles
 from .errors import ConfigError
+from .progress import LEVELS
 
 DEFAULT_NETWORK_INTERFACE = "localhost"
 DEFAULT_STARTUP_TIMEOUT = 60.0
@@ -34,6 +35,13 @@ MAX_HANDSHAKE_PATH = 2048
 MAX_TIMEOUT = 7 * 24 * 3600.0
 MAX_FILE_PARAMETERS_VALUES = 100_000
 MAX_FILE_PARAMETERS_JSON = 1_000_000
+MAX_CONFIG_BYTES = 2**20  # a config file; large data belongs in a file the service reads
+MAX_FIELD_CHARS = 1_000_000  # the strings of one field, added up
+MAX_NESTING = 100
+MAX_INT_DIGITS = 4300  # Python's own limit for converting between int and str
+PORT_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+# Fields that configure the launcher itself, as in the original: not template variables.
+LOG_FIELDS = ("log_level", "log_file", "debug_log_file")
 
 REQUIRED_FIELDS = ("workdir", "key", "command")
 REQUIRED_HINTS = {
@@ -71,6 +79,15 @@ class Handshake(NamedTuple):
 
     path: str = ""
     parameters: Mapping[str, str] = MappingProxyType({})
+    #: The status-file field holding the port to check (e.g. `dashboard_port`); None: `port`.
+    port_name: str | None = None
+
+    def port_in(self, record: Mapping[str, object]) -> int | None:
+        """The port this check runs on, from a status record or a client payload; None when it has none."""
+        value = record.get(self.port_name or "port")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+            return None
+        return value
 
     @property
     def target(self) -> str:
@@ -90,8 +107,18 @@ class ParsedFile(NamedTuple):
     data: Any
 
 
+class LogOptions(NamedTuple):
+    """The launcher's own logging, from the config's `log_level`, `log_file` and `debug_log_file`
+    (command-line flags of the same names win); None where the config says nothing."""
+
+    level: str | None = None
+    file: str | None = None
+    debug_file: str | None = None
+
+
 class Config(NamedTuple):
-    """A validated service configuration; `raw` is the whole mapping with defaults applied."""
+    """A validated service configuration; `raw` is the whole mapping with defaults applied, less the
+    launcher's own logging fields (`log`)."""
 
     workdir: str
     key_template: str
@@ -103,9 +130,11 @@ class Config(NamedTuple):
     handshake: Handshake | None
     conda: str | None
     file_parameters: Mapping[str, Any] | None
+    meta: Mapping[str, Any] | None
     startup_timeout: float
     watchdog_interval: float
     raw: Mapping[str, Any]
+    log: LogOptions = LogOptions()
     #: Set by `load_config(cache=True)` when the file was parsed anew; `remember_parse` keeps it.
     parsed: ParsedFile | None = None
 
@@ -121,6 +150,52 @@ class Config(NamedTuple):
         return self.ssh_hostname or self.hostname
 
 
+class Configuration:
+    """The original remote-http-launcher's configuration object, for code written against it.
+
+    `Configuration.from_mapping(mapping)` and `Configuration.from_yaml(path)`
+    validate exactly as `run()` does (raising `ConfigError`) and give the
+    evaluated `key` and the parsed fields under the original's names.
+    """
+
+    def __init__(self, config: Config) -> None:
+        from .templates import evaluate_key
+
+        self.config = config
+        self.key = evaluate_key(config)
+
+    @staticmethod
+    def from_mapping(data: Mapping[str, Any]) -> Configuration:
+        return Configuration(load_config(data))
+
+    @staticmethod
+    def from_yaml(path: str | os.PathLike[str]) -> Configuration:
+        return Configuration(load_config(path))
+
+    def __repr__(self) -> str:
+        where = self.hostname or "localhost"
+        return f"Configuration(key={self.key!r}, host={where!r}, tunnel={self.tunnel})"
+
+    workdir = property(lambda self: self.config.workdir)
+    hostname = property(lambda self: self.config.hostname)
+    ssh_hostname = property(lambda self: self.config.ssh_hostname or self.config.hostname)
+    command_template = property(lambda self: self.config.command_template)
+    network_interface = property(lambda self: self.config.network_interface)
+    handshake = property(lambda self: self.config.handshake)
+    file_parameters = property(lambda self: self.config.file_parameters)
+    tunnel = property(lambda self: self.config.tunnel)
+    conda_env = property(lambda self: self.config.conda)
+    meta = property(lambda self: self.config.meta)
+    raw = property(lambda self: self.config.raw)
+
+    @property
+    def namespace(self) -> dict[str, Any]:
+        """What the `command` template sees, as in the original (the evaluated `key` included)."""
+        from .templates import template_namespace
+
+        return template_namespace(self.config, key=self.key)
+
+
 def load_config(source: Mapping[str, Any] | str | os.PathLike[str], *, cache: bool = False) -> Config:
     """Accept a mapping, or the path of a YAML file, and validate it.
 
@@ -134,6 +209,9 @@ def load_config(source: Mapping[str, Any] | str | os.PathLike[str], *, cache: bo
     path = Path(source)
     config_dir = str(path.expanduser().absolute().parent)
     text = read_text(path)
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config: {str(path)!r} is {len(text) // 1024} KiB; a config is at most "
+                          f"{MAX_CONFIG_BYTES // 1024} KiB (put large data in a file the service reads)")
     cache_file = _parse_cache_file(path) if cache else None
     cached = statefiles.decode(statefiles.read_bytes(cache_file)) if cache_file else None
     if cached is not None and cached.get("text") == text and "data" in cached:
@@ -194,7 +272,19 @@ def parse_yaml(text: str, name: str = "<config>") -> Any:
         if mark and mark.line < len(lines) and lines[mark.line][mark.column:mark.column + 1] == "\t" \
                 and "tab" not in problem:
             problem += " (a tab: indent YAML with spaces)"
+        field = _top_level_field(lines, mark.line) if mark else None
+        where += f" (field {field!r})" if field else ""
         raise ConfigError(f"config: invalid YAML in {name!r}{where}: {_one_line(problem)}") from None
+
+
+def _top_level_field(lines: list[str], line: int) -> str | None:
+    """The name of the top-level field whose value spans `line` of a YAML text, when it is plain to see."""
+    for text in reversed(lines[:line + 1]):
+        if text[:1].isspace() or text.startswith(("#", "-")) or not text.strip():
+            continue
+        name, colon, _ = text.partition(":")
+        return name.strip().strip("'\"")[:40] or None if colon else None
+    return None
 
 
 @functools.cache
@@ -217,6 +307,15 @@ def _strict_loader() -> type:
                 seen.add(key)
             return super().construct_mapping(node, deep=deep)
 
+        def construct_yaml_int(self, node: Any) -> Any:
+            try:
+                return super().construct_yaml_int(node)
+            except ValueError:  # Python's limit on int/str conversion
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a number with more than {MAX_INT_DIGITS} digits; quote it to make it a string",
+                    node.start_mark) from None
+
+    StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
     return StrictLoader
 
 
@@ -225,6 +324,9 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError(f"config: must be a mapping of fields (lines of 'name: value'), got {_describe(data)}")
     _field_names(data)
+    _check_sizes(data)
+    log = _log_options(data)
+    data = {name: value for name, value in data.items() if name not in LOG_FIELDS}
     for name in REQUIRED_FIELDS:
         if data.get(name) is None:
             raise ConfigError(f"{name}: required field is missing; {REQUIRED_HINTS[name]}")
@@ -245,6 +347,7 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
     handshake = _handshake(data.get("handshake"))
     conda = _conda(data.get("conda"))
     file_parameters = _file_parameters(data.get("file_parameters"))
+    meta = _meta(data.get("meta"))
     startup_timeout = _seconds(data, "startup_timeout", DEFAULT_STARTUP_TIMEOUT)
     watchdog_interval = _seconds(data, "watchdog_interval", DEFAULT_WATCHDOG_INTERVAL)
 
@@ -252,7 +355,7 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
     raw = dict(data)
     raw["network_interface"] = network_interface
     raw["tunnel"] = tunnel
-    for name in ("hostname", "ssh_hostname", "handshake", "conda", "file_parameters"):
+    for name in ("hostname", "ssh_hostname", "handshake", "conda", "file_parameters", "meta"):
         raw.setdefault(name, None)
     for name, default in (("startup_timeout", startup_timeout), ("watchdog_interval", watchdog_interval)):
         if raw.get(name) is None:
@@ -270,9 +373,11 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
         handshake=handshake,
         conda=conda,
         file_parameters=file_parameters,
+        meta=meta,
         startup_timeout=startup_timeout,
         watchdog_interval=watchdog_interval,
         raw=raw,
+        log=log,
     )
 
 
@@ -283,6 +388,44 @@ def _field_names(data: Mapping[Any, Any]) -> None:
         if not name or len(name) > MAX_FIELD_NAME or re.search(CONTROL_PATTERN, name):
             raise ConfigError(f"config: invalid field name {name[:40]!r} (1 to {MAX_FIELD_NAME} characters, "
                               "on one line)")
+
+
+def _check_sizes(data: Mapping[str, Any]) -> None:
+    """Refuse what would break later steps, before anything runs: numbers beyond Python's int/str
+    limit, values nested absurdly deep, and fields whose strings add up to more than MAX_FIELD_CHARS."""
+    for name, value in data.items():
+        stack: list[tuple[Any, int]] = [(value, 0)]
+        chars = count = 0
+        while stack:
+            item, depth = stack.pop()
+            count += 1
+            if depth > MAX_NESTING:
+                raise ConfigError(f"{name}: nested more than {MAX_NESTING} levels deep; flatten it")
+            if count > MAX_FILE_PARAMETERS_VALUES:
+                raise ConfigError(f"{name}: more than {MAX_FILE_PARAMETERS_VALUES} values (or it contains itself "
+                                  "through a YAML alias); keep it small")
+            if isinstance(item, str):
+                chars += len(item)
+            elif isinstance(item, int) and not isinstance(item, bool) and item.bit_length() > MAX_INT_DIGITS * 3:
+                raise ConfigError(f"{name}: a number with more than {MAX_INT_DIGITS} digits; quote it to make it "
+                                  "a string")
+            elif isinstance(item, Mapping):
+                stack.extend((child, depth + 1) for pair in item.items() for child in pair)
+            elif isinstance(item, (list, tuple, set, frozenset)):
+                stack.extend((child, depth + 1) for child in item)
+            if chars > MAX_FIELD_CHARS:
+                raise ConfigError(f"{name}: too large (more than {MAX_FIELD_CHARS} characters); put large data "
+                                  "in a file the service reads")
+
+
+def _log_options(data: Mapping[str, Any]) -> LogOptions:
+    level, file, debug_file = (data.get(name) for name in LOG_FIELDS)
+    if level is not None and level not in LEVELS:
+        raise ConfigError(f"log_level: must be one of {', '.join(LEVELS)}, got {_describe(level)}")
+    for name, value in (("log_file", file), ("debug_log_file", debug_file)):
+        if value is not None and (not isinstance(value, str) or not value or re.search(CONTROL_PATTERN, value)):
+            raise ConfigError(f"{name}: must be the path of a file to write, got {_describe(value)}")
+    return LogOptions(level, file, debug_file)
 
 
 def _workdir(value: Any) -> str:
@@ -356,9 +499,14 @@ def _handshake(value: Any) -> Handshake | None:
     if not isinstance(value, Mapping):
         raise ConfigError(f"handshake: must be a URL path or a mapping with 'path' and 'parameters', "
                           f"got {_describe(value)}")
-    unknown = sorted(str(name) for name in value if name not in ("path", "parameters"))
+    unknown = sorted(str(name) for name in value if name not in ("path", "parameters", "port_name"))
     if unknown:
-        raise ConfigError(f"handshake: unknown field {unknown[0][:40]!r}; only 'path' and 'parameters' are allowed")
+        raise ConfigError(f"handshake: unknown field {unknown[0][:40]!r}; only 'path', 'parameters' and "
+                          "'port_name' are allowed")
+    port_name = value.get("port_name")
+    if port_name is not None and (not isinstance(port_name, str) or not re.fullmatch(PORT_NAME_PATTERN, port_name)):
+        raise ConfigError(f"handshake.port_name: must name a port field of the status file, e.g. 'dashboard_port', "
+                          f"got {_describe(port_name)}")
     path = value.get("path", "")
     if not isinstance(path, str):
         raise ConfigError(f"handshake.path: must be a URL path, got {_describe(path)}")
@@ -376,7 +524,7 @@ def _handshake(value: Any) -> Handshake | None:
             raise ConfigError(f"handshake.parameters.{pname[:40]}: must be a string, number or boolean, "
                               f"got {_describe(pvalue)}")
         params[pname] = str(pvalue).lower() if isinstance(pvalue, bool) else str(pvalue)
-    return Handshake(path=_handshake_path("handshake.path", path), parameters=params)
+    return Handshake(path=_handshake_path("handshake.path", path), parameters=params, port_name=port_name)
 
 
 def _handshake_path(name: str, path: str) -> str:
@@ -407,6 +555,16 @@ def _file_parameters(value: Any) -> Mapping[str, Any] | None:
     _check_json("file_parameters", value)
     if len(json.dumps(value, allow_nan=False)) > MAX_FILE_PARAMETERS_JSON:
         raise ConfigError(f"file_parameters: too large (more than {MAX_FILE_PARAMETERS_JSON} bytes as JSON)")
+    return value
+
+
+def _meta(value: Any) -> Mapping[str, Any] | None:
+    """Free-form JSON data about the service, kept unchanged in the status and client files."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"meta: must be a mapping (name: value), got {_describe(value)}")
+    _check_json("meta", value)
     return value
 
 

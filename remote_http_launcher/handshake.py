@@ -81,10 +81,20 @@ def check(host: str, port: int, handshake: Handshake | None, factory: SocketFact
     return None
 
 
+def port_of(record: Mapping[str, object], handshake: Handshake | None) -> int | None:
+    """The port the check runs on: `port`, or the field `handshake.port_name` names (e.g. a dask
+    scheduler's `dashboard_port`), in a status record or a client payload; None when it has none."""
+    return (handshake or Handshake()).port_in(record)
+
+
+def missing_port(handshake: Handshake | None) -> str:
+    return f"it reported no port '{(handshake or Handshake()).port_name or 'port'}'"
+
+
 def payload_answers(payload: Mapping[str, object], handshake: Handshake | None) -> bool:
     """A client connection payload names a valid host and port, and the service answers there."""
-    host, port = payload.get("hostname"), payload.get("port")
-    if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+    host, port = payload.get("hostname"), port_of(payload, handshake)
+    if not isinstance(host, str) or port is None:
         return False
     return check(host, port, handshake) is None
 

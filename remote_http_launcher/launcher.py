@@ -114,8 +114,9 @@ class Launcher:
         Retries (a service still binding its port) follow only once the
         process is known to be ours.
         """
-        port = state.port
-        assert port is not None
+        port = handshake.port_of(state.data, self.config.handshake)
+        if port is None:
+            return handshake.missing_port(self.config.handshake)
         interface = service.server_interface(state)
         deadline = time.monotonic() + VERIFY_TIMEOUT
 
@@ -189,6 +190,8 @@ class Launcher:
         }
         if self.config.file_parameters is not None:
             record["parameters"] = self.config.file_parameters
+        if self.config.meta is not None:
+            record["meta"] = self.config.meta
         record.update(key=self.key, launcher="remote-http-launcher", version=__version__,
                       launched_at=time.time(), token=os.urandom(16).hex())
         args = scripts.launch_args(workdir=workdir, log=service.log_file, status_file=service.status_file,
@@ -270,8 +273,9 @@ class Launcher:
             payload, problem = self._early_way_in[1].result()  # started by _verify for this state
         else:
             payload, problem = self._open_way_in(service, state, open_tunnel)
-        if problem is not None:  # e.g. a port still being opened: retry for a while
-            problem = handshake.wait_healthy(payload["hostname"], payload["port"], self.config.handshake,
+        port = handshake.port_of(payload, self.config.handshake)
+        if problem is not None and port is not None:  # e.g. a port still being opened: retry for a while
+            problem = handshake.wait_healthy(payload["hostname"], port, self.config.handshake,
                                              time.monotonic() + VERIFY_TIMEOUT)
             if problem is not None:
                 raise self._error(HandshakeError, service, "handshake", f"the service runs on "
@@ -296,9 +300,14 @@ class Launcher:
                        **state.extra_ports()}
         if isinstance(state.data.get("parameters"), dict):
             payload["parameters"] = state.data["parameters"]
+        if self.config.meta is not None:
+            payload["meta"] = dict(self.config.meta)
         if not self.config.remote:
             return payload, None
-        return payload, handshake.check(payload["hostname"], payload["port"], self.config.handshake)
+        port = handshake.port_of(payload, self.config.handshake)
+        if port is None:
+            return payload, handshake.missing_port(self.config.handshake)
+        return payload, handshake.check(payload["hostname"], port, self.config.handshake)
 
 
 class LaunchLock(FileLock):

@@ -22,12 +22,12 @@ NAME = "remote_http_launcher"
 EXPORTED = [
     "AuthenticationError", "ConfigError", "HandshakeError", "HostError", "HostKeyError", "LaunchError",
     "LauncherError", "NotRunningError", "ServiceFailedError", "TemplateError", "TunnelError", "UsageError",
-    "__version__", "logs", "run", "status", "stop",
+    "__version__", "Configuration", "logs", "main", "run", "status", "stop",
 ]
 # What a warm run (client file present, service healthy) may import of the package: config, templates,
 # state files, handshake, and the front ends that call them. Growing this set needs a reason.
 WARM_PACKAGE_MODULES = {
-    NAME, f"{NAME}._version", f"{NAME}.errors", f"{NAME}.cli", f"{NAME}.progress", f"{NAME}.api",
+    NAME, f"{NAME}._version", f"{NAME}.errors", f"{NAME}.cli", f"{NAME}.logsetup", f"{NAME}.progress", f"{NAME}.api",
     f"{NAME}.config", f"{NAME}.templates", f"{NAME}.statefiles", f"{NAME}.clientfile", f"{NAME}.handshake",
     f"{NAME}.locks", f"{NAME}.processes", f"{NAME}.service", f"{NAME}.scripts",
 }

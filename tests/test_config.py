@@ -265,18 +265,20 @@ def test_messages_say_what_to_do(fields: dict[str, Any], message: str) -> None:
 
 
 def test_duplicate_keys_are_refused_at_any_depth_but_merge_keys_still_work() -> None:
-    with pytest.raises(ConfigError, match=r"at line 1, column 11: duplicate key 'b'; keep only one of them$"):
+    with pytest.raises(ConfigError,
+                       match=r"at line 1, column 11 \(field 'a'\): duplicate key 'b'; keep only one of them$"):
         parse_yaml("a: {b: 1, b: 2}")
     assert parse_yaml("base: &b {x: 1, y: 2}\nother: {<<: *b, x: 3}") == {
         "base": {"x": 1, "y": 2}, "other": {"x": 3, "y": 2}}
 
 
-def test_alias_bomb_in_file_parameters_is_refused_quickly() -> None:
+def test_alias_bomb_is_refused_quickly() -> None:
+    """Every field is measured, so the first field that expands too far is named (here before file_parameters)."""
     lines = ["workdir: /srv", "key: svc", "command: run {status_file}", "l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
     lines.append("file_parameters: {bomb: *l8}")
     start = time.monotonic()
-    with pytest.raises(ConfigError, match=r"^file_parameters: more than 100000 values"):
+    with pytest.raises(ConfigError, match=r"^l\d: more than 100000 values"):
         parse_config(parse_yaml("\n".join(lines)))
     assert time.monotonic() - start < 2
 
