@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, TypedDict
+from typing import Any, BinaryIO, TypedDict
 
 from . import statefiles
 from .config import SSH_HOST_PATTERN, Config
@@ -56,6 +56,7 @@ class ServiceEntry(TypedDict):
     workdir: str | None
     log: str | None
     status_file: str
+    meta: dict[str, Any] | None  # the config's `meta`, as the status file keeps it
 
 
 class ClientSide(TypedDict):
@@ -138,6 +139,7 @@ def server_entry(host: Host, key: str, status_file: str, raw: bytes | None,
         "workdir": workdir if isinstance(workdir, str) else None,
         "log": log or default_log,
         "status_file": status_file,
+        "meta": data["meta"] if isinstance(data.get("meta"), dict) else None,
     }
 
 
