@@ -22,14 +22,15 @@ from .templates import evaluate_command, evaluate_key
 
 if TYPE_CHECKING:
     from .manage import StatusResult
+    from .prompts import Prompt
     from .render import StopOutcome
 
 ConfigSource = Mapping[str, Any] | str | os.PathLike[str]
 PathLike = str | os.PathLike[str]
 
 
-def run(config: ConfigSource, *, connection_dir: PathLike | None = None,
-        progress: Progress | None = None) -> dict[str, Any]:
+def run(config: ConfigSource, *, connection_dir: PathLike | None = None, progress: Progress | None = None,
+        prompt: Prompt | None = None) -> dict[str, Any]:
     """Launch the service described by `config`, or reconnect to it; return the client payload.
 
     `config` is a mapping or the path of a YAML file. The payload is what the
@@ -39,8 +40,13 @@ def run(config: ConfigSource, *, connection_dir: PathLike | None = None,
     With `tunnel: true` the tunnel is not kept by this process but by the same
     detached keeper process the command line uses (`keeper_pid` in the
     payload), so the client file stays valid for other processes after this
-    one exits. The keeper ends when the service does, or with `stop()`. Login
-    prompts, if any, appear on this process's terminal (stdin and stderr).
+    one exits. The keeper ends when the service does, or with `stop()`.
+
+    Login questions (a password, a one-time code, a key's passphrase, an
+    unknown host key) go to `prompt(text, secret) -> answer` when given, else
+    to this process's terminal, else to the input box of the Jupyter cell
+    running the call; with none of these, those login steps are skipped and
+    the error says so. The tunnel keeper asks through this call too.
 
     Nothing is printed unless asked: `progress`, or the config's `log_level`
     (`basic`: phase lines on stderr; `minimal`: a live line on a terminal;
@@ -50,16 +56,15 @@ def run(config: ConfigSource, *, connection_dir: PathLike | None = None,
     loaded = load_config(config, cache=True)
     detach = logsetup.configure(logsetup.merge(LogOptions(), loaded.log))
     try:
-        if progress is None and loaded.log.level is not None:  # the config's log_level, as on the command line
-            level = loaded.log.level
-            progress = Progress(level, quiet=level == "debug" or (level == "minimal" and not sys.stderr.isatty()))
-        return dict(up(loaded, connection_dir=connection_dir, progress=progress)[0])
+        if progress is None:  # the config's log_level, as on the command line; in a Jupyter cell, a live display
+            progress = Progress.for_run(loaded.log.level, sys.stderr)
+        return dict(up(loaded, connection_dir=connection_dir, progress=progress, prompt=prompt)[0])
     finally:
         detach()
 
 
-def up(config: Config, *, connection_dir: PathLike | None = None,
-       progress: Progress | None = None) -> tuple[ClientPayload, bool]:
+def up(config: Config, *, connection_dir: PathLike | None = None, progress: Progress | None = None,
+       prompt: Prompt | None = None) -> tuple[ClientPayload, bool]:
     """The client payload, and whether an existing connection was reused (steps 1-5)."""
     progress = progress or Progress.silent()
     key = evaluate_key(config)
@@ -71,17 +76,24 @@ def up(config: Config, *, connection_dir: PathLike | None = None,
     if payload is None and config.tunnel:
         from .keeper.start import start_keeper
 
-        payload, reused = start_keeper(config, key, client_path, progress)
+        payload, reused = start_keeper(config, key, client_path, progress, _asking(prompt, progress))
     elif payload is None:
         from .hosts import open_host  # host machinery (subprocess, SSH) only once the warm path missed
         from .launcher import Launcher
 
         progress.phase(f"connecting to {config.ssh_target}" if config.remote else "checking server state")
-        with open_host(config) as host:
+        with open_host(config, _asking(prompt, progress)) as host:
             payload = Launcher(config, key, client_path, progress).serve(host)[0]
     progress.done(payload, reused=reused)
     remember_parse(config)
     return payload, reused
+
+
+def _asking(prompt: Prompt | None, progress: Progress) -> Prompt | None:
+    """Where login questions go (`prompt`, the terminal, a Jupyter cell), each after the live line ends."""
+    from . import prompts
+
+    return prompts.before_asking(prompt or prompts.default(), progress.close)
 
 
 def dry_run(config: Config, key: str | None = None) -> str:
@@ -91,8 +103,8 @@ def dry_run(config: Config, key: str | None = None) -> str:
     return evaluate_command(config, key, f"{state_dir}/{key}.json")
 
 
-def status(config: ConfigSource, *, connection_dir: PathLike | None = None,
-           progress: Progress | None = None) -> StatusResult:
+def status(config: ConfigSource, *, connection_dir: PathLike | None = None, progress: Progress | None = None,
+           prompt: Prompt | None = None) -> StatusResult:
     """Where the service stands: `status` is absent, starting, running, failed or stale.
 
     Also `pid`, `port`, `uptime` (seconds), `workdir`, `log`, `status_file`, and
@@ -101,11 +113,11 @@ def status(config: ConfigSource, *, connection_dir: PathLike | None = None,
     """
     from . import manage
 
-    return manage.status(load_config(config), connection_dir=connection_dir, progress=progress)
+    return manage.status(load_config(config), connection_dir=connection_dir, progress=progress, prompt=prompt)
 
 
 def stop(config: ConfigSource, *, connection_dir: PathLike | None = None, timeout: float = STOP_TIMEOUT,
-         progress: Progress | None = None) -> StopOutcome:
+         progress: Progress | None = None, prompt: Prompt | None = None) -> StopOutcome:
     """Stop the service (SIGTERM, then SIGKILL after `timeout` s) and its tunnel keeper; remove its state.
 
     Only the process that was launched is signalled (PID and start time must
@@ -116,11 +128,11 @@ def stop(config: ConfigSource, *, connection_dir: PathLike | None = None, timeou
     from .render import stop_outcome
 
     return stop_outcome(manage.stop(load_config(config), connection_dir=connection_dir, timeout=timeout,
-                                    progress=progress))
+                                    progress=progress, prompt=prompt))
 
 
-def logs(config: ConfigSource, *, tail: int = 50) -> str:
+def logs(config: ConfigSource, *, tail: int = 50, prompt: Prompt | None = None) -> str:
     """The last `tail` lines of the service log; raises `NotRunningError` (exit code 3) when there is none."""
     from . import manage
 
-    return manage.logs(load_config(config), tail=tail)
+    return manage.logs(load_config(config), tail=tail, prompt=prompt)

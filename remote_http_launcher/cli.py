@@ -15,7 +15,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from itertools import pairwise
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import logsetup
 from .config import Config, LogOptions
@@ -30,6 +30,9 @@ from .errors import (
     UsageError,
 )
 from .progress import LEVELS, Progress
+
+if TYPE_CHECKING:
+    from .prompts import Prompt
 
 PROG = "remote-http-launcher"
 UP_EXAMPLE = f"""example:
@@ -208,11 +211,19 @@ def _quiet(progress: Progress) -> Progress:
     return progress if progress.live or progress.level != "minimal" else Progress.silent()
 
 
+def _ask(progress: Progress) -> Prompt | None:
+    """Login questions on the terminal, each on a line of its own (the live line ends first)."""
+    from . import prompts
+
+    return prompts.before_asking(prompts.default(), progress.close)
+
+
 def cmd_status(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
     from . import manage, render
 
     assert config is not None
-    entry = manage.status(config, connection_dir=args.connection_dir, progress=_quiet(progress))
+    entry = manage.status(config, connection_dir=args.connection_dir, progress=_quiet(progress),
+                          prompt=_ask(progress))
     progress.close()
     print(json.dumps(entry, indent=2) if args.json else render.format_status(entry))
     return EXIT_OK if entry["status"] == manage.RUNNING else EXIT_NOT_RUNNING
@@ -223,7 +234,7 @@ def cmd_stop(args: argparse.Namespace, config: Config | None, progress: Progress
 
     assert config is not None
     result = render.stop_outcome(manage.stop(config, connection_dir=args.connection_dir, timeout=args.timeout,
-                                             progress=_quiet(progress)))
+                                             progress=_quiet(progress), prompt=_ask(progress)))
     progress.close()
     print(json.dumps(result, indent=2) if args.json else result["message"])
     return EXIT_OK
@@ -237,12 +248,12 @@ def cmd_logs(args: argparse.Namespace, config: Config | None, progress: Progress
     if args.json:
         if args.follow:
             raise UsageError(f"{PROG} logs: --json and --follow cannot be combined (a stream is not one document)")
-        text = manage.logs(config, tail=args.tail, progress=_quiet(progress))
+        text = manage.logs(config, tail=args.tail, progress=_quiet(progress), prompt=_ask(progress))
         print(json.dumps({"key": evaluate_key(config), "log": text}, indent=2))
         return EXIT_OK
     try:
         manage.logs(config, tail=args.tail, output=sys.stdout.buffer, follow=args.follow,
-                    progress=_quiet(progress))
+                    progress=_quiet(progress), prompt=_ask(progress))
     except KeyboardInterrupt:
         if not args.follow:
             raise
@@ -254,7 +265,7 @@ def cmd_list(args: argparse.Namespace, config: Config | None, progress: Progress
 
     progress = _quiet(progress)
     progress.phase(f"connecting to {args.host}" if args.host else "reading server state")
-    with manage.open_target(args.host) as host:
+    with manage.open_target(args.host, _ask(progress)) as host:
         entries = manage.list_services(host)
         name, state_dir = host.name, host.state_dir
     progress.close()

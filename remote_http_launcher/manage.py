@@ -11,7 +11,8 @@ Statuses:
   running   status file says running and its process is ours and alive
   failed    the service reported "failed"
   stale     status file present, but its process is gone (or its PID now
-            belongs to another process), or the file is unreadable
+            belongs to another process), or the file is unreadable, or the
+            original's rhl-stop marked it "stale" (it stopped the process)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .hosts import Host, LocalHost, open_host
 from .keeper.lock import KeeperLock, is_keeper
 from .keeper.stop import stop_keeper
 from .progress import Progress
+from .prompts import Prompt
 from .service import STOP_TIMEOUT, Service, is_ours, terminate
 from .statefiles import ServerState
 from .templates import evaluate_key
@@ -101,11 +103,18 @@ def classify(host: Host, raw: bytes | None) -> tuple[str, ServerState | None, st
     """(status, parsed state, why it is stale) of a status file's contents."""
     if raw is None:
         return ABSENT, None, None
-    state = ServerState.parse(statefiles.decode(raw))
+    data = statefiles.decode(raw)
+    state = ServerState.parse(data)
     if state is None:
+        if data is not None and data.get("dry_run") is True:
+            return STALE, None, "a record of the original's --dry-run; nothing was launched"
         return STALE, None, "the status file is not a valid status record"
     if state.status == FAILED:
         return FAILED, state, None
+    if state.status == STALE:  # the original's rhl-stop stopped it and kept the file
+        if state.start_time is not None and is_ours(host, state):
+            return STALE, state, f"marked stale (rhl-stop), but process {state.pid} still runs"
+        return STALE, state, "stopped (marked stale by rhl-stop)"
     if is_ours(host, state):
         return state.status, state, None
     if state.pid is None:
@@ -167,13 +176,13 @@ def client_entry(path: Path, key: str) -> ClientSide:
 
 
 def status(config: Config, *, connection_dir: str | os.PathLike[str] | None = None,
-           progress: Progress | None = None) -> StatusResult:
+           progress: Progress | None = None, prompt: Prompt | None = None) -> StatusResult:
     """The service's status on its host plus the client side; connects to the host."""
     progress = progress or Progress.silent()
     key = evaluate_key(config)
     cpath = statefiles.client_file(key, connection_dir, local_service=not config.remote)
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
-    with open_host(config) as host:
+    with open_host(config, prompt) as host:
         service = Service(host, config, key)
         entry = server_entry(host, key, service.status_file, host.read(service.status_file), service.log_file)
         if entry["workdir"] is None:
@@ -185,7 +194,7 @@ def status(config: Config, *, connection_dir: str | os.PathLike[str] | None = No
 
 
 def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None,
-         timeout: float = STOP_TIMEOUT, progress: Progress | None = None) -> StopResult:
+         timeout: float = STOP_TIMEOUT, progress: Progress | None = None, prompt: Prompt | None = None) -> StopResult:
     """Stop the service and its tunnel keeper, remove server and client state, keep the log."""
     progress = progress or Progress.silent()
     key = evaluate_key(config)
@@ -194,7 +203,7 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
     stopped: list[StoppedProcess] = []
     removed: list[str] = []
-    with open_host(config) as host:
+    with open_host(config, prompt) as host:
         service = Service(host, config, key)
         raw = host.read(service.status_file)
         before = server_entry(host, key, service.status_file, raw, service.log_file)
@@ -203,6 +212,8 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
             state = classify(host, raw)[1]
             if state is None or state.pid is None or any(s["pid"] == state.pid for s in stopped):
                 break
+            if state.status == STALE and state.start_time is None:
+                break  # rhl-stop stopped that PID already; without a start time, a live one may be another's
             progress.phase(f"stopping process group {state.pid} on {host.name}")
             signal_used = terminate(host, state, timeout)
             if signal_used is None:
@@ -282,7 +293,7 @@ def follow_file(host: Host, path: str, offset: int, alive: Callable[[], bool],
 
 
 def logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | None = None, follow: bool = False,
-         progress: Progress | None = None) -> str:
+         progress: Progress | None = None, prompt: Prompt | None = None) -> str:
     """The last `tail` lines of the service log, also written to `output` when given.
 
     With `follow`, new output is then written to `output` as it arrives, until
@@ -290,7 +301,7 @@ def logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | None = 
     """
     progress = progress or Progress.silent()
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
-    with open_host(config) as host:
+    with open_host(config, prompt) as host:
         service = Service(host, config, evaluate_key(config))
         status_now, state, _detail = classify(host, host.read(service.status_file))
         path = state.log if state and state.log else service.log_file
@@ -314,7 +325,7 @@ def logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | None = 
 # ---------------------------------------------------------------- list
 
 
-def open_target(target: str | None) -> Host:
+def open_target(target: str | None, prompt: Prompt | None = None) -> Host:
     """This machine, or an SSH host named like `ssh_hostname` (user@host or an ~/.ssh/config alias)."""
     if target is None:
         return LocalHost()
@@ -325,7 +336,7 @@ def open_target(target: str | None) -> Host:
         from .hosts.ssh import SSHHost
     except ImportError as exc:
         raise HostError(f"SSH support is not available ({exc}); reinstall remote-http-launcher") from exc
-    return SSHHost.connect(target)
+    return SSHHost.connect(target, prompt=prompt)
 
 
 def list_services(host: Host) -> list[ServiceEntry]:

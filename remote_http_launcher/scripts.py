@@ -61,36 +61,54 @@ KILL_GROUP = 'kill -s KILL -- "-$1" 2>/dev/null'
 # The service's own first steps (it runs detached, as the new session leader):
 # record its PID and start time in the status file, release the launch lock
 # (other runs now find this process in the status file), then become the command.
+# A simple command whose name is a file (a path, or found on PATH: not a builtin
+# or function) is exec'ed by this shell itself (see exec_plan), so the recorded
+# PID is the service's own: helpers that signal only that PID (the original's
+# rhl-stop) stop the service, not a shell above it. Anything else runs under
+# `sh -c`, whose PID is recorded (its process group holds the service).
+# Variables are prefixed: the command is eval'ed in this shell.
 SERVICE_PRELUDE = r"""
 set -f
-status=$1 head=$2 cmd=$3 conda_sh=$4 conda_env=$5 user_umask=$6 lock=$7 lock_token=$8
+rhl_status=$1 rhl_head=$2 rhl_cmd=$3 rhl_conda_sh=$4 rhl_conda_env=$5 rhl_umask=$6 rhl_lock=$7 rhl_lock_token=$8
+rhl_first=$9 rhl_exec=${10}
 if [ -r "/proc/$$/stat" ]; then
-  read -r line < "/proc/$$/stat"; line=${line##*) }; set -- $line; st="proc:${20}"
+  read -r rhl_line < "/proc/$$/stat"; rhl_line=${rhl_line##*) }; set -- $rhl_line; rhl_st="proc:${20}"
 else
-  st="ps:$(echo $(ps -o lstart= -p $$))"
+  rhl_st="ps:$(echo $(ps -o lstart= -p $$))"
 fi
-uid=
+rhl_uid=
 if [ -r "/proc/$$/status" ]; then
-  while read -r field value _; do [ "$field" = Uid: ] && uid=$value && break; done < "/proc/$$/status"
+  while read -r rhl_field rhl_value _; do [ "$rhl_field" = Uid: ] && rhl_uid=$rhl_value && break; done < "/proc/$$/status"
 fi
-printf '%s"pid": %s, "start_time": "%s", "uid": %s}\n' "$head" "$$" "$st" "${uid:-$(id -u)}" > "$status.$$.tmp" \
-  && mv -f "$status.$$.tmp" "$status" || { echo "remote-http-launcher: cannot write $status"; exit 1; }
-if [ -n "$lock" ] && [ -n "$lock_token" ]; then
-  held=
-  IFS= read -r held 2>/dev/null < "$lock"
-  case $held in *"$lock_token"*) rm -f -- "$lock" ;; esac  # only the lock of the launch that started us
+printf '%s"pid": %s, "start_time": "%s", "uid": %s}\n' "$rhl_head" "$$" "$rhl_st" "${rhl_uid:-$(id -u)}" \
+  > "$rhl_status.$$.tmp" && mv -f "$rhl_status.$$.tmp" "$rhl_status" \
+  || { echo "remote-http-launcher: cannot write $rhl_status"; exit 1; }
+if [ -n "$rhl_lock" ] && [ -n "$rhl_lock_token" ]; then
+  rhl_held=
+  IFS= read -r rhl_held 2>/dev/null < "$rhl_lock"
+  case $rhl_held in *"$rhl_lock_token"*) rm -f -- "$rhl_lock" ;; esac  # only the lock of the launch that started us
 fi
 set +f
-umask "$user_umask"
-if [ -n "$conda_env" ]; then
-  . "$conda_sh" && conda activate "$conda_env" || { echo "remote-http-launcher: conda activate $conda_env failed"; exit 1; }
+umask "$rhl_umask"
+if [ -n "$rhl_conda_env" ]; then
+  . "$rhl_conda_sh" && conda activate "$rhl_conda_env" \
+    || { echo "remote-http-launcher: conda activate $rhl_conda_env failed"; exit 1; }
 fi
-exec sh -c "$cmd"
+if [ -n "$rhl_first" ]; then
+  eval "set -- $rhl_first"  # the command name as the command will expand it (exec_plan: no side effects)
+  case ${1-} in
+    */*) rhl_found=/ ;;
+    *) rhl_found=$(command -v -- "${1-}" 2>/dev/null) ;;
+  esac
+  case $rhl_found in /*) set --; eval "$rhl_exec" ;; esac  # "NAME=value ... exec COMMAND ARGS"
+fi
+exec sh -c "$rhl_cmd"
 """
 
 LAUNCH = r"""
 set -u
 wd=$1 log=$2 status=$3 head=$4 cmd=$5 conda_env=$6 prelude=$7 lock=$8 lock_token=$9
+shift 9  # the rest goes to the prelude as it is
 user_umask=$(umask)
 umask 077
 # Builtins and parameter expansions where they do: every external command is a fork and an exec.
@@ -120,8 +138,11 @@ if [ -n "$conda_env" ]; then
   [ -d "$env_dir/conda-meta" ] || { echo "conda environment '$conda_env' not found (conda at $base)" >&2; exit 13; }
 fi
 if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=nohup; fi
-$detach sh -c "$prelude" rhl-service "$status" "$head" "$cmd" "$conda_sh" "$conda_env" "$user_umask" "$lock" "$lock_token" \
-  </dev/null >>"$log" 2>&1 &
+# `&` starts the service with SIGINT and SIGQUIT ignored, and sh cannot undo that (`trap -` does not);
+# GNU env can: the service gets them at their defaults, as a service the original launches does.
+if env --default-signal=INT true 2>/dev/null; then signals="env --default-signal=INT,QUIT"; else signals=; fi
+$detach $signals sh -c "$prelude" rhl-service "$status" "$head" "$cmd" "$conda_sh" "$conda_env" "$user_umask" \
+  "$lock" "$lock_token" "$@" </dev/null >>"$log" 2>&1 &
 echo "$!"
 """
 
@@ -133,4 +154,138 @@ def launch_args(*, workdir: str, log: str, status_file: str, command: str, conda
     The service removes `lock` once its record is written, if the lock still holds `lock_token`.
     """
     head = json.dumps(dict(record), separators=(", ", ": "))[:-1] + ", "
-    return [workdir, log, status_file, head, command, conda or "", SERVICE_PRELUDE, lock, lock_token]
+    first, exec_text = exec_plan(command) or ("", "")
+    return [workdir, log, status_file, head, command, conda or "", SERVICE_PRELUDE, lock, lock_token,
+            first, exec_text]
+
+
+# ---------------------------------------------------------------- simple commands
+
+_SEPARATORS = " \t"
+_OPERATORS = frozenset(";&|<>()`")  # unquoted, any of these makes a list, pipeline, subshell or redirection
+_GLOB = frozenset("*?[")
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_NAME_CHARS = _NAME_START | frozenset("0123456789")
+_FORBIDDEN_IN_BRACES = frozenset(" \t'\"\\$`{}")
+_RESERVED = frozenset({"!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "case", "esac", "while",
+                       "until", "for", "in", "[[", "]]", "function", "select", "time", "exec"})
+
+
+def exec_plan(command: str) -> tuple[str, str] | None:
+    """How the service's shell can become `command` itself: (its name's word, the text to eval), or None.
+
+    Only a simple command qualifies: optional `NAME=value` assignments, then
+    words, with no unquoted `;`, `&`, `|`, `<`, `>`, `(`, `)`, no command
+    substitution (`$(...)`, backquotes) or arithmetic anywhere, no newline; in
+    doubt (anything this scanner does not fully understand), None. The
+    name's word must expand without side effects (literal text, quotes,
+    `~`, `$NAME`, `${NAME}`; no globs, no special parameters) because the
+    prelude expands it once more to check that it names a file, not a
+    builtin or function. The text to eval is `command` with `exec ` before
+    the name (`A=1 exec prog args`: assignments before `exec` are exported
+    to the program).
+    """
+    if "\n" in command or "\r" in command:
+        return None
+    words = _simple_words(command)
+    if not words:
+        return None
+    for start, end, pure in words:
+        word = command[start:end]
+        if _is_assignment(word):
+            continue
+        if not pure or word in _RESERVED:
+            return None
+        return word, f"{command[:start]}exec {command[start:]}"
+    return None  # assignments only
+
+
+def _simple_words(command: str) -> list[tuple[int, int, bool]] | None:
+    """(start, end, expands without side effects) of each word of a simple command; None if it is not one."""
+    words: list[tuple[int, int, bool]] = []
+    i, n = 0, len(command)
+    start: int | None = None
+    pure = True
+    while i < n:
+        c = command[i]
+        if start is None:
+            if c in _SEPARATORS:
+                i += 1
+                continue
+            if c == "#":  # a comment, to the end of the line
+                break
+            start, pure = i, True
+        if c in _SEPARATORS:
+            words.append((start, i, pure))
+            start = None
+        elif c == "\\":
+            if i + 1 >= n:
+                return None
+            i += 1
+        elif c == "'":
+            i = command.find("'", i + 1)
+            if i < 0:
+                return None
+        elif c == '"':
+            i += 1
+            while i < n and command[i] != '"':
+                if command[i] == "\\":
+                    i += 2
+                    continue
+                if command[i] == "`":
+                    return None
+                if command[i] == "$":
+                    step = _dollar(command, i)
+                    if step is None:
+                        return None
+                    i, pure = step[0], pure and step[1]
+                    continue
+                i += 1
+            if i >= n:
+                return None
+        elif c == "$":
+            step = _dollar(command, i)
+            if step is None:
+                return None
+            i, pure = step[0], pure and step[1]
+            continue
+        elif c in _OPERATORS:
+            return None
+        elif c in _GLOB:
+            pure = False
+        i += 1
+    if start is not None:
+        words.append((start, n, pure))
+    return words
+
+
+def _dollar(command: str, i: int) -> tuple[int, bool] | None:
+    """At a `$`: (index after its expansion, whether it is free of side effects); None for `$(` or a `${`
+    this scanner does not understand."""
+    n = len(command)
+    nxt = command[i + 1] if i + 1 < n else ""
+    if nxt == "(":
+        return None
+    if nxt == "{":
+        end = command.find("}", i + 2)
+        inner = command[i + 2:end] if end >= 0 else ""
+        if not inner or any(ch in _FORBIDDEN_IN_BRACES for ch in inner):
+            return None
+        return end + 1, _is_name(inner)
+    if nxt in _NAME_START:
+        j = i + 1
+        while j < n and command[j] in _NAME_CHARS:
+            j += 1
+        return j, True
+    if nxt and nxt in "@*#?-$!0123456789":
+        return i + 2, False
+    return i + 1, True  # a literal `$`
+
+
+def _is_name(text: str) -> bool:
+    return bool(text) and text[0] in _NAME_START and all(ch in _NAME_CHARS for ch in text)
+
+
+def _is_assignment(word: str) -> bool:
+    name, equals, _ = word.partition("=")
+    return bool(equals) and _is_name(name)

@@ -19,7 +19,9 @@ DEFAULT_DIRNAME = ".remote-http-launcher"
 REMOTE_STATE_DIR = "~/" + DEFAULT_DIRNAME + "/server"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-STATUSES = ("starting", "running", "failed")
+#: Statuses of a server status file. "stale" is written by the original 0.4's `rhl-stop` once it has
+#: stopped the service (it keeps the file): a record of a process that is gone.
+STATUSES = ("starting", "running", "failed", "stale")
 
 #: The client connection file: `hostname` and `port` always; the rest when they apply. Tunnels add the
 #: `tunneled-*` fields and their keeper; every extra `*_port` the service reported is there too (as

@@ -355,9 +355,9 @@ def test_unknown_host_key_is_refused_without_a_terminal(known: str, server: SSHS
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
-    assert re.search(r"error: .*host key: unknown ED25519 key SHA256:\S+ for .* \(no terminal to ask\)",
+    assert re.search(r"error: .*host key: unknown ED25519 key SHA256:\S+ for .* \(no terminal or prompt= to ask\)",
                      result.stderr), result.stderr
-    with pytest.raises(HostKeyError, match="no terminal to ask"):
+    with pytest.raises(HostKeyError, match=r"no terminal or prompt= to ask"):
         run(config)  # the API too: pytest's stdin is no terminal
     assert {p.name: p.read_bytes() for p in ssh_dir.iterdir()} == before
     assert remote_state(server, config["key"]) is None

@@ -28,6 +28,7 @@ from remote_http_launcher import (
     HostKeyError,
     LaunchError,
     handshake,
+    prompts,
     run,
     scripts,
 )
@@ -390,21 +391,22 @@ def test_unknown_host_key_asks_on_a_terminal(answer: str, server: SSHServer, cli
     monkeypatch.setattr(sys, "stdin", io.StringIO(answer + "\n"))
     fingerprint = server.host_pubkey.fingerprint
     if answer == "yes":
-        connect(ALIAS, interactive=True).close()
+        connect(ALIAS, prompt=prompts.terminal).close()
         assert known_hosts.read_text().splitlines() == [server.host_key_line]
     else:
         with pytest.raises(HostKeyError, match="not accepted"):
-            connect(ALIAS, interactive=True)
+            connect(ALIAS, prompt=prompts.terminal)
         assert known_hosts.read_text() == ""
     prompt = capsys.readouterr().err
-    assert f"ED25519 key fingerprint is {fingerprint}." in prompt and "(yes/no/[fingerprint])" in prompt
+    assert f"ED25519 key fingerprint is {fingerprint}." in prompt
+    assert f"continue connecting to {server.user}@{server.host} (yes/no/[fingerprint])? " in prompt
 
 
 def test_strict_yes_refuses_unknown_key_even_on_a_terminal(server: SSHServer, client_home: Path) -> None:
     server.write_ssh_config(client_home, ALIAS)  # StrictHostKeyChecking yes
     (client_home / ".ssh" / "known_hosts").write_text("")
     with pytest.raises(HostKeyError, match=r"\(StrictHostKeyChecking is yes\); to trust it"):
-        connect(ALIAS, interactive=True)
+        connect(ALIAS, prompt=prompts.terminal)
 
 
 # ---------------------------------------------------------------- authentication
@@ -436,46 +438,60 @@ def test_auth_failure_without_terminal_is_one_line(server: SSHServer, client_hom
     assert result.returncode == 1
     assert error_line(result) == (
         f"error: ssh {ALIAS} ({server.host}:{server.port}): auth: authentication failed (tried: agent (0 keys), "
-        "~/.ssh/wrong_key, keyboard-interactive skipped: no terminal, password skipped: no terminal)")
+        "~/.ssh/wrong_key, keyboard-interactive skipped: no way to ask, password skipped: no way to ask); to "
+        "answer password or code prompts, run it on a terminal, or pass prompt= to run() (a function "
+        "(text, secret) -> answer)")
     assert server.password not in result.stderr
     assert remote_state(server, config["key"]) is None
 
 
-def test_encrypted_key_needs_a_terminal(server: SSHServer, client_home: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_encrypted_key_needs_a_way_to_ask(server: SSHServer, client_home: Path) -> None:
     key = _write_key(client_home / ".ssh" / "id_ed25519", server.client_key, b"secret phrase")
     server.write_ssh_config(client_home, ALIAS, {"IdentityFile": str(key)})
     with pytest.raises(AuthenticationError) as caught:
-        connect(ALIAS, interactive=False)
-    assert "~/.ssh/id_ed25519 (encrypted, skipped: no terminal for the passphrase)" in str(caught.value)
+        connect(ALIAS)  # pytest's stdin is no terminal, and no prompt= is given
+    assert "~/.ssh/id_ed25519 (encrypted, skipped: no way to ask for the passphrase)" in str(caught.value)
 
-    prompts: list[str] = []
+    asked: list[tuple[str, bool]] = []
 
-    def answer(prompt: str) -> str:
-        prompts.append(prompt)
+    def answer(text: str, secret: bool) -> str:
+        asked.append((text, secret))
         return "secret phrase"
 
-    monkeypatch.setattr(getpass, "getpass", answer)
-    connection = connect(ALIAS, interactive=True)
-    connection.close()
-    assert prompts == ["Enter passphrase for key '~/.ssh/id_ed25519': "]
+    connect(ALIAS, prompt=answer).close()
+    assert asked == [(f"({server.user}@{server.host}) Enter passphrase for key '~/.ssh/id_ed25519': ", True)]
 
 
-def test_password_on_a_terminal(server: SSHServer, client_home: Path, monkeypatch: pytest.MonkeyPatch,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_password_asked_again_after_a_wrong_one(server: SSHServer, client_home: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
     server.write_ssh_config(client_home, ALIAS, {"IdentityFile": "none"})
     answers = iter(["wrong password", server.password])
-    prompts: list[str] = []
+    asked: list[tuple[str, bool]] = []
 
-    def answer(prompt: str) -> str:
-        prompts.append(prompt)
+    def answer(text: str, secret: bool) -> str:
+        asked.append((text, secret))
         return next(answers)
 
-    monkeypatch.setattr(getpass, "getpass", answer)
-    with SSHHost(connect(ALIAS, interactive=True)) as host:
+    with SSHHost(connect(ALIAS, prompt=answer)) as host:
         assert host.run_script("id -un", []).stdout.strip() == server.user
-    assert prompts == [f"{server.user}@{server.host}'s password: "] * 2
+    question = f"{server.user}@{server.host}'s password: "
+    assert asked == [(question, True), (f"Permission denied, please try again.\n{question}", True)]
     assert server.password not in capsys.readouterr().err
+
+
+def test_password_on_a_terminal_reads_without_echo(server: SSHServer, client_home: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The terminal prompt function: a secret goes through getpass (no echo)."""
+    server.write_ssh_config(client_home, ALIAS, {"IdentityFile": "none"})
+    read: list[str] = []
+
+    def fake_getpass(text: str) -> str:  # the seam: getpass reads /dev/tty
+        read.append(text)
+        return server.password
+
+    monkeypatch.setattr(getpass, "getpass", fake_getpass)
+    connect(ALIAS, prompt=prompts.terminal).close()
+    assert read == [f"{server.user}@{server.host}'s password: "]
 
 
 def test_agent_keys_come_first(server: SSHServer, client_home: Path, tmp_path: Path,

@@ -9,15 +9,17 @@ from .local import LocalHost
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..prompts import Prompt
 
 
-def open_host(config: Config) -> Host:
-    """Connect to the service's host (lazily importing paramiko only for remote configs)."""
+def open_host(config: Config, prompt: Prompt | None = None) -> Host:
+    """Connect to the service's host (lazily importing paramiko only for remote configs); login questions
+    go to `prompt` (default: the terminal or Jupyter cell of the call)."""
     if not config.remote:
         return LocalHost()
     from .ssh import SSHHost
 
-    return SSHHost.connect(config.ssh_target)
+    return SSHHost.connect(config.ssh_target, prompt=prompt)
 
 
 __all__ = ["Host", "LocalHost", "ScriptResult", "open_host"]

@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import statefiles
 from ..processes import start_time_from_stat
+from ..prompts import Prompt
 from ..ssh._paramiko import paramiko
 from ..ssh.connection import SSHConnection, connect
 from ..ssh.sftp import PipelinedSFTP
@@ -47,9 +48,10 @@ class SSHHost(Host):
         self._uid: int | None = None  # owner of /proc/self, i.e. who our processes run as; NO_PROC without /proc
 
     @classmethod
-    def connect(cls, target: str, *, interactive: bool | None = None) -> SSHHost:
-        """`interactive=False` never prompts (the keeper's reconnects); None: prompt on a terminal."""
-        return cls(connect(target, interactive=interactive), name=target)
+    def connect(cls, target: str, *, interactive: bool = True, prompt: Prompt | None = None) -> SSHHost:
+        """`interactive=False` never asks (the keeper's reconnects); `prompt` is where questions go (default:
+        the terminal or Jupyter cell of the call, see ssh.connection.connect)."""
+        return cls(connect(target, interactive=interactive, prompt=prompt), name=target)
 
     # ---- paths ----
     @property

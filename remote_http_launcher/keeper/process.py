@@ -2,11 +2,13 @@
 
 It runs the whole launcher once (connect, find or launch the service, open the
 tunnel on its own connection, write the client file, final handshake through
-the tunnel), with the user's terminal as stdin/stderr so prompts and progress
-work. It reports the result to the front process as one JSON line on the
-pipe it got as stdout, then detaches its stdio to `<client dir>/<key>.keeper.log`
+the tunnel). It never reads a terminal: its phases and login questions go to
+the front process as JSON lines on the pipe it got as stdout, the answers
+come back on its stdin (the protocol is in keeper/start.py), and its result is
+the last line. Then it detaches its stdio to `<client dir>/<key>.keeper.log`
 and keeps the tunnel until the service exits or the link is lost for good.
-So there is one SSH login per tunnel, and the keeper never needs to prompt.
+So there is one SSH login per tunnel, and the keeper never asks again: its
+reconnects use keys and the agent only.
 
 Before connecting it takes the per-key keeper lock. When another keeper holds
 it: a working one is reused (its payload is reported, nothing is connected), a
@@ -31,7 +33,8 @@ from ..clientfile import keeper_log_path
 from ..config import Config, load_config
 from ..errors import LauncherError, TunnelError
 from ..launcher import Launcher
-from ..progress import LEVELS, Progress
+from ..progress import Progress
+from ..prompts import Prompt
 from ..templates import evaluate_key
 from .lock import KeeperLock, served_payload
 from .stop import stop_owner
@@ -47,25 +50,59 @@ log = logging.getLogger("remote_http_launcher.keeper")
 
 
 class Report:
-    """The one result line for the front process; a front that went away is not an error."""
+    """Our lines to the front process (keeper/start.py has the protocol); a front that went away is not an error.
+
+    Phases and questions come first, the result last; the front answers questions on our stdin.
+    """
 
     def __init__(self) -> None:
         self.fd: int | None = os.dup(1)
-        os.dup2(2, 1)  # stray prints must not corrupt the result line
+        os.dup2(2, 1)  # stray prints must not corrupt our lines
+        self._lock = threading.Lock()  # phases come from the launcher's threads too
+
+    def message(self, message: dict[str, Any]) -> bool:
+        """Send one line; False when there is no front to send it to."""
+        with self._lock:
+            if self.fd is None:
+                return False
+            try:
+                os.write(self.fd, (json.dumps(message) + "\n").encode())
+            except OSError:
+                return False
+            return True
 
     def send(self, result: dict[str, Any]) -> None:
-        if self.fd is None:
-            return
-        try:
-            os.write(self.fd, (json.dumps(result) + "\n").encode())
-        except OSError:
-            pass
+        """The last line: the result or the error."""
+        self.message(result)
         self.close()
 
     def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        with self._lock:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+
+    def ask(self, text: str, secret: bool) -> str:
+        """A login question for the front, which asks it where the user called from and sends the answer."""
+        if not self.message({"prompt": text, "secret": secret}):
+            raise EOFError("the run that started the tunnel keeper is gone")
+        line = sys.stdin.buffer.readline()
+        reply = json.loads(line) if line.strip() else {}
+        if not isinstance(reply, dict) or not isinstance(reply.get("answer"), str):
+            raise EOFError(str(reply.get("cancel", "no answer")) if isinstance(reply, dict) else "no answer")
+        return str(reply["answer"])
+
+
+class RelayedProgress(Progress):
+    """Phases go to our log and to the front process, which shows them (we never touch a terminal)."""
+
+    def __init__(self, report: Report) -> None:
+        super().__init__(quiet=True, live=False)
+        self.report = report
+
+    def phase(self, text: str) -> None:
+        super().phase(text)
+        self.report.message({"phase": text})
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -74,10 +111,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--key", required=True, help="the service's key (also makes the process recognisable)")
     parser.add_argument("--config-file", required=True, type=Path, help="JSON config, deleted once read")
     parser.add_argument("--connection-dir", required=True)
-    parser.add_argument("--progress", choices=LEVELS, default="minimal")
-    parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--live", action="store_true")
-    parser.add_argument("--elapsed", type=float, default=0.0, help="seconds the front process has already run")
+    parser.add_argument("--ask", action="store_true", help="send login questions to the front process")
     return parser.parse_args(argv)
 
 
@@ -95,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     key: str | None = None
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
-        progress = Progress(args.progress, quiet=args.quiet, live=args.live)
-        progress.start -= args.elapsed
+        progress = RelayedProgress(report)
         config = read_config(args.config_file)
         key = evaluate_key(config)
         client_path = statefiles.client_file(key, args.connection_dir, local_service=not config.remote)
@@ -107,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             statefiles.write_atomic(launcher.client_path, statefiles.encode(reused))
             report.send({"payload": reused, "reused": True})
             return 0
-        return Keeper(launcher, lock, report).run()
+        return Keeper(launcher, lock, report, report.ask if args.ask else None).run()
     except LauncherError as exc:
         if exc.key is None and key is not None:
             exc.key = key  # e.g. a login error, which knows only its host
@@ -157,10 +190,11 @@ def claim(lock: KeeperLock, launcher: Launcher) -> ClientPayload | None:
 class Keeper:
     """Holds the lock: serves the tunnel until the watchdog says there is nothing left to keep."""
 
-    def __init__(self, launcher: Launcher, lock: KeeperLock, report: Report) -> None:
+    def __init__(self, launcher: Launcher, lock: KeeperLock, report: Report, ask: Prompt | None) -> None:
         self.launcher = launcher
         self.lock = lock
         self.report = report
+        self.ask = ask
         self.log_path = keeper_log_path(launcher.client_path)
 
     def run(self) -> int:
@@ -172,7 +206,8 @@ class Keeper:
         try:
             log_fd = self._open_log()
             self.launcher.progress.phase(f"connecting to {self.launcher.config.ssh_target}")
-            host = SSHHost.connect(self.launcher.config.ssh_target)
+            host = SSHHost.connect(self.launcher.config.ssh_target, interactive=self.ask is not None,
+                                   prompt=self.ask)
             # Only now: sshtunnel imports paramiko, and connecting has already loaded it without invoke.
             from .tunnel import Tunnel
             from .watchdog import Watchdog

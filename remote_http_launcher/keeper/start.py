@@ -1,37 +1,52 @@
-"""The front half of a tunnel run, in the caller's process: start the keeper, relay its one-line result.
+"""The front half of a tunnel run, in the caller's process: start the keeper and talk to it until it reports.
 
 The keeper is detached from the start (its own session on POSIX, its own
-process group on Windows) so nothing that ends this process ends the tunnel,
-yet it shares our terminal (stdin, stderr) for progress and login prompts:
-without a controlling terminal, `getpass` reads stdin with echo switched off
-there. No fork (unsafe with threads, absent on Windows) and no shell.
+process group on Windows) so nothing that ends this process ends the tunnel.
+It never touches a terminal: everything it has to say or ask comes here as
+JSON lines on its stdout, and answers go back as JSON lines on its stdin:
+
+  keeper -> here   {"phase": TEXT}                 a progress phase, shown by our Progress
+                   {"prompt": TEXT, "secret": B}   a login question, asked through our prompt function
+                   {"payload": ..., "reused": B}   the result (last line), or an error (LauncherError.to_dict)
+  here -> keeper   {"answer": TEXT} or {"cancel": WHY}
+
+So questions reach the user wherever the call was made (a terminal, a
+Jupyter cell, a `prompt=` function), one answer per question, and no secret
+travels on a command line. We wait on a queue, not in a pipe read, so Ctrl-C
+(or a kernel interrupt) ends the run promptly, and the keeper with it. No fork
+(unsafe with threads, absent on Windows) and no shell.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 from .. import statefiles
 from ..clientfile import keeper_log_path
 from ..config import Config
 from ..errors import LauncherError, TunnelError
-from ..progress import Progress
+from ..progress import REDRAW_INTERVAL, Progress
+from ..prompts import Prompt
 from ..statefiles import ClientPayload
 
 INTERRUPT_WAIT = 5.0
+MAX_LINE = 1 << 20  # a keeper's line is small; anything longer is not from our keeper
 
 
-def start_keeper(config: Config, key: str, client_path: Path, progress: Progress) -> tuple[ClientPayload, bool]:
-    """Run the keeper until it reports; (payload, whether an existing keeper was reused)."""
+def start_keeper(config: Config, key: str, client_path: Path, progress: Progress,
+                 prompt: Prompt | None) -> tuple[ClientPayload, bool]:
+    """Run the keeper until it reports; (payload, whether an existing keeper was reused).
+
+    Without `prompt` the keeper asks nothing: login steps that need an answer are skipped.
+    """
     directory = client_path.parent
     statefiles.ensure_private_dir(directory)
     fd, config_file = tempfile.mkstemp(prefix=f".{key}.keeper-config.", suffix=".json", dir=directory)
@@ -39,29 +54,24 @@ def start_keeper(config: Config, key: str, client_path: Path, progress: Progress
         # YAML values JSON lacks (dates) travel as str(), which is also what templates render of them
         json.dump(dict(config.raw), handle, default=str)
     argv = [sys.executable, "-m", "remote_http_launcher.keeper", "--key", key,
-            "--config-file", config_file, "--connection-dir", str(directory),
-            "--progress", progress.level, "--elapsed", f"{progress.elapsed():.3f}"]
-    argv += ["--quiet"] * progress.quiet + ["--live"] * progress.live
-    progress.close()
+            "--config-file", config_file, "--connection-dir", str(directory)]
+    argv += ["--ask"] * (prompt is not None)
     try:
-        with _terminal_mode_restored(sys.stdin):
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, **_detached())
-            assert proc.stdout is not None
-            try:
-                line = proc.stdout.readline()
-            except BaseException:  # Ctrl-C reaches us, not the keeper in its own session
-                proc.terminate()
-                try:
-                    proc.wait(INTERRUPT_WAIT)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                raise
-            finally:
-                proc.stdout.close()
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, **_detached())
+        try:
+            result = _converse(proc, progress, prompt)
+        except BaseException:  # Ctrl-C reaches us, not the keeper in its own session: end it too
+            proc.terminate()
+            _wait_exited(proc, kill=True)
+            raise
+        finally:
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
     finally:
         statefiles.remove(directory / os.path.basename(config_file))
     try:
-        payload, reused = _result(line, proc, key, client_path)
+        payload, reused = _result(result, proc, key, client_path)
     except LauncherError:
         _wait_exited(proc)  # it reported its error and is exiting: leave no keeper process (or zombie) behind
         raise
@@ -71,33 +81,60 @@ def start_keeper(config: Config, key: str, client_path: Path, progress: Progress
     return payload, reused
 
 
-def _wait_exited(proc: subprocess.Popen[bytes]) -> None:
+def _converse(proc: subprocess.Popen[bytes], progress: Progress, prompt: Prompt | None) -> dict[str, Any] | None:
+    """Show the keeper's phases, answer its questions; its last line (None if it ended without one)."""
+    assert proc.stdout is not None and proc.stdin is not None
+    lines: queue.Queue[bytes] = queue.Queue()
+    threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True, name="rhl-keeper-out").start()
+    while True:
+        try:
+            line = lines.get(timeout=REDRAW_INTERVAL)
+        except queue.Empty:
+            progress.tick()
+            continue
+        message = statefiles.decode(line)
+        if message is None:
+            return None
+        if "phase" in message:
+            progress.phase(str(message["phase"]))
+        elif "prompt" in message:
+            _answer(proc.stdin, str(message["prompt"]), bool(message.get("secret", True)), progress, prompt)
+        else:
+            return message
+
+
+def _answer(stdin: IO[bytes], text: str, secret: bool, progress: Progress, prompt: Prompt | None) -> None:
+    reply: dict[str, str]
+    if prompt is None:
+        reply = {"cancel": "nowhere to ask"}
+    else:
+        progress.close()  # the question starts on a line of its own
+        try:
+            reply = {"answer": prompt(text, secret)}
+        except Exception as exc:  # no answer: the keeper gives that login step up
+            reply = {"cancel": str(exc) or type(exc).__name__}
+    try:
+        stdin.write(json.dumps(reply).encode() + b"\n")
+        stdin.flush()
+    except OSError:
+        pass  # the keeper is gone: its last line (or its absence) says why
+
+
+def _read_lines(stream: IO[bytes], lines: queue.Queue[bytes]) -> None:
+    try:
+        while line := stream.readline(MAX_LINE):
+            lines.put(line)
+    except (OSError, ValueError):
+        pass
+    lines.put(b"")  # the end
+
+
+def _wait_exited(proc: subprocess.Popen[bytes], *, kill: bool = False) -> None:
     try:
         proc.wait(INTERRUPT_WAIT)
     except subprocess.TimeoutExpired:
-        pass
-
-
-@contextmanager
-def _terminal_mode_restored(stream: TextIO | None) -> Iterator[None]:
-    """Put the terminal's mode back afterwards: a keeper stopped mid-prompt may leave echo off."""
-    saved: list[Any] | None = None
-    if os.name == "posix" and stream is not None:
-        import termios
-
-        try:
-            fd = stream.fileno()
-            saved = termios.tcgetattr(fd) if os.isatty(fd) else None
-        except (OSError, ValueError, termios.error):
-            saved = None
-    try:
-        yield
-    finally:
-        if saved is not None:
-            try:
-                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-            except (OSError, termios.error):
-                pass
+        if kill:
+            proc.kill()
 
 
 def _detached() -> dict[str, Any]:
@@ -106,11 +143,10 @@ def _detached() -> dict[str, Any]:
     return {"start_new_session": True}
 
 
-def _result(line: bytes, proc: subprocess.Popen[bytes], key: str,
+def _result(result: dict[str, Any] | None, proc: subprocess.Popen[bytes], key: str,
             client_path: Path) -> tuple[ClientPayload, bool]:
     """The keeper's payload, or its error rebuilt as the same class with the same fields."""
-    result = statefiles.decode(line)
-    if result is None:
+    if result is None or ("payload" not in result and "error" not in result):
         try:
             code: int | str | None = proc.wait(INTERRUPT_WAIT)
         except subprocess.TimeoutExpired:

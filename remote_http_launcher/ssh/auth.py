@@ -2,21 +2,23 @@
 
 The methods and their order follow ~/.ssh/config; each one tried is
 recorded, so a failure is one line saying what was tried (and what was
-skipped for want of a terminal) instead of paramiko's last exception.
+skipped for want of a way to ask) instead of paramiko's last exception.
+Every question (passphrase, password, each keyboard-interactive prompt of
+each round: a password, then a one-time code) goes to one prompt function
+(prompts.py) and names user@host.
 """
 
 from __future__ import annotations
 
 import base64
-import getpass
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from ..errors import AuthenticationError
+from ..prompts import HOW_TO_ANSWER, Prompt
 from ._paramiko import paramiko
 from .config import Endpoint, shorten
 
@@ -30,18 +32,20 @@ DEFAULT_METHODS = ("publickey", "keyboard-interactive", "password")
 class Authenticator:
     """Logs in like OpenSSH: agent keys, identity files, keyboard-interactive, password.
 
-    Prompts (passphrases, passwords, 2-factor codes) happen only when
-    `interactive`; otherwise those steps are recorded as skipped, so a failure
-    is one line listing everything that was tried. Secrets never reach
-    messages or logs.
+    Questions (passphrases, passwords, 2-factor codes) go to `ask`; without
+    it those steps are recorded as skipped, so a failure is one line listing
+    everything that was tried and how to answer. Secrets never reach messages
+    or logs.
     """
 
     endpoint: Endpoint
     transport: paramiko.Transport
-    interactive: bool
+    ask: Prompt | None
     allowed: set[str] | None = None  # the server's list, once a refusal has told us
     tried: list[str] = field(default_factory=list)
     pending_keys: Iterator[tuple[str, paramiko.PKey]] | None = None
+    notice: str = ""  # shown before the next question (e.g. "Permission denied, please try again.")
+    unanswered: BaseException | None = None  # why a question asked on paramiko's thread got no answer
 
     agent: paramiko.Agent | None = None
 
@@ -55,8 +59,21 @@ class Authenticator:
         finally:
             if self.agent is not None:
                 self.agent.close()
-        raise self.endpoint.fail("auth", f"authentication failed (tried: {', '.join(self.tried) or 'nothing'})",
-                                 AuthenticationError)
+        hint = f"; to answer password or code prompts, {HOW_TO_ANSWER}" \
+            if any("skipped: no way to ask" in step for step in self.tried) else ""
+        raise self.endpoint.fail("auth", f"authentication failed (tried: {', '.join(self.tried) or 'nothing'})"
+                                 f"{hint}", AuthenticationError)
+
+    @property
+    def login(self) -> str:
+        """Who logs in where: questions name it (a jump chain asks for several hosts)."""
+        return f"{self.endpoint.user}@{self.endpoint.hostname}"
+
+    def _question(self, text: str, secret: bool) -> str:
+        """Ask through `ask` (set: callers check), after any pending notice."""
+        assert self.ask is not None
+        notice, self.notice = self.notice, ""
+        return self.ask(f"{notice}\n{text}" if notice else text, secret)
 
     def _round(self) -> bool:
         """Try each method in order; True when one succeeded (fully, or partially for 2-factor)."""
@@ -85,6 +102,10 @@ class Authenticator:
         except paramiko.AuthenticationException:
             return False
         except (paramiko.SSHException, EOFError, OSError) as exc:
+            if self.unanswered is not None:
+                reason = str(self.unanswered) or type(self.unanswered).__name__
+                raise self.endpoint.fail("auth", f"{method}: a question was not answered ({reason})",
+                                         AuthenticationError) from None
             if self.transport.is_active():
                 raise self.endpoint.fail("auth", f"{method}: {exc}", AuthenticationError) from None
             raise self.endpoint.fail("auth", f"the server closed the connection (tried: {', '.join(self.tried)}); "
@@ -163,18 +184,21 @@ class Authenticator:
         except (OSError, ValueError, paramiko.SSHException) as exc:
             self.tried.append(f"{shown} (unusable: {exc})")
             return None
-        if not self.interactive:
-            self.tried.append(f"{shown} (encrypted, skipped: no terminal for the passphrase)")
+        if self.ask is None:
+            self.tried.append(f"{shown} (encrypted, skipped: no way to ask for the passphrase)")
             return None
         for _ in range(PASSWORD_PROMPTS):
-            passphrase = getpass.getpass(f"Enter passphrase for key '{shown}': ")
+            try:
+                passphrase = self._question(f"({self.login}) Enter passphrase for key '{shown}': ", True)
+            except Exception:  # no answer: like an empty passphrase
+                break
             if not passphrase:
                 break
             try:
                 # bytes, though annotated str: paramiko hands it to cryptography, which wants bytes
                 return paramiko.PKey.from_path(path, password=passphrase.encode())  # type: ignore[arg-type]
             except (paramiko.SSHException, ValueError):
-                print("Bad passphrase, try again.", file=sys.stderr)
+                self.notice = "Bad passphrase, try again."
         self.tried.append(f"{shown} (encrypted, no passphrase)")
         return None
 
@@ -185,21 +209,28 @@ class Authenticator:
         def answer(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
             nonlocal shown
             shown += len(prompts)
-            return _answer_prompts(title, instructions, prompts)
+            header = "".join(f"{text.strip()}\n" for text in (title, instructions) if text.strip())
+            answers = []
+            try:
+                for index, (prompt, echo) in enumerate(prompts):
+                    answers.append(self._question(f"{header if index == 0 else ''}({self.login}) {prompt}", not echo))
+            except BaseException as exc:  # raised on paramiko's thread, which then drops the connection
+                self.unanswered = exc
+                raise
+            return answers
 
         return self._prompted("keyboard-interactive", lambda: self.transport.auth_interactive(
             self.endpoint.user, answer), lambda: shown > 0)
 
     def _password(self) -> bool:
-        prompt = f"{self.endpoint.user}@{self.endpoint.hostname}'s password: "
         return self._prompted("password", lambda: self.transport.auth_password(
-            self.endpoint.user, getpass.getpass(prompt), fallback=False))
+            self.endpoint.user, self._question(f"{self.login}'s password: ", True), fallback=False))
 
     def _prompted(self, method: str, call: Callable[[], list[str]],
                   prompted: Callable[[], bool] = lambda: True) -> bool:
         """Up to PASSWORD_PROMPTS attempts; a refusal without any prompt is not worth repeating."""
-        if not self.interactive:
-            self.tried.append(f"{method} skipped: no terminal")
+        if self.ask is None:
+            self.tried.append(f"{method} skipped: no way to ask")
             return False
         for attempt in range(PASSWORD_PROMPTS):
             result = self._attempt(method, call)
@@ -211,7 +242,7 @@ class Authenticator:
                 return True
             if not prompted():
                 return False
-            print("Permission denied, please try again.", file=sys.stderr)
+            self.notice = "Permission denied, please try again."
         return False
 
 
@@ -222,21 +253,6 @@ def _public_blob(path: Path) -> bytes | None:
         return base64.b64decode(fields[1]) if len(fields) >= 2 else None
     except (OSError, ValueError):
         return None
-
-
-def _answer_prompts(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
-    """keyboard-interactive on the terminal: several prompts per round for 2-factor logins."""
-    for text in (title, instructions):
-        if text.strip():
-            print(text.strip(), file=sys.stderr)
-    answers = []
-    for prompt, echo in prompts:
-        if echo:
-            print(prompt, end="", file=sys.stderr, flush=True)
-            answers.append(sys.stdin.readline().rstrip("\n"))
-        else:
-            answers.append(getpass.getpass(prompt))
-    return answers
 
 
 __all__ = ["DEFAULT_IDENTITIES", "DEFAULT_METHODS", "MAX_AUTH_STEPS", "PASSWORD_PROMPTS", "Authenticator"]

@@ -12,14 +12,15 @@ from __future__ import annotations
 import os
 import shlex
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from .. import prompts
 from ..errors import HostError
+from ..prompts import Prompt
 from ._paramiko import paramiko
 from .auth import Authenticator
 from .config import Endpoint, load_ssh_config, parse_hop, resolve
@@ -101,21 +102,23 @@ class SSHConnection:
             hop.close()
 
 
-def connect(target: str, *, interactive: bool | None = None) -> SSHConnection:
+def connect(target: str, *, interactive: bool = True, prompt: Prompt | None = None) -> SSHConnection:
     """Connect to `target` ([user@]host or a ~/.ssh/config alias), verify it and log in.
 
-    `interactive` (default: stdin is a terminal) allows prompts for unknown
-    host keys, passphrases and passwords; without it those steps are skipped
-    and a failure says how to fix it.
+    Questions (unknown host keys, passphrases, passwords, one-time codes) go
+    to `prompt`, or without it to the terminal or the Jupyter cell the call
+    came from (prompts.default), and are asked on this thread. With
+    `interactive=False`, or nowhere to ask, those steps are skipped and a
+    failure says how to answer them.
     """
-    if interactive is None:
-        interactive = sys.stdin is not None and sys.stdin.isatty()
+    ask = (prompt or prompts.default()) if interactive else None
     config = load_ssh_config()
     user, _, host = target.rpartition("@")
-    return _connect(resolve(config, host, user or None), config, interactive, depth=0)
+    endpoint = resolve(config, host, user or None)
+    return prompts.answered_here(lambda relay: _connect(endpoint, config, relay, depth=0), ask)
 
 
-def _connect(endpoint: Endpoint, config: paramiko.SSHConfig, interactive: bool, depth: int,
+def _connect(endpoint: Endpoint, config: paramiko.SSHConfig, ask: Prompt | None, depth: int,
              via: SSHConnection | None = None) -> SSHConnection:
     """Open the stream (directly, or through `via`), exchange keys, check the host key, log in."""
     if depth > MAX_PROXY_DEPTH:
@@ -124,11 +127,11 @@ def _connect(endpoint: Endpoint, config: paramiko.SSHConfig, interactive: bool, 
     hops: list[SSHConnection] = []
     transport = None
     try:
-        sock = _channel_to(via, endpoint) if via else _open_stream(endpoint, config, interactive, depth, hops)
+        sock = _channel_to(via, endpoint) if via else _open_stream(endpoint, config, ask, depth, hops)
         known = KnownHosts.load(endpoint)
         transport = _start_transport(endpoint, sock, known)
-        check_host_key(endpoint, transport.get_remote_server_key(), known, interactive)
-        Authenticator(endpoint, transport, interactive).run()
+        check_host_key(endpoint, transport.get_remote_server_key(), known, ask)
+        Authenticator(endpoint, transport, ask).run()
     except BaseException:
         if transport is not None:
             transport.close()
@@ -143,12 +146,12 @@ def _connect(endpoint: Endpoint, config: paramiko.SSHConfig, interactive: bool, 
 
 # ---- the byte stream: TCP, ProxyCommand or ProxyJump ----
 
-def _open_stream(endpoint: Endpoint, config: paramiko.SSHConfig, interactive: bool, depth: int,
+def _open_stream(endpoint: Endpoint, config: paramiko.SSHConfig, ask: Prompt | None, depth: int,
                  hops: list[SSHConnection]) -> Stream:
     """ProxyJump wins over ProxyCommand (OpenSSH takes whichever the file sets first; paramiko can't tell)."""
     jump = endpoint.option("proxyjump")
     if jump and jump.lower() != "none":
-        return _via_jump_hosts(endpoint, jump, config, interactive, depth, hops)
+        return _via_jump_hosts(endpoint, jump, config, ask, depth, hops)
     command = endpoint.option("proxycommand")
     if command and command.lower() != "none":
         return _proxy_command(endpoint, command)
@@ -180,7 +183,7 @@ def _proxy_command(endpoint: Endpoint, command: str) -> paramiko.ProxyCommand:
     return proxy
 
 
-def _via_jump_hosts(endpoint: Endpoint, jump: str, config: paramiko.SSHConfig, interactive: bool, depth: int,
+def _via_jump_hosts(endpoint: Endpoint, jump: str, config: paramiko.SSHConfig, ask: Prompt | None, depth: int,
                     hops: list[SSHConnection]) -> Stream:
     """Connect through each jump host in turn; each hop is a Transport over the previous one's channel.
 
@@ -192,7 +195,7 @@ def _via_jump_hosts(endpoint: Endpoint, jump: str, config: paramiko.SSHConfig, i
         user, host, port = parse_hop(spec)
         hop = resolve(config, host, user, port)
         try:
-            hops.append(_connect(hop, config, interactive, depth + 1, via=hops[-1] if hops else None))
+            hops.append(_connect(hop, config, ask, depth + 1, via=hops[-1] if hops else None))
         except HostError as exc:
             raise type(exc)(f"{endpoint.label}: via jump host {hop.alias}: {exc}", host=endpoint.alias,
                             step=exc.step) from None

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import statefiles
 from ..errors import HostKeyError
+from ..prompts import Prompt
 from ._paramiko import paramiko
 from .config import DEFAULT_PORT, Endpoint, shorten
 
@@ -92,7 +92,7 @@ def _paths(value: str) -> list[Path]:
     return [Path(os.path.expanduser(item)) for item in value.split()]
 
 
-def check_host_key(endpoint: Endpoint, key: paramiko.PKey, known: KnownHosts, interactive: bool) -> None:
+def check_host_key(endpoint: Endpoint, key: paramiko.PKey, known: KnownHosts, ask: Prompt | None) -> None:
     """OpenSSH's policy, except that a changed key is refused whatever StrictHostKeyChecking says."""
     if known.matches(key):
         return
@@ -104,29 +104,31 @@ def check_host_key(endpoint: Endpoint, key: paramiko.PKey, known: KnownHosts, in
                             "intercepting the connection, or the server was reinstalled (then remove the old "
                             f"key with: ssh-keygen -R {shlex.quote(known.name)})", HostKeyError)
     mode = STRICT_MODES.get(endpoint.option("stricthostkeychecking", "ask").lower(), "ask")
-    if mode in ("accept-new", "no") or (mode == "ask" and interactive and ask_unknown_key(endpoint, key, known)):
+    if mode in ("accept-new", "no") or (mode == "ask" and ask and ask_unknown_key(endpoint, key, known, ask)):
         known.record(key)
         return
-    if mode == "ask" and interactive:
+    if mode == "ask" and ask:
         raise endpoint.fail("host key", f"{key_description(key)} for {known.name} not accepted", HostKeyError)
-    reason = "StrictHostKeyChecking is yes" if mode == "yes" else "no terminal to ask"
+    reason = "StrictHostKeyChecking is yes" if mode == "yes" else "no terminal or prompt= to ask"
     keyscan = f"ssh-keyscan{'' if endpoint.port == DEFAULT_PORT else f' -p {endpoint.port}'} {endpoint.hostname}"
     raise endpoint.fail("host key", f"unknown {key_description(key)} for {known.name} ({reason}); to trust it, add "
                         f"'StrictHostKeyChecking accept-new' under 'Host {endpoint.alias}' in ~/.ssh/config, or run "
                         f"'{keyscan} >> {shorten(known.record_path)}' after checking the fingerprint", HostKeyError)
 
 
-def ask_unknown_key(endpoint: Endpoint, key: paramiko.PKey, known: KnownHosts) -> bool:
-    """OpenSSH's question on the terminal: yes, or the fingerprint itself, accepts the key."""
+def ask_unknown_key(endpoint: Endpoint, key: paramiko.PKey, known: KnownHosts, ask: Prompt) -> bool:
+    """OpenSSH's question: yes, or the fingerprint itself, accepts the key; no answer refuses it."""
     others = ", ".join(sorted({key_type_label(k) for _, k in known.entries}))
-    print(f"The authenticity of host '{endpoint.alias} ({endpoint.hostname}:{endpoint.port})' can't be established.\n"
-          f"{key_type_label(key)} key fingerprint is {key.fingerprint}."
-          + (f"\nbut keys of different type are already known for this host ({others})." if others else ""),
-          file=sys.stderr)
-    prompt = "Are you sure you want to continue connecting (yes/no/[fingerprint])? "
+    prompt = (f"The authenticity of host '{endpoint.alias} ({endpoint.hostname}:{endpoint.port})' can't be "
+              f"established.\n{key_type_label(key)} key fingerprint is {key.fingerprint}."
+              + (f"\nbut keys of different type are already known for this host ({others})." if others else "")
+              + f"\nAre you sure you want to continue connecting to {endpoint.user}@{endpoint.hostname} "
+              "(yes/no/[fingerprint])? ")
     while True:
-        print(prompt, end="", file=sys.stderr, flush=True)
-        answer = sys.stdin.readline().strip()
+        try:
+            answer = ask(prompt, False).strip()
+        except Exception:  # no answer
+            return False
         if answer.lower() == "yes" or answer == key.fingerprint:
             return True
         if answer.lower() in ("no", ""):

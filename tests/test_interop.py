@@ -1,0 +1,438 @@
+"""State interop with the original remote-http-launcher 0.4.5, both ways, against the real package from PyPI.
+
+Ours -> the original: our status files pass its checks (its CLI reuses our
+services), and its server-side helpers (rhl-ps, rhl-inspect, rhl-logs,
+rhl-stop) list, read and stop services we launched. rhl-stop signals the
+recorded PID only, so that PID must be the service itself: the launch script
+execs a simple command instead of running it under `sh -c`
+(scripts.exec_plan), and starts it with SIGINT (rhl-stop's first signal) at
+its default.
+
+The original -> ours: services its CLI (or its rhl-launch-service) started
+are reused, `starting` ones waited for, and `list` shows them; its `stale`
+marks (rhl-stop) and --dry-run records are understood.
+
+The original runs on the SSH test server as the account, over SSH, in local
+mode (tests/interop.py installs it there once per session). Each test cleans
+the server's services and state afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from remote_http_launcher import manage, run, scripts, status, stop
+from remote_http_launcher.hosts import LocalHost
+from remote_http_launcher.render import format_list
+from tests.conftest import DEMO_SERVICE, cli
+from tests.ssh_client import ALIAS, REMOTE_STATE, node_key, remote_state, stop_services_script
+from tests.ssh_client import demo_config as ssh_demo_config
+
+if TYPE_CHECKING:
+    from tests.interop import Original
+    from tests.sshd import SSHServer
+
+pytest_plugins = ["tests.interop"]
+
+CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work" "$HOME/rhl-interop"')
+Factory = Callable[..., dict[str, Any]]
+
+
+# ---------------------------------------------------------------- helpers
+
+def alive(pid: int) -> bool:
+    """Alive and not a zombie (the server shares this machine's PID namespace)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rpartition(b")")[2].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        assert time.monotonic() < deadline, f"process {pid} still runs"
+        time.sleep(0.05)
+
+
+def cmdline(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        return [part.decode() for part in handle.read().split(b"\0") if part]
+
+
+def processes_mentioning(marker: str) -> list[int]:
+    """Live processes whose command line mentions `marker` (e.g. a status file: any orphan of a service)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if marker in " ".join(cmdline(int(entry))) and alive(int(entry)):
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def remote_text(server: SSHServer, path: str) -> str:
+    return server.run(f"cat {path}").stdout
+
+
+def starts_in_log(server: SSHServer, key: str) -> int:
+    return remote_text(server, f"{REMOTE_STATE}/{key}.log").count("demo service starting")
+
+
+def list_json(host: str) -> dict[str, dict[str, Any]]:
+    """`list --host HOST --json` (the CLI in a subprocess), services by key."""
+    result = cli("list", "--host", host, "--json")
+    assert result.returncode == 0, result.stderr
+    return {entry["key"]: entry for entry in json.loads(result.stdout)["services"]}
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture
+def server(sshd: SSHServer) -> Iterator[SSHServer]:
+    """The target server, cleaned (services killed, state removed) after the test."""
+    yield sshd
+    sshd.run(CLEANUP)
+
+
+@pytest.fixture
+def key(request: pytest.FixtureRequest) -> str:
+    return node_key("i-", request.node.name)
+
+
+@pytest.fixture
+def make_config(server: SSHServer, remote_demo: str, key: str) -> Factory:
+    """Our configs of the demo service on the server (direct mode, interface 0.0.0.0)."""
+    return partial(ssh_demo_config, server, remote_demo, key)
+
+
+@pytest.fixture
+def original_config(server: SSHServer, remote_demo: str, key: str) -> Factory:
+    """The same service for the original's CLI run on the server: local mode (no hostname), same key."""
+
+    def make(*, args: str = "") -> dict[str, Any]:
+        return {
+            "workdir": "~/rhl-work",
+            "key": key,
+            "command": f"{server.python} {remote_demo} --status-file {{status_file}} "
+                       f"--host {{network_interface}} {args}".strip(),
+            "network_interface": "0.0.0.0",
+            "handshake": "healthcheck",
+        }
+
+    return make
+
+
+@pytest.fixture
+def ssh_env(ssh_config: Path, rhl_dir: Path) -> None:
+    """A client HOME whose ~/.ssh/config names the server (ALIAS), and our own state directory."""
+
+
+# ---------------------------------------------------------------- which commands are exec'ed
+
+@pytest.mark.parametrize("command", [
+    "python3 serve.py --port-range 1 2",
+    "/opt/svc/bin/svc --x",
+    "~/bin/svc",
+    '"$HOME/my app/bin/svc" --dir "a b"',
+    "${HOME}/svc",
+    "A=1 B='x y' C=\"$HOME\" python3 serve.py",
+    "python3 serve.py 'a;b' \"c|d\" e\\&f ${PORT:-8000} $HOME  # a comment",
+    "env CUDA_VISIBLE_DEVICES=0 python3 serve.py",
+])
+def test_simple_commands_are_execed(command: str) -> None:
+    plan = scripts.exec_plan(command)
+    assert plan is not None
+    first, text = plan
+    assert text.replace("exec ", "", 1) == command
+    assert text.index("exec ") == command.index(first)
+
+
+@pytest.mark.parametrize("command", [
+    "cd work && python3 serve.py", "a; b", "a || b", "a | b", "a & ", "(a)", "{ a; }", "python3 x > log",
+    "python3 x 2>&1", "python3 < in", "python3 $(cat args)", "python3 `cat args`", 'python3 "$(x)"',
+    "python3 $((1 + 2))", "! python3 x", "if true; then a; fi", "exec python3 x", "time python3 x",
+    "$1 x", "$$ x", "$@", "*.py", "svc${X:-a b}", "${X:-svc} x", "python3 'unterminated", 'python3 "open',
+    "python3 x \\", "A=1", "", "   ", "# only a comment", "a\nb",
+])
+def test_other_commands_keep_the_wrapper(command: str) -> None:
+    assert scripts.exec_plan(command) is None
+
+
+PRINTER = """import json, os, sys
+print(json.dumps({"argv": sys.argv[1:], "pid": os.getpid(), "cwd": os.getcwd(),
+                  "env": {k: os.environ.get(k) for k in ("FOO", "BAR", "RHL_T")}}))
+"""
+
+
+def through_prelude(tmp_path: Path, command: str, *, execed: bool) -> tuple[int, dict[str, Any]]:
+    """Run `command` through the service prelude (exec plan or `sh -c`): (recorded PID, what it printed)."""
+    status = tmp_path / "s.json"
+    plan = (scripts.exec_plan(command) or ("", "")) if execed else ("", "")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RHL_T": "from env", "LANG": "C.UTF-8"}
+    done = subprocess.run(["sh", "-c", scripts.SERVICE_PRELUDE, "rhl-service", str(status), '{"status": "starting", ',
+                           command, "", "", "022", "", "", *plan], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return json.loads(status.read_text())["pid"], json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("words", [
+    "a 'b  c' \"d e\" $HOME \"$HOME/x\" ~/y ${HOME} '$HOME' a\\ b \"\" x=1 *.nomatch -- --z",
+    "${NOPE:-default} ${HOME:+set} \"${RHL_T}\" $RHL_T",
+    "# a comment",
+])
+@pytest.mark.parametrize("prefix", ["", "FOO=1 BAR='two words' ", "env FOO=2 "])
+def test_execed_command_runs_like_sh_c(tmp_path: Path, prefix: str, words: str) -> None:
+    """The exec plan gives the program the argv, environment and cwd `sh -c` would, in the recorded PID."""
+    (tmp_path / "printer.py").write_text(PRINTER)
+    command = f"{prefix}{sys.executable} printer.py {words}"
+    assert scripts.exec_plan(command) is not None
+    pid, execed = through_prelude(tmp_path, command, execed=True)
+    _, wrapped = through_prelude(tmp_path, command, execed=False)
+    assert execed["pid"] == pid  # the recorded process is the program itself
+    assert {**execed, "pid": None} == {**wrapped, "pid": None}
+
+
+def test_builtin_or_missing_command_name_falls_back_to_sh_c(tmp_path: Path) -> None:
+    """A name that is no file (a builtin such as `command`, or not found) runs under `sh -c` as before."""
+    (tmp_path / "printer.py").write_text(PRINTER)
+    command = f"command {sys.executable} printer.py a"
+    assert scripts.exec_plan(command) is not None  # the scanner cannot know; the prelude checks
+    assert through_prelude(tmp_path, command, execed=True)[1]["argv"] == ["a"]
+    status = tmp_path / "s.json"
+    missing = subprocess.run(["sh", "-c", scripts.SERVICE_PRELUDE, "rhl-service", str(status), "{", "no-such-svc x",
+                              "", "", "022", "", "", *(scripts.exec_plan("no-such-svc x") or ())],
+                             capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 127
+    assert "not found" in missing.stdout + missing.stderr
+
+
+# ---------------------------------------------------------------- local services: the recorded PID
+
+def test_local_service_is_the_recorded_process_with_default_sigint(rhl_dir: Path,
+                                                                    demo_config: Factory) -> None:
+    run(demo_config())
+    record = json.loads((rhl_dir / "server" / "demo-localhost.json").read_text())
+    pid = record["pid"]
+    assert cmdline(pid)[:2] == [sys.executable, str(DEMO_SERVICE)]
+    assert os.getsid(pid) == pid  # still the leader of its own session
+    os.kill(pid, signal.SIGINT)  # what the original's rhl-stop sends first
+    wait_gone(pid, 5)
+    assert "KeyboardInterrupt" in (rhl_dir / "server" / "demo-localhost.log").read_text()
+
+
+def test_local_compound_command_keeps_the_wrapper_and_stops_whole(rhl_dir: Path, demo_config: Factory,
+                                                                  tmp_path: Path) -> None:
+    config = demo_config(command=f"cd {tmp_path} && {sys.executable} {DEMO_SERVICE} --status-file {{status_file}}")
+    run(config)
+    status_file = str(rhl_dir / "server" / "demo-localhost.json")
+    pid = json.loads(Path(status_file).read_text())["pid"]
+    assert os.path.basename(cmdline(pid)[0]) in ("sh", "dash")  # `sh -c` runs the list; its group holds both
+    service = [p for p in processes_mentioning(status_file) if cmdline(p)[0] == sys.executable]
+    assert len(service) == 1 and os.getpgid(service[0]) == pid
+
+    assert stop(config)["processes"] == [{"pid": pid, "signal": "TERM"}]
+    wait_gone(service[0], 5)
+    assert processes_mentioning(status_file) == []
+
+
+# ---------------------------------------------------------------- local: the original's marks
+
+def test_stale_mark_and_dry_run_record_of_the_original(rhl_dir: Path, demo_config: Factory) -> None:
+    """`status: stale` (rhl-stop) and a --dry-run record are stale; a stale mark's PID is never signalled."""
+    server_dir = rhl_dir / "server"
+    server_dir.mkdir(parents=True, mode=0o700)
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        config = demo_config()
+        status_file = server_dir / "demo-localhost.json"
+        # as rhl-stop leaves it: the original's fields (no start time), status "stale"; the PID is in use again
+        status_file.write_text(json.dumps({"workdir": config["workdir"], "log": str(server_dir / "x.log"),
+                                           "command": "svc", "uid": os.getuid(), "pid": bystander.pid,
+                                           "status": "stale", "network_interface": "localhost", "port": 1234}))
+        entry = status(config)
+        assert (entry["status"], entry["detail"], entry["pid"]) == ("stale", "stopped (marked stale by rhl-stop)",
+                                                                   bystander.pid)
+        assert format_list("localhost", manage.list_services(LocalHost())).splitlines()[1].split()[:2] == \
+            ["demo-localhost", "stale"]
+        outcome = stop(config)
+        assert outcome["processes"] == [] and outcome["removed"] == ["status file"]
+        assert bystander.poll() is None  # left alone
+
+        # the original's --dry-run writes a record without status or PID
+        status_file.write_text(json.dumps({"workdir": config["workdir"], "log": str(server_dir / "x.log"),
+                                           "command": "svc", "network_interface": "localhost", "parameters": None,
+                                           "dry_run": True}))
+        entry = status(config)
+        assert (entry["status"], entry["detail"]) == ("stale", "a record of the original's --dry-run; nothing was "
+                                                               "launched")
+        payload = run(config)  # launched over it
+        assert json.loads(status_file.read_text())["port"] == payload["port"]
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+# ---------------------------------------------------------------- SSH: the original's helpers on our services
+
+def test_original_helpers_list_read_and_stop_our_service(original: Original, server: SSHServer, key: str,
+                                                         remote_demo: str, make_config: Factory,
+                                                         ssh_env: None) -> None:
+    config = make_config()
+    payload = run(config)
+    record = remote_state(server, key)
+    assert record is not None
+    pid, port = record["pid"], record["port"]
+    assert payload["port"] == port
+    assert cmdline(pid)[:2] == [server.python, remote_demo]  # the service, not a shell
+
+    row = original.ps()[key]
+    assert (row["status"], row["live"], row["pid"], row["port"]) == ("running", True, pid, port)
+    inspected = original.run("rhl-inspect", key)
+    assert json.loads(inspected.stdout) == record, inspected.stderr
+    logs = original.run("rhl-logs", key)
+    assert logs.returncode == 0 and f"demo service listening on 0.0.0.0:{port}" in logs.stdout, logs.stderr
+
+    stopped = original.run("rhl-stop", key)
+    assert (stopped.returncode, stopped.stdout.strip()) == (0, f"{key}: stopped"), stopped.stderr
+    assert not alive(pid)
+    assert "KeyboardInterrupt" in remote_text(server, f"{REMOTE_STATE}/{key}.log")  # its SIGINT did it
+    assert processes_mentioning(f"{REMOTE_STATE}/{key}.json") == []  # no orphan
+    assert not port_open(server.host, port)
+
+    # rhl-stop keeps the file, marked stale; ours reads that, and relaunches over it
+    assert original.ps()[key]["status"] == "stale"
+    entry = status(config)
+    assert (entry["status"], entry["detail"]) == ("stale", "stopped (marked stale by rhl-stop)")
+    assert list_json(ALIAS)[key]["status"] == "stale"
+    again = run(config)
+    record = remote_state(server, key)
+    assert record is not None and record["pid"] != pid and record["port"] == again["port"]
+    assert original.ps()[key]["status"] == "running"
+
+
+def test_original_reuses_our_service(original: Original, server: SSHServer, key: str, make_config: Factory,
+                                     original_config: Factory, ssh_env: None) -> None:
+    """Our status file passes the original's checks: its CLI on the server reuses the service we launched."""
+    run(make_config(file_parameters={"p": [1, 2]}))
+    record = remote_state(server, key)
+    assert record is not None
+
+    done = original.launch(original_config())
+
+    assert done.returncode == 0, done.stderr
+    assert "done: reused-remote" in done.stderr
+    assert remote_state(server, key) == record
+    assert starts_in_log(server, key) == 1
+    client = json.loads(remote_text(server, f".remote-http-launcher/client/{key}.json"))
+    assert (client["port"], client["parameters"]) == (record["port"], {"p": [1, 2]})
+
+
+def test_compound_command_stopped_by_us_leaves_no_orphan(server: SSHServer, key: str, remote_demo: str,
+                                                         make_config: Factory, ssh_env: None) -> None:
+    """Where the command cannot be exec'ed, the wrapper stays, and our stop takes its whole process group."""
+    config = make_config(command=f"cd ~ && {server.python} {remote_demo} --status-file {{status_file}} "
+                                 "--host {network_interface}")
+    payload = run(config)
+    record = remote_state(server, key)
+    assert record is not None
+    assert os.path.basename(cmdline(record["pid"])[0]) in ("sh", "dash")
+    marker = f"{REMOTE_STATE}/{key}.json"
+    assert len(processes_mentioning(marker)) == 2  # the shell and the service
+
+    assert stop(config)["processes"] == [{"pid": record["pid"], "signal": "TERM"}]
+    deadline = time.monotonic() + 5
+    while processes_mentioning(marker):
+        assert time.monotonic() < deadline, processes_mentioning(marker)
+        time.sleep(0.05)
+    assert not port_open(server.host, payload["port"])
+
+
+# ---------------------------------------------------------------- SSH: services the original launched
+
+def test_we_reuse_and_list_and_stop_a_service_the_original_launched(
+        original: Original, server: SSHServer, key: str, make_config: Factory, original_config: Factory,
+        ssh_env: None) -> None:
+    launched = original.launch(original_config())
+    assert launched.returncode == 0, launched.stderr
+    assert "done: launched" in launched.stderr
+    record = remote_state(server, key)
+    assert record is not None and record["status"] == "running" and "start_time" not in record
+    pid, port = record["pid"], record["port"]
+
+    payload = run(make_config())
+
+    assert (payload["hostname"], payload["port"]) == (server.host, port)
+    assert remote_state(server, key) == record  # reused as it is: nothing relaunched or rewritten
+    assert starts_in_log(server, key) == 1
+    entry = list_json(ALIAS)[key]
+    assert (entry["status"], entry["pid"], entry["port"]) == ("running", pid, port)
+    listing = cli("list", "--host", ALIAS)
+    assert listing.returncode == 0, listing.stderr
+    assert [line.split()[:4] for line in listing.stdout.splitlines() if line.startswith(key)] == \
+        [[key, "running", str(pid), str(port)]]
+
+    outcome = stop(make_config())
+    assert outcome["processes"] == [{"pid": pid, "signal": "TERM"}]
+    assert not alive(pid) and not port_open(server.host, port)
+    assert key not in original.ps()
+
+
+def test_we_wait_for_a_service_the_original_is_starting(original: Original, server: SSHServer, key: str,
+                                                        remote_demo: str, make_config: Factory,
+                                                        ssh_env: None) -> None:
+    started = original.run("rhl-launch-service", "--key", key, "--workdir", "~/rhl-work", "--network-interface",
+                           "0.0.0.0", "--", server.python, remote_demo, "--status-file",
+                           f"~/{REMOTE_STATE}/{key}.json", "--host", "0.0.0.0", "--ready-delay", "1.5")
+    assert started.returncode == 0, started.stderr
+    record = remote_state(server, key)
+    assert record is not None and record["status"] == "starting"
+
+    payload = run(make_config())
+
+    record = remote_state(server, key)
+    assert record is not None and record["status"] == "running"
+    assert payload["port"] == record["port"] and alive(record["pid"])
+    assert starts_in_log(server, key) == 1
+
+
+def test_dry_run_record_of_the_original_is_listed_and_launched_over(original: Original, server: SSHServer,
+                                                                   key: str, make_config: Factory,
+                                                                   original_config: Factory,
+                                                                   ssh_env: None) -> None:
+    dry = original.launch(original_config(), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(remote_text(server, f"{REMOTE_STATE}/{key}.json"))["dry_run"] is True
+    entry = list_json(ALIAS)[key]
+    assert (entry["status"], entry["detail"]) == ("stale", "a record of the original's --dry-run; nothing was "
+                                                           "launched")
+
+    payload = run(make_config())
+
+    record = remote_state(server, key)
+    assert record is not None and record["port"] == payload["port"] and "dry_run" not in record
+    assert original.ps()[key]["status"] == "running"
