@@ -91,11 +91,16 @@ def cli(*args: str | Path, entry_point: bool = False, timeout: float = 60) -> su
 
 @pytest.fixture
 def client_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh client HOME: its own ~/.ssh, and no ssh-agent from the developer's session."""
+    """A fresh client HOME: its own ~/.ssh, and no ssh-agent from the developer's session.
+
+    In this process the machine's /etc/ssh/ssh_config is left out too (Debian's says `HashKnownHosts
+    yes`), so what a test writes is all there is; CLI subprocesses still read it, as ssh would.
+    """
     home = tmp_path / "client-home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.setattr("remote_http_launcher.ssh.config.SYSTEM_SSH_CONFIG", home / "no-system-ssh_config")
     return home
 
 
