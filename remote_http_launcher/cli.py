@@ -296,6 +296,13 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Handler]:
         print(build_up_parser().format_help() + f"\nsubcommands: {', '.join(COMMANDS)} "
               f"(see '{PROG} SUBCOMMAND --help')", file=stream)
         raise SystemExit(EXIT_OK if argv else EXIT_USAGE)
+    if len(argv) > 1 and not argv[0].startswith("-") and not os.path.exists(argv[0]):
+        import difflib  # only for a first word that is neither a subcommand nor a file: a typo?
+
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1, cutoff=0.6)
+        if close:
+            raise UsageError(f"{PROG}: {argv[0]!r} is neither a subcommand nor a config file; did you mean "
+                             f"'{PROG} {close[0]}'? (subcommands: {', '.join(COMMANDS)})")
     return build_up_parser().parse_args(argv), cmd_up
 
 

@@ -273,3 +273,13 @@ def test_connection_dir_aliasing_server_dir(rhl_dir: Path, config_file: Callable
     assert len(proc.stderr.splitlines()) == 1
     assert "is the server state directory" in proc.stderr
     assert list(server.iterdir()) == []  # nothing launched, nothing written
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("stauts", "status"), ("sotp", "stop"), ("lgos", "logs")])
+def test_a_misspelled_subcommand_gets_a_suggestion(tmp_path: Path, config_file: Callable[..., Path],
+                                                   typo: str, meant: str) -> None:
+    proc = cli(typo, config_file())
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"error: remote-http-launcher: {typo!r} is neither a subcommand nor a config file; "
+                           f"did you mean 'remote-http-launcher {meant}'? (subcommands: up, status, stop, logs, "
+                           "list)\n")
