@@ -14,10 +14,17 @@ a test module).  Fixtures (all session-scoped):
   (or with ``RHL_TEST_NO_NETNS=1``) it listens on 127.0.0.1 on a free port.
 * ``jump_sshd`` -- a second server on 127.0.0.1 in the host namespace, for
   ProxyJump tests; it can reach ``sshd.host``.
-* ``sshd_account`` -- the throwaway Unix user both servers log in as.
+* ``sshd_account`` -- the throwaway Unix user all servers log in as.
+* ``sshd_2fa``  -- a 2-factor host: keyboard-interactive through PAM asks for
+  the password (pam_unix), then a TOTP code (pam_oath); ``sshd_2fa.totp()``
+  gives a code it accepts.  ``sshd_password`` -- the same through PAM with
+  the password alone (one prompt).  Both are PamSSHServer (an SSHServer), in a
+  namespace of their own like ``sshd``, and run sshd under a PAM service of
+  their own, never /etc/pam.d/sshd (see "PAM servers" below).  They install
+  libpam-oath and oathtool with apt-get when missing.
 
-Everything (servers, user, namespace, veth, temp dirs) is removed at session
-end.  Without root or /usr/sbin/sshd the fixtures skip loudly; with
+Everything (servers, user, namespace, veth, temp dirs, PAM files) is removed
+at session end.  Without root or /usr/sbin/sshd the fixtures skip loudly; with
 ``CI=true`` they fail instead, so CI cannot silently skip SSH tests.
 """
 
@@ -25,6 +32,8 @@ from __future__ import annotations
 
 import atexit
 import base64
+import fcntl
+import glob
 import ipaddress
 import os
 import pwd
@@ -38,13 +47,14 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 import paramiko
 import pytest
+from paramiko.auth_strategy import AuthSource, AuthStrategy
 
 SSHD_BIN = "/usr/sbin/sshd"
 # PATH the test user gets from run(); matches what Debian's sshd gives sessions.
@@ -94,8 +104,8 @@ def _known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-def _sshd_procs() -> list[tuple[int, int, int]]:
-    """(pid, ppid, session id) of every process whose comm is ``sshd``."""
+def _sshd_procs(comm: str = "sshd") -> list[tuple[int, int, int]]:
+    """(pid, ppid, session id) of every process whose comm is ``comm`` (sshd started as ``comm``)."""
     out: list[tuple[int, int, int]] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -104,21 +114,21 @@ def _sshd_procs() -> list[tuple[int, int, int]]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()  # state ppid pgrp session ...
-        if comm == "sshd":
+        if name == comm:
             out.append((int(entry.name), int(fields[1]), int(fields[3])))
     return out
 
 
-def _connection_pids(listener: int) -> set[int]:
+def _connection_pids(listener: int, comm: str = "sshd") -> set[int]:
     """sshd processes serving the listener's connections.
 
     Each connection's monitor is a child of the listener and leads its own
     session; its privsep child may be forked a moment later (or orphaned),
     so it is found by session id rather than by parentage.
     """
-    procs = _sshd_procs()
+    procs = _sshd_procs(comm)
     monitors = {pid for pid, ppid, _ in procs if ppid == listener}
     return monitors | {pid for pid, _, sid in procs if sid in monitors}
 
@@ -411,6 +421,9 @@ class SSHServer:
     _account: SSHAccount = field(repr=False)
     _ns: NetNamespace | None = field(default=None, repr=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # The program sshd is started as: a symlink to SSHD_BIN gives it another name (and so
+    # another PAM service, see launch_pam_sshd); its processes' comm is that name.
+    sshd_bin: str = SSHD_BIN
 
     # ----- client side helpers -----
 
@@ -492,7 +505,7 @@ class SSHServer:
         if self.is_running():
             return
         _ensure_privsep_dir()
-        argv = [SSHD_BIN, "-D", "-f", str(self.config_path), "-E", str(self.log_path)]
+        argv = [self.sshd_bin, "-D", "-f", str(self.config_path), "-E", str(self.log_path)]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]  # ip execs sshd: same pid
         self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -529,7 +542,7 @@ class SSHServer:
             victims: set[int] = set()
             # Freeze until no new process shows up: a monitor may be mid-fork.
             for _ in range(50 if drop_connections else 0):
-                new = _connection_pids(proc.pid) - victims
+                new = _connection_pids(proc.pid, Path(self.sshd_bin).name[:15]) - victims
                 if not new:
                     break
                 for pid in new:
@@ -557,7 +570,10 @@ class SSHServer:
             self._ns.close(uid=self._account.uid)
 
 
-def _write_sshd_config(path: Path, *, host: str, port: int, host_key: Path, account: SSHAccount) -> None:
+def _write_sshd_config(
+    path: Path, *, host: str, port: int, host_key: Path, account: SSHAccount, overrides: dict[str, str] | None = None
+) -> None:
+    """Write the config; ``overrides`` replace same-named keywords (case-insensitively) or are appended."""
     lines = [
         "# Throwaway sshd config written by tests/sshd.py for one pytest session.",
         f"Port {port}",
@@ -591,11 +607,30 @@ def _write_sshd_config(path: Path, *, host: str, port: int, host_key: Path, acco
     ]
     if _sshd_version() >= (9, 8):
         lines.append("PerSourcePenalties no")  # failed-auth tests must not lock out 127.0.0.1
+    for keyword, value in (overrides or {}).items():
+        same = [i for i, line in enumerate(lines) if line.split(" ", 1)[0].lower() == keyword.lower()]
+        for i in reversed(same):
+            del lines[i]
+        lines.append(f"{keyword} {value}")
     path.write_text("\n".join(lines) + "\n")
 
 
-def launch_sshd(account: SSHAccount, label: str, ns: NetNamespace | None = None) -> SSHServer:
-    """Generate a host key and config under account.base/label and start sshd."""
+def launch_sshd(
+    account: SSHAccount,
+    label: str,
+    ns: NetNamespace | None = None,
+    *,
+    sshd_bin: str = SSHD_BIN,
+    config_overrides: dict[str, str] | None = None,
+    server_type: type[SSHServer] | None = None,
+    **server_fields: Any,
+) -> SSHServer:
+    """Generate a host key and config under account.base/label and start sshd.
+
+    The keyword arguments serve the PAM servers (launch_pam_sshd): the program
+    sshd runs as, sshd_config keywords to replace or add, and an SSHServer
+    subclass with its extra fields.
+    """
     workdir = account.base / label
     workdir.mkdir(mode=0o755)
     host_key = workdir / "ssh_host_ed25519_key"
@@ -607,10 +642,11 @@ def launch_sshd(account: SSHAccount, label: str, ns: NetNamespace | None = None)
     for attempt in range(attempts):
         host = ns.ns_addr if ns else "127.0.0.1"
         port = random.randint(20000, 60000) if ns else _free_loopback_port()
-        _write_sshd_config(config, host=host, port=port, host_key=host_key, account=account)
+        _write_sshd_config(config, host=host, port=port, host_key=host_key, account=account,
+                           overrides=config_overrides)
         _ensure_privsep_dir()
-        _sh([SSHD_BIN, "-t", "-f", str(config)])
-        server = SSHServer(
+        _sh([sshd_bin, "-t", "-f", str(config)])
+        server = (server_type or SSHServer)(
             host=host,
             port=port,
             user=account.name,
@@ -625,6 +661,8 @@ def launch_sshd(account: SSHAccount, label: str, ns: NetNamespace | None = None)
             log_path=workdir / "sshd.log",
             _account=account,
             _ns=ns,
+            sshd_bin=sshd_bin,
+            **server_fields,
         )
         try:
             server.start()
@@ -635,6 +673,414 @@ def launch_sshd(account: SSHAccount, label: str, ns: NetNamespace | None = None)
         atexit.register(server.close)
         return server
     raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------
+# PAM servers: password (pam_unix), then a TOTP code (pam_oath)
+# --------------------------------------------------------------------------
+#
+# OpenSSH names its PAM service after its program name: auth-pam.h has
+# ``#define SSHD_PAM_SERVICE __progname`` unless the build overrides it, and
+# Debian 12's 9.2 does not (proven by tests/test_pam_harness.py: the OTP prompt
+# only comes from our own PAM file).  So each PAM server runs sshd through a
+# symlink named after its own service, ``rhl-2fa-<hex>`` or ``rhl-pw-<hex>``,
+# and /etc/pam.d/<that name> is ours; /etc/pam.d/sshd is never touched.
+# Re-exec keeps the name (sshd re-execs argv[0], which must be absolute).  Newer
+# OpenSSH (servconf.c's pam_service_name, default "sshd" whatever the program
+# name) has a ``PAMServiceName`` keyword instead; it is set whenever this sshd
+# knows it, so the harness works on both.  Linux-PAM itself has no private
+# config directory for one process (only pam_start_confdir(), which sshd does
+# not call), hence the files under /etc/pam.d.
+#
+# Names carry a random suffix so concurrent pytest sessions never share a PAM
+# file; /etc/rhl-test-oath/<service>/ holds the owner (pid + start time) and
+# the OATH users file.  Each session removes its own files at the end (also on
+# failure, and at exit) and sweeps those of sessions that died (SIGKILL).
+
+OATH_APT_PACKAGES = ("libpam-oath", "oathtool")
+PAM_D = Path("/etc/pam.d")
+PAM_STATE_DIR = Path("/etc/rhl-test-oath")
+_PAM_SERVICE_RE = re.compile(r"rhl-(?:2fa|pw)-[0-9a-f]{6}")
+_PAM_MODULE_DIRS = (
+    "/lib/*/security", "/usr/lib/*/security", "/lib/security", "/usr/lib/security", "/lib64/security",
+    "/usr/lib64/security",
+)
+OATH_WINDOW = 3  # pam_oath window=: codes of 3 steps (90 s) before and after the server's current one pass
+TOTP_STEP = 30
+TOTP_MIN_REMAINING = 3.0  # seconds: totp() never hands out a code that expires sooner than this
+PASSWORD_PROMPT = "Password: "  # pam_unix's prompt (Linux-PAM's default for the password)
+OTP_PROMPT = "One-time password (OATH) for `{user}': "  # pam_oath's, with the login name
+
+
+def _pam_module_exists(name: str) -> bool:
+    return any(Path(d, name).exists() for pattern in _PAM_MODULE_DIRS for d in glob.glob(pattern))
+
+
+def _ensure_oath_packages() -> None:
+    """pam_oath.so and oathtool, installed with apt-get when missing (root only)."""
+    if _pam_module_exists("pam_oath.so") and shutil.which("oathtool"):
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        _unavailable(f"pam_oath.so or oathtool missing and cannot be installed here (needs root and apt-get): "
+                     f"apt-get install -y {' '.join(OATH_APT_PACKAGES)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300",
+               *OATH_APT_PACKAGES]
+    proc = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode != 0:  # a fresh machine has no package lists yet
+        subprocess.run(["apt-get", "update", "-qq", "-o", "DPkg::Lock::Timeout=300"], capture_output=True,
+                       env=env, timeout=900)
+        proc = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode != 0 or not _pam_module_exists("pam_oath.so") or not shutil.which("oathtool"):
+        _unavailable(f"installing {' '.join(OATH_APT_PACKAGES)} failed: {(proc.stdout + proc.stderr).strip()[-2000:]}")
+
+
+def _pam_prerequisites() -> None:
+    if not _pam_module_exists("pam_unix.so"):
+        _unavailable("pam_unix.so not found (Debian: libpam-modules)")
+    _ensure_oath_packages()
+
+
+def _sshd_knows_pam_service_name() -> bool:
+    """True when this sshd has the ``PAMServiceName`` keyword (newer OpenSSH; 9.2 does not)."""
+    proc = subprocess.run([SSHD_BIN, "-t", "-f", "/dev/null", "-o", "PAMServiceName=probe"],
+                          capture_output=True, text=True, timeout=10)
+    return "pamservicename" not in (proc.stdout + proc.stderr).lower()
+
+
+def _proc_start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]  # field 22: start time in clock ticks since boot
+
+
+def _owner_alive(owner: str) -> bool:
+    try:
+        pid_text, start = owner.split()
+        return _proc_start_time(int(pid_text)) == start
+    except ValueError:
+        return False
+
+
+def _remove_pam_service(service: str, link: Path | None = None) -> None:
+    """Remove one service's PAM file, state dir and symlink (the PAM file first: it never outlives its record)."""
+    (PAM_D / service).unlink(missing_ok=True)
+    shutil.rmtree(PAM_STATE_DIR / service, ignore_errors=True)
+    if link is not None:
+        link.unlink(missing_ok=True)
+    try:
+        PAM_STATE_DIR.rmdir()  # only when no other session has a server registered
+    except OSError:
+        pass
+
+
+def sweep_stale_pam_services() -> list[str]:
+    """Remove PAM files and OATH state left by pytest sessions that died; returns the services removed."""
+    removed: list[str] = []
+    if PAM_STATE_DIR.is_dir():
+        for state in PAM_STATE_DIR.iterdir():
+            if state.name.startswith(".tmp-"):  # a registration cut short (renamed into place when complete)
+                owner_file = state / "owner"
+                if not owner_file.exists() or not _owner_alive(owner_file.read_text()):
+                    shutil.rmtree(state, ignore_errors=True)
+                continue
+            if not _PAM_SERVICE_RE.fullmatch(state.name):
+                continue
+            try:
+                owner = (state / "owner").read_text()
+            except OSError:
+                owner = ""
+            if not _owner_alive(owner):
+                _remove_pam_service(state.name)
+                removed.append(state.name)
+    for pam_file in PAM_D.glob("rhl-*"):
+        if _PAM_SERVICE_RE.fullmatch(pam_file.name) and not (PAM_STATE_DIR / pam_file.name).exists():
+            pam_file.unlink(missing_ok=True)  # registered first, removed last: an orphan is always stale
+            removed.append(pam_file.name)
+    return removed
+
+
+def _register_pam_service(service: str) -> Path:
+    """/etc/rhl-test-oath/<service>/ (0700) with our owner record, created complete in one rename."""
+    tmp = PAM_STATE_DIR / f".tmp-{service}"
+    for attempt in range(5):
+        PAM_STATE_DIR.mkdir(mode=0o700, exist_ok=True)
+        try:
+            tmp.mkdir(mode=0o700)
+            break
+        except FileNotFoundError:  # another session's cleanup removed the (empty) parent just now
+            if attempt == 4:
+                raise
+    PAM_STATE_DIR.chmod(0o700)
+    (tmp / "owner").write_text(f"{os.getpid()} {_proc_start_time(os.getpid())}")
+    state = PAM_STATE_DIR / service
+    tmp.rename(state)
+    return state
+
+
+def _pam_file_text(service: str, link: Path, users_file: Path | None, window: int) -> str:
+    lines = [
+        "#%PAM-1.0",
+        f"# Throwaway PAM service of a test sshd started by tests/sshd.py as {link}",
+        "# (OpenSSH uses its program name as the PAM service); removed when the pytest session ends.",
+        # requisite: a wrong password fails at once, without asking for a code
+        "auth     requisite  pam_unix.so nodelay" if users_file else "auth     required   pam_unix.so nodelay",
+    ]
+    if users_file:
+        lines.append(f"auth     required   pam_oath.so usersfile={users_file} window={window} digits=6")
+    lines += [
+        "account  required   pam_unix.so",
+        "session  required   pam_permit.so",
+        "password required   pam_deny.so",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class OathToken:
+    """The test user's TOTP token (RFC 6238, SHA1, 6 digits, 30 s) as pam_oath checks it.
+
+    pam_oath (liboath's usersfile) accepts a code of any step within
+    ``window`` steps of the server's current one, and after each success
+    records the code (fields 5-7 of the user's line).  It refuses, as a
+    replay, the recorded code itself and any code of a step not later than the
+    recorded one's.  So a second login in the same 30 s needs a *later* step's
+    code: ``code()`` reads the record and hands out the first step after it
+    (the current step when nothing is recorded), up to ``window`` steps ahead.
+    When all are used (more than window + 1 logins within 30 s) it clears the
+    record, as re-provisioning the token would (``forget_used_codes``), and
+    hands out the current code; with ``reset=False`` it waits for the next step
+    instead.  Only a code that could expire within ``min_remaining`` seconds
+    (possible only with window 0) makes it wait for the next step.
+    """
+
+    user: str
+    secret_hex: str
+    users_file: Path
+    window: int = OATH_WINDOW
+    step_seconds: int = TOTP_STEP
+    clock: Callable[[], float] = field(default=time.time, repr=False)  # replaceable in unit tests
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def line(self) -> str:
+        return f"HOTP/T{self.step_seconds} {self.user} - {self.secret_hex}\n"
+
+    def codes(self, first_step: int, count: int) -> list[str]:
+        """The codes of ``count`` steps from ``first_step`` on, by oathtool."""
+        out = _sh(["oathtool", "--totp", f"--time-step-size={self.step_seconds}s",
+                   f"--now=@{first_step * self.step_seconds}", f"--window={count - 1}", self.secret_hex])
+        codes = out.split()
+        if len(codes) != count:
+            raise RuntimeError(f"oathtool printed {codes!r}, wanted {count} codes")
+        return codes
+
+    def code_at(self, step: int) -> str:
+        return self.codes(step, 1)[0]
+
+    def now(self) -> tuple[int, float]:
+        """(current step, seconds left in it)."""
+        t = self.clock()
+        step = int(t // self.step_seconds)
+        return step, (step + 1) * self.step_seconds - t
+
+    def current(self) -> str:
+        """``oathtool --totp <secret>``: the current step's code, whether or not it was used."""
+        return _sh(["oathtool", "--totp", f"--time-step-size={self.step_seconds}s", self.secret_hex]).strip()
+
+    def last_used(self) -> str | None:
+        """The code pam_oath recorded at the last successful login (None before any, or after a reset)."""
+        for line in self.users_file.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 6 and fields[1] == self.user:
+                return fields[5]
+        return None
+
+    def forget_used_codes(self) -> None:
+        """Clear pam_oath's replay record (the user's line back to 4 fields), under liboath's lock file."""
+        lock_path = Path(f"{self.users_file}.lock")
+        with open(lock_path, "w") as lock:
+            fcntl.lockf(lock, fcntl.LOCK_EX)  # fcntl(F_SETLKW), as liboath's update_usersfile takes it
+            try:
+                kept = [line + "\n" for line in self.users_file.read_text().splitlines()
+                        if line.split()[1:2] != [self.user]]
+                tmp = self.users_file.with_name(self.users_file.name + ".rhl-reset")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write("".join(kept) + self.line())
+                tmp.replace(self.users_file)
+            finally:
+                lock_path.unlink(missing_ok=True)
+
+    def code(self, *, min_remaining: float = TOTP_MIN_REMAINING, reset: bool = True) -> str:
+        """A code pam_oath accepts for the next login (see the class doc); one per login."""
+        w = self.window
+        while True:
+            step, remaining = self.now()
+            first = step - w - 1  # one step of margin each side for the server's clock moving on
+            by_step = dict(zip(range(first, step + w + 2), self.codes(first, 2 * w + 3), strict=True))
+            last = self.last_used()
+            floor = max((s for s, c in by_step.items() if c == last), default=step - 1) + 1
+            candidates = [s for s in range(max(step, floor), step + w + 1) if by_step[s] != last]
+            if not candidates:
+                if reset:
+                    self.forget_used_codes()
+                    continue
+                self.sleep(remaining + 0.05)  # the window moves on by one step
+                continue
+            chosen = candidates[0]
+            if chosen + w <= step and remaining < min_remaining:  # would expire in a moment (window 0)
+                self.sleep(remaining + 0.05)
+                continue
+            return by_step[chosen]
+
+
+class _KeyboardInteractive(AuthSource):
+    """paramiko AuthSource: one keyboard-interactive request answered by ``handler``."""
+
+    def __init__(self, username: str, handler: Callable[[str, str, list[tuple[str, bool]]], list[str]]) -> None:
+        super().__init__(username)
+        self.handler = handler
+
+    def authenticate(self, transport: paramiko.Transport) -> list[str]:
+        return transport.auth_interactive(self.username, self.handler)
+
+
+class _OneSource(AuthStrategy):
+    def __init__(self, source: AuthSource) -> None:
+        super().__init__(paramiko.SSHConfig())
+        self.source = source
+
+    def get_sources(self) -> Iterator[AuthSource]:
+        yield self.source
+
+
+@dataclass
+class PamSSHServer(SSHServer):
+    """An sshd that logs in through PAM: ``kind`` "2fa" (password, then a TOTP code) or "password".
+
+    Only keyboard-interactive is offered on the 2FA host; the password host
+    also accepts the "password" method.  No public keys on either.
+    """
+
+    kind: str = "2fa"
+    pam_service: str = ""
+    pam_file: Path | None = None
+    oath: OathToken | None = None
+    _pam_closed: bool = field(default=False, repr=False)
+
+    @property
+    def password_prompt(self) -> str:
+        return PASSWORD_PROMPT
+
+    @property
+    def otp_prompt(self) -> str:
+        return OTP_PROMPT.format(user=self.user)
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        """The keyboard-interactive prompts of one login, in order."""
+        return (self.password_prompt, self.otp_prompt) if self.oath else (self.password_prompt,)
+
+    def totp(self, *, min_remaining: float = TOTP_MIN_REMAINING, reset: bool = True) -> str:
+        """A code the server accepts for the next login (see OathToken.code); one call per login."""
+        if self.oath is None:
+            raise RuntimeError(f"{self.pam_service} is a password-only server: no one-time codes")
+        return self.oath.code(min_remaining=min_remaining, reset=reset)
+
+    def answer(self, prompt: str, *, password: str | None = None, code: str | None = None) -> str:
+        """The answer to one of our prompts: the password, or a fresh code (totp()) unless given."""
+        if prompt == self.password_prompt:
+            return self.password if password is None else password
+        if self.oath is not None and prompt == self.otp_prompt:
+            return self.totp() if code is None else code
+        raise AssertionError(f"unexpected prompt {prompt!r} from {self.pam_service}")
+
+    def handler(
+        self, *, password: str | None = None, code: str | None = None, seen: list[str] | None = None
+    ) -> Callable[[str, str, list[tuple[str, bool]]], list[str]]:
+        """A keyboard-interactive handler for paramiko answering our prompts; ``seen`` collects them."""
+
+        def handle(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+            if seen is not None:
+                seen.extend(text for text, _ in prompts)
+            return [self.answer(text, password=password, code=code) for text, _ in prompts]
+
+        return handle
+
+    def write_ssh_config(self, client_home: Path, alias: str = "testhost", extra: dict[str, str] | None = None) -> Path:
+        """As SSHServer's, but without keys: only keyboard-interactive (and password) remain."""
+        options = {"IdentityFile": "none", "IdentitiesOnly": "yes", "PubkeyAuthentication": "no", **(extra or {})}
+        return super().write_ssh_config(client_home, alias, options)
+
+    def connect(self, timeout: float = 10.0, **kwargs: Any) -> paramiko.SSHClient:
+        """A paramiko client logged in by keyboard-interactive (password, and a fresh code), host key verified."""
+        client = paramiko.SSHClient()
+        key = self.host_pubkey
+        client.get_host_keys().add(_known_hosts_name(self.host, self.port), key.get_name(), key)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        params: dict[str, Any] = {
+            "username": self.user,
+            "look_for_keys": False,
+            "allow_agent": False,
+            "timeout": timeout,
+            "banner_timeout": timeout,
+            "auth_timeout": timeout,
+            "auth_strategy": _OneSource(_KeyboardInteractive(self.user, self.handler())),
+        }
+        params.update(kwargs)
+        client.connect(self.host, port=self.port, **params)
+        return client
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if not self._pam_closed:
+                self._pam_closed = True
+                _remove_pam_service(self.pam_service, Path(self.sshd_bin))
+
+
+def launch_pam_sshd(account: SSHAccount, kind: str, ns: NetNamespace | None = None, *,
+                    window: int = OATH_WINDOW) -> PamSSHServer:
+    """Start an sshd authenticating through its own PAM service; ``kind`` is "2fa" or "password"."""
+    if kind not in ("2fa", "password"):
+        raise ValueError(f"kind must be '2fa' or 'password', not {kind!r}")
+    _pam_prerequisites()
+    sweep_stale_pam_services()
+    service = f"rhl-{'2fa' if kind == '2fa' else 'pw'}-{secrets.token_hex(3)}"  # 14 chars: comm shows it whole
+    state = _register_pam_service(service)
+    link = account.base / "sbin" / service  # any absolute path will do; this one goes with the session's tree
+    try:
+        oath: OathToken | None = None
+        if kind == "2fa":
+            users_file = state / "users.oath"
+            oath = OathToken(account.name, secrets.token_hex(20), users_file, window)
+            fd = os.open(users_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(oath.line())
+        link.parent.mkdir(mode=0o755, exist_ok=True)
+        link.symlink_to(SSHD_BIN)
+        pam_file = PAM_D / service
+        pam_file.write_text(_pam_file_text(service, link, oath.users_file if oath else None, window))
+        pam_file.chmod(0o644)
+        overrides = {
+            "UsePAM": "yes",
+            "KbdInteractiveAuthentication": "yes",
+            "PubkeyAuthentication": "no",
+            "PasswordAuthentication": "no" if kind == "2fa" else "yes",
+            "AuthenticationMethods": "keyboard-interactive" if kind == "2fa" else "any",
+        }
+        if _sshd_knows_pam_service_name():
+            overrides["PAMServiceName"] = service
+        server = launch_sshd(account, service, ns, sshd_bin=str(link), config_overrides=overrides,
+                             server_type=PamSSHServer, kind=kind, pam_service=service, pam_file=pam_file, oath=oath)
+    except BaseException:
+        _remove_pam_service(service, link)
+        raise
+    assert isinstance(server, PamSSHServer)
+    return server
 
 
 # --------------------------------------------------------------------------
@@ -677,3 +1123,29 @@ def jump_sshd(sshd_account: SSHAccount) -> Iterator[SSHServer]:
         yield server
     finally:
         server.close()
+
+
+def _pam_server(account: SSHAccount, kind: str) -> Iterator[PamSSHServer]:
+    ns = NetNamespace.try_create()
+    try:
+        server = launch_pam_sshd(account, kind, ns)
+    except BaseException:
+        if ns is not None:
+            ns.close(uid=account.uid)
+        raise
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def sshd_2fa(sshd_account: SSHAccount) -> Iterator[PamSSHServer]:
+    """sshd asking, by keyboard-interactive through PAM, for the password and then a TOTP code (totp())."""
+    yield from _pam_server(sshd_account, "2fa")
+
+
+@pytest.fixture(scope="session")
+def sshd_password(sshd_account: SSHAccount) -> Iterator[PamSSHServer]:
+    """sshd asking once, through PAM (pam_unix), for the password (keyboard-interactive or password)."""
+    yield from _pam_server(sshd_account, "password")

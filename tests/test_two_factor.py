@@ -1,0 +1,133 @@
+"""Password + one-time-code logins (a real PAM stack: pam_unix, then pam_oath) through the launcher.
+
+The servers come from tests/sshd.py (`sshd_2fa`, `sshd_password`). Every question reaches the
+`prompt=` function once, names user@host, and no password or code is left in any file the launcher
+writes or on the tunnel keeper's command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from remote_http_launcher import AuthenticationError, run
+from remote_http_launcher.keeper.stop import stop_keeper
+from tests.ssh_client import demo_config, node_key, stop_services_script
+
+if TYPE_CHECKING:
+    from tests.sshd import PamSSHServer
+
+ALIAS = "cluster"
+CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work"')
+
+
+class Answers:
+    """Answers a 2-factor login like a person: the password, then a fresh code; records each question."""
+
+    def __init__(self, server: PamSSHServer, passwords: list[str] | None = None) -> None:
+        self.server = server
+        self.passwords = passwords or [server.password]
+        self.asked: list[tuple[str, bool]] = []
+        self.given: list[str] = []
+
+    def __call__(self, text: str, secret: bool) -> str:
+        self.asked.append((text, secret))
+        if text.rstrip().endswith("Password:"):
+            answer = self.passwords.pop(0) if len(self.passwords) > 1 else self.passwords[0]
+        elif "One-time password" in text:
+            answer = self.server.totp()
+        else:
+            raise AssertionError(f"unexpected question {text!r}")
+        self.given.append(answer)
+        return answer
+
+
+@pytest.fixture
+def cleanup(rhl_dir: Path) -> Iterator[None]:
+    yield
+    client = rhl_dir / "client"
+    for lock in client.glob("*.keeper.lock"):
+        stop_keeper(lock.name.removesuffix(".keeper.lock"), client, timeout=3)
+
+
+def config_for(server: PamSSHServer, remote_demo: str, client_home: Path, name: str, *, tunnel: bool) -> dict[str, Any]:
+    server.write_ssh_config(client_home, ALIAS)
+    where: dict[str, Any] = {"tunnel": True, "network_interface": "127.0.0.1"} if tunnel else {}
+    return demo_config(server, remote_demo, node_key("2fa-", name), ssh_hostname=ALIAS, **where)
+
+
+def secrets_left_in(paths: list[Path], secrets: list[str]) -> list[str]:
+    return [f"{path}: {secret[:2]}..." for path in paths if path.is_file()
+            for secret in secrets if secret.encode() in path.read_bytes()]
+
+
+@pytest.mark.parametrize("tunnel", [False, True], ids=["direct", "tunnel"])
+def test_password_then_code_once_each(sshd_2fa: PamSSHServer, remote_demo: str, client_home: Path, rhl_dir: Path,
+                                      cleanup: None, request: pytest.FixtureRequest, tunnel: bool) -> None:
+    server = sshd_2fa
+    config = config_for(server, remote_demo, client_home, request.node.name, tunnel=tunnel)
+    answers = Answers(server)
+    try:
+        payload = run(config, prompt=answers)
+        login = f"({server.user}@{server.host})"
+        assert answers.asked == [(f"{login} Password: ", True),
+                                 (f"{login} One-time password (OATH) for `{server.user}': ", True)]
+        assert run(config, prompt=answers) == payload and len(answers.asked) == 2  # reconnecting logs in no more
+        files = list(rhl_dir.rglob("*"))
+        if tunnel:
+            keeper = Path(f"/proc/{payload['keeper_pid']}")
+            files += [keeper / "cmdline", keeper / "environ"]
+        assert secrets_left_in(files, answers.given) == []
+    finally:
+        server.run(CLEANUP)
+
+
+def test_a_wrong_password_then_the_right_one(sshd_2fa: PamSSHServer, remote_demo: str, client_home: Path,
+                                             cleanup: None, request: pytest.FixtureRequest) -> None:
+    server = sshd_2fa
+    config = config_for(server, remote_demo, client_home, request.node.name, tunnel=True)
+    answers = Answers(server, passwords=["not the password", server.password])
+    try:
+        run(config, prompt=answers)
+    finally:
+        server.run(CLEANUP)
+    login = f"({server.user}@{server.host})"
+    assert [text for text, _ in answers.asked] == [
+        f"{login} Password: ",
+        f"Permission denied, please try again.\n{login} Password: ",
+        f"{login} One-time password (OATH) for `{server.user}': "]
+
+
+def test_a_password_only_host_asks_once(sshd_password: PamSSHServer, remote_demo: str, client_home: Path,
+                                        cleanup: None, request: pytest.FixtureRequest) -> None:
+    server = sshd_password
+    config = config_for(server, remote_demo, client_home, request.node.name, tunnel=True)
+    answers = Answers(server)
+    try:
+        run(config, prompt=answers)
+    finally:
+        server.run(CLEANUP)
+    assert answers.asked == [(f"({server.user}@{server.host}) Password: ", True)]
+
+
+def test_no_way_to_answer_is_a_clear_error_in_a_script(sshd_2fa: PamSSHServer, remote_demo: str, client_home: Path,
+                                                       tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    server = sshd_2fa
+    config = config_for(server, remote_demo, client_home, request.node.name, tunnel=True)
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config))
+    result = subprocess.run([sys.executable, "-m", "remote_http_launcher", str(path)], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: ssh {ALIAS} ({server.host}:{server.port}): auth: authentication failed")
+    assert "keyboard-interactive skipped: no way to ask" in error and "pass prompt= to run()" in error
+    with pytest.raises(AuthenticationError, match="keyboard-interactive skipped: no way to ask"):
+        run(config)  # the API in a script: pytest's stdin is no terminal
