@@ -24,10 +24,12 @@ if TYPE_CHECKING:  # what the lazy attributes below resolve to, for type checker
     from .api import logs, run, status, stop
     from .cli import main
     from .config import Configuration
+    from .handle import ServiceHandle, launch
 
 # Loaded on first use (PEP 562): `python -m remote_http_launcher` imports this
 # package before the command line, and its warm path needs only part of the API.
-_LAZY = {"logs": "api", "run": "api", "status": "api", "stop": "api", "main": "cli", "Configuration": "config"}
+_LAZY = {"logs": "api", "run": "api", "status": "api", "stop": "api", "main": "cli", "Configuration": "config",
+         "launch": "handle", "ServiceHandle": "handle"}
 
 
 def __getattr__(name: str) -> Any:
@@ -51,10 +53,12 @@ __all__ = [
     "LauncherError",
     "NotRunningError",
     "ServiceFailedError",
+    "ServiceHandle",
     "TemplateError",
     "TunnelError",
     "UsageError",
     "__version__",
+    "launch",
     "logs",
     "main",
     "run",

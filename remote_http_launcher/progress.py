@@ -1,7 +1,14 @@
-"""Progress output on stderr: a live line on a terminal, timestamped lines elsewhere.
+"""Progress output: a live line on a terminal, a live display in a Jupyter cell, timestamped lines elsewhere.
 
 Phases are also logged (logger `remote_http_launcher`), so `--log-file` and
 `--debug-log-file` get them whatever the console shows.
+
+In a Jupyter kernel the live line is one display in the cell's output,
+updated in place (`update_display_data`, which JupyterLab, the classic
+notebook, VS Code and nbclient all apply): nothing piles up in the saved
+notebook, and the summary line replaces it at the end. A kernel is detected
+from what is already imported; this module never imports IPython itself
+unless a kernel is running (the warm path stays lean).
 """
 
 from __future__ import annotations
@@ -10,10 +17,11 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import TextIO
+from typing import Any, TextIO
 
 LEVELS = ("minimal", "basic", "debug")
 REDRAW_INTERVAL = 0.1
+CELL_REDRAW_INTERVAL = 0.25  # a cell's display is a message to the front end: a few updates a second suffice
 LOGGER = "remote_http_launcher"
 
 
@@ -29,6 +37,20 @@ def service_url(payload: Mapping[str, object]) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{payload.get('port')}/"
+
+
+def jupyter_kernel() -> Any | None:
+    """The running Jupyter kernel (ipykernel's Kernel object), or None; never imports IPython.
+
+    Only a process where ipykernel is already imported and IPython's shell
+    has a kernel can be one: a script, a terminal IPython or a plain import
+    of IPython is not.
+    """
+    if "ipykernel" not in sys.modules:
+        return None
+    get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    shell = get_ipython() if callable(get_ipython) else None
+    return getattr(shell, "kernel", None)
 
 
 class Progress:
@@ -49,6 +71,22 @@ class Progress:
     @classmethod
     def silent(cls) -> Progress:
         return cls(quiet=True, live=False)
+
+    @staticmethod
+    def for_run(level: str | None, stream: TextIO) -> Progress | None:
+        """`run()`'s progress when none is given; None shows nothing.
+
+        The config's `log_level` as on the command line (`basic`: phase lines
+        on `stream`; `minimal`: a live line when `stream` is a terminal;
+        `debug`: nothing here, the debug log says it all), except that in a
+        Jupyter cell `minimal`, and no level at all, is a live display in the
+        cell. A plain script without a level shows nothing.
+        """
+        if level in (None, "minimal") and jupyter_kernel() is not None:
+            return CellProgress()
+        if level is None:
+            return None
+        return Progress(level, stream, quiet=level == "debug" or (level == "minimal" and not stream.isatty()))
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
@@ -73,11 +111,11 @@ class Progress:
         summary = f"{how}: {service_url(payload)} ({self.elapsed():.2f} s)"
         _log(summary)
         if not self.quiet:
-            self._clear()
-            self._line(summary if self.live else f"{time.strftime('%H:%M:%S')} {self.elapsed():6.2f}s {summary}")
+            self._end(summary if self.live else f"{time.strftime('%H:%M:%S')} {self.elapsed():6.2f}s {summary}")
 
     def close(self) -> None:
-        """Erase the live line (before an error message is printed)."""
+        """End the live line before something else is shown (an error message, a login question): erased on a
+        terminal; in a Jupyter cell it stays as it is and the next phase starts a new display below."""
         self._clear()
 
     def _draw(self, *, force: bool) -> None:
@@ -102,3 +140,48 @@ class Progress:
     def _line(self, text: str) -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
+
+    def _end(self, summary: str) -> None:
+        """The summary line, in place of the live line."""
+        self._clear()
+        self._line(summary)
+
+
+class CellProgress(Progress):
+    """The live line as a display in the output of the Jupyter cell running the call, updated in place.
+
+    `close()` (before a login question, whose input box comes below) leaves
+    the display as it is; the next phase starts a new one under the answer,
+    so the cell reads top to bottom. The summary replaces the last display.
+    Works only in a Jupyter kernel (`jupyter_kernel()`): it uses IPython.display.
+    """
+
+    def __init__(self, level: str = "minimal", quiet: bool = False) -> None:
+        super().__init__(level, live=True, quiet=quiet)
+        self._handle: Any = None
+
+    def _draw(self, *, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._drawn < CELL_REDRAW_INTERVAL:
+            return
+        with self._lock:
+            self._drawn = now
+            self._show(f"{self.current} ({self.elapsed():.1f} s)")
+
+    def _clear(self) -> None:
+        with self._lock:
+            self._handle = None
+
+    def _end(self, summary: str) -> None:
+        with self._lock:
+            self._show(summary)
+            self._handle = None
+
+    def _show(self, text: str) -> None:
+        from importlib import import_module
+
+        bundle = {"text/plain": text}
+        if self._handle is None:  # IPython is loaded in a kernel; by name, so type checkers need not know it
+            self._handle = import_module("IPython.display").display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)

@@ -45,11 +45,34 @@ def terminal(text: str, secret: bool) -> str:
 
 
 def jupyter_kernel() -> Prompt | None:
-    """The input box of the notebook cell being run, when its kernel allows input (ipykernel)."""
-    ipython = sys.modules.get("IPython")
-    get = getattr(ipython, "get_ipython", None)
-    kernel: Any = getattr(get(), "kernel", None) if get is not None else None
-    if kernel is None or not getattr(kernel, "_allow_stdin", False):
+    """The input box of the notebook cell being run, when its request allows input (ipykernel >= 6).
+
+    Decided when called, at the start of a run on the thread that called:
+    the kernel's current request must be a cell's `execute_request` whose
+    `allow_stdin` is true, and this must be the thread that runs cells (the
+    main thread). ipykernel keeps the last cell's `allow_stdin` after that
+    cell ends, so a widget callback (a comm message), an asyncio task or a
+    thread outliving its cell would otherwise send an input request that no
+    front end shows and wait for it forever (a stray waiter would even take
+    the answers meant for a later cell's `input()`). The questions come here
+    (`answered_here`, the keeper's relay), so `getpass`/`raw_input` address
+    them to that same cell's parent header; secrets go as `password: true`.
+    A kernel interrupt while one is asked raises KeyboardInterrupt here.
+    """
+    import threading
+
+    from .progress import jupyter_kernel as running_kernel  # no IPython import outside a kernel
+
+    kernel: Any = running_kernel()
+    if kernel is None or threading.current_thread() is not threading.main_thread():
+        return None
+    get_parent = getattr(kernel, "get_parent", None)
+    parent: Any = get_parent("shell") if callable(get_parent) else None
+    header = parent.get("header") if isinstance(parent, dict) else None
+    content = parent.get("content") if isinstance(parent, dict) else None
+    if not isinstance(header, dict) or header.get("msg_type") != "execute_request" or \
+            not isinstance(content, dict) or not content.get("allow_stdin", True) or \
+            not getattr(kernel, "_allow_stdin", False):
         return None
 
     def ask(text: str, secret: bool) -> str:

@@ -22,7 +22,7 @@ NAME = "remote_http_launcher"
 EXPORTED = [
     "AuthenticationError", "ConfigError", "HandshakeError", "HostError", "HostKeyError", "LaunchError",
     "LauncherError", "NotRunningError", "ServiceFailedError", "TemplateError", "TunnelError", "UsageError",
-    "__version__", "Configuration", "logs", "main", "run", "status", "stop",
+    "__version__", "Configuration", "ServiceHandle", "launch", "logs", "main", "run", "status", "stop",
 ]
 # What a warm run (client file present, service healthy) may import of the package: config, templates,
 # state files, handshake, and the front ends that call them. Growing this set needs a reason.

@@ -68,11 +68,13 @@ class Asker:
         return self.answers.pop(0)
 
 
-def keeper_pids() -> list[int]:
+def keeper_pids(key: str) -> list[int]:
+    """This test's keepers (other test runs on the machine may have their own)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if MARKER.encode() in (entry / "cmdline").read_bytes():
+            cmdline = (entry / "cmdline").read_bytes()
+            if MARKER.encode() in cmdline and key.encode() in cmdline:
                 found.append(int(entry.name))
         except (OSError, ValueError):
             continue
@@ -114,7 +116,7 @@ def test_no_answer_fails_cleanly_through_the_keeper(server: SSHServer, make_conf
         run(config, prompt=ask)
     assert caught.value.step == "auth" and caught.value.host == ALIAS
     assert len(ask.asked) >= 1
-    assert keeper_pids() == []
+    assert keeper_pids(config["key"]) == []
     assert not (rhl_dir / "client" / f"{config['key']}.json").exists()
     assert not (rhl_dir / "client" / f"{config['key']}.keeper.lock").exists()
 
@@ -127,7 +129,7 @@ def test_ctrl_c_at_a_question_ends_the_run_and_its_keeper(server: SSHServer, mak
     config = make_config(tunnel=True)
     with pytest.raises(KeyboardInterrupt):
         run(config, prompt=interrupt)
-    assert keeper_pids() == []
+    assert keeper_pids(config["key"]) == []
     assert not (rhl_dir / "client" / f"{config['key']}.keeper.lock").exists()
 
 
@@ -138,7 +140,8 @@ def test_nowhere_to_ask_is_a_clear_one_line_error(server: SSHServer, make_config
     import json
 
     path = tmp_path / "config.yaml"
-    path.write_text(json.dumps(make_config(tunnel=tunnel)))
+    config = make_config(tunnel=tunnel)
+    path.write_text(json.dumps(config))
     result = subprocess.run([sys.executable, "-m", "remote_http_launcher", str(path)], stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=120, env=dict(os.environ))
     assert result.returncode == 1
@@ -147,4 +150,4 @@ def test_nowhere_to_ask_is_a_clear_one_line_error(server: SSHServer, make_config
         f"error: ssh {ALIAS} ({server.host}:{server.port}): auth: authentication failed (tried: agent (0 keys), "
         "keyboard-interactive skipped: no way to ask, password skipped: no way to ask); to answer password or "
         "code prompts, run it on a terminal, or pass prompt= to run() (a function (text, secret) -> answer)")
-    assert keeper_pids() == []
+    assert keeper_pids(config["key"]) == []
