@@ -2,17 +2,23 @@
 
 Every local liveness check and every local signal goes through here. A PID
 alone may have been reused, so a process is known by its start time (from
-/proc, ps, or Windows' process times); and `os.kill(pid, 0)` is never used as
-a liveness check on Windows, where signal 0 is CTRL_C_EVENT.
+/proc, ps, or Windows' process times). On Windows `os.kill(pid, 0)` is no
+liveness check (signal 0 is CTRL_C_EVENT there, sent to a whole console), so
+Windows gets its own branch: OpenProcess, GetExitCodeProcess, GetProcessTimes
+and TerminateProcess through ctypes (`kernel32()` is the seam tests replace).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+from typing import Any
 
 STILL_ACTIVE = 259  # GetExitCodeProcess of a running process
 PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
+PROCESS_TERMINATE = 0x0001
+TERMINATED_EXIT_CODE = 1
 
 
 def start_time_from_stat(stat: bytes) -> str | None:
@@ -27,7 +33,7 @@ def process_identity(pid: int) -> str | None:
     """The start time of a live (non-zombie) local process, or None when it is gone."""
     if pid <= 0:
         return None
-    if os.name == "nt":
+    if sys.platform == "win32":
         return _windows_identity(pid)
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
@@ -43,7 +49,7 @@ def process_identity(pid: int) -> str | None:
 
 def owned_identity(pid: int) -> str | None:
     """Like `process_identity`, but None too for a process of another user (not ours to signal)."""
-    if os.name != "nt" and pid > 0:
+    if sys.platform != "win32" and pid > 0:
         try:
             os.kill(pid, 0)  # POSIX only: permission to signal = same user (or root)
         except (ProcessLookupError, PermissionError):
@@ -53,7 +59,7 @@ def owned_identity(pid: int) -> str | None:
 
 def process_cmdline(pid: int) -> str | None:
     """The command line of a local process (None when unknown: gone, or Windows)."""
-    if os.name == "nt":
+    if sys.platform == "win32":
         return None
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
@@ -67,16 +73,25 @@ def process_cmdline(pid: int) -> str | None:
 
 
 def terminate(pid: int, *, force: bool = False) -> bool:
-    """Ask a process to end (SIGTERM), or with `force` end it (SIGKILL; TerminateProcess on Windows).
+    """Ask a process to end (SIGTERM), or with `force` end it (SIGKILL). Windows has no request to end:
+    both are TerminateProcess there.
 
     Only for a process whose identity the caller has just checked. False when it was already gone.
     """
-    sig = getattr(signal, "SIGKILL", signal.SIGTERM) if force else signal.SIGTERM
+    if sys.platform == "win32":
+        return _windows_terminate(pid)
     try:
-        os.kill(pid, sig)  # on Windows any signal but the CTRL events is TerminateProcess
+        os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM) if force else signal.SIGTERM)
     except ProcessLookupError:
         return False
     return True
+
+
+def kernel32() -> Any:
+    """Windows' kernel32 through ctypes (Windows only; tests replace it)."""
+    import ctypes
+
+    return getattr(ctypes, "windll").kernel32  # noqa: B009 - windll exists on Windows only: no per-platform ignores
 
 
 def _ps(pid: int, fields: str) -> str | None:
@@ -91,20 +106,39 @@ def _ps(pid: int, fields: str) -> str | None:
 
 
 def _windows_identity(pid: int) -> str | None:
+    """The creation time of a running process (a process that exited has an exit code other than STILL_ACTIVE)."""
     import ctypes
     from ctypes import wintypes
 
-    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
-    handle = kernel32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    k32 = kernel32()
+    handle = k32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
     if not handle:
         return None
     try:
         code = wintypes.DWORD()
         times = [wintypes.FILETIME() for _ in range(4)]
-        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value != STILL_ACTIVE:
+        if not k32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value != STILL_ACTIVE:
             return None
-        if not kernel32.GetProcessTimes(handle, *(ctypes.byref(t) for t in times)):
+        if not k32.GetProcessTimes(handle, *(ctypes.byref(t) for t in times)):
             return None
         return f"win:{times[0].dwHighDateTime}:{times[0].dwLowDateTime}"
     finally:
-        kernel32.CloseHandle(handle)
+        k32.CloseHandle(handle)
+
+
+def _windows_terminate(pid: int) -> bool:
+    """TerminateProcess on a running process; False when it is gone (or not ours to end)."""
+    import ctypes
+    from ctypes import wintypes
+
+    k32 = kernel32()
+    handle = k32.OpenProcess(PROCESS_TERMINATE | PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    if not handle:
+        return False
+    try:
+        code = wintypes.DWORD()
+        if not k32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value != STILL_ACTIVE:
+            return False
+        return bool(k32.TerminateProcess(handle, TERMINATED_EXIT_CODE))
+    finally:
+        k32.CloseHandle(handle)

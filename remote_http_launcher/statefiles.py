@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TypedDict, cast
+from typing import Any, NamedTuple, TypedDict, TypeVar, cast
 
-from .errors import ConfigError
+from .errors import ConfigError, LauncherError
 
 DIR_ENV = "REMOTE_HTTP_LAUNCHER_DIR"
 DEFAULT_DIRNAME = ".remote-http-launcher"
@@ -21,6 +24,9 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 #: Statuses of a server status file. "stale" is written by the original 0.4's `rhl-stop` once it has
 #: stopped the service (it keeps the file): a record of a process that is gone.
+T = TypeVar("T")
+SHARING_RETRIES = 8  # Windows sharing violations: waits of 5, 10, ... 640 ms, about 1.3 s in all
+SHARING_FIRST_WAIT = 0.005
 STATUSES = ("starting", "running", "failed", "stale")
 
 #: The client connection file: `hostname` and `port` always; the rest when they apply. Tunnels add the
@@ -116,17 +122,41 @@ def write_atomic(path: Path, data: bytes) -> None:
             handle.write(data)
         if os.name == "posix":
             os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
+        replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
+def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """os.replace. On Windows a file another process has open cannot be replaced for a moment (a sharing
+    violation, PermissionError): other runs read client files and locks all the time, so retry briefly."""
+    _retrying(lambda: os.replace(source, target), target)
+
+
 def read_bytes(path: Path) -> bytes | None:
+    """A file's contents, None when it does not exist; on Windows retried while it is being replaced."""
     try:
-        return path.read_bytes()
+        return _retrying(path.read_bytes, path)
     except (FileNotFoundError, NotADirectoryError):
         return None
+
+
+def _retrying(call: Callable[[], T], path: str | os.PathLike[str]) -> T:
+    delay = SHARING_FIRST_WAIT
+    for _ in range(SHARING_RETRIES):
+        try:
+            return call()
+        except PermissionError:
+            if sys.platform != "win32":
+                raise
+            time.sleep(delay)
+            delay *= 2
+    try:
+        return call()
+    except PermissionError as exc:
+        raise LauncherError(f"state file {os.fspath(path)}: {exc.strerror or exc} (another program keeps it "
+                            "open); close it and try again", step="state file") from None
 
 
 def remove(path: Path) -> None:

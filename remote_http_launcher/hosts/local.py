@@ -65,7 +65,7 @@ class LocalHost(Host):
 
     def rename(self, source: str, target: str) -> bool:
         try:
-            os.replace(source, target)
+            statefiles.replace(source, target)
         except FileNotFoundError:
             return False
         return True

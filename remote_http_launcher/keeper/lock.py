@@ -8,7 +8,7 @@ the key (gone, or its PID now another process) is broken.
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 from ..clientfile import keeper_lock_path
@@ -27,7 +27,7 @@ def is_keeper(owner: LockOwner, key: str) -> bool:
         return False
     cmdline = process_cmdline(owner.pid)
     if cmdline is None:
-        return os.name == "nt"  # no command line to read there: the start time has to do
+        return sys.platform == "win32"  # no command line to read there: the start time has to do
     return MARKER in cmdline and key in cmdline
 
 

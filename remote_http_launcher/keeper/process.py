@@ -269,12 +269,4 @@ class Keeper:
         os.close(null)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
-        os.close(log_fd)
-        if os.name == "nt":
-            import ctypes
-
-            ctypes.windll.kernel32.FreeConsole()  # type: ignore[attr-defined]
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        os.close(log_fd)  # no console to leave: keeper/start.py starts us without one on Windows

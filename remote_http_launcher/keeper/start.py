@@ -38,6 +38,11 @@ from ..prompts import Prompt
 from ..statefiles import ClientPayload
 
 INTERRUPT_WAIT = 5.0
+LOGGER = "remote_http_launcher.keeper"
+# Windows process creation flags (named here: subprocess has them only on Windows).
+DETACHED_PROCESS = 0x00000008
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_BREAKAWAY_FROM_JOB = 0x01000000
 MAX_LINE = 1 << 20  # a keeper's line is small; anything longer is not from our keeper
 
 
@@ -57,7 +62,7 @@ def start_keeper(config: Config, key: str, client_path: Path, progress: Progress
             "--config-file", config_file, "--connection-dir", str(directory)]
     argv += ["--ask"] * (prompt is not None)
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, **_detached())
+        proc = popen_detached(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:
             result = _converse(proc, progress, prompt)
         except BaseException:  # Ctrl-C reaches us, not the keeper in its own session: end it too
@@ -137,10 +142,22 @@ def _wait_exited(proc: subprocess.Popen[bytes], *, kill: bool = False) -> None:
             proc.kill()
 
 
-def _detached() -> dict[str, Any]:
-    if os.name == "nt":
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
-    return {"start_new_session": True}
+def popen_detached(argv: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """Start a process that nothing ending this one ends: its own session on POSIX; on Windows no console,
+    its own process group (no Ctrl-C from our console), and out of our job object, which Windows Terminal
+    and VS Code's terminals kill with the tab. A job that forbids breaking away refuses the start: then
+    without it (the fallback is logged; closing that terminal then ends the tunnel)."""
+    if sys.platform != "win32":
+        return subprocess.Popen(argv, start_new_session=True, **options)
+    flags = DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
+    try:
+        return subprocess.Popen(argv, creationflags=flags | CREATE_BREAKAWAY_FROM_JOB, **options)
+    except OSError as exc:
+        import logging
+
+        logging.getLogger(LOGGER).info("the tunnel keeper cannot leave this terminal's job (%s); started inside "
+                                       "it: closing the terminal ends the tunnel", exc)
+        return subprocess.Popen(argv, creationflags=flags, **options)
 
 
 def _result(result: dict[str, Any] | None, proc: subprocess.Popen[bytes], key: str,

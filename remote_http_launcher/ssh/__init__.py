@@ -7,6 +7,7 @@ file imports nothing. The modules, each importing only those before it:
   sshtunnel, and every private member of theirs that we use;
 - `config`: ~/.ssh/config, resolved into an Endpoint;
 - `hostkeys`: known_hosts and OpenSSH's host-key policy;
+- `agent`: the ssh-agent a login uses (IdentityAgent: a socket, a Windows pipe, none);
 - `auth`: logging in (agent, key files, keyboard-interactive, password);
 - `connection`: SSHConnection and `connect` (TCP, ProxyCommand, ProxyJump);
 - `sftp`: PipelinedSFTP, SFTP requests in one flight.

@@ -34,6 +34,7 @@ PRIVATE_MEMBERS: tuple[tuple[str, str], ...] = (
     ("paramiko.sftp_client.SFTPClient", "_send_version"),
     ("paramiko.sftp_attr.SFTPAttributes", "_from_msg"),
     ("paramiko.config", "invoke"),  # public-looking, but only how paramiko.config holds its optional import
+    ("paramiko.agent.AgentSSH", "_connect"),
     ("sshtunnel", "_ForwardHandler"),
     ("sshtunnel", "_ThreadingForwardServer"),
 )
@@ -59,6 +60,7 @@ if _HIDE_INVOKE:
     sys.modules["invoke"] = None  # type: ignore[assignment]
 try:
     import paramiko
+    import paramiko.agent
     import paramiko.common
     import paramiko.config
     import paramiko.sftp
@@ -159,6 +161,23 @@ def _sshtunnel() -> Any:
 
 # ---- upgrade check ----
 
+# ---- agent ----
+
+class _ConnectedAgent(paramiko.Agent):
+    """paramiko's Agent over a given connection instead of the one it looks for itself."""
+
+    def __init__(self, connection: Any) -> None:
+        paramiko.agent.AgentSSH.__init__(self)
+        internals: Any = self
+        internals._connect(connection)
+
+
+def agent_over(connection: Any) -> paramiko.Agent:
+    """An agent client over an open connection (anything with send and recv): for IdentityAgent, which
+    paramiko's Agent (SSH_AUTH_SOCK, Pageant, the OpenSSH pipe) does not take."""
+    return _ConnectedAgent(connection)
+
+
 def missing_private_members() -> list[str]:
     """`module.Class.attr` for each member of PRIVATE_MEMBERS that the installed versions no longer have."""
     missing = []
@@ -185,6 +204,6 @@ def _resolve(path: str) -> object | None:
     return None
 
 
-__all__ = ["MATCH_EXEC_RE", "PRIVATE_MEMBERS", "SFTPClientHooks", "allow_match_exec", "async_request",
+__all__ = ["MATCH_EXEC_RE", "PRIVATE_MEMBERS", "SFTPClientHooks", "agent_over", "allow_match_exec", "async_request",
            "attributes_from", "has_match_exec", "missing_private_members", "paramiko", "read_response",
            "send_user_message", "user_ssh_config"]

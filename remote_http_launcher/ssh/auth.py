@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import AuthenticationError
 from ..prompts import HOW_TO_ANSWER, Prompt
 from ._paramiko import paramiko
+from .agent import open_agent
 from .config import Endpoint, shorten
 
 MAX_AUTH_STEPS = 5  # partial successes (2-factor) before we give up
@@ -161,13 +162,11 @@ class Authenticator:
         return [p for p in (Path(os.path.expanduser(name)) for name in DEFAULT_IDENTITIES) if p.exists()]
 
     def _agent_keys(self) -> list[paramiko.PKey]:
-        if self.endpoint.option("identityagent").lower() == "none":
-            return []
         try:
-            self.agent = paramiko.Agent()
-            return list(self.agent.get_keys())
+            self.agent = open_agent(self.endpoint.option("identityagent"))
+            return list(self.agent.get_keys()) if self.agent is not None else []
         except (paramiko.SSHException, OSError):
-            return []  # a stale SSH_AUTH_SOCK or an agent we cannot talk to: like no agent
+            return []  # a stale socket, or an agent we cannot talk to: like no agent
 
     def _load_key(self, path: Path) -> paramiko.PKey | None:
         shown = shorten(path)

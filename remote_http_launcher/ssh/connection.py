@@ -9,14 +9,12 @@ host and the step.
 
 from __future__ import annotations
 
-import os
-import shlex
 import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from .. import prompts
 from ..errors import HostError
@@ -25,13 +23,14 @@ from ._paramiko import paramiko
 from .auth import Authenticator
 from .config import Endpoint, load_ssh_config, parse_hop, resolve
 from .hostkeys import KnownHosts, check_host_key
+from .proxy import CommandSocket
 
 MIN_HANDSHAKE_TIMEOUT = 15.0
 MAX_PROXY_DEPTH = 8
 CHANNEL_ORIGIN = ("127.0.0.1", 0)
 
 #: What a Transport runs over: a TCP socket, a ProxyCommand's pipes, or a jump host's channel.
-Stream: TypeAlias = socket.socket | paramiko.ProxyCommand | paramiko.Channel
+Stream: TypeAlias = socket.socket | CommandSocket | paramiko.Channel
 
 
 @dataclass(eq=False)
@@ -172,13 +171,12 @@ def _tcp(endpoint: Endpoint) -> socket.socket:
     return sock
 
 
-def _proxy_command(endpoint: Endpoint, command: str) -> paramiko.ProxyCommand:
-    """Run ProxyCommand through the shell, as OpenSSH does (paramiko alone would not parse pipes)."""
-    argv = f"/bin/sh -c {shlex.quote('exec ' + command)}" if os.name == "posix" else command
+def _proxy_command(endpoint: Endpoint, command: str) -> CommandSocket:
+    """Run ProxyCommand as OpenSSH does (ssh/proxy.py); its stdin and stdout are the connection."""
     try:
-        proxy = paramiko.ProxyCommand(argv)
-    except (OSError, paramiko.SSHException) as exc:
-        raise endpoint.fail("ProxyCommand", str(exc)) from None
+        proxy = CommandSocket(command)
+    except OSError as exc:
+        raise endpoint.fail("ProxyCommand", f"cannot run {command!r}: {exc.strerror or exc}") from None
     proxy.settimeout(endpoint.connect_timeout)
     return proxy
 
@@ -212,7 +210,8 @@ def _channel_to(via: SSHConnection, endpoint: Endpoint) -> paramiko.Channel:
 # ---- key exchange ----
 
 def _start_transport(endpoint: Endpoint, sock: Stream, known: KnownHosts) -> paramiko.Transport:
-    transport = paramiko.Transport(sock)
+    stream: Any = sock  # paramiko takes any socket-like object; its stubs name only its own kinds
+    transport = paramiko.Transport(stream)
     timeout = endpoint.connect_timeout
     transport.banner_timeout = timeout
     transport.handshake_timeout = max(timeout, MIN_HANDSHAKE_TIMEOUT)
