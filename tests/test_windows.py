@@ -252,3 +252,23 @@ def test_ctypes_byref_keeps_the_object_the_fake_writes_to() -> None:
     reference: Any = ctypes.byref(code)
     reference._obj.value = 7
     assert code.value == 7
+
+
+def test_home_is_found_only_the_way_that_works_on_windows_too() -> None:
+    """os.path.expanduser and Path.home() use %USERPROFILE% on Windows (where Windows OpenSSH keeps
+    .ssh/config and known_hosts); $HOME or the pwd database would be wrong there, so no client code uses them."""
+    import ast
+
+    import remote_http_launcher
+
+    offenders = []
+    for path in Path(remote_http_launcher.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value == "HOME":
+                offenders.append(f"{path.name}:{node.lineno}: $HOME")
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [alias.name for alias in node.names] + [getattr(node, "module", None) or ""]
+                offenders += [f"{path.name}:{node.lineno}: imports {name}" for name in names
+                              if name.split(".")[0] in ("pwd", "grp", "termios", "fcntl", "tty", "pty", "resource")]
+    assert offenders == []
+

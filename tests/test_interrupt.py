@@ -1,0 +1,77 @@
+"""Ctrl-C while the tunnel keeper starts ends the run promptly, and the keeper with it.
+
+The caller waits for the keeper on a queue, never in a pipe read (which on Windows does not see
+Ctrl-C until the read returns). Here the keeper waits for a service that takes its time, and the
+command gets SIGINT, as a terminal's Ctrl-C sends it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from remote_http_launcher.keeper.lock import MARKER
+from tests.ssh_client import ALIAS, demo_config, node_key, stop_services_script
+
+if TYPE_CHECKING:
+    from tests.sshd import SSHServer
+
+CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work"')
+PROMPTLY = 5.0  # seconds from Ctrl-C to the command's exit, keeper included
+
+
+@pytest.fixture
+def server(sshd: SSHServer, client_home: Path) -> Iterator[SSHServer]:
+    sshd.start()
+    sshd.write_ssh_config(client_home, ALIAS)
+    yield sshd
+    sshd.run(CLEANUP)
+
+
+def keepers(key: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if MARKER.encode() in cmdline and key.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_ctrl_c_while_the_keeper_starts(server: SSHServer, remote_demo: str, rhl_dir: Path, tmp_path: Path,
+                                        request: pytest.FixtureRequest) -> None:
+    key = node_key("int-", request.node.name)
+    config = demo_config(server, remote_demo, key, args="--ready-delay 30", network_interface="127.0.0.1",
+                         tunnel=True)
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config))
+    command = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", str(path), "--log-level", "basic"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    log = rhl_dir / "client" / f"{key}.keeper.log"
+    while not (log.exists() and "waiting for the service to report its port" in log.read_text()):
+        assert time.monotonic() < deadline and command.poll() is None, "the keeper never got to wait"
+        time.sleep(0.05)
+    assert keepers(key)  # the keeper is there, waiting for the service
+    interrupted = time.monotonic()
+    command.send_signal(signal.SIGINT)
+    _, stderr = command.communicate(timeout=PROMPTLY + 5)
+    assert time.monotonic() - interrupted < PROMPTLY
+    assert command.returncode == 130 and stderr.rstrip().endswith("error: interrupted")
+    for _ in range(50):  # the keeper got SIGTERM and cleans up on its way out
+        if not keepers(key):
+            break
+        time.sleep(0.1)
+    assert keepers(key) == []
+    assert not (rhl_dir / "client" / f"{key}.keeper.lock").exists()
+    assert not (rhl_dir / "client" / f"{key}.json").exists()
