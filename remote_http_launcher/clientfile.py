@@ -28,6 +28,7 @@ def keeper_log_path(client_path: Path) -> Path:
 
 def reuse(client_path: Path, check: Handshake | None) -> ClientPayload | None:
     """The payload of a client file whose service answers; otherwise the file is removed and None returned."""
+    statefiles.check_trusted(client_path, "client file")
     payload = statefiles.read_payload(client_path)
     if payload is not None and still_served(client_path, payload) and handshake.payload_answers(payload, check):
         return payload

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ DEFAULT_DIRNAME = ".remote-http-launcher"
 REMOTE_STATE_DIR = "~/" + DEFAULT_DIRNAME + "/server"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+WRITABLE_BY_OTHERS = 0o022
 #: Statuses of a server status file. "stale" is written by the original 0.4's `rhl-stop` once it has
 #: stopped the service (it keeps the file): a record of a process that is gone.
 T = TypeVar("T")
@@ -64,7 +66,35 @@ def client_file(key: str, connection_dir: str | os.PathLike[str] | None, *, loca
     directory = client_dir(connection_dir)
     if local_service:
         check_distinct(directory, local_server_dir())
+    check_trusted(directory, "client directory")
     return directory / f"{key}.json"
+
+
+def check_trusted(path: Path, what: str) -> None:
+    """Refuse state another user could control: a symbolic link, or a file or directory of another user,
+    or one others may write. Whoever controls the client directory redirects our connections (the
+    warm path trusts the port a client file names), so this runs on every path, the warm one included.
+    POSIX only: on Windows the user's profile directory is private by default."""
+    if sys.platform == "win32":
+        return
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LauncherError(f"{what} {path}: {exc.strerror or exc}; use a directory of your own "
+                            f"(--connection-dir or ${DIR_ENV})", step="state directory") from None
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symbolic link"
+    elif info.st_uid != os.geteuid():
+        problem = f"belongs to another user (uid {info.st_uid})"
+    elif info.st_mode & WRITABLE_BY_OTHERS:
+        problem = f"may be written by other users (mode {info.st_mode & 0o777:o})"
+    else:
+        return
+    raise LauncherError(f"{what} {path} {problem}, so another user could redirect your connections; remove it "
+                        f"(it is made again, private) or use a directory of your own (--connection-dir or "
+                        f"${DIR_ENV})", step="state directory")
 
 
 def check_distinct(client: Path, server: Path) -> None:
@@ -106,8 +136,9 @@ def ensure_private_dir(path: Path) -> None:
         ancestor = ancestor.parent
     for directory in reversed(missing):
         directory.mkdir(mode=DIR_MODE, exist_ok=True)
+    check_trusted(path, "state directory")
     if path.stat().st_mode & 0o777 != DIR_MODE and os.name == "posix":
-        os.chmod(path, DIR_MODE)
+        os.chmod(path, DIR_MODE)  # readable by others (checked: not writable): private from now on
 
 
 def write_atomic(path: Path, data: bytes) -> None:

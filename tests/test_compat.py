@@ -11,8 +11,7 @@ import json
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +20,10 @@ import yaml
 
 import remote_http_launcher
 from remote_http_launcher import ConfigError, Configuration, HandshakeError, LauncherError, main, run
-from remote_http_launcher.keeper.stop import stop_keeper
 from remote_http_launcher.templates import evaluate_command
 from tests.conftest import cli
-from tests.ssh_client import ALIAS, demo_config, node_key, remote_state, stop_services_script
+from tests.remote import RemoteConfig
+from tests.ssh_client import remote_state
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 Factory = Callable[..., dict[str, Any]]
 CORPUS = yaml.safe_load((Path(__file__).parent / "data" / "original_configs.yaml").read_text())
 DASHBOARD = {"path": "healthcheck", "port_name": "dashboard_port"}
-CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work"')
 
 
 def get(port: int, path: str = "/healthcheck") -> bytes:
@@ -189,27 +187,11 @@ def test_a_huge_config_file_is_refused_before_parsing(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- over a real sshd: direct and through a tunnel
 
-@pytest.fixture
-def server(sshd: SSHServer, client_home: Path) -> Iterator[SSHServer]:
-    sshd.start()
-    sshd.write_ssh_config(client_home, ALIAS)
-    yield sshd
-    sshd.run(CLEANUP)
-
-
-@pytest.fixture
-def remote_config(server: SSHServer, remote_demo: str, rhl_dir: Path,
-                  request: pytest.FixtureRequest) -> Iterator[Factory]:
-    yield partial(demo_config, server, remote_demo, node_key("c-", request.node.name))
-    client = rhl_dir / "client"
-    for lock in client.glob("*.keeper.lock"):
-        stop_keeper(lock.name.removesuffix(".keeper.lock"), client, timeout=3)
-
-
 @pytest.mark.parametrize("tunnel", [False, True], ids=["direct", "tunnel"])
-def test_handshake_on_a_named_port_over_ssh(server: SSHServer, remote_config: Factory, tunnel: bool) -> None:
-    fields: dict[str, Any] = {"network_interface": "127.0.0.1", "tunnel": True} if tunnel else {}
-    config = remote_config(args="--dashboard", handshake=DASHBOARD, meta={"via": "ssh"}, **fields)
+def test_handshake_on_a_named_port_over_ssh(keyed_server: SSHServer, remote_config: RemoteConfig,
+                                            tunnel: bool) -> None:
+    server = keyed_server
+    config = remote_config(server, tunnel=tunnel, args="--dashboard", handshake=DASHBOARD, meta={"via": "ssh"})
     payload = run(config)
     record = remote_state(server, config["key"])
     assert record is not None and record["meta"] == {"via": "ssh"} and payload["meta"] == {"via": "ssh"}

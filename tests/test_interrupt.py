@@ -12,28 +12,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-
 from remote_http_launcher.keeper.lock import MARKER
-from tests.ssh_client import ALIAS, demo_config, node_key, stop_services_script
+from tests.remote import RemoteConfig
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
 
-CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work"')
 PROMPTLY = 5.0  # seconds from Ctrl-C to the command's exit, keeper included
-
-
-@pytest.fixture
-def server(sshd: SSHServer, client_home: Path) -> Iterator[SSHServer]:
-    sshd.start()
-    sshd.write_ssh_config(client_home, ALIAS)
-    yield sshd
-    sshd.run(CLEANUP)
 
 
 def keepers(key: str) -> list[int]:
@@ -48,11 +36,10 @@ def keepers(key: str) -> list[int]:
     return found
 
 
-def test_ctrl_c_while_the_keeper_starts(server: SSHServer, remote_demo: str, rhl_dir: Path, tmp_path: Path,
-                                        request: pytest.FixtureRequest) -> None:
-    key = node_key("int-", request.node.name)
-    config = demo_config(server, remote_demo, key, args="--ready-delay 30", network_interface="127.0.0.1",
-                         tunnel=True)
+def test_ctrl_c_while_the_keeper_starts(keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path,
+                                        tmp_path: Path) -> None:
+    config = remote_config(keyed_server, tunnel=True, args="--ready-delay 30")
+    key = config["key"]
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps(config))
     command = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", str(path), "--log-level", "basic"],

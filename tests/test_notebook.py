@@ -30,10 +30,8 @@ from nbclient import NotebookClient
 
 from remote_http_launcher.handle import ServiceHandle, launch
 from remote_http_launcher.keeper.lock import MARKER
-from remote_http_launcher.keeper.stop import stop_keeper
 from remote_http_launcher.prompts import HOW_TO_ANSWER
 from tests.conftest import kill_services
-from tests.ssh_client import ALIAS, demo_config, node_key, stop_services_script
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
@@ -45,7 +43,6 @@ EXAMPLES = ROOT / "examples"
 KERNEL_NAME = "rhl-test-python"
 KERNEL_READY = 30.0
 CELL_TIMEOUT = 60.0
-CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work"')
 SECONDS = r"\(\d+\.\d s\)"  # the live line's clock
 
 
@@ -210,29 +207,15 @@ def test_a_plain_script_shows_nothing(demo_config: Factory, rhl_dir: Path) -> No
 # ---------------------------------------------------------------- login questions in a cell (real sshd)
 
 @pytest.fixture
-def server(sshd: SSHServer, client_home: Path) -> Iterator[SSHServer]:
+def server(password_server: SSHServer) -> SSHServer:
     """The test sshd, reachable with its password only: the client HOME's ~/.ssh/config names no key."""
-    sshd.start()
-    sshd.write_ssh_config(client_home, ALIAS, {"IdentityFile": "none"})
-    yield sshd
-    sshd.run(CLEANUP)
+    return password_server
 
-
-@pytest.fixture
-def make_config(server: SSHServer, remote_demo: str, rhl_dir: Path,
-                request: pytest.FixtureRequest) -> Iterator[Factory]:
-    def make(*, tunnel: bool = False, **fields: Any) -> dict[str, Any]:
-        where: dict[str, Any] = {"tunnel": True, "network_interface": "127.0.0.1"} if tunnel else {}
-        return demo_config(server, remote_demo, node_key("nb-", request.node.name), **where, **fields)
-
-    yield make
-    for lock in (rhl_dir / "client").glob("*.keeper.lock"):
-        stop_keeper(lock.name.removesuffix(".keeper.lock"), rhl_dir / "client", timeout=3)
 
 
 @pytest.mark.parametrize("tunnel", [False, True], ids=["direct", "tunnel"])
 def test_a_password_question_is_the_cells_input_box(kernels: Callable[[], Kernel], server: SSHServer,
-                                                    make_config: Factory, rhl_dir: Path, tunnel: bool) -> None:
+                                                    password_config: Factory, rhl_dir: Path, tunnel: bool) -> None:
     kernel = kernels()
 
     def answer(request: Message) -> None:
@@ -240,7 +223,7 @@ def test_a_password_question_is_the_cells_input_box(kernels: Callable[[], Kernel
 
     get = "import urllib.request\n" \
           "urllib.request.urlopen(f\"http://{result['hostname']}:{result['port']}/healthcheck\", timeout=10).read()"
-    cell = kernel.execute(calling("run", make_config(tunnel=tunnel), then=get), allow_stdin=True,
+    cell = kernel.execute(calling("run", password_config(tunnel=tunnel), then=get), allow_stdin=True,
                           on_input=answer).ok()
     assert [r["content"] for r in cell.requests] == [
         {"prompt": f"{server.user}@{server.host}'s password: ", "password": True}]
@@ -251,7 +234,7 @@ def test_a_password_question_is_the_cells_input_box(kernels: Callable[[], Kernel
     assert server.password not in json.dumps(cell.outputs, default=str)
     if tunnel:
         assert "opening the tunnel" in " ".join(texts)  # the keeper's phases, shown while waiting for it
-        key = make_config(tunnel=True)["key"]
+        key = password_config(tunnel=True)["key"]
         payload = json.loads((rhl_dir / "client" / f"{key}.json").read_text())
         kernel.close()  # the tunnel outlives the kernel on purpose: other processes share the client file
         assert keeper_pids(key) == [payload["keeper_pid"]]
@@ -259,10 +242,10 @@ def test_a_password_question_is_the_cells_input_box(kernels: Callable[[], Kernel
 
 @pytest.mark.parametrize("tunnel", [False, True], ids=["direct", "tunnel"])
 def test_an_interrupt_at_the_question_ends_the_cell_and_leaves_nothing(kernels: Callable[[], Kernel],
-                                                                       make_config: Factory, rhl_dir: Path,
+                                                                       password_config: Factory, rhl_dir: Path,
                                                                        tunnel: bool) -> None:
     kernel = kernels()
-    config = make_config(tunnel=tunnel)
+    config = password_config(tunnel=tunnel)
     threads = "import threading\nsorted(thread.name for thread in threading.enumerate())"
     before = kernel.execute(threads).ok().result()["text/plain"]
     started = time.monotonic()

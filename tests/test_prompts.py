@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,37 +19,19 @@ import pytest
 
 from remote_http_launcher import AuthenticationError, run
 from remote_http_launcher.keeper.lock import MARKER
-from remote_http_launcher.keeper.stop import stop_keeper
-from tests.ssh_client import ALIAS, demo_config, node_key, stop_services_script
+from tests.ssh_client import ALIAS
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
 
 Factory = Callable[..., dict[str, Any]]
-CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work"')
 
 
 @pytest.fixture
-def server(sshd: SSHServer, client_home: Path) -> Iterator[SSHServer]:
+def server(password_server: SSHServer) -> SSHServer:
     """The test sshd, reachable with its password only (no key in the client's ~/.ssh/config)."""
-    sshd.start()
-    sshd.write_ssh_config(client_home, ALIAS, {"IdentityFile": "none"})
-    yield sshd
-    sshd.run(CLEANUP)
+    return password_server
 
-
-@pytest.fixture
-def make_config(server: SSHServer, remote_demo: str, rhl_dir: Path,
-                request: pytest.FixtureRequest) -> Iterator[Factory]:
-    """Direct mode reaches the service on the server's address; a tunnel on its loopback."""
-    def make(*, tunnel: bool = False, **fields: Any) -> dict[str, Any]:
-        where: dict[str, Any] = {"tunnel": True, "network_interface": "127.0.0.1"} if tunnel else {}
-        return demo_config(server, remote_demo, node_key("p-", request.node.name), **where, **fields)
-
-    yield make
-    client = rhl_dir / "client"
-    for lock in client.glob("*.keeper.lock"):
-        stop_keeper(lock.name.removesuffix(".keeper.lock"), client, timeout=3)
 
 
 class Asker:
@@ -86,10 +68,10 @@ def files_under(*roots: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("tunnel", [False, True], ids=["direct", "tunnel"])
-def test_one_question_per_login_asked_on_the_calling_thread(server: SSHServer, make_config: Factory,
+def test_one_question_per_login_asked_on_the_calling_thread(server: SSHServer, password_config: Factory,
                                                             rhl_dir: Path, tunnel: bool) -> None:
     ask = Asker(server.password)
-    config = make_config(tunnel=tunnel)
+    config = password_config(tunnel=tunnel)
     payload = run(config, prompt=ask)
     assert ask.asked == [(f"{server.user}@{server.host}'s password: ", True)]
     assert ask.threads == {threading.main_thread().name}
@@ -102,16 +84,16 @@ def test_one_question_per_login_asked_on_the_calling_thread(server: SSHServer, m
         assert server.password.encode() not in path.read_bytes(), path
 
 
-def test_a_wrong_answer_then_the_right_one_through_the_keeper(server: SSHServer, make_config: Factory) -> None:
+def test_a_wrong_answer_then_the_right_one_through_the_keeper(server: SSHServer, password_config: Factory) -> None:
     ask = Asker("wrong password", server.password)
-    run(make_config(tunnel=True), prompt=ask)
+    run(password_config(tunnel=True), prompt=ask)
     question = f"{server.user}@{server.host}'s password: "
     assert ask.asked == [(question, True), (f"Permission denied, please try again.\n{question}", True)]
 
 
-def test_no_answer_fails_cleanly_through_the_keeper(server: SSHServer, make_config: Factory, rhl_dir: Path) -> None:
+def test_no_answer_fails_cleanly_through_the_keeper(server: SSHServer, password_config: Factory, rhl_dir: Path) -> None:
     ask = Asker()  # every question raises EOFError
-    config = make_config(tunnel=True)
+    config = password_config(tunnel=True)
     with pytest.raises(AuthenticationError) as caught:
         run(config, prompt=ask)
     assert caught.value.step == "auth" and caught.value.host == ALIAS
@@ -121,12 +103,12 @@ def test_no_answer_fails_cleanly_through_the_keeper(server: SSHServer, make_conf
     assert not (rhl_dir / "client" / f"{config['key']}.keeper.lock").exists()
 
 
-def test_ctrl_c_at_a_question_ends_the_run_and_its_keeper(server: SSHServer, make_config: Factory,
+def test_ctrl_c_at_a_question_ends_the_run_and_its_keeper(server: SSHServer, password_config: Factory,
                                                           rhl_dir: Path) -> None:
     def interrupt(text: str, secret: bool) -> str:
         raise KeyboardInterrupt
 
-    config = make_config(tunnel=True)
+    config = password_config(tunnel=True)
     with pytest.raises(KeyboardInterrupt):
         run(config, prompt=interrupt)
     assert keeper_pids(config["key"]) == []
@@ -134,13 +116,13 @@ def test_ctrl_c_at_a_question_ends_the_run_and_its_keeper(server: SSHServer, mak
 
 
 @pytest.mark.parametrize("tunnel", [False, True], ids=["direct", "tunnel"])
-def test_nowhere_to_ask_is_a_clear_one_line_error(server: SSHServer, make_config: Factory, tmp_path: Path,
+def test_nowhere_to_ask_is_a_clear_one_line_error(server: SSHServer, password_config: Factory, tmp_path: Path,
                                                   tunnel: bool) -> None:
     """A script (stdin not a terminal, no prompt=): the error says which step needed input and how to give it."""
     import json
 
     path = tmp_path / "config.yaml"
-    config = make_config(tunnel=tunnel)
+    config = password_config(tunnel=tunnel)
     path.write_text(json.dumps(config))
     result = subprocess.run([sys.executable, "-m", "remote_http_launcher", str(path)], stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=120, env=dict(os.environ))
