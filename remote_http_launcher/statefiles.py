@@ -86,7 +86,7 @@ def check_trusted(path: Path, what: str) -> None:
                             f"(--connection-dir or ${DIR_ENV})", step="state directory") from None
     if stat.S_ISLNK(info.st_mode):
         problem = "is a symbolic link"
-    elif info.st_uid != os.geteuid():
+    elif hasattr(os, "geteuid") and info.st_uid != os.geteuid():  # a feature check: the POSIX-stripped test run
         problem = f"belongs to another user (uid {info.st_uid})"
     elif info.st_mode & WRITABLE_BY_OTHERS:
         problem = f"may be written by other users (mode {info.st_mode & 0o777:o})"

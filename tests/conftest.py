@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -15,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from tests.posix import SIGKILL, killpg, patch_pytest
 from tests.ssh_client import ALIAS
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
 
-pytest_plugins = ["tests.sshd"]
+pytest_plugins = ["tests.sshd", "tests.remote"]
+patch_pytest()  # a no-op unless this is the POSIX-stripped run (tests/posix.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SERVICE = ROOT / "examples" / "demo_service.py"
@@ -33,7 +33,7 @@ def kill_services(state_dir: Path) -> None:
         try:
             pid = json.loads(status.read_text()).get("pid")
             if isinstance(pid, int):
-                os.killpg(pid, signal.SIGKILL)
+                killpg(pid, SIGKILL)
         except (ValueError, OSError):
             pass
 

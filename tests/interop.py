@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shlex
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
+
+from tests.posix import lchown, pwd, unstripped_env  # also in the POSIX-stripped run
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
@@ -111,7 +112,7 @@ def _install(server: SSHServer) -> Original:
     for argv in steps:
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, env=unstripped_env())  # pip: a whole POSIX Python
         except subprocess.TimeoutExpired:
             pytest.fail(f"installing {REQUIREMENT} from PyPI for the interop tests timed out after "
                         f"{INSTALL_TIMEOUT} s: {shlex.join(argv)} (is PyPI reachable?)", pytrace=False)
@@ -124,8 +125,8 @@ def _install(server: SSHServer) -> Original:
         json.dump({"demo": {"command_template": f"{server.python} {{demo}} --status-file {{status_file}}"}}, handle)
     for root, dirs, files in os.walk(venv):
         for name in [*dirs, *files]:
-            os.lchown(os.path.join(root, name), account.pw_uid, account.pw_gid)
-    os.lchown(venv, account.pw_uid, account.pw_gid)
+            lchown(os.path.join(root, name), account.pw_uid, account.pw_gid)
+    lchown(venv, account.pw_uid, account.pw_gid)
     original = Original(server, venv, tools_yaml)
     version = original.run("python", "-c", "import importlib.metadata as m; print(m.version('remote-http-launcher'))")
     assert (version.returncode, version.stdout.strip()) == (0, REQUIREMENT.split("==")[1]), version

@@ -32,16 +32,13 @@ from __future__ import annotations
 
 import atexit
 import base64
-import fcntl
 import glob
 import ipaddress
 import os
-import pwd
 import random
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -55,6 +52,8 @@ from typing import Any, NoReturn
 import paramiko
 import pytest
 from paramiko.auth_strategy import AuthSource, AuthStrategy
+
+from tests.posix import SIGKILL, SIGSTOP, chown, fcntl, geteuid, pwd  # also in the POSIX-stripped run
 
 SSHD_BIN = "/usr/sbin/sshd"
 # PATH the test user gets from run(); matches what Debian's sshd gives sessions.
@@ -153,7 +152,7 @@ def _pids_of_uid(uid: int, netns_inode: int | None = None) -> list[int]:
 def _kill_pids(pids: list[int]) -> None:
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, SIGKILL)
         except ProcessLookupError:
             pass
 
@@ -180,7 +179,7 @@ def _sshd_version() -> tuple[int, int]:
 
 
 def _check_prerequisites() -> None:
-    if os.geteuid() != 0:
+    if geteuid() != 0:
         _unavailable("tests/sshd.py needs root (useradd, a real sshd, network namespaces)")
     if not os.access(SSHD_BIN, os.X_OK):
         _unavailable(f"{SSHD_BIN} not found: apt-get install -y openssh-server")
@@ -234,7 +233,7 @@ class SSHAccount:
         account = cls(name, pw.pw_uid, pw.pw_gid, home, password, client_key, authorized_keys, base)
         atexit.register(account.close)
         try:
-            os.chown(home, pw.pw_uid, pw.pw_gid)
+            chown(home, pw.pw_uid, pw.pw_gid)
             home.chmod(0o700)
             # Also unlocks the account: sshd without PAM refuses '!' (locked) users.
             _sh(["chpasswd"], input=f"{name}:{password}\n")
@@ -538,7 +537,7 @@ class SSHServer:
         if proc is None:
             return
         if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGSTOP)  # no new connections while we look
+            os.kill(proc.pid, SIGSTOP)  # no new connections while we look
             victims: set[int] = set()
             # Freeze until no new process shows up: a monitor may be mid-fork.
             for _ in range(50 if drop_connections else 0):
@@ -547,12 +546,12 @@ class SSHServer:
                     break
                 for pid in new:
                     try:
-                        os.kill(pid, signal.SIGSTOP)
+                        os.kill(pid, SIGSTOP)
                     except ProcessLookupError:
                         pass
                 victims |= new
                 time.sleep(0.02)
-            os.kill(proc.pid, signal.SIGKILL)
+            os.kill(proc.pid, SIGKILL)
             _kill_pids(sorted(victims))
         proc.wait(timeout=10)
         if proc.stderr:
@@ -720,7 +719,7 @@ def _ensure_oath_packages() -> None:
     """pam_oath.so and oathtool, installed with apt-get when missing (root only)."""
     if _pam_module_exists("pam_oath.so") and shutil.which("oathtool"):
         return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    if geteuid() != 0 or shutil.which("apt-get") is None:
         _unavailable(f"pam_oath.so or oathtool missing and cannot be installed here (needs root and apt-get): "
                      f"apt-get install -y {' '.join(OATH_APT_PACKAGES)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from remote_http_launcher import LauncherError, LaunchError, run
+from tests.posix import SIGKILL, getuid, killpg
 
 KEY = "demo-localhost"
 Factory = Callable[..., dict[str, Any]]
@@ -62,7 +62,7 @@ def group_members(pgid: int) -> list[int]:
 
 def kill_group(pid: int) -> None:
     try:
-        os.killpg(pid, signal.SIGKILL)
+        killpg(pid, SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
@@ -173,7 +173,7 @@ def test_reused_pid_is_never_signalled(rhl_dir: Path, demo_config: Factory) -> N
         (rhl_dir / "server").mkdir(parents=True)
         server_file(rhl_dir).write_text(json.dumps({
             "status": "running", "pid": bystander.pid, "port": 1, "start_time": "proc:1",
-            "network_interface": "localhost", "command": "x", "uid": os.getuid()}))
+            "network_interface": "localhost", "command": "x", "uid": getuid()}))
 
         payload = run(demo_config())
 

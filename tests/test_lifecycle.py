@@ -7,9 +7,7 @@ real thing); the Python API is called in-process.
 from __future__ import annotations
 
 import json
-import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +27,7 @@ from remote_http_launcher.hosts.base import Host
 from remote_http_launcher.keeper.lock import KeeperLock
 
 from .conftest import cli
+from .posix import SIGKILL, killpg
 from .ssh_client import ALIAS, demo_config
 
 KEY = "demo-localhost"
@@ -81,7 +80,7 @@ def server_pid(rhl_dir: Path, key: str = KEY) -> int:
 
 
 def kill9(pid: int) -> None:
-    os.killpg(pid, signal.SIGKILL)
+    killpg(pid, SIGKILL)
     wait_for(lambda: not alive(pid), what=f"process {pid} to die")
 
 

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import re
-import signal
 import socket
 import stat
 import subprocess
@@ -29,6 +28,7 @@ from remote_http_launcher import ConfigError, run
 from remote_http_launcher.progress import Progress
 
 from .conftest import DEMO_SERVICE
+from .posix import SIGKILL, getsid, getuid, killpg
 
 KEY = "demo-localhost"
 Factory = Callable[..., dict[str, Any]]
@@ -82,7 +82,7 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
 
 def kill_group(pid: int) -> None:
     try:
-        os.killpg(pid, signal.SIGKILL)
+        killpg(pid, SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
@@ -160,7 +160,7 @@ def test_run_launches_service_and_writes_state_files(rhl_dir: Path, demo_config:
     assert record["command"] == (f"{sys.executable} {DEMO_SERVICE} --status-file {status_path} "
                                  f"--host localhost ")
     assert record["network_interface"] == "localhost"
-    assert record["uid"] == os.getuid()
+    assert record["uid"] == getuid()
     assert record["parameters"] == parameters
     assert alive(record["pid"])
     fields = proc_stat(record["pid"])
@@ -168,7 +168,7 @@ def test_run_launches_service_and_writes_state_files(rhl_dir: Path, demo_config:
     assert record["start_time"] == f"proc:{fields[19]}"
     assert original_accepts_running(record)
     # the service runs in its own session, in the workdir
-    assert os.getsid(record["pid"]) == record["pid"]
+    assert getsid(record["pid"]) == record["pid"]
     assert os.readlink(f"/proc/{record['pid']}/cwd") == str(tmp_path / "work dir")
 
     assert json.loads(client_file(rhl_dir).read_text()) == payload
@@ -226,7 +226,7 @@ def test_missing_client_file_reuses_server_file(rhl_dir: Path, launched: tuple[d
 def test_killed_service_is_relaunched(rhl_dir: Path, launched: tuple[dict[str, Any], dict[str, Any]]) -> None:
     config, _ = launched
     old_pid = server_record(rhl_dir)["pid"]
-    os.killpg(old_pid, signal.SIGKILL)
+    killpg(old_pid, SIGKILL)
     wait_gone(old_pid)
 
     second = run(config)
@@ -269,7 +269,7 @@ def test_reuses_server_file_written_by_original(rhl_dir: Path, demo_config: Fact
         proc = subprocess.Popen(["sh", "-c", f'read go; exec {command}'], stdin=subprocess.PIPE,
                                 stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
     try:
-        record = {"workdir": config["workdir"], "log": str(log), "command": command, "uid": os.getuid(),
+        record = {"workdir": config["workdir"], "log": str(log), "command": command, "uid": getuid(),
                   "pid": proc.pid, "status": "starting", "network_interface": "localhost",
                   "parameters": config["file_parameters"]}
         status.write_text(json.dumps(record, separators=(",", ":")))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import shlex
 import subprocess
@@ -33,6 +32,7 @@ from remote_http_launcher.service import Service
 from remote_http_launcher.templates import evaluate_key
 from tests import test_faults_ssh as faults
 from tests.conftest import ROOT
+from tests.posix import TAKE_TERMINAL_AND_RUN, pty, python_path
 from tests.ssh_client import ALIAS, REMOTE_STATE, remote_state
 from tests.test_faults_ssh import healthy, remote_files, remote_record, wait_for
 
@@ -199,10 +199,7 @@ def test_values_that_would_reach_a_shell_unquoted_are_refused(field: str, config
 
 # ---------------------------------------------------------------- secrets
 
-TAKE_TERMINAL_AND_RUN = (
-    "import fcntl, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
-    "from remote_http_launcher.cli import main; sys.exit(main())"
-)
+# TAKE_TERMINAL_AND_RUN (tests/posix.py): the CLI with the pty on stdin as its controlling terminal.
 
 
 class Terminal:
@@ -262,7 +259,7 @@ def test_password_never_logged_or_stored(server: SSHServer, client_home: Path, r
     args = [str(config_path), "--json", "--log-level", "debug", "--debug-log-file", str(debug_log),
             "--log-file", str(phase_log)]
     logins = server.log_text().count("Accepted password")
-    terminal = Terminal(args, {**os.environ, "PYTHONPATH": str(ROOT)})
+    terminal = Terminal(args, {**os.environ, "PYTHONPATH": python_path(ROOT)})
     try:
         prompt = f"{server.user}@{server.host}'s password: ".encode()
         terminal.answer(prompt, wrong)
@@ -352,7 +349,7 @@ def test_unknown_host_key_is_refused_without_a_terminal(known: str, server: SSHS
     config_path = tmp_path / "config.yaml"
     config_path.write_text(json.dumps(config))
     result = subprocess.run([sys.executable, "-m", "remote_http_launcher", str(config_path)],
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": python_path(ROOT)}, stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert re.search(r"error: .*host key: unknown ED25519 key SHA256:\S+ for .* \(no terminal or prompt= to ask\)",
@@ -369,7 +366,7 @@ def test_unknown_host_key_refused_on_a_terminal_leaves_known_hosts(server: SSHSe
     ssh_dir = default_policy_config(client_home, server, "")
     config_path = tmp_path / "config.yaml"
     config_path.write_text(json.dumps(make_config()))
-    terminal = Terminal([str(config_path)], {**os.environ, "PYTHONPATH": str(ROOT)})
+    terminal = Terminal([str(config_path)], {**os.environ, "PYTHONPATH": python_path(ROOT)})
     try:
         terminal.answer(b"(yes/no/[fingerprint])? ", "no")
         terminal.finish()

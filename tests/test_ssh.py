@@ -36,6 +36,7 @@ from remote_http_launcher.config import Handshake
 from remote_http_launcher.hosts.ssh import SSHHost
 from remote_http_launcher.ssh.connection import connect
 from tests.conftest import ROOT
+from tests.posix import python_path
 from tests.ssh_client import ALIAS, REMOTE_STATE, demo_config, node_key, remote_state, stop_services_script
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def cli(config: dict[str, Any], tmp_path: Path, *args: str) -> subprocess.Comple
     path.write_text(json.dumps(config))  # JSON is YAML
     empty_bin = tmp_path / "empty-bin"
     empty_bin.mkdir(exist_ok=True)
-    env = {**os.environ, "PATH": str(empty_bin), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PATH": str(empty_bin), "PYTHONPATH": python_path(ROOT)}
     assert shutil.which("ssh", path=env["PATH"]) is None
     return subprocess.run([sys.executable, "-m", "remote_http_launcher", str(path), *args], env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
@@ -621,7 +622,7 @@ def test_warm_path_never_imports_paramiko(ssh_config: Path, server: SSHServer, r
     path.write_text(json.dumps(config))
     probe = ("import sys; from remote_http_launcher.cli import main; loaded = 'paramiko' in sys.modules; "
              f"code = main([{str(path)!r}]); print(loaded, code, 'paramiko' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(ROOT)},
+    result = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": python_path(ROOT)},
                             capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["False", "0", "False"], result.stderr
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import signal
 import subprocess
 import sys
 import threading
@@ -28,16 +26,14 @@ from remote_http_launcher import AuthenticationError, run
 from remote_http_launcher.keeper.lock import MARKER
 from remote_http_launcher.keeper.stop import stop_keeper
 from tests.conftest import ROOT
+from tests.posix import SIGKILL, TAKE_TERMINAL_AND_RUN, pty, python_path
 from tests.ssh_client import ALIAS, REMOTE_STATE, demo_config, node_key, stop_services_script
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
 
-# The CLI with the pty on stdin as its controlling terminal, like a command typed in a shell.
-TAKE_TERMINAL_AND_RUN = (
-    "import fcntl, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
-    "from remote_http_launcher.cli import main; sys.exit(main())"
-)
+# TAKE_TERMINAL_AND_RUN (tests/posix.py): the CLI with the pty on stdin as its controlling terminal, like a
+# command typed in a shell.
 WATCHDOG = 1  # seconds; the keeper gives up on a lost link after 12 of them
 
 CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work"')
@@ -62,7 +58,7 @@ def connection_dir(rhl_dir: Path) -> Iterator[Path]:
     for lock in directory.glob("*.keeper.lock"):
         stop_keeper(lock.name.removesuffix(".keeper.lock"), directory, timeout=3)
     for pid in keepers(directory):
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, SIGKILL)
 
 
 @pytest.fixture
@@ -77,7 +73,7 @@ def cli(config: dict[str, Any], tmp_path: Path, **popen: Any) -> subprocess.Comp
     path.write_text(json.dumps(config))
     options: dict[str, Any] = {"stdin": subprocess.DEVNULL, "capture_output": True, **popen}
     return subprocess.run([sys.executable, "-m", "remote_http_launcher", str(path), "--json"], check=False,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True, timeout=120, **options)
+                          env={**os.environ, "PYTHONPATH": python_path(ROOT)}, text=True, timeout=120, **options)
 
 
 def up(config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
@@ -267,7 +263,7 @@ def test_killed_keeper_is_replaced_without_relaunching_service(
     config = make_config()
     first = up(config, tmp_path)
     state = remote_state(server, config["key"])
-    os.kill(first["keeper_pid"], signal.SIGKILL)
+    os.kill(first["keeper_pid"], SIGKILL)
     wait_for(lambda: not alive(first["keeper_pid"]), 5, "the keeper to die")
     second = up(config, tmp_path)
     assert second["keeper_pid"] != first["keeper_pid"]
@@ -328,7 +324,7 @@ class Terminal:
         self.master, slave = pty.openpty()
         self.proc = subprocess.Popen([sys.executable, "-c", TAKE_TERMINAL_AND_RUN, str(config_path), "--json"],
                                      stdin=slave, stdout=subprocess.PIPE, stderr=slave, start_new_session=True,
-                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                     env={**os.environ, "PYTHONPATH": python_path(ROOT)})
         os.close(slave)
         self.chunks: list[bytes] = []
         self.reader = threading.Thread(target=read_terminal, args=(self.master, self.chunks), daemon=True)
@@ -383,7 +379,7 @@ def test_password_prompt_on_the_terminal_is_not_echoed(
 
 def test_ctrl_c_at_the_prompt_leaves_nothing_behind(
         server: SSHServer, password_config: tuple[dict[str, Any], Path], connection_dir: Path) -> None:
-    import termios
+    from tests.posix import termios
 
     config, path = password_config
     terminal = Terminal(path)
@@ -406,7 +402,7 @@ def test_stop_command_ends_keeper_and_service(server: SSHServer, make_config: Ca
     payload = up(config, tmp_path)
     service = remote_state(server, config["key"])["pid"]
     result = subprocess.run([sys.executable, "-m", "remote_http_launcher", "stop", str(tmp_path / "config.yaml")],
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": python_path(ROOT)}, stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert not alive(payload["keeper_pid"])
