@@ -27,6 +27,15 @@ DEMO_SERVICE = ROOT / "examples" / "demo_service.py"
 ENTRY_POINT = shutil.which("remote-http-launcher")
 
 
+def alive(pid: int) -> bool:
+    """Alive and not a zombie (test servers share this machine's PID namespace)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rpartition(b")")[2].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
 def kill_services(state_dir: Path) -> None:
     """Stop every service a test left behind (by the PIDs in its server status files)."""
     for status in state_dir.glob("server/*.json"):

@@ -47,7 +47,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import paramiko
 import pytest
@@ -1098,20 +1098,27 @@ def sshd_account() -> Iterator[SSHAccount]:
         account.close()
 
 
-@pytest.fixture(scope="session")
-def sshd(sshd_account: SSHAccount) -> Iterator[SSHServer]:
-    """Target sshd, in its own network namespace when possible (see module doc)."""
+S = TypeVar("S", bound="SSHServer")
+
+def _in_namespace(account: SSHAccount, launch: Callable[[NetNamespace | None], S]) -> Iterator[S]:
+    """A server launched in its own network namespace when possible (see module doc), closed afterwards."""
     ns = NetNamespace.try_create()
     try:
-        server = launch_sshd(sshd_account, "target", ns)
+        server = launch(ns)
     except BaseException:
         if ns is not None:
-            ns.close(uid=sshd_account.uid)
+            ns.close(uid=account.uid)
         raise
     try:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def sshd(sshd_account: SSHAccount) -> Iterator[SSHServer]:
+    """Target sshd, in its own network namespace when possible (see module doc)."""
+    yield from _in_namespace(sshd_account, lambda ns: launch_sshd(sshd_account, "target", ns))
 
 
 @pytest.fixture(scope="session")
@@ -1125,17 +1132,7 @@ def jump_sshd(sshd_account: SSHAccount) -> Iterator[SSHServer]:
 
 
 def _pam_server(account: SSHAccount, kind: str) -> Iterator[PamSSHServer]:
-    ns = NetNamespace.try_create()
-    try:
-        server = launch_pam_sshd(account, kind, ns)
-    except BaseException:
-        if ns is not None:
-            ns.close(uid=account.uid)
-        raise
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from _in_namespace(account, lambda ns: launch_pam_sshd(account, kind, ns))
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ import pytest
 from remote_http_launcher import manage, run, scripts, status, stop
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.render import format_list
-from tests.conftest import DEMO_SERVICE, cli
+from tests.conftest import DEMO_SERVICE, alive, cli
 from tests.ssh_client import ALIAS, REMOTE_STATE, node_key, remote_state, stop_services_script
 from tests.ssh_client import demo_config as ssh_demo_config
 
@@ -51,15 +51,6 @@ Factory = Callable[..., dict[str, Any]]
 
 
 # ---------------------------------------------------------------- helpers
-
-def alive(pid: int) -> bool:
-    """Alive and not a zombie (the server shares this machine's PID namespace)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rpartition(b")")[2].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
-
 
 def wait_gone(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout

@@ -26,7 +26,7 @@ from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.hosts.base import Host
 from remote_http_launcher.keeper.lock import KeeperLock
 
-from .conftest import cli
+from .conftest import alive, cli
 from .posix import SIGKILL, killpg
 from .ssh_client import ALIAS, demo_config
 
@@ -46,15 +46,6 @@ def http_get(port: int, path: str = "/healthcheck") -> bytes:
     with urllib.request.urlopen(f"http://localhost:{port}{path}", timeout=5) as response:
         body: bytes = response.read()
         return body
-
-
-def alive(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rpartition(b")")[2].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
