@@ -48,9 +48,10 @@ def run(config: ConfigSource, *, connection_dir: PathLike | None = None, progres
     running the call; with none of these, those login steps are skipped and
     the error says so. The tunnel keeper asks through this call too.
 
-    Nothing is printed unless asked: `progress`, or the config's `log_level`
-    (`basic`: phase lines on stderr; `minimal`: a live line on a terminal;
-    `debug`: a debug log on stderr); `log_file` and `debug_log_file` are
+    In a script nothing is printed unless asked: `progress`, or the config's
+    `log_level` (`basic`: phase lines on stderr; `minimal`: a live line on a
+    terminal; `debug`: a debug log on stderr); in a Jupyter cell the phases
+    show as one display updated in place. `log_file` and `debug_log_file` are
     written as with the command-line flags of the same names.
     """
     loaded = load_config(config, cache=True)
