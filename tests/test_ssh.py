@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -651,3 +652,32 @@ def test_config_resolution_and_host_key_names(client_home: Path) -> None:
     assert parse_hop("ssh://[::1]:22") == (None, "::1", 22)
     with pytest.raises(HostError, match="cannot parse jump host"):
         parse_hop("a@b@:x")
+
+
+def test_a_server_that_is_no_ssh_server_gives_one_line(client_home: Path, rhl_dir: Path, tmp_path: Path) -> None:
+    """paramiko's own traceback from its thread stays out of the output: one line says what happened."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def reset_each() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            time.sleep(0.3)  # says nothing, then hangs up (a service that is not SSH)
+            conn.close()
+
+    import threading
+
+    threading.Thread(target=reset_each, daemon=True).start()
+    ssh = client_home / ".ssh"
+    ssh.mkdir()
+    (ssh / "config").write_text(f"Host notssh\n  HostName 127.0.0.1\n  Port {port}\n")
+    config = {"workdir": "/tmp/x", "key": "notssh", "command": "echo", "hostname": "notssh"}
+    result = cli(config, tmp_path)
+    listener.close()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "Exception (client)" not in result.stderr
+    assert re.fullmatch(rf"error: ssh notssh \(127\.0\.0\.1:{port}\): key exchange: the server closed the "
+                        r"connection after 0\.\d s without an SSH greeting; is this an SSH server \(and is its "
+                        r"port right\)\?", error_line(result)), error_line(result)

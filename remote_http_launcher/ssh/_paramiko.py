@@ -17,6 +17,7 @@ without a tunnel never load it. This module imports nothing from the package.
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import sys
 from pathlib import Path
@@ -67,6 +68,12 @@ try:
 finally:
     if _HIDE_INVOKE:
         del sys.modules["invoke"]
+
+
+# paramiko logs what its own thread met (e.g. "Exception (client): ..." with a traceback); with no handler
+# of its own, Python's last-resort handler would print that on stderr beside our one-line error. Kept
+# unless a debug log is asked for (logsetup.py then adds its handlers to this logger).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 def allow_match_exec(path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -219,13 +220,18 @@ def _start_transport(endpoint: Endpoint, sock: Stream, known: KnownHosts) -> par
     options.key_types = known.preferred_key_types(options.key_types)
     if endpoint.flag("compression", False):
         transport.use_compression(True)
+    started = time.monotonic()
     try:
         transport.start_client(timeout=transport.handshake_timeout)
     except (paramiko.SSHException, EOFError, OSError) as exc:
         transport.close()
         detail = str(exc) or exc.__class__.__name__
-        if "banner" in detail.lower():
-            detail = f"no SSH greeting within {timeout:g} s ({detail}); is this an SSH server?"
+        waited = time.monotonic() - started
+        if "banner" in detail.lower() and waited < timeout:
+            detail = (f"the server closed the connection after {waited:.1f} s without an SSH greeting; is this an "
+                      "SSH server (and is its port right)?")
+        elif "banner" in detail.lower():
+            detail = f"no SSH greeting within {timeout:g} s; is this an SSH server (and is its port right)?"
         raise endpoint.fail("key exchange", detail) from None
     return transport
 
