@@ -24,6 +24,7 @@ from .errors import (
     EXIT_NOT_RUNNING,
     EXIT_OK,
     EXIT_RUNTIME,
+    EXIT_TUNNEL_DOWN,
     EXIT_USAGE,
     LauncherError,
     ServiceFailedError,
@@ -107,7 +108,8 @@ def cmd_up(args: argparse.Namespace, config: Config | None, progress: Progress) 
     return EXIT_OK
 
 
-STATUS_EXAMPLE = f"""exit codes: 0 running, 3 not running (absent, starting, failed, stale), 1 error, 2 bad config
+STATUS_EXAMPLE = f"""exit codes: 0 running, 3 not running (absent, starting, failed, stale), 4 running but its
+tunnel is down, 1 error, 2 bad config
 
 example:
   {PROG} status examples/local.yaml
@@ -226,7 +228,9 @@ def cmd_status(args: argparse.Namespace, config: Config | None, progress: Progre
                           prompt=_ask(progress))
     progress.close()
     print(json.dumps(entry, indent=2) if args.json else render.format_status(entry))
-    return EXIT_OK if entry["status"] == manage.RUNNING else EXIT_NOT_RUNNING
+    if entry["status"] != manage.RUNNING:
+        return EXIT_NOT_RUNNING
+    return EXIT_TUNNEL_DOWN if entry["client"]["tunnel_up"] is False else EXIT_OK
 
 
 def cmd_stop(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:

@@ -29,6 +29,7 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
+EXIT_TUNNEL_DOWN = 4  # `status`: the service runs, but the tunnel its config asks for is down
 EXIT_INTERRUPTED = 130
 FIELDS = ("key", "host", "step", "log_tail")
 
@@ -122,7 +123,7 @@ _CLASSES: dict[str, type[LauncherError]] = {
 }
 
 __all__ = [
-    "EXIT_INTERRUPTED", "EXIT_NOT_RUNNING", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "AuthenticationError",
-    "ConfigError", "HandshakeError", "HostError", "HostKeyError", "LaunchError", "LauncherError", "NotRunningError",
-    "ServiceFailedError", "TemplateError", "TunnelError", "UsageError",
+    "EXIT_INTERRUPTED", "EXIT_NOT_RUNNING", "EXIT_OK", "EXIT_RUNTIME", "EXIT_TUNNEL_DOWN", "EXIT_USAGE",
+    "AuthenticationError", "ConfigError", "HandshakeError", "HostError", "HostKeyError", "LaunchError",
+    "LauncherError", "NotRunningError", "ServiceFailedError", "TemplateError", "TunnelError", "UsageError",
 ]

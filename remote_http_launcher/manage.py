@@ -72,6 +72,7 @@ class ClientSide(TypedDict):
     tunnel: bool
     keeper_pid: int | None
     keeper_alive: bool | None
+    tunnel_up: bool | None  # None: the config asks for no tunnel; else whether a live keeper serves it
 
 
 class StatusResult(ServiceEntry):
@@ -155,11 +156,13 @@ def server_entry(host: Host, key: str, status_file: str, raw: bytes | None,
 # ---------------------------------------------------------------- client side
 
 
-def client_entry(path: Path, key: str) -> ClientSide:
-    """The connection file and the tunnel keeper (found through its lock, whose PID is verified)."""
+def client_entry(path: Path, key: str, tunnel: bool = False) -> ClientSide:
+    """The connection file and the tunnel keeper (found through its lock, whose PID is verified);
+    `tunnel`: the config asks for one."""
     raw = statefiles.read_bytes(path)
     payload = statefiles.decode(raw)
     owner = KeeperLock(path, key).read()[1]
+    keeper_alive = is_keeper(owner, key) if owner else None
     return {
         "connection_file": str(path),
         "present": raw is not None,
@@ -168,7 +171,8 @@ def client_entry(path: Path, key: str) -> ClientSide:
         "port": (payload or {}).get("port"),
         "tunnel": owner is not None or "tunneled-port" in (payload or {}),
         "keeper_pid": owner.pid if owner else None,
-        "keeper_alive": is_keeper(owner, key) if owner else None,
+        "keeper_alive": keeper_alive,
+        "tunnel_up": bool(keeper_alive) if tunnel else None,
     }
 
 
@@ -187,7 +191,7 @@ def status(config: Config, *, connection_dir: str | os.PathLike[str] | None = No
         entry = server_entry(host, key, service.status_file, host.read(service.status_file), service.log_file)
         if entry["workdir"] is None:
             entry["workdir"] = host.expand(config.workdir)
-    return {**entry, "client": client_entry(cpath, key)}
+    return {**entry, "client": client_entry(cpath, key, config.tunnel)}
 
 
 # ---------------------------------------------------------------- stop

@@ -6,7 +6,7 @@ it into words, so the API and the CLI agree on every message.
 
 from __future__ import annotations
 
-from .manage import ABSENT, FAILED, STALE, STARTING, ServiceEntry, StatusResult, StopResult
+from .manage import ABSENT, FAILED, RUNNING, STALE, STARTING, ServiceEntry, StatusResult, StopResult
 
 
 class StopOutcome(StopResult):
@@ -76,6 +76,8 @@ def format_status(entry: StatusResult) -> str:
     if client["keeper_pid"] is not None:
         rows.append(("tunnel keeper", f"pid {client['keeper_pid']} "
                                       f"({'alive' if client['keeper_alive'] else 'not running'})"))
+    if client["tunnel_up"] is False:
+        rows.append(("tunnel", "down: no tunnel keeper serves it"))
     lines = [head] + [f"  {name:<14}{'-' if value is None else value}" for name, value in rows]
     hint = {
         ABSENT: "start it with 'remote-http-launcher CONFIG'",
@@ -83,6 +85,8 @@ def format_status(entry: StatusResult) -> str:
         FAILED: "see why with 'remote-http-launcher logs CONFIG'; relaunch with 'remote-http-launcher CONFIG'",
         STARTING: "wait for it with 'remote-http-launcher CONFIG'",
     }.get(status_now)
+    if status_now == RUNNING and client["tunnel_up"] is False:
+        hint = "restore the tunnel with 'remote-http-launcher CONFIG' (the service itself runs)"
     if hint:
         lines.append(f"  {'next':<14}{hint}")
     return "\n".join(lines)

@@ -420,3 +420,26 @@ def test_a_keeper_error_comes_back_as_the_same_class_with_its_fields(
     assert (error.key, error.host, error.step) == (config["key"], ALIAS, "auth")
     assert str(error).startswith(f"ssh {ALIAS} (") and "authentication failed" in str(error)
     assert keepers(connection_dir) == [] and not (connection_dir / f"{config['key']}.json").exists()
+
+
+def test_status_says_when_the_tunnel_is_down(make_config: Callable[..., dict[str, Any]], connection_dir: Path,
+                                             tmp_path: Path) -> None:
+    """The service runs, but its keeper died: `status` says the tunnel is down, how to restore it, and exits 4."""
+    config = make_config()
+    payload = up(config, tmp_path)
+    status = [sys.executable, "-m", "remote_http_launcher", "status", str(tmp_path / "config.yaml")]
+    env = {**os.environ, "PYTHONPATH": python_path(ROOT)}
+    healthy = subprocess.run(status, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=env)
+    assert healthy.returncode == 0 and "tunnel keeper pid" in healthy.stdout
+    os.kill(payload["keeper_pid"], SIGKILL)
+    for _ in range(100):
+        if payload["keeper_pid"] not in keepers(connection_dir):
+            break
+        time.sleep(0.05)
+    down = subprocess.run(status, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=env)
+    assert down.returncode == 4, down.stdout + down.stderr
+    assert "running" in down.stdout.splitlines()[0]
+    assert "tunnel        down: no tunnel keeper serves it" in down.stdout
+    assert "restore the tunnel with 'remote-http-launcher CONFIG'" in down.stdout
+    assert up(config, tmp_path)["keeper_pid"] != payload["keeper_pid"]  # and that restores it
+
