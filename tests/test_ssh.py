@@ -661,7 +661,7 @@ def test_a_server_that_is_no_ssh_server_gives_one_line(client_home: Path, rhl_di
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
-    def reset_each() -> None:
+    def hang_up_on_each() -> None:
         while True:
             try:
                 conn, _ = listener.accept()
@@ -672,7 +672,7 @@ def test_a_server_that_is_no_ssh_server_gives_one_line(client_home: Path, rhl_di
 
     import threading
 
-    threading.Thread(target=reset_each, daemon=True).start()
+    threading.Thread(target=hang_up_on_each, daemon=True).start()
     ssh = client_home / ".ssh"
     ssh.mkdir()
     (ssh / "config").write_text(f"Host notssh\n  HostName 127.0.0.1\n  Port {port}\n")
