@@ -13,7 +13,6 @@ from pathlib import Path
 from . import handshake, statefiles
 from .config import Handshake
 from .locks import LockOwner
-from .processes import process_identity
 from .statefiles import ClientPayload
 
 
@@ -42,4 +41,4 @@ def still_served(client_path: Path, payload: ClientPayload) -> bool:
     if pid is None:
         return True
     owner = LockOwner.parse(statefiles.read_bytes(keeper_lock_path(client_path)))
-    return owner is not None and owner.pid == pid and process_identity(pid) == owner.started
+    return owner is not None and owner.pid == pid and owner.same_process()

@@ -82,13 +82,6 @@ class Handshake(NamedTuple):
     #: The status-file field holding the port to check (e.g. `dashboard_port`); None: `port`.
     port_name: str | None = None
 
-    def port_in(self, record: Mapping[str, object]) -> int | None:
-        """The port this check runs on, from a status record or a client payload; None when it has none."""
-        value = record.get(self.port_name or "port")
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-            return None
-        return value
-
     @property
     def target(self) -> str:
         from urllib.parse import quote, urlencode

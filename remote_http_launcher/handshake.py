@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import Handshake
+from .statefiles import is_port
 
 HANDSHAKE_TIMEOUT = 5.0
 RETRY_INTERVAL = 0.1
@@ -81,14 +82,20 @@ def check(host: str, port: int, handshake: Handshake | None, factory: SocketFact
     return None
 
 
+def port_field(handshake: Handshake | None) -> str:
+    """Where the checked port is: `port`, or the field `handshake.port_name` names (e.g. a dask
+    scheduler's `dashboard_port`), in a status record or a client payload."""
+    return handshake.port_name if handshake is not None and handshake.port_name else "port"
+
+
 def port_of(record: Mapping[str, object], handshake: Handshake | None) -> int | None:
-    """The port the check runs on: `port`, or the field `handshake.port_name` names (e.g. a dask
-    scheduler's `dashboard_port`), in a status record or a client payload; None when it has none."""
-    return (handshake or Handshake()).port_in(record)
+    """The port the check runs on; None when the record has none there."""
+    value = record.get(port_field(handshake))
+    return value if is_port(value) else None
 
 
 def missing_port(handshake: Handshake | None) -> str:
-    return f"it reported no port '{(handshake or Handshake()).port_name or 'port'}'"
+    return f"it reported no port '{port_field(handshake)}'"
 
 
 def payload_answers(payload: Mapping[str, object], handshake: Handshake | None) -> bool:

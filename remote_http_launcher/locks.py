@@ -45,6 +45,10 @@ class LockOwner(NamedTuple):
         return cls(machine if isinstance(machine, str) else None, pid, started if isinstance(started, str) else None,
                    float(taken_at) if isinstance(taken_at, (int, float)) else 0.0, token, info)
 
+    def same_process(self) -> bool:
+        """The holder (on this machine) still runs: its PID is alive with the recorded start time."""
+        return process_identity(self.pid) == self.started
+
     def process_gone(self) -> bool:
         """The holder ran on this machine and has exited (or its PID now belongs to another process)."""
         if self.machine is not None and self.machine != socket.gethostname():

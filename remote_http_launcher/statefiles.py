@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TypedDict, TypeVar, cast
+from typing import Any, NamedTuple, TypedDict, TypeGuard, TypeVar, cast
 
 from .errors import ConfigError, LauncherError
 
@@ -219,7 +219,7 @@ class ServerState(NamedTuple):
             return None
         if pid is not None and not _is_int(pid, 1, 2**31 - 1):
             return None
-        if port is not None and not _is_int(port, 1, 65535):
+        if port is not None and not is_port(port):
             return None
         if status == "running" and port is None:
             return None
@@ -239,8 +239,13 @@ class ServerState(NamedTuple):
         return {
             name: value
             for name, value in self.data.items()
-            if name.endswith(("_port", "-port")) and _is_int(value, 1, 65535)
+            if name.endswith(("_port", "-port")) and is_port(value)
         }
+
+
+def is_port(value: object) -> TypeGuard[int]:
+    """A TCP port number (not a bool, which Python counts as an int)."""
+    return _is_int(value, 1, 65535)
 
 
 def _is_int(value: Any, low: int, high: int) -> bool:

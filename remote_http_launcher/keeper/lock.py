@@ -14,7 +14,7 @@ from pathlib import Path
 from ..clientfile import keeper_lock_path
 from ..hosts.local import LocalHost
 from ..locks import FileLock, LockOwner
-from ..processes import process_cmdline, process_identity
+from ..processes import process_cmdline
 from ..statefiles import ClientPayload
 
 MARKER = "remote_http_launcher.keeper"
@@ -23,7 +23,7 @@ PARTIAL_GRACE = 5.0  # an unparsable lock younger than this is a create still be
 
 def is_keeper(owner: LockOwner, key: str) -> bool:
     """Still the same process, and one of our keepers for this key (never signal anything else)."""
-    if process_identity(owner.pid) != owner.started:
+    if not owner.same_process():
         return False
     cmdline = process_cmdline(owner.pid)
     if cmdline is None:

@@ -11,7 +11,7 @@ import time
 
 from .. import statefiles
 from ..locks import LockOwner
-from ..processes import process_identity, terminate
+from ..processes import terminate
 from ..service import KILL_WAIT, STOP_TIMEOUT
 from .lock import KeeperLock, is_keeper
 
@@ -30,16 +30,12 @@ def stop_owner(owner: LockOwner, key: str, timeout: float = STOP_TIMEOUT) -> boo
         if not terminate(owner.pid, force=force):
             return True
         deadline = time.monotonic() + wait
-        while _alive(owner) and time.monotonic() < deadline:
+        # Waited for by identity alone, not is_keeper: an exiting process may already show no command line.
+        while owner.same_process() and time.monotonic() < deadline:
             time.sleep(POLL)
-        if not _alive(owner):
+        if not owner.same_process():
             return True
     return False
-
-
-def _alive(owner: LockOwner) -> bool:
-    """The signalled process still exists (an exiting one may already show an empty command line)."""
-    return process_identity(owner.pid) == owner.started
 
 
 def stop_keeper(key: str, connection_dir: str | os.PathLike[str] | None = None,
