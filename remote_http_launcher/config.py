@@ -541,36 +541,33 @@ def _conda(value: Any) -> str | None:
 
 
 def _file_parameters(value: Any) -> Mapping[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"file_parameters: must be a mapping (name: value), got {_describe(value)}")
-    _check_json("file_parameters", value)
-    if len(json.dumps(value, allow_nan=False)) > MAX_FILE_PARAMETERS_JSON:
+    mapping = _json_mapping("file_parameters", value)
+    if mapping is not None and len(json.dumps(mapping, allow_nan=False)) > MAX_FILE_PARAMETERS_JSON:
         raise ConfigError(f"file_parameters: too large (more than {MAX_FILE_PARAMETERS_JSON} bytes as JSON)")
-    return value
+    return mapping
 
 
 def _meta(value: Any) -> Mapping[str, Any] | None:
     """Free-form JSON data about the service, kept unchanged in the status and client files."""
+    return _json_mapping("meta", value)
+
+
+def _json_mapping(name: str, value: Any) -> Mapping[str, Any] | None:
+    """A mapping that JSON holds unchanged, or None (absent)."""
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise ConfigError(f"meta: must be a mapping (name: value), got {_describe(value)}")
-    _check_json("meta", value)
+        raise ConfigError(f"{name}: must be a mapping (name: value), got {_describe(value)}")
+    _check_json(name, value)
     return value
 
 
 def _check_json(name: str, value: Any) -> None:
-    """Refuse what JSON cannot hold unchanged (dates, binary, NaN, non-string keys) or what is far too big."""
+    """Refuse what JSON cannot hold unchanged (dates, binary, NaN, non-string keys). How much there is was
+    measured before (`_check_sizes`), so this walk is bounded."""
     stack: list[tuple[str, Any]] = [(name, value)]
-    count = 0
     while stack:
         where, item = stack.pop()
-        count += 1
-        if count > MAX_FILE_PARAMETERS_VALUES:
-            raise ConfigError(f"{name}: more than {MAX_FILE_PARAMETERS_VALUES} values (or it contains itself "
-                              "through a YAML alias); keep it small")
         if item is None or isinstance(item, (str, bool, int)):
             continue
         if isinstance(item, float):
