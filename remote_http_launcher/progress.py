@@ -118,17 +118,23 @@ class Progress:
         terminal; in a Jupyter cell it stays as it is and the next phase starts a new display below."""
         self._clear()
 
+    redraw_interval = REDRAW_INTERVAL
+
     def _draw(self, *, force: bool) -> None:
+        """Show the current phase and the clock, at most every `redraw_interval` unless forced."""
         now = time.monotonic()
-        if not force and now - self._drawn < REDRAW_INTERVAL:
+        if not force and now - self._drawn < self.redraw_interval:
             return
         with self._lock:
             self._drawn = now
-            text = f"{self.current} ({self.elapsed():.1f} s)"
-            pad = max(0, self._width - len(text))
-            self.stream.write("\r" + text + " " * pad)
-            self.stream.flush()
-            self._width = len(text)
+            self._show(f"{self.current} ({self.elapsed():.1f} s)")
+
+    def _show(self, text: str) -> None:
+        """The live line, overwritten in place on the terminal."""
+        pad = max(0, self._width - len(text))
+        self.stream.write("\r" + text + " " * pad)
+        self.stream.flush()
+        self._width = len(text)
 
     def _clear(self) -> None:
         if self.live and self._width:
@@ -156,17 +162,11 @@ class CellProgress(Progress):
     Works only in a Jupyter kernel (`jupyter_kernel()`): it uses IPython.display.
     """
 
+    redraw_interval = CELL_REDRAW_INTERVAL
+
     def __init__(self, level: str = "minimal", quiet: bool = False) -> None:
         super().__init__(level, live=True, quiet=quiet)
         self._handle: Any = None
-
-    def _draw(self, *, force: bool) -> None:
-        now = time.monotonic()
-        if not force and now - self._drawn < CELL_REDRAW_INTERVAL:
-            return
-        with self._lock:
-            self._drawn = now
-            self._show(f"{self.current} ({self.elapsed():.1f} s)")
 
     def _clear(self) -> None:
         with self._lock:
