@@ -460,23 +460,27 @@ class SSHServer:
         return config
 
     def connect(self, timeout: float = 10.0, **kwargs: Any) -> paramiko.SSHClient:
-        """A paramiko client logged in with the key, host key strictly verified."""
+        """A paramiko client logged in (`login_options`), host key strictly verified."""
         client = paramiko.SSHClient()
         key = self.host_pubkey
         client.get_host_keys().add(_known_hosts_name(self.host, self.port), key.get_name(), key)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         params: dict[str, Any] = {
             "username": self.user,
-            "key_filename": str(self.client_key),
             "look_for_keys": False,
             "allow_agent": False,
             "timeout": timeout,
             "banner_timeout": timeout,
             "auth_timeout": timeout,
+            **self.login_options(),
         }
         params.update(kwargs)
         client.connect(self.host, port=self.port, **params)
         return client
+
+    def login_options(self) -> dict[str, Any]:
+        """How `connect` logs in: with the client key."""
+        return {"key_filename": str(self.client_key)}
 
     # ----- server side helpers -----
 
@@ -1013,24 +1017,9 @@ class PamSSHServer(SSHServer):
         options = {"IdentityFile": "none", "IdentitiesOnly": "yes", "PubkeyAuthentication": "no", **(extra or {})}
         return super().write_ssh_config(client_home, alias, options)
 
-    def connect(self, timeout: float = 10.0, **kwargs: Any) -> paramiko.SSHClient:
-        """A paramiko client logged in by keyboard-interactive (password, and a fresh code), host key verified."""
-        client = paramiko.SSHClient()
-        key = self.host_pubkey
-        client.get_host_keys().add(_known_hosts_name(self.host, self.port), key.get_name(), key)
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        params: dict[str, Any] = {
-            "username": self.user,
-            "look_for_keys": False,
-            "allow_agent": False,
-            "timeout": timeout,
-            "banner_timeout": timeout,
-            "auth_timeout": timeout,
-            "auth_strategy": _OneSource(_KeyboardInteractive(self.user, self.handler())),
-        }
-        params.update(kwargs)
-        client.connect(self.host, port=self.port, **params)
-        return client
+    def login_options(self) -> dict[str, Any]:
+        """How `connect` logs in: keyboard-interactive (the password, and a fresh code)."""
+        return {"auth_strategy": _OneSource(_KeyboardInteractive(self.user, self.handler()))}
 
     def close(self) -> None:
         try:
