@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from remote_http_launcher.keeper.lock import MARKER
 from remote_http_launcher.keeper.stop import stop_keeper
 from tests.ssh_client import ALIAS, demo_config, node_key, stop_services_script
 
@@ -63,3 +64,17 @@ def remote_config(remote_demo: str, rhl_dir: Path, request: pytest.FixtureReques
     client = rhl_dir / "client"
     for lock in client.glob("*.keeper.lock"):
         stop_keeper(lock.name.removesuffix(".keeper.lock"), client, timeout=3)
+
+
+def keeper_processes(word: str) -> list[int]:
+    """PIDs of tunnel keepers whose command line has `word` as one of its arguments: a key, or a connection
+    directory (other test runs on this machine may have keepers of their own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if MARKER.encode() in argv and word.encode() in argv:
+            found.append(int(entry.name))
+    return found

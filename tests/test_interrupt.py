@@ -15,25 +15,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from remote_http_launcher.keeper.lock import MARKER
-from tests.remote import RemoteConfig
+from tests.remote import RemoteConfig, keeper_processes
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
 
 PROMPTLY = 5.0  # seconds from Ctrl-C to the command's exit, keeper included
 
-
-def keepers(key: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if MARKER.encode() in cmdline and key.encode() in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def test_ctrl_c_while_the_keeper_starts(keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path,
@@ -49,16 +37,16 @@ def test_ctrl_c_while_the_keeper_starts(keyed_server: SSHServer, remote_config: 
     while not (log.exists() and "waiting for the service to report its port" in log.read_text()):
         assert time.monotonic() < deadline and command.poll() is None, "the keeper never got to wait"
         time.sleep(0.05)
-    assert keepers(key)  # the keeper is there, waiting for the service
+    assert keeper_processes(key)  # the keeper is there, waiting for the service
     interrupted = time.monotonic()
     command.send_signal(signal.SIGINT)
     _, stderr = command.communicate(timeout=PROMPTLY + 5)
     assert time.monotonic() - interrupted < PROMPTLY
     assert command.returncode == 130 and stderr.rstrip().endswith("error: interrupted")
     for _ in range(50):  # the keeper got SIGTERM and cleans up on its way out
-        if not keepers(key):
+        if not keeper_processes(key):
             break
         time.sleep(0.1)
-    assert keepers(key) == []
+    assert keeper_processes(key) == []
     assert not (rhl_dir / "client" / f"{key}.keeper.lock").exists()
     assert not (rhl_dir / "client" / f"{key}.json").exists()

@@ -29,9 +29,9 @@ from jupyter_client.manager import AsyncKernelManager, KernelManager
 from nbclient import NotebookClient
 
 from remote_http_launcher.handle import ServiceHandle, launch
-from remote_http_launcher.keeper.lock import MARKER
 from remote_http_launcher.prompts import HOW_TO_ANSWER
 from tests.conftest import kill_services
+from tests.remote import keeper_processes
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
@@ -154,18 +154,6 @@ def calling(function: str, config: dict[str, Any], *, then: str = "") -> str:
             f"config = json.loads({json.dumps(config)!r})\nresult = {function}(config)\n{then}")
 
 
-def keeper_pids(key: str) -> list[int]:
-    """Tunnel keepers of `key` (only ours: other test runs on this machine may have keepers of their own)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if MARKER.encode() in argv and key.encode() in argv:
-            found.append(int(entry.name))
-    return found
-
 
 # ---------------------------------------------------------------- progress in a cell
 
@@ -237,7 +225,7 @@ def test_a_password_question_is_the_cells_input_box(kernels: Callable[[], Kernel
         key = password_config(tunnel=True)["key"]
         payload = json.loads((rhl_dir / "client" / f"{key}.json").read_text())
         kernel.close()  # the tunnel outlives the kernel on purpose: other processes share the client file
-        assert keeper_pids(key) == [payload["keeper_pid"]]
+        assert keeper_processes(key) == [payload["keeper_pid"]]
 
 
 @pytest.mark.parametrize("tunnel", [False, True], ids=["direct", "tunnel"])
@@ -254,7 +242,7 @@ def test_an_interrupt_at_the_question_ends_the_cell_and_leaves_nothing(kernels: 
     assert len(cell.requests) == 1 and cell.requests[0]["content"]["password"] is True
     assert (cell.reply["status"], cell.reply["ename"]) == ("error", "KeyboardInterrupt")
     assert time.monotonic() - started < 15
-    assert keeper_pids(config["key"]) == []
+    assert keeper_processes(config["key"]) == []
     client = rhl_dir / "client"
     assert not (client / f"{config['key']}.json").exists()
     assert not (client / f"{config['key']}.keeper.lock").exists()
@@ -270,7 +258,7 @@ def test_an_interrupt_at_the_question_ends_the_cell_and_leaves_nothing(kernels: 
     assert refused.reply["ename"] == "AuthenticationError"
     assert "password skipped: no way to ask" in refused.reply["evalue"]
     assert HOW_TO_ANSWER in refused.reply["evalue"]
-    assert keeper_pids(config["key"]) == []
+    assert keeper_processes(config["key"]) == []
 
 
 INPUT_BOX_PROBES = """

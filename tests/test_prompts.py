@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from remote_http_launcher import AuthenticationError, run
-from remote_http_launcher.keeper.lock import MARKER
+from tests.remote import keeper_processes
 from tests.ssh_client import ALIAS
 
 if TYPE_CHECKING:
@@ -49,18 +49,6 @@ class Asker:
             raise EOFError("no more answers")
         return self.answers.pop(0)
 
-
-def keeper_pids(key: str) -> list[int]:
-    """This test's keepers (other test runs on the machine may have their own)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            if MARKER.encode() in cmdline and key.encode() in cmdline:
-                found.append(int(entry.name))
-        except (OSError, ValueError):
-            continue
-    return found
 
 
 def files_under(*roots: Path) -> list[Path]:
@@ -98,7 +86,7 @@ def test_no_answer_fails_cleanly_through_the_keeper(server: SSHServer, password_
         run(config, prompt=ask)
     assert caught.value.step == "auth" and caught.value.host == ALIAS
     assert len(ask.asked) >= 1
-    assert keeper_pids(config["key"]) == []
+    assert keeper_processes(config["key"]) == []
     assert not (rhl_dir / "client" / f"{config['key']}.json").exists()
     assert not (rhl_dir / "client" / f"{config['key']}.keeper.lock").exists()
 
@@ -111,7 +99,7 @@ def test_ctrl_c_at_a_question_ends_the_run_and_its_keeper(server: SSHServer, pas
     config = password_config(tunnel=True)
     with pytest.raises(KeyboardInterrupt):
         run(config, prompt=interrupt)
-    assert keeper_pids(config["key"]) == []
+    assert keeper_processes(config["key"]) == []
     assert not (rhl_dir / "client" / f"{config['key']}.keeper.lock").exists()
 
 
@@ -132,4 +120,4 @@ def test_nowhere_to_ask_is_a_clear_one_line_error(server: SSHServer, password_co
         f"error: ssh {ALIAS} ({server.host}:{server.port}): auth: authentication failed (tried: agent (0 keys), "
         "keyboard-interactive skipped: no way to ask, password skipped: no way to ask); to answer password or "
         "code prompts, run it on a terminal, or pass prompt= to run() (a function (text, secret) -> answer)")
-    assert keeper_pids(config["key"]) == []
+    assert keeper_processes(config["key"]) == []

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from remote_http_launcher import AuthenticationError, run
-from remote_http_launcher.keeper.lock import MARKER
 from remote_http_launcher.keeper.stop import stop_keeper
 from tests.conftest import ROOT
 from tests.posix import SIGKILL, TAKE_TERMINAL_AND_RUN, pty, python_path
+from tests.remote import keeper_processes
 from tests.ssh_client import ALIAS, REMOTE_STATE, demo_config, node_key, stop_services_script
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def connection_dir(rhl_dir: Path) -> Iterator[Path]:
     yield directory
     for lock in directory.glob("*.keeper.lock"):
         stop_keeper(lock.name.removesuffix(".keeper.lock"), directory, timeout=3)
-    for pid in keepers(directory):
+    for pid in keeper_processes(str(directory)):
         os.kill(pid, SIGKILL)
 
 
@@ -82,18 +82,6 @@ def up(config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     payload: dict[str, Any] = json.loads(result.stdout)
     return payload
 
-
-def keepers(directory: Path) -> list[int]:
-    """Keeper processes serving this connection directory (any key)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if MARKER.encode() in cmdline and str(directory).encode() in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def get(port: int, path: str = "/healthcheck", timeout: float = 10) -> bytes:
@@ -158,7 +146,7 @@ def test_service_on_server_loopback_answers_through_tunnel_after_cli_exits(
     assert (payload["tunneled-host"], payload["tunneled-port"], payload["tunneled-network-interface"]) == \
         (server.host, state["port"], "127.0.0.1")
     assert json.loads((connection_dir / f"{config['key']}.json").read_text()) == payload
-    assert keepers(connection_dir) == [payload["keeper_pid"]]
+    assert keeper_processes(str(connection_dir)) == [payload["keeper_pid"]]
     assert Path(payload["keeper_log"]).parent == connection_dir
 
     assert get(payload["port"]) == b"ok\n"  # the command has exited; the keeper serves the port
@@ -178,7 +166,7 @@ def test_warm_run_reuses_client_file_without_new_keeper(
     second = cli(config, tmp_path)
     assert second.returncode == 0 and json.loads(second.stdout) == first
     assert "reconnected" in second.stderr
-    assert keepers(connection_dir) == [first["keeper_pid"]]
+    assert keeper_processes(str(connection_dir)) == [first["keeper_pid"]]
 
 
 def test_extra_ports_get_their_own_forwards(server: SSHServer, make_config: Callable[..., dict[str, Any]],
@@ -239,7 +227,7 @@ def test_keeper_reconnects_after_silent_link_loss(
         server.set_link(True)
     wait_for(lambda: "reconnected" in log.read_text(), 30, "the keeper to reconnect")
     assert get(payload["port"]) == b"ok\n"  # same local port, new SSH connection
-    assert keepers(connection_dir) == [payload["keeper_pid"]]
+    assert keeper_processes(str(connection_dir)) == [payload["keeper_pid"]]
 
 
 # ---------------------------------------------------------------- no leaks, no duplicates
@@ -253,7 +241,7 @@ def test_lost_client_file_reuses_live_keeper(server: SSHServer, make_config: Cal
     (connection_dir / f"{config['key']}.json").unlink()
     assert up(config, tmp_path) == first
     assert remote_state(server, config["key"]) == state  # the same service, not relaunched
-    assert keepers(connection_dir) == [first["keeper_pid"]]
+    assert keeper_processes(str(connection_dir)) == [first["keeper_pid"]]
     assert server.log_text().count("Accepted publickey") == logins  # reused without even connecting
 
 
@@ -269,7 +257,7 @@ def test_killed_keeper_is_replaced_without_relaunching_service(
     assert second["keeper_pid"] != first["keeper_pid"]
     assert remote_state(server, config["key"])["pid"] == state["pid"]
     assert get(second["port"]) == b"ok\n"
-    assert keepers(connection_dir) == [second["keeper_pid"]]
+    assert keeper_processes(str(connection_dir)) == [second["keeper_pid"]]
 
 
 def test_keeper_of_a_replaced_service_is_stopped(
@@ -282,7 +270,7 @@ def test_keeper_of_a_replaced_service_is_stopped(
     second = up(config, tmp_path)
     assert remote_state(server, config["key"])["pid"] != old_service
     assert not alive(first["keeper_pid"])
-    assert keepers(connection_dir) == [second["keeper_pid"]]
+    assert keeper_processes(str(connection_dir)) == [second["keeper_pid"]]
     assert get(second["port"]) == b"ok\n"
 
 
@@ -300,7 +288,7 @@ def test_concurrent_runs_start_one_keeper(server: SSHServer, make_config: Callab
     assert [r.returncode for r in results] == [0, 0, 0], [r.stderr for r in results]
     payloads = [json.loads(r.stdout) for r in results]
     assert payloads[0] == payloads[1] == payloads[2]
-    assert keepers(connection_dir) == [payloads[0]["keeper_pid"]]
+    assert keeper_processes(str(connection_dir)) == [payloads[0]["keeper_pid"]]
 
 
 # ---------------------------------------------------------------- Python API, stop, prompts
@@ -392,7 +380,7 @@ def test_ctrl_c_at_the_prompt_leaves_nothing_behind(
         terminal.close()
     assert terminal.proc.returncode == 130, terminal.screen
     assert b"error: interrupted" in terminal.screen
-    assert keepers(connection_dir) == []
+    assert keeper_processes(str(connection_dir)) == []
     assert [p.name for p in connection_dir.iterdir()] == [f"{config['key']}.keeper.log"]  # no lock, no config copy
 
 
@@ -419,7 +407,8 @@ def test_a_keeper_error_comes_back_as_the_same_class_with_its_fields(
     error = caught.value
     assert (error.key, error.host, error.step) == (config["key"], ALIAS, "auth")
     assert str(error).startswith(f"ssh {ALIAS} (") and "authentication failed" in str(error)
-    assert keepers(connection_dir) == [] and not (connection_dir / f"{config['key']}.json").exists()
+    assert keeper_processes(str(connection_dir)) == []
+    assert not (connection_dir / f"{config['key']}.json").exists()
 
 
 def test_status_says_when_the_tunnel_is_down(make_config: Callable[..., dict[str, Any]], connection_dir: Path,
@@ -433,7 +422,7 @@ def test_status_says_when_the_tunnel_is_down(make_config: Callable[..., dict[str
     assert healthy.returncode == 0 and "tunnel keeper pid" in healthy.stdout
     os.kill(payload["keeper_pid"], SIGKILL)
     for _ in range(100):
-        if payload["keeper_pid"] not in keepers(connection_dir):
+        if payload["keeper_pid"] not in keeper_processes(str(connection_dir)):
             break
         time.sleep(0.05)
     down = subprocess.run(status, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=env)
