@@ -54,12 +54,18 @@ def run(config: ConfigSource, *, connection_dir: PathLike | None = None, progres
     show as one display updated in place. `log_file` and `debug_log_file` are
     written as with the command-line flags of the same names.
     """
+    return dict(launched(config, connection_dir=connection_dir, progress=progress, prompt=prompt)[1])
+
+
+def launched(config: ConfigSource, *, connection_dir: PathLike | None = None, progress: Progress | None = None,
+             prompt: Prompt | None = None) -> tuple[Config, ClientPayload]:
+    """`run()`, also giving the validated config (for `launch()`'s handle, which would otherwise load it again)."""
     loaded = load_config(config, cache=True)
     detach = logsetup.configure(logsetup.merge(LogOptions(), loaded.log))
     try:
         if progress is None:  # the config's log_level, as on the command line; in a Jupyter cell, a live display
             progress = Progress.for_run(loaded.log.level, sys.stderr)
-        return dict(up(loaded, connection_dir=connection_dir, progress=progress, prompt=prompt)[0])
+        return loaded, up(loaded, connection_dir=connection_dir, progress=progress, prompt=prompt)[0]
     finally:
         detach()
 

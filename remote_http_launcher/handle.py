@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import api
-from .config import load_config
 from .progress import Progress, service_url
 from .service import STOP_TIMEOUT
 from .templates import evaluate_key
@@ -47,8 +46,7 @@ def launch(config: ConfigSource, *, connection_dir: PathLike | None = None, prog
         kept = copy.deepcopy(dict(config))  # later changes to the caller's dict do not move the handle
     else:
         kept = os.path.abspath(os.path.expanduser(os.fspath(config)))  # the notebook may chdir later
-    payload = api.run(kept, connection_dir=connection_dir, progress=progress, prompt=prompt)
-    loaded = load_config(kept, cache=True)  # a file's parse is cached by the successful run: no YAML again
+    loaded, payload = api.launched(kept, connection_dir=connection_dir, progress=progress, prompt=prompt)
     return ServiceHandle(kept, payload, key=evaluate_key(loaded), host=loaded.ssh_target if loaded.remote else None,
                          tunnel=loaded.tunnel, connection_dir=connection_dir, prompt=prompt)
 
