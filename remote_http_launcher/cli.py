@@ -3,7 +3,8 @@
 `remote-http-launcher CONFIG` and `remote-http-launcher up CONFIG` are the same;
 other subcommands manage services that already run. Errors print one line on
 stderr (a traceback only with --log-level debug) and map to exit codes:
-0 ok, 1 runtime failure, 2 usage or config error, 3 not running (status, logs).
+0 ok, 1 runtime failure, 2 usage or config error, 3 not running (status, logs), 4 tunnel down
+(status), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -122,7 +123,10 @@ example:
   {PROG} stop examples/local.yaml
   {PROG} stop service.yaml --timeout 30   # allow a slow shutdown before SIGKILL
 """
-LOGS_EXAMPLE = f"""example:
+LOGS_EXAMPLE = f"""exit codes: 0 the service runs, 3 it does not (its log is printed all the same; a follow ends
+with the service), 130 Ctrl-C, 1 error, 2 bad config
+
+example:
   {PROG} logs examples/local.yaml --tail 100
   {PROG} logs service.yaml --follow       # like tail -f; ends with the service or Ctrl-C
 """
@@ -245,23 +249,25 @@ def cmd_stop(args: argparse.Namespace, config: Config | None, progress: Progress
 
 
 def cmd_logs(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
+    """Exit 0 while the service runs, 3 when it does not (its log is printed all the same; a follow ends
+    when the service does), 130 when Ctrl-C ends a follow, as for every command."""
     from . import manage
     from .templates import evaluate_key
 
     assert config is not None
-    if args.json:
-        if args.follow:
-            raise UsageError(f"{PROG} logs: --json and --follow cannot be combined (a stream is not one document)")
-        text = manage.logs(config, tail=args.tail, progress=_quiet(progress), prompt=_ask(progress))
-        print(json.dumps({"key": evaluate_key(config), "log": text}, indent=2))
-        return EXIT_OK
+    if args.json and args.follow:
+        raise UsageError(f"{PROG} logs: --json and --follow cannot be combined (a stream is not one document)")
+    output = None if args.json else sys.stdout.buffer
     try:
-        manage.logs(config, tail=args.tail, output=sys.stdout.buffer, follow=args.follow,
-                    progress=_quiet(progress), prompt=_ask(progress))
+        result = manage.read_logs(config, tail=args.tail, output=output, follow=args.follow,
+                                  progress=_quiet(progress), prompt=_ask(progress))
     except KeyboardInterrupt:
         if not args.follow:
             raise
-    return EXIT_OK
+        return EXIT_INTERRUPTED  # the usual way to end a follow: no "error: interrupted" line
+    if args.json:
+        print(json.dumps({"key": evaluate_key(config), "log": result.text}, indent=2))
+    return EXIT_OK if result.running else EXIT_NOT_RUNNING
 
 
 def cmd_list(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:

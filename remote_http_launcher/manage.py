@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, TypedDict
+from typing import Any, BinaryIO, NamedTuple, TypedDict
 
 from . import statefiles
 from .config import SSH_HOST_PATTERN, Config
@@ -296,9 +296,22 @@ def follow_file(host: Host, path: str, offset: int, alive: Callable[[], bool],
         time.sleep(max(interval, host.poll_interval))
 
 
-def logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | None = None, follow: bool = False,
-         progress: Progress | None = None, prompt: Prompt | None = None) -> str:
-    """The last `tail` lines of the service log, also written to `output` when given.
+class LogsResult(NamedTuple):
+    """What `logs` read, and whether the service was running when it finished (`logs` exits 3 if not)."""
+
+    text: str
+    running: bool
+
+
+def logs(config: Config, *, tail: int = DEFAULT_TAIL, prompt: Prompt | None = None) -> str:
+    """The last `tail` lines of the service log."""
+    return read_logs(config, tail=tail, prompt=prompt).text
+
+
+def read_logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | None = None, follow: bool = False,
+              progress: Progress | None = None, prompt: Prompt | None = None) -> LogsResult:
+    """The last `tail` lines of the service log, also written to `output` when given, and whether the
+    service runs.
 
     With `follow`, new output is then written to `output` as it arrives, until
     the service's process ends (or KeyboardInterrupt).
@@ -316,14 +329,16 @@ def logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | None = 
                                   host=host.name, step="logs")
         text, end = result
         progress.close()
+        running = state is not None and status_now in (RUNNING, STARTING)
         if output is not None:
             output.write(text)
             output.flush()
-            if follow and state is not None and status_now in (RUNNING, STARTING):
+            if follow and running and state is not None:
                 for chunk in follow_file(host, path, end, lambda: is_ours(host, state)):
                     output.write(chunk)
                     output.flush()
-    return text.decode(errors="replace")
+                running = False  # the follow ends when the service's process does
+    return LogsResult(text.decode(errors="replace"), running)
 
 
 # ---------------------------------------------------------------- list

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -310,7 +311,7 @@ def test_logs_follow_ends_with_the_service(rhl_dir: Path, config_file: Callable[
         seen("GET /?followed=1 ")
         assert follower.poll() is None
         remote_http_launcher.stop(config)
-        assert follower.wait(timeout=10) == 0
+        assert follower.wait(timeout=10) == 3  # the service is not running any more
         assert follower.stderr.read() == ""  # type: ignore[union-attr]
     finally:
         follower.kill()
@@ -322,7 +323,37 @@ def test_logs_follow_of_a_stopped_service_returns(rhl_dir: Path, config_file: Ca
     run(config)
     remote_http_launcher.stop(config)
     proc = cli("logs", config, "--follow", timeout=10)
-    assert proc.returncode == 0 and "listening on" in proc.stdout
+    assert proc.returncode == 3 and "listening on" in proc.stdout and proc.stderr == ""
+
+
+def test_logs_of_a_stale_service_print_the_log_and_exit_3(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    """The log of a crashed service is what one wants to read; the exit code says it is not running."""
+    config = config_file()
+    run(config)
+    killpg(server_pid(rhl_dir), SIGKILL)
+    wait_for(lambda: cli_json("status", config)[1]["status"] == "stale", what="the service to be stale")
+    for args in ([], ["--follow"]):
+        proc = cli("logs", config, *args, timeout=10)
+        assert (proc.returncode, proc.stderr) == (3, ""), proc.stderr
+        assert "listening on" in proc.stdout
+    code, document = cli_json("logs", config)
+    assert code == 3 and "listening on" in document["log"]
+
+
+def test_logs_follow_ended_by_ctrl_c_exits_130(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file()
+    run(config)
+    follower = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", "logs", str(config), "--follow"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert follower.stdout is not None and "demo service starting" in follower.stdout.readline()  # the tail
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=10)
+        assert (follower.returncode, err) == (130, "")  # ended as asked: the exit code says so, no error line
+    finally:
+        follower.kill()
+        follower.wait()
+    assert cli_json("status", config)[1]["status"] == "running"  # Ctrl-C ends the follow, not the service
 
 
 class WholeFileHost(LocalHost):
@@ -515,7 +546,7 @@ def test_ssh_stop_escalates_and_follow_ends(sshd: Any, ssh_service: Callable[...
         assert code == 0 and result["processes"] == [{"pid": leader, "signal": "KILL"}]
         assert not remote_alive(sshd, leader) and not remote_alive(sshd, service_pid)
         out, err = follower.communicate(timeout=15)
-        assert follower.returncode == 0, err
+        assert follower.returncode == 3, err  # the follow ended with the service
         assert "GET /?over=ssh " in out
     finally:
         follower.kill()
