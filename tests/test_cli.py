@@ -19,7 +19,7 @@ import pytest
 from remote_http_launcher import run
 from remote_http_launcher.progress import Progress
 
-from .conftest import DEMO_SERVICE, cli
+from .conftest import DEMO_SERVICE, ROOT, cli
 
 KEY = "demo-localhost"
 PHASE_LINE = re.compile(r"^\d\d:\d\d:\d\d +\d+\.\d\ds \S")
@@ -283,3 +283,31 @@ def test_a_misspelled_subcommand_gets_a_suggestion(tmp_path: Path, config_file: 
     assert proc.stderr == (f"error: remote-http-launcher: {typo!r} is neither a subcommand nor a config file; "
                            f"did you mean 'remote-http-launcher {meant}'? (subcommands: up, status, stop, logs, "
                            "list)\n")
+
+
+def test_readme_first_screen_starts_reconnects_and_stops_the_demo(rhl_dir: Path, client_home: Path) -> None:
+    """The README's first commands, as a new user types them (from the repository root): the demo starts,
+    keeps running, gives its address on stdout with --json, and the stop command shown there ends it."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(line.split("#", 1)[0].split("&&")[-1])
+                for line in block.splitlines() if "remote-http-launcher examples/" in line.split("#", 1)[0]
+                or "remote-http-launcher stop" in line]
+    assert [command[1:] for command in commands] == [["examples/local.yaml"], ["examples/local.yaml", "--json"],
+                                                     ["stop", "examples/local.yaml"]], block
+    assert "keeps running" in block
+
+    def typed(command: list[str]) -> subprocess.CompletedProcess[str]:
+        assert command[0] == "remote-http-launcher"
+        return subprocess.run([sys.executable, "-m", "remote_http_launcher", *command[1:]], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    started = typed(commands[0])
+    assert started.returncode == 0 and "ready: http://localhost:" in started.stderr, started.stderr
+    again = typed(commands[1])
+    assert again.returncode == 0 and "reconnected" in again.stderr, again.stderr
+    payload = json.loads(again.stdout)
+    assert payload["hostname"] == "localhost" and f"http://localhost:{payload['port']}/" in started.stderr
+    stopped = typed(commands[2])
+    assert stopped.returncode == 0 and stopped.stdout.startswith("stopped demo-localhost on localhost"), stopped
+    assert typed(["remote-http-launcher", "status", "examples/local.yaml"]).returncode == 3
