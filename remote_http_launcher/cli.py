@@ -316,6 +316,20 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Handler]:
     return build_up_parser().parse_args(argv), cmd_up
 
 
+def _load(path: str, *, cache: bool) -> Config:
+    """The config, its warnings (a field nothing reads) printed as one `warning:` line each."""
+    import warnings
+
+    from .config import load_config
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = load_config(path, cache=cache)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    return config
+
+
 def next_step(exc: LauncherError, args: argparse.Namespace | None) -> str:
     """After a service failed, its whole log is one command away: say which."""
     config = getattr(args, "config", None)
@@ -334,9 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dry_run = getattr(args, "dry_run", False)
         config = None
         if getattr(args, "config", None) is not None:
-            from .config import load_config
-
-            config = load_config(args.config, cache=handler is cmd_up and not dry_run)
+            config = _load(args.config, cache=handler is cmd_up and not dry_run)
         options = logsetup.merge(LogOptions(args.log_level, args.log_file, args.debug_log_file),
                                  config.log if config else None)
         debug = debug or options.level == "debug"

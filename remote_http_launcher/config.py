@@ -44,6 +44,12 @@ PORT_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 LOG_FIELDS = ("log_level", "log_file", "debug_log_file")
 
 REQUIRED_FIELDS = ("workdir", "key", "command")
+OPTIONAL_FIELDS = ("hostname", "ssh_hostname", "network_interface", "tunnel", "handshake", "conda",
+                   "file_parameters", "meta", "startup_timeout", "watchdog_interval")
+# Every other field is a template variable, as in the original. One no template reads is a mistake: a
+# near miss of a launcher field (`tunel`) is refused, which would otherwise run without a tunnel.
+FIELDS = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS, *LOG_FIELDS)
+NEAR_MISS = 0.8  # difflib's similarity ratio: 'tunel'/'tunnel' 0.91, 'ssh_host'/'ssh_hostname' 0.8
 REQUIRED_HINTS = {
     "workdir": "set it to the service's working directory (an absolute path or ~/...)",
     "key": "set it to a template naming the state files, e.g. 'myservice' or 'myservice-{network_interface}'",
@@ -327,6 +333,7 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
     workdir = _workdir(data["workdir"])
     key_template = _template(data, "key", MAX_KEY_TEMPLATE)
     command_template = _template(data, "command", MAX_COMMAND_TEMPLATE)
+    _unused_fields(data, (key_template, command_template))
     hostname = _host(data, "hostname", HOST_PATTERN, "a host name or IP address, e.g. server.example.com")
     ssh_hostname = _host(data, "ssh_hostname", SSH_HOST_PATTERN, "[user@]host, e.g. alice@server.example.com")
     if ssh_hostname is not None and hostname is None:
@@ -372,6 +379,42 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
         raw=raw,
         log=log,
     )
+
+
+def _unused_fields(data: Mapping[str, Any], templates: tuple[str, ...]) -> None:
+    """Refuse a field that is neither the launcher's nor read by a template and is close to one of the
+    launcher's ("did you mean 'tunnel'?"); warn about other unread ones. A template reading `config` by
+    a computed key may read anything, so then nothing is said."""
+    unknown = [name for name, value in data.items() if name not in FIELDS and name != "config_dir"
+               and not _merged(value, data)]
+    if not unknown:
+        return
+    from .templates import names_used
+
+    used: set[str] = set()
+    for template in templates:
+        names = names_used(template)
+        if names is None:
+            return
+        used |= names
+    unread = [name for name in unknown if name not in used]
+    if not unread:
+        return
+    import difflib
+    import warnings
+
+    for name in unread:
+        close = difflib.get_close_matches(name.lower(), FIELDS, n=1, cutoff=NEAR_MISS)
+        if close:
+            raise ConfigError(f"{name[:40]}: not a field of the launcher, and no template uses it; did you mean "
+                              f"{close[0]!r}?")
+        warnings.warn(f"config: field {name[:40]!r} is not a field of the launcher and no template (key, "
+                      "command) uses it; it is ignored", stacklevel=2)
+
+
+def _merged(value: Any, data: Mapping[str, Any]) -> bool:
+    """A mapping whose every field is also a top-level field: the anchor of a YAML merge (`<<: *defaults`)."""
+    return isinstance(value, Mapping) and bool(value) and all(name in data for name in value)
 
 
 def _field_names(data: Mapping[Any, Any]) -> None:

@@ -140,6 +140,42 @@ def template_namespace(config: Config, **extra: str) -> dict[str, Any]:
     return {**names, "config": dict(config.raw), **extra}
 
 
+def names_used(template: str) -> frozenset[str] | None:
+    """The config fields `template` may read, to tell a misspelt field from a template variable: its
+    names, and the words of every string inside a replacement field (`config["port-start"]`,
+    `config.get("dashboard")`, a format string's `{name}`); None when that cannot be told (the template
+    does not parse, or reads `config` by a computed key: `config[name]`, `config.items()`)."""
+    try:
+        tree = _parse(template)
+    except TemplateError:
+        return None
+    parents = {id(child): node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    used: set[str] = set()
+    for field in tree.values:  # the literal text between replacement fields reads nothing
+        for node in ast.walk(field) if isinstance(field, ast.FormattedValue) else ():
+            if isinstance(node, ast.Name):
+                if node.id == "config" and not _constant_lookup(node, parents):
+                    return None
+                used.add(node.id)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                used.add(node.value)
+                used.update(re.findall(r"[^\s{}\[\]!:.'\"]+", node.value))
+    return frozenset(used)
+
+
+def _constant_lookup(node: ast.Name, parents: Mapping[int, ast.AST]) -> bool:
+    """`config[CONSTANT]`, `config.get(CONSTANT, ...)` or `CONSTANT.format_map(config)`: which fields
+    that reads is in the template's strings."""
+    parent = parents.get(id(node))
+    if isinstance(parent, ast.Subscript) and parent.value is node:
+        return isinstance(parent.slice, ast.Constant)
+    call = parents.get(id(parent))
+    if isinstance(parent, ast.Attribute) and parent.attr == "get" and isinstance(call, ast.Call):
+        return bool(call.args) and isinstance(call.args[0], ast.Constant)
+    return (isinstance(parent, ast.Call) and isinstance(parent.func, ast.Attribute)
+            and parent.func.attr == "format_map" and isinstance(parent.func.value, ast.Constant))
+
+
 def render(template: str, namespace: Mapping[str, Any], *, field: str) -> str:
     """Evaluate an f-string template; raises TemplateError naming `field`."""
     try:

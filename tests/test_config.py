@@ -154,6 +154,42 @@ def test_good_config_dry_run_prints_the_command(entry: dict[str, Any], good_runs
     assert run.left_behind == []
 
 
+# --- fields nothing reads ---------------------------------------------------------------------------------------
+
+MISSPELT = {"workdir": "~/service", "key": "svc", "command": "touch MARKER --port {port_start}", "port_start": 8000}
+
+
+@pytest.mark.parametrize(("field", "value", "meant"), [
+    ("tunel", True, "tunnel"), ("handshke", "healthcheck", "handshake"), ("startup_timeot", 5, "startup_timeout"),
+    ("Tunnel", True, "tunnel"), ("ssh_host", "login", "ssh_hostname"),
+])
+def test_a_misspelt_field_is_refused_with_the_field_meant(field: str, value: Any, meant: str,
+                                                           tmp_path: Path) -> None:
+    """Otherwise `tunel: true` runs without a tunnel and fails later with an unrelated message."""
+    run = run_cli({"config": {**MISSPELT, field: value}}, tmp_path)
+    assert (run.returncode, run.stdout, run.marker_exists, run.left_behind) == (2, "", False, [])
+    assert run.stderr == (f"error: {field}: not a field of the launcher, and no template uses it; "
+                          f"did you mean '{meant}'?\n")
+
+
+def test_a_field_a_template_reads_is_a_template_variable_however_it_is_spelt(tmp_path: Path) -> None:
+    for reads in ("{tunel}", "{config['tunel']}", "{config.get('tunel', 0)}", "{'{tunel}'.format_map(config)}",
+                  "{config[workdir and 'tunel']}"):  # a computed key may read any field: nothing is said
+        config = minimal(tunel=1, command=f"demo {reads}")
+        assert evaluate_command(config, "demo", "/s").startswith("demo ")
+    with pytest.raises(ConfigError, match="did you mean 'tunnel'"):
+        minimal(tunel=1, command="demo --tunel {status_file}")  # the command's own text reads no field
+
+
+def test_an_unread_field_far_from_any_launcher_field_is_a_warning(tmp_path: Path) -> None:
+    run = run_cli({"config": {**MISSPELT, "colour": "blue"}}, tmp_path, "--dry-run")
+    assert run.returncode == 0 and run.stdout.startswith("touch "), run.stderr
+    assert run.stderr == ("warning: config: field 'colour' is not a field of the launcher and no template "
+                          "(key, command) uses it; it is ignored\n")
+    with pytest.warns(UserWarning, match="'colour'"):
+        minimal(colour="blue")
+
+
 # --- defaults and what templates see -------------------------------------------------------------------------
 
 
