@@ -104,10 +104,16 @@ def _asking(prompt: Prompt | None, progress: Progress) -> Prompt | None:
 
 
 def dry_run(config: Config, key: str | None = None) -> str:
-    """The command a launch would run; nothing is connected, written or started."""
+    """The command a launch would run; nothing is connected, written or started.
+
+    For a local service that is exactly the command (`workdir` and the status file absolute). For a
+    remote one, `~` stands for the SSH user's home, which only a connection would tell.
+    """
     key = key or evaluate_key(config)
-    state_dir = statefiles.REMOTE_STATE_DIR if config.remote else str(statefiles.local_server_dir().absolute())
-    return evaluate_command(config, key, f"{state_dir}/{key}.json")
+    if config.remote:
+        return evaluate_command(config, key, f"{statefiles.REMOTE_STATE_DIR}/{key}.json")
+    state_dir = str(statefiles.local_server_dir().absolute())
+    return evaluate_command(config, key, f"{state_dir}/{key}.json", os.path.expanduser(config.workdir))
 
 
 def status(config: ConfigSource, *, connection_dir: PathLike | None = None, progress: Progress | None = None,

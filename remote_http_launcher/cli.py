@@ -90,7 +90,9 @@ def build_up_parser(prog: str = PROG) -> argparse.ArgumentParser:
                      "and write its client connection file.", epilog=UP_EXAMPLE,
                      formatter_class=_Formatter)
     add_config(parser)
-    parser.add_argument("--dry-run", action="store_true", help="print the evaluated command; change nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the command a launch would run (for an SSH service, ~ stands for the SSH "
+                             "user's home); connect to nothing, change nothing")
     parser.add_argument("--json", action="store_true", help="print the connection payload as JSON on stdout")
     add_common(parser)
     return parser

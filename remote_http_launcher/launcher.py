@@ -180,7 +180,7 @@ class Launcher:
         """Run the launch script: the service starts detached and writes its own record (scripts.LAUNCH)."""
         host = service.host
         workdir = host.expand(self.config.workdir)
-        command = evaluate_command(self.config, self.key, service.status_file)
+        command = evaluate_command(self.config, self.key, service.status_file, workdir)
         record: dict[str, Any] = {
             "workdir": workdir,
             "log": service.log_file,

@@ -125,8 +125,16 @@ def evaluate_key(config: Config) -> str:
     return key
 
 
-def evaluate_command(config: Config, key: str, status_file: str) -> str:
-    """The shell command line that starts the service (one line)."""
+def evaluate_command(config: Config, key: str, status_file: str, workdir: str | None = None) -> str:
+    """The shell command line that starts the service (one line).
+
+    `workdir` is the working directory as an absolute path on the service's host (`~` expanded there):
+    `{workdir}` and `config['workdir']` give it in the command, so that a quoted `'{workdir}'` (what a
+    path with spaces needs) still names the directory. The key keeps `workdir` as written: keys must
+    be the same wherever they are computed, and the original's.
+    """
+    if workdir is not None:
+        config = config._replace(raw={**config.raw, "workdir": workdir})
     command = render(config.command_template, template_namespace(config, key=key, status_file=status_file),
                      field="command")
     if not command.strip() or any(c in command for c in "\n\r\0"):

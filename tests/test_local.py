@@ -422,3 +422,20 @@ def test_connection_dir_equal_to_server_dir_is_refused(rhl_dir: Path, demo_confi
     with pytest.raises(ConfigError, match="server state directory"):
         run(demo_config(), connection_dir=rhl_dir / "server")
     assert not (rhl_dir / "server").exists()
+
+
+def test_workdir_under_home_is_absolute_in_the_command_and_as_written_in_the_key(
+        rhl_dir: Path, client_home: Path, demo_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    """The README's advice to quote '{workdir}' (for spaces) must not leave a literal '~' in the command."""
+    fields = demo_config(workdir="~/my work", key="demo-{workdir.strip('~/').replace(' ', '_')}")
+    fields["command"] = f"cd '{{workdir}}' && {fields['command']}"
+    path = tmp_path / "home.yaml"
+    path.write_text(yaml.safe_dump(fields))
+    expected = f"cd '{client_home}/my work' && "
+    dry = subprocess.run([sys.executable, "-m", "remote_http_launcher", str(path), "--dry-run"],
+                         capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0 and dry.stdout.startswith(expected), dry.stdout + dry.stderr
+    run(path)
+    record = json.loads((rhl_dir / "server" / "demo-my_work.json").read_text())  # the key as written
+    assert record["command"] == dry.stdout.rstrip("\n")  # the dry run showed exactly what ran
+    assert record["workdir"] == f"{client_home}/my work" and record["status"] == "running"

@@ -684,3 +684,13 @@ def test_a_server_that_is_no_ssh_server_gives_one_line(client_home: Path, rhl_di
     assert re.fullmatch(rf"error: ssh notssh \(127\.0\.0\.1:{port}\): key exchange: the server closed the "
                         r"connection after 0\.\d s without an SSH greeting; is this an SSH server \(and is its "
                         r"port right\)\?", error_line(result)), error_line(result)
+
+
+def test_quoted_workdir_under_home_is_the_remote_home_in_the_command(
+        ssh_config: Path, server: SSHServer, rhl_dir: Path, make_config: Callable[..., dict[str, Any]]) -> None:
+    config = make_config(workdir="~/rhl-work/my dir")
+    config["command"] = f"cd '{{workdir}}' && {config['command']}"
+    run(config)
+    state = remote_state(server, config["key"])
+    assert state is not None and state["status"] == "running"
+    assert state["command"].startswith(f"cd '{server.home}/rhl-work/my dir' && ")
