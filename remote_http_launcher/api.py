@@ -30,7 +30,7 @@ PathLike = str | os.PathLike[str]
 
 
 def run(config: ConfigSource, *, connection_dir: PathLike | None = None, progress: Progress | None = None,
-        prompt: Prompt | None = None) -> dict[str, Any]:
+        prompt: Prompt | None = None, accept_new_host_key: bool = False) -> dict[str, Any]:
     """Launch the service described by `config`, or reconnect to it; return the client payload.
 
     `config` is a mapping or the path of a YAML file. The payload is what the
@@ -47,6 +47,9 @@ def run(config: ConfigSource, *, connection_dir: PathLike | None = None, progres
     to this process's terminal, else to the input box of the Jupyter cell
     running the call; with none of these, those login steps are skipped and
     the error says so. The tunnel keeper asks through this call too.
+    `accept_new_host_key` records the key of a host not yet in known_hosts
+    without asking (StrictHostKeyChecking accept-new); a changed key is
+    refused all the same.
 
     In a script nothing is printed unless asked: `progress`, or the config's
     `log_level` (`basic`: phase lines on stderr; `minimal`: a live line on a
@@ -54,24 +57,26 @@ def run(config: ConfigSource, *, connection_dir: PathLike | None = None, progres
     show as one display updated in place. `log_file` and `debug_log_file` are
     written as with the command-line flags of the same names.
     """
-    return dict(launched(config, connection_dir=connection_dir, progress=progress, prompt=prompt)[1])
+    return dict(launched(config, connection_dir=connection_dir, progress=progress, prompt=prompt,
+                         accept_new_host_key=accept_new_host_key)[1])
 
 
 def launched(config: ConfigSource, *, connection_dir: PathLike | None = None, progress: Progress | None = None,
-             prompt: Prompt | None = None) -> tuple[Config, ClientPayload]:
+             prompt: Prompt | None = None, accept_new_host_key: bool = False) -> tuple[Config, ClientPayload]:
     """`run()`, also giving the validated config (for `launch()`'s handle, which would otherwise load it again)."""
     loaded = load_config(config, cache=True)
     detach = logsetup.configure(logsetup.merge(LogOptions(), loaded.log))
     try:
         if progress is None:  # the config's log_level, as on the command line; in a Jupyter cell, a live display
             progress = Progress.for_run(loaded.log.level, sys.stderr)
-        return loaded, up(loaded, connection_dir=connection_dir, progress=progress, prompt=prompt)[0]
+        return loaded, up(loaded, connection_dir=connection_dir, progress=progress, prompt=prompt,
+                          accept_new_host_key=accept_new_host_key)[0]
     finally:
         detach()
 
 
 def up(config: Config, *, connection_dir: PathLike | None = None, progress: Progress | None = None,
-       prompt: Prompt | None = None) -> tuple[ClientPayload, bool]:
+       prompt: Prompt | None = None, accept_new_host_key: bool = False) -> tuple[ClientPayload, bool]:
     """The client payload, and whether an existing connection was reused (steps 1-5)."""
     progress = progress or Progress.silent()
     key = evaluate_key(config)
@@ -83,13 +88,14 @@ def up(config: Config, *, connection_dir: PathLike | None = None, progress: Prog
     if payload is None and config.tunnel:
         from .keeper.start import start_keeper
 
-        payload, reused = start_keeper(config, key, client_path, progress, _asking(prompt, progress))
+        payload, reused = start_keeper(config, key, client_path, progress, _asking(prompt, progress),
+                                       accept_new_host_key=accept_new_host_key)
     elif payload is None:
         from .hosts import open_host  # host machinery (subprocess, SSH) only once the warm path missed
         from .launcher import Launcher
 
         progress.phase(f"connecting to {config.ssh_target}" if config.remote else "checking server state")
-        with open_host(config, _asking(prompt, progress)) as host:
+        with open_host(config, _asking(prompt, progress), accept_new_host_key=accept_new_host_key) as host:
             payload = Launcher(config, key, client_path, progress).serve(host)[0]
     progress.done(payload, reused=reused)
     remember_parse(config)

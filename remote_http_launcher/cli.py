@@ -94,6 +94,10 @@ def build_up_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="print the command a launch would run (for an SSH service, ~ stands for the SSH "
                              "user's home); connect to nothing, change nothing")
     parser.add_argument("--json", action="store_true", help="print the connection payload as JSON on stdout")
+    parser.add_argument("--accept-new-host-key", action="store_true",
+                        help="trust an SSH host whose key is not in known_hosts yet (check its fingerprint first): "
+                             "record the key as OpenSSH would look it up (HostKeyAlias, or [host]:port); a changed "
+                             "key is refused all the same")
     add_common(parser)
     return parser
 
@@ -105,7 +109,8 @@ def cmd_up(args: argparse.Namespace, config: Config | None, progress: Progress) 
     if args.dry_run:
         print(api.dry_run(config))
         return EXIT_OK
-    payload, _ = api.up(config, connection_dir=args.connection_dir, progress=progress)
+    payload, _ = api.up(config, connection_dir=args.connection_dir, progress=progress,
+                        accept_new_host_key=args.accept_new_host_key)
     if args.json:
         print(json.dumps(payload, indent=2))
     return EXIT_OK

@@ -34,8 +34,9 @@ UP = ("running", "starting")
 
 
 def launch(config: ConfigSource, *, connection_dir: PathLike | None = None, progress: Progress | None = None,
-           prompt: Prompt | None = None) -> ServiceHandle:
-    """Launch the service described by `config`, or reconnect to it, as `run()` does; return a handle on it.
+           prompt: Prompt | None = None, accept_new_host_key: bool = False) -> ServiceHandle:
+    """Launch the service described by `config`, or reconnect to it, as `run()` does (`accept_new_host_key`
+    too); return a handle on it.
 
     The handle keeps a copy of the config (a mapping) or its absolute path (a
     YAML file), `connection_dir` and `prompt`, and uses them for `status()`,
@@ -46,7 +47,8 @@ def launch(config: ConfigSource, *, connection_dir: PathLike | None = None, prog
         kept = copy.deepcopy(dict(config))  # later changes to the caller's dict do not move the handle
     else:
         kept = os.path.abspath(os.path.expanduser(os.fspath(config)))  # the notebook may chdir later
-    loaded, payload = api.launched(kept, connection_dir=connection_dir, progress=progress, prompt=prompt)
+    loaded, payload = api.launched(kept, connection_dir=connection_dir, progress=progress, prompt=prompt,
+                                   accept_new_host_key=accept_new_host_key)
     return ServiceHandle(kept, payload, key=evaluate_key(loaded), host=loaded.ssh_target if loaded.remote else None,
                          tunnel=loaded.tunnel, connection_dir=connection_dir, prompt=prompt)
 

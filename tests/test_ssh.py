@@ -280,7 +280,9 @@ def test_unknown_host_key_without_terminal_is_refused(server: SSHServer, client_
     assert result.returncode == 1
     line = error_line(result)
     assert line.startswith(f"error: ssh {ALIAS} ({server.host}:{server.port}): host key: unknown ED25519 key SHA256:")
-    assert "StrictHostKeyChecking accept-new" in line and f"ssh-keyscan -p {server.port} {server.host}" in line
+    name = f"[{server.host}]:{server.port}"
+    assert line.endswith(f"if that is the server's fingerprint, run again with --accept-new-host-key (run(..., "
+                         f"accept_new_host_key=True)) to record it in ~/.ssh/known_hosts as {name}"), line
     assert (client_home / ".ssh" / "known_hosts").read_text() == ""
     assert remote_state(server, config["key"]) is None  # nothing launched
     assert not (rhl_dir / "client" / f"{config['key']}.json").exists()
@@ -295,6 +297,48 @@ def test_accept_new_records_unknown_key(server: SSHServer, client_home: Path, rh
     assert known_hosts.read_text().splitlines() == [server.host_key_line]
     assert known_hosts.stat().st_mode & 0o777 == 0o600
     assert (client_home / ".ssh").stat().st_mode & 0o777 == 0o700
+
+
+def test_accept_new_host_key_records_the_key_under_its_host_key_alias(
+        server: SSHServer, client_home: Path, rhl_dir: Path, make_config: Callable[..., dict[str, Any]],
+        tmp_path: Path) -> None:
+    """ssh-keyscan would name the key [host]:port, which a HostKeyAlias never looks up: the flag records it
+    under the name OpenSSH looks up, over StrictHostKeyChecking yes, as `ssh -o` would."""
+    server.write_ssh_config(client_home, ALIAS, {"HostKeyAlias": "cluster-login"})
+    known_hosts = client_home / ".ssh" / "known_hosts"
+    known_hosts.write_text("")
+    config = make_config()
+    refused = cli(config, tmp_path)
+    assert refused.returncode == 1 and error_line(refused).endswith(" as cluster-login"), refused.stderr
+    accepted = cli(config, tmp_path, "--accept-new-host-key")
+    assert accepted.returncode == 0, accepted.stderr
+    assert recorded(known_hosts, "cluster-login") == [server.host_pubkey]  # hashed or not, as ssh_config says
+    (rhl_dir / "client" / f"{config['key']}.json").unlink()  # the next run logs in again: the key is known now
+    assert cli(config, tmp_path).returncode == 0
+
+
+def test_accept_new_host_key_reaches_the_tunnel_keeper_and_never_accepts_a_changed_key(
+        server: SSHServer, client_home: Path, rhl_dir: Path, make_config: Callable[..., dict[str, Any]]) -> None:
+    server.write_ssh_config(client_home, ALIAS)
+    known_hosts = client_home / ".ssh" / "known_hosts"
+    name = server.host_key_line.split()[0]
+    known_hosts.write_text(f"{name} ssh-ed25519 {_other_ed25519()}\n")
+    config = make_config(tunnel=True, network_interface="127.0.0.1")
+    with pytest.raises(HostKeyError, match="HAS CHANGED"):
+        run(config, accept_new_host_key=True)
+    assert remote_state(server, config["key"]) is None
+    known_hosts.write_text("")
+    payload = run(config, accept_new_host_key=True)  # the keeper logs in: the flag travels to it
+    assert "keeper_pid" in payload and recorded(known_hosts, name) == [server.host_pubkey]
+
+
+def recorded(known_hosts: Path, name: str) -> list[Any]:
+    """The keys known_hosts holds for `name` (its lines may name it hashed)."""
+    import paramiko
+
+    keys = paramiko.HostKeys(str(known_hosts))
+    assert len(known_hosts.read_text().splitlines()) == len(keys.keys())  # nothing recorded under another name
+    return list((keys.lookup(name) or {}).values())
 
 
 @pytest.mark.parametrize("strict", ["yes", "no"])

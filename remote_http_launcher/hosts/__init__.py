@@ -12,14 +12,15 @@ if TYPE_CHECKING:
     from ..prompts import Prompt
 
 
-def open_host(config: Config, prompt: Prompt | None = None) -> Host:
+def open_host(config: Config, prompt: Prompt | None = None, *, accept_new_host_key: bool = False) -> Host:
     """Connect to the service's host (lazily importing paramiko only for remote configs); login questions
-    go to `prompt` (default: the terminal or Jupyter cell of the call)."""
+    go to `prompt` (default: the terminal or Jupyter cell of the call); `accept_new_host_key` records an
+    unknown host key (never a changed one)."""
     if not config.remote:
         return LocalHost()
     from .ssh import SSHHost
 
-    return SSHHost.connect(config.ssh_target, prompt=prompt)
+    return SSHHost.connect(config.ssh_target, prompt=prompt, accept_new_host_key=accept_new_host_key)
 
 
 __all__ = ["Host", "LocalHost", "ScriptResult", "open_host"]

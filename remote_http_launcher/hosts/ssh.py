@@ -48,10 +48,12 @@ class SSHHost(Host):
         self._uid: int | None = None  # owner of /proc/self, i.e. who our processes run as; NO_PROC without /proc
 
     @classmethod
-    def connect(cls, target: str, *, interactive: bool = True, prompt: Prompt | None = None) -> SSHHost:
+    def connect(cls, target: str, *, interactive: bool = True, prompt: Prompt | None = None,
+                accept_new_host_key: bool = False) -> SSHHost:
         """`interactive=False` never asks (the keeper's reconnects); `prompt` is where questions go (default:
         the terminal or Jupyter cell of the call, see ssh.connection.connect)."""
-        return cls(connect(target, interactive=interactive, prompt=prompt), name=target)
+        return cls(connect(target, interactive=interactive, prompt=prompt, accept_new_host_key=accept_new_host_key),
+                   name=target)
 
     # ---- paths ----
     @property

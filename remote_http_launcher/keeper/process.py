@@ -112,6 +112,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config-file", required=True, type=Path, help="JSON config, deleted once read")
     parser.add_argument("--connection-dir", required=True)
     parser.add_argument("--ask", action="store_true", help="send login questions to the front process")
+    parser.add_argument("--accept-new-host-key", action="store_true",
+                        help="record an unknown host key at the first login (never a changed one)")
     return parser.parse_args(argv)
 
 
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             statefiles.write_atomic(launcher.client_path, statefiles.encode(reused))
             report.send({"payload": reused, "reused": True})
             return 0
-        return Keeper(launcher, lock, report, report.ask if args.ask else None).run()
+        return Keeper(launcher, lock, report, report.ask if args.ask else None,
+                      accept_new_host_key=args.accept_new_host_key).run()
     except LauncherError as exc:
         if exc.key is None and key is not None:
             exc.key = key  # e.g. a login error, which knows only its host
@@ -190,11 +193,13 @@ def claim(lock: KeeperLock, launcher: Launcher) -> ClientPayload | None:
 class Keeper:
     """Holds the lock: serves the tunnel until the watchdog says there is nothing left to keep."""
 
-    def __init__(self, launcher: Launcher, lock: KeeperLock, report: Report, ask: Prompt | None) -> None:
+    def __init__(self, launcher: Launcher, lock: KeeperLock, report: Report, ask: Prompt | None, *,
+                 accept_new_host_key: bool = False) -> None:
         self.launcher = launcher
         self.lock = lock
         self.report = report
         self.ask = ask
+        self.accept_new_host_key = accept_new_host_key  # the first login only; reconnects meet a known key
         self.log_path = keeper_log_path(launcher.client_path)
 
     def run(self) -> int:
@@ -207,7 +212,7 @@ class Keeper:
             log_fd = self._open_log()
             self.launcher.progress.phase(f"connecting to {self.launcher.config.ssh_target}")
             host = SSHHost.connect(self.launcher.config.ssh_target, interactive=self.ask is not None,
-                                   prompt=self.ask)
+                                   prompt=self.ask, accept_new_host_key=self.accept_new_host_key)
             # Only now: sshtunnel imports paramiko, and connecting has already loaded it without invoke.
             from .tunnel import Tunnel
             from .watchdog import Watchdog

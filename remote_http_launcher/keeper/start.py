@@ -47,7 +47,7 @@ MAX_LINE = 1 << 20  # a keeper's line is small; anything longer is not from our 
 
 
 def start_keeper(config: Config, key: str, client_path: Path, progress: Progress,
-                 prompt: Prompt | None) -> tuple[ClientPayload, bool]:
+                 prompt: Prompt | None, *, accept_new_host_key: bool = False) -> tuple[ClientPayload, bool]:
     """Run the keeper until it reports; (payload, whether an existing keeper was reused).
 
     Without `prompt` the keeper asks nothing: login steps that need an answer are skipped.
@@ -60,7 +60,7 @@ def start_keeper(config: Config, key: str, client_path: Path, progress: Progress
         json.dump(dict(config.raw), handle, default=str)
     argv = [sys.executable, "-m", "remote_http_launcher.keeper", "--key", key,
             "--config-file", config_file, "--connection-dir", str(directory)]
-    argv += ["--ask"] * (prompt is not None)
+    argv += ["--ask"] * (prompt is not None) + ["--accept-new-host-key"] * accept_new_host_key
     try:
         proc = popen_detached(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,14 +113,17 @@ class Endpoint:
         return kind(f"{self.label}: {step}: {detail}", host=self.alias, step=step)
 
 
-def load_ssh_config() -> paramiko.SSHConfig:
+def load_ssh_config(overrides: Sequence[str] = ()) -> paramiko.SSHConfig:
     """~/.ssh/config, then /etc/ssh/ssh_config, with their Includes, as one paramiko SSHConfig.
 
     Missing files count as empty. `Match exec` lines (in any file read) get
-    the invoke that paramiko was loaded without.
+    the invoke that paramiko was loaded without. `overrides` are option lines
+    (`StrictHostKeyChecking accept-new`) that win over both files for every
+    host, as `ssh -o` does.
     """
     path = user_ssh_config()
     reader = _Reader()
+    reader.lines.extend(overrides)
     if path.is_file():
         try:
             text = path.read_text(encoding="utf-8", errors="surrogateescape")

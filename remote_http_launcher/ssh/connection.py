@@ -23,7 +23,7 @@ from ..prompts import Prompt
 from ._paramiko import paramiko
 from .auth import Authenticator
 from .config import Endpoint, load_ssh_config, parse_hop, resolve
-from .hostkeys import KnownHosts, check_host_key
+from .hostkeys import ACCEPT_NEW, KnownHosts, check_host_key
 from .proxy import CommandSocket
 
 MIN_HANDSHAKE_TIMEOUT = 15.0
@@ -102,17 +102,20 @@ class SSHConnection:
             hop.close()
 
 
-def connect(target: str, *, interactive: bool = True, prompt: Prompt | None = None) -> SSHConnection:
+def connect(target: str, *, interactive: bool = True, prompt: Prompt | None = None,
+            accept_new_host_key: bool = False) -> SSHConnection:
     """Connect to `target` ([user@]host or a ~/.ssh/config alias), verify it and log in.
 
     Questions (unknown host keys, passphrases, passwords, one-time codes) go
     to `prompt`, or without it to the terminal or the Jupyter cell the call
     came from (prompts.default), and are asked on this thread. With
     `interactive=False`, or nowhere to ask, those steps are skipped and a
-    failure says how to answer them.
+    failure says how to answer them. `accept_new_host_key` records an
+    unknown host key without asking (StrictHostKeyChecking accept-new, as `ssh -o` would set it);
+    a changed key is refused all the same.
     """
     ask = (prompt or prompts.default()) if interactive else None
-    config = load_ssh_config()
+    config = load_ssh_config([ACCEPT_NEW] if accept_new_host_key else [])
     user, _, host = target.rpartition("@")
     endpoint = resolve(config, host, user or None)
     return prompts.answered_here(lambda relay: _connect(endpoint, config, relay, depth=0), ask)

@@ -2,7 +2,8 @@
 
 The files, the names looked up, the unknown-key question and every message
 follow OpenSSH, so users can act on them with the tools they know
-(ssh-keyscan, ssh-keygen -R).
+(ssh-keygen -R); an unknown key is recorded under the name OpenSSH looks up
+(HostKeyAlias, host, or [host]:port).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from .. import statefiles
 from ..errors import HostKeyError
 from ..prompts import Prompt
 from ._paramiko import paramiko
-from .config import DEFAULT_PORT, Endpoint, shorten
+from .config import Endpoint, shorten
 
 DEFAULT_USER_KNOWN_HOSTS = "~/.ssh/known_hosts ~/.ssh/known_hosts2"
 DEFAULT_GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2"
 STRICT_MODES = {"yes": "yes", "true": "yes", "ask": "ask", "accept-new": "accept-new",
                 "no": "no", "off": "no", "false": "no"}
 RSA_SIGNATURES = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
+#: What `--accept-new-host-key` (run(accept_new_host_key=True)) puts before ~/.ssh/config.
+ACCEPT_NEW = "StrictHostKeyChecking accept-new"
 
 
 def key_type_label(key: paramiko.PKey) -> str:
@@ -110,10 +113,11 @@ def check_host_key(endpoint: Endpoint, key: paramiko.PKey, known: KnownHosts, as
     if mode == "ask" and ask:
         raise endpoint.fail("host key", f"{key_description(key)} for {known.name} not accepted", HostKeyError)
     reason = "StrictHostKeyChecking is yes" if mode == "yes" else "no terminal or prompt= to ask"
-    keyscan = f"ssh-keyscan{'' if endpoint.port == DEFAULT_PORT else f' -p {endpoint.port}'} {endpoint.hostname}"
-    raise endpoint.fail("host key", f"unknown {key_description(key)} for {known.name} ({reason}); to trust it, add "
-                        f"'StrictHostKeyChecking accept-new' under 'Host {endpoint.alias}' in ~/.ssh/config, or run "
-                        f"'{keyscan} >> {shorten(known.record_path)}' after checking the fingerprint", HostKeyError)
+    # Not ssh-keyscan: it names keys host or [host]:port, never a HostKeyAlias, and Windows lacks it.
+    raise endpoint.fail("host key", f"unknown {key_description(key)} for {known.name} ({reason}); if that is the "
+                        "server's fingerprint, run again with --accept-new-host-key (run(..., "
+                        f"accept_new_host_key=True)) to record it in {shorten(known.record_path)} as {known.name}",
+                        HostKeyError)
 
 
 def ask_unknown_key(endpoint: Endpoint, key: paramiko.PKey, known: KnownHosts, ask: Prompt) -> bool:
@@ -136,5 +140,5 @@ def ask_unknown_key(endpoint: Endpoint, key: paramiko.PKey, known: KnownHosts, a
         prompt = "Please type 'yes', 'no' or the fingerprint: "
 
 
-__all__ = ["DEFAULT_GLOBAL_KNOWN_HOSTS", "DEFAULT_USER_KNOWN_HOSTS", "RSA_SIGNATURES", "STRICT_MODES", "KnownHosts",
-           "ask_unknown_key", "check_host_key", "key_description", "key_type_label"]
+__all__ = ["ACCEPT_NEW", "DEFAULT_GLOBAL_KNOWN_HOSTS", "DEFAULT_USER_KNOWN_HOSTS", "RSA_SIGNATURES", "STRICT_MODES",
+           "KnownHosts", "ask_unknown_key", "check_host_key", "key_description", "key_type_label"]
