@@ -92,8 +92,9 @@ def up(config: Config, *, connection_dir: PathLike | None = None, progress: Prog
                                        accept_new_host_key=accept_new_host_key)
     elif payload is None:
         from .hosts import open_host  # host machinery (subprocess, SSH) only once the warm path missed
-        from .launcher import Launcher
+        from .launcher import Launcher, check_direct_reachable
 
+        check_direct_reachable(config)
         progress.phase(f"connecting to {config.ssh_target}" if config.remote else "checking server state")
         with open_host(config, _asking(prompt, progress), accept_new_host_key=accept_new_host_key) as host:
             payload = Launcher(config, key, client_path, progress).serve(host)[0]

@@ -28,6 +28,16 @@ def tcp_connect(host: str, port: int, timeout: float) -> socket.socket:
     return socket.create_connection((name, port), timeout=timeout)  # type: ignore[arg-type]
 
 
+def resolves(host: str) -> bool:
+    """Whether this machine can look `host` up; a temporary failure (no DNS server answering) counts
+    as yes, since the name may well exist."""
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return exc.errno not in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
+    return True
+
+
 def tcp_factory(host: str, port: int) -> SocketFactory:
     return lambda timeout: tcp_connect(host, port, timeout)
 

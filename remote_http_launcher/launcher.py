@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from . import handshake, scripts, statefiles
 from ._version import __version__
 from .config import Config
-from .errors import HandshakeError, LauncherError, LaunchError, ServiceFailedError
+from .errors import ConfigError, HandshakeError, LauncherError, LaunchError, ServiceFailedError
 from .locks import FileLock
 from .progress import Progress
 from .service import Service, is_ours, terminate
@@ -45,6 +45,7 @@ FIRST_POLL = 0.01  # seconds before the first re-read of a starting service's st
 PROCESS_CHECK_INTERVAL = 0.3
 LOCK_GRACE = 10.0
 WILDCARD_CLIENT_HOSTS = {"0.0.0.0": "localhost", "::": "localhost"}
+LOOPBACK_INTERFACES = ("localhost", "ip6-localhost", "::1")  # and 127.0.0.0/8
 LAUNCH_STEPS = {scripts.EXIT_WORKDIR: "workdir", scripts.EXIT_LOG: "log file", scripts.EXIT_NO_CONDA: "conda",
                 scripts.EXIT_NO_CONDA_ENV: "conda", scripts.EXIT_STATE_DIR: "state directory"}
 
@@ -279,8 +280,19 @@ class Launcher:
                                              time.monotonic() + VERIFY_TIMEOUT)
             if problem is not None:
                 raise self._error(HandshakeError, service, "handshake", f"the service runs on "
-                                  f"{service.host.name}, but from this machine {problem}")
+                                  f"{service.host.name}, but from this machine {problem}{self._why_unreachable()}")
         return cast(ClientPayload, payload)
+
+    def _why_unreachable(self) -> str:
+        """What to change when this machine cannot reach a service it connects to directly."""
+        if not self.config.remote or self.config.tunnel:
+            return ""
+        interface = self.config.network_interface
+        if interface in LOOPBACK_INTERFACES or interface.startswith("127."):
+            return (f"; it listens on the server's own {interface} (network_interface), which only the server "
+                    "reaches: set 'tunnel: true' to reach it over SSH, or a network_interface other machines "
+                    "reach (e.g. 0.0.0.0, every interface)")
+        return "; a firewall between here and the server? 'tunnel: true' reaches the service over SSH"
 
     def _open_way_in(self, service: Service, state: ServerState,
                      open_tunnel: TunnelOpener | None) -> WayIn:
@@ -308,6 +320,20 @@ class Launcher:
         if port is None:
             return payload, handshake.missing_port(self.config.handshake)
         return payload, handshake.check(payload["hostname"], port, self.config.handshake)
+
+
+def check_direct_reachable(config: Config) -> None:
+    """Direct mode (`tunnel: false`): this machine connects to `hostname` itself, so a name that does not
+    resolve here (typically an ~/.ssh/config alias, which only SSH knows) is refused before anything is
+    started, rather than a launch followed by "no HTTP answer"."""
+    if not config.remote or config.tunnel:
+        return
+    assert config.hostname is not None
+    if not handshake.resolves(config.hostname):
+        where = "" if config.ssh_hostname else " (an ~/.ssh/config alias? SSH knows those, this check does not)"
+        raise ConfigError(f"hostname: {config.hostname!r} does not resolve on this machine{where}; with "
+                          "'tunnel: false' this machine connects to hostname itself: set 'tunnel: true', or "
+                          "set hostname to the server's address (and ssh_hostname to the alias)")
 
 
 class LaunchLock(FileLock):

@@ -32,6 +32,7 @@ from remote_http_launcher import (
     prompts,
     run,
     scripts,
+    stop,
 )
 from remote_http_launcher.config import Handshake
 from remote_http_launcher.hosts.ssh import SSHHost
@@ -738,3 +739,34 @@ def test_quoted_workdir_under_home_is_the_remote_home_in_the_command(
     state = remote_state(server, config["key"])
     assert state is not None and state["status"] == "running"
     assert state["command"].startswith(f"cd '{server.home}/rhl-work/my dir' && ")
+
+
+def test_direct_mode_to_an_ssh_alias_says_the_name_does_not_resolve_here(
+        server: SSHServer, client_home: Path, rhl_dir: Path, make_config: Callable[..., dict[str, Any]],
+        tmp_path: Path) -> None:
+    """`hostname: <alias>` with `tunnel: false`: only SSH knows the alias, this machine cannot connect to it."""
+    server.write_ssh_config(client_home, "cluster-alias")
+    config = make_config(hostname="cluster-alias")
+    del config["ssh_hostname"]
+    result = cli(config, tmp_path)
+    assert result.returncode == 2
+    assert error_line(result) == (
+        "error: hostname: 'cluster-alias' does not resolve on this machine (an ~/.ssh/config alias? SSH knows "
+        "those, this check does not); with 'tunnel: false' this machine connects to hostname itself: set "
+        "'tunnel: true', or set hostname to the server's address (and ssh_hostname to the alias)")
+    assert remote_state(server, config["key"]) is None  # nothing was started
+    tunnelled = {**config, "tunnel": True, "network_interface": "127.0.0.1"}
+    assert cli(tunnelled, tmp_path).returncode == 0  # what the message suggests works
+    assert stop(tunnelled)["stopped"]  # the service and its tunnel keeper
+
+
+def test_direct_mode_to_a_service_on_the_server_loopback_says_so(
+        ssh_config: Path, server: SSHServer, rhl_dir: Path, make_config: Callable[..., dict[str, Any]],
+        tmp_path: Path) -> None:
+    config = make_config(network_interface="127.0.0.1")
+    result = cli(config, tmp_path)
+    assert result.returncode == 1
+    assert error_line(result).endswith(
+        "; it listens on the server's own 127.0.0.1 (network_interface), which only the server reaches: set "
+        "'tunnel: true' to reach it over SSH, or a network_interface other machines reach (e.g. 0.0.0.0, every "
+        "interface)"), result.stderr
