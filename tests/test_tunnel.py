@@ -355,6 +355,11 @@ def test_password_prompt_on_the_terminal_is_not_echoed(
     terminal = Terminal(password_config[1])
     try:
         wait_for(lambda: b"password: " in terminal.screen, 30, "the password prompt")
+        before, _, _ = terminal.screen.partition(b"password: ")
+        live, _, line = before.rpartition(b"\r")  # the question starts at column 0 ...
+        erased = live.rpartition(b"\r")[2]
+        assert b" s)" in live and erased and not erased.strip(), before  # ... of the live line, blanked first
+        assert line == f"{server.user}@{server.host}'s ".encode(), before  # it names user@host
         terminal.type(server.password.encode() + b"\n")
         out = terminal.finish()
     finally:
