@@ -721,7 +721,8 @@ def test_a_server_that_is_no_ssh_server_gives_one_line(client_home: Path, rhl_di
     ssh = client_home / ".ssh"
     ssh.mkdir()
     (ssh / "config").write_text(f"Host notssh\n  HostName 127.0.0.1\n  Port {port}\n")
-    config = {"workdir": "/tmp/x", "key": "notssh", "command": "echo", "hostname": "notssh"}
+    config = {"workdir": "/tmp/x", "key": "notssh", "command": "echo", "hostname": "127.0.0.1",
+              "ssh_hostname": "notssh"}  # direct mode connects to hostname itself: one that resolves
     result = cli(config, tmp_path)
     listener.close()
     assert result.returncode == 1
