@@ -169,6 +169,15 @@ def test_warm_run_reuses_client_file_without_new_keeper(
     assert keeper_processes(str(connection_dir)) == [first["keeper_pid"]]
 
 
+def test_a_config_warning_is_shown_once_by_the_command_not_again_by_the_keeper(
+        server: SSHServer, make_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    result = cli(make_config(colour="blue"), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "colour" in line] == [
+        "warning: config: field 'colour' is not a field of the launcher and no template (key, command) uses it; "
+        "it is ignored"]
+
+
 def test_extra_ports_get_their_own_forwards(server: SSHServer, make_config: Callable[..., dict[str, Any]],
                                             tmp_path: Path) -> None:
     config = make_config(args="--extra-port admin_port --extra-port metrics-port")

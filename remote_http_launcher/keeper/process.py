@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -118,11 +119,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def read_config(path: Path) -> Config:
+    """The config the command validated; its warnings were shown there already (our stderr is still the
+    user's terminal)."""
     try:
         data = json.loads(path.read_bytes())
     finally:
         path.unlink(missing_ok=True)
-    return load_config(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_config(data)
 
 
 def main(argv: list[str] | None = None) -> int:
