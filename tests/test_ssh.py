@@ -452,7 +452,8 @@ def test_unknown_host_key_asks_on_a_terminal(answer: str, server: SSHServer, cli
 def test_strict_yes_refuses_unknown_key_even_on_a_terminal(server: SSHServer, client_home: Path) -> None:
     server.write_ssh_config(client_home, ALIAS)  # StrictHostKeyChecking yes
     (client_home / ".ssh" / "known_hosts").write_text("")
-    with pytest.raises(HostKeyError, match=r"\(StrictHostKeyChecking is yes\); to trust it"):
+    with pytest.raises(HostKeyError, match=r"\(StrictHostKeyChecking is yes\); if that is the server.s fingerprint, "
+                       r"run again with --accept-new-host-key"):
         connect(ALIAS, prompt=prompts.terminal)
 
 
