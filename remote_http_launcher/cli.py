@@ -70,6 +70,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--accept-new-host-key", action="store_true",
+                        help="trust an SSH host whose key is not in known_hosts yet (check its fingerprint first): "
+                             "record the key as OpenSSH would look it up (HostKeyAlias, or [host]:port); a changed "
+                             "key is refused all the same")
     parser.add_argument("--log-level", choices=LEVELS,
                         help="console detail: minimal (the default: a live line on a terminal), basic (phase "
                              "lines), debug (everything, tracebacks included); wins over the config's log_level")
@@ -94,10 +98,6 @@ def build_up_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="print the command a launch would run (for an SSH service, ~ stands for the SSH "
                              "user's home); connect to nothing, change nothing")
     parser.add_argument("--json", action="store_true", help="print the connection payload as JSON on stdout")
-    parser.add_argument("--accept-new-host-key", action="store_true",
-                        help="trust an SSH host whose key is not in known_hosts yet (check its fingerprint first): "
-                             "record the key as OpenSSH would look it up (HostKeyAlias, or [host]:port); a changed "
-                             "key is refused all the same")
     add_common(parser)
     return parser
 
@@ -236,7 +236,7 @@ def cmd_status(args: argparse.Namespace, config: Config | None, progress: Progre
 
     assert config is not None
     entry = manage.status(config, connection_dir=args.connection_dir, progress=_quiet(progress),
-                          prompt=_ask(progress))
+                          prompt=_ask(progress), accept_new_host_key=args.accept_new_host_key)
     progress.close()
     print(json.dumps(entry, indent=2) if args.json else render.format_status(entry))
     if entry["status"] != manage.RUNNING:
@@ -249,7 +249,8 @@ def cmd_stop(args: argparse.Namespace, config: Config | None, progress: Progress
 
     assert config is not None
     result = render.stop_outcome(manage.stop(config, connection_dir=args.connection_dir, timeout=args.timeout,
-                                             progress=_quiet(progress), prompt=_ask(progress)))
+                                             progress=_quiet(progress), prompt=_ask(progress),
+                                             accept_new_host_key=args.accept_new_host_key))
     progress.close()
     print(json.dumps(result, indent=2) if args.json else result["message"])
     return EXIT_OK
@@ -267,7 +268,8 @@ def cmd_logs(args: argparse.Namespace, config: Config | None, progress: Progress
     output = None if args.json else sys.stdout.buffer
     try:
         result = manage.read_logs(config, tail=args.tail, output=output, follow=args.follow,
-                                  progress=_quiet(progress), prompt=_ask(progress))
+                                  progress=_quiet(progress), prompt=_ask(progress),
+                                  accept_new_host_key=args.accept_new_host_key)
     except KeyboardInterrupt:
         if not args.follow:
             raise
@@ -282,7 +284,7 @@ def cmd_list(args: argparse.Namespace, config: Config | None, progress: Progress
 
     progress = _quiet(progress)
     progress.phase(f"connecting to {args.host}" if args.host else "reading server state")
-    with manage.open_target(args.host, _ask(progress)) as host:
+    with manage.open_target(args.host, _ask(progress), accept_new_host_key=args.accept_new_host_key) as host:
         entries = manage.list_services(host)
         name, state_dir = host.name, host.state_dir
     progress.close()

@@ -180,13 +180,15 @@ def client_entry(path: Path, key: str, tunnel: bool = False) -> ClientSide:
 
 
 def status(config: Config, *, connection_dir: str | os.PathLike[str] | None = None,
-           progress: Progress | None = None, prompt: Prompt | None = None) -> StatusResult:
-    """The service's status on its host plus the client side; connects to the host."""
+           progress: Progress | None = None, prompt: Prompt | None = None,
+           accept_new_host_key: bool = False) -> StatusResult:
+    """The service's status on its host plus the client side; connects to the host (`accept_new_host_key`:
+    as for `run()`, here and below)."""
     progress = progress or Progress.silent()
     key = evaluate_key(config)
     cpath = statefiles.client_file(key, connection_dir, local_service=not config.remote)
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
-    with open_host(config, prompt) as host:
+    with open_host(config, prompt, accept_new_host_key=accept_new_host_key) as host:
         service = Service(host, config, key)
         entry = server_entry(host, key, service.status_file, host.read(service.status_file), service.log_file)
         if entry["workdir"] is None:
@@ -198,7 +200,8 @@ def status(config: Config, *, connection_dir: str | os.PathLike[str] | None = No
 
 
 def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None,
-         timeout: float = STOP_TIMEOUT, progress: Progress | None = None, prompt: Prompt | None = None) -> StopResult:
+         timeout: float = STOP_TIMEOUT, progress: Progress | None = None, prompt: Prompt | None = None,
+         accept_new_host_key: bool = False) -> StopResult:
     """Stop the service and its tunnel keeper, remove server and client state, keep the log."""
     progress = progress or Progress.silent()
     key = evaluate_key(config)
@@ -207,7 +210,7 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
     stopped: list[StoppedProcess] = []
     removed: list[str] = []
-    with open_host(config, prompt) as host:
+    with open_host(config, prompt, accept_new_host_key=accept_new_host_key) as host:
         service = Service(host, config, key)
         raw = host.read(service.status_file)
         before = server_entry(host, key, service.status_file, raw, service.log_file)
@@ -309,7 +312,8 @@ def logs(config: Config, *, tail: int = DEFAULT_TAIL, prompt: Prompt | None = No
 
 
 def read_logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | None = None, follow: bool = False,
-              progress: Progress | None = None, prompt: Prompt | None = None) -> LogsResult:
+              progress: Progress | None = None, prompt: Prompt | None = None,
+              accept_new_host_key: bool = False) -> LogsResult:
     """The last `tail` lines of the service log, also written to `output` when given, and whether the
     service runs.
 
@@ -318,7 +322,7 @@ def read_logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | No
     """
     progress = progress or Progress.silent()
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
-    with open_host(config, prompt) as host:
+    with open_host(config, prompt, accept_new_host_key=accept_new_host_key) as host:
         service = Service(host, config, evaluate_key(config))
         status_now, state, _detail = classify(host, host.read(service.status_file))
         path = state.log if state and state.log else service.log_file
@@ -344,7 +348,7 @@ def read_logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | No
 # ---------------------------------------------------------------- list
 
 
-def open_target(target: str | None, prompt: Prompt | None = None) -> Host:
+def open_target(target: str | None, prompt: Prompt | None = None, *, accept_new_host_key: bool = False) -> Host:
     """This machine, or an SSH host named like `ssh_hostname` (user@host or an ~/.ssh/config alias)."""
     if target is None:
         return LocalHost()
@@ -355,7 +359,7 @@ def open_target(target: str | None, prompt: Prompt | None = None) -> Host:
         from .hosts.ssh import SSHHost
     except ImportError as exc:
         raise HostError(f"SSH support is not available ({exc}); reinstall remote-http-launcher") from exc
-    return SSHHost.connect(target, prompt=prompt)
+    return SSHHost.connect(target, prompt=prompt, accept_new_host_key=accept_new_host_key)
 
 
 def list_services(host: Host) -> list[ServiceEntry]:

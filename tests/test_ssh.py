@@ -318,6 +318,24 @@ def test_accept_new_host_key_records_the_key_under_its_host_key_alias(
     assert cli(config, tmp_path).returncode == 0
 
 
+def test_every_command_that_connects_takes_accept_new_host_key(server: SSHServer, client_home: Path,
+                                                                rhl_dir: Path) -> None:
+    """The advice names the flag whatever the command was: `list --host` may be the first contact."""
+    server.write_ssh_config(client_home, ALIAS)
+    known_hosts = client_home / ".ssh" / "known_hosts"
+    known_hosts.write_text("")
+
+    def listing(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "remote_http_launcher", "list", "--host", ALIAS, *args],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    refused = listing()
+    assert refused.returncode == 1 and "--accept-new-host-key" in error_line(refused)
+    accepted = listing("--accept-new-host-key")
+    assert accepted.returncode == 0, accepted.stderr
+    assert recorded(known_hosts, f"[{server.host}]:{server.port}") == [server.host_pubkey]
+
+
 def test_accept_new_host_key_reaches_the_tunnel_keeper_and_never_accepts_a_changed_key(
         server: SSHServer, client_home: Path, rhl_dir: Path, make_config: Callable[..., dict[str, Any]]) -> None:
     server.write_ssh_config(client_home, ALIAS)
