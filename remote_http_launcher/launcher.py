@@ -45,7 +45,7 @@ FIRST_POLL = 0.01  # seconds before the first re-read of a starting service's st
 PROCESS_CHECK_INTERVAL = 0.3
 LOCK_GRACE = 10.0
 WILDCARD_CLIENT_HOSTS = {"0.0.0.0": "localhost", "::": "localhost"}
-LOOPBACK_INTERFACES = ("localhost", "ip6-localhost", "::1")  # and 127.0.0.0/8
+LOOPBACK_INTERFACES = ("localhost", "ip6-localhost", "::1")  # and 127.0.0.0/8 (_loopback)
 LAUNCH_STEPS = {scripts.EXIT_WORKDIR: "workdir", scripts.EXIT_LOG: "log file", scripts.EXIT_NO_CONDA: "conda",
                 scripts.EXIT_NO_CONDA_ENV: "conda", scripts.EXIT_STATE_DIR: "state directory"}
 
@@ -275,24 +275,33 @@ class Launcher:
         else:
             payload, problem = self._open_way_in(service, state, open_tunnel)
         port = handshake.port_of(payload, self.config.handshake)
-        if problem is not None and port is not None:  # e.g. a port still being opened: retry for a while
-            problem = handshake.wait_healthy(payload["hostname"], port, self.config.handshake,
-                                             time.monotonic() + VERIFY_TIMEOUT)
+        if problem is not None and port is not None:
+            out_of_reach = self._bound_out_of_reach(payload["hostname"])
+            if not out_of_reach:  # e.g. a port still being opened: retry for a while
+                problem = handshake.wait_healthy(payload["hostname"], port, self.config.handshake,
+                                                 time.monotonic() + VERIFY_TIMEOUT)
             if problem is not None:
                 raise self._error(HandshakeError, service, "handshake", f"the service runs on "
-                                  f"{service.host.name}, but from this machine {problem}{self._why_unreachable()}")
+                                  f"{service.host.name}, but from this machine {problem}"
+                                  f"{self._why_unreachable(out_of_reach)}")
         return cast(ClientPayload, payload)
 
-    def _why_unreachable(self) -> str:
-        """What to change when this machine cannot reach a service it connects to directly."""
+    def _bound_out_of_reach(self, hostname: str) -> bool:
+        """Direct mode to a service that listens on its server's loopback, from elsewhere: it answered the
+        server (`_verify`), it cannot answer here, so there is nothing to wait for."""
         if not self.config.remote or self.config.tunnel:
-            return ""
-        interface = self.config.network_interface
-        if interface in LOOPBACK_INTERFACES or interface.startswith("127."):
-            return (f"; it listens on the server's own {interface} (network_interface), which only the server "
-                    "reaches: set 'tunnel: true' to reach it over SSH, or a network_interface other machines "
-                    "reach (e.g. 0.0.0.0, every interface)")
-        return "; a firewall between here and the server? 'tunnel: true' reaches the service over SSH"
+            return False
+        return _loopback(self.config.network_interface) and not _loopback(hostname)
+
+    def _why_unreachable(self, out_of_reach: bool) -> str:
+        """What to change when this machine cannot reach a service it connects to directly."""
+        if out_of_reach:
+            return (f"; it listens on the server's own {self.config.network_interface} (network_interface), which "
+                    "only the server reaches: set 'tunnel: true' to reach it over SSH, or a network_interface "
+                    "other machines reach (e.g. 0.0.0.0, every interface)")
+        if self.config.remote and not self.config.tunnel:
+            return "; a firewall between here and the server? 'tunnel: true' reaches the service over SSH"
+        return ""
 
     def _open_way_in(self, service: Service, state: ServerState,
                      open_tunnel: TunnelOpener | None) -> WayIn:
@@ -320,6 +329,10 @@ class Launcher:
         if port is None:
             return payload, handshake.missing_port(self.config.handshake)
         return payload, handshake.check(payload["hostname"], port, self.config.handshake)
+
+
+def _loopback(host: str) -> bool:
+    return host in LOOPBACK_INTERFACES or host.startswith("127.")
 
 
 def check_direct_reachable(config: Config) -> None:
