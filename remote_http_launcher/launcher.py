@@ -196,9 +196,8 @@ class Launcher:
         record.update(key=self.key, launcher="remote-http-launcher", version=__version__,
                       launched_at=time.time(), token=os.urandom(16).hex())
         args = scripts.launch_args(workdir=workdir, log=service.log_file, status_file=service.status_file,
-                                   command=command, conda=self.config.conda, record=record,
-                                   lock=lock.path, lock_token=lock.token)
-        result = host.run_script(scripts.LAUNCH, args)
+                                   command=command, conda=self.config.conda, lock=lock.path, lock_token=lock.token)
+        result = host.run_script(scripts.LAUNCH, args, stdin=scripts.record_head(record))
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
         if result.returncode != 0 or not result.stdout.strip().isdigit():
             step = LAUNCH_STEPS.get(result.returncode, "launch")

@@ -3,7 +3,9 @@
 The same text runs in both places, so local mode exercises exactly the code
 path that remote hosts get. Values are never interpolated into script text:
 they travel as positional arguments (quoted by the SSH host, passed as argv
-locally), so no config value can inject a command.
+locally), so no config value can inject a command. What may be secret (the
+status record, with `file_parameters`) travels on stdin instead: arguments are
+in every user's process list (`ps`, /proc/PID/cmdline).
 """
 
 from __future__ import annotations
@@ -66,11 +68,14 @@ KILL_GROUP = 'kill -s KILL -- "-$1" 2>/dev/null'
 # PID is the service's own: helpers that signal only that PID (the original's
 # rhl-stop) stop the service, not a shell above it. Anything else runs under
 # `sh -c`, whose PID is recorded (its process group holds the service).
+# The record's head comes on stdin (one line; LAUNCH's here-document), never as an argument.
 # Variables are prefixed: the command is eval'ed in this shell.
 SERVICE_PRELUDE = r"""
 set -f
-rhl_status=$1 rhl_head=$2 rhl_cmd=$3 rhl_conda_sh=$4 rhl_conda_env=$5 rhl_umask=$6 rhl_lock=$7 rhl_lock_token=$8
-rhl_first=$9 rhl_exec=${10}
+rhl_status=$1 rhl_cmd=$2 rhl_conda_sh=$3 rhl_conda_env=$4 rhl_umask=$5 rhl_lock=$6 rhl_lock_token=$7
+rhl_first=$8 rhl_exec=$9
+IFS= read -r rhl_head
+exec </dev/null
 if [ -r "/proc/$$/stat" ]; then
   read -r rhl_line < "/proc/$$/stat"; rhl_line=${rhl_line##*) }; set -- $rhl_line; rhl_st="proc:${20}"
 else
@@ -107,8 +112,9 @@ exec sh -c "$rhl_cmd"
 
 LAUNCH = r"""
 set -u
-wd=$1 log=$2 status=$3 head=$4 cmd=$5 conda_env=$6 prelude=$7 lock=$8 lock_token=$9
-shift 9  # the rest goes to the prelude as it is
+wd=$1 log=$2 status=$3 cmd=$4 conda_env=$5 prelude=$6 lock=$7 lock_token=$8
+shift 8  # the rest goes to the prelude as it is
+IFS= read -r head || { echo "no status record on stdin" >&2; exit 1; }  # one line: launch_args
 user_umask=$(umask)
 umask 077
 # Builtins and parameter expansions where they do: every external command is a fork and an exec.
@@ -141,22 +147,28 @@ if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=nohup; fi
 # `&` starts the service with SIGINT and SIGQUIT ignored, and sh cannot undo that (`trap -` does not);
 # GNU env can: the service gets them at their defaults, as a service the original launches does.
 if env --default-signal=INT true 2>/dev/null; then signals="env --default-signal=INT,QUIT"; else signals=; fi
-$detach $signals sh -c "$prelude" rhl-service "$status" "$head" "$cmd" "$conda_sh" "$conda_env" "$user_umask" \
-  "$lock" "$lock_token" "$@" </dev/null >>"$log" 2>&1 &
+$detach $signals sh -c "$prelude" rhl-service "$status" "$cmd" "$conda_sh" "$conda_env" "$user_umask" \
+  "$lock" "$lock_token" "$@" >>"$log" 2>&1 <<RHL_RECORD &
+$head
+RHL_RECORD
 echo "$!"
 """
 
 
 def launch_args(*, workdir: str, log: str, status_file: str, command: str, conda: str | None,
-                record: Mapping[str, Any], lock: str = "", lock_token: str = "") -> list[str]:
-    """Positional arguments of LAUNCH; `record` is the status file minus pid, start_time and uid.
+                lock: str = "", lock_token: str = "") -> list[str]:
+    """Positional arguments of LAUNCH; its stdin is `record_head(...)`.
 
     The service removes `lock` once its record is written, if the lock still holds `lock_token`.
     """
-    head = json.dumps(dict(record), separators=(", ", ": "))[:-1] + ", "
     first, exec_text = exec_plan(command) or ("", "")
-    return [workdir, log, status_file, head, command, conda or "", SERVICE_PRELUDE, lock, lock_token,
-            first, exec_text]
+    return [workdir, log, status_file, command, conda or "", SERVICE_PRELUDE, lock, lock_token, first, exec_text]
+
+
+def record_head(record: Mapping[str, Any]) -> bytes:
+    """LAUNCH's stdin: the status record minus pid, start_time and uid, which the service adds. One line
+    (JSON escapes newlines in strings), as the scripts' `read` takes it."""
+    return (json.dumps(dict(record), separators=(", ", ": "))[:-1] + ", \n").encode()
 
 
 # ---------------------------------------------------------------- simple commands

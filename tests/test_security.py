@@ -281,6 +281,61 @@ def test_password_never_logged_or_stored(server: SSHServer, client_home: Path, r
         assert remote == []  # status file, log, anything in the server user's home
 
 
+# ---------------------------------------------------------------- secrets and the process list
+
+# A conda whose activation takes a second: the service's own shell lives that long before it becomes the
+# command, so a secret among its arguments could not be missed by the process list below.
+SLOW_CONDA_SH = "conda() { sleep 1; }\n"
+
+
+def command_lines_containing(secret: bytes, until: threading.Event) -> list[str]:
+    """Poll every process's argv (/proc/PID/cmdline: what any user's `ps` shows) until `until` is set.
+    Services on the test sshd share this machine's PID namespace, so both sides are seen."""
+    found: set[str] = set()
+    while not until.is_set():
+        for path in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                argv = path.read_bytes()
+            except OSError:
+                continue  # gone meanwhile
+            if secret in argv:
+                found.add(argv.replace(b"\0", b" ").decode(errors="replace")[:200])
+    return sorted(found)
+
+
+@pytest.mark.parametrize("configs", MODES, indirect=True)
+def test_file_parameters_never_appear_on_a_command_line(configs: tuple[Factory, SSHServer | None],
+                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The status record (with file_parameters) reaches the launch script and the service on stdin."""
+    factory, server = configs
+    secret = "s3cret-" + os.urandom(8).hex()
+    setup = (f"mkdir -p miniforge3/etc/profile.d miniforge3/envs/slow/conda-meta && "
+             f"printf %s {shlex.quote(SLOW_CONDA_SH)} > miniforge3/etc/profile.d/conda.sh")
+    if server:
+        server.run(setup, check=True)
+    else:
+        home = tmp_path / "home"
+        home.mkdir()
+        monkeypatch.setenv("HOME", str(home))  # the local launch script looks for conda there
+        subprocess.run(["sh", "-c", setup], cwd=home, check=True)
+    config = factory(conda="slow", file_parameters={"token": secret})
+    done = threading.Event()
+    seen: list[str] = []
+    poller = threading.Thread(target=lambda: seen.extend(command_lines_containing(secret.encode(), done)))
+    poller.start()
+    try:
+        payload = run(config)
+    finally:
+        done.set()
+        poller.join()
+    assert seen == []
+    assert payload["parameters"] == {"token": secret}
+    key = evaluate_key(load_config(config))
+    record = remote_record(server, key) if server else json.loads((tmp_path / "rhl-state" / "server" /
+                                                                   f"{key}.json").read_text())
+    assert record["parameters"] == {"token": secret} and record["status"] == "running"
+
+
 # ---------------------------------------------------------------- file modes
 
 def test_local_state_file_modes(rhl_dir: Path, demo_config: Factory) -> None:

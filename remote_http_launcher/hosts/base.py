@@ -86,8 +86,9 @@ class Host(ABC):
         """Names in a directory ([] when it does not exist)."""
 
     @abstractmethod
-    def run_script(self, script: str, args: list[str]) -> ScriptResult:
-        """Run a POSIX sh script with positional arguments and wait for it."""
+    def run_script(self, script: str, args: list[str], stdin: bytes = b"") -> ScriptResult:
+        """Run a POSIX sh script with positional arguments and wait for it. Arguments are public (any user's
+        `ps` shows them): what may be secret goes to the script's `stdin`."""
 
     @abstractmethod
     def tcp_channel(self, host: str, port: int, timeout: float) -> Any:

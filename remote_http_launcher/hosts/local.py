@@ -79,10 +79,10 @@ class LocalHost(Host):
         except (FileNotFoundError, NotADirectoryError):
             return []
 
-    def run_script(self, script: str, args: list[str]) -> ScriptResult:
-        proc = subprocess.run([SHELL, "-c", script, "sh", *args], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, errors="replace", check=False)
-        return ScriptResult(proc.returncode, proc.stdout, proc.stderr)
+    def run_script(self, script: str, args: list[str], stdin: bytes = b"") -> ScriptResult:
+        proc = subprocess.run([SHELL, "-c", script, "sh", *args], input=stdin, capture_output=True, check=False)
+        return ScriptResult(proc.returncode, proc.stdout.decode(errors="replace"),
+                            proc.stderr.decode(errors="replace"))
 
     def tcp_channel(self, host: str, port: int, timeout: float) -> Any:
         return tcp_connect(host, port, timeout)

@@ -239,7 +239,7 @@ class SSHHost(Host):
             self.files.client.remove(path)
 
     # ---- processes ----
-    def run_script(self, script: str, args: list[str]) -> ScriptResult:
+    def run_script(self, script: str, args: list[str], stdin: bytes = b"") -> ScriptResult:
         """`sh -c SCRIPT sh ARGS...` in an exec channel; every word is quoted for the login shell.
 
         Login shells may print greetings (e.g. from ~/.bashrc) before our
@@ -252,6 +252,9 @@ class SSHHost(Host):
                 channel = self.transport.open_session(timeout=CHANNEL_OPEN_TIMEOUT)
                 channel.settimeout(SCRIPT_TIMEOUT)
                 channel.exec_command(command)
+                if stdin:
+                    channel.sendall(stdin)  # nothing waits for it: no extra round trip
+                    channel.shutdown_write()
             # Our scripts print a few lines, far below the channel window, so reading
             # stdout to the end before stderr cannot deadlock.
             stdout = channel.makefile("rb").read()
