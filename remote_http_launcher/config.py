@@ -34,7 +34,7 @@ MAX_COMMAND_TEMPLATE = 10_000
 MAX_HANDSHAKE_PATH = 2048
 MAX_TIMEOUT = 7 * 24 * 3600.0
 MAX_FILE_PARAMETERS_VALUES = 100_000
-MAX_FILE_PARAMETERS_JSON = 1_000_000
+MAX_RECORD_DATA_JSON = statefiles.MAX_STATE_BYTES // 2  # file_parameters and meta: their state files are capped
 MAX_CONFIG_BYTES = 2**20  # a config file; large data belongs in a file the service reads
 MAX_FIELD_CHARS = 1_000_000  # the strings of one field, added up
 MAX_NESTING = 100
@@ -346,8 +346,9 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
         raise ConfigError("tunnel: needs 'hostname' (tunnels reach services on remote hosts); add it or drop 'tunnel'")
     handshake = _handshake(data.get("handshake"))
     conda = _conda(data.get("conda"))
-    file_parameters = _file_parameters(data.get("file_parameters"))
+    file_parameters = _json_mapping("file_parameters", data.get("file_parameters"))
     meta = _meta(data.get("meta"))
+    _check_record_data(file_parameters, meta)
     startup_timeout = _seconds(data, "startup_timeout", DEFAULT_STARTUP_TIMEOUT)
     watchdog_interval = _seconds(data, "watchdog_interval", DEFAULT_WATCHDOG_INTERVAL)
 
@@ -583,11 +584,12 @@ def _conda(value: Any) -> str | None:
     return value
 
 
-def _file_parameters(value: Any) -> Mapping[str, Any] | None:
-    mapping = _json_mapping("file_parameters", value)
-    if mapping is not None and len(json.dumps(mapping, allow_nan=False)) > MAX_FILE_PARAMETERS_JSON:
-        raise ConfigError(f"file_parameters: too large (more than {MAX_FILE_PARAMETERS_JSON} bytes as JSON)")
-    return mapping
+def _check_record_data(file_parameters: Mapping[str, Any] | None, meta: Mapping[str, Any] | None) -> None:
+    """The status and client files keep both, and a state file over statefiles.MAX_STATE_BYTES is corrupt."""
+    size = sum(len(json.dumps(value, allow_nan=False)) for value in (file_parameters, meta) if value is not None)
+    if size > MAX_RECORD_DATA_JSON:
+        raise ConfigError(f"file_parameters, meta: too large ({size} bytes as JSON, at most {MAX_RECORD_DATA_JSON} "
+                          "together); put large data in a file the service reads")
 
 
 def _meta(value: Any) -> Mapping[str, Any] | None:

@@ -104,6 +104,9 @@ def classify(host: Host, raw: bytes | None) -> tuple[str, ServerState | None, st
     """(status, parsed state, why it is stale) of a status file's contents."""
     if raw is None:
         return ABSENT, None, None
+    if statefiles.too_large(raw):
+        return STALE, None, (f"the status file is larger than {statefiles.MAX_STATE_BYTES // 1024} KiB, so it is "
+                             "not a status record; nothing it names is trusted or signalled")
     data = statefiles.decode(raw)
     state = ServerState.parse(data)
     if state is None:

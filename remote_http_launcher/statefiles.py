@@ -30,6 +30,11 @@ T = TypeVar("T")
 SHARING_RETRIES = 8  # Windows sharing violations: waits of 5, 10, ... 640 ms, about 1.3 s in all
 SHARING_FIRST_WAIT = 0.005
 STATUSES = ("starting", "running", "failed", "stale")
+#: State files are a few hundred bytes (file_parameters and meta add at most half of this: config.py). Reads
+#: stop one byte past it, so a huge file (planted, or a service gone wrong) costs neither minutes over a slow
+#: link nor memory, and a file that big counts as corrupt (`decode`).
+MAX_STATE_BYTES = 1 << 20
+READ_LIMIT = MAX_STATE_BYTES + 1
 
 #: The client connection file: `hostname` and `port` always; the rest when they apply. Tunnels add the
 #: `tunneled-*` fields and their keeper; every extra `*_port` the service reported is there too (as
@@ -112,14 +117,19 @@ def encode(obj: Any) -> bytes:
 
 
 def decode(data: bytes | None) -> dict[str, Any] | None:
-    """Parse a state file; anything that is not a JSON object counts as absent (stale)."""
-    if not data:
+    """Parse a state file; anything that is not a JSON object, or is too large, counts as absent (stale)."""
+    if not data or too_large(data):
         return None
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         return None
     return obj if isinstance(obj, dict) else None
+
+
+def too_large(data: bytes | None) -> bool:
+    """More than MAX_STATE_BYTES: not a state file we or a service wrote; never trusted."""
+    return data is not None and len(data) > MAX_STATE_BYTES
 
 
 def read_payload(path: Path) -> ClientPayload | None:
@@ -166,9 +176,14 @@ def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> N
 
 
 def read_bytes(path: Path) -> bytes | None:
-    """A file's contents, None when it does not exist; on Windows retried while it is being replaced."""
+    """A state file's contents, at most READ_LIMIT bytes (see MAX_STATE_BYTES); None when it does not exist;
+    on Windows retried while it is being replaced."""
+    def read() -> bytes:
+        with open(path, "rb") as handle:
+            return handle.read(READ_LIMIT)
+
     try:
-        return _retrying(path.read_bytes, path)
+        return _retrying(read, path)
     except (FileNotFoundError, NotADirectoryError):
         return None
 

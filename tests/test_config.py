@@ -300,6 +300,17 @@ def test_messages_say_what_to_do(fields: dict[str, Any], message: str) -> None:
     assert str(info.value) == message
 
 
+def test_file_parameters_and_meta_fit_the_state_files_that_keep_them() -> None:
+    """Status and client files over statefiles.MAX_STATE_BYTES count as corrupt: the data they keep is capped."""
+    half = "x" * 300_000
+    assert minimal(file_parameters={"a": half}).file_parameters == {"a": half}
+    assert minimal(meta={"b": half}).meta == {"b": half}
+    with pytest.raises(ConfigError) as info:
+        minimal(file_parameters={"a": half}, meta={"b": half})
+    assert str(info.value) == ("file_parameters, meta: too large (600018 bytes as JSON, at most 524288 together); "
+                               "put large data in a file the service reads")
+
+
 def test_duplicate_keys_are_refused_at_any_depth_but_merge_keys_still_work() -> None:
     with pytest.raises(ConfigError,
                        match=r"at line 1, column 11 \(field 'a'\): duplicate key 'b'; keep only one of them$"):

@@ -356,13 +356,7 @@ def test_logs_follow_ended_by_ctrl_c_exits_130(rhl_dir: Path, config_file: Calla
     assert cli_json("status", config)[1]["status"] == "running"  # Ctrl-C ends the follow, not the service
 
 
-class WholeFileHost(LocalHost):
-    """A host with only the generic `read_from` (what an SSH host gets by default)."""
-
-    read_from = Host.read_from
-
-
-@pytest.mark.parametrize("host", [LocalHost(), WholeFileHost()], ids=["local", "generic"])
+@pytest.mark.parametrize("host", [LocalHost()], ids=["local"])
 def test_read_tail_and_follow_file(tmp_path: Path, host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(manage, "READ_CHUNK", 100)  # many chunks
     path = tmp_path / "big.log"

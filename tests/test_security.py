@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from remote_http_launcher import ConfigError, HostKeyError, LaunchError, run
+from remote_http_launcher import ConfigError, HostKeyError, LaunchError, run, status, stop
 from remote_http_launcher.config import load_config
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.hosts.ssh import SSHHost
@@ -334,6 +334,56 @@ def test_file_parameters_never_appear_on_a_command_line(configs: tuple[Factory, 
     record = remote_record(server, key) if server else json.loads((tmp_path / "rhl-state" / "server" /
                                                                    f"{key}.json").read_text())
     assert record["parameters"] == {"token": secret} and record["status"] == "running"
+
+
+# ---------------------------------------------------------------- oversized state files
+
+OVERSIZED = 3 << 20  # past statefiles.MAX_STATE_BYTES (1 MiB); the issue's was 50 MB
+
+
+def oversized_record(pid: int) -> bytes:
+    """A status file that would be trusted if read whole: running, a live PID of ours, no start time."""
+    return json.dumps({"status": "running", "pid": pid, "port": 22, "padding": "x" * OVERSIZED}).encode()
+
+
+@pytest.mark.parametrize("configs", MODES, indirect=True)
+def test_an_oversized_status_file_is_corrupt_and_nothing_is_signalled(configs: tuple[Factory, SSHServer | None],
+                                                                      tmp_path: Path, rhl_dir: Path) -> None:
+    """Reads stop at the cap: `status` calls the file corrupt, `stop` signals nothing it names."""
+    factory, server = configs
+    config = factory()
+    key = evaluate_key(load_config(config))
+    sleeper = None
+    if server:
+        pid = int(server.run("setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!", check=True).stdout)
+        server.run(f"mkdir -p {REMOTE_STATE}", check=True)
+        client = server.connect()
+        try:
+            with client.open_sftp().open(f"{REMOTE_STATE}/{key}.json", "w") as handle:
+                handle.write(oversized_record(pid))
+        finally:
+            client.close()
+    else:
+        sleeper = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        pid = sleeper.pid
+        (rhl_dir / "server").mkdir(parents=True, mode=0o700)
+        (rhl_dir / "server" / f"{key}.json").write_bytes(oversized_record(pid))
+    try:
+        result = status(config)
+        assert (result["status"], result["pid"]) == ("stale", None)
+        assert result["detail"] == ("the status file is larger than 1024 KiB, so it is not a status record; "
+                                    "nothing it names is trusted or signalled")
+        assert not stop(config)["stopped"]
+        if server:
+            assert server.run(f"kill -0 {pid}").returncode == 0  # not signalled
+        else:
+            assert sleeper is not None and sleeper.poll() is None
+    finally:
+        if server:
+            server.run(f"kill {pid}")
+        elif sleeper is not None:
+            sleeper.kill()
+            sleeper.wait()
 
 
 # ---------------------------------------------------------------- file modes

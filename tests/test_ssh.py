@@ -32,6 +32,7 @@ from remote_http_launcher import (
     prompts,
     run,
     scripts,
+    statefiles,
     stop,
 )
 from remote_http_launcher.config import Handshake
@@ -132,7 +133,10 @@ def test_host_files_and_scripts(ssh_config: Path, server: SSHServer) -> None:
 
         big = b"".join(b"line %d\n" % i for i in range(100_000))
         host.write_atomic(f"{host.state_dir}/big.log", big)
-        assert host.read(f"{host.state_dir}/big.log") == big
+        assert host.read_from(f"{host.state_dir}/big.log", 0) == (big, len(big))  # a log: whole
+        assert host.read(f"{host.state_dir}/big.log") == big[:statefiles.READ_LIMIT]  # a state file: capped
+        host.write_atomic(f"{host.state_dir}/medium.json", big[:100_000])  # several chunks, under the cap
+        assert host.read(f"{host.state_dir}/medium.json") == big[:100_000]
         assert host.tail(f"{host.state_dir}/big.log", 3) == "line 99997\nline 99998\nline 99999"
 
         tricky = ["it's", 'a "b" $HOME `x`', "new\nline", ""]

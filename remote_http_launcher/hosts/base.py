@@ -49,7 +49,7 @@ class Host(ABC):
 
     @abstractmethod
     def read(self, path: str) -> bytes | None:
-        """File contents, or None when it does not exist."""
+        """A state file's contents, at most statefiles.READ_LIMIT bytes; None when it does not exist."""
 
     def read_state_file(self, name: str) -> bytes | None:
         """A file in `state_dir`; a host may fetch it along with its own first look-ups (SSH: home)."""
@@ -118,18 +118,15 @@ class Host(ABC):
         result = self.run_script(scripts.SIGNAL_GROUP, [signal, str(pid)])
         return result.returncode == 0
 
+    @abstractmethod
     def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:
-        """The bytes from `offset` to the end and the offset just past them; None when absent.
+        """The bytes from `offset` to the end (of a log: no size cap) and the offset just past them; None when
+        absent.
 
-        A negative offset counts from the end (clamped to the start). An offset
-        past the end returns no bytes and the file's size, so a caller following
-        a file sees it was truncated. Hosts override this to avoid reading the
-        whole file (this generic version does).
+        A negative offset counts from the end (clamped to the start; see
+        `read_start`). An offset past the end returns no bytes and the file's
+        size, so a caller following a file sees it was truncated.
         """
-        data = self.read(path)
-        if data is None:
-            return None
-        return data[read_start(len(data), offset):], len(data)
 
     def tail(self, path: str, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines of a file ("" when absent); only its last TAIL_BYTES are read."""

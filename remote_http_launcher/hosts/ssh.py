@@ -112,7 +112,7 @@ class SSHHost(Host):
             handle = self.files.handle(opening)
         except FileNotFoundError:
             return None
-        return self.files.read_and_close(handle)
+        return self.files.read_and_close(handle, limit=statefiles.READ_LIMIT)
 
     def mtime(self, path: str) -> float | None:
         with self._step("stat", path):

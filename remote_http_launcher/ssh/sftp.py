@@ -73,10 +73,12 @@ class PipelinedSFTP:
         """The handle an open request returned; OSError (FileNotFoundError...) when it failed."""
         return self._reply(opening).get_binary()
 
-    def read_and_close(self, handle: bytes, offset: int = 0) -> bytes:
-        """Read to the end (a short read ends it); the close is not waited for."""
+    def read_and_close(self, handle: bytes, offset: int = 0, limit: int | None = None) -> bytes:
+        """Read to the end (a short read ends it), or `limit` bytes at most; the close is not waited for."""
         chunks = []
         try:
+            if limit is not None:
+                return self._read_at_most(handle, offset, limit)
             while True:
                 try:
                     reading = self._send(paramiko.sftp.CMD_READ, handle, paramiko.sftp.int64(offset), self.CHUNK)
@@ -89,6 +91,28 @@ class PipelinedSFTP:
                     break
         finally:
             self._send(paramiko.sftp.CMD_CLOSE, handle)
+        return b"".join(chunks)
+
+    def _read_at_most(self, handle: bytes, offset: int, limit: int) -> bytes:
+        """A first chunk and, if it was full, the rest up to `limit` in one flight: two round trips for any size
+        (state files are one chunk)."""
+        end = offset + limit
+        starts = range(offset, end, self.CHUNK)
+        chunks: list[bytes] = []
+        for flight in (starts[:1], starts[1:]):
+            requests = [(self._send(paramiko.sftp.CMD_READ, handle, paramiko.sftp.int64(start),
+                                    min(self.CHUNK, end - start)), min(self.CHUNK, end - start)) for start in flight]
+            complete = True
+            for number, size in requests:  # every reply is collected, also those past the end
+                try:
+                    data = self._reply(number).get_string()
+                except EOFError:
+                    data = b""
+                if complete:
+                    chunks.append(data)
+                    complete = len(data) == size
+            if not complete:
+                break
         return b"".join(chunks)
 
     def fstat(self, handle: bytes) -> paramiko.SFTPAttributes:
