@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--dashboard", action="store_true",
                         help="like a dask scheduler: the main port speaks no HTTP, and the HTTP endpoints are "
                              "on a second port reported as dashboard_port")
+    parser.add_argument("--report-port", type=int, default=0, metavar="PORT",
+                        help="report PORT (e.g. sshd's 22) instead of the port it listens on")
     args = parser.parse_args()
 
     print(f"demo service starting, pid {os.getpid()}, status file {args.status_file}", flush=True)
@@ -121,7 +123,7 @@ def main() -> None:
         listeners.append(extra)
         extras[name] = extra.server_address[1]
     port = server.server_address[1]
-    update_status(args.status_file, status="running", port=port, **extras)
+    update_status(args.status_file, status="running", port=args.report_port or port, **extras)
     print(f"demo service listening on {args.host}:{port}", flush=True)
     for extra in listeners:
         threading.Thread(target=extra.serve_forever, daemon=True).start()

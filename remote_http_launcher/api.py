@@ -129,7 +129,9 @@ def status(config: ConfigSource, *, connection_dir: PathLike | None = None, prog
 
     Also `pid`, `port`, `uptime` (seconds), `workdir`, `log`, `status_file`, and
     `client` (connection file path, whether present, local port, tunnel keeper
-    PID and whether it is alive). Connects to the host for SSH configs.
+    PID and whether it is alive). Without a handshake, `port_listener` says whether the service's own
+    processes listen on `port` ("verified"), another process does ("not the service's"), or the host
+    cannot tell ("unverified": no /proc). Connects to the host for SSH configs.
     """
     from . import manage
 

@@ -128,7 +128,8 @@ class Launcher:
         if self.config.remote:
             self._early_way_in = (state, Background(
                 "rhl-client", lambda: self._open_way_in(service, state, open_tunnel)))
-        first = Background("rhl-verify", lambda: handshake.check(interface, port, self.config.handshake, channel))
+        first = Background("rhl-verify", lambda: handshake.check(interface, port, self.config.handshake, channel)
+                           or self._listener_problem(service, state, port))
         try:
             ours = is_ours(service.host, state)
         finally:
@@ -138,7 +139,18 @@ class Launcher:
         if first.result() is None:  # raises what the check raised, e.g. HostError: the connection is gone
             return None
         time.sleep(handshake.RETRY_INTERVAL)
-        return handshake.wait_healthy(interface, port, self.config.handshake, deadline, channel)
+        return handshake.wait_healthy(interface, port, self.config.handshake, deadline, channel) \
+            or self._listener_problem(service, state, port)
+
+    def _listener_problem(self, service: Service, state: ServerState, port: int) -> str | None:
+        """Without a handshake, any listener would pass the check (sshd's port 22 too): the service's own
+        process group must hold it. A host that cannot tell (no /proc) leaves the port unverified, which
+        `status` says."""
+        if self.config.handshake is not None or state.pid is None:
+            return None
+        if service.host.listens(state.pid, port) is False:
+            return f"port {port} on {service.host.name} is not the service's (another process listens there)"
+        return None
 
     # 3. Launch, exactly once across concurrent runs.
     def _launch_once(self, service: Service, seen: ServerState | None) -> ServerState:

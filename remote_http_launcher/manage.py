@@ -37,6 +37,7 @@ from .statefiles import ServerState
 from .templates import evaluate_key
 
 ABSENT, STARTING, RUNNING, FAILED, STALE = "absent", "starting", "running", "failed", "stale"
+VERIFIED, NOT_ITS_PORT, UNVERIFIED = "verified", "not the service's", "unverified"
 DEFAULT_TAIL = 50
 FOLLOW_INTERVAL = 0.25
 ALIVE_CHECK_INTERVAL = 1.0
@@ -77,6 +78,9 @@ class ClientSide(TypedDict):
 
 class StatusResult(ServiceEntry):
     client: ClientSide
+    # Without a handshake, who listens on `port` of a running service: VERIFIED (its process group),
+    # NOT_ITS_PORT (another process), UNVERIFIED (the host cannot tell: no /proc); None with a handshake.
+    port_listener: str | None
 
 
 class StoppedProcess(TypedDict):
@@ -196,7 +200,16 @@ def status(config: Config, *, connection_dir: str | os.PathLike[str] | None = No
         entry = server_entry(host, key, service.status_file, host.read(service.status_file), service.log_file)
         if entry["workdir"] is None:
             entry["workdir"] = host.expand(config.workdir)
-    return {**entry, "client": client_entry(cpath, key, config.tunnel)}
+        listener = port_listener(host, entry) if config.handshake is None else None
+    return {**entry, "client": client_entry(cpath, key, config.tunnel), "port_listener": listener}
+
+
+def port_listener(host: Host, entry: ServiceEntry) -> str | None:
+    """Who listens on a running service's port (see StatusResult); None when it is not running."""
+    if entry["status"] != RUNNING or entry["pid"] is None or entry["port"] is None:
+        return None
+    listens = host.listens(entry["pid"], entry["port"])
+    return UNVERIFIED if listens is None else VERIFIED if listens else NOT_ITS_PORT
 
 
 # ---------------------------------------------------------------- stop

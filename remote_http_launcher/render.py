@@ -6,7 +6,24 @@ it into words, so the API and the CLI agree on every message.
 
 from __future__ import annotations
 
-from .manage import ABSENT, FAILED, RUNNING, STALE, STARTING, ServiceEntry, StatusResult, StopResult
+from .manage import (
+    ABSENT,
+    FAILED,
+    NOT_ITS_PORT,
+    RUNNING,
+    STALE,
+    STARTING,
+    UNVERIFIED,
+    VERIFIED,
+    ServiceEntry,
+    StatusResult,
+    StopResult,
+)
+
+PORT_LISTENER_NOTES = {
+    UNVERIFIED: "unverified: no handshake, and {host} cannot show which process listens there",
+    NOT_ITS_PORT: "not the service's: another process listens there",
+}
 
 
 class StopOutcome(StopResult):
@@ -60,7 +77,8 @@ def format_status(entry: StatusResult) -> str:
         head += f" ({entry['detail']})"
     rows = [
         ("pid", entry["pid"]),
-        ("port", entry["port"]),
+        ("port", entry["port"] if entry["port_listener"] in (None, VERIFIED) else
+         f"{entry['port']} ({PORT_LISTENER_NOTES[entry['port_listener']].format(host=entry['host'])})"),
         ("uptime" if entry["uptime"] is not None else "age",
          format_duration(entry["uptime"] if entry["uptime"] is not None else entry["age"])),
         ("workdir", entry["workdir"]),
@@ -85,6 +103,9 @@ def format_status(entry: StatusResult) -> str:
         FAILED: "see why with 'remote-http-launcher logs CONFIG'; relaunch with 'remote-http-launcher CONFIG'",
         STARTING: "wait for it with 'remote-http-launcher CONFIG'",
     }.get(status_now)
+    if entry["port_listener"] == NOT_ITS_PORT:
+        hint = "the service reported a port it does not listen on; stop it ('remote-http-launcher stop CONFIG') " \
+               "and see its log"
     if status_now == RUNNING and client["tunnel_up"] is False:
         hint = "restore the tunnel with 'remote-http-launcher CONFIG' (the service itself runs)"
     if hint:

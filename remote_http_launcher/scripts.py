@@ -54,6 +54,40 @@ fi
 kill -0 -- "-$pg" 2>/dev/null
 """
 
+# Without a handshake, anything accepting connections on the reported port would pass for the service
+# (e.g. sshd on 22). Exits 0 when a process of the process group of $1 holds a listening TCP socket on port
+# $2 (Linux: /proc/net/tcp{,6} give the socket's inode, the processes' fd links name it), 1 when none does,
+# EXIT_CANNOT_TELL without /proc/net/tcp (not Linux): then the port is unverified.
+PORT_LISTENER = r"""
+pid=$1 port=$(printf %04X "$2")
+[ -r /proc/net/tcp ] || [ -r /proc/net/tcp6 ] || exit 3
+pg=$pid  # the leader's group; its own when it is gone (its members keep the group's number)
+if read -r line 2>/dev/null < "/proc/$pid/stat"; then set -- ${line##*) }; pg=$3; fi
+inodes=
+for table in /proc/net/tcp /proc/net/tcp6; do
+  [ -r "$table" ] || continue
+  while read -r _ local _ st _ _ _ _ _ inode _; do
+    [ "$st" = 0A ] && [ "${local##*:}" = "$port" ] && inodes="$inodes $inode"
+  done < "$table"
+done
+[ -n "$inodes" ] || exit 1
+holds() {  # process directory $1 has one of those sockets open
+  links=$(ls -l "$1/fd" 2>/dev/null) || return 1
+  for inode in $inodes; do
+    case $links in *"socket:[$inode]"*) return 0 ;; esac
+  done
+  return 1
+}
+holds "/proc/$pid" && exit 0  # the usual case, and no scan of every process (`read` takes a byte per call)
+for f in /proc/[0-9]*/stat; do
+  read -r line 2>/dev/null < "$f" || continue
+  set -- ${line##*) }
+  [ "$3" = "$pg" ] && [ "${f%/stat}" != "/proc/$pid" ] && holds "${f%/stat}" && exit 0
+done
+exit 1
+"""
+EXIT_CANNOT_TELL = 3
+
 # Sends signal $1 to the process group led by $2 (or to $2 alone when it leads no group).
 SIGNAL_GROUP = 'kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "$2"'
 

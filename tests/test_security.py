@@ -14,24 +14,27 @@ import json
 import os
 import re
 import shlex
+import shutil
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from remote_http_launcher import ConfigError, HostKeyError, LaunchError, run, status, stop
+from remote_http_launcher import ConfigError, HandshakeError, HostKeyError, LaunchError, run, status, stop
 from remote_http_launcher.config import load_config
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.hosts.ssh import SSHHost
 from remote_http_launcher.launcher import LaunchLock
+from remote_http_launcher.render import format_status
 from remote_http_launcher.service import Service
 from remote_http_launcher.templates import evaluate_key
 from tests import test_faults_ssh as faults
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli
 from tests.posix import TAKE_TERMINAL_AND_RUN, pty, python_path
 from tests.ssh_client import ALIAS, REMOTE_STATE, remote_state
 from tests.test_faults_ssh import healthy, remote_files, remote_record, wait_for
@@ -384,6 +387,84 @@ def test_an_oversized_status_file_is_corrupt_and_nothing_is_signalled(configs: t
         elif sleeper is not None:
             sleeper.kill()
             sleeper.wait()
+
+
+# ---------------------------------------------------------------- whose port, without a handshake
+
+@pytest.fixture
+def foreign_port(configs: tuple[Factory, SSHServer | None]) -> Iterator[int]:
+    """A port another process listens on where the service runs: the test sshd's own, or one of this test's."""
+    server = configs[1]
+    if server:
+        yield server.port
+        return
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize("configs", MODES, indirect=True)
+def test_without_a_handshake_a_port_the_service_does_not_listen_on_is_refused(
+        configs: tuple[Factory, SSHServer | None], foreign_port: int) -> None:
+    """A TCP connection alone would accept sshd's port: the port's listener must be the service's."""
+    factory, server = configs
+    where = {"network_interface": server.host} if server else {}  # where sshd listens
+    config = factory(handshake=None, args=f"--report-port {foreign_port}", **where)
+    with pytest.raises(HandshakeError, match=rf"reported port {foreign_port} but port {foreign_port} on "
+                                             rf"{ALIAS if server else 'localhost'} is not the service's"):
+        run(config)
+    assert status(config)["status"] in ("absent", "stale")  # what it launched was stopped
+
+
+@pytest.mark.parametrize("configs", MODES, indirect=True)
+def test_status_says_whose_port_it_is_without_a_handshake(configs: tuple[Factory, SSHServer | None],
+                                                          foreign_port: int, tmp_path: Path, rhl_dir: Path) -> None:
+    factory, server = configs
+    config = factory(handshake=None)
+    payload = run(config)
+    result = status(config)
+    assert (result["status"], result["port"], result["port_listener"]) == ("running", payload["port"], "verified")
+    assert status(factory())["port_listener"] is None  # a handshake checks the port itself
+
+    key = evaluate_key(load_config(config))
+    if server:
+        record = remote_record(server, key)
+        faults.remote_write(server, f"{REMOTE_STATE}/{key}.json", json.dumps({**record, "port": foreign_port}).encode())
+    else:
+        path = rhl_dir / "server" / f"{key}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "port": foreign_port}))
+    result = status(config)
+    assert (result["status"], result["port"], result["port_listener"]) == ("running", foreign_port,
+                                                                          "not the service's")
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(json.dumps(config))
+    text = cli("status", config_path).stdout
+    assert f"  port          {foreign_port} (not the service's: another process listens there)\n" in text
+    assert "the service reported a port it does not listen on" in text
+
+
+# A /bin/sh that sees no /proc, like the shell of a host that is not Linux (a mount namespace of its own).
+SHELL_WITHOUT_PROC = """#!/bin/sh
+exec unshare --mount --propagation private /bin/sh -c 'mount -t tmpfs none /proc && shift && exec /bin/sh "$@"' \\
+  sh - "$@"
+"""
+
+
+def test_a_host_that_cannot_show_listeners_leaves_the_port_unverified(
+        demo_config: Factory, rhl_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a host without /proc (not Linux), `status` says plainly that nothing checked the port."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare (a mount namespace without /proc)")
+    shell = tmp_path / "sh-without-proc"
+    shell.write_text(SHELL_WITHOUT_PROC)
+    shell.chmod(0o755)
+    config = demo_config(handshake=None)
+    payload = run(config)
+    monkeypatch.setattr("remote_http_launcher.hosts.local.SHELL", str(shell))
+    assert LocalHost().run_script("test -e /proc/net/tcp || echo none", []).stdout == "none\n"
+    result = status(config)
+    assert (result["status"], result["port"], result["port_listener"]) == ("running", payload["port"], "unverified")
+    assert (f"  port          {payload['port']} (unverified: no handshake, and localhost cannot show which "
+            "process listens there)\n") in format_status(result)
 
 
 # ---------------------------------------------------------------- file modes
