@@ -21,7 +21,7 @@ from typing import Any
 from .. import statefiles
 from ..processes import start_time_from_stat
 from ..prompts import Prompt
-from ..ssh._paramiko import paramiko
+from ..ssh._paramiko import paramiko, send_channel_request
 from ..ssh.connection import SSHConnection, connect
 from ..ssh.sftp import PipelinedSFTP
 from .base import Host, ScriptResult, read_start
@@ -251,10 +251,12 @@ class SSHHost(Host):
             with self.connection.answer_within():  # exec_command waits for the server without a limit
                 channel = self.transport.open_session(timeout=CHANNEL_OPEN_TIMEOUT)
                 channel.settimeout(SCRIPT_TIMEOUT)
-                channel.exec_command(command)
-                if stdin:
-                    channel.sendall(stdin)  # nothing waits for it: no extra round trip
+                if stdin:  # in the same flight as the command, which reads it at once
+                    send_channel_request(channel, "exec", command)
+                    channel.sendall(stdin)
                     channel.shutdown_write()
+                else:
+                    channel.exec_command(command)
             # Our scripts print a few lines, far below the channel window, so reading
             # stdout to the end before stderr cannot deadlock.
             stdout = channel.makefile("rb").read()

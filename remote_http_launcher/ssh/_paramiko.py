@@ -96,6 +96,20 @@ def send_user_message(transport: paramiko.Transport, message: paramiko.Message) 
     internals._send_user_message(message)
 
 
+def send_channel_request(channel: paramiko.Channel, kind: str, *fields: str) -> None:
+    """Send a channel request ("exec", "subsystem") with want_reply set, without waiting for the answer
+    (paramiko's exec_command and invoke_subsystem wait a round trip): what follows goes in the same flight.
+    The server handles a channel's messages in order, and a refusal closes the channel."""
+    request = paramiko.Message()
+    request.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    request.add_int(channel.remote_chanid)
+    request.add_string(kind)
+    request.add_boolean(True)
+    for field in fields:
+        request.add_string(field)
+    send_user_message(channel.get_transport(), request)
+
+
 # ---- SFTP ----
 
 def async_request(client: paramiko.SFTPClient, kind: int, *args: Any) -> int:

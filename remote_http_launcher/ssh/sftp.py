@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._paramiko import SFTPClientHooks, async_request, attributes_from, paramiko, read_response, send_user_message
+from ._paramiko import SFTPClientHooks, async_request, attributes_from, paramiko, read_response, send_channel_request
 
 
 class PipelinedSFTP:
@@ -38,13 +38,7 @@ class PipelinedSFTP:
         reply. A refused subsystem closes the channel, which that read reports.
         """
         channel = transport.open_session()
-        request = paramiko.Message()
-        request.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
-        request.add_int(channel.remote_chanid)
-        request.add_string("subsystem")
-        request.add_boolean(True)  # want a reply: a refusal then closes the channel
-        request.add_string("sftp")
-        send_user_message(transport, request)
+        send_channel_request(channel, "subsystem", "sftp")
         return cls(_client_reading_version_later(channel))
 
     def _send(self, kind: int, *args: Any) -> int:
