@@ -389,6 +389,20 @@ def test_an_oversized_status_file_is_corrupt_and_nothing_is_signalled(configs: t
             sleeper.wait()
 
 
+def test_an_oversized_client_file_is_not_reused(rhl_dir: Path, tmp_path: Path, demo_config: Factory) -> None:
+    """The warm path reads a client file up to the cap too: a bigger one is corrupt, so the run goes on to the
+    service's host and writes a fresh file."""
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(json.dumps(demo_config()))
+    assert cli(config_path).returncode == 0
+    path = rhl_dir / "client" / "demo-localhost.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "padding": "x" * OVERSIZED}))
+    result = cli(config_path, "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert "padding" not in payload and json.loads(path.read_text()) == payload  # not reused: written afresh
+
+
 # ---------------------------------------------------------------- whose port, without a handshake
 
 @pytest.fixture
