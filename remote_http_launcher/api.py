@@ -139,18 +139,19 @@ def status(config: ConfigSource, *, connection_dir: PathLike | None = None, prog
 
 
 def stop(config: ConfigSource, *, connection_dir: PathLike | None = None, timeout: float = STOP_TIMEOUT,
-         progress: Progress | None = None, prompt: Prompt | None = None) -> StopOutcome:
+         keep_log: bool = False, progress: Progress | None = None, prompt: Prompt | None = None) -> StopOutcome:
     """Stop the service (SIGTERM, then SIGKILL after `timeout` s) and its tunnel keeper; remove its state.
 
     Only the process that was launched is signalled (PID and start time must
     match). Stopping a stopped service succeeds: `stopped` is then False and
-    `message` says "not running; nothing to stop". The log is kept.
+    `message` says "not running; nothing to stop". The service's log and the
+    tunnel keeper's are removed (`logs_removed`) unless `keep_log`.
     """
     from . import manage
     from .render import stop_outcome
 
     return stop_outcome(manage.stop(load_config(config), connection_dir=connection_dir, timeout=timeout,
-                                    progress=progress, prompt=prompt))
+                                    keep_log=keep_log, progress=progress, prompt=prompt))
 
 
 def logs(config: ConfigSource, *, tail: int = 50, prompt: Prompt | None = None) -> str:

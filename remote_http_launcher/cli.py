@@ -124,11 +124,13 @@ example:
   {PROG} status service.yaml --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["port"])'
 """
 STOP_EXAMPLE = f"""Only the process that was launched is signalled (PID and start time must match), so a
-reused PID is never touched. Stopping a stopped service succeeds.
+reused PID is never touched. Stopping a stopped service succeeds, and removes what a service that
+died left behind.
 
 example:
   {PROG} stop examples/local.yaml
   {PROG} stop service.yaml --timeout 30   # allow a slow shutdown before SIGKILL
+  {PROG} stop service.yaml --keep-log     # then '{PROG} logs service.yaml' still shows its last run
 """
 LOGS_EXAMPLE = f"""exit codes: 0 the service runs, 3 it does not (its log is printed all the same; a follow ends
 with the service), 130 Ctrl-C, 1 error, 2 bad config
@@ -188,10 +190,13 @@ def build_stop_parser(prog: str = f"{PROG} stop") -> argparse.ArgumentParser:
 
     parser = _command_parser(prog, "Stop the service described by CONFIG (SIGTERM to its process group, "
                                "SIGKILL after --timeout), stop its tunnel keeper, and remove its status, lock "
-                               "and connection files. The log is kept.", STOP_EXAMPLE,
+                               "and connection files and its logs (the service's and the tunnel keeper's).",
+                               STOP_EXAMPLE,
                                json_help="print the outcome as one JSON document on stdout")
     parser.add_argument("--timeout", type=_seconds, default=STOP_TIMEOUT, metavar="S",
                         help=f"seconds to wait after SIGTERM before SIGKILL (default {STOP_TIMEOUT:g})")
+    parser.add_argument("--keep-log", action="store_true",
+                        help="keep the service's log and the tunnel keeper's log (for 'logs' after the stop)")
     add_common(parser)
     return parser
 
@@ -249,8 +254,8 @@ def cmd_stop(args: argparse.Namespace, config: Config | None, progress: Progress
 
     assert config is not None
     result = render.stop_outcome(manage.stop(config, connection_dir=args.connection_dir, timeout=args.timeout,
-                                             progress=_quiet(progress), prompt=_ask(progress),
-                                             accept_new_host_key=args.accept_new_host_key))
+                                             keep_log=args.keep_log, progress=_quiet(progress),
+                                             prompt=_ask(progress), accept_new_host_key=args.accept_new_host_key))
     progress.close()
     print(json.dumps(result, indent=2) if args.json else result["message"])
     return EXIT_OK

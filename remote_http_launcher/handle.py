@@ -87,9 +87,10 @@ class ServiceHandle:
         """The last `tail` lines of the service's log (`NotRunningError` when there is none)."""
         return api.logs(self.config, tail=tail, prompt=self.prompt)
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> StopOutcome:
+    def stop(self, timeout: float = STOP_TIMEOUT, keep_log: bool = False) -> StopOutcome:
         """`api.stop` of the config: the service, its tunnel keeper and its state; stopping twice succeeds."""
-        outcome = api.stop(self.config, connection_dir=self.connection_dir, timeout=timeout, prompt=self.prompt)
+        outcome = api.stop(self.config, connection_dir=self.connection_dir, timeout=timeout, keep_log=keep_log,
+                           prompt=self.prompt)
         self.state = "stopped"
         return outcome
 

@@ -28,7 +28,7 @@ from .config import Config
 from .errors import ConfigError, HandshakeError, LauncherError, LaunchError, ServiceFailedError
 from .locks import FileLock
 from .progress import Progress
-from .service import Service, is_ours, terminate
+from .service import Service, half_written
 from .statefiles import ClientPayload, ServerState
 from .templates import evaluate_command
 
@@ -44,6 +44,7 @@ VERIFY_TIMEOUT = 5.0
 FIRST_POLL = 0.01  # seconds before the first re-read of a starting service's status file (then doubling)
 PROCESS_CHECK_INTERVAL = 0.3
 LOCK_GRACE = 10.0
+UNPARSABLE_WAIT = 5.0  # seconds a running service may take to make its unparsable status file whole again
 WILDCARD_CLIENT_HOSTS = {"0.0.0.0": "localhost", "::": "localhost"}
 LOOPBACK_INTERFACES = ("localhost", "ip6-localhost", "::1")  # and 127.0.0.0/8 (_loopback)
 LAUNCH_STEPS = {scripts.EXIT_WORKDIR: "workdir", scripts.EXIT_LOG: "log file", scripts.EXIT_NO_CONDA: "conda",
@@ -81,7 +82,7 @@ class Launcher:
         launches = 0
         while True:
             state = service.read_state()
-            if state is not None and state.status == "starting" and is_ours(service.host, state):
+            if state is not None and state.status == "starting" and service.is_ours(state):
                 self.progress.phase("waiting for the service to start")
                 LaunchLock(service).is_free_or_stale()  # breaks the lock of a launcher that died before releasing it
                 state = self._monitor(service, state, launched=False)
@@ -89,8 +90,8 @@ class Launcher:
                 problem = self._verify(service, state, open_tunnel)
                 if problem is None:
                     return state
-                self.progress.phase(f"stale service ({problem}); stopping it")
-                terminate(service.host, state)
+                self.progress.phase(f"stale service ({problem})")  # stopped below only if verifiably ours
+                service.terminate(state)
             if launches >= MAX_LAUNCHES:
                 raise self._error(LaunchError, service, "launch", f"service on {service.host.name} did not stay up "
                                   f"after {launches} launches; run 'remote-http-launcher logs CONFIG' to see why")
@@ -100,7 +101,7 @@ class Launcher:
                 problem = self._verify(service, state, open_tunnel)
                 if problem is None:
                     return state
-                terminate(service.host, state)
+                service.terminate(state)
                 raise self._error(HandshakeError, service, "handshake", f"service on {service.host.name} reported "
                                   f"port {state.port} but {problem}", state, with_log=True)
 
@@ -131,11 +132,11 @@ class Launcher:
         first = Background("rhl-verify", lambda: handshake.check(interface, port, self.config.handshake, channel)
                            or self._listener_problem(service, state, port))
         try:
-            ours = is_ours(service.host, state)
+            problem = service.identity_problem(state)
         finally:
             first.wait()
-        if not ours:
-            return f"process {state.pid} is gone"
+        if problem is not None:
+            return problem
         if first.result() is None:  # raises what the check raised, e.g. HostError: the connection is gone
             return None
         time.sleep(handshake.RETRY_INTERVAL)
@@ -162,24 +163,44 @@ class Launcher:
                 return state
         try:
             state = lock.state_when_taken  # the status file, read right after the lock was taken
+            if state is None and lock.unparsable:
+                state = self._record_of_running_copy(service)
             if state is not None and state != seen and state.status in ("starting", "running") \
-                    and is_ours(service.host, state):
+                    and service.is_ours(state):
                 return self._monitor(service, state, launched=False)
-            self.progress.phase(f"launching service on {service.host.name}")
-            if state is not None:
+            if lock.found_file:
+                # A record was there but names no process of ours that runs: whatever an earlier launch of
+                # this key left running (found by its environment) goes first, so the launch is the only copy.
+                for pid, _signal in service.stop_unrecorded():
+                    self.progress.phase(f"stopped process {pid} of {self.key}, which no valid record names")
                 service.host.remove(service.status_file)  # the old record must not pass for the new one
+            self.progress.phase(f"launching service on {service.host.name}")
             state = self._start_service(service, lock)
             self.progress.phase("waiting for the service to report its port")
             return self._monitor(service, state, launched=True, lock=lock)
         finally:
             lock.release()
 
+    def _record_of_running_copy(self, service: Service) -> ServerState | None:
+        """The status file does not parse even when read again. If processes a launch of this key started
+        still run (its service, writing the file badly), wait up to UNPARSABLE_WAIT for a record they write
+        rather than launch a second copy beside them. None: launch (after stopping them)."""
+        deadline = time.monotonic() + UNPARSABLE_WAIT
+        while (processes := service.key_processes()) and time.monotonic() < deadline:
+            self.progress.phase(f"status file does not parse, but process {min(processes)} of {self.key} "
+                                "runs; waiting for its record")
+            state = service.read_state()
+            if state is not None:
+                return state
+            time.sleep(service.host.poll_interval)
+        return None
+
     def _wait_for_other_launch(self, service: Service, lock: LaunchLock) -> ServerState | None:
         """Watch the status file while another run holds the lock; None when the lock is gone."""
         deadline = time.monotonic() + self.config.startup_timeout + LOCK_GRACE
         while time.monotonic() < deadline:
             state = service.read_state()
-            if state is not None and state.status == "starting" and is_ours(service.host, state):
+            if state is not None and state.status == "starting" and service.is_ours(state):
                 return self._monitor(service, state, launched=False)
             if lock.is_free_or_stale():
                 return None
@@ -248,20 +269,19 @@ class Launcher:
                 lock = None
             if current is not None and current.pid not in (None, pid):
                 if launched:
-                    raise self._error(LaunchError, service, "monitor", f"status file {service.status_file} was "
-                                      f"taken over by process {current.pid}; run 'remote-http-launcher status CONFIG'")
+                    return self._taken_over(service, state, current)
                 state, pid = current, current.pid
             if current is not None and current.status == "running":
                 return current
             if current is not None and current.status == "failed":
                 if launched:  # a service that reports failure but lingers would be orphaned
-                    terminate(host, current)
+                    service.terminate(current)
                 raise self._error(ServiceFailedError, service, "start", f"service on {host.name} reported status "
                                   "'failed'", current, with_log=True)
             state = current or state
             if now - last_check >= PROCESS_CHECK_INTERVAL or pid is None:
                 last_check = now
-                if pid is None or host.process_start_time(pid) is None:
+                if pid is None or (host.process_start_time(pid) is None and not service.is_ours(state)):
                     current = service.read_state()
                     if current is not None and current.status == "running":
                         return current
@@ -270,13 +290,29 @@ class Launcher:
                     raise self._error(ServiceFailedError, service, "start", f"service on {host.name} exited "
                                       "before reporting its port", state, with_log=True)
             if now - last_change > self.config.startup_timeout:
-                terminate(host, state)
+                service.terminate(state)
                 raise self._error(ServiceFailedError, service, "start", f"service on {host.name} did not report "
                                   f"its port within {self.config.startup_timeout:.0f} s (stopped it)", state,
                                   with_log=True)
             self.progress.tick()
             time.sleep(min(pause, host.poll_interval))
             pause *= 2
+
+    def _taken_over(self, service: Service, launched: ServerState, current: ServerState) -> ServerState:
+        """Another process's record replaced that of the process just launched (e.g. a running service
+        rewrote a file that could not be parsed a moment before): stop what this launch started, and
+        wait for the other one if it is verifiably ours; a launch never leaves a second copy behind."""
+        host = service.host
+        if launched.start_time is None and launched.pid is not None:  # its own record was never seen
+            launched = launched._replace(start_time=host.process_start_time(launched.pid))
+        if launched.start_time is not None:
+            service.terminate(launched)
+        if current.status in ("starting", "running") and service.is_ours(current):
+            self.progress.phase(f"process {current.pid} already serves {self.key}; stopped the copy just launched")
+            return self._monitor(service, current, launched=False)
+        raise self._error(LaunchError, service, "monitor", f"status file {service.status_file} was taken over by "
+                          f"process {current.pid} (the process just launched was stopped); run "
+                          "'remote-http-launcher status CONFIG'")
 
     # 4. The client's way in.
     def _client_payload(self, service: Service, state: ServerState,
@@ -371,11 +407,18 @@ class LaunchLock(FileLock):
         super().__init__(service.host, service.lock_file)
         self.service = service
         self.state_when_taken: ServerState | None = None
+        self.found_file = False  # a status file was there when the lock was taken
+        self.unparsable = False  # ... but half written (service.half_written), even read again
 
     def acquire_and_read_state(self) -> bool:
         """Take the lock; then `state_when_taken` is the status file as read right after (in the same flight
         as writing the lock, over SSH)."""
-        self.state_when_taken = ServerState.parse(statefiles.decode(self.acquire_then_read(self.service.status_file)))
+        raw = self.acquire_then_read(self.service.status_file)
+        if self.held and half_written(raw):
+            raw = self.service.read_status()  # rewritten in place at this moment, or corrupt: read it again
+        self.found_file = raw is not None
+        self.unparsable = half_written(raw)
+        self.state_when_taken = ServerState.parse(statefiles.decode(raw))
         return self.held
 
     def is_free_or_stale(self) -> bool:

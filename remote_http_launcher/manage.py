@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, TypedDict
 
 from . import statefiles
+from .clientfile import keeper_log_path
 from .config import SSH_HOST_PATTERN, Config
 from .errors import ConfigError, HostError, NotRunningError
 from .hosts import Host, LocalHost, open_host
@@ -32,7 +33,7 @@ from .keeper.lock import KeeperLock, is_keeper
 from .keeper.stop import stop_keeper
 from .progress import Progress
 from .prompts import Prompt
-from .service import STOP_TIMEOUT, Service, is_ours, terminate
+from .service import STOP_TIMEOUT, Service, identity_problem, is_ours
 from .statefiles import ServerState
 from .templates import evaluate_key
 
@@ -97,15 +98,17 @@ class StopResult(TypedDict):
     refused: str | None  # why a recorded process was left alone (its PID now belongs to another)
     keeper_pid: int | None
     removed: list[str]  # which stale files were removed
-    log: str | None
+    log: str | None  # the service's log, None when removed
+    logs_removed: list[str]  # paths of the logs removed (the service's on its host, the keeper's here)
     timeout: float
 
 
 # ---------------------------------------------------------------- server side
 
 
-def classify(host: Host, raw: bytes | None) -> tuple[str, ServerState | None, str | None]:
-    """(status, parsed state, why it is stale) of a status file's contents."""
+def classify(host: Host, raw: bytes | None,
+             status_file: str | None = None) -> tuple[str, ServerState | None, str | None]:
+    """(status, parsed state, why it is stale) of a status file's contents (read from `status_file`)."""
     if raw is None:
         return ABSENT, None, None
     if statefiles.too_large(raw):
@@ -120,22 +123,17 @@ def classify(host: Host, raw: bytes | None) -> tuple[str, ServerState | None, st
     if state.status == FAILED:
         return FAILED, state, None
     if state.status == STALE:  # the original's rhl-stop stopped it and kept the file
-        if state.start_time is not None and is_ours(host, state):
+        if state.start_time is not None and is_ours(host, state, status_file):
             return STALE, state, f"marked stale (rhl-stop), but process {state.pid} still runs"
         return STALE, state, "stopped (marked stale by rhl-stop)"
-    if is_ours(host, state):
-        return state.status, state, None
-    if state.pid is None:
-        return STALE, state, "the status file names no process"
-    if host.process_start_time(state.pid) is not None:
-        return STALE, state, f"PID {state.pid} now belongs to another process"
-    return STALE, state, f"process {state.pid} is gone"
+    problem = identity_problem(host, state, status_file)
+    return (state.status, state, None) if problem is None else (STALE, state, problem)
 
 
 def server_entry(host: Host, key: str, status_file: str, raw: bytes | None,
                  default_log: str | None = None) -> ServiceEntry:
     """What the status file of `key` says, checked against the host's processes."""
-    status, state, detail = classify(host, raw)
+    status, state, detail = classify(host, raw, status_file)
     data = state.data if state else (statefiles.decode(raw) or {})
     launched_at = data.get("launched_at")
     if isinstance(launched_at, bool) or not isinstance(launched_at, (int, float)):
@@ -197,7 +195,7 @@ def status(config: Config, *, connection_dir: str | os.PathLike[str] | None = No
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
     with open_host(config, prompt, accept_new_host_key=accept_new_host_key) as host:
         service = Service(host, config, key)
-        entry = server_entry(host, key, service.status_file, host.read(service.status_file), service.log_file)
+        entry = server_entry(host, key, service.status_file, service.read_status(), service.log_file)
         if entry["workdir"] is None:
             entry["workdir"] = host.expand(config.workdir)
         listener = port_listener(host, entry) if config.handshake is None else None
@@ -216,9 +214,14 @@ def port_listener(host: Host, entry: ServiceEntry) -> str | None:
 
 
 def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None,
-         timeout: float = STOP_TIMEOUT, progress: Progress | None = None, prompt: Prompt | None = None,
-         accept_new_host_key: bool = False) -> StopResult:
-    """Stop the service and its tunnel keeper, remove server and client state, keep the log."""
+         timeout: float = STOP_TIMEOUT, keep_log: bool = False, progress: Progress | None = None,
+         prompt: Prompt | None = None, accept_new_host_key: bool = False) -> StopResult:
+    """Stop the service and its tunnel keeper, remove server and client state, and, unless `keep_log`,
+    the key's logs (the service's `<key>.log` and the keeper's): a stopped key leaves nothing behind.
+
+    A status file is re-read while it is not parsable (`Service.read_status`), so
+    a service caught rewriting it in place is still stopped.
+    """
     progress = progress or Progress.silent()
     key = evaluate_key(config)
     cpath = statefiles.client_file(key, connection_dir, local_service=not config.remote)
@@ -226,30 +229,47 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
     stopped: list[StoppedProcess] = []
     removed: list[str] = []
+    logs_removed: list[str] = []
     with open_host(config, prompt, accept_new_host_key=accept_new_host_key) as host:
         service = Service(host, config, key)
-        raw = host.read(service.status_file)
+        raw = service.read_status()
         before = server_entry(host, key, service.status_file, raw, service.log_file)
-        refused = before["detail"] if before["detail"] and "another process" in before["detail"] else None
+        pid = before["pid"]
+        refused = before["detail"] if before["status"] == STALE and pid is not None and before["detail"] and \
+            "rhl-stop" not in before["detail"] and host.process_start_time(pid) is not None else None
         for _ in range(3):  # a relaunch racing with us rewrites the file: stop that process too
-            state = classify(host, raw)[1]
+            state = classify(host, raw, service.status_file)[1]
             if state is None or state.pid is None or any(s["pid"] == state.pid for s in stopped):
                 break
             if state.status == STALE and state.start_time is None:
                 break  # rhl-stop stopped that PID already; without a start time, a live one may be another's
             progress.phase(f"stopping process group {state.pid} on {host.name}")
-            signal_used = terminate(host, state, timeout)
+            signal_used = service.terminate(state, timeout)
             if signal_used is None:
                 break
             stopped.append({"pid": state.pid, "signal": signal_used})
-            raw = host.read(service.status_file)
+            raw = service.read_status()
+        stopped += [{"pid": pid, "signal": signal_used} for pid, signal_used in service.stop_unrecorded(timeout)]
         for path, what in ((service.status_file, "status file"), (service.lock_file, "lock file")):
-            if host.read(path) is not None:
+            present = host.read(path) is not None
+            if present or path == service.status_file:  # a dangling symbolic link reads as absent
                 host.remove(path)
+            if present:
                 removed.append(what)
+        if not keep_log and refused is None and host.mtime(service.log_file) is not None:
+            # Only ours, never a `log` path from the status file; kept while an unverified process may write it.
+            host.remove(service.log_file)
+            logs_removed.append(service.log_file)
     if statefiles.read_bytes(cpath) is not None:
         statefiles.remove(cpath)
         removed.append("client file")
+    keeper_log = keeper_log_path(statefiles.client_dir(connection_dir) / f"{key}.json")
+    if not keep_log and keeper_log.exists():
+        try:
+            statefiles.remove(keeper_log)
+            logs_removed.append(str(keeper_log))
+        except OSError:  # Windows: a keeper that would not stop still holds it open
+            pass
     return {
         "key": key,
         "host": before["host"],
@@ -259,7 +279,8 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
         "refused": refused,
         "keeper_pid": keeper_pid,
         "removed": removed,
-        "log": before["log"],
+        "log": None if service.log_file in logs_removed else before["log"],
+        "logs_removed": logs_removed,
         "timeout": timeout,
     }
 
@@ -340,12 +361,13 @@ def read_logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | No
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
     with open_host(config, prompt, accept_new_host_key=accept_new_host_key) as host:
         service = Service(host, config, evaluate_key(config))
-        status_now, state, _detail = classify(host, host.read(service.status_file))
+        status_now, state, _detail = classify(host, service.read_status(), service.status_file)
         path = state.log if state and state.log else service.log_file
         result = read_tail(host, path, tail)
         if result is None:
             raise NotRunningError(f"{service.key}: no log at {path} on {host.name}; the service has not been "
-                                  f"launched there (start it with 'remote-http-launcher CONFIG')", key=service.key,
+                                  "launched there, or 'stop' removed its log ('stop --keep-log' keeps it); start "
+                                  "it with 'remote-http-launcher CONFIG'", key=service.key,
                                   host=host.name, step="logs")
         text, end = result
         progress.close()
@@ -354,7 +376,7 @@ def read_logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | No
             output.write(text)
             output.flush()
             if follow and running and state is not None:
-                for chunk in follow_file(host, path, end, lambda: is_ours(host, state)):
+                for chunk in follow_file(host, path, end, lambda: service.is_ours(state)):
                     output.write(chunk)
                     output.flush()
                 running = False  # the follow ends when the service's process does

@@ -39,10 +39,16 @@ else
 fi
 """
 
-# Exits 0 while a process that is not a zombie still belongs to process group $1.
+# Exits 0 while process group $1 has a member that is not a zombie although its leader
+# (PID $1) is gone or a zombie: a service that outlived its `sh -c` wrapper. A live PID $1
+# (of any user) means no such group: a group ID is not reused while the group has members.
 GROUP_ALIVE = r"""
 pg=$1
 if [ -d /proc/self ]; then
+  if read -r line < "/proc/$pg/stat" 2>/dev/null; then
+    rest=${line##*) }
+    [ "${rest%% *}" = Z ] || exit 1
+  fi
   for f in /proc/[0-9]*/stat; do
     read -r line < "$f" 2>/dev/null || continue
     rest=${line##*) }
@@ -51,6 +57,7 @@ if [ -d /proc/self ]; then
   done
   exit 1
 fi
+ps -p "$pg" >/dev/null 2>&1 && exit 1
 kill -0 -- "-$pg" 2>/dev/null
 """
 
@@ -87,6 +94,52 @@ done
 exit 1
 """
 EXIT_CANNOT_TELL = 3
+
+# For a status file without our start time (the original's): prints the start of process $1
+# in seconds since the epoch (a blank line when unknown), then its command line (arguments
+# joined by spaces). Exits 1 when it is gone or not ours to signal.
+PROCESS_ORIGIN = r"""
+pid=$1
+kill -0 "$pid" 2>/dev/null || exit 1
+if [ -r "/proc/$pid/stat" ] && [ -r /proc/stat ]; then
+  read -r line < "/proc/$pid/stat" || exit 1
+  line=${line##*) }
+  set -f; set -- $line; set +f
+  ticks=${20} started=
+  hz=$(getconf CLK_TCK 2>/dev/null) || hz=100
+  while read -r name value _; do
+    [ "$name" = btime ] && started=$((value + ticks / ${hz:-100})) && break
+  done < /proc/stat
+  echo "$started"
+  tr '\000' ' ' < "/proc/$pid/cmdline"
+else
+  elapsed=$(ps -o etimes= -p "$pid" 2>/dev/null) && started=$(($(date +%s) - elapsed)) || started=
+  echo "$started"
+  ps -ww -o args= -p "$pid"
+fi
+"""
+
+# Prints "<pid> <process group>" of each live process of this user that a launch of the status file
+# $1 started (or one of their children): their environment holds REMOTE_HTTP_LAUNCHER_STATUS_FILE=$1
+# (SERVICE_PRELUDE), whatever the status file now says, and other users' environments are unreadable.
+KEY_PROCESSES = r"""
+want="REMOTE_HTTP_LAUNCHER_STATUS_FILE=$1"
+if printf 'x\000' | grep -qzxF x 2>/dev/null; then  # one grep for all (GNU, BusyBox); else one per process
+  found=$(grep -lzxF -- "$want" /proc/[0-9]*/environ 2>/dev/null)
+else
+  found=$(for f in /proc/[0-9]*/environ; do
+    tr '\000' '\n' < "$f" 2>/dev/null | grep -qxF -- "$want" && echo "$f"
+  done)
+fi
+for f in $found; do
+  d=${f%/environ}
+  [ "${d#/proc/}" = "$$" ] && continue
+  read -r line < "$d/stat" 2>/dev/null || continue
+  rest=${line##*) }
+  set -f; set -- $rest; set +f
+  [ "$1" = Z ] || echo "${d#/proc/} $3"
+done
+"""
 
 # Sends signal $1 to the process group led by $2 (or to $2 alone when it leads no group).
 SIGNAL_GROUP = 'kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "$2"'
@@ -129,6 +182,7 @@ if [ -n "$rhl_lock" ] && [ -n "$rhl_lock_token" ]; then
 fi
 set +f
 umask "$rhl_umask"
+export REMOTE_HTTP_LAUNCHER_STATUS_FILE="$rhl_status"  # how `stop` finds the key's processes (KEY_PROCESSES)
 if [ -n "$rhl_conda_env" ]; then
   . "$rhl_conda_sh" && conda activate "$rhl_conda_env" \
     || { echo "remote-http-launcher: conda activate $rhl_conda_env failed"; exit 1; }

@@ -7,6 +7,7 @@ its process is signalled only when it is verifiably the one that was launched
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from .hosts import Host
 
 STOP_TIMEOUT = 10.0
+SETTLE_TIME = 1.0  # seconds an unparsable status file is re-read before it counts as corrupt
+SETTLE_POLL = 0.02
+LEGACY_START_SLACK = 2.0  # seconds: start times from /proc are whole seconds here, and clocks step
 KILL_WAIT = 5.0
 WILDCARD_SERVER_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
@@ -42,8 +46,55 @@ class Service(NamedTuple):
     def lock_file(self) -> str:
         return f"{self.host.state_dir}/{self.key}.lock"
 
+    def read_status(self) -> bytes | None:
+        """The status file's bytes. One that is not a JSON object is read again for up to SETTLE_TIME:
+        a service rewriting it in place (no temp file and rename) shows half a file for a moment, and
+        taking that for a stale record would launch a second copy or leave the service out of `stop`'s reach."""
+        raw = self.host.read_state_file(f"{self.key}.json")
+        deadline = time.monotonic() + SETTLE_TIME
+        while half_written(raw) and time.monotonic() < deadline:
+            time.sleep(max(self.host.poll_interval, SETTLE_POLL))
+            raw = self.host.read(self.status_file)
+        return raw
+
     def read_state(self) -> ServerState | None:
-        return ServerState.parse(statefiles.decode(self.host.read_state_file(f"{self.key}.json")))
+        return ServerState.parse(statefiles.decode(self.read_status()))
+
+    def stop_unrecorded(self, timeout: float = STOP_TIMEOUT) -> list[tuple[int, str]]:
+        """Stop the processes a launch of this key started that its status file does not (or no longer)
+        name: found by the marker in their environment (scripts.KEY_PROCESSES), so a status file that is
+        garbage, a symlink or gone leaves nothing out of reach. (leader PID, last signal) of each group.
+
+        A group is signalled whole only when its leader carries the marker; any other process alone
+        (its group may be the one of whoever launched it, when there was no `setsid`).
+        """
+        processes = self.key_processes()
+        targets = sorted({group if group in processes else pid for pid, group in processes.items()})
+        if not targets:
+            return []
+        for target in targets:
+            self.host.signal_group(target, "TERM")
+        if wait_gone(lambda: bool(self.key_processes()), timeout, self.host.poll_interval):
+            return [(target, "TERM") for target in targets]
+        for pid, group in self.key_processes().items():
+            self.host.signal_group(group if group in processes else pid, "KILL")
+        wait_gone(lambda: bool(self.key_processes()), KILL_WAIT, self.host.poll_interval)
+        return [(target, "KILL") for target in targets]
+
+    def key_processes(self) -> dict[int, int]:
+        """{PID: process group} of the live processes a launch of this key started (scripts.KEY_PROCESSES)."""
+        out = self.host.run_script(scripts.KEY_PROCESSES, [self.status_file]).stdout
+        return {int(words[0]): int(words[1]) for words in map(str.split, out.splitlines())
+                if len(words) == 2 and words[0].isdigit() and words[1].isdigit()}
+
+    def identity_problem(self, state: ServerState) -> str | None:
+        return identity_problem(self.host, state, self.status_file)
+
+    def is_ours(self, state: ServerState) -> bool:
+        return is_ours(self.host, state, self.status_file)
+
+    def terminate(self, state: ServerState, timeout: float = STOP_TIMEOUT) -> str | None:
+        return terminate(self.host, state, timeout, self.status_file)
 
     def server_interface(self, state: ServerState) -> str:
         """The address the service listens on, as seen from its host (a wildcard becomes loopback)."""
@@ -59,27 +110,80 @@ class Service(NamedTuple):
         return " | ".join(line.strip() for line in tail.splitlines() if line.strip()) or "(log is empty)"
 
 
-def is_ours(host: Host, state: ServerState) -> bool:
-    """True when state's PID is alive and is still the process that was launched.
+def half_written(raw: bytes | None) -> bool:
+    """A status file that is there but not a JSON object, and not too large to be one being written."""
+    return raw is not None and not statefiles.too_large(raw) and statefiles.decode(raw) is None
 
-    Status files written by the original implementation carry no start time;
-    for those, a live PID is all we can check.
+
+def is_ours(host: Host, state: ServerState, status_file: str | None = None) -> bool:
+    """True when state's process is still the one that was launched (see `identity_problem`)."""
+    return identity_problem(host, state, status_file) is None
+
+
+def identity_problem(host: Host, state: ServerState, status_file: str | None = None) -> str | None:
+    """None when state's process is alive and is still the one that was launched; else why not.
+
+    With our start time recorded, the PID must have that start time, or, its
+    leader gone, its process group must still run: a compound command's service
+    outlives a killed `sh` wrapper, and a group ID is not reused while the group
+    has members. A record without it (the original's) is trusted only when
+    the process's command line holds the recorded `command` and the process is
+    not younger than the file `status_file` (its start may trail the file's write
+    by LEGACY_START_SLACK): a PID reused by another program of the same user
+    fails one or the other. Without `status_file` (a liveness check that signals
+    nothing), the command line alone decides.
     """
     if state.pid is None:
-        return False
+        return "the status file names no process"
     current = host.process_start_time(state.pid)
     if current is None:
-        return False
-    return state.start_time is None or state.start_time == current
+        if state.start_time is not None and host.run_script(scripts.GROUP_ALIVE, [str(state.pid)]).returncode == 0:
+            return None
+        return f"process {state.pid} is gone"
+    if state.start_time is not None:
+        return None if state.start_time == current else f"PID {state.pid} now belongs to another process"
+    return _legacy_problem(host, state, status_file)
 
 
-def terminate(host: Host, state: ServerState, timeout: float = STOP_TIMEOUT) -> str | None:
+def _legacy_problem(host: Host, state: ServerState, status_file: str | None) -> str | None:
+    """Why a record without a start time may not be trusted with its live PID (None: it may)."""
+    result = host.run_script(scripts.PROCESS_ORIGIN, [str(state.pid)])
+    if result.returncode != 0:
+        return f"process {state.pid} is gone"
+    started, _, cmdline = result.stdout.partition("\n")
+    command = state.data.get("command")
+    if not isinstance(command, str) or not _runs(cmdline, command):
+        return f"PID {state.pid} now belongs to another process (it does not run the recorded command)"
+    if status_file is None:
+        return None  # a liveness check only (the keeper's watchdog, which signals nothing)
+    mtime = host.mtime(status_file)
+    if mtime is None or not started.strip().isdigit():
+        return f"cannot tell whether PID {state.pid} is still the service (its status file records no start time)"
+    if int(started) > mtime + LEGACY_START_SLACK:
+        return (f"PID {state.pid} now belongs to another process (it started after the status file was "
+                "written)")
+    return None
+
+
+def _runs(cmdline: str, command: str) -> bool:
+    """True when a process command line (arguments joined by spaces) holds `command`'s words in order:
+    as its program and arguments, or inside a wrapper's `-c` text (`bash -lc '... exec COMMAND'`)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    wanted = " ".join(" ".join(words).split())
+    return bool(wanted) and f" {wanted} " in f" {' '.join(cmdline.split())} "
+
+
+def terminate(host: Host, state: ServerState, timeout: float = STOP_TIMEOUT,
+              status_file: str | None = None) -> str | None:
     """Stop the process group of a service that is verifiably ours: SIGTERM, wait, SIGKILL.
 
     Returns the last signal needed ("TERM" or "KILL"), or None when the
     process was not ours (gone, or its PID reused): then nothing is signalled.
     """
-    if not is_ours(host, state):
+    if not is_ours(host, state, status_file):
         return None
     assert state.pid is not None
     pid = state.pid
@@ -91,7 +195,7 @@ def terminate(host: Host, state: ServerState, timeout: float = STOP_TIMEOUT) -> 
 
     if wait_gone(group_alive, timeout, host.poll_interval):
         return "TERM"
-    if is_ours(host, state):
+    if is_ours(host, state, status_file):
         host.signal_group(pid, "KILL")
     else:
         # The leader is gone, so its group can only hold its own children: no PID reuse possible.

@@ -127,8 +127,9 @@ def test_corrupt_server_file_relaunches(rhl_dir: Path, demo_config: Factory, var
         assert record["pid"] != old_pid
         assert record["status"] == "running" and record["port"] == payload["port"]
         assert healthy(payload["port"])
+        assert group_members(old_pid) == []  # no valid record names it, yet it is ours: not left beside the new one
     finally:
-        kill_group(old_pid)  # no longer recorded anywhere
+        kill_group(old_pid)
 
 
 @pytest.mark.parametrize("variant", CORRUPTIONS)

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from remote_http_launcher import LaunchError, run
-from tests.conftest import ROOT
+from remote_http_launcher import LaunchError, run, status, stop
+from tests.conftest import ROOT, alive
 from tests.ssh_client import ALIAS, REMOTE_STATE, demo_config, node_key, remote_state
+from tests.test_orphans import REWRITER
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
@@ -529,4 +530,122 @@ def test_corrupt_status_file_is_stale(variant: str, ssh_config: Path, server: SS
     assert "Traceback" not in result.stderr and "error" not in result.stderr
     state = remote_state(server, key)
     assert state is not None and state["pid"] != dead and json.loads(result.stdout)["port"] == state["port"]
+    assert_clean_state(server, key, running=True)
+
+
+# ---------------------------------------------------------------- issue 16: orphans and wrong targets (items 1-3, 12)
+
+def test_service_outliving_its_killed_wrapper_is_running_reused_and_stopped(
+        ssh_config: Path, server: SSHServer, rhl_dir: Path, make_config: Factory, remote_demo: str) -> None:
+    """A compound command runs under `sh -c`; with that wrapper killed, its service is not stale (GROUP_ALIVE
+    over SSH): `status` says running, a run reuses it, and `stop` ends it."""
+    config = make_config(command=f"cd ~ && {server.python} {remote_demo} --status-file {{status_file}} "
+                                 "--host {network_interface}")
+    key = config["key"]
+    first = run(config)
+    leader = remote_record(server, key)["pid"]
+    (service,) = [pid for pid in service_processes(server, key) if pid != leader]
+    server.run(f"kill -s KILL {leader}", check=True)
+    wait_for(lambda: leader not in service_processes(server, key), 5, "the wrapper's end")
+
+    entry = status(config)
+    assert (entry["status"], entry["pid"], entry["detail"]) == ("running", leader, None)
+    client_path(rhl_dir, key).unlink()  # another machine's view: the run goes to the status file
+    assert run(config)["port"] == first["port"]
+    assert service_processes(server, key) == {service: leader}  # no second copy
+
+    assert stop(config)["processes"] == [{"pid": leader, "signal": "TERM"}]
+    no_service_left(server, key)
+    assert not healthy(server.host, first["port"])
+
+
+def half_written(server: SSHServer, key: str) -> bool:
+    try:
+        json.loads(server.run(f"cat {REMOTE_STATE}/{key}.json").stdout)
+    except ValueError:
+        return True
+    return False
+
+
+def test_service_rewriting_its_status_file_in_place_is_never_doubled(ssh_config: Path, server: SSHServer,
+                                                                    rhl_dir: Path, make_config: Factory) -> None:
+    """Half a status file for longer than the re-reads: the service's processes still run (KEY_PROCESSES
+    over SSH), so the run waits for their record instead of launching; `stop` finds them the same way."""
+    remote_write(server, "rhl-work/rhl-fault-rewriter.py", REWRITER.encode())
+    config = make_config(command=f"{server.python} rhl-fault-rewriter.py {{status_file}} 1.5 0.3 0.0.0.0")
+    key = config["key"]
+    first = run(config)
+    pid = remote_record(server, key)["pid"]
+    for _ in range(2):
+        client_path(rhl_dir, key).unlink()
+        wait_for(lambda: half_written(server, key), 5, "half a status file")
+        assert run(config)["port"] == first["port"]
+        assert list(service_processes(server, key)) == [pid]
+    assert server.run(f"cat {REMOTE_STATE}/{key}.log").stdout == "rewriter serving\n"  # never relaunched
+
+    wait_for(lambda: half_written(server, key), 5, "half a status file")
+    assert stop(config)["processes"] == [{"pid": pid, "signal": "TERM"}]
+    no_service_left(server, key)
+
+
+def test_legacy_record_whose_pid_runs_another_program_is_never_signalled(ssh_config: Path, server: SSHServer,
+                                                                        rhl_dir: Path, make_config: Factory) -> None:
+    """A status file of the original 0.2.0 (no start time) whose PID now runs another program of the same
+    user: PROCESS_ORIGIN over SSH tells, and nothing is signalled."""
+    config = make_config()
+    key = config["key"]
+    bystander = int(server.run("setsid sleep 30 >/dev/null 2>&1 </dev/null & echo $!", check=True).stdout)
+    record = {"workdir": "~/rhl-work", "log": f"{status_path(server, key)[:-5]}.log", "command": config["command"],
+              "uid": int(server.run("id -u").stdout), "pid": bystander, "status": "running", "port": 1,
+              "network_interface": "0.0.0.0"}
+    remote_write(server, f"{REMOTE_STATE}/{key}.json", json.dumps(record).encode())
+    server.run(f"touch -d @{int(time.time()) - 3600} {REMOTE_STATE}/{key}.json", check=True)
+
+    entry = status(config)
+    assert entry["status"] == "stale" and entry["detail"] == (
+        f"PID {bystander} now belongs to another process (it does not run the recorded command)")
+    outcome = stop(config)
+    assert outcome["processes"] == [] and outcome["refused"] == entry["detail"] and alive(bystander)
+
+    remote_write(server, f"{REMOTE_STATE}/{key}.json", json.dumps({**record, "command": "sleep 30"}).encode())
+    server.run(f"touch -d @{int(time.time()) - 3600} {REMOTE_STATE}/{key}.json", check=True)
+    assert status(config)["detail"] == (f"PID {bystander} now belongs to another process (it started after the "
+                                        "status file was written)")
+    payload = run(config)  # launched anew, the bystander left alone
+    assert remote_record(server, key)["pid"] != bystander and healthy(server.host, payload["port"])
+    assert alive(bystander)
+
+
+def test_stop_removes_the_service_log_and_the_keeper_log_unless_asked_to_keep_them(
+        ssh_config: Path, server: SSHServer, rhl_dir: Path, make_config: Factory) -> None:
+    config = make_config(network_interface="localhost", tunnel=True)
+    key = config["key"]
+    keeper_log = rhl_dir / "client" / f"{key}.keeper.log"
+    run(config)
+    assert keeper_log.exists() and remote_files(server) == [f"{key}.json", f"{key}.log"]
+    kept = stop(config, keep_log=True)
+    assert keeper_log.exists() and remote_files(server) == [f"{key}.log"] and kept["logs_removed"] == []
+
+    run(config)
+    outcome = stop(config)
+    assert outcome["logs_removed"] == [f"{status_path(server, key)[:-5]}.log", str(keeper_log)]
+    assert remote_files(server) == [] and not keeper_log.exists()
+
+
+@pytest.mark.parametrize("variant", ["truncated", "port-string"])
+def test_corrupt_status_file_of_a_running_service_leaves_one_copy(variant: str, ssh_config: Path,
+                                                                  server: SSHServer, rhl_dir: Path,
+                                                                  make_config: Factory) -> None:
+    """The record of a running service is lost for good: the launch that follows first stops that service
+    (found by its environment over SSH), so one copy runs afterwards, not two."""
+    config = make_config()
+    key = config["key"]
+    run(config)
+    old = remote_record(server, key)
+    remote_write(server, f"{REMOTE_STATE}/{key}.json", corrupt_records(old["pid"])[variant])
+    client_path(rhl_dir, key).unlink()
+
+    payload = run(config)
+
+    assert remote_record(server, key)["pid"] != old["pid"] and healthy(server.host, payload["port"])
     assert_clean_state(server, key, running=True)

@@ -117,7 +117,7 @@ def test_status_through_the_life_cycle(rhl_dir: Path, config_file: Callable[...,
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout.startswith("not running; nothing to stop")
     assert not server_file(rhl_dir).exists() and not client_path(rhl_dir).exists()
-    assert (rhl_dir / "server" / f"{KEY}.log").exists()  # the log is kept
+    assert not (rhl_dir / "server" / f"{KEY}.log").exists()  # nor its log ('stop --keep-log' keeps it)
 
     code, entry = cli_json("status", config)
     assert (code, entry["status"]) == (3, "absent")
@@ -182,7 +182,8 @@ def test_stop_with_sigterm(rhl_dir: Path, config_file: Callable[..., Path]) -> N
     assert set(result["removed"]) == {"status file", "client file"}
     assert not alive(leader) and not alive(service_pid)
     assert not server_file(rhl_dir).exists() and not client_path(rhl_dir).exists()
-    assert (rhl_dir / "server" / f"{KEY}.log").exists()
+    assert not (rhl_dir / "server" / f"{KEY}.log").exists() and result["logs_removed"] == [
+        str(rhl_dir / "server" / f"{KEY}.log")]
 
 
 def test_stop_escalates_to_sigkill(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
@@ -321,7 +322,7 @@ def test_logs_follow_ends_with_the_service(rhl_dir: Path, config_file: Callable[
 def test_logs_follow_of_a_stopped_service_returns(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
     config = config_file()
     run(config)
-    remote_http_launcher.stop(config)
+    remote_http_launcher.stop(config, keep_log=True)
     proc = cli("logs", config, "--follow", timeout=10)
     assert proc.returncode == 3 and "listening on" in proc.stdout and proc.stderr == ""
 
@@ -518,7 +519,7 @@ def test_ssh_status_logs_list_stop(sshd: Any, ssh_service: Callable[..., Path], 
     assert {e["key"]: e["status"] for e in listing["services"]}[key] == "stale"
     assert "stale !" in cli("list", "--host", "testhost").stdout
 
-    stopped = cli("stop", config)
+    stopped = cli("stop", config, "--keep-log")
     assert (stopped.returncode, stopped.stdout.split(" (")[0].strip()) == (0, "not running; nothing to stop")
     assert remote_state(sshd, key) is None and not client_path(rhl_dir, key).exists()
     assert (sshd.home / ".remote-http-launcher" / "server" / f"{key}.log").exists()
