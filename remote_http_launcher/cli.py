@@ -19,7 +19,7 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, NoReturn
 
 from . import logsetup
-from .config import Config, LogOptions
+from .config import DEFAULT_CONNECTION_PERSIST, Config, LogOptions
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_NOT_RUNNING,
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .prompts import Prompt
 
 PROG = "remote-http-launcher"
+MAX_PERSIST = 604800.0  # seconds, as config.py's MAX_TIMEOUT
 UP_EXAMPLE = f"""example:
   {PROG} examples/local.yaml            # start the demo service, or reconnect to it
   {PROG} service.yaml --json > conn.json  # connection payload for scripts
@@ -82,6 +83,12 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="also write a debug log to F (wins over debug_log_file)")
 
 
+def add_persist(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--connection-persist", type=_persist, metavar="S",
+                        help="keep the SSH login in a local connection broker for S seconds after its last use "
+                             "(default: the config's connection_persist, else 600); 0: no broker")
+
+
 def add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG", help="YAML file describing the service")
     parser.add_argument("--connection-dir", metavar="DIR",
@@ -98,6 +105,7 @@ def build_up_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="print the command a launch would run (for an SSH service, ~ stands for the SSH "
                              "user's home); connect to nothing, change nothing")
     parser.add_argument("--json", action="store_true", help="print the connection payload as JSON on stdout")
+    add_persist(parser)
     add_common(parser)
     return parser
 
@@ -166,6 +174,16 @@ def _count(text: str) -> int:
     return value
 
 
+def _persist(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_PERSIST:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to {MAX_PERSIST:.0f}, got {text!r}")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -181,6 +199,7 @@ def build_status_parser(prog: str = f"{PROG} status") -> argparse.ArgumentParser
                                "starting, running, failed, stale), pid, port, uptime, workdir, log, and the "
                                "client side (connection file, tunnel keeper).", STATUS_EXAMPLE,
                                json_help="print one JSON document on stdout")
+    add_persist(parser)
     add_common(parser)
     return parser
 
@@ -197,6 +216,7 @@ def build_stop_parser(prog: str = f"{PROG} stop") -> argparse.ArgumentParser:
                         help=f"seconds to wait after SIGTERM before SIGKILL (default {STOP_TIMEOUT:g})")
     parser.add_argument("--keep-log", action="store_true",
                         help="keep the service's log and the tunnel keeper's log (for 'logs' after the stop)")
+    add_persist(parser)
     add_common(parser)
     return parser
 
@@ -211,6 +231,7 @@ def build_logs_parser(prog: str = f"{PROG} logs") -> argparse.ArgumentParser:
                         help=f"print the last N lines (default {DEFAULT_TAIL})")
     parser.add_argument("--follow", "-f", action="store_true",
                         help="then keep printing new output until the service ends or Ctrl-C")
+    add_persist(parser)
     add_common(parser)
     return parser
 
@@ -220,6 +241,7 @@ def build_list_parser(prog: str = f"{PROG} list") -> argparse.ArgumentParser:
                                "age. Stale entries (process gone) are marked.", LIST_EXAMPLE, config=False,
                                json_help="print one JSON document on stdout")
     parser.add_argument("--host", metavar="SSH_HOST", help="list an SSH host's services (default: this machine)")
+    add_persist(parser)
     add_common(parser)
     return parser
 
@@ -289,7 +311,9 @@ def cmd_list(args: argparse.Namespace, config: Config | None, progress: Progress
 
     progress = _quiet(progress)
     progress.phase(f"connecting to {args.host}" if args.host else "reading server state")
-    with manage.open_target(args.host, _ask(progress), accept_new_host_key=args.accept_new_host_key) as host:
+    persist = DEFAULT_CONNECTION_PERSIST if args.connection_persist is None else args.connection_persist
+    with manage.open_target(args.host, _ask(progress), persist,
+                            accept_new_host_key=args.accept_new_host_key) as host:
         entries = manage.list_services(host)
         name, state_dir = host.name, host.state_dir
     progress.close()
@@ -297,6 +321,49 @@ def cmd_list(args: argparse.Namespace, config: Config | None, progress: Progress
         print(json.dumps({"host": name, "state_dir": state_dir, "services": entries}, indent=2))
     else:
         print(render.format_list(name, entries))
+    return EXIT_OK
+
+
+CONNECTIONS_EXAMPLE = f"""A connection broker keeps one SSH login per host for the commands and tunnels that use it,
+and ends after connection_persist seconds unused (see --connection-persist).
+
+example:
+  {PROG} connections
+  {PROG} disconnect user@server          # or without HOST: every broker
+"""
+
+
+def build_connections_parser(prog: str = f"{PROG} connections") -> argparse.ArgumentParser:
+    parser = _command_parser(prog, "List the connection brokers of this user: host, since, last use, "
+                               "commands using it now.", CONNECTIONS_EXAMPLE, config=False,
+                               json_help="print one JSON document on stdout")
+    add_common(parser)
+    return parser
+
+
+def build_disconnect_parser(prog: str = f"{PROG} disconnect") -> argparse.ArgumentParser:
+    parser = _command_parser(prog, "End the connection broker of HOST (as the configs name it), or every "
+                               "broker. The next command logs in again.", CONNECTIONS_EXAMPLE, config=False)
+    parser.add_argument("host", metavar="HOST", nargs="?", help="the SSH host (default: all)")
+    add_common(parser)
+    return parser
+
+
+def cmd_connections(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
+    from . import render
+    from .broker.control import connections
+
+    found = connections()
+    print(json.dumps({"connections": found}, indent=2) if args.json else render.format_connections(found))
+    return EXIT_OK
+
+
+def cmd_disconnect(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
+    from .broker.control import disconnect
+
+    ended = disconnect(args.host)
+    names = ", ".join(f"{entry['host']} (pid {entry['pid']})" for entry in ended)
+    print(f"disconnected {names}" if ended else f"no connection broker{' for ' + args.host if args.host else ''}")
     return EXIT_OK
 
 
@@ -308,6 +375,8 @@ COMMANDS: dict[str, Command] = {
     "stop": (build_stop_parser, cmd_stop),
     "logs": (build_logs_parser, cmd_logs),
     "list": (build_list_parser, cmd_list),
+    "connections": (build_connections_parser, cmd_connections),
+    "disconnect": (build_disconnect_parser, cmd_disconnect),
 }
 
 
@@ -363,6 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = None
         if getattr(args, "config", None) is not None:
             config = _load(args.config, cache=handler is cmd_up and not dry_run)
+            if args.connection_persist is not None:
+                config = config._replace(connection_persist=args.connection_persist)
         options = logsetup.merge(LogOptions(args.log_level, args.log_file, args.debug_log_file),
                                  config.log if config else None)
         debug = debug or options.level == "debug"

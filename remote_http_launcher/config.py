@@ -27,6 +27,7 @@ from .progress import LEVELS
 DEFAULT_NETWORK_INTERFACE = "localhost"
 DEFAULT_STARTUP_TIMEOUT = 60.0
 DEFAULT_WATCHDOG_INTERVAL = 5.0
+DEFAULT_CONNECTION_PERSIST = 600.0
 MAX_FIELD_NAME = 256
 MAX_PATH = 4096
 MAX_KEY_TEMPLATE = 1000
@@ -133,6 +134,8 @@ class Config(NamedTuple):
     startup_timeout: float
     watchdog_interval: float
     raw: Mapping[str, Any]
+    #: Seconds the connection broker outlives its last use (broker/); 0: no broker, one login per command.
+    connection_persist: float = DEFAULT_CONNECTION_PERSIST
     log: LogOptions = LogOptions()
     #: Set by `load_config(cache=True)` when the file was parsed anew; `remember_parse` keeps it.
     parsed: ParsedFile | None = None
@@ -351,6 +354,7 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
     _check_record_data(file_parameters, meta)
     startup_timeout = _seconds(data, "startup_timeout", DEFAULT_STARTUP_TIMEOUT)
     watchdog_interval = _seconds(data, "watchdog_interval", DEFAULT_WATCHDOG_INTERVAL)
+    connection_persist = _seconds(data, "connection_persist", DEFAULT_CONNECTION_PERSIST, zero_ok=True)
 
     # Templates see every field, the optional ones with their defaults (null means "use the default").
     raw = dict(data)
@@ -358,7 +362,8 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
     raw["tunnel"] = tunnel
     for name in ("hostname", "ssh_hostname", "handshake", "conda", "file_parameters", "meta"):
         raw.setdefault(name, None)
-    for name, default in (("startup_timeout", startup_timeout), ("watchdog_interval", watchdog_interval)):
+    for name, default in (("startup_timeout", startup_timeout), ("watchdog_interval", watchdog_interval),
+                          ("connection_persist", connection_persist)):
         if raw.get(name) is None:
             raw[name] = default
     if config_dir is not None:
@@ -378,6 +383,7 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
         startup_timeout=startup_timeout,
         watchdog_interval=watchdog_interval,
         raw=raw,
+        connection_persist=connection_persist,
         log=log,
     )
 
@@ -516,15 +522,16 @@ def _bool(data: Mapping[str, Any], name: str) -> bool:
     return value
 
 
-def _seconds(data: Mapping[str, Any], name: str, default: float) -> float:
+def _seconds(data: Mapping[str, Any], name: str, default: float, *, zero_ok: bool = False) -> float:
     value = data.get(name)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name}: must be a number of seconds, got {_describe(value)}")
-    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
-        raise ConfigError(f"{name}: must be more than 0 and at most {MAX_TIMEOUT:.0f} seconds (7 days), "
-                          f"got {value}")
+    low_ok = value >= 0 if zero_ok else value > 0
+    if not (math.isfinite(value) and low_ok and value <= MAX_TIMEOUT):
+        least = "0 or more" if zero_ok else "more than 0"
+        raise ConfigError(f"{name}: must be {least} and at most {MAX_TIMEOUT:.0f} seconds (7 days), got {value}")
     return float(value)
 
 

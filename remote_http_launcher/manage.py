@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, NamedTuple, TypedDict
 
 from . import statefiles
 from .clientfile import keeper_log_path
-from .config import SSH_HOST_PATTERN, Config
+from .config import DEFAULT_CONNECTION_PERSIST, SSH_HOST_PATTERN, Config
 from .errors import ConfigError, HostError, NotRunningError
 from .hosts import Host, LocalHost, open_host
 from .keeper.lock import KeeperLock, is_keeper
@@ -386,18 +386,20 @@ def read_logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | No
 # ---------------------------------------------------------------- list
 
 
-def open_target(target: str | None, prompt: Prompt | None = None, *, accept_new_host_key: bool = False) -> Host:
-    """This machine, or an SSH host named like `ssh_hostname` (user@host or an ~/.ssh/config alias)."""
+def open_target(target: str | None, prompt: Prompt | None = None, persist: float = DEFAULT_CONNECTION_PERSIST,
+                *, accept_new_host_key: bool = False) -> Host:
+    """This machine, or an SSH host named like `ssh_hostname` (user@host or an ~/.ssh/config alias),
+    through its connection broker unless `persist` is 0."""
     if target is None:
         return LocalHost()
     if not re.fullmatch(SSH_HOST_PATTERN, target):  # what ssh_hostname accepts in a config
         raise ConfigError(f"--host: {target[:80]!r} is not an SSH host name (use HOST, USER@HOST or an "
                           "alias from ~/.ssh/config)")
     try:
-        from .hosts.ssh import SSHHost
+        from .broker.client import open_ssh_host
     except ImportError as exc:
         raise HostError(f"SSH support is not available ({exc}); reinstall remote-http-launcher") from exc
-    return SSHHost.connect(target, prompt=prompt, accept_new_host_key=accept_new_host_key)
+    return open_ssh_host(target, persist, prompt, accept_new_host_key=accept_new_host_key)
 
 
 def list_services(host: Host) -> list[ServiceEntry]:

@@ -6,6 +6,9 @@ it into words, so the API and the CLI agree on every message.
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 from .manage import (
     ABSENT,
     FAILED,
@@ -19,6 +22,9 @@ from .manage import (
     StatusResult,
     StopResult,
 )
+
+if TYPE_CHECKING:
+    from .broker.control import Connection
 
 PORT_LISTENER_NOTES = {
     UNVERIFIED: "unverified: no handshake, and {host} cannot show which process listens there",
@@ -113,15 +119,32 @@ def format_status(entry: StatusResult) -> str:
     return "\n".join(lines)
 
 
+def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+
+
 def format_list(host_name: str, entries: list[ServiceEntry]) -> str:
     if not entries:
         return f"no services on {host_name}"
-    header = ("KEY", "STATUS", "PID", "PORT", "AGE")
-    rows = [(e["key"], e["status"] + (" !" if e["status"] == STALE else ""), str(e["pid"] or "-"),
-             str(e["port"] or "-"), format_duration(e["age"])) for e in entries]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+    lines = format_table(("KEY", "STATUS", "PID", "PORT", "AGE"),
+                         [(e["key"], e["status"] + (" !" if e["status"] == STALE else ""), str(e["pid"] or "-"),
+                           str(e["port"] or "-"), format_duration(e["age"])) for e in entries])
     stale = sum(e["status"] == STALE for e in entries)
     if stale:
         lines.append(f"{stale} stale (!): process gone; 'remote-http-launcher stop CONFIG' removes the state")
     return "\n".join(lines)
+
+
+def format_connections(entries: list[Connection]) -> str:
+    """`connections`: one row per broker; ages as durations ("-" when it did not answer)."""
+    if not entries:
+        return "no connection brokers"
+    now = time.time()
+
+    def ago(moment: float | None) -> str:
+        return format_duration(max(0.0, now - moment)) + " ago" if moment is not None else "-"
+
+    return "\n".join(format_table(("HOST", "PID", "SINCE", "LAST USE", "IN USE"),
+                                  [(e["host"] or "?", str(e["pid"]), ago(e["since"]), ago(e["last_use"]),
+                                    "-" if e["sessions"] is None else str(e["sessions"])) for e in entries]))

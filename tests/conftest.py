@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,7 @@ def rhl_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     state = tmp_path / "rhl-state"
     monkeypatch.setenv("REMOTE_HTTP_LAUNCHER_DIR", str(state))
     yield state
+    stop_brokers(state / "brokers")
     kill_services(state)
 
 
@@ -99,7 +101,7 @@ def cli(*args: str | Path, entry_point: bool = False, timeout: float = 60) -> su
 # ---------------------------------------------------------------- the SSH client side (see tests/ssh_client.py)
 
 @pytest.fixture
-def client_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def client_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh client HOME: its own ~/.ssh, and no ssh-agent from the developer's session.
 
     In this process the machine's /etc/ssh/ssh_config is left out too (Debian's says `HashKnownHosts
@@ -110,7 +112,21 @@ def client_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     monkeypatch.setattr("remote_http_launcher.ssh.config.SYSTEM_SSH_CONFIG", home / "no-system-ssh_config")
-    return home
+    yield home
+    stop_brokers(home / ".remote-http-launcher" / "brokers")
+
+
+def stop_brokers(directory: Path) -> None:
+    """End the connection brokers whose files are in `directory` (a test's), as `disconnect` does."""
+    from remote_http_launcher.broker.registry import live_brokers
+    from remote_http_launcher.processes import terminate
+
+    for _files, owner in live_brokers(directory):
+        terminate(owner.pid)
+        for _ in range(100):
+            if not owner.same_process():
+                break
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -13,14 +13,16 @@ if TYPE_CHECKING:
 
 
 def open_host(config: Config, prompt: Prompt | None = None, *, accept_new_host_key: bool = False) -> Host:
-    """Connect to the service's host (lazily importing paramiko only for remote configs); login questions
-    go to `prompt` (default: the terminal or Jupyter cell of the call); `accept_new_host_key` records an
-    unknown host key (never a changed one)."""
+    """Connect to the service's host: through its connection broker, whose login is shared (paramiko is
+    imported only when this process logs in itself); login questions go to `prompt` (default: the
+    terminal or Jupyter cell of the call); `accept_new_host_key` records an unknown host key (never a
+    changed one)."""
     if not config.remote:
         return LocalHost()
-    from .ssh import SSHHost
+    from ..broker.client import open_ssh_host
 
-    return SSHHost.connect(config.ssh_target, prompt=prompt, accept_new_host_key=accept_new_host_key)
+    return open_ssh_host(config.ssh_target, config.connection_persist, prompt,
+                         accept_new_host_key=accept_new_host_key)
 
 
 __all__ = ["Host", "LocalHost", "ScriptResult", "open_host"]

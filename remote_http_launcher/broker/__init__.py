@@ -1,0 +1,20 @@
+"""The connection broker: one SSH login per destination, shared by every command (issue 14).
+
+OpenSSH users keep one login with ControlMaster/ControlPersist; paramiko has
+nothing like it, so this is ours. After a login, one local process per
+(local user, SSH destination) keeps the authenticated connection; commands
+for that destination (`up`, `status`, `logs`, `stop`, `list --host`, the
+Python API) reach it over a local channel that only the same user can open
+(`multiprocessing.connection`: a Unix socket in the 0700 state directory, a
+named pipe on Windows, both with an authkey read from a 0600 file) and have
+it make their `Host` calls. Nothing listens on the network.
+
+- `registry`: which broker serves a destination; its files and its lock (at most one per destination);
+- `protocol`: requests (Host calls by name) and replies (a value, or the exception);
+- `server`: the broker process, its login relayed to the command that started it, its idle exit;
+- `client`: finding or starting the broker, `BrokeredHost`, and falling back to a login of our own.
+
+`connection_persist` (config field, `--connection-persist` flag; default 600 s)
+is how long a broker outlives its last use; 0 means no broker: each command
+logs in, as before.
+"""

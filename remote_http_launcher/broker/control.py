@@ -1,0 +1,68 @@
+"""`connections` and `disconnect`: the live brokers, as data, and ending them."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TypedDict
+
+from ..processes import terminate
+from ..service import KILL_WAIT, STOP_TIMEOUT
+from .client import connect
+from .registry import is_broker, live_brokers
+
+POLL = 0.05
+
+
+class Connection(TypedDict):
+    host: str | None  # the SSH target it logged in to
+    pid: int
+    since: float | None  # when it logged in (epoch seconds)
+    last_use: float | None  # epoch seconds; None when it did not answer
+    sessions: int | None  # commands using it right now
+    persist: float | None
+
+
+def connections() -> list[Connection]:
+    """Every live broker of this user, asked how it is used."""
+    found: list[Connection] = []
+    for files, owner in live_brokers():
+        info: dict[str, Any] = {}
+        conn = connect(files)
+        if conn is not None:
+            try:
+                conn.send(("info", ()))
+                reply = conn.recv()
+                info = reply[1] if reply[0] == "ok" else {}
+            except (OSError, EOFError):
+                pass
+            finally:
+                conn.close()
+        idle = info.get("idle")
+        target = owner.data.get("target")
+        since = owner.data.get("since")
+        persist = owner.data.get("persist")
+        found.append({"host": target if isinstance(target, str) else None, "pid": owner.pid,
+                      "since": since if isinstance(since, (int, float)) else None,
+                      "last_use": time.time() - idle if isinstance(idle, (int, float)) else None,
+                      "sessions": info.get("sessions"),
+                      "persist": persist if isinstance(persist, (int, float)) else None})
+    return found
+
+
+def disconnect(host: str | None = None) -> list[Connection]:
+    """End the brokers logged in to `host` (all when None); the ones ended. Each removes its files."""
+    ended = []
+    for entry in connections():
+        if host is not None and entry["host"] != host:
+            continue
+        for force, wait in ((False, STOP_TIMEOUT), (True, KILL_WAIT)):
+            owner = next((o for _, o in live_brokers() if o.pid == entry["pid"]), None)
+            if owner is None or not is_broker(owner) or not terminate(owner.pid, force=force):
+                break
+            deadline = time.monotonic() + wait
+            while owner.same_process() and time.monotonic() < deadline:
+                time.sleep(POLL)
+            if not owner.same_process():
+                break
+        ended.append(entry)
+    return ended

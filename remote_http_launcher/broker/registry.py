@@ -1,0 +1,103 @@
+"""Where a broker is found: its files, its lock, and who may hold it.
+
+One broker per (local user, SSH destination). The user is implicit: the files
+live in the user's own 0700 state directory. The destination is the target
+as written (`user@host` or an ~/.ssh/config alias) together with the text of
+~/.ssh/config, which is what resolves it (user, host, port, jump chain):
+hashing both needs no SSH code, so a client finds a live broker without
+importing paramiko. Two aliases of one server get a broker each; editing
+~/.ssh/config starts a new one (the old one idles out).
+
+Files, in `<state dir>/brokers/` (names kept short: a Unix socket path has
+at most 107 bytes):
+  <id>.lock   the broker's `locks.FileLock` for its whole life; once it serves, the record also holds the
+              target, the address to connect to and when it logged in
+  <id>.key    the authkey clients prove they know (0600); only the same user can read it
+  <id>.sock   the Unix socket (POSIX; on Windows a named pipe whose name is in the lock record)
+  <id>.log    the broker's log (kept after it exits, like the keeper's)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+from .. import statefiles
+from ..hosts.local import LocalHost
+from ..locks import FileLock, LockOwner
+from ..processes import process_cmdline
+
+MARKER = "remote_http_launcher.broker"
+DIRNAME = "brokers"
+ID_LENGTH = 16
+PARTIAL_GRACE = 5.0  # an unparsable lock younger than this is a create still being written
+
+
+def broker_dir() -> Path:
+    return statefiles.base_dir() / DIRNAME
+
+
+def destination_id(target: str) -> str:
+    """The broker's name for `target`: a hash of it and of the ~/.ssh/config text that resolves it."""
+    try:
+        ssh_config = (Path.home() / ".ssh" / "config").read_bytes()  # ssh._paramiko would load paramiko
+    except OSError:
+        ssh_config = b""
+    return hashlib.sha256(target.encode() + b"\0" + ssh_config).hexdigest()[:ID_LENGTH]
+
+
+class BrokerFiles(NamedTuple):
+    lock: Path
+    key: Path
+    socket: Path
+    log: Path
+
+    @classmethod
+    def of(cls, name: str, directory: Path | None = None) -> BrokerFiles:
+        base = (directory or broker_dir()) / name
+        return cls(*(base.with_suffix(suffix) for suffix in (".lock", ".key", ".sock", ".log")))
+
+    @classmethod
+    def for_target(cls, target: str) -> BrokerFiles:
+        return cls.of(destination_id(target))
+
+    def address(self, token: str) -> str:
+        """Where the broker listens: the socket file, or on Windows a pipe name no one can guess."""
+        if sys.platform == "win32":
+            return rf"\\.\pipe\remote-http-launcher-{self.lock.stem}-{token}"
+        return str(self.socket)
+
+
+def is_broker(owner: LockOwner) -> bool:
+    """Still the same process, and one of our brokers (never signal anything else)."""
+    if not owner.same_process():
+        return False
+    cmdline = process_cmdline(owner.pid)
+    if cmdline is None:
+        return sys.platform == "win32"  # no command line to read there: the start time has to do
+    return MARKER in cmdline
+
+
+class BrokerLock(FileLock):
+    """`<id>.lock`: held by the broker from before its login until it exits."""
+
+    def __init__(self, files: BrokerFiles) -> None:
+        super().__init__(LocalHost(), str(files.lock))
+        self.files = files
+
+    def break_if_gone(self, raw: bytes | None) -> bool:
+        """Break the lock if its broker is gone; True when the caller may try to acquire again."""
+        return self.break_if_stale(raw, is_broker, PARTIAL_GRACE)
+
+
+def live_brokers(directory: Path | None = None) -> list[tuple[BrokerFiles, LockOwner]]:
+    """Every broker whose lock names a live broker process (`connections`, `disconnect`)."""
+    found = []
+    for path in sorted((directory or broker_dir()).glob("*.lock")):
+        files = BrokerFiles.of(path.stem, path.parent)
+        owner = BrokerLock(files).read()[1]
+        if owner is not None and is_broker(owner):
+            found.append((files, owner))
+    return found

@@ -1,0 +1,194 @@
+"""The broker process: `python -m remote_http_launcher.broker` (started by broker/client.py).
+
+It takes the destination's broker lock, logs in once (its login questions go
+to the client that started it, as JSON lines: the keeper's relay, see
+keeper/start.py), then serves Host calls from any number of local clients
+over `multiprocessing.connection` until it has been unused for
+`--persist` seconds, or its SSH link is gone. On the way out it removes its
+socket, authkey and lock (the log stays).
+
+The first line protocol ends with one of:
+  {"ready": ADDRESS}   logged in and listening
+  {"busy": true}       another live broker holds the lock: the client waits for that one
+  an error             LauncherError.to_dict(), e.g. a refused login
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection, Listener
+from typing import TYPE_CHECKING, Any
+
+from .. import statefiles
+from ..errors import LauncherError
+from ..keeper.process import Report, _exit_on_signal
+from .protocol import serve_session
+from .registry import BrokerFiles, BrokerLock, is_broker
+
+if TYPE_CHECKING:
+    from ..hosts.ssh import SSHHost
+
+IDLE_CHECK = 1.0
+KEEPALIVE = 30  # seconds: keeps an idle link (and NAT mappings) alive while the broker waits
+log = logging.getLogger("remote_http_launcher.broker")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m remote_http_launcher.broker",
+                                     description="Internal: started by remote-http-launcher to keep one login.")
+    parser.add_argument("--target", required=True, help="the SSH destination ([user@]host or an alias)")
+    parser.add_argument("--persist", required=True, type=float, help="seconds to outlive the last use")
+    parser.add_argument("--ask", action="store_true", help="send login questions to the front process")
+    parser.add_argument("--accept-new-host-key", action="store_true", help="record an unknown host key")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    report = Report()
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    files = BrokerFiles.for_target(args.target)
+    statefiles.ensure_private_dir(files.lock.parent)
+    lock = BrokerLock(files)
+    try:
+        if not claim(lock):
+            report.send({"busy": True})
+            return 0
+        return Broker(args.target, args.persist, files, lock).run(report, report.ask if args.ask else None,
+                                                                  args.accept_new_host_key)
+    except LauncherError as exc:
+        report.send(exc.to_dict())
+        return exc.exit_code
+    except Exception as exc:  # a bug: one line for the client (which then logs in itself), the traceback in our log
+        log.exception("broker failed")
+        report.send(LauncherError(f"connection broker: internal error ({exc.__class__.__name__}: {exc})",
+                                  step="connection broker").to_dict())
+        return 1
+    finally:
+        lock.release()
+
+
+def claim(lock: BrokerLock) -> bool:
+    """Take the lock (True), or find that a live broker holds it (False)."""
+    while not lock.acquire():
+        raw, owner = lock.read()
+        if owner is not None and is_broker(owner):
+            return False
+        if not lock.break_if_gone(raw):
+            return False  # a lock still being written: its writer is starting a broker
+    return True
+
+
+class Broker:
+    """Holds the login; counts use, so it knows when it has been idle long enough."""
+
+    def __init__(self, target: str, persist: float, files: BrokerFiles, lock: BrokerLock) -> None:
+        self.target = target
+        self.persist = persist
+        self.files = files
+        self.lock = lock
+        self.since = time.time()
+        self.sessions = 0
+        self.last_use = time.monotonic()
+        self.sftp_lock = threading.Lock()  # one SFTP session: its request flights must not interleave
+        self._count = threading.Lock()
+        self.host: SSHHost | None = None
+
+    def run(self, report: Report, ask: Any, accept_new_host_key: bool = False) -> int:
+        from ..hosts.ssh import SSHHost
+
+        log_fd = _open_log(self.files)
+        listener: Listener | None = None
+        try:
+            self.host = SSHHost.connect(self.target, interactive=ask is not None, prompt=ask,
+                                        accept_new_host_key=accept_new_host_key)
+            self.host.transport.set_keepalive(KEEPALIVE)
+            authkey = os.urandom(32)
+            statefiles.write_atomic(self.files.key, authkey)
+            address = self.files.address(self.lock.token)
+            if sys.platform != "win32":
+                statefiles.remove(self.files.socket)  # a dead broker's (we hold the lock, so it is no one's)
+            listener = Listener(address, authkey=authkey)
+            self.lock.rewrite(target=self.target, address=address, since=self.since, persist=self.persist)
+            report.send({"ready": address})
+            _detach(log_fd)
+            log.info("broker %d for %s at %s", os.getpid(), self.target, address)
+            threading.Thread(target=self._accept, args=(listener,), daemon=True, name="rhl-broker-accept").start()
+            log.info("stopping: %s", self._wait_until_done())
+            return 0
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if listener is not None:
+                listener.close()  # removes the socket file
+            statefiles.remove(self.files.key)
+            if self.host is not None:
+                self.host.close()
+
+    def _accept(self, listener: Listener) -> None:
+        while True:
+            try:
+                conn = listener.accept()
+            except OSError:
+                return  # the listener was closed: we are exiting
+            except Exception as exc:  # a peer without the authkey (AuthenticationError) or that hung up
+                log.info("refused a client: %s", exc)
+                continue
+            threading.Thread(target=self._session, args=(conn,), daemon=True, name="rhl-broker-session").start()
+
+    def _session(self, conn: Connection) -> None:
+        assert self.host is not None
+        with self._count:
+            self.sessions += 1
+        try:
+            serve_session(conn, self.host, self)
+        finally:
+            conn.close()
+            with self._count:
+                self.sessions -= 1
+                self.last_use = time.monotonic()
+
+    def used(self) -> None:
+        self.last_use = time.monotonic()
+
+    def info(self) -> dict[str, Any]:
+        return {"target": self.target, "pid": os.getpid(), "since": self.since, "sessions": self.sessions - 1,
+                "idle": time.monotonic() - self.last_use, "persist": self.persist}
+
+    def _wait_until_done(self) -> str:
+        assert self.host is not None
+        while True:
+            time.sleep(IDLE_CHECK)
+            if not self.host.transport.is_active():
+                return f"the link to {self.target} is gone"
+            with self._count:
+                if self.sessions == 0 and time.monotonic() - self.last_use >= self.persist:
+                    return f"unused for {self.persist:g} s"
+
+
+def _open_log(files: BrokerFiles) -> int:
+    fd = os.open(files.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, statefiles.FILE_MODE)
+    handler = logging.StreamHandler(os.fdopen(os.dup(fd), "a", buffering=1, encoding="utf-8"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger("remote_http_launcher")
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    root.addHandler(handler)
+    return fd
+
+
+def _detach(log_fd: int) -> None:
+    """Leave the client's pipes: stdin from /dev/null, stdout and stderr to our log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)

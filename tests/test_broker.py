@@ -1,0 +1,174 @@
+"""The connection broker (issue 14) against the real test sshd: one login per host, failures invisible.
+
+Logins are counted in the sshd's own log ("Accepted publickey"): each line is one authentication.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from remote_http_launcher.broker.client import BrokeredHost, open_ssh_host
+from remote_http_launcher.broker.registry import BrokerFiles, live_brokers
+from remote_http_launcher.config import load_config
+from remote_http_launcher.hosts import open_host
+from tests.conftest import alive, cli, stop_brokers
+from tests.remote import RemoteConfig
+from tests.ssh_client import ALIAS
+
+if TYPE_CHECKING:
+    from tests.sshd import SSHServer
+
+ACCEPTED = "Accepted publickey"
+EXIT_WAIT = 30.0
+
+
+def write(tmp_path: Path, name: str, config: dict[str, Any]) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def logins(server: SSHServer) -> int:
+    return server.log_text().count(ACCEPTED)
+
+
+def brokers(rhl_dir: Path) -> list[int]:
+    return [owner.pid for _files, owner in live_brokers(rhl_dir / "brokers")]
+
+
+def ok(*args: str | Path) -> str:
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + EXIT_WAIT
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid)
+
+
+def test_commands_share_one_login(keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path,
+                                  tmp_path: Path) -> None:
+    first = write(tmp_path, "a", remote_config(keyed_server))
+    second = write(tmp_path, "b", {**remote_config(keyed_server), "key": remote_config(keyed_server)["key"] + "-b"})
+    before = logins(keyed_server)
+    for config in (first, second):
+        ok(config)
+        ok("status", config)
+        ok("logs", config)
+    listed = json.loads(ok("list", "--host", ALIAS, "--json"))
+    assert len(listed["services"]) == 2
+    ok("stop", first)
+    ok(first)
+    assert logins(keyed_server) - before == 1
+    (broker,) = brokers(rhl_dir)
+    (entry,) = json.loads(ok("connections", "--json"))["connections"]
+    assert entry["host"] == ALIAS and entry["pid"] == broker and entry["sessions"] == 0
+    assert ALIAS in ok("connections")
+    assert f"pid {broker}" in ok("disconnect", ALIAS)
+    wait_gone(broker)
+    assert not any((rhl_dir / "brokers").glob("*.sock")) and not any((rhl_dir / "brokers").glob("*.lock"))
+
+
+def test_persist_zero_logs_in_per_command(keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path,
+                                          tmp_path: Path) -> None:
+    config = write(tmp_path, "a", remote_config(keyed_server, connection_persist=0))
+    before = logins(keyed_server)
+    ok(config)
+    ok("status", config)
+    ok("list", "--host", ALIAS, "--connection-persist", "0")
+    assert logins(keyed_server) - before == 3
+    assert brokers(rhl_dir) == [] and not (rhl_dir / "brokers").exists()
+
+
+def test_flag_overrides_config(keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path,
+                               tmp_path: Path) -> None:
+    config = write(tmp_path, "a", remote_config(keyed_server, connection_persist=0))
+    ok(config, "--connection-persist", "30")
+    assert len(brokers(rhl_dir)) == 1
+
+
+def test_idle_broker_exits_and_leaves_no_files(keyed_server: SSHServer, remote_config: RemoteConfig,
+                                               rhl_dir: Path, tmp_path: Path) -> None:
+    config = write(tmp_path, "a", remote_config(keyed_server, connection_persist=1))
+    assert cli("status", config).returncode == 3  # absent
+    (broker,) = brokers(rhl_dir)
+    wait_gone(broker)
+    left = sorted(path.name for path in (rhl_dir / "brokers").iterdir())
+    assert [name for name in left if not name.endswith(".log")] == []
+
+
+def test_killed_broker_between_commands(keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path,
+                                        tmp_path: Path) -> None:
+    config = write(tmp_path, "a", remote_config(keyed_server))
+    ok(config)
+    (first,) = brokers(rhl_dir)
+    os.kill(first, signal.SIGKILL)
+    wait_gone(first)
+    assert "running" in ok("status", config)  # its socket, key and lock are left: a stale broker
+    (second,) = brokers(rhl_dir)
+    assert second != first
+
+
+def test_killed_broker_during_command(keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path,
+                                      client_home: Path) -> None:
+    config = load_config(remote_config(keyed_server))
+    with open_host(config) as host:
+        assert isinstance(host, BrokeredHost)
+        home = host.home
+        (first,) = brokers(rhl_dir)
+        os.kill(first, signal.SIGKILL)
+        wait_gone(first)
+        assert host.read(f"{home}/.profile-that-is-absent") is None  # repeated on a new connection
+        assert host.run_script("printf %s hi", []).stdout == "hi"
+    (second,) = brokers(rhl_dir)
+    assert second != first
+
+
+def test_simultaneous_commands_start_one_broker(keyed_server: SSHServer, remote_config: RemoteConfig,
+                                                rhl_dir: Path, tmp_path: Path) -> None:
+    before = logins(keyed_server)
+    runs = [subprocess.Popen([sys.executable, "-m", "remote_http_launcher", "list", "--host", ALIAS],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            for _ in range(20)]
+    for run in runs:
+        assert run.wait(120) == 0, run.stderr.read() if run.stderr else ""
+    assert len(brokers(rhl_dir)) == 1
+    assert logins(keyed_server) - before == 1
+
+
+def test_other_user_cannot_connect(keyed_server: SSHServer, client_home: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the broker's own directory (0700) and key (0600) keep others out: the state directory
+    above it is world-traversable here."""
+    state = Path(tempfile.mkdtemp(prefix="rhl-broker-"))
+    state.chmod(0o755)
+    monkeypatch.setenv("REMOTE_HTTP_LAUNCHER_DIR", str(state))
+    host = open_ssh_host(ALIAS, 60)
+    try:
+        files = BrokerFiles.for_target(ALIAS)
+        assert files.socket.exists() and files.key.stat().st_mode & 0o777 == 0o600
+        probe = f"from multiprocessing.connection import Client; Client({str(files.socket)!r}, authkey=b'guess')"
+        attempt = keyed_server.run(f"{keyed_server.python} -c {shlex.quote(probe)}")
+        assert "PermissionError" in attempt.stderr, attempt.stderr
+        key = keyed_server.run(f"cat {shlex.quote(str(files.key))}")
+        assert key.returncode != 0 and "Permission denied" in key.stderr
+    finally:
+        host.close()
+        stop_brokers(state / "brokers")
+        shutil.rmtree(state, ignore_errors=True)
