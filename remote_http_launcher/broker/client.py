@@ -35,8 +35,9 @@ STEP = "connection broker"
 log = logging.getLogger("remote_http_launcher.broker")
 
 
-class BrokerUnavailable(Exception):
-    """No broker can serve this command; it logs in itself."""
+def unavailable(why: str) -> LauncherError:
+    """No broker can serve this command (it then logs in itself): why, as an error of our step."""
+    return LauncherError(f"connection broker: {why}", step=STEP)
 
 
 def open_ssh_host(target: str, persist: float, prompt: Prompt | None = None, *,
@@ -50,7 +51,9 @@ def open_ssh_host(target: str, persist: float, prompt: Prompt | None = None, *,
         try:
             attached = attach(target, persist, prompt, accept_new_host_key=accept_new_host_key)
             return BrokeredHost(target, persist, prompt, attached)
-        except BrokerUnavailable as exc:
+        except LauncherError as exc:
+            if exc.step != STEP:
+                raise
             log.info("no connection broker for %s (%s); logging in directly", target, exc)
     from ..hosts.ssh import SSHHost
 
@@ -67,7 +70,7 @@ def attach(target: str, persist: float, prompt: Prompt | None, *,
     if start(target, persist, prompt, accept_new_host_key) == "ready":
         conn = connect(files)
         if conn is None:
-            raise BrokerUnavailable("the broker we started does not answer")
+            raise unavailable("the broker we started does not answer")
         return conn, files
     deadline = time.monotonic() + BUSY_WAIT  # another command is starting it: wait for that one
     lock = BrokerLock(files)
@@ -77,9 +80,9 @@ def attach(target: str, persist: float, prompt: Prompt | None, *,
             return conn, files
         owner = lock.read()[1]
         if owner is not None and not is_broker(owner):
-            raise BrokerUnavailable("the broker another command started has exited")
+            raise unavailable("the broker another command started has exited")
         time.sleep(BUSY_POLL)
-    raise BrokerUnavailable(f"another command's broker did not log in within {BUSY_WAIT:.0f} s")
+    raise unavailable(f"another command's broker did not log in within {BUSY_WAIT:.0f} s")
 
 
 def connect(files: BrokerFiles) -> Connection | None:
@@ -89,8 +92,8 @@ def connect(files: BrokerFiles) -> Connection | None:
     authkey = statefiles.read_bytes(files.key)
     if not isinstance(address, str) or authkey is None:
         return None
-    try:
-        return cast(Connection, Client(address, authkey=authkey))  # a PipeConnection on Windows: same methods
+    try:  # a PipeConnection on Windows, with the same methods
+        return cast(Connection, Client(address, authkey=authkey))  # type: ignore[redundant-cast, unused-ignore]
     except (OSError, EOFError, AuthenticationError) as exc:
         log.debug("broker at %s does not answer: %s", address, exc)
         return None
@@ -113,12 +116,10 @@ def start(target: str, persist: float, prompt: Prompt | None, accept_new_host_ke
                 pipe.close()
     threading.Thread(target=proc.wait, daemon=True).start()  # reap it whenever it ends
     if result is None:
-        raise BrokerUnavailable("the broker ended without a result")
+        raise unavailable("the broker ended without a result")
     if "error" in result:
-        error = LauncherError.from_dict(result)
-        if error.step == STEP:
-            raise BrokerUnavailable(str(error))
-        raise error  # the login itself failed: logging in here would fail the same way
+        # Our step: the broker failed (we log in ourselves); any other: the login failed, as it would here.
+        raise LauncherError.from_dict(result)
     return "busy" if result.get("busy") else "ready"
 
 
