@@ -86,10 +86,17 @@ def up(config: Config, *, connection_dir: PathLike | None = None, progress: Prog
     payload = clientfile.reuse(client_path, config.handshake)
     reused = payload is not None
     if payload is None and config.tunnel:
-        from .keeper.start import start_keeper
+        tunneled = None
+        if config.connection_persist > 0:  # the destination's broker keeps the forwards; else a keeper process
+            from .broker.tunnels import run_tunnel
 
-        payload, reused = start_keeper(config, key, client_path, progress, _asking(prompt, progress),
-                                       accept_new_host_key=accept_new_host_key)
+            tunneled = run_tunnel(config, key, client_path, progress, _asking(prompt, progress))
+        if tunneled is None:
+            from .keeper.start import start_keeper
+
+            tunneled = start_keeper(config, key, client_path, progress, _asking(prompt, progress),
+                                    accept_new_host_key=accept_new_host_key)
+        payload, reused = tunneled
     elif payload is None:
         from .hosts import open_host  # host machinery (subprocess, SSH) only once the warm path missed
         from .launcher import Launcher, check_direct_reachable

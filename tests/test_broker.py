@@ -172,3 +172,50 @@ def test_other_user_cannot_connect(keyed_server: SSHServer, client_home: Path,
         host.close()
         stop_brokers(state / "brokers")
         shutil.rmtree(state, ignore_errors=True)
+
+
+def get(payload: dict[str, Any]) -> int | None:
+    from remote_http_launcher import handshake
+
+    return handshake.get_status("127.0.0.1", payload["port"], "/healthcheck")
+
+
+def test_tunnels_live_in_the_broker(keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path,
+                                    tmp_path: Path) -> None:
+    one = remote_config(keyed_server, tunnel=True)
+    first = write(tmp_path, "a", one)
+    second = write(tmp_path, "b", {**one, "key": one["key"] + "-b"})
+    before = logins(keyed_server)
+    payloads = [json.loads(ok(config, "--json")) for config in (first, second)]
+    (broker,) = brokers(rhl_dir)
+    assert [p["keeper_pid"] for p in payloads] == [broker, broker]
+    assert [get(p) for p in payloads] == [200, 200]
+    assert json.loads(ok("status", first, "--json"))["client"]["tunnel_up"] is True
+    ok("logs", second)
+    ok("list", "--host", ALIAS)
+    assert json.loads(ok(first, "--json")) == payloads[0]  # the warm path: nothing asked of the broker
+    (rhl_dir / "client" / f"{one['key']}.json").unlink()
+    assert json.loads(ok(first, "--json"))["port"] == payloads[0]["port"]  # reconnect: the kept forward
+    ok("stop", first)
+    assert get(payloads[0]) is None and get(payloads[1]) == 200  # its forward closed, the other's not
+    assert not (rhl_dir / "client" / f"{one['key']}.keeper.lock").exists()
+    again = json.loads(ok(first, "--json"))
+    assert again["keeper_pid"] == broker and get(again) == 200
+    assert logins(keyed_server) - before == 1
+    assert brokers(rhl_dir) == [broker]
+
+
+def test_tunnel_ends_with_its_service(keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path,
+                                      tmp_path: Path) -> None:
+    config = remote_config(keyed_server, tunnel=True, watchdog_interval=0.5, connection_persist=2)
+    payload = json.loads(ok(write(tmp_path, "a", config), "--json"))
+    (broker,) = brokers(rhl_dir)
+    state = json.loads(keyed_server.run(f"cat .remote-http-launcher/server/{config['key']}.json").stdout)
+    keyed_server.run(f"kill {state['pid']}")
+    client = rhl_dir / "client" / f"{config['key']}.json"
+    deadline = time.monotonic() + EXIT_WAIT
+    while client.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not client.exists() and get(payload) is None
+    wait_gone(broker)  # no tunnel left, unused for connection_persist: it exits, and leaves no files
+    assert [p.name for p in (rhl_dir / "brokers").iterdir() if not p.name.endswith(".log")] == []

@@ -260,7 +260,7 @@ def test_password_never_logged_or_stored(server: SSHServer, client_home: Path, r
     config_path.write_text(json.dumps(config))
     debug_log, phase_log = tmp_path / "debug.log", tmp_path / "phases.log"
     args = [str(config_path), "--json", "--log-level", "debug", "--debug-log-file", str(debug_log),
-            "--log-file", str(phase_log)]
+            "--log-file", str(phase_log), "--connection-persist", "0"]  # this process logs in: its debug log
     logins = server.log_text().count("Accepted password")
     terminal = Terminal(args, {**os.environ, "PYTHONPATH": python_path(ROOT)})
     try:

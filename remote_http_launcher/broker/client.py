@@ -26,12 +26,11 @@ from ..hosts.base import Host, ScriptResult
 from ..keeper.start import _converse, popen_detached
 from ..progress import Progress
 from ..prompts import Prompt
-from .protocol import raise_reply
-from .registry import MARKER, BrokerFiles, BrokerLock, is_broker
+from .protocol import PROPERTIES, raise_reply
+from .registry import MARKER, STEP, BrokerFiles, BrokerLock, is_broker
 
 BUSY_WAIT = 120.0  # another command's broker may be waiting for its user to type a one-time code
 BUSY_POLL = 0.05
-STEP = "connection broker"
 log = logging.getLogger("remote_http_launcher.broker")
 
 
@@ -123,6 +122,20 @@ def start(target: str, persist: float, prompt: Prompt | None, accept_new_host_ke
     return "busy" if result.get("busy") else "ready"
 
 
+def stop_tunnel(broker_id: str, key: str) -> bool:
+    """Ask the broker `broker_id` to end the tunnel of `key` (its other tunnels go on); False if it did not answer."""
+    conn = connect(BrokerFiles.of(broker_id))
+    if conn is None:
+        return False
+    try:
+        conn.send(("tunnel_drop", (key,)))
+        return bool(conn.recv()[0] == "ok")
+    except (OSError, EOFError):
+        return False
+    finally:
+        conn.close()
+
+
 class BrokeredHost(Host):
     """The `Host` interface, each call made by the broker on its SSH connection.
 
@@ -134,8 +147,9 @@ class BrokeredHost(Host):
     poll_interval = 0.2  # as hosts.ssh.SSHHost's (importing that module would load paramiko)
 
     def __init__(self, target: str, persist: float, prompt: Prompt | None,
-                 attached: tuple[Connection, BrokerFiles]) -> None:
+                 attached: tuple[Connection, BrokerFiles], *, retry_broker: bool = True) -> None:
         self.name = target
+        self.retry_broker = retry_broker
         self.persist = persist
         self.prompt = prompt
         self.files = attached[1]
@@ -147,7 +161,7 @@ class BrokeredHost(Host):
 
     # ---- the calls ----
     def call(self, method: str, *args: Any) -> Any:
-        """`method(*args)` on the broker's host; on a fresh connection when the broker fails."""
+        """`method(*args)` on the broker's host; repeated on a fresh connection when the broker fails."""
         if self.fallback is None:
             try:
                 conn = self._conn()
@@ -160,11 +174,14 @@ class BrokeredHost(Host):
                     return reply[1]
                 if reply[0] != "error" or not reply[2]:
                     raise_reply(reply)
-                self._fail_over("the broker's link is lost")
+                self._fail_over("the broker's link is lost", LauncherError.from_dict(reply[1]))
         assert self.fallback is not None
         if method.startswith("channel_"):
             raise ConnectionResetError("the broker that held this channel is gone")
-        return getattr(self.fallback, method)(*args)
+        if method.startswith("tunnel_"):
+            raise unavailable("the broker that kept the tunnel is gone")
+        found = getattr(self.fallback, method)
+        return found if method in PROPERTIES else found(*args)
 
     def _conn(self) -> Connection:
         conn: Connection | None = getattr(self._local, "conn", None)
@@ -177,13 +194,31 @@ class BrokeredHost(Host):
                 self._all.append(conn)
         return conn
 
-    def _fail_over(self, why: str) -> None:
+    def _fail_over(self, why: str, error: LauncherError | None = None) -> None:
+        """Continue on a new broker (ours died), or logged in here: after the broker's link was lost, and
+        when a broker started for this command fails too (never a chain of brokers). With `error` (what
+        the lost link raised), a login here that fails raises that instead: it says what went wrong."""
         with self._lock:
             if self.fallback is not None:
                 return
             log.info("%s: %s; connecting again", self.name, why)
             self._close_connections()
-            self.fallback = open_ssh_host(self.name, self.persist, self.prompt)
+            if error is None and self.retry_broker:
+                try:
+                    self.fallback = BrokeredHost(self.name, self.persist, self.prompt,
+                                                 attach(self.name, self.persist, self.prompt), retry_broker=False)
+                    return
+                except LauncherError as exc:
+                    if exc.step != STEP:
+                        raise
+            from ..hosts.ssh import SSHHost
+
+            try:
+                self.fallback = SSHHost.connect(self.name, prompt=self.prompt)
+            except LauncherError:
+                if error is None:
+                    raise
+                raise error from None
 
     @property
     def home(self) -> str:

@@ -3,8 +3,9 @@
 A request is `(method, args)` over an authenticated `multiprocessing.connection`
 (pickled: only a process that read our 0600 authkey can send one, i.e. the
 same user). The methods are the `Host` interface's (hosts/base.py), which is
-all the launcher and manage.py use, plus the socket-like channel `tcp_channel`
-returns, driven call by call (`channel_send`, `channel_recv`, `channel_close`)
+all the launcher and manage.py use, the tunnel requests of broker/tunnels.py
+(`tunnel_claim`, `tunnel_open`, `tunnel_keep`, `tunnel_drop`), plus the
+socket-like channel `tcp_channel` returns, driven call by call (`channel_send`, `channel_recv`, `channel_close`)
 so the handshake code runs unchanged through the broker.
 
 Replies: ("ok", value); ("error", LauncherError.to_dict(), link_lost) where
@@ -22,9 +23,11 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from ..errors import LauncherError
+from .registry import STEP
 
 if TYPE_CHECKING:
     from ..hosts.ssh import SSHHost
+    from .tunnels import Tunnels
 
 #: Host methods a client may call; those that use the shared SFTP session are called one at a time.
 SFTP_CALLS = frozenset({"read", "read_state_file", "mtime", "write_atomic", "create_exclusive", "create_then_read",
@@ -39,18 +42,22 @@ log = logging.getLogger("remote_http_launcher.broker")
 
 
 class Usage(Protocol):
-    """What a session tells the broker about its use (server.Broker)."""
+    """The broker as its sessions see it (server.Broker): its host (replaced after a reconnect), tunnels, use."""
 
+    host: SSHHost
     sftp_lock: Any
+    tunnels: Tunnels
 
     def used(self) -> None: ...
 
     def info(self) -> dict[str, Any]: ...
 
 
-def serve_session(conn: Connection, host: SSHHost, broker: Usage) -> None:
-    """Answer one client's requests until it hangs up; its channels close with it."""
+def serve_session(conn: Connection, broker: Usage) -> None:
+    """Answer one client's requests until it hangs up; its channels close with it, and so do the tunnels
+    it claimed but did not ask to keep (a run that failed or vanished)."""
     channels: dict[int, Any] = {}
+    claimed: set[str] = set()
     numbers = itertools.count(1)
     try:
         while True:
@@ -59,8 +66,12 @@ def serve_session(conn: Connection, host: SSHHost, broker: Usage) -> None:
             except (EOFError, OSError):
                 return
             broker.used()
+            host = broker.host
             try:
-                reply: tuple[Any, ...] = ("ok", _call(host, broker, channels, numbers, method, args))
+                if method.startswith("tunnel_"):
+                    reply: tuple[Any, ...] = ("ok", _tunnel_call(broker.tunnels, claimed, method, args))
+                else:
+                    reply = ("ok", _call(host, broker, channels, numbers, method, args))
             except LauncherError as exc:
                 reply = ("error", exc.to_dict(), not host.transport.is_active())
             except (OSError, EOFError) as exc:
@@ -73,6 +84,26 @@ def serve_session(conn: Connection, host: SSHHost, broker: Usage) -> None:
     finally:
         for channel in channels.values():
             channel.close()
+        for key in claimed:
+            broker.tunnels.drop(key, "the run that opened it ended without it")
+
+
+def _tunnel_call(tunnels: Tunnels, claimed: set[str], method: str, args: tuple[Any, ...]) -> Any:
+    if method == "tunnel_claim":
+        reused = tunnels.claim(*args)
+        if reused is None:
+            claimed.add(args[1])
+        return reused
+    if method == "tunnel_open":
+        return tunnels.open(*args)
+    if method == "tunnel_keep":
+        tunnels.keep(*args)
+        claimed.discard(args[0])
+        return None
+    if method == "tunnel_drop":
+        claimed.discard(args[0])
+        return tunnels.drop(args[0], "stopped")
+    raise LauncherError(f"connection broker: unknown request {method!r}", step=STEP)
 
 
 def _call(host: SSHHost, broker: Usage, channels: dict[int, Any], numbers: itertools.count[int], method: str,
@@ -105,7 +136,7 @@ def _call(host: SSHHost, broker: Usage, channels: dict[int, Any], numbers: itert
             return getattr(host, method)(*args)
     if method in OTHER_CALLS:
         return getattr(host, method)(*args)
-    raise LauncherError(f"connection broker: unknown request {method!r}", step="connection broker")
+    raise LauncherError(f"connection broker: unknown request {method!r}", step=STEP)
 
 
 def raise_reply(reply: tuple[Any, ...]) -> NoReturn:

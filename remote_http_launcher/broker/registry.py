@@ -30,6 +30,7 @@ from ..locks import FileLock, LockOwner
 from ..processes import process_cmdline
 
 MARKER = "remote_http_launcher.broker"
+STEP = "connection broker"  # the step of errors that mean "no broker can serve": the command logs in itself
 DIRNAME = "brokers"
 ID_LENGTH = 16
 PARTIAL_GRACE = 5.0  # an unparsable lock younger than this is a create still being written

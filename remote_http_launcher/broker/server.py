@@ -29,7 +29,8 @@ from .. import statefiles
 from ..errors import LauncherError
 from ..keeper.process import Report, _exit_on_signal
 from .protocol import serve_session
-from .registry import BrokerFiles, BrokerLock, is_broker
+from .registry import STEP, BrokerFiles, BrokerLock, is_broker
+from .tunnels import Tunnels
 
 if TYPE_CHECKING:
     from ..hosts.ssh import SSHHost
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line for the client (which then logs in itself), the traceback in our log
         log.exception("broker failed")
         report.send(LauncherError(f"connection broker: internal error ({exc.__class__.__name__}: {exc})",
-                                  step="connection broker").to_dict())
+                                  step=STEP).to_dict())
         return 1
     finally:
         lock.release()
@@ -98,17 +99,21 @@ class Broker:
         self.last_use = time.monotonic()
         self.sftp_lock = threading.Lock()  # one SFTP session: its request flights must not interleave
         self._count = threading.Lock()
-        self.host: SSHHost | None = None
+        self.host: SSHHost
+        self.broker_id = files.lock.stem
+        self.log_path = files.log
+        self.tunnels = Tunnels(self)
 
     def run(self, report: Report, ask: Any, accept_new_host_key: bool = False) -> int:
         from ..hosts.ssh import SSHHost
 
         log_fd = _open_log(self.files)
         listener: Listener | None = None
+        self.host = None  # type: ignore[assignment]  # until the login succeeded
         try:
             self.host = SSHHost.connect(self.target, interactive=ask is not None, prompt=ask,
                                         accept_new_host_key=accept_new_host_key)
-            self.host.transport.set_keepalive(KEEPALIVE)
+            self.refresh_keepalive()
             authkey = os.urandom(32)
             statefiles.write_atomic(self.files.key, authkey)
             address = self.files.address(self.lock.token)
@@ -124,6 +129,7 @@ class Broker:
             return 0
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self.tunnels.drop_all("the broker exits")
             if listener is not None:
                 listener.close()  # removes the socket file
             statefiles.remove(self.files.key)
@@ -142,11 +148,10 @@ class Broker:
             threading.Thread(target=self._session, args=(conn,), daemon=True, name="rhl-broker-session").start()
 
     def _session(self, conn: Connection) -> None:
-        assert self.host is not None
         with self._count:
             self.sessions += 1
         try:
-            serve_session(conn, self.host, self)
+            serve_session(conn, self)
         finally:
             conn.close()
             with self._count:
@@ -158,17 +163,63 @@ class Broker:
 
     def info(self) -> dict[str, Any]:
         return {"target": self.target, "pid": os.getpid(), "since": self.since, "sessions": self.sessions - 1,
-                "idle": time.monotonic() - self.last_use, "persist": self.persist}
+                "idle": time.monotonic() - self.last_use, "persist": self.persist,
+                "tunnels": sorted(self.tunnels.by_key)}
 
     def _wait_until_done(self) -> str:
-        assert self.host is not None
         while True:
             time.sleep(IDLE_CHECK)
             if not self.host.transport.is_active():
-                return f"the link to {self.target} is gone"
+                if not self.tunnels.by_key:
+                    return f"the link to {self.target} is gone"  # the next command starts a broker afresh
+                if not self._reconnect():
+                    return f"the link to {self.target} is gone and was not restored"
             with self._count:
-                if self.sessions == 0 and time.monotonic() - self.last_use >= self.persist:
+                idle = time.monotonic() - self.last_use
+                if self.sessions == 0 and not self.tunnels.by_key and idle >= self.persist:
                     return f"unused for {self.persist:g} s"
+
+    def _reconnect(self) -> bool:
+        """Log in again without prompts, with backoff, as the keeper's watchdog does; the tunnels' local
+        ports stay bound meanwhile (local connections fail at once)."""
+        from ..errors import AuthenticationError, HostError, HostKeyError
+        from ..hosts.ssh import SSHHost
+        from ..keeper.watchdog import FIRST_BACKOFF, MAX_BACKOFF, RECONNECT_INTERVALS
+
+        self.tunnels.use_transport(None)
+        intervals = [kept.config.watchdog_interval for kept in self.tunnels.by_key.values()]
+        deadline = time.monotonic() + RECONNECT_INTERVALS * min(intervals, default=1.0)
+        delay = FIRST_BACKOFF
+        log.info("link to %s lost; reconnecting", self.target)
+        while True:
+            try:
+                host = SSHHost.connect(self.target, interactive=False)
+            except (AuthenticationError, HostKeyError) as exc:
+                log.info("reconnect refused, giving up: %s", exc)  # retrying will not change the answer
+                return False
+            except HostError as exc:
+                log.info("reconnect failed: %s", exc)
+            else:
+                with self.sftp_lock:
+                    old, self.host = self.host, host
+                old.close()
+                self.refresh_keepalive()
+                self.tunnels.use_transport(host.transport)
+                log.info("reconnected to %s", self.target)
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(delay, remaining))
+            delay = min(2 * delay, MAX_BACKOFF)
+
+    def refresh_keepalive(self) -> None:
+        """Keep-alives at the shortest of KEEPALIVE, the tunnels' watchdog intervals and ServerAliveInterval."""
+        intervals = [KEEPALIVE] + [kept.config.watchdog_interval for kept in self.tunnels.by_key.values()]
+        configured = self.host.connection.endpoint.option("serveraliveinterval")  # ~/.ssh/config's, if shorter
+        if configured.isdigit() and int(configured) > 0:
+            intervals.append(int(configured))
+        self.host.transport.set_keepalive(max(1, round(min(intervals))))
 
 
 def _open_log(files: BrokerFiles) -> int:

@@ -17,17 +17,21 @@ from ..locks import FileLock, LockOwner
 from ..processes import process_cmdline
 from ..statefiles import ClientPayload
 
+BROKER_MARKER = "remote_http_launcher.broker"  # a broker's command line (broker/registry.MARKER)
 MARKER = "remote_http_launcher.keeper"
 PARTIAL_GRACE = 5.0  # an unparsable lock younger than this is a create still being written
 
 
 def is_keeper(owner: LockOwner, key: str) -> bool:
-    """Still the same process, and one of our keepers for this key (never signal anything else)."""
+    """Still the same process, and one of our keepers for this key: a keeper process, or a connection
+    broker keeping the key's tunnel among others (broker/tunnels.py). Never signal anything else."""
     if not owner.same_process():
         return False
     cmdline = process_cmdline(owner.pid)
     if cmdline is None:
         return sys.platform == "win32"  # no command line to read there: the start time has to do
+    if BROKER_MARKER in cmdline:
+        return owner.data.get("key") == key and isinstance(owner.data.get("broker"), str)
     return MARKER in cmdline and key in cmdline
 
 

@@ -50,6 +50,12 @@ def stop_keeper(key: str, connection_dir: str | os.PathLike[str] | None = None,
     raw, owner = lock.read()
     if owner is None or not is_keeper(owner, key):
         return None
+    broker = owner.data.get("broker")
+    if isinstance(broker, str):  # one tunnel among a broker's: it ends that one and removes its files
+        from ..broker.client import stop_tunnel
+
+        stop_tunnel(broker, key)
+        return owner.pid
     stop_owner(owner, key, timeout)
     payload = statefiles.read_payload(client_path)
     if payload is not None and payload.get("keeper_pid") == owner.pid:
