@@ -25,7 +25,7 @@ from remote_http_launcher.broker.registry import BrokerFiles, live_brokers
 from remote_http_launcher.config import load_config
 from remote_http_launcher.hosts import open_host
 from tests.conftest import alive, cli, stop_brokers
-from tests.remote import RemoteConfig
+from tests.remote import RemoteConfig, keeper_processes
 from tests.ssh_client import ALIAS
 
 if TYPE_CHECKING:
@@ -93,6 +93,10 @@ def test_persist_zero_logs_in_per_command(keyed_server: SSHServer, remote_config
     ok("status", config)
     ok("list", "--host", ALIAS, "--connection-persist", "0")
     assert logins(keyed_server) - before == 3
+    tunneled = remote_config(keyed_server, tunnel=True, connection_persist=0)
+    payload = json.loads(ok(write(tmp_path, "t", {**tunneled, "key": tunneled["key"] + "-t"}), "--json"))
+    assert keeper_processes(tunneled["key"] + "-t") == [payload["keeper_pid"]]  # a keeper process, as before
+    assert logins(keyed_server) - before == 4
     assert brokers(rhl_dir) == [] and not (rhl_dir / "brokers").exists()
 
 

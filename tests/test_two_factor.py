@@ -131,3 +131,29 @@ def test_no_way_to_answer_is_a_clear_error_in_a_script(sshd_2fa: PamSSHServer, r
     assert "keyboard-interactive skipped: no way to ask" in error and "pass prompt= to run()" in error
     with pytest.raises(AuthenticationError, match="keyboard-interactive skipped: no way to ask"):
         run(config)  # the API in a script: pytest's stdin is no terminal
+
+
+def test_the_broker_asks_once_for_every_command(sshd_2fa: PamSSHServer, remote_demo: str, client_home: Path,
+                                                rhl_dir: Path, cleanup: None, request: pytest.FixtureRequest) -> None:
+    """Two services (one tunneled), status, logs, stop and a relaunch: one password, one code (issue 14)."""
+    from remote_http_launcher import logs, status, stop
+
+    server = sshd_2fa
+    tunneled = config_for(server, remote_demo, client_home, request.node.name, tunnel=True)
+    direct = config_for(server, remote_demo, client_home, request.node.name + "-direct", tunnel=False)
+    answers = Answers(server)
+    accepted = f"Accepted keyboard-interactive/pam for {server.user}"
+    before = server.log_text().count(accepted)
+    try:
+        for config in (tunneled, direct):
+            run(config, prompt=answers)
+            assert status(config, prompt=answers)["status"] == "running"
+            logs(config, prompt=answers)
+        stop(direct, prompt=answers)
+        run(direct, prompt=answers)
+        assert status(tunneled, prompt=answers)["client"]["tunnel_up"] is True
+    finally:
+        server.run(CLEANUP)
+    assert len(answers.asked) == 2, answers.asked
+    assert server.log_text().count(accepted) - before == 1
+    assert secrets_left_in(list(rhl_dir.rglob("*")), answers.given) == []
