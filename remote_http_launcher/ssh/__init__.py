@@ -8,6 +8,7 @@ file imports nothing. The modules, each importing only those before it:
 - `config`: ~/.ssh/config, resolved into an Endpoint;
 - `hostkeys`: known_hosts and OpenSSH's host-key policy;
 - `agent`: the ssh-agent a login uses (IdentityAgent: a socket, a Windows pipe, none);
+- `ciphers`: the ciphers offered (AES-GCM first; ~/.ssh/config's Ciphers);
 - `auth`: logging in (agent, key files, keyboard-interactive, password);
 - `connection`: SSHConnection and `connect` (TCP, ProxyCommand, ProxyJump);
 - `sftp`: PipelinedSFTP, SFTP requests in one flight.

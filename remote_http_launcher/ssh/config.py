@@ -42,6 +42,7 @@ SUPPORTED_OPTIONS = frozenset({
     "connecttimeout", "serveraliveinterval", "serveralivecountmax", "stricthostkeychecking",
     "userknownhostsfile", "globalknownhostsfile", "hostkeyalias", "hashknownhosts", "compression",
     "preferredauthentications", "pubkeyauthentication", "kbdinteractiveauthentication", "passwordauthentication",
+    "ciphers",
 })
 OPTION_ALIASES = {"challengeresponseauthentication": "kbdinteractiveauthentication"}  # OpenSSH's own aliases
 #: The `Match` criteria paramiko evaluates; a block with another one (tagged, localnetwork, ...) never applies.

@@ -22,6 +22,7 @@ from ..errors import HostError
 from ..prompts import Prompt
 from ._paramiko import paramiko
 from .auth import Authenticator
+from .ciphers import offered
 from .config import Endpoint, load_ssh_config, parse_hop, resolve
 from .hostkeys import ACCEPT_NEW, KnownHosts, check_host_key
 from .proxy import CommandSocket
@@ -221,6 +222,7 @@ def _start_transport(endpoint: Endpoint, sock: Stream, known: KnownHosts) -> par
     transport.handshake_timeout = max(timeout, MIN_HANDSHAKE_TIMEOUT)
     options = transport.get_security_options()
     options.key_types = known.preferred_key_types(options.key_types)
+    options.ciphers = offered(options.ciphers, endpoint.option("ciphers"))
     if endpoint.flag("compression", False):
         transport.use_compression(True)
     started = time.monotonic()
