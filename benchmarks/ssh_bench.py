@@ -40,6 +40,9 @@ from .delayproxy import DelayProxy
 
 RECONNECT_TARGET = 1.0
 COLD_TARGET = 1.3
+# With a live connection broker (issue 14): no login, only the commands' own round trips.
+BROKER_TARGETS = {"reconnect": 0.25, "status": 0.2, "cold launch": 0.6}
+PERSIST = 600.0  # connection_persist of the broker cases; the others run with 0: a login per command
 REMOTE_CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-bench"')
 # As after `stop`: services killed, status and lock files gone, the state directory kept.
 REMOTE_STOP = stop_services_script('rm -f "$HOME/.remote-http-launcher/server/"*.json '
@@ -100,6 +103,7 @@ class SSHSetup:
         setup = cls(account, server, root, root / "home", root / "state", remote_service)
         setup.client_home.mkdir()
         CLEANUP.push("remote services", setup.clean_remote)
+        CLEANUP.push("connection brokers", setup.disconnect)
         for rtt in rtts:
             setup.links.append(setup._make_link(rtt))
         return setup
@@ -126,8 +130,8 @@ class SSHSetup:
         return Link(rtt, alias, proxy, http_proxy, port)
 
     # ---- configs and runs ----
-    def config(self, link: Link, *, tunnel: bool) -> Path:
-        key = f"bench-{link.alias}-{'tunnel' if tunnel else 'direct'}"
+    def config(self, link: Link, *, tunnel: bool, persist: float = 0.0) -> Path:
+        key = f"bench-{link.alias}-{'tunnel' if tunnel else 'direct'}{'-broker' if persist else ''}"
         port = 0 if tunnel else link.service_port
         direct_host = "127.0.0.1" if link.http_proxy else self.server.host
         data = {
@@ -140,6 +144,7 @@ class SSHSetup:
             "command": f"{self.server.python} {shlex.quote(self.remote_service)} --status-file {{status_file}} "
                        f"--host {{network_interface}} --port-range {port} {port}",
             "handshake": "healthcheck",
+            "connection_persist": persist,
         }
         path = self.root / f"{key}.yaml"
         path.write_text(json.dumps(data) + "\n")
@@ -159,11 +164,16 @@ class SSHSetup:
     def clean_remote(self, *, keep_state_dir: bool = False) -> None:
         self.server.run(REMOTE_STOP if keep_state_dir else REMOTE_CLEANUP, timeout=30)
 
-    def run(self, link: Link, config: Path) -> dict[str, float]:
+    def disconnect(self) -> None:
+        """End the connection brokers of the benchmark's client."""
+        timed_run(launcher_argv("disconnect"), self.env(), timeout=60)
+
+    def run(self, link: Link, config: Path, command: str = "up") -> dict[str, float]:
         link.ssh_proxy.reset()
         if link.http_proxy:
             link.http_proxy.reset()
-        elapsed, _ = timed_run(launcher_argv(config), self.env(), timeout=180)
+        argv = launcher_argv(config) if command == "up" else launcher_argv(command, str(config))
+        elapsed, _ = timed_run(argv, self.env(), timeout=180)
         time.sleep(0.05)  # the proxy counts the last bytes asynchronously
         return {"wall": elapsed, "ssh_rt": link.ssh_proxy.counters.round_trips(),
                 "ssh_connections": link.ssh_proxy.counters.connections,
@@ -201,9 +211,13 @@ def _summary(samples: list[dict[str, float]]) -> str:
     return text + (f" + {http:g} direct HTTP" if http else "")
 
 
-def measure(setup: SSHSetup, link: Link, runs: int, *, tunnel: bool, cold: str | None) -> list[dict[str, float]]:
-    """`cold`: None (reconnect), "stopped" (state directory kept) or "fresh" (a host never used)."""
-    config = setup.config(link, tunnel=tunnel)
+def measure(setup: SSHSetup, link: Link, runs: int, *, tunnel: bool, cold: str | None, persist: float = 0.0,
+            command: str = "up") -> list[dict[str, float]]:
+    """`cold`: None (reconnect), "stopped" (state directory kept) or "fresh" (a host never used).
+
+    `persist` > 0: through the destination's connection broker, which the warm-up starts (and which
+    `forget_client` leaves running, with the tunnels it keeps, as a reboot would not)."""
+    config = setup.config(link, tunnel=tunnel, persist=persist)
     setup.forget_client(config)
     # warm-up: a cold launch, then one run of the measured kind
     setup.clean_remote()
@@ -213,7 +227,9 @@ def measure(setup: SSHSetup, link: Link, runs: int, *, tunnel: bool, cold: str |
         setup.forget_client(config)
         if cold:
             setup.clean_remote(keep_state_dir=cold == "stopped")
-        result = setup.run(link, config)
+        if command != "up":
+            setup.run(link, config)  # the client file it needs (the warm-up's was forgotten)
+        result = setup.run(link, config, command)
         if i:
             samples.append(result)
     setup.forget_client(config)
@@ -252,29 +268,37 @@ def run_ssh(runs: int, rtt: float, only: set[str]) -> tuple[list[Row], dict[str,
     fast: dict[tuple[str, bool], float] = {}
     for link in setup.links:
         slow = link.rtt > 0
-        kinds: list[tuple[str, bool, str | None]] = [("reconnect", False, None), ("reconnect", True, None),
-                                                     ("cold launch", False, "stopped")]
+        kinds: list[tuple[str, bool, str | None, float, str]] = [
+            ("reconnect", False, None, 0.0, "up"), ("reconnect", True, None, 0.0, "up"),
+            ("cold launch", False, "stopped", 0.0, "up")]
         if slow:
-            kinds.append(("cold launch on a fresh host", False, "fresh"))
-        for name, tunnel, cold in kinds:
-            log(f"SSH {name} (tunnel: {str(tunnel).lower()}) on {link.label}")
+            kinds.append(("cold launch on a fresh host", False, "fresh", 0.0, "up"))
+            kinds += [("reconnect", False, None, PERSIST, "up"), ("reconnect", True, None, PERSIST, "up"),
+                      ("status", False, None, PERSIST, "status"), ("cold launch", False, "stopped", PERSIST, "up")]
+        for name, tunnel, cold, persist, command in kinds:
+            brokered = ", live broker" if persist else ""
+            log(f"SSH {name}{brokered} (tunnel: {str(tunnel).lower()}) on {link.label}")
             try:
-                samples = measure(setup, link, runs, tunnel=tunnel, cold=cold)
+                samples = measure(setup, link, runs, tunnel=tunnel, cold=cold, persist=persist, command=command)
             except RuntimeError as exc:
-                rows.append(Row(f"remote {name}, tunnel: {str(tunnel).lower()}, {link.label}",
+                rows.append(Row(f"remote {name}{brokered}, tunnel: {str(tunnel).lower()}, {link.label}",
                                 f"error: {str(exc).splitlines()[-1][:200]}", "", "", False))
                 continue
             walls = [s["wall"] for s in samples]
             what = {None: "service running, no client file", "stopped": "service stopped, state dir kept",
                     "fresh": "no ~/.remote-http-launcher yet"}[cold]
-            metric = f"remote {name} ({what}), tunnel: {str(tunnel).lower()}, {link.label}"
+            if command == "status":
+                what = "service running"
+            metric = f"remote {name}{brokered} ({what}), tunnel: {str(tunnel).lower()}, {link.label}"
             note = _summary(samples)
             if not slow:
                 fast[(name, tunnel)] = statistics.median(walls)
-            elif (name, tunnel) in fast:
+            elif (name, tunnel) in fast and not persist:
                 note += f"; {(statistics.median(walls) - fast[(name, tunnel)]) / link.rtt:.1f} RTT slower than loopback"
             if cold == "fresh":
                 rows.append(reference(metric, walls, note))
+            elif slow and persist:
+                rows.append(at_most(metric, walls, BROKER_TARGETS[name], note))
             elif slow:
                 limit = RECONNECT_TARGET if name == "reconnect" else COLD_TARGET
                 rows.append(at_most(metric, walls, limit, note))

@@ -10,6 +10,12 @@ through the keeper it leaves; the `ssh -L` column forwards the same service
 load from elsewhere hits them alike: bulk is the best of `--rounds` downloads,
 latency the median of `--requests` sequential GETs, each on a new connection.
 Targets: bulk ≥ 60% of `ssh -L`, latency within 2 ms of it.
+
+Our tunnel is kept by the destination's connection broker (connection_persist,
+issue 14); `--persist 0` measures a keeper process per tunnel instead.
+`--ciphers LIST` sets ~/.ssh/config's `Ciphers` for our side only (e.g.
+aes128-ctr, paramiko's default before AES-GCM was preferred); `ssh -L` keeps
+OpenSSH's choice.
 """
 
 from __future__ import annotations
@@ -99,20 +105,26 @@ class Bench:
         self.server: SSHServer | None = None
         self.ssh: subprocess.Popen[bytes] | None = None
 
-    def start_server(self) -> SSHServer:
+    def start_server(self, ciphers: str | None = None) -> SSHServer:
         self.account = SSHAccount.create()
         self.ns = NetNamespace.try_create()
         self.server = launch_sshd(self.account, "bench", self.ns)
         self.ssh_config = self.server.write_ssh_config(self.tmp / "home", ALIAS)
+        if ciphers:  # ours only: `ssh -L` reads the file without it
+            ours = self.tmp / "home" / ".ssh" / "config"
+            self.ssh_config = self.tmp / "openssh_config"
+            shutil.copy(ours, self.ssh_config)
+            ours.write_text(ours.read_text() + f"    Ciphers {ciphers}\n")
         demo = self.server.home / "demo_service.py"
         shutil.copy(ROOT / "examples" / "demo_service.py", demo)
         os.chown(demo, self.account.uid, self.account.gid)
         return self.server
 
-    def ours(self) -> tuple[int, int]:
+    def ours(self, persist: float) -> tuple[int, int]:
         """(local port of our tunnel, the service's port on the server), via the real CLI."""
         assert self.server is not None
         config = {"workdir": "~/rhl-bench", "hostname": self.server.host, "ssh_hostname": ALIAS, "key": "bench",
+                  "connection_persist": persist,
                   "network_interface": "127.0.0.1", "tunnel": True, "handshake": "healthcheck",
                   "command": f"{self.server.python} {self.server.home}/demo_service.py "
                              "--status-file {status_file} --host {network_interface}"}
@@ -144,6 +156,8 @@ class Bench:
             self.ssh.terminate()
             self.ssh.wait(10)
         stop_keeper("bench", self.tmp / "state" / "client")
+        subprocess.run([sys.executable, "-m", "remote_http_launcher", "disconnect"], env=self.env,
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False)
         if self.server is not None:
             self.server.close()
         if self.ns is not None and self.account is not None:
@@ -197,14 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=1000, help="sequential small GETs (default 1000)")
     parser.add_argument("--rounds", type=int, default=3, help="bulk downloads per column (default 3)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
+    parser.add_argument("--ciphers", help="~/.ssh/config Ciphers for our tunnel (default: AES-GCM first)")
+    parser.add_argument("--persist", type=float, default=600.0,
+                        help="connection_persist of our tunnel (default 600: the broker; 0: a keeper process)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("tunnel_throughput: needs root (a throwaway user and a real sshd from tests/sshd.py)", file=sys.stderr)
         return 2
     bench = Bench()
     try:
-        server = bench.start_server()
-        ours, remote_port = bench.ours()
+        server = bench.start_server(args.ciphers)
+        ours, remote_port = bench.ours(args.persist)
         ports = {"ours": ours}
         theirs = bench.openssh(remote_port)
         if theirs is not None:

@@ -145,6 +145,9 @@ def format_connections(entries: list[Connection]) -> str:
     def ago(moment: float | None) -> str:
         return format_duration(max(0.0, now - moment)) + " ago" if moment is not None else "-"
 
-    return "\n".join(format_table(("HOST", "PID", "SINCE", "LAST USE", "IN USE"),
+    def count(value: object) -> str:
+        return "-" if value is None else str(len(value) if isinstance(value, list) else value)
+
+    return "\n".join(format_table(("HOST", "PID", "SINCE", "LAST USE", "IN USE", "TUNNELS"),
                                   [(e["host"] or "?", str(e["pid"]), ago(e["since"]), ago(e["last_use"]),
-                                    "-" if e["sessions"] is None else str(e["sessions"])) for e in entries]))
+                                    count(e["sessions"]), count(e["tunnels"])) for e in entries]))

@@ -194,6 +194,8 @@ def test_tunnels_live_in_the_broker(keyed_server: SSHServer, remote_config: Remo
     (broker,) = brokers(rhl_dir)
     assert [p["keeper_pid"] for p in payloads] == [broker, broker]
     assert [get(p) for p in payloads] == [200, 200]
+    (entry,) = json.loads(ok("connections", "--json"))["connections"]
+    assert sorted(entry["tunnels"]) == sorted([one["key"], one["key"] + "-b"])
     assert json.loads(ok("status", first, "--json"))["client"]["tunnel_up"] is True
     ok("logs", second)
     ok("list", "--host", ALIAS)

@@ -18,6 +18,7 @@ import threading
 import time
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection
+from pathlib import Path
 from typing import Any, cast
 
 from .. import prompts, statefiles
@@ -122,9 +123,10 @@ def start(target: str, persist: float, prompt: Prompt | None, accept_new_host_ke
     return "busy" if result.get("busy") else "ready"
 
 
-def stop_tunnel(broker_id: str, key: str) -> bool:
-    """Ask the broker `broker_id` to end the tunnel of `key` (its other tunnels go on); False if it did not answer."""
-    conn = connect(BrokerFiles.of(broker_id))
+def stop_tunnel(broker: str, key: str) -> bool:
+    """Ask the broker whose lock is at `broker` to end the tunnel of `key` (its other tunnels go on); False
+    if it did not answer."""
+    conn = connect(BrokerFiles.of(Path(broker).stem, Path(broker).parent))
     if conn is None:
         return False
     try:

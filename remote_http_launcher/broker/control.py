@@ -19,6 +19,7 @@ class Connection(TypedDict):
     since: float | None  # when it logged in (epoch seconds)
     last_use: float | None  # epoch seconds; None when it did not answer
     sessions: int | None  # commands using it right now
+    tunnels: list[str] | None  # the keys whose tunnels it keeps
     persist: float | None
 
 
@@ -44,7 +45,7 @@ def connections() -> list[Connection]:
         found.append({"host": target if isinstance(target, str) else None, "pid": owner.pid,
                       "since": since if isinstance(since, (int, float)) else None,
                       "last_use": time.time() - idle if isinstance(idle, (int, float)) else None,
-                      "sessions": info.get("sessions"),
+                      "sessions": info.get("sessions"), "tunnels": info.get("tunnels"),
                       "persist": persist if isinstance(persist, (int, float)) else None})
     return found
 

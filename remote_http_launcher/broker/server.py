@@ -100,7 +100,7 @@ class Broker:
         self.sftp_lock = threading.Lock()  # one SFTP session: its request flights must not interleave
         self._count = threading.Lock()
         self.host: SSHHost
-        self.broker_id = files.lock.stem
+        self.broker_id = str(files.lock)  # where a keeper lock's `broker` field finds us
         self.log_path = files.log
         self.tunnels = Tunnels(self)
 

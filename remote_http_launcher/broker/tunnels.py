@@ -51,7 +51,7 @@ class BrokerLike(Protocol):
 
 
 class BrokeredKeeperLock(KeeperLock):
-    """The key's keeper lock, held by a broker: the record says which (`broker`: its id)."""
+    """The key's keeper lock, held by a broker: the record says which (`broker`: the path of its lock)."""
 
     def __init__(self, client_path: Path, key: str, broker_id: str) -> None:
         super().__init__(client_path, key)
