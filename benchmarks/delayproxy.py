@@ -155,14 +155,16 @@ class DelayProxy:
             except OSError:
                 data = b""
             now = time.monotonic()
+            live = self.counters  # since the last reset: a connection older than that counts there too
             if up:
                 if data and state["received"]:
-                    counters.turns += 1
-                    counters.per_connection[index] += 1
+                    live.turns += 1
+                    if live is counters:
+                        counters.per_connection[index] += 1
                     state["received"] = False
-                counters.bytes_up += len(data)
+                live.bytes_up += len(data)
             else:
-                counters.bytes_down += len(data)
+                live.bytes_down += len(data)
             await queue.put((now + one_way, data))
             if not data:
                 return

@@ -265,7 +265,7 @@ def run_ssh(runs: int, rtt: float, only: set[str]) -> tuple[list[Row], dict[str,
         return [Row("SSH metrics", f"skipped: {exc}", "")], extra
     extra["ssh_server"] = f"{setup.server.host}:{setup.server.port} (netns {setup.server.netns})"
     raw: dict[str, Any] = {}
-    fast: dict[tuple[str, bool], float] = {}
+    fast: dict[tuple[str, bool, float], float] = {}
     for link in setup.links:
         slow = link.rtt > 0
         kinds: list[tuple[str, bool, str | None, float, str]] = [
@@ -273,8 +273,8 @@ def run_ssh(runs: int, rtt: float, only: set[str]) -> tuple[list[Row], dict[str,
             ("cold launch", False, "stopped", 0.0, "up")]
         if slow:
             kinds.append(("cold launch on a fresh host", False, "fresh", 0.0, "up"))
-            kinds += [("reconnect", False, None, PERSIST, "up"), ("reconnect", True, None, PERSIST, "up"),
-                      ("status", False, None, PERSIST, "status"), ("cold launch", False, "stopped", PERSIST, "up")]
+        kinds += [("reconnect", False, None, PERSIST, "up"), ("reconnect", True, None, PERSIST, "up"),
+                  ("status", False, None, PERSIST, "status"), ("cold launch", False, "stopped", PERSIST, "up")]
         for name, tunnel, cold, persist, command in kinds:
             brokered = ", live broker" if persist else ""
             log(f"SSH {name}{brokered} (tunnel: {str(tunnel).lower()}) on {link.label}")
@@ -292,9 +292,10 @@ def run_ssh(runs: int, rtt: float, only: set[str]) -> tuple[list[Row], dict[str,
             metric = f"remote {name}{brokered} ({what}), tunnel: {str(tunnel).lower()}, {link.label}"
             note = _summary(samples)
             if not slow:
-                fast[(name, tunnel)] = statistics.median(walls)
-            elif (name, tunnel) in fast and not persist:
-                note += f"; {(statistics.median(walls) - fast[(name, tunnel)]) / link.rtt:.1f} RTT slower than loopback"
+                fast[(name, tunnel, persist)] = statistics.median(walls)
+            elif (name, tunnel, persist) in fast:
+                note += (f"; {(statistics.median(walls) - fast[(name, tunnel, persist)]) / link.rtt:.1f} RTT slower "
+                         "than loopback")
             if cold == "fresh":
                 rows.append(reference(metric, walls, note))
             elif slow and persist:

@@ -24,7 +24,6 @@ from typing import Any, cast
 from .. import prompts, statefiles
 from ..errors import LauncherError
 from ..hosts.base import Host, ScriptResult
-from ..keeper.start import _converse, popen_detached
 from ..progress import Progress
 from ..prompts import Prompt
 from .protocol import PROPERTIES, raise_reply
@@ -101,6 +100,8 @@ def connect(files: BrokerFiles) -> Connection | None:
 
 def start(target: str, persist: float, prompt: Prompt | None, accept_new_host_key: bool = False) -> str:
     """Start a broker and relay its login questions; "ready", or "busy" when another one holds the lock."""
+    from ..keeper.start import _converse, popen_detached  # the keeper's relay; only to start a broker
+
     ask = prompt or prompts.default()
     argv = [sys.executable, "-m", MARKER, "--target", target, "--persist", repr(persist)]
     argv += ["--ask"] * (ask is not None) + ["--accept-new-host-key"] * accept_new_host_key

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import statefiles
 from ..errors import LauncherError
-from ..keeper.process import Report, _exit_on_signal
+from ..keeper.process import Report, _exit_on_signal, detach, open_log
 from .protocol import serve_session
 from .registry import STEP, BrokerFiles, BrokerLock, is_broker
 from .tunnels import Tunnels
@@ -107,7 +107,7 @@ class Broker:
     def run(self, report: Report, ask: Any, accept_new_host_key: bool = False) -> int:
         from ..hosts.ssh import SSHHost
 
-        log_fd = _open_log(self.files)
+        log_fd = open_log(self.files.log)
         listener: Listener | None = None
         self.host = None  # type: ignore[assignment]  # until the login succeeded
         try:
@@ -122,7 +122,7 @@ class Broker:
             listener = Listener(address, authkey=authkey)
             self.lock.rewrite(target=self.target, address=address, since=self.since, persist=self.persist)
             report.send({"ready": address})
-            _detach(log_fd)
+            detach(log_fd)
             log.info("broker %d for %s at %s", os.getpid(), self.target, address)
             threading.Thread(target=self._accept, args=(listener,), daemon=True, name="rhl-broker-accept").start()
             log.info("stopping: %s", self._wait_until_done())
@@ -180,38 +180,22 @@ class Broker:
                     return f"unused for {self.persist:g} s"
 
     def _reconnect(self) -> bool:
-        """Log in again without prompts, with backoff, as the keeper's watchdog does; the tunnels' local
-        ports stay bound meanwhile (local connections fail at once)."""
-        from ..errors import AuthenticationError, HostError, HostKeyError
-        from ..hosts.ssh import SSHHost
-        from ..keeper.watchdog import FIRST_BACKOFF, MAX_BACKOFF, RECONNECT_INTERVALS
+        """Log in again as the keeper's watchdog does (no prompts, backoff, for RECONNECT_INTERVALS of the
+        shortest watchdog interval); the tunnels' local ports stay bound (local connections fail meanwhile)."""
+        from ..keeper.watchdog import RECONNECT_INTERVALS, reconnect
 
         self.tunnels.use_transport(None)
         intervals = [kept.config.watchdog_interval for kept in self.tunnels.by_key.values()]
-        deadline = time.monotonic() + RECONNECT_INTERVALS * min(intervals, default=1.0)
-        delay = FIRST_BACKOFF
         log.info("link to %s lost; reconnecting", self.target)
-        while True:
-            try:
-                host = SSHHost.connect(self.target, interactive=False)
-            except (AuthenticationError, HostKeyError) as exc:
-                log.info("reconnect refused, giving up: %s", exc)  # retrying will not change the answer
-                return False
-            except HostError as exc:
-                log.info("reconnect failed: %s", exc)
-            else:
-                with self.sftp_lock:
-                    old, self.host = self.host, host
-                old.close()
-                self.refresh_keepalive()
-                self.tunnels.use_transport(host.transport)
-                log.info("reconnected to %s", self.target)
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(delay, remaining))
-            delay = min(2 * delay, MAX_BACKOFF)
+        host = reconnect(self.target, RECONNECT_INTERVALS * min(intervals, default=1.0))
+        if host is None:
+            return False
+        with self.sftp_lock:
+            old, self.host = self.host, host
+        old.close()
+        self.refresh_keepalive()
+        self.tunnels.use_transport(host.transport)
+        return True
 
     def refresh_keepalive(self) -> None:
         """Keep-alives at the shortest of KEEPALIVE, the tunnels' watchdog intervals and ServerAliveInterval."""
@@ -220,26 +204,3 @@ class Broker:
         if configured.isdigit() and int(configured) > 0:
             intervals.append(int(configured))
         self.host.transport.set_keepalive(max(1, round(min(intervals))))
-
-
-def _open_log(files: BrokerFiles) -> int:
-    fd = os.open(files.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, statefiles.FILE_MODE)
-    handler = logging.StreamHandler(os.fdopen(os.dup(fd), "a", buffering=1, encoding="utf-8"))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    root = logging.getLogger("remote_http_launcher")
-    root.setLevel(logging.INFO)
-    root.propagate = False
-    root.addHandler(handler)
-    return fd
-
-
-def _detach(log_fd: int) -> None:
-    """Leave the client's pipes: stdin from /dev/null, stdout and stderr to our log."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)

@@ -259,24 +259,34 @@ class Keeper:
 
     def _open_log(self) -> int:
         """Our log (truncated: we hold the lock, so no other keeper writes it); phases go there too."""
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, statefiles.FILE_MODE)
-        handler = logging.StreamHandler(os.fdopen(os.dup(fd), "a", buffering=1, encoding="utf-8"))
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        root = logging.getLogger("remote_http_launcher")
-        root.setLevel(logging.INFO)
-        root.propagate = False
-        root.addHandler(handler)
+        fd = open_log(self.log_path)
         log.info("keeper %d for %s", os.getpid(), self.launcher.key)
         return fd
 
     def _detach(self, log_fd: int) -> None:
-        """Leave the user's terminal: stdin from /dev/null, stdout and stderr to our log."""
         self.launcher.progress.quiet = True
-        sys.stdout.flush()
-        sys.stderr.flush()
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.close(log_fd)  # no console to leave: keeper/start.py starts us without one on Windows
+        detach(log_fd)
+
+
+def open_log(path: Path) -> int:
+    """Truncate and open our log (0600); the package's log records go there. Its fd, for `detach`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, statefiles.FILE_MODE)
+    handler = logging.StreamHandler(os.fdopen(os.dup(fd), "a", buffering=1, encoding="utf-8"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger("remote_http_launcher")
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    root.addHandler(handler)
+    return fd
+
+
+def detach(log_fd: int) -> None:
+    """Leave the user's terminal: stdin from /dev/null, stdout and stderr to our log (the keeper, the broker)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)  # no console to leave: keeper/start.py starts us without one on Windows

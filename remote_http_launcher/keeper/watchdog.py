@@ -70,30 +70,39 @@ class Watchdog:
     def _reconnect(self) -> bool:
         self.tunnel.transport = None  # local connections fail at once instead of hanging meanwhile
         self.host.close()
-        target = self.config.ssh_target
-        deadline = time.monotonic() + self._budget()
-        delay = FIRST_BACKOFF
-        while True:
-            try:
-                self.host = SSHHost.connect(target, interactive=False)
-            except (AuthenticationError, HostKeyError) as exc:
-                log.info("reconnect refused, giving up: %s", exc)  # retrying will not change the answer
-                return False
-            except HostError as exc:
-                log.info("reconnect failed: %s", exc)
-            else:
-                self._keepalive()
-                self.tunnel.transport = self.host.transport
-                log.info("reconnected to %s", target)
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(delay, remaining))
-            delay = min(2 * delay, MAX_BACKOFF)
+        host = reconnect(self.config.ssh_target, self._budget())
+        if host is None:
+            return False
+        self.host = host
+        self._keepalive()
+        self.tunnel.transport = self.host.transport
+        return True
 
     def _budget(self) -> float:
         return RECONNECT_INTERVALS * self.interval
 
     def _keepalive(self) -> None:
         self.host.transport.set_keepalive(max(1, round(self.interval)))
+
+
+def reconnect(target: str, budget: float) -> SSHHost | None:
+    """Log in to `target` again without prompts, with backoff, for up to `budget` seconds; None when it
+    was refused or did not succeed in time (the keeper's watchdog and the broker, for their tunnels)."""
+    deadline = time.monotonic() + budget
+    delay = FIRST_BACKOFF
+    while True:
+        try:
+            host = SSHHost.connect(target, interactive=False)
+        except (AuthenticationError, HostKeyError) as exc:
+            log.info("reconnect refused, giving up: %s", exc)  # retrying will not change the answer
+            return None
+        except HostError as exc:
+            log.info("reconnect failed: %s", exc)
+        else:
+            log.info("reconnected to %s", target)
+            return host
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        time.sleep(min(delay, remaining))
+        delay = min(2 * delay, MAX_BACKOFF)
