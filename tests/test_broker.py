@@ -9,7 +9,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from remote_http_launcher.broker.registry import BrokerFiles, live_brokers
 from remote_http_launcher.config import load_config
 from remote_http_launcher.hosts import open_host
 from tests.conftest import alive, cli, stop_brokers
+from tests.posix import SIGKILL
 from tests.remote import RemoteConfig, keeper_processes
 from tests.ssh_client import ALIAS
 
@@ -122,7 +122,7 @@ def test_killed_broker_between_commands(keyed_server: SSHServer, remote_config: 
     config = write(tmp_path, "a", remote_config(keyed_server))
     ok(config)
     (first,) = brokers(rhl_dir)
-    os.kill(first, signal.SIGKILL)
+    os.kill(first, SIGKILL)
     wait_gone(first)
     assert "running" in ok("status", config)  # its socket, key and lock are left: a stale broker
     (second,) = brokers(rhl_dir)
@@ -136,7 +136,7 @@ def test_killed_broker_during_command(keyed_server: SSHServer, remote_config: Re
         assert isinstance(host, BrokeredHost)
         home = host.home
         (first,) = brokers(rhl_dir)
-        os.kill(first, signal.SIGKILL)
+        os.kill(first, SIGKILL)
         wait_gone(first)
         assert host.read(f"{home}/.profile-that-is-absent") is None  # repeated on a new connection
         assert host.run_script("printf %s hi", []).stdout == "hi"
