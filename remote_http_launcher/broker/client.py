@@ -66,19 +66,21 @@ def attach(target: str, persist: float, prompt: Prompt | None, *,
     conn = connect(files)
     if conn is not None:
         return conn, files
-    if start(target, persist, prompt, accept_new_host_key) == "ready":
+    lock = BrokerLock(files)
+    owner = lock.read()[1]
+    # A live broker without an address is logging in for another command: wait for it, else start one.
+    if (owner is None or not is_broker(owner)) and start(target, persist, prompt, accept_new_host_key) == "ready":
         conn = connect(files)
         if conn is None:
             raise unavailable("the broker we started does not answer")
         return conn, files
-    deadline = time.monotonic() + BUSY_WAIT  # another command is starting it: wait for that one
-    lock = BrokerLock(files)
+    deadline = time.monotonic() + BUSY_WAIT
     while time.monotonic() < deadline:
         conn = connect(files)
         if conn is not None:
             return conn, files
         owner = lock.read()[1]
-        if owner is not None and not is_broker(owner):
+        if owner is None or not is_broker(owner):
             raise unavailable("the broker another command started has exited")
         time.sleep(BUSY_POLL)
     raise unavailable(f"another command's broker did not log in within {BUSY_WAIT:.0f} s")
