@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from remote_http_launcher.broker.registry import live_brokers
 from tests.remote import RemoteConfig, keeper_processes
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ PROMPTLY = 5.0  # seconds from Ctrl-C to the command's exit, keeper included
 
 def test_ctrl_c_while_the_keeper_starts(keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path,
                                         tmp_path: Path) -> None:
-    config = remote_config(keyed_server, tunnel=True, args="--ready-delay 30")
+    config = remote_config(keyed_server, tunnel=True, args="--ready-delay 30", connection_persist=0)  # a keeper
     key = config["key"]
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps(config))
@@ -50,3 +51,31 @@ def test_ctrl_c_while_the_keeper_starts(keyed_server: SSHServer, remote_config: 
     assert keeper_processes(key) == []
     assert not (rhl_dir / "client" / f"{key}.keeper.lock").exists()
     assert not (rhl_dir / "client" / f"{key}.json").exists()
+
+
+def test_ctrl_c_while_the_broker_opens_a_tunnel(keyed_server: SSHServer, remote_config: RemoteConfig,
+                                                rhl_dir: Path, tmp_path: Path) -> None:
+    """With a connection broker the run waits in this process; the broker drops the key it claimed."""
+    config = remote_config(keyed_server, tunnel=True, args="--ready-delay 30")
+    key = config["key"]
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config))
+    command = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", str(path), "--log-level", "basic"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = rhl_dir / "client" / f"{key}.keeper.lock"
+    deadline = time.monotonic() + 30
+    while not lock.exists():  # the broker claimed the key; the run waits for the service
+        assert time.monotonic() < deadline and command.poll() is None, "the broker never claimed the key"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    interrupted = time.monotonic()
+    command.send_signal(signal.SIGINT)
+    _, stderr = command.communicate(timeout=PROMPTLY + 5)
+    assert time.monotonic() - interrupted < PROMPTLY
+    assert command.returncode == 130 and stderr.rstrip().endswith("error: interrupted")
+    for _ in range(50):  # the broker saw the run's connection end
+        if not lock.exists():
+            break
+        time.sleep(0.1)
+    assert not lock.exists() and not (rhl_dir / "client" / f"{key}.json").exists()
+    assert [owner.pid for _files, owner in live_brokers(rhl_dir / "brokers")]  # still there for the next run
