@@ -105,6 +105,8 @@ def test_flag_overrides_config(keyed_server: SSHServer, remote_config: RemoteCon
     config = write(tmp_path, "a", remote_config(keyed_server, connection_persist=0))
     ok(config, "--connection-persist", "30")
     assert len(brokers(rhl_dir)) == 1
+    bad = cli("status", config, "--connection-persist", "-1")
+    assert bad.returncode == 2 and "--connection-persist: expected seconds from 0 to 604800" in bad.stderr
 
 
 def test_idle_broker_exits_and_leaves_no_files(keyed_server: SSHServer, remote_config: RemoteConfig,

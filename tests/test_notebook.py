@@ -28,6 +28,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager, KernelManager
 from nbclient import NotebookClient
 
+from remote_http_launcher.broker.registry import live_brokers
 from remote_http_launcher.handle import ServiceHandle, launch
 from remote_http_launcher.prompts import HOW_TO_ANSWER
 from tests.conftest import kill_services
@@ -221,11 +222,12 @@ def test_a_password_question_is_the_cells_input_box(kernels: Callable[[], Kernel
     assert texts[-1].startswith("ready: http://")
     assert server.password not in json.dumps(cell.outputs, default=str)
     if tunnel:
-        assert "opening the tunnel" in " ".join(texts)  # the keeper's phases, shown while waiting for it
+        assert "opening the tunnel" in " ".join(texts)  # the run's phases, shown as it goes
         key = password_config(tunnel=True)["key"]
         payload = json.loads((rhl_dir / "client" / f"{key}.json").read_text())
         kernel.close()  # the tunnel outlives the kernel on purpose: other processes share the client file
-        assert keeper_processes(key) == [payload["keeper_pid"]]
+        brokers = [owner.pid for _files, owner in live_brokers(rhl_dir / "brokers")]
+        assert brokers == [payload["keeper_pid"]]  # the host's connection broker keeps it
 
 
 @pytest.mark.parametrize("tunnel", [False, True], ids=["direct", "tunnel"])

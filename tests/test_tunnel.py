@@ -1,4 +1,5 @@
-"""`tunnel: true` against a real sshd and the real demo service: the keeper process end to end.
+"""`tunnel: true` against a real sshd and the real demo service: the keeper process end to end
+(`connection_persist: 0`; tests/test_broker.py has the tunnels a connection broker keeps).
 
 The service binds the server's 127.0.0.1 (another network namespace when the
 harness can make one), so the only way in is our tunnel. Every test uses its
@@ -65,7 +66,7 @@ def connection_dir(rhl_dir: Path) -> Iterator[Path]:
 def make_config(server: SSHServer, remote_demo: str, connection_dir: Path,
                 request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
     return partial(demo_config, server, remote_demo, node_key("tun-", request.node.name),
-                   network_interface="127.0.0.1", tunnel=True, watchdog_interval=WATCHDOG)
+                   network_interface="127.0.0.1", tunnel=True, watchdog_interval=WATCHDOG, connection_persist=0)
 
 
 def cli(config: dict[str, Any], tmp_path: Path, **popen: Any) -> subprocess.CompletedProcess[str]:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ..keeper.tunnel import Tunnel
     from ..progress import Progress
     from ..prompts import Prompt
+    from ..service import Service
 
 log = logging.getLogger("remote_http_launcher.broker")
 
@@ -197,9 +198,12 @@ def _run_tunnel(config: Config, key: str, client_path: Path, progress: Progress,
         if reused is not None:
             statefiles.write_atomic(client_path, statefiles.encode(reused))
             return reused, True
+        def open_tunnel(service: Service, state: ServerState) -> dict[str, Any]:
+            progress.phase("opening the tunnel")
+            return host.call("tunnel_open", key, state.data)  # type: ignore[no-any-return]
+
         try:
-            payload, state = Launcher(config, key, client_path, progress).serve(
-                host, lambda service, state: host.call("tunnel_open", key, state.data))
+            payload, state = Launcher(config, key, client_path, progress).serve(host, open_tunnel)
             host.call("tunnel_keep", key, state.data, payload)
         except BaseException:
             if host.fallback is None:
