@@ -90,7 +90,8 @@ def up(config: Config, *, connection_dir: PathLike | None = None, progress: Prog
         if config.connection_persist > 0:  # the destination's broker keeps the forwards; else a keeper process
             from .broker.tunnels import run_tunnel
 
-            tunneled = run_tunnel(config, key, client_path, progress, _asking(prompt, progress))
+            tunneled = run_tunnel(config, key, client_path, progress, _asking(prompt, progress),
+                                  accept_new_host_key=accept_new_host_key)
         if tunneled is None:
             from .keeper.start import start_keeper
 

@@ -170,12 +170,12 @@ class Tunnels:
         kept.lock.release()
 
 
-def run_tunnel(config: Config, key: str, client_path: Path, progress: Progress,
-               prompt: Prompt | None) -> tuple[ClientPayload, bool] | None:
+def run_tunnel(config: Config, key: str, client_path: Path, progress: Progress, prompt: Prompt | None, *,
+               accept_new_host_key: bool = False) -> tuple[ClientPayload, bool] | None:
     """A tunnel run whose forwards the destination's broker keeps; None when no broker can (then the
     caller starts a keeper process, which logs in itself)."""
     try:
-        return _run_tunnel(config, key, client_path, progress, prompt)
+        return _run_tunnel(config, key, client_path, progress, prompt, accept_new_host_key)
     except LauncherError as exc:
         if exc.step != STEP:
             raise
@@ -183,13 +183,13 @@ def run_tunnel(config: Config, key: str, client_path: Path, progress: Progress,
         return None
 
 
-def _run_tunnel(config: Config, key: str, client_path: Path, progress: Progress,
-                prompt: Prompt | None) -> tuple[ClientPayload, bool]:
+def _run_tunnel(config: Config, key: str, client_path: Path, progress: Progress, prompt: Prompt | None,
+                accept_new_host_key: bool) -> tuple[ClientPayload, bool]:
     from ..launcher import Launcher
     from .client import BrokeredHost, attach
 
     progress.phase(f"connecting to {config.ssh_target}")
-    attached = attach(config.ssh_target, config.connection_persist, prompt)
+    attached = attach(config.ssh_target, config.connection_persist, prompt, accept_new_host_key=accept_new_host_key)
     host = BrokeredHost(config.ssh_target, config.connection_persist, prompt, attached)
     try:
         # YAML values JSON lacks (dates) travel as str(), as they do to the keeper
