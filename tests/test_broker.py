@@ -227,3 +227,19 @@ def test_tunnel_ends_with_its_service(keyed_server: SSHServer, remote_config: Re
     assert not client.exists() and get(payload) is None
     wait_gone(broker)  # no tunnel left, unused for connection_persist: it exits, and leaves no files
     assert [p.name for p in (rhl_dir / "brokers").iterdir() if not p.name.endswith(".log")] == []
+
+
+def test_a_broken_link_is_invisible(keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path,
+                                    tmp_path: Path) -> None:
+    """The server drops the broker's connection (as a restarted sshd would): the next commands still work,
+    logged in again (directly, or by a fresh broker once the old one noticed and exited)."""
+    config = write(tmp_path, "a", remote_config(keyed_server))
+    ok(config)
+    (first,) = brokers(rhl_dir)
+    keyed_server.stop()
+    keyed_server.start()
+    assert "running" in ok("status", config)
+    ok("logs", config)
+    wait_gone(first)  # it found its link gone, and had no tunnel to keep
+    assert "running" in ok("status", config)
+    assert brokers(rhl_dir) not in ([], [first])
