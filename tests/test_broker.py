@@ -243,3 +243,17 @@ def test_a_broken_link_is_invisible(keyed_server: SSHServer, remote_config: Remo
     wait_gone(first)  # it found its link gone, and had no tunnel to keep
     assert "running" in ok("status", config)
     assert brokers(rhl_dir) not in ([], [first])
+
+
+def test_a_client_stalled_in_the_authkey_proof_delays_no_other(keyed_server: SSHServer, remote_config: RemoteConfig,
+                                                               rhl_dir: Path, tmp_path: Path) -> None:
+    import socket
+
+    config = write(tmp_path, "a", remote_config(keyed_server))
+    ok(config)
+    ((files, owner),) = live_brokers(rhl_dir / "brokers")
+    with socket.socket(socket.AF_UNIX) as stalled:
+        stalled.connect(str(files.socket))  # and never answers the broker's challenge
+        result = cli("status", config, timeout=20)
+        assert result.returncode == 0, result.stderr
+    assert brokers(rhl_dir) == [owner.pid]

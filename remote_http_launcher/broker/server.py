@@ -22,7 +22,8 @@ import signal
 import sys
 import threading
 import time
-from multiprocessing.connection import Connection, Listener
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
 from typing import TYPE_CHECKING, Any
 
 from .. import statefiles
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from ..hosts.ssh import SSHHost
 
 IDLE_CHECK = 1.0
+LISTEN_BACKLOG = 64  # commands that connect at once wait in the queue, not refused
 KEEPALIVE = 30  # seconds: keeps an idle link (and NAT mappings) alive while the broker waits
 log = logging.getLogger("remote_http_launcher.broker")
 
@@ -100,6 +102,7 @@ class Broker:
         self.sftp_lock = threading.Lock()  # one SFTP session: its request flights must not interleave
         self._count = threading.Lock()
         self.host: SSHHost
+        self.authkey = b""
         self.broker_id = str(files.lock)  # where a keeper lock's `broker` field finds us
         self.log_path = files.log
         self.tunnels = Tunnels(self)
@@ -119,7 +122,8 @@ class Broker:
             address = self.files.address(self.lock.token)
             if sys.platform != "win32":
                 statefiles.remove(self.files.socket)  # a dead broker's (we hold the lock, so it is no one's)
-            listener = Listener(address, authkey=authkey)
+            listener = Listener(address, backlog=LISTEN_BACKLOG)  # the authkey is checked on each session's thread
+            self.authkey = authkey
             self.lock.rewrite(target=self.target, address=address, since=self.since, persist=self.persist)
             report.send({"ready": address})
             detach(log_fd)
@@ -142,12 +146,20 @@ class Broker:
                 conn = listener.accept()
             except OSError:
                 return  # the listener was closed: we are exiting
-            except Exception as exc:  # a peer without the authkey (AuthenticationError) or that hung up
-                log.info("refused a client: %s", exc)
-                continue
             threading.Thread(target=self._session, args=(conn,), daemon=True, name="rhl-broker-session").start()
 
     def _session(self, conn: Connection) -> None:
+        """One client: it proves it knows the authkey (and we that we do), then its requests are served.
+
+        The proof runs here, not in the accepting thread, so a client that stalls in it delays no other;
+        it counts as a use only once proven (a stalled one cannot keep us from idling out)."""
+        try:
+            deliver_challenge(conn, self.authkey)
+            answer_challenge(conn, self.authkey)
+        except (OSError, EOFError, AuthenticationError) as exc:
+            log.info("refused a client: %s", exc.__class__.__name__)
+            conn.close()
+            return
         with self._count:
             self.sessions += 1
         try:
