@@ -12,7 +12,13 @@ it make their `Host` calls. Nothing listens on the network.
 - `registry`: which broker serves a destination; its files and its lock (at most one per destination);
 - `protocol`: requests (Host calls by name) and replies (a value, or the exception);
 - `server`: the broker process, its login relayed to the command that started it, its idle exit;
-- `client`: finding or starting the broker, `BrokeredHost`, and falling back to a login of our own.
+- `client`: finding or starting the broker, `BrokeredHost`, and falling back to a login of our own;
+- `tunnels`: each service's forwards and watchdog as threads of the broker (the keeper's job, per key);
+- `control`: `connections` and `disconnect`.
+
+Tunnels: with a broker, `up` runs the launcher in the caller's process through
+`BrokeredHost`, and the broker keeps the forwards (the key's keeper lock names
+it); without one, a keeper process per tunnel, as before.
 
 `connection_persist` (config field, `--connection-persist` flag; default 600 s)
 is how long a broker outlives its last use; 0 means no broker: each command
