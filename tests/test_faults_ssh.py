@@ -618,7 +618,7 @@ def test_legacy_record_whose_pid_runs_another_program_is_never_signalled(ssh_con
 
 def test_stop_removes_the_service_log_and_the_keeper_log_unless_asked_to_keep_them(
         ssh_config: Path, server: SSHServer, rhl_dir: Path, make_config: Factory) -> None:
-    config = make_config(network_interface="localhost", tunnel=True)
+    config = make_config(network_interface="localhost", tunnel=True, connection_persist=0)  # a keeper process
     key = config["key"]
     keeper_log = rhl_dir / "client" / f"{key}.keeper.log"
     run(config)
