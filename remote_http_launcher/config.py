@@ -46,7 +46,7 @@ LOG_FIELDS = ("log_level", "log_file", "debug_log_file")
 
 REQUIRED_FIELDS = ("workdir", "key", "command")
 OPTIONAL_FIELDS = ("hostname", "ssh_hostname", "network_interface", "tunnel", "handshake", "conda",
-                   "file_parameters", "meta", "startup_timeout", "watchdog_interval")
+                   "file_parameters", "meta", "startup_timeout", "watchdog_interval", "connection_persist")
 # Every other field is a template variable, as in the original. One no template reads is a mistake: a
 # near miss of a launcher field (`tunel`) is refused, which would otherwise run without a tunnel.
 FIELDS = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS, *LOG_FIELDS)

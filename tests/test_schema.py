@@ -48,6 +48,11 @@ def test_schema_patterns_are_the_runtime_patterns() -> None:
     assert defs["handshake_path"]["not"]["pattern"] == config_module.HANDSHAKE_REFUSED_PATTERN
 
 
+def test_schema_fields_are_the_launcher_fields() -> None:
+    """A field the launcher reads but does not list would be warned about as unused (or refused as a typo)."""
+    assert set(SCHEMA["properties"]) == set(config_module.FIELDS)
+
+
 def test_schema_limits_and_defaults_are_the_runtime_ones() -> None:
     properties, defs = SCHEMA["properties"], SCHEMA["$defs"]
     assert SCHEMA["required"] == list(config_module.REQUIRED_FIELDS)
