@@ -23,7 +23,7 @@ from typing import Any
 
 from .common import CLEANUP, PYTHON, Row, dump_json, log, markdown
 
-SECTIONS = ("warm", "cold", "ssh", "tunnel", "concurrency")
+SECTIONS = ("warm", "cold", "ssh", "tunnel", "concurrency", "slurm")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             from .tunnel_section import run_tunnel
 
             rows += run_tunnel()
+        if "slurm" in args.only:
+            from .slurm_bench import run_slurm
+
+            rows += run_slurm(args.ssh_runs, args.rtt_ms / 1000)
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         CLEANUP.run()

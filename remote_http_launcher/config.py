@@ -28,6 +28,15 @@ DEFAULT_NETWORK_INTERFACE = "localhost"
 DEFAULT_STARTUP_TIMEOUT = 60.0
 DEFAULT_WATCHDOG_INTERVAL = 5.0
 DEFAULT_CONNECTION_PERSIST = 600.0
+DEFAULT_QUEUE_TIMEOUT = 600.0
+SCHEDULER_TYPES = ("slurm",)
+# With a scheduler the service runs on a compute node and is reached from the login node, so it must not
+# listen on loopback only; this is its default interface.
+SCHEDULER_NETWORK_INTERFACE = "0.0.0.0"
+# Names and addresses only the host itself reaches, and all of 127.0.0.0/8 (is_loopback).
+LOOPBACK_INTERFACES = ("localhost", "ip6-localhost", "::1")
+LOOPBACK_PREFIX = "127."
+MAX_SCHEDULER_OPTIONS = 100
 MAX_FIELD_NAME = 256
 MAX_PATH = 4096
 MAX_KEY_TEMPLATE = 1000
@@ -46,7 +55,8 @@ LOG_FIELDS = ("log_level", "log_file", "debug_log_file")
 
 REQUIRED_FIELDS = ("workdir", "key", "command")
 OPTIONAL_FIELDS = ("hostname", "ssh_hostname", "network_interface", "tunnel", "handshake", "conda",
-                   "file_parameters", "meta", "startup_timeout", "watchdog_interval", "connection_persist")
+                   "file_parameters", "meta", "startup_timeout", "watchdog_interval", "connection_persist",
+                   "scheduler")
 # Every other field is a template variable, as in the original. One no template reads is a mistake: a
 # near miss of a launcher field (`tunel`) is refused, which would otherwise run without a tunnel.
 FIELDS = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS, *LOG_FIELDS)
@@ -70,6 +80,8 @@ IPV6_PATTERN = "(?:" + "|".join([  # RFC 4291 text forms, without zone identifie
 ]) + ")"
 HOST_PATTERN = f"^(?=.{{1,253}}$)(?:{HOST_NAME_PATTERN}|{IPV6_PATTERN})$"
 SSH_HOST_PATTERN = f"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,63}}@)?(?=.{{1,253}}$)(?:{HOST_NAME_PATTERN}|{IPV6_PATTERN})$"
+# One `--flag` or `--flag=value` argv word of the scheduler's submit command (a value may hold spaces).
+SCHEDULER_OPTION_PATTERN = "^--[A-Za-z][A-Za-z0-9-]*(?:=.+)?$"
 CONDA_PATTERN = "^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}|/[A-Za-z0-9_.+,@%=:~/-]{0,4095})$"
 WORKDIR_PATTERN = "^(?:/|~/|~$)"
 # Characters refused in single-line values, and in handshake paths.
@@ -116,6 +128,14 @@ class LogOptions(NamedTuple):
     debug_file: str | None = None
 
 
+class Scheduler(NamedTuple):
+    """`scheduler:`: run the service as a batch job (see schedulers/); `options` are extra submit arguments."""
+
+    type: str
+    options: tuple[str, ...] = ()
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
+
+
 class Config(NamedTuple):
     """A validated service configuration; `raw` is the whole mapping with defaults applied, less the
     launcher's own logging fields (`log`)."""
@@ -139,6 +159,7 @@ class Config(NamedTuple):
     log: LogOptions = LogOptions()
     #: Set by `load_config(cache=True)` when the file was parsed anew; `remember_parse` keeps it.
     parsed: ParsedFile | None = None
+    scheduler: Scheduler | None = None
 
     @property
     def remote(self) -> bool:
@@ -343,7 +364,12 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
         raise ConfigError("ssh_hostname: set without hostname; add 'hostname' (the host the service answers on)")
     network_interface = _host(data, "network_interface", HOST_PATTERN,
                               "a host name or IP address to bind, e.g. localhost or 0.0.0.0")
-    network_interface = network_interface or DEFAULT_NETWORK_INTERFACE
+    scheduler = _scheduler(data.get("scheduler"))
+    if scheduler is not None and network_interface is not None and is_loopback(network_interface):
+        raise ConfigError(f"network_interface: {network_interface} is not reachable from the login node, where a "
+                          f"batch job's service is reached; use {SCHEDULER_NETWORK_INTERFACE} (the default with "
+                          "'scheduler')")
+    network_interface = network_interface or (SCHEDULER_NETWORK_INTERFACE if scheduler else DEFAULT_NETWORK_INTERFACE)
     tunnel = _bool(data, "tunnel")
     if tunnel and hostname is None:
         raise ConfigError("tunnel: needs 'hostname' (tunnels reach services on remote hosts); add it or drop 'tunnel'")
@@ -360,7 +386,7 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
     raw = dict(data)
     raw["network_interface"] = network_interface
     raw["tunnel"] = tunnel
-    for name in ("hostname", "ssh_hostname", "handshake", "conda", "file_parameters", "meta"):
+    for name in ("hostname", "ssh_hostname", "handshake", "conda", "file_parameters", "meta", "scheduler"):
         raw.setdefault(name, None)
     for name, default in (("startup_timeout", startup_timeout), ("watchdog_interval", watchdog_interval),
                           ("connection_persist", connection_persist)):
@@ -385,6 +411,7 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
         raw=raw,
         connection_persist=connection_persist,
         log=log,
+        scheduler=scheduler,
     )
 
 
@@ -522,8 +549,10 @@ def _bool(data: Mapping[str, Any], name: str) -> bool:
     return value
 
 
-def _seconds(data: Mapping[str, Any], name: str, default: float, *, zero_ok: bool = False) -> float:
+def _seconds(data: Mapping[str, Any], name: str, default: float, label: str | None = None, *,
+             zero_ok: bool = False) -> float:
     value = data.get(name)
+    name = label or name
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -578,6 +607,38 @@ def _handshake_path(name: str, path: str) -> str:
         raise ConfigError(f"{name}: {path[:80]!r} must be a URL path without spaces, '?' or '#'; "
                           "put query parameters under handshake.parameters")
     return path
+
+
+def is_loopback(host: str) -> bool:
+    """A name or address that only its own host reaches."""
+    return host in LOOPBACK_INTERFACES or host.startswith(LOOPBACK_PREFIX)
+
+
+def _scheduler(value: Any) -> Scheduler | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"scheduler: must be a mapping with 'type' (e.g. {{type: slurm}}), got {_describe(value)}")
+    unknown = sorted(str(name) for name in value if name not in ("type", "options", "queue_timeout"))
+    if unknown:
+        raise ConfigError(f"scheduler: unknown field {unknown[0][:40]!r}; only 'type', 'options' and "
+                          "'queue_timeout' are allowed")
+    kind = value.get("type")
+    if kind not in SCHEDULER_TYPES:
+        raise ConfigError(f"scheduler.type: must be one of {', '.join(SCHEDULER_TYPES)}, got {_describe(kind)}")
+    options = value.get("options")
+    if options is None:
+        options = []
+    if not isinstance(options, list) or len(options) > MAX_SCHEDULER_OPTIONS:
+        raise ConfigError(f"scheduler.options: must be a list of at most {MAX_SCHEDULER_OPTIONS} submit "
+                          f"arguments, e.g. ['--time=08:00:00', '--partition=short'], got {_describe(options)}")
+    for option in options:
+        if not isinstance(option, str) or not re.fullmatch(SCHEDULER_OPTION_PATTERN, option) \
+                or re.search(CONTROL_PATTERN, option):
+            raise ConfigError(f"scheduler.options: {_describe(option)} is not one '--flag' or '--flag=value' "
+                              "word; write e.g. '--partition=short', not '-p short' or '--partition short'")
+    queue_timeout = _seconds(value, "queue_timeout", DEFAULT_QUEUE_TIMEOUT, "scheduler.queue_timeout")
+    return Scheduler(kind, tuple(options), queue_timeout)
 
 
 def _conda(value: Any) -> str | None:

@@ -22,13 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from . import handshake, scripts, statefiles
+from . import handshake, schedulers, scripts, statefiles
 from ._version import __version__
-from .config import Config
+from .config import Config, is_loopback
 from .errors import ConfigError, HandshakeError, LauncherError, LaunchError, ServiceFailedError
 from .locks import FileLock
 from .progress import Progress
-from .service import Service, half_written
+from .service import Service, half_written, job_of
 from .statefiles import ClientPayload, ServerState
 from .templates import evaluate_command
 
@@ -43,12 +43,13 @@ MAX_LAUNCHES = 2  # the first launch and at most one relaunch
 VERIFY_TIMEOUT = 5.0
 FIRST_POLL = 0.01  # seconds before the first re-read of a starting service's status file (then doubling)
 PROCESS_CHECK_INTERVAL = 0.3
+JOB_QUERY_MAX_INTERVAL = 5.0  # a long queue wait asks the scheduler this often: its controller serves everyone
 LOCK_GRACE = 10.0
 UNPARSABLE_WAIT = 5.0  # seconds a running service may take to make its unparsable status file whole again
 WILDCARD_CLIENT_HOSTS = {"0.0.0.0": "localhost", "::": "localhost"}
-LOOPBACK_INTERFACES = ("localhost", "ip6-localhost", "::1")  # and 127.0.0.0/8 (_loopback)
 LAUNCH_STEPS = {scripts.EXIT_WORKDIR: "workdir", scripts.EXIT_LOG: "log file", scripts.EXIT_NO_CONDA: "conda",
-                scripts.EXIT_NO_CONDA_ENV: "conda", scripts.EXIT_STATE_DIR: "state directory"}
+                scripts.EXIT_NO_CONDA_ENV: "conda", scripts.EXIT_STATE_DIR: "state directory",
+                schedulers.EXIT_SUBMIT: "submit"}
 
 
 class Launcher:
@@ -228,14 +229,32 @@ class Launcher:
             record["meta"] = self.config.meta
         record.update(key=self.key, launcher="remote-http-launcher", version=__version__,
                       launched_at=time.time(), token=os.urandom(16).hex())
-        args = scripts.launch_args(workdir=workdir, log=service.log_file, status_file=service.status_file,
-                                   command=command, conda=self.config.conda, lock=lock.path, lock_token=lock.token)
-        result = host.run_script(scripts.LAUNCH, args, stdin=scripts.record_head(record))
+        batch = self.config.scheduler
+        scheduler = schedulers.SCHEDULERS[batch.type] if batch is not None else None
+        if batch is not None and scheduler is not None:  # a batch job: submitted, not started
+            job = schedulers.job_script(scheduler, workdir=workdir, status_file=service.status_file, record=record,
+                                        command=command, conda=self.config.conda)
+            script, stdin = schedulers.SUBMIT, schedulers.submit_input(scheduler, record, job)
+            args = schedulers.submit_args(scheduler, workdir=workdir, log=service.log_file,
+                                          status_file=service.status_file, job_file=service.job_file,
+                                          conda=self.config.conda, name=self.key,
+                                          lock=lock.path, lock_token=lock.token, options=batch.options)
+        else:
+            script, stdin = scripts.LAUNCH, scripts.record_head(record)
+            args = scripts.launch_args(workdir=workdir, log=service.log_file, status_file=service.status_file,
+                                       command=command, conda=self.config.conda, lock=lock.path,
+                                       lock_token=lock.token)
+        result = host.run_script(script, args, stdin=stdin)
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
-        if result.returncode != 0 or not result.stdout.strip().isdigit():
+        answer = result.stdout.strip()
+        if result.returncode != 0 or not (answer if scheduler is not None else answer.isdigit()):
             step = LAUNCH_STEPS.get(result.returncode, "launch")
             raise self._error(LaunchError, service, step, f"{step} on {host.name}: {reason}")
-        pid = int(result.stdout.strip())
+        if scheduler is not None:
+            lock.released_elsewhere()  # SUBMIT released it once the queued job was on record
+            return ServerState(status="starting", pid=None, port=None, start_time=None, log=service.log_file,
+                               data={**record, "scheduler": scheduler.name, "job_id": answer})
+        pid = int(answer)
         return ServerState(status="starting", pid=pid, port=None, start_time=None, log=service.log_file,
                            data={**record, "pid": pid})
 
@@ -254,6 +273,9 @@ class Launcher:
         Polls start FIRST_POLL apart and back off to the host's poll interval:
         most services are ready within tens of milliseconds.
         """
+        job = job_of(state)
+        if job is not None:
+            return self._monitor_job(service, state, job, launched=launched)
         host, pid = service.host, state.pid
         last_raw: bytes | None = None
         last_change = last_check = time.monotonic()
@@ -314,6 +336,72 @@ class Launcher:
                           f"process {current.pid} (the process just launched was stopped); run "
                           "'remote-http-launcher status CONFIG'")
 
+    def _monitor_job(self, service: Service, state: ServerState, job: schedulers.Job, *,
+                     launched: bool) -> ServerState:
+        """Scenario 2 for a batch job: wait while it is queued (up to the queue timeout; a reason that can
+        never clear fails at once), then, once it runs, for its status file to say running (within the
+        startup timeout). A job given up on is cancelled, also one another run submitted: it is this
+        config's job, and a job left queued would only be waited for again."""
+        host = service.host
+        assert self.config.scheduler is not None
+        queue_timeout = self.config.scheduler.queue_timeout
+        started = time.monotonic()
+        running_since: float | None = None
+        shown = ""
+        pause = FIRST_POLL
+        last_check, query_interval = 0.0, PROCESS_CHECK_INTERVAL
+        while True:
+            current = service.read_state()
+            if current is not None and job_of(current) != job:
+                if launched:
+                    raise self._error(LaunchError, service, "monitor", f"status file {service.status_file} was "
+                                      "taken over by another launch; run 'remote-http-launcher status CONFIG'")
+                return current
+            if current is not None and current.status == "running":
+                return current
+            state = current or state
+            if current is not None and current.status == "failed":
+                job.cancel(host)
+                raise self._error(ServiceFailedError, service, "start", f"service in job {job.id} reported "
+                                  "status 'failed'", state, with_log=True)
+            now = time.monotonic()
+            if now - last_check >= query_interval:
+                last_check = now
+                info = job.query(host)
+                if info.state == schedulers.ENDED:
+                    if not launched:
+                        return state  # the caller finds the job gone and launches anew
+                    raise self._error(ServiceFailedError, service, "start", f"job {job.id} ended "
+                                      f"({info.raw_state}) before the service reported its port", state,
+                                      with_log=True)
+                if info.state == schedulers.QUEUED:
+                    why = f"job {job.id} queued: {info.reason or 'waiting'}"
+                    if job.scheduler.hopeless(info):
+                        job.cancel(host)
+                        raise self._error(LaunchError, service, "queue", f"{why}, which waiting cannot clear "
+                                          f"(cancelled the job); fix scheduler.options")
+                    if now - started > queue_timeout:
+                        job.cancel(host)
+                        raise self._error(LaunchError, service, "queue", f"{why} for more than "
+                                          f"{queue_timeout:.0f} s (cancelled the job); raise "
+                                          "scheduler.queue_timeout or ask for fewer resources")
+                    text = why + (f", expected to start {info.start_estimate}" if info.start_estimate else "")
+                    query_interval = min(2 * query_interval, JOB_QUERY_MAX_INTERVAL)  # the status file shows a start
+                else:
+                    running_since, query_interval = running_since or now, PROCESS_CHECK_INTERVAL
+                    text = f"job {job.id} running on {info.node or '?'}; waiting for the service to report its port"
+                    if now - running_since > self.config.startup_timeout:
+                        job.cancel(host)
+                        raise self._error(ServiceFailedError, service, "start", f"service in job {job.id} did not "
+                                          f"report its port within {self.config.startup_timeout:.0f} s "
+                                          "(cancelled the job)", state, with_log=True)
+                if text != shown:
+                    self.progress.phase(text)
+                    shown = text
+            self.progress.tick()
+            time.sleep(min(pause, host.poll_interval))
+            pause *= 2
+
     # 4. The client's way in.
     def _client_payload(self, service: Service, state: ServerState,
                         open_tunnel: TunnelOpener | None) -> ClientPayload:
@@ -338,7 +426,7 @@ class Launcher:
         server (`_verify`), it cannot answer here, so there is nothing to wait for."""
         if not self.config.remote or self.config.tunnel:
             return False
-        return _loopback(self.config.network_interface) and not _loopback(hostname)
+        return is_loopback(self.config.network_interface) and not is_loopback(hostname)
 
     def _why_unreachable(self, out_of_reach: bool) -> str:
         """What to change when this machine cannot reach a service it connects to directly."""
@@ -359,7 +447,8 @@ class Launcher:
             payload = open_tunnel(service, state)
         elif self.config.remote:
             assert self.config.hostname is not None
-            payload = {"hostname": self.config.hostname, "port": state.port, **state.extra_ports()}
+            node = service.node(state)  # a batch job's node, for clients inside the cluster
+            payload = {"hostname": node or self.config.hostname, "port": state.port, **state.extra_ports()}
             if self.config.ssh_hostname and self.config.ssh_hostname != self.config.hostname:
                 payload["ssh_hostname"] = self.config.ssh_hostname
         else:
@@ -370,16 +459,12 @@ class Launcher:
             payload["parameters"] = state.data["parameters"]
         if self.config.meta is not None:
             payload["meta"] = dict(self.config.meta)
-        if not self.config.remote:
-            return payload, None
+        if not self.config.remote or (open_tunnel is None and service.node(state)):
+            return payload, None  # a job's node answers the login node (checked); this machine may not reach it
         port = handshake.port_of(payload, self.config.handshake)
         if port is None:
             return payload, handshake.missing_port(self.config.handshake)
         return payload, handshake.check(payload["hostname"], port, self.config.handshake)
-
-
-def _loopback(host: str) -> bool:
-    return host in LOOPBACK_INTERFACES or host.startswith("127.")
 
 
 def check_direct_reachable(config: Config) -> None:

@@ -13,6 +13,7 @@ Statuses:
   stale     status file present, but its process is gone (or its PID now
             belongs to another process), or the file is unreadable, or the
             original's rhl-stop marked it "stale" (it stopped the process)
+  queued    a batch job (`scheduler`) waiting in its scheduler's queue; `detail` is why
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, TypedDict
 
-from . import statefiles
+from . import schedulers, statefiles
 from .clientfile import keeper_log_path
 from .config import DEFAULT_CONNECTION_PERSIST, SSH_HOST_PATTERN, Config
 from .errors import ConfigError, HostError, NotRunningError
@@ -37,7 +38,7 @@ from .service import STOP_TIMEOUT, Service, identity_problem, is_ours
 from .statefiles import ServerState
 from .templates import evaluate_key
 
-ABSENT, STARTING, RUNNING, FAILED, STALE = "absent", "starting", "running", "failed", "stale"
+ABSENT, STARTING, RUNNING, FAILED, STALE, QUEUED = "absent", "starting", "running", "failed", "stale", "queued"
 VERIFIED, NOT_ITS_PORT, UNVERIFIED = "verified", "not the service's", "unverified"
 DEFAULT_TAIL = 50
 FOLLOW_INTERVAL = 0.25
@@ -45,12 +46,24 @@ ALIVE_CHECK_INTERVAL = 1.0
 READ_CHUNK = 64 * 1024
 
 
+class JobEntry(TypedDict):
+    """A batch job as its scheduler describes it (`scheduler` configs)."""
+
+    id: str
+    scheduler: str
+    state: str  # the scheduler's own word: PENDING, RUNNING, COMPLETED, ... (GONE: it no longer knows the job)
+    node: str | None
+    reason: str | None  # why it is queued
+    time_left: str | None
+    start_estimate: str | None
+
+
 class ServiceEntry(TypedDict):
     """One service as its status file and the host's processes describe it (`list`, and `status`)."""
 
     key: str
     host: str
-    status: str  # absent, starting, running, failed or stale
+    status: str  # absent, queued, starting, running, failed or stale
     detail: str | None  # why it is stale
     pid: int | None
     port: int | None
@@ -61,6 +74,7 @@ class ServiceEntry(TypedDict):
     log: str | None
     status_file: str
     meta: dict[str, Any] | None  # the config's `meta`, as the status file keeps it
+    job: JobEntry | None  # a batch job's service; None for a process
 
 
 class ClientSide(TypedDict):
@@ -84,9 +98,13 @@ class StatusResult(ServiceEntry):
     port_listener: str | None
 
 
-class StoppedProcess(TypedDict):
-    pid: int
-    signal: str  # the last one needed: TERM or KILL
+class _Stopped(TypedDict):
+    pid: int | None  # None: a batch job whose service had not started
+    signal: str  # the last one needed: TERM or KILL; CANCEL for a batch job cancelled while queued
+
+
+class StoppedProcess(_Stopped, total=False):
+    job_id: str  # a batch job's (`scheduler` configs)
 
 
 class StopResult(TypedDict):
@@ -108,7 +126,28 @@ class StopResult(TypedDict):
 
 def classify(host: Host, raw: bytes | None,
              status_file: str | None = None) -> tuple[str, ServerState | None, str | None]:
-    """(status, parsed state, why it is stale) of a status file's contents (read from `status_file`)."""
+    """(status, parsed state, why it is stale or queued) of a status file's contents (read from `status_file`)."""
+    status, state, detail, _ = _classify(host, raw, status_file)
+    return status, state, detail
+
+
+def _classify(host: Host, raw: bytes | None, status_file: str | None = None) -> tuple[
+        str, ServerState | None, str | None, schedulers.JobInfo | None]:
+    """classify(), and what the scheduler said about a batch job."""
+    status, state, detail = _classify_process(host, raw, status_file)
+    job = schedulers.job_of(state)
+    if job is None or state is None or status in (FAILED, ABSENT) or state.status == STALE:
+        return status, state, detail, None
+    info = job.query(host)
+    if info.state == schedulers.QUEUED:
+        return QUEUED, state, info.reason, info
+    if info.state == schedulers.RUNNING:
+        return state.status, state, None, info
+    return STALE, state, f"job {job.id} has ended ({info.raw_state.lower()})", info
+
+
+def _classify_process(host: Host, raw: bytes | None,
+                      status_file: str | None) -> tuple[str, ServerState | None, str | None]:
     if raw is None:
         return ABSENT, None, None
     if statefiles.too_large(raw):
@@ -126,6 +165,8 @@ def classify(host: Host, raw: bytes | None,
         if state.start_time is not None and is_ours(host, state, status_file):
             return STALE, state, f"marked stale (rhl-stop), but process {state.pid} still runs"
         return STALE, state, "stopped (marked stale by rhl-stop)"
+    if schedulers.job_of(state) is not None:
+        return state.status, state, None  # _classify asks the scheduler
     problem = identity_problem(host, state, status_file)
     return (state.status, state, None) if problem is None else (STALE, state, problem)
 
@@ -133,8 +174,9 @@ def classify(host: Host, raw: bytes | None,
 def server_entry(host: Host, key: str, status_file: str, raw: bytes | None,
                  default_log: str | None = None) -> ServiceEntry:
     """What the status file of `key` says, checked against the host's processes."""
-    status, state, detail = classify(host, raw, status_file)
+    status, state, detail, info = _classify(host, raw, status_file)
     data = state.data if state else (statefiles.decode(raw) or {})
+    job = schedulers.job_of(state)
     launched_at = data.get("launched_at")
     if isinstance(launched_at, bool) or not isinstance(launched_at, (int, float)):
         launched_at = host.mtime(status_file) if raw is not None else None
@@ -150,11 +192,15 @@ def server_entry(host: Host, key: str, status_file: str, raw: bytes | None,
         "port": state.port if state else None,
         "launched_at": launched_at,
         "age": age,
-        "uptime": age if status in (RUNNING, STARTING) else None,
+        "uptime": age if status in (RUNNING, STARTING, QUEUED) else None,
         "workdir": workdir if isinstance(workdir, str) else None,
         "log": log or default_log,
         "status_file": status_file,
         "meta": data["meta"] if isinstance(data.get("meta"), dict) else None,
+        "job": None if job is None or info is None else {
+            "id": job.id, "scheduler": job.scheduler.name, "state": info.raw_state,
+            "node": info.node or (data["node"] if isinstance(data.get("node"), str) else None),
+            "reason": info.reason, "time_left": info.time_left, "start_estimate": info.start_estimate},
     }
 
 
@@ -236,21 +282,29 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
         before = server_entry(host, key, service.status_file, raw, service.log_file)
         pid = before["pid"]
         refused = before["detail"] if before["status"] == STALE and pid is not None and before["detail"] and \
-            "rhl-stop" not in before["detail"] and host.process_start_time(pid) is not None else None
+            before["job"] is None and "rhl-stop" not in before["detail"] and \
+            host.process_start_time(pid) is not None else None  # a job's PID is on its node, not here
         for _ in range(3):  # a relaunch racing with us rewrites the file: stop that process too
             state = classify(host, raw, service.status_file)[1]
-            if state is None or state.pid is None or any(s["pid"] == state.pid for s in stopped):
+            job = schedulers.job_of(state)
+            if state is None or (state.pid is None and job is None) \
+                    or any((s.get("job_id"), s["pid"]) == (job and job.id, state.pid) for s in stopped):
                 break
             if state.status == STALE and state.start_time is None:
                 break  # rhl-stop stopped that PID already; without a start time, a live one may be another's
-            progress.phase(f"stopping process group {state.pid} on {host.name}")
+            progress.phase(f"cancelling job {job.id} on {host.name}" if job else
+                           f"stopping process group {state.pid} on {host.name}")
             signal_used = service.terminate(state, timeout)
             if signal_used is None:
                 break
-            stopped.append({"pid": state.pid, "signal": signal_used})
+            entry: StoppedProcess = {"pid": state.pid, "signal": signal_used}
+            if job is not None:
+                entry["job_id"] = job.id
+            stopped.append(entry)
             raw = service.read_status()
         stopped += [{"pid": pid, "signal": signal_used} for pid, signal_used in service.stop_unrecorded(timeout)]
-        for path, what in ((service.status_file, "status file"), (service.lock_file, "lock file")):
+        for path, what in ((service.status_file, "status file"), (service.lock_file, "lock file"),
+                           (service.job_file, "job script")):
             present = host.read(path) is not None
             if present or path == service.status_file:  # a dangling symbolic link reads as absent
                 host.remove(path)

@@ -13,6 +13,7 @@ from .manage import (
     ABSENT,
     FAILED,
     NOT_ITS_PORT,
+    QUEUED,
     RUNNING,
     STALE,
     STARTING,
@@ -20,6 +21,7 @@ from .manage import (
     VERIFIED,
     ServiceEntry,
     StatusResult,
+    StoppedProcess,
     StopResult,
 )
 
@@ -45,9 +47,7 @@ def stop_outcome(result: StopResult) -> StopOutcome:
 def stop_message(result: StopResult) -> str:
     """One line: what was stopped and how, or that nothing was running (and what was cleaned up)."""
     if result["processes"]:
-        how = ", ".join(f"pid {s['pid']}" + (" with SIGTERM" if s["signal"] == "TERM" else
-                        f": no exit within {result['timeout']:g} s of SIGTERM, killed with SIGKILL")
-                        for s in result["processes"])
+        how = ", ".join(_stopped(s, result["timeout"]) for s in result["processes"])
         message = f"stopped {result['key']} on {result['host']} ({how})"
     else:
         message = "not running; nothing to stop"
@@ -61,6 +61,14 @@ def stop_message(result: StopResult) -> str:
     if result["keeper_pid"] is not None:
         message += f"; tunnel keeper {result['keeper_pid']} stopped"
     return message
+
+
+def _stopped(process: StoppedProcess, timeout: float) -> str:
+    what = f"job {process['job_id']}" if "job_id" in process else f"pid {process['pid']}"
+    if process["signal"] == "CANCEL":
+        return f"{what}, cancelled while queued"
+    return what + (" with SIGTERM" if process["signal"] == "TERM" else
+                   f": no exit within {timeout:g} s of SIGTERM, killed with SIGKILL")
 
 
 def format_duration(seconds: float | None) -> str:
@@ -81,7 +89,14 @@ def format_status(entry: StatusResult) -> str:
     head = f"{entry['key']} on {entry['host']}: {status_now}"
     if entry["detail"]:
         head += f" ({entry['detail']})"
-    rows = [
+    job = entry["job"]
+    rows: list[tuple[str, object]] = [] if job is None else [
+        ("job", f"{job['id']} ({job['scheduler']}, {job['state'].lower()})"),
+        ("node", job["node"]),
+        *([("reason", job["reason"]), ("est. start", job["start_estimate"])] if status_now == QUEUED else
+          [("time left", job["time_left"])]),
+    ]
+    rows += [
         ("pid", entry["pid"]),
         ("port", entry["port"] if entry["port_listener"] in (None, VERIFIED) else
          f"{entry['port']} ({PORT_LISTENER_NOTES[entry['port_listener']].format(host=entry['host'])})"),
@@ -108,6 +123,7 @@ def format_status(entry: StatusResult) -> str:
         STALE: "clean up with 'remote-http-launcher stop CONFIG', or relaunch with 'remote-http-launcher CONFIG'",
         FAILED: "see why with 'remote-http-launcher logs CONFIG'; relaunch with 'remote-http-launcher CONFIG'",
         STARTING: "wait for it with 'remote-http-launcher CONFIG'",
+        QUEUED: "wait for it with 'remote-http-launcher CONFIG'",
     }.get(status_now)
     if entry["port_listener"] == NOT_ITS_PORT:
         hint = "the service reported a port it does not listen on; stop it ('remote-http-launcher stop CONFIG') " \
@@ -124,12 +140,27 @@ def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[s
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
 
 
+def _list_status(entry: ServiceEntry) -> str:
+    """The STATUS cell: stale ones marked, a queued job with why it waits."""
+    if entry["status"] == STALE:
+        return f"{STALE} !"
+    if entry["status"] == QUEUED and entry["detail"]:
+        return f"{QUEUED} ({entry['detail']})"
+    return entry["status"]
+
+
 def format_list(host_name: str, entries: list[ServiceEntry]) -> str:
     if not entries:
         return f"no services on {host_name}"
-    lines = format_table(("KEY", "STATUS", "PID", "PORT", "AGE"),
-                         [(e["key"], e["status"] + (" !" if e["status"] == STALE else ""), str(e["pid"] or "-"),
-                           str(e["port"] or "-"), format_duration(e["age"])) for e in entries])
+    header: tuple[str, ...] = ("KEY", "STATUS", "PID", "PORT", "AGE")
+    rows: list[tuple[str, ...]] = [(e["key"], _list_status(e),
+                                    str(e["pid"] or "-"), str(e["port"] or "-"), format_duration(e["age"]))
+                                   for e in entries]
+    if any(e["job"] for e in entries):  # batch jobs: which job, on which node
+        header += ("JOB", "NODE")
+        rows = [(*row, *((e["job"]["id"], e["job"]["node"] or "-") if e["job"] else ("-", "-")))
+                for row, e in zip(rows, entries, strict=True)]
+    lines = format_table(header, rows)
     stale = sum(e["status"] == STALE for e in entries)
     if stale:
         lines.append(f"{stale} stale (!): process gone; 'remote-http-launcher stop CONFIG' removes the state")

@@ -198,11 +198,10 @@ fi
 exec sh -c "$rhl_cmd"
 """
 
-LAUNCH = r"""
-set -u
-wd=$1 log=$2 status=$3 cmd=$4 conda_env=$5 prelude=$6 lock=$7 lock_token=$8
-shift 8  # the rest goes to the prelude as it is
-IFS= read -r head || { echo "no status record on stdin" >&2; exit 1; }  # one line: launch_args
+# The first steps of a launch (LAUNCH, and a batch job's submission: schedulers/base.py), with `set -u` and
+# $wd, $log, $status and $conda_env set: the state directory, the workdir (entered), an empty log, and for
+# conda its conda.sh in $conda_sh; $user_umask is the caller's umask, the script's own is then 077.
+PREPARE = r"""
 user_umask=$(umask)
 umask 077
 # Builtins and parameter expansions where they do: every external command is a fork and an exec.
@@ -231,6 +230,14 @@ if [ -n "$conda_env" ]; then
   esac
   [ -d "$env_dir/conda-meta" ] || { echo "conda environment '$conda_env' not found (conda at $base)" >&2; exit 13; }
 fi
+"""
+
+LAUNCH = r"""
+set -u
+wd=$1 log=$2 status=$3 cmd=$4 conda_env=$5 prelude=$6 lock=$7 lock_token=$8
+shift 8  # the rest goes to the prelude as it is
+IFS= read -r head || { echo "no status record on stdin" >&2; exit 1; }  # one line: launch_args
+""" + PREPARE + r"""
 if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=nohup; fi
 # `&` starts the service with SIGINT and SIGQUIT ignored, and sh cannot undo that (`trap -` does not);
 # GNU env can: the service gets them at their defaults, as a service the original launches does.

@@ -18,6 +18,7 @@ from .statefiles import ServerState
 if TYPE_CHECKING:
     from .config import Config
     from .hosts import Host
+    from .schedulers import Job
 
 STOP_TIMEOUT = 10.0
 SETTLE_TIME = 1.0  # seconds an unparsable status file is re-read before it counts as corrupt
@@ -45,6 +46,11 @@ class Service(NamedTuple):
     @property
     def lock_file(self) -> str:
         return f"{self.host.state_dir}/{self.key}.lock"
+
+    @property
+    def job_file(self) -> str:
+        """A batch job's script, as submitted (schedulers/base.py)."""
+        return f"{self.host.state_dir}/{self.key}.job"
 
     def read_status(self) -> bytes | None:
         """The status file's bytes. One that is not a JSON object is read again for up to SETTLE_TIME:
@@ -96,8 +102,17 @@ class Service(NamedTuple):
     def terminate(self, state: ServerState, timeout: float = STOP_TIMEOUT) -> str | None:
         return terminate(self.host, state, timeout, self.status_file)
 
+    def node(self, state: ServerState) -> str | None:
+        """The compute node a batch job's service runs on (as the job recorded it); None for a process."""
+        node = state.data.get("node")
+        return node if isinstance(node, str) and node and job_of(state) else None
+
     def server_interface(self, state: ServerState) -> str:
-        """The address the service listens on, as seen from its host (a wildcard becomes loopback)."""
+        """The address the service listens on, as seen from its host (a wildcard becomes loopback;
+        a batch job's service is reached at its node from the login node)."""
+        node = self.node(state)
+        if node is not None:
+            return node
         interface = state.data.get("network_interface")
         if not isinstance(interface, str) or not interface:
             interface = self.config.network_interface
@@ -131,8 +146,14 @@ def identity_problem(host: Host, state: ServerState, status_file: str | None = N
     not younger than the file `status_file` (its start may trail the file's write
     by LEGACY_START_SLACK): a PID reused by another program of the same user
     fails one or the other. Without `status_file` (a liveness check that signals
-    nothing), the command line alone decides.
+    nothing), the command line alone decides. A batch job is the service's
+    while its scheduler has it queued or running.
     """
+    job = job_of(state)
+    if job is not None:
+        from .schedulers import ENDED
+
+        return f"job {job.id} has ended" if job.query(host).state == ENDED else None
     if state.pid is None:
         return "the status file names no process"
     current = host.process_start_time(state.pid)
@@ -182,7 +203,12 @@ def terminate(host: Host, state: ServerState, timeout: float = STOP_TIMEOUT,
 
     Returns the last signal needed ("TERM" or "KILL"), or None when the
     process was not ours (gone, or its PID reused): then nothing is signalled.
+    A batch job gets the same through its scheduler; one still queued is
+    cancelled ("CANCEL").
     """
+    job = job_of(state)
+    if job is not None:
+        return _cancel_job(host, job, timeout)
     if not is_ours(host, state, status_file):
         return None
     assert state.pid is not None
@@ -201,6 +227,43 @@ def terminate(host: Host, state: ServerState, timeout: float = STOP_TIMEOUT,
         # The leader is gone, so its group can only hold its own children: no PID reuse possible.
         host.run_script(scripts.KILL_GROUP, [str(pid)])
     wait_gone(group_alive, KILL_WAIT, host.poll_interval)
+    return "KILL"
+
+
+def ended(state: ServerState) -> str:
+    """How a watchdog says the service is gone: its batch job ended, or its process exited."""
+    job = job_of(state)
+    return f"job {job.id} has ended" if job is not None else f"service process {state.pid} has exited"
+
+
+def job_of(state: ServerState) -> Job | None:
+    """The batch job a record names (schedulers.job_of); a process's record needs no scheduler module,
+    which keeps them off the warm path."""
+    if "job_id" not in state.data:
+        return None
+    from . import schedulers
+
+    return schedulers.job_of(state)
+
+
+def _cancel_job(host: Host, job: Job, timeout: float) -> str | None:
+    from .schedulers import ENDED, QUEUED
+
+    info = job.query(host)
+    if info.state == ENDED:
+        return None
+    if info.state == QUEUED:
+        job.cancel(host)
+        return "CANCEL"
+
+    def alive() -> bool:
+        return job.query(host).state != ENDED
+
+    job.cancel(host, "TERM")
+    if wait_gone(alive, timeout, host.poll_interval):
+        return "TERM"
+    job.cancel(host)
+    wait_gone(alive, KILL_WAIT, host.poll_interval)
     return "KILL"
 
 

@@ -28,6 +28,7 @@ from remote_http_launcher.config import (
     IPV6_PATTERN,
     Config,
     Handshake,
+    Scheduler,
     load_config,
     parse_config,
     parse_yaml,
@@ -211,6 +212,17 @@ def test_defaults() -> None:
     assert config.raw["startup_timeout"] == 60
 
 
+def test_scheduler_fields_and_defaults() -> None:
+    assert minimal().scheduler is None
+    config = minimal(scheduler={"type": "slurm"})
+    assert config.scheduler == Scheduler("slurm", (), 600.0)
+    assert config.network_interface == "0.0.0.0"  # reachable from the login node
+    given = minimal(scheduler={"type": "slurm", "options": ["--time=1:00:00", "--comment=two words"],
+                               "queue_timeout": 30}, network_interface="::")
+    assert given.scheduler == Scheduler("slurm", ("--time=1:00:00", "--comment=two words"), 30.0)
+    assert given.network_interface == "::"
+
+
 def test_default_network_interface_is_visible_to_templates() -> None:
     config = minimal(key="svc-{network_interface}-{config['network_interface']}")
     assert evaluate_key(config) == "svc-localhost-localhost"
@@ -293,6 +305,12 @@ def test_ssh_target() -> None:
      "file_parameters.a[1]: nan is not a JSON number; use a finite number, or quote it"),
     ({"handshake": {"parameters": []}},
      "handshake.parameters: must be a mapping of query parameters (name: value), got a list"),
+    ({"scheduler": {"type": "slurm", "options": ["-p short"]}},
+     "scheduler.options: a string ('-p short') is not one '--flag' or '--flag=value' word; write e.g. "
+     "'--partition=short', not '-p short' or '--partition short'"),
+    ({"scheduler": {"type": "slurm"}, "network_interface": "localhost"},
+     "network_interface: localhost is not reachable from the login node, where a batch job's service is reached; "
+     "use 0.0.0.0 (the default with 'scheduler')"),
 ])
 def test_messages_say_what_to_do(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:

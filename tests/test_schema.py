@@ -66,6 +66,15 @@ def test_schema_limits_and_defaults_are_the_runtime_ones() -> None:
     assert properties["tunnel"]["default"] is False
     assert properties["startup_timeout"]["default"] == config_module.DEFAULT_STARTUP_TIMEOUT
     assert properties["watchdog_interval"]["default"] == config_module.DEFAULT_WATCHDOG_INTERVAL
+    scheduler = properties["scheduler"]["properties"]
+    assert scheduler["type"]["enum"] == list(config_module.SCHEDULER_TYPES)
+    assert scheduler["options"]["items"]["pattern"] == config_module.SCHEDULER_OPTION_PATTERN
+    assert scheduler["options"]["maxItems"] == config_module.MAX_SCHEDULER_OPTIONS
+    assert scheduler["queue_timeout"]["default"] == config_module.DEFAULT_QUEUE_TIMEOUT
+    [loopback] = [rule["then"] for rule in SCHEMA["allOf"] if "scheduler" in rule["if"]["properties"]]
+    names, addresses = loopback["properties"]["network_interface"]["not"]["anyOf"]
+    assert names["enum"] == list(config_module.LOOPBACK_INTERFACES)
+    assert addresses["pattern"] == "^" + config_module.LOOPBACK_PREFIX.replace(".", "[.]")
     for name, spec in properties.items():
         assert spec.get("description"), name
 

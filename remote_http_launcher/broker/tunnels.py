@@ -144,7 +144,7 @@ class Tunnels:
             kept.tunnel.transport = transport
 
     def _watch(self, kept: Kept, state: ServerState) -> None:
-        from ..service import is_ours
+        from ..service import ended, is_ours
 
         while not kept.done.wait(kept.config.watchdog_interval):
             try:
@@ -157,7 +157,7 @@ class Tunnels:
                 with self._lock:
                     if self.by_key.get(kept.key) is kept:
                         del self.by_key[kept.key]
-                self._end(kept, f"service process {state.pid} has exited")
+                self._end(kept, ended(state))
                 return
 
     def _end(self, kept: Kept, why: str) -> None:

@@ -1,7 +1,7 @@
 """The keeper's watchdog: is the service still there, and is the SSH link still up?
 
-Every `watchdog_interval` seconds it checks the service's PID and start time on
-the server over the keeper's own connection; SSH keep-alives at the same
+Every `watchdog_interval` seconds it checks the service's PID and start time (a
+batch job: the job, with its scheduler) on the server over the keeper's own connection; SSH keep-alives at the same
 interval keep idle links (and NAT mappings) alive. A check that hangs (a link
 that died silently) is cut off by closing the transport. A lost link is
 re-established without prompts, with backoff, for RECONNECT_INTERVALS
@@ -17,7 +17,7 @@ import time
 from ..config import Config
 from ..errors import AuthenticationError, HostError, HostKeyError
 from ..hosts.ssh import SSHHost
-from ..service import is_ours
+from ..service import ended, is_ours
 from ..statefiles import ServerState
 from .tunnel import Tunnel
 
@@ -51,7 +51,7 @@ class Watchdog:
                     return f"link to {self.config.ssh_target} lost and not restored within {self._budget():.0f} s"
                 continue
             if not alive:
-                return f"service process {self.state.pid} on {self.host.name} has exited"
+                return f"{ended(self.state)} ({self.host.name})"
 
     def _service_alive(self) -> bool:
         transport = self.host.transport

@@ -1,0 +1,45 @@
+"""Batch schedulers: a service can run as a job on a compute node, reached through the login node.
+
+The launcher's state machine knows a job only through `Job` (which scheduler,
+which id) and the neutral states of `base`; everything a particular scheduler
+says or needs (its commands, its states, which pending reasons can never clear)
+is in its own module. A status file names its scheduler and job id, so
+`job_of` tells a job's record from a process's.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import (
+    ENDED,
+    EXIT_SUBMIT,
+    QUEUED,
+    RUNNING,
+    SUBMIT,
+    Job,
+    JobInfo,
+    Scheduler,
+    job_script,
+    submit_args,
+    submit_input,
+)
+from .slurm import Slurm
+
+if TYPE_CHECKING:
+    from ..statefiles import ServerState
+
+SCHEDULERS: dict[str, Scheduler] = {"slurm": Slurm()}
+
+__all__ = ["ENDED", "EXIT_SUBMIT", "QUEUED", "RUNNING", "SCHEDULERS", "SUBMIT", "Job", "JobInfo", "Scheduler",
+           "job_of", "job_script", "submit_args", "submit_input"]
+
+
+def job_of(state: ServerState | None) -> Job | None:
+    """The batch job a status record names, or None for a record of a plain process."""
+    if state is None:
+        return None
+    scheduler, job_id = SCHEDULERS.get(str(state.data.get("scheduler"))), state.data.get("job_id")
+    if scheduler is None or not isinstance(job_id, str) or not job_id:
+        return None
+    return Job(scheduler, job_id)

@@ -1,0 +1,251 @@
+"""Services as SLURM jobs on a real test cluster (tests/slurm.py), reached through the login node.
+
+The launcher logs in to the login node (the test sshd) as usual; the service
+runs as a batch job on a compute node that only the login node can reach, so
+every check, handshake and tunnel has to go through it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from remote_http_launcher.keeper.stop import stop_keeper
+from tests.conftest import cli
+from tests.remote import keeper_processes
+from tests.slurm import NODE_CPUS
+from tests.ssh_client import ALIAS, REMOTE_STATE, remote_state
+
+if TYPE_CHECKING:
+    from tests.remote import RemoteConfig
+    from tests.slurm import SlurmCluster
+    from tests.sshd import SSHServer
+
+WATCHDOG = 1  # seconds: the keeper checks the job this often
+
+
+@pytest.fixture
+def job_config(slurm: SlurmCluster, keyed_server: SSHServer, remote_config: RemoteConfig,
+               tmp_path: Path) -> Callable[..., Path]:
+    """`job_config(tunnel=True, options=[...], queue_timeout=None, **fields)`: a config file of the demo
+    service as a SLURM job, logging in to the cluster's login node."""
+
+    def write(*, tunnel: bool = True, options: list[str] | None = None, queue_timeout: float | None = None,
+              name: str = "job.yaml", **fields: Any) -> Path:
+        scheduler: dict[str, Any] = {"type": "slurm", "options": options or []}
+        if queue_timeout is not None:
+            scheduler["queue_timeout"] = queue_timeout
+        config = remote_config(keyed_server, tunnel=tunnel, network_interface="0.0.0.0", scheduler=scheduler,
+                               watchdog_interval=WATCHDOG, **fields)
+        path = tmp_path / name
+        path.write_text(json.dumps(config))
+        return path
+
+    return write
+
+
+def up(config: Path, *args: str) -> dict[str, Any]:
+    result = cli(config, "--json", *args, timeout=120)
+    assert result.returncode == 0, result.stderr
+    payload: dict[str, Any] = json.loads(result.stdout)
+    return payload
+
+
+def get(port: int, path: str = "/healthcheck") -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return int(response.status)
+
+
+def key_of(config: Path) -> str:
+    return str(json.loads(config.read_text())["key"])
+
+
+def test_launch_on_a_compute_node_through_the_login_node(slurm: SlurmCluster, job_config: Callable[..., Path],
+                                                         keyed_server: SSHServer) -> None:
+    config = job_config()
+    payload = up(config)
+    key = key_of(config)
+    state = remote_state(keyed_server, key)
+    assert state is not None and state["status"] == "running"
+    assert state["node"] in slurm.nodes, state  # the job's own hostname, recorded by the job script
+    jobs = slurm.jobs()
+    assert jobs == [(state["job_id"], "RUNNING", key)]
+    assert payload["tunneled-network-interface"] == state["node"]
+    assert get(payload["port"]) == 200  # through the tunnel: this machine cannot reach the node itself
+    assert slurm.run(f"cat {REMOTE_STATE}/{key}.log").count("demo service listening") == 1
+
+    status = cli("status", config, "--json")
+    assert status.returncode == 0, status.stderr
+    entry = json.loads(status.stdout)
+    assert entry["status"] == "running"
+    assert entry["job"]["id"] == state["job_id"] and entry["job"]["node"] == state["node"]
+    assert entry["job"]["time_left"]  # UNLIMITED on the test partition
+
+    # The keeper is gone (the client file with it): the next `up` finds the job and reuses it.
+    assert stop_keeper(key, None, timeout=5) is not None
+    again = up(config)
+    assert slurm.jobs() == jobs  # no second job
+    assert get(again["port"]) == 200
+
+    stopped = cli("stop", config)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"job {state['job_id']}" in stopped.stdout
+    assert slurm.jobs() == []
+    assert remote_state(keyed_server, key) is None
+    assert slurm.run(f"ls {REMOTE_STATE}").split() == []  # status file, job script and log are gone
+    assert keeper_processes(key) == []
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_job_cancelled_from_outside_is_noticed_and_the_next_up_resubmits(
+        slurm: SlurmCluster, job_config: Callable[..., Path], keyed_server: SSHServer, rhl_dir: Path) -> None:
+    config = job_config()
+    payload = up(config)
+    key = key_of(config)
+    [(first_job, _, _)] = slurm.jobs()
+    client_file = rhl_dir / "client" / f"{key}.json"
+    assert client_file.exists()
+    slurm.run(f"scancel {first_job}")
+    # The tunnel's keeper (a keeper process, or the host's connection broker) notices, closes it, removes the file.
+    wait_for(lambda: not client_file.exists(), 5 * WATCHDOG + 10, "the keeper to notice the job ended")
+    assert f"job {first_job} has ended" in Path(payload["keeper_log"]).read_text()
+    status = cli("status", config, "--json")
+    assert status.returncode == 3 and json.loads(status.stdout)["status"] == "stale"
+
+    again = up(config)
+    [(second_job, state, _)] = slurm.jobs()
+    assert second_job != first_job and state == "RUNNING"
+    assert get(again["port"]) == 200
+
+
+def test_queued_job_shows_its_reason_then_up_gives_up_and_cancels_it(
+        slurm: SlurmCluster, job_config: Callable[..., Path], tmp_path: Path) -> None:
+    blockers = slurm.fill()
+    config = job_config(queue_timeout=6, options=[f"--cpus-per-task={NODE_CPUS}"])
+    key = key_of(config)
+    waiting = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", str(config), "--log-level", "basic"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        wait_for(lambda: any(name == key for _, _, name in slurm.jobs()), 30, "the job to be submitted")
+        [(job, state, _)] = [entry for entry in slurm.jobs() if entry[2] == key]
+        assert state == "PENDING"
+        entries: list[dict[str, Any]] = []
+
+        def queued_with_reason() -> bool:  # SLURM gives a reason once its scheduler has looked at the job
+            status = cli("status", config, "--json")
+            assert status.returncode == 3, status.stderr
+            entries.append(json.loads(status.stdout))
+            return entries[-1]["detail"] is not None
+
+        wait_for(queued_with_reason, 5, "a pending reason")
+        entry = entries[-1]
+        assert entry["status"] == "queued" and entry["job"]["id"] == job
+        assert entry["detail"] in ("Resources", "Priority")
+        text = cli("status", config).stdout
+        assert "queued (Resources)" in text or "queued (Priority)" in text
+        listed = cli("list", "--host", ALIAS)
+        assert listed.returncode == 0, listed.stderr
+        assert any(line.startswith(key) and f"queued ({entry['detail']})" in line and job in line
+                   for line in listed.stdout.splitlines()), listed.stdout
+        _, stderr = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 1
+    assert f"job {job} queued: " in stderr  # the progress shows the reason while it waits
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {key}: job {job} queued: ") and "for more than 6 s (cancelled the job)" in last
+    assert [entry[0] for entry in slurm.jobs()] == blockers  # ours is cancelled; the blockers still run
+
+
+def test_a_reason_that_never_clears_fails_at_once(slurm: SlurmCluster, job_config: Callable[..., Path]) -> None:
+    config = job_config(options=["--time=2-00:00:00"])  # more than the partition allows
+    result = cli(config, timeout=60)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.search(r"queued: Partition(Config|TimeLimit), which waiting cannot clear \(cancelled the job\); "
+                     "fix scheduler.options$", last), last
+    assert slurm.jobs() == []
+
+
+def test_an_invalid_partition_fails_at_once_with_sbatchs_message(slurm: SlurmCluster,
+                                                                  job_config: Callable[..., Path],
+                                                                  keyed_server: SSHServer) -> None:
+    config = job_config(options=["--partition=nosuchpartition"])
+    result = cli(config, timeout=60)
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {key_of(config)}: submit on ") and "invalid partition" in line.lower(), line
+    assert slurm.jobs() == []
+    assert remote_state(keyed_server, key_of(config)) is None
+
+
+def test_ten_racing_ups_submit_one_job_and_a_second_key_gets_its_own(
+        slurm: SlurmCluster, job_config: Callable[..., Path]) -> None:
+    config = job_config()
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        payloads = list(pool.map(lambda _: up(config), range(10)))
+    assert len({payload["port"] for payload in payloads}) == 1
+    jobs = slurm.jobs()
+    assert len(jobs) == 1 and jobs[0][1] == "RUNNING"
+
+    other = job_config(key=f"{key_of(config)}-2", name="other.yaml")
+    up(other)
+    assert sorted(name for _, _, name in slurm.jobs()) == sorted([key_of(config), key_of(other)])
+
+
+def test_direct_mode_names_the_node_and_logs_come_from_the_job(
+        slurm: SlurmCluster, job_config: Callable[..., Path], keyed_server: SSHServer) -> None:
+    config = job_config(tunnel=False, workdir="~/rhl-work/job dir/it's $HOME")  # quoted all the way to the node
+    payload = up(config)
+    state = remote_state(keyed_server, key_of(config))
+    assert state is not None
+    assert state["workdir"] == f"{keyed_server.home}/rhl-work/job dir/it's $HOME"
+    assert slurm.run(f"cat {REMOTE_STATE}/{key_of(config)}.log").startswith(
+        f"demo service starting, pid {state['pid']}")  # the job's process is the service (exec)
+    assert payload["hostname"] == state["node"] and payload["port"] == state["port"]
+    node_answer = slurm.run(f"python3 -c \"import urllib.request as u; "
+                            f"print(u.urlopen('http://{payload['hostname']}:{payload['port']}/healthcheck').status)\"")
+    assert node_answer.strip() == "200"  # clients inside the cluster reach it by that name
+    logs = cli("logs", config, "--tail", "5")
+    assert logs.returncode == 0 and "demo service listening" in logs.stdout
+    stopped = cli("stop", config)
+    assert stopped.returncode == 0 and f"job {state['job_id']} with SIGTERM" in stopped.stdout
+    assert slurm.jobs() == []
+
+
+def test_stop_cancels_a_queued_job_and_the_waiting_up_fails(slurm: SlurmCluster,
+                                                             job_config: Callable[..., Path]) -> None:
+    slurm.fill()
+    config = job_config(options=[f"--cpus-per-task={NODE_CPUS}"])
+    key = key_of(config)
+    waiting = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        wait_for(lambda: any(name == key for _, _, name in slurm.jobs()), 30, "the job to be submitted")
+        [job] = [job for job, _, name in slurm.jobs() if name == key]
+        stopped = cli("stop", config)
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"(job {job}, cancelled while queued)" in stopped.stdout
+        _, stderr = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 1
+    assert key not in [name for _, _, name in slurm.jobs()]
+    assert stderr.strip().splitlines()[-1].startswith(f"error: {key}: ")
+
