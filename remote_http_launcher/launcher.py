@@ -147,8 +147,8 @@ class Launcher:
     def _listener_problem(self, service: Service, state: ServerState, port: int) -> str | None:
         """Without a handshake, any listener would pass the check (sshd's port 22 too): the service's own
         process group must hold it. A host that cannot tell (no /proc) leaves the port unverified, which
-        `status` says."""
-        if self.config.handshake is not None or state.pid is None:
+        `status` says. Neither can a login node for a batch job's node (its processes are not there)."""
+        if self.config.handshake is not None or state.pid is None or job_of(state) is not None:
             return None
         if service.host.listens(state.pid, port) is False:
             return f"port {port} on {service.host.name} is not the service's (another process listens there)"

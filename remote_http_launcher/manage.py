@@ -252,6 +252,8 @@ def port_listener(host: Host, entry: ServiceEntry) -> str | None:
     """Who listens on a running service's port (see StatusResult); None when it is not running."""
     if entry["status"] != RUNNING or entry["pid"] is None or entry["port"] is None:
         return None
+    if entry["job"] is not None:
+        return UNVERIFIED  # its processes are on the job's node, not on the login node
     listens = host.listens(entry["pid"], entry["port"])
     return UNVERIFIED if listens is None else VERIFIED if listens else NOT_ITS_PORT
 

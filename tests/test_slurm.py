@@ -249,3 +249,13 @@ def test_stop_cancels_a_queued_job_and_the_waiting_up_fails(slurm: SlurmCluster,
     assert key not in [name for _, _, name in slurm.jobs()]
     assert stderr.strip().splitlines()[-1].startswith(f"error: {key}: ")
 
+
+def test_without_a_handshake_the_port_is_checked_from_the_login_node_and_left_unverified(
+        slurm: SlurmCluster, job_config: Callable[..., Path]) -> None:
+    config = job_config(handshake=None)  # the login node sees neither the node's processes nor its sockets
+    payload = up(config)
+    assert get(payload["port"]) == 200
+    status = cli("status", config, "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["port_listener"] == "unverified"
+    assert len(slurm.jobs()) == 1
