@@ -216,6 +216,22 @@ def test_proxycommand_end_of_output_reads_empty() -> None:
     stream.close()
 
 
+def test_proxycommand_stream_closes_under_a_running_transport() -> None:
+    """paramiko's Transport.close() polls the socket's `_closed` while its thread still runs."""
+    import threading
+
+    import paramiko
+
+    stream = CommandSocket("sleep 30")  # never answers: the transport's thread waits for a banner
+    transport = paramiko.Transport(stream)  # type: ignore[arg-type]
+    transport.start_client(event=threading.Event())  # returns at once, its thread running
+    assert transport.is_alive()
+    transport.close()
+    assert stream._closed and stream.process.poll() is not None
+    transport.join(5)
+    assert not transport.is_alive()
+
+
 # ---------------------------------------------------------------- agents and names
 
 def test_identityagent_pipe_on_windows(on_windows: None, mocker: MockerFixture, tmp_path: Path) -> None:

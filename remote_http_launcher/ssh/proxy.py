@@ -70,6 +70,11 @@ class CommandSocket:
             raise OSError(f"ProxyCommand ended ({exc})") from None
         return len(data)
 
+    @property
+    def _closed(self) -> bool:
+        """A socket's private flag, which paramiko's Transport.stop_thread polls on whatever it was given."""
+        return self.closed
+
     def settimeout(self, timeout: float | None) -> None:
         self.timeout = timeout
 
