@@ -1,7 +1,7 @@
 """SSH metrics over a real OpenSSH server (tests/sshd.py), on loopback and behind a delaying proxy.
 
 The server runs in its own network namespace; the client reaches it through
-`DelayProxy` on 127.0.0.1 (~/.ssh/config's HostName/Port point there, and
+`LinkProxy` on 127.0.0.1 (~/.ssh/config's HostName/Port point there, and
 HostKeyAlias keeps the real server's known_hosts entry). In direct mode the
 service binds a fixed port in the namespace and a second proxy on the same
 port of 127.0.0.1 carries the client's own handshake, so every round trip of
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.linkproxy import LinkProxy
 from tests.ssh_client import stop_services_script
 
 from .common import (
@@ -36,7 +37,6 @@ from .common import (
     reference,
     timed_run,
 )
-from .delayproxy import DelayProxy
 
 RECONNECT_TARGET = 1.0
 COLD_TARGET = 1.3
@@ -59,8 +59,8 @@ class Link:
 
     rtt: float
     alias: str
-    ssh_proxy: DelayProxy
-    http_proxy: DelayProxy | None
+    ssh_proxy: LinkProxy
+    http_proxy: LinkProxy | None
     service_port: int  # fixed in direct mode (the HTTP proxy listens on the same port), else 0
 
     @property
@@ -110,7 +110,7 @@ class SSHSetup:
 
     def _make_link(self, rtt: float) -> Link:
         server = self.server
-        proxy = DelayProxy((server.host, server.port), rtt).start()
+        proxy = LinkProxy((server.host, server.port), rtt).start()
         CLEANUP.push("ssh proxy", proxy.close)
         alias = f"bench{len(self.links)}"
         server.write_ssh_config(self.client_home, alias, extra={
@@ -121,7 +121,7 @@ class SSHSetup:
             for _ in range(20):
                 port = _free_port()
                 try:
-                    http_proxy = DelayProxy((server.host, port), rtt, listen=("127.0.0.1", port)).start()
+                    http_proxy = LinkProxy((server.host, port), rtt, listen=("127.0.0.1", port)).start()
                     break
                 except OSError:
                     continue

@@ -1,4 +1,13 @@
-"""A TCP proxy that adds latency, and counts the round trips the client waits for.
+"""A TCP proxy that adds latency, counts the round trips the client waits for, and can freeze the link.
+
+The benchmarks use it for a slow link (`rtt`), the fault tests for a silent
+one: `freeze()` stops forwarding in both directions without closing either
+side (what a dropped VPN or a sleeping Wi-Fi looks like to both ends: no
+FIN, no RST, just silence; new connections are accepted but not forwarded),
+and `thaw()` delivers what was held back and forwards again.
+`freeze_after_greeting()` lets each new connection carry the server's first
+bytes (an SSH server's greeting) and then freezes it: a link that dies during
+the key exchange.
 
 Each chunk is delivered `one_way` seconds after it was read, in order, in
 both directions, so the link has a round-trip time of 2 * one_way. A new
@@ -40,7 +49,7 @@ class Counters:
         return self.connections, self.turns
 
 
-class DelayProxy:
+class LinkProxy:
     def __init__(self, target: tuple[str, int], rtt: float = 0.0, listen: tuple[str, int] = ("127.0.0.1", 0)) -> None:
         self.target = target
         self.rtt = rtt
@@ -51,9 +60,12 @@ class DelayProxy:
         self.thread: threading.Thread | None = None
         self.port = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._links: set[asyncio.Event] = set()  # one per connection, set while it forwards (proxy loop only)
+        self._frozen = False  # new connections start frozen
+        self._greeting_only = False  # new connections freeze after the server's first chunk
 
     # ---- control, from any thread ----
-    def start(self) -> DelayProxy:
+    def start(self) -> LinkProxy:
         ready = threading.Event()
         error: list[BaseException] = []
 
@@ -71,12 +83,38 @@ class DelayProxy:
             self.loop.run_forever()
             self.loop.close()
 
-        self.thread = threading.Thread(target=main, name=f"delayproxy-{self.target}", daemon=True)
+        self.thread = threading.Thread(target=main, name=f"linkproxy-{self.target}", daemon=True)
         self.thread.start()
         ready.wait(10)
         if error:
             raise error[0]
         return self
+
+    def freeze(self) -> None:
+        """Stop forwarding, both ways, on every connection and on new ones, without closing anything."""
+        self._call(frozen=True, greeting_only=False, flowing=False)
+
+    def freeze_after_greeting(self) -> None:
+        """New connections carry the server's first chunk, then freeze; current ones stay as they are."""
+        self._call(frozen=False, greeting_only=True, flowing=None)
+
+    def thaw(self) -> None:
+        """Forward again, everywhere (what arrived meanwhile first)."""
+        self._call(frozen=False, greeting_only=False, flowing=True)
+
+    def _call(self, *, frozen: bool, greeting_only: bool, flowing: bool | None) -> None:
+        """Change the mode on the proxy's loop; returns once in effect."""
+        assert self.loop is not None, "start() the proxy first"
+
+        async def apply() -> None:
+            self._frozen, self._greeting_only = frozen, greeting_only
+            for link in self._links if flowing is not None else ():
+                if flowing:
+                    link.set()
+                else:
+                    link.clear()
+
+        asyncio.run_coroutine_threadsafe(apply(), self.loop).result(5)
 
     def reset(self) -> None:
         self.counters = Counters()
@@ -101,7 +139,7 @@ class DelayProxy:
         if self.thread is not None:
             self.thread.join(5)
 
-    def __enter__(self) -> DelayProxy:
+    def __enter__(self) -> LinkProxy:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -118,10 +156,16 @@ class DelayProxy:
         counters.per_connection.append(1)
         state = {"received": True}  # the client's first send waits for an answer too
         _nodelay(writer)
+        flowing = asyncio.Event()
+        if not self._frozen:
+            flowing.set()
+        self._links.add(flowing)
+        greeting_only = self._greeting_only
         try:
             up_queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
             reading_up = asyncio.ensure_future(self._read(reader, up_queue, counters, index, state, up=True))
             await asyncio.sleep(self.rtt * 1.5)
+            await flowing.wait()
             try:
                 up_reader, up_writer = await asyncio.open_connection(*self.target)
             except OSError:
@@ -130,9 +174,9 @@ class DelayProxy:
             _nodelay(up_writer)
             down_queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
             jobs = [reading_up,
-                    asyncio.ensure_future(self._deliver(up_queue, up_writer)),
+                    asyncio.ensure_future(self._deliver(up_queue, up_writer, flowing)),
                     asyncio.ensure_future(self._read(up_reader, down_queue, counters, index, state, up=False)),
-                    asyncio.ensure_future(self._deliver(down_queue, writer, state))]
+                    asyncio.ensure_future(self._deliver(down_queue, writer, flowing, state, greeting_only))]
             try:
                 # Done when both directions have delivered their EOF.
                 await asyncio.gather(jobs[1], jobs[3])
@@ -145,6 +189,7 @@ class DelayProxy:
         finally:
             writer.close()
             self._tasks.discard(task)
+            self._links.discard(flowing)
 
     async def _read(self, reader: asyncio.StreamReader, queue: asyncio.Queue[tuple[float, bytes]],
                     counters: Counters, index: int, state: dict[str, bool], *, up: bool) -> None:
@@ -171,13 +216,16 @@ class DelayProxy:
 
     @staticmethod
     async def _deliver(queue: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter,
-                       state: dict[str, bool] | None = None) -> None:
-        """Write each chunk when due; `state` (server→client only) notes that the client got an answer."""
+                       flowing: asyncio.Event, state: dict[str, bool] | None = None,
+                       greeting_only: bool = False) -> None:
+        """Write each chunk when due and `flowing`; `state` (server→client only) notes that the client got an
+        answer; `greeting_only` freezes the connection after the first chunk."""
         while True:
             due, data = await queue.get()
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            await flowing.wait()
             if not data:
                 try:
                     if writer.can_write_eof():
@@ -189,6 +237,8 @@ class DelayProxy:
             await writer.drain()
             if state is not None:
                 state["received"] = True
+            if greeting_only:
+                flowing.clear()
 
 
 def _nodelay(writer: asyncio.StreamWriter) -> None:
