@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -168,19 +169,25 @@ class Launcher:
                 state = self._record_of_running_copy(service)
             if state is not None and state != seen and state.status in ("starting", "running") \
                     and service.is_ours(state):
-                return self._monitor(service, state, launched=False)
-            if lock.found_file:
-                # A record was there but names no process of ours that runs: whatever an earlier launch of
-                # this key left running (found by its environment) goes first, so the launch is the only copy.
-                for pid, _signal in service.stop_unrecorded():
-                    self.progress.phase(f"stopped process {pid} of {self.key}, which no valid record names")
-                service.host.remove(service.status_file)  # the old record must not pass for the new one
-            self.progress.phase(f"launching service on {service.host.name}")
-            state = self._start_service(service, lock)
-            self.progress.phase("waiting for the service to report its port")
-            return self._monitor(service, state, launched=True, lock=lock)
-        finally:
-            lock.release()
+                state = self._monitor(service, state, launched=False)
+            else:
+                if lock.found_file:
+                    # A record was there but names no process of ours that runs: whatever an earlier launch of
+                    # this key left running (found by its environment) goes first, so the launch is the only copy.
+                    for pid, _signal in service.stop_unrecorded():
+                        self.progress.phase(f"stopped process {pid} of {self.key}, which no valid record names")
+                    service.host.remove(service.status_file)  # the old record must not pass for the new one
+                self.progress.phase(f"launching service on {service.host.name}")
+                state = self._start_service(service, lock)
+                self.progress.phase("waiting for the service to report its port")
+                state = self._monitor(service, state, launched=True, lock=lock)
+        except BaseException:
+            # Releasing fails too when the connection is gone; what went wrong first is the error to report.
+            with suppress(LauncherError):
+                lock.release()
+            raise
+        lock.release()
+        return state
 
     def _record_of_running_copy(self, service: Service) -> ServerState | None:
         """The status file does not parse even when read again. If processes a launch of this key started

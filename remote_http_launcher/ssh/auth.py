@@ -11,7 +11,9 @@ each round: a password, then a one-time code) goes to one prompt function
 from __future__ import annotations
 
 import base64
+import math
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,6 +29,48 @@ MAX_AUTH_STEPS = 5  # partial successes (2-factor) before we give up
 PASSWORD_PROMPTS = 3  # OpenSSH's NumberOfPasswordPrompts
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 DEFAULT_METHODS = ("publickey", "keyboard-interactive", "password")
+#: Seconds the server may stay silent while we wait for its answer to a login step, unless ServerAliveInterval
+#: says otherwise: paramiko's own auth_timeout. Generous: a server may wait for a push-notification approval.
+LOGIN_REPLY_TIMEOUT = 30.0
+
+
+class SilenceWatch:
+    """Closes the transport when the server stays silent for `limit` seconds while we wait for its answer.
+
+    paramiko's auth_timeout counts the time a person takes to answer a question
+    as the server's, and its expiry looks like a refusal; this watch is paused
+    while a question is asked, and `fired` says the server stopped answering.
+    """
+
+    def __init__(self, transport: paramiko.Transport, limit: float) -> None:
+        self.transport = transport
+        self.limit = limit
+        self.fired = False
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def waiting(self) -> None:
+        """(Re)start the count: we now wait for the server."""
+        with self._lock:
+            self._cancel()
+            self._timer = threading.Timer(self.limit, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def idle(self) -> bool:
+        """Stop the count (we ask a question, or got the answer); whether it was running."""
+        with self._lock:
+            return self._cancel()
+
+    def _cancel(self) -> bool:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        return timer is not None
+
+    def _fire(self) -> None:
+        self.fired = True
+        self.transport.close()
 
 
 @dataclass
@@ -49,6 +93,13 @@ class Authenticator:
     unanswered: BaseException | None = None  # why a question asked on paramiko's thread got no answer
 
     agent: paramiko.Agent | None = None
+    watch: SilenceWatch = field(init=False)
+
+    def __post_init__(self) -> None:
+        alive = self.endpoint.option("serveraliveinterval")
+        limit = self.endpoint.reply_timeout if alive and alive != "0" else LOGIN_REPLY_TIMEOUT
+        self.watch = SilenceWatch(self.transport, limit)
+        self.transport.auth_timeout = math.inf  # the watch bounds the server's silence, not the user's
 
     def run(self) -> None:
         try:
@@ -74,7 +125,12 @@ class Authenticator:
         """Ask through `ask` (set: callers check), after any pending notice."""
         assert self.ask is not None
         notice, self.notice = self.notice, ""
-        return self.ask(f"{notice}\n{text}" if notice else text, secret)
+        waiting = self.watch.idle()  # the person's time to answer is not the server's
+        try:
+            return self.ask(f"{notice}\n{text}" if notice else text, secret)
+        finally:
+            if waiting:
+                self.watch.waiting()
 
     def _round(self) -> bool:
         """Try each method in order; True when one succeeded (fully, or partially for 2-factor)."""
@@ -95,26 +151,36 @@ class Authenticator:
 
     def _attempt(self, method: str, call: Callable[[], list[str]]) -> bool | None:
         """One request: True on (partial) success, False when refused, None when the method is not allowed."""
+        self.watch.waiting()
         try:
             remaining = call()
-        except paramiko.BadAuthenticationType as exc:
-            self.allowed = set(exc.allowed_types)
-            return None
-        except paramiko.AuthenticationException:
-            return False
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            if self.unanswered is not None:
-                reason = str(self.unanswered) or type(self.unanswered).__name__
-                raise self.endpoint.fail("auth", f"{method}: a question was not answered ({reason})",
-                                         AuthenticationError) from None
-            if self.transport.is_active():
-                raise self.endpoint.fail("auth", f"{method}: {exc}", AuthenticationError) from None
-            raise self.endpoint.fail("auth", f"the server closed the connection (tried: {', '.join(self.tried)}); "
-                                     "too many keys offered? set IdentityFile and 'IdentitiesOnly yes' for this "
-                                     "host in ~/.ssh/config", AuthenticationError) from None
+            return self._refused(method, exc)
+        finally:
+            self.watch.idle()
         if not self.transport.is_authenticated():
             self.allowed = set(remaining)  # partial success: the server names the next factor
         return True
+
+    def _refused(self, method: str, exc: BaseException) -> bool | None:
+        """`_attempt`'s answer when the request raised: False (refused), None (method not allowed), or raise."""
+        if self.watch.fired:  # a HostError, not an AuthenticationError: trying again later may well work
+            raise self.endpoint.fail("auth", f"{method}: the server stopped answering (no reply within "
+                                     f"{self.watch.limit:g} s)")
+        if isinstance(exc, paramiko.BadAuthenticationType):
+            self.allowed = set(exc.allowed_types)
+            return None
+        if isinstance(exc, paramiko.AuthenticationException):
+            return False
+        if self.unanswered is not None:
+            reason = str(self.unanswered) or type(self.unanswered).__name__
+            raise self.endpoint.fail("auth", f"{method}: a question was not answered ({reason})",
+                                     AuthenticationError) from None
+        if self.transport.is_active():
+            raise self.endpoint.fail("auth", f"{method}: {exc}", AuthenticationError) from None
+        raise self.endpoint.fail("auth", f"the server closed the connection (tried: {', '.join(self.tried)}); "
+                                 "too many keys offered? set IdentityFile and 'IdentitiesOnly yes' for this "
+                                 "host in ~/.ssh/config", AuthenticationError) from None
 
     # publickey
     def _publickey(self) -> bool:

@@ -102,6 +102,16 @@ class Endpoint:
             return DEFAULT_REPLY_TIMEOUT
         return interval * max(count, 1) if interval > 0 else DEFAULT_REPLY_TIMEOUT
 
+    @property
+    def alive_interval(self) -> float:
+        """Seconds between the requests that check the server still answers: ServerAliveInterval when
+        set; else the reply timeout's share of DEFAULT_ALIVE_COUNT (ssh itself would not check)."""
+        try:
+            interval = float(self.option("serveraliveinterval") or 0)
+        except ValueError:
+            interval = 0.0
+        return interval if interval > 0 else self.reply_timeout / DEFAULT_ALIVE_COUNT
+
     def option(self, name: str, default: str = "") -> str:
         return str(self.options.get(name, default)).strip()
 

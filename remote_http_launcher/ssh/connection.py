@@ -30,6 +30,7 @@ from .proxy import CommandSocket
 MIN_HANDSHAKE_TIMEOUT = 15.0
 MAX_PROXY_DEPTH = 8
 CHANNEL_ORIGIN = ("127.0.0.1", 0)
+ALIVE_REQUEST = "keepalive@openssh.com"  # what OpenSSH sends; a server answers any global request it is asked to
 
 #: What a Transport runs over: a TCP socket, a ProxyCommand's pipes, or a jump host's channel.
 Stream: TypeAlias = socket.socket | CommandSocket | paramiko.Channel
@@ -44,6 +45,22 @@ class SSHConnection:
     hops: list[SSHConnection] = field(default_factory=list)
     #: Why the connection was closed under us (e.g. "no answer within 15 s"), for error messages.
     lost: str | None = None
+    _closed: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._check_alive, name=f"rhl-alive-{self.endpoint.alias}", daemon=True).start()
+
+    def _check_alive(self) -> None:
+        """OpenSSH's ServerAliveInterval/CountMax: every interval, a request the server must answer; no
+        answer within the reply timeout closes the connection. So every wait on this connection (a long
+        script, an SFTP reply, a tunnel) ends within that bound when the link goes silent, whatever its own
+        timeout; paramiko's keep-alives ask for no answer, so they cannot tell."""
+        interval = self.endpoint.alive_interval
+        while not self._closed.wait(interval) and self.transport.is_active():
+            with self.answer_within():
+                # Returns on the answer or the close. paramiko shares its completion event with a key
+                # re-exchange we would start ourselves (we never do) and other global requests (we send none).
+                self.transport.global_request(ALIVE_REQUEST, wait=True)
 
     @property
     def label(self) -> str:
@@ -98,6 +115,7 @@ class SSHConnection:
         return channel
 
     def close(self) -> None:
+        self._closed.set()
         self.transport.close()
         for hop in reversed(self.hops):
             hop.close()
@@ -130,22 +148,33 @@ def _connect(endpoint: Endpoint, config: paramiko.SSHConfig, ask: Prompt | None,
                             "'ProxyJump none' to the jump host's entry in ~/.ssh/config)")
     hops: list[SSHConnection] = []
     transport = None
+    step = "connect"
     try:
         sock = _channel_to(via, endpoint) if via else _open_stream(endpoint, config, ask, depth, hops)
         known = KnownHosts.load(endpoint)
+        step = "key exchange"
         transport = _start_transport(endpoint, sock, known)
+        step = "host key"
         check_host_key(endpoint, transport.get_remote_server_key(), known, ask)
+        step = "auth"
         Authenticator(endpoint, transport, ask).run()
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        # Whatever paramiko raised where we did not expect it (e.g. a link that died between two steps):
+        # still one line naming the host and the step.
+        _close(transport, hops)
+        lost = "connection lost" if transport is not None and not transport.is_active() else ""
+        raise endpoint.fail(step, lost or str(exc) or exc.__class__.__name__) from None
     except BaseException:
-        if transport is not None:
-            transport.close()
-        for hop in reversed(hops):
-            hop.close()
+        _close(transport, hops)
         raise
-    interval = endpoint.option("serveraliveinterval")
-    if interval.isdigit() and int(interval) > 0:
-        transport.set_keepalive(int(interval))
     return SSHConnection(endpoint, transport, hops)
+
+
+def _close(transport: paramiko.Transport | None, hops: list[SSHConnection]) -> None:
+    if transport is not None:
+        transport.close()
+    for hop in reversed(hops):
+        hop.close()
 
 
 # ---- the byte stream: TCP, ProxyCommand or ProxyJump ----
@@ -228,17 +257,25 @@ def _start_transport(endpoint: Endpoint, sock: Stream, known: KnownHosts) -> par
     started = time.monotonic()
     try:
         transport.start_client(timeout=transport.handshake_timeout)
+        if not transport.initial_kex_done:  # start_client returns quietly when its timeout ran out
+            raise TimeoutError
     except (paramiko.SSHException, EOFError, OSError) as exc:
         transport.close()
-        detail = str(exc) or exc.__class__.__name__
-        waited = time.monotonic() - started
-        if "banner" in detail.lower() and waited < timeout:
-            detail = (f"the server closed the connection after {waited:.1f} s without an SSH greeting; is this an "
-                      "SSH server (and is its port right)?")
-        elif "banner" in detail.lower():
-            detail = f"no SSH greeting within {timeout:g} s; is this an SSH server (and is its port right)?"
-        raise endpoint.fail("key exchange", detail) from None
+        raise endpoint.fail("key exchange", _kex_failure(transport, exc, time.monotonic() - started)) from None
     return transport
+
+
+def _kex_failure(transport: paramiko.Transport, exc: BaseException, waited: float) -> str:
+    """What went wrong before the keys were exchanged, for a user who may have the wrong port or a dead link."""
+    timeout = transport.banner_timeout
+    if not transport.remote_version:  # never greeted (paramiko says "banner")
+        if waited < timeout and not isinstance(exc, TimeoutError):
+            return (f"the server closed the connection after {waited:.1f} s without an SSH greeting; is this an "
+                    "SSH server (and is its port right)?")
+        return f"no SSH greeting within {timeout:g} s; is this an SSH server (and is its port right)?"
+    if isinstance(exc, TimeoutError) or waited >= transport.handshake_timeout:  # either of paramiko's timers
+        return f"the server stopped answering (no key exchange within {transport.handshake_timeout:g} s)"
+    return str(exc) or exc.__class__.__name__
 
 
 __all__ = ["CHANNEL_ORIGIN", "MAX_PROXY_DEPTH", "MIN_HANDSHAKE_TIMEOUT", "SSHConnection", "Stream", "connect"]

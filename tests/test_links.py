@@ -1,0 +1,241 @@
+"""Silent links: a link that stops carrying packets without closing (tests/linkproxy.py freezes it).
+
+The client reaches the test sshd through a LinkProxy, directly, through a jump
+host (the proxy in front of the jump host) or through a ProxyCommand (which
+connects to the proxy). Keep-alives are short (ServerAliveInterval 1 x
+ServerAliveCountMax 2), so a silent server must be given up on in seconds; the
+subprocess timeouts below are generous upper bounds, well under the 120 s and
+30 s waits these tests were written against, not timing asserts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from remote_http_launcher.errors import AuthenticationError, HostError
+from remote_http_launcher.hosts.ssh import SSHHost
+from remote_http_launcher.keeper.stop import stop_keeper
+from tests.conftest import ROOT
+from tests.linkproxy import LinkProxy
+from tests.posix import SIGKILL, python_path
+from tests.remote import keeper_processes
+from tests.ssh_client import ALIAS, demo_config, node_key, stop_services_script
+
+if TYPE_CHECKING:
+    from tests.sshd import SSHServer
+
+ALIVE = {"ServerAliveInterval": "1", "ServerAliveCountMax": "2"}  # a silent server is gone after 2 s
+LAUNCH_STARTED = "rhl-links-launch-started"  # written by the server's ~/.profile while the launch script runs
+CLEANUP = stop_services_script(f'kill "$(cat {LAUNCH_STARTED} 2>/dev/null)" 2>/dev/null; '
+                               f'rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work" .profile {LAUNCH_STARTED}')
+VIAS = ["direct", "ProxyJump", "ProxyCommand"]
+RELAY = '''import socket, sys, threading
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+def pump():
+    while data := sock.recv(65536):
+        sys.stdout.buffer.write(data); sys.stdout.buffer.flush()
+threading.Thread(target=pump, daemon=True).start()
+while data := sys.stdin.buffer.read1(65536):
+    sock.sendall(data)
+'''
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+@pytest.fixture
+def link(sshd: SSHServer) -> Iterator[LinkProxy]:
+    """A freezable link to the test sshd; thawed and closed after the test."""
+    sshd.start()
+    with LinkProxy((sshd.host, sshd.port)) as proxy:
+        yield proxy
+        proxy.thaw()
+    sshd.run(CLEANUP)
+
+
+@pytest.fixture
+def jump_link(jump_sshd: SSHServer) -> Iterator[LinkProxy]:
+    """A freezable link to the jump host."""
+    with LinkProxy((jump_sshd.host, jump_sshd.port)) as proxy:
+        yield proxy
+        proxy.thaw()
+
+
+def through(proxy: LinkProxy, server: SSHServer) -> dict[str, str]:
+    """~/.ssh/config options that reach `server` through `proxy` (its host key still checked under its name)."""
+    return {"HostName": "127.0.0.1", "Port": str(proxy.port), "HostKeyAlias": server.host_key_line.split()[0]}
+
+
+def connect_via(via: str, request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path,
+                tmp_path: Path, **extra: str) -> LinkProxy:
+    """Write ALIAS into ~/.ssh/config, reaching sshd `via` a frozen-able link; that link."""
+    if via == "ProxyJump":
+        jump_sshd: SSHServer = request.getfixturevalue("jump_sshd")
+        proxy: LinkProxy = request.getfixturevalue("jump_link")
+        jump_sshd.write_ssh_config(client_home, "jump", {**through(proxy, jump_sshd), **ALIVE})
+        sshd.write_ssh_config(client_home, ALIAS, {"ProxyJump": "jump", **ALIVE, **extra})
+        return proxy
+    proxy = request.getfixturevalue("link")
+    if via == "ProxyCommand":
+        relay = tmp_path / "relay.py"
+        relay.write_text(RELAY)
+        options = {"ProxyCommand": f"{sys.executable} {relay} 127.0.0.1 {proxy.port}"}
+    else:
+        options = through(proxy, sshd)
+    sshd.write_ssh_config(client_home, ALIAS, {**options, **ALIVE, **extra})
+    return proxy
+
+
+@pytest.fixture
+def connection_dir(rhl_dir: Path) -> Iterator[Path]:
+    """The client directory; every keeper still serving it is stopped afterwards."""
+    directory = rhl_dir / "client"
+    yield directory
+    for lock in directory.glob("*.keeper.lock"):
+        stop_keeper(lock.name.removesuffix(".keeper.lock"), directory, timeout=3)
+    for pid in keeper_processes(str(directory)):
+        os.kill(pid, SIGKILL)
+
+
+@pytest.fixture
+def make_config(sshd: SSHServer, remote_demo: str, connection_dir: Path,
+                request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
+    # connection_persist 0: the run connects itself, and a tunnel has its own keeper process (what these tests
+    # are about; a broker uses the same connection code, and the keeper's claim for its tunnels)
+    return partial(demo_config, sshd, remote_demo, node_key("lnk-", request.node.name), connection_persist=0)
+
+
+def cli_args(config: dict[str, Any], tmp_path: Path) -> list[str]:
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config))
+    return [sys.executable, "-m", "remote_http_launcher", str(path), "--json"]
+
+
+def cli(config: dict[str, Any], tmp_path: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cli_args(config, tmp_path), env=cli_env(), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": python_path(ROOT)}
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The CLI's one error line (the last on stderr), with no traceback and no 'internal error'."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and lines and lines[-1].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
+    return lines[-1]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.1)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def get(port: int) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://localhost:{port}/healthcheck", timeout=10) as response:
+        body: bytes = response.read()
+        return body
+
+
+# ---------------------------------------------------------------- item 4: every failure is our one line
+
+@pytest.mark.parametrize("via", VIAS)
+def test_a_cold_launch_into_a_frozen_link_is_one_line(via: str, request: pytest.FixtureRequest, sshd: SSHServer,
+                                                      client_home: Path, make_config: Callable[..., dict[str, Any]],
+                                                      tmp_path: Path) -> None:
+    """The server greets, then the link goes silent: paramiko's start_client returns quietly when its time
+    is up, and the next call raises a bare SSHException; neither may become 'internal error'."""
+    proxy = connect_via(via, request, sshd, client_home, tmp_path)
+    proxy.freeze_after_greeting()
+    line = error_line(cli(make_config(), tmp_path, timeout=90))
+    jump = r"via jump host jump: ssh jump \(.*?\): " if via == "ProxyJump" else ""
+    assert re.fullmatch(rf"error: ssh {ALIAS} \(.*?\): {jump}key exchange: the server stopped answering "
+                        r"\(no key exchange within 15 s\)", line), line
+
+
+def test_the_keeper_outlives_a_link_frozen_through_a_reconnect(
+        request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path, connection_dir: Path,
+        make_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    """A reconnect attempt that runs into the frozen link fails with our one line, and the keeper tries again."""
+    proxy = connect_via("direct", request, sshd, client_home, tmp_path)
+    config = make_config(network_interface="127.0.0.1", tunnel=True, watchdog_interval=3)  # 36 s to reconnect
+    result = cli(config, tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    log = Path(payload["keeper_log"])
+    proxy.freeze()
+    proxy.freeze_after_greeting()  # the keeper's reconnects are greeted, then meet silence
+    try:
+        wait_for(lambda: "reconnect failed" in log.read_text() or not alive(payload["keeper_pid"]), 60,
+                 "a reconnect attempt to fail")
+    finally:
+        proxy.thaw()
+    wait_for(lambda: "reconnected" in log.read_text() or not alive(payload["keeper_pid"]), 60, "the reconnect")
+    text = log.read_text()
+    assert "internal error" not in text and "Traceback" not in text, text
+    assert re.search(rf"reconnect failed: ssh {ALIAS} \(.*?\): key exchange: the server stopped answering", text), text
+    assert alive(payload["keeper_pid"]) and "reconnected" in text, text
+    assert get(payload["port"]) == b"ok\n"
+
+
+# ---------------------------------------------------------------- item 5: waits honour the keep-alive bound
+
+def test_a_link_frozen_during_the_launch_script_names_that_step(
+        request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path,
+        make_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    """The launch script's exec ends within the keep-alive bound (not after 120 s), and releasing the
+    launch lock on the dead connection does not replace that error."""
+    proxy = connect_via("direct", request, sshd, client_home, tmp_path)
+    # With `conda`, the launch script asks the login shell where conda is: ~/.profile holds it there.
+    sshd.run(f"printf '%s\\n' 'echo $$ > \"$HOME/{LAUNCH_STARTED}\"; sleep 60' > .profile", check=True)
+    run = subprocess.Popen(cli_args(make_config(conda="base"), tmp_path), env=cli_env(), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: sshd.run(f"test -s {LAUNCH_STARTED}").returncode == 0, 30, "the launch script")
+        proxy.freeze()
+        out, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    line = error_line(subprocess.CompletedProcess(run.args, run.returncode, out, err))
+    assert re.fullmatch(rf"error: ssh {ALIAS} \(.*?\): exec: connection lost \(no answer within 2 s\)", line), line
+
+
+# ---------------------------------------------------------------- item 7: a freeze during login is not a refusal
+
+def test_a_freeze_during_login_says_the_server_stopped_answering(
+        request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path, tmp_path: Path) -> None:
+    proxy = connect_via("direct", request, sshd, client_home, tmp_path, IdentityFile="none")
+
+    def answer(question: str, secret: bool) -> str:
+        proxy.freeze()  # the answer goes out into a link that no longer carries anything
+        return sshd.password
+
+    with pytest.raises(HostError) as raised:
+        SSHHost.connect(ALIAS, prompt=answer)
+    message = str(raised.value)
+    assert not isinstance(raised.value, AuthenticationError), message  # retrying later may work: not a refusal
+    assert re.fullmatch(rf"ssh {ALIAS} \(.*?\): auth: (password|keyboard-interactive): the server stopped "
+                        r"answering \(no reply within 2 s\)", message), message
