@@ -37,6 +37,14 @@ def alive(pid: int) -> bool:
         return False
 
 
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.1)
+
+
 def kill_services(state_dir: Path) -> None:
     """Stop every service a test left behind (by the PIDs in its server status files)."""
     for status in state_dir.glob("server/*.json"):

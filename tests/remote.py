@@ -5,11 +5,13 @@ logged in to with its key, or with its password only; what a test started there 
 `remote_config(server, tunnel=False, **fields)`: the demo service on that server under a key of the
 test's own; a tunnel reaches it on the server's loopback, direct mode on its address. Tunnel keepers
 a test leaves are stopped after it.
+`connection_dir`: the client directory, for tests that start keepers themselves; they are stopped after.
 """
 
 from __future__ import annotations
 
 import binascii
+import os
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 
 from remote_http_launcher.keeper.lock import MARKER
 from remote_http_launcher.keeper.stop import stop_keeper
+from tests.posix import SIGKILL
 from tests.ssh_client import ALIAS, demo_config, node_key, stop_services_script
 
 if TYPE_CHECKING:
@@ -64,6 +67,17 @@ def remote_config(remote_demo: str, rhl_dir: Path, request: pytest.FixtureReques
     client = rhl_dir / "client"
     for lock in client.glob("*.keeper.lock"):
         stop_keeper(lock.name.removesuffix(".keeper.lock"), client, timeout=3)
+
+
+@pytest.fixture
+def connection_dir(rhl_dir: Path) -> Iterator[Path]:
+    """The client directory; every keeper still serving it is stopped afterwards."""
+    directory = rhl_dir / "client"
+    yield directory
+    for lock in directory.glob("*.keeper.lock"):
+        stop_keeper(lock.name.removesuffix(".keeper.lock"), directory, timeout=3)
+    for pid in keeper_processes(str(directory)):
+        os.kill(pid, SIGKILL)
 
 
 def keeper_processes(word: str) -> list[int]:

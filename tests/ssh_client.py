@@ -19,6 +19,16 @@ if TYPE_CHECKING:
 
 ALIAS = "testhost"  # the server's Host entry in the client's ~/.ssh/config
 REMOTE_STATE = ".remote-http-launcher/server"  # the launcher's state directory, relative to the server user's home
+#: A ProxyCommand (`python relay.py HOST PORT`): relays its stdin and stdout to a TCP connection, as `nc` would.
+RELAY = '''import socket, sys, threading
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+def pump():
+    while data := sock.recv(65536):
+        sys.stdout.buffer.write(data); sys.stdout.buffer.flush()
+threading.Thread(target=pump, daemon=True).start()
+while data := sys.stdin.buffer.read1(65536):
+    sock.sendall(data)
+'''
 
 
 def stop_services_script(then: str) -> str:

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from remote_http_launcher import handshake
 from remote_http_launcher.errors import AuthenticationError, HostError
 from remote_http_launcher.hosts.ssh import SSHHost
-from remote_http_launcher.keeper.stop import stop_keeper
-from tests.conftest import ROOT
+from tests.conftest import ROOT, alive, wait_for
 from tests.linkproxy import LinkProxy
-from tests.posix import SIGKILL, python_path
+from tests.posix import python_path
 from tests.remote import keeper_processes
-from tests.ssh_client import ALIAS, demo_config, node_key, stop_services_script
+from tests.ssh_client import ALIAS, RELAY, demo_config, node_key, stop_services_script
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
@@ -40,15 +40,6 @@ LAUNCH_STARTED = "rhl-links-launch-started"  # written by the server's ~/.profil
 CLEANUP = stop_services_script(f'kill "$(cat {LAUNCH_STARTED} 2>/dev/null)" 2>/dev/null; '
                                f'rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work" .profile {LAUNCH_STARTED}')
 VIAS = ["direct", "ProxyJump", "ProxyCommand"]
-RELAY = '''import socket, sys, threading
-sock = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-def pump():
-    while data := sock.recv(65536):
-        sys.stdout.buffer.write(data); sys.stdout.buffer.flush()
-threading.Thread(target=pump, daemon=True).start()
-while data := sys.stdin.buffer.read1(65536):
-    sock.sendall(data)
-'''
 
 
 # ---------------------------------------------------------------- fixtures and helpers
@@ -97,17 +88,6 @@ def connect_via(via: str, request: pytest.FixtureRequest, sshd: SSHServer, clien
 
 
 @pytest.fixture
-def connection_dir(rhl_dir: Path) -> Iterator[Path]:
-    """The client directory; every keeper still serving it is stopped afterwards."""
-    directory = rhl_dir / "client"
-    yield directory
-    for lock in directory.glob("*.keeper.lock"):
-        stop_keeper(lock.name.removesuffix(".keeper.lock"), directory, timeout=3)
-    for pid in keeper_processes(str(directory)):
-        os.kill(pid, SIGKILL)
-
-
-@pytest.fixture
 def make_config(sshd: SSHServer, remote_demo: str, connection_dir: Path,
                 request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
     # connection_persist 0: the run connects itself, and a tunnel has its own keeper process (what these tests
@@ -130,26 +110,20 @@ def cli_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": python_path(ROOT)}
 
 
+def start_tunnel(config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """Run the CLI for a `tunnel: true` config; the payload its keeper serves."""
+    result = cli(config, tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    payload: dict[str, Any] = json.loads(result.stdout)
+    return payload
+
+
 def error_line(result: subprocess.CompletedProcess[str]) -> str:
     """The CLI's one error line (the last on stderr), with no traceback and no 'internal error'."""
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and lines and lines[-1].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
     return lines[-1]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.1)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 def get(port: int) -> bytes:
@@ -182,9 +156,7 @@ def test_the_keeper_outlives_a_link_frozen_through_a_reconnect(
     """A reconnect attempt that runs into the frozen link fails with our one line, and the keeper tries again."""
     proxy = connect_via("direct", request, sshd, client_home, tmp_path)
     config = make_config(network_interface="127.0.0.1", tunnel=True, watchdog_interval=3)  # 36 s to reconnect
-    result = cli(config, tmp_path, timeout=60)
-    assert result.returncode == 0, result.stderr
-    payload = json.loads(result.stdout)
+    payload = start_tunnel(config, tmp_path)
     log = Path(payload["keeper_log"])
     proxy.freeze()
     proxy.freeze_after_greeting()  # the keeper's reconnects are greeted, then meet silence
@@ -221,6 +193,51 @@ def test_a_link_frozen_during_the_launch_script_names_that_step(
         run.kill()
     line = error_line(subprocess.CompletedProcess(run.args, run.returncode, out, err))
     assert re.fullmatch(rf"error: ssh {ALIAS} \(.*?\): exec: connection lost \(no answer within 2 s\)", line), line
+
+
+# ---------------------------------------------------------------- item 6: a keeper that reconnects is waited for
+
+def test_a_run_during_a_glitch_waits_for_the_reconnecting_keeper(
+        request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path, connection_dir: Path,
+        make_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    proxy = connect_via("direct", request, sshd, client_home, tmp_path)
+    config = make_config(network_interface="127.0.0.1", tunnel=True, watchdog_interval=3)
+    payload = start_tunnel(config, tmp_path)
+    log = Path(payload["keeper_log"])
+    second_run_in_a_glitch(proxy, config, tmp_path, connection_dir, payload,
+                           noticed=lambda: "lost (" in log.read_text(), deciding=1)
+
+
+def test_a_run_during_a_glitch_the_keeper_has_not_noticed_leaves_it_alone(
+        request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path, connection_dir: Path,
+        make_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    """With keep-alives slower than the run's handshake, the run meets a silent tunnel whose keeper has not
+    noticed anything yet: it waits for the keeper to notice (or the link to come back), not kill it."""
+    proxy = connect_via("direct", request, sshd, client_home, tmp_path, ServerAliveInterval="10")  # notices in 30 s
+    config = make_config(network_interface="127.0.0.1", tunnel=True, watchdog_interval=60)
+    payload = start_tunnel(config, tmp_path)
+    second_run_in_a_glitch(proxy, config, tmp_path, connection_dir, payload, noticed=lambda: True,
+                           deciding=handshake.HANDSHAKE_TIMEOUT + 1)  # its handshake met the silent tunnel
+
+
+def second_run_in_a_glitch(proxy: LinkProxy, config: dict[str, Any], tmp_path: Path, connection_dir: Path,
+                           payload: dict[str, Any], noticed: Callable[[], bool], deciding: float) -> None:
+    """Freeze the link; once `noticed()`, start a second run and give its keeper `deciding` seconds with the
+    first keeper; thaw. The second run must reuse the first keeper: the same payload, the same local port."""
+    proxy.freeze()
+    try:
+        wait_for(noticed, 30, "the keeper to notice the silent link")
+        second = subprocess.Popen(cli_args(config, tmp_path), env=cli_env(), stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: len(keeper_processes(str(connection_dir))) == 2, 30, "the second run's keeper")
+        time.sleep(deciding)
+    finally:
+        proxy.thaw()
+    out, err = second.communicate(timeout=90)
+    assert second.returncode == 0, err
+    assert json.loads(out) == payload, err
+    assert keeper_processes(str(connection_dir)) == [payload["keeper_pid"]]
+    assert get(payload["port"]) == b"ok\n"
 
 
 # ---------------------------------------------------------------- item 7: a freeze during login is not a refusal

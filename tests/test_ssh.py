@@ -40,7 +40,7 @@ from remote_http_launcher.hosts.ssh import SSHHost
 from remote_http_launcher.ssh.connection import connect
 from tests.conftest import ROOT
 from tests.posix import python_path
-from tests.ssh_client import ALIAS, REMOTE_STATE, demo_config, node_key, remote_state, stop_services_script
+from tests.ssh_client import ALIAS, RELAY, REMOTE_STATE, demo_config, node_key, remote_state, stop_services_script
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
@@ -264,15 +264,6 @@ def test_proxycommand(server: SSHServer, client_home: Path, tmp_path: Path) -> N
         assert host.run_script("id -un", []).stdout.strip() == server.user
 
 
-RELAY = '''import socket, sys, threading
-sock = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-def pump():
-    while data := sock.recv(65536):
-        sys.stdout.buffer.write(data); sys.stdout.buffer.flush()
-threading.Thread(target=pump, daemon=True).start()
-while data := sys.stdin.buffer.read1(65536):
-    sock.sendall(data)
-'''
 
 
 def test_unknown_host_key_without_terminal_is_refused(server: SSHServer, client_home: Path, rhl_dir: Path,

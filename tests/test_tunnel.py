@@ -25,7 +25,7 @@ import pytest
 
 from remote_http_launcher import AuthenticationError, run
 from remote_http_launcher.keeper.stop import stop_keeper
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 from tests.posix import SIGKILL, TAKE_TERMINAL_AND_RUN, pty, python_path
 from tests.remote import keeper_processes
 from tests.ssh_client import ALIAS, REMOTE_STATE, demo_config, node_key, stop_services_script
@@ -49,17 +49,6 @@ def server(sshd: SSHServer, client_home: Path) -> Iterator[SSHServer]:
     yield sshd
     sshd.start()
     sshd.run(CLEANUP)
-
-
-@pytest.fixture
-def connection_dir(rhl_dir: Path) -> Iterator[Path]:
-    """The client directory; every keeper still serving it is stopped afterwards."""
-    directory = rhl_dir / "client"
-    yield directory
-    for lock in directory.glob("*.keeper.lock"):
-        stop_keeper(lock.name.removesuffix(".keeper.lock"), directory, timeout=3)
-    for pid in keeper_processes(str(directory)):
-        os.kill(pid, SIGKILL)
 
 
 @pytest.fixture
@@ -96,13 +85,6 @@ def remote_state(server: SSHServer, key: str) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     state: dict[str, Any] = json.loads(result.stdout)
     return state
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.1)
 
 
 def alive(pid: int) -> bool:
@@ -265,6 +247,7 @@ def test_killed_keeper_is_replaced_without_relaunching_service(
     wait_for(lambda: not alive(first["keeper_pid"]), 5, "the keeper to die")
     second = up(config, tmp_path)
     assert second["keeper_pid"] != first["keeper_pid"]
+    assert second["port"] == first["port"]  # taken again: clients may hold it
     assert remote_state(server, config["key"])["pid"] == state["pid"]
     assert get(second["port"]) == b"ok\n"
     assert keeper_processes(str(connection_dir)) == [second["keeper_pid"]]

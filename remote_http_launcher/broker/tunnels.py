@@ -58,11 +58,8 @@ class BrokeredKeeperLock(KeeperLock):
         super().__init__(client_path, key)
         self.broker_id = broker_id
 
-    def acquire_for_key(self) -> bool:
-        return self.acquire(key=self.key, broker=self.broker_id)
-
-    def publish(self, payload: ClientPayload) -> None:
-        self.rewrite(key=self.key, payload=payload, broker=self.broker_id)
+    def holder(self) -> dict[str, str]:
+        return {**super().holder(), "broker": self.broker_id}
 
 
 class Kept(NamedTuple):
@@ -72,6 +69,7 @@ class Kept(NamedTuple):
     lock: BrokeredKeeperLock
     tunnel: Tunnel
     done: threading.Event
+    previous: ClientPayload | None  # the payload of the keeper this tunnel replaces: its local ports are reused
 
 
 class Tunnels:
@@ -94,12 +92,13 @@ class Tunnels:
         config = load_config(raw)
         path = Path(client_path)
         lock = BrokeredKeeperLock(path, key, self.broker.broker_id)
-        reused = claim(lock, Launcher(config, key, path))
+        reused, previous = claim(lock, Launcher(config, key, path))
         if reused is not None:
             return reused
         with self._lock:
             old = self.by_key.pop(key, None)
-            self.by_key[key] = Kept(config, key, path, lock, Tunnel(self.broker.host.transport), threading.Event())
+            self.by_key[key] = Kept(config, key, path, lock, Tunnel(self.broker.host.transport), threading.Event(),
+                                     previous)
         if old is not None:  # its lock was broken as stale: the forwards are no longer anyone's
             self._end(old, "replaced")
         return None
@@ -113,7 +112,7 @@ class Tunnels:
         assert state is not None
         kept.tunnel.close(wait=False)  # the forwards of a state that then failed its checks
         service = Service(self.broker.host, kept.config, key)
-        return {**kept.tunnel.forward_service(service, state), "keeper_pid": os.getpid(),
+        return {**kept.tunnel.forward_service(service, state, kept.previous), "keeper_pid": os.getpid(),
                 "keeper_log": str(self.broker.log_path)}
 
     def keep(self, key: str, state_data: dict[str, Any], payload: ClientPayload) -> None:

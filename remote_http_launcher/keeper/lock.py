@@ -19,6 +19,8 @@ from ..statefiles import ClientPayload
 
 BROKER_MARKER = "remote_http_launcher.broker"  # a broker's command line (broker/registry.MARKER)
 MARKER = "remote_http_launcher.keeper"
+RECONNECTING = "reconnecting_until"
+SILENCE_BOUND = "notices_silence_within"
 PARTIAL_GRACE = 5.0  # an unparsable lock younger than this is a create still being written
 
 
@@ -35,6 +37,21 @@ def is_keeper(owner: LockOwner, key: str) -> bool:
     return MARKER in cmdline and key in cmdline
 
 
+def reconnecting_until(owner: LockOwner) -> float | None:
+    """Until when (a `time.time()`) a keeper that lost its link tries to restore it; None when it is up."""
+    return _number(owner, RECONNECTING)
+
+
+def silence_bound(owner: LockOwner) -> float | None:
+    """Seconds after which the keeper notices that its link went silent (then it reconnects); None: unknown."""
+    return _number(owner, SILENCE_BOUND)
+
+
+def _number(owner: LockOwner, name: str) -> float | None:
+    value = owner.data.get(name)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def served_payload(owner: LockOwner) -> ClientPayload | None:
     """The payload a keeper published once its tunnel was up; None while it is still starting."""
     payload = owner.data.get("payload")
@@ -47,13 +64,23 @@ class KeeperLock(FileLock):
     def __init__(self, client_path: Path, key: str) -> None:
         super().__init__(LocalHost(), str(keeper_lock_path(client_path)))
         self.key = key
+        self.silence_bound: float | None = None  # set by the keeper holding the lock, once connected
+
+    def holder(self) -> dict[str, str]:
+        """What the lock's record says about its holder, besides the process (`FileLock.record`)."""
+        return {"key": self.key}
 
     def acquire_for_key(self) -> bool:
-        return self.acquire(key=self.key)
+        return self.acquire(**self.holder())
 
-    def publish(self, payload: ClientPayload) -> None:
-        """Record the payload this keeper serves, so a run that lost its client file can reuse it."""
-        self.rewrite(key=self.key, payload=payload)
+    def publish(self, payload: ClientPayload, reconnecting_until: float | None = None) -> None:
+        """Record the payload this keeper serves, so a run that lost its client file can reuse it, and
+        while its link is down, until when it tries to restore it (a `time.time()`); `silence_bound`, when
+        set, is how long the keeper's link may be silent before it notices."""
+        extra: dict[str, float] = {} if reconnecting_until is None else {RECONNECTING: reconnecting_until}
+        if self.silence_bound is not None:
+            extra[SILENCE_BOUND] = self.silence_bound
+        self.rewrite(**self.holder(), payload=payload, **extra)
 
     def break_if_gone(self, raw: bytes | None) -> bool:
         """Break the lock if its keeper is gone; True when the caller may try to acquire again."""

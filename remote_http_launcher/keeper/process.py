@@ -27,7 +27,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from .. import handshake, statefiles
 from ..clientfile import keeper_log_path
@@ -37,7 +37,7 @@ from ..launcher import Launcher
 from ..progress import Progress
 from ..prompts import Prompt
 from ..templates import evaluate_key
-from .lock import KeeperLock, served_payload
+from .lock import KeeperLock, reconnecting_until, served_payload, silence_bound
 from .stop import stop_owner
 
 if TYPE_CHECKING:
@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 
 WAIT_POLL = 0.1
 STARTING_GRACE = 60.0  # beyond the startup timeout, for a login (prompts) in the other run
+RECONNECT_POLL = 0.5  # how often a run tries the tunnel of a keeper that is restoring its link
+RECONNECT_GRACE = 30.0  # beyond a reconnecting keeper's own limit: its last attempt may be under way
+SILENCE_GRACE = 5.0  # beyond the time a keeper takes to notice a silent link, for it to say so in its lock
 log = logging.getLogger("remote_http_launcher.keeper")
 
 
@@ -142,12 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         client_path = statefiles.client_file(key, args.connection_dir, local_service=not config.remote)
         launcher = Launcher(config, key, client_path, progress)
         lock = KeeperLock(launcher.client_path, key)
-        reused = claim(lock, launcher)
+        reused, previous = claim(lock, launcher)
         if reused is not None:
             statefiles.write_atomic(launcher.client_path, statefiles.encode(reused))
             report.send({"payload": reused, "reused": True})
             return 0
-        return Keeper(launcher, lock, report, report.ask if args.ask else None,
+        return Keeper(launcher, lock, report, report.ask if args.ask else None, previous,
                       accept_new_host_key=args.accept_new_host_key).run()
     except LauncherError as exc:
         if exc.key is None and key is not None:
@@ -167,40 +170,74 @@ def _exit_on_signal(signum: int, frame: Any) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
-def claim(lock: KeeperLock, launcher: Launcher) -> ClientPayload | None:
-    """Take the keeper lock (None), or return the payload of a live keeper that answers."""
+class Claim(NamedTuple):
+    """What taking the keeper lock found: a live keeper's payload to reuse, or the payload of the keeper
+    we replace (its local ports are taken again when free, for clients that hold them)."""
+
+    reused: ClientPayload | None
+    previous: ClientPayload | None
+
+
+def claim(lock: KeeperLock, launcher: Launcher) -> Claim:
+    """Take the keeper lock, or find a live keeper that answers (or will: one restoring its link is waited for)."""
     deadline = time.monotonic() + launcher.config.startup_timeout + STARTING_GRACE
-    waiting = False
+    waiting = ""
+    previous: ClientPayload | None = None
+    suspect_since: float | None = None  # when a keeper's tunnel first gave no answer
     while not lock.acquire_for_key():
         raw, owner = lock.read()
+        payload = served_payload(owner) if owner is not None else None
+        previous = payload or previous
         if lock.break_if_gone(raw):
             continue
-        payload = served_payload(owner) if owner is not None else None
         if owner is not None and payload is not None:
+            tried = time.monotonic()
             if handshake.payload_answers(payload, launcher.config.handshake):
-                return payload
-            launcher.progress.phase(f"stopping tunnel keeper {owner.pid}: its tunnel does not answer")
-            stop_owner(owner, lock.key)
+                return Claim(payload, None)
+            silent = time.monotonic() - tried >= handshake.HANDSHAKE_TIMEOUT  # no answer at all, not a refusal
+            owner = lock.read()[1]  # again: it may have noticed the lost link while we tried it
+            live = owner is not None and owner.same_process()
+            until = reconnecting_until(owner) if owner is not None and live else None
+            if owner is not None and until is not None and time.time() < until + RECONNECT_GRACE:
+                waiting = _phase(launcher, waiting, f"tunnel keeper {owner.pid} is restoring its link; waiting")
+                time.sleep(RECONNECT_POLL)
+                continue
+            # A silent tunnel may be a silent link that the keeper has not noticed yet: give it that long.
+            bound = silence_bound(owner) if owner is not None and live and silent else None
+            suspect_since = suspect_since or tried
+            if owner is not None and bound is not None and time.monotonic() < suspect_since + bound + SILENCE_GRACE:
+                waiting = _phase(launcher, waiting, f"tunnel keeper {owner.pid} does not answer; waiting for it "
+                                 "to check its link")
+                continue
+            if owner is not None:
+                launcher.progress.phase(f"stopping tunnel keeper {owner.pid}: its tunnel does not answer")
+                stop_owner(owner, lock.key)
             continue
         if time.monotonic() > deadline:
             pid = f" (pid {owner.pid})" if owner else ""
             raise TunnelError(f"{launcher.key}: another run{pid} has been starting the tunnel keeper for too "
                               f"long; remove {lock.path} if no remote-http-launcher is running",
                               key=launcher.key, step="tunnel keeper")
-        if not waiting:
-            launcher.progress.phase("another run is starting the tunnel; waiting")
-            waiting = True
-        launcher.progress.tick()
+        waiting = _phase(launcher, waiting, "another run is starting the tunnel; waiting")
         time.sleep(WAIT_POLL)
-    return None
+    return Claim(None, previous)
+
+
+def _phase(launcher: Launcher, shown: str, text: str) -> str:
+    """Show `text` once (a new phase), then tick; the phase now shown."""
+    if text != shown:
+        launcher.progress.phase(text)
+    launcher.progress.tick()
+    return text
 
 
 class Keeper:
     """Holds the lock: serves the tunnel until the watchdog says there is nothing left to keep."""
 
-    def __init__(self, launcher: Launcher, lock: KeeperLock, report: Report, ask: Prompt | None, *,
-                 accept_new_host_key: bool = False) -> None:
+    def __init__(self, launcher: Launcher, lock: KeeperLock, report: Report, ask: Prompt | None,
+                 previous: ClientPayload | None = None, *, accept_new_host_key: bool = False) -> None:
         self.launcher = launcher
+        self.previous = previous  # the payload of the keeper we replace: its local ports are taken again
         self.lock = lock
         self.report = report
         self.ask = ask
@@ -230,16 +267,19 @@ class Keeper:
                 with opening:
                     self.launcher.progress.phase("opening the tunnel")
                     tunnel.close(wait=False)  # the forwards of a state that then failed its checks
-                    return {**tunnel.forward_service(service, state), "keeper_pid": os.getpid(),
+                    return {**tunnel.forward_service(service, state, self.previous), "keeper_pid": os.getpid(),
                             "keeper_log": str(self.log_path)}
 
             payload, state = self.launcher.serve(host, open_tunnel)
             written = statefiles.encode(payload)
+            endpoint = host.connection.endpoint
+            self.lock.silence_bound = endpoint.alive_interval + endpoint.reply_timeout  # the alive check's bound
             self.lock.publish(payload)
             self.launcher.progress.close()
             self.report.send({"payload": payload, "reused": False})
             self._detach(log_fd)
-            watchdog = Watchdog(host, state, tunnel, self.launcher.config)
+            watchdog = Watchdog(host, state, tunnel, self.launcher.config,
+                                lambda until: self.lock.publish(payload, until))
             try:
                 reason = watchdog.run()
             finally:

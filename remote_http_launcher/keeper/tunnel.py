@@ -9,14 +9,17 @@ thread per direction, and no Nagle delay on the local socket.
 
 The transport is looked up per connection, so after a reconnect the keeper
 swaps it in and the local ports, hence the client connection file, stay the
-same.
+same. A keeper that replaces another takes its local ports again when they are
+free (clients may hold them); otherwise the system picks free ones.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..ssh._paramiko import ForwardHandler, ThreadingForwardServer, paramiko
@@ -85,7 +88,9 @@ def _shutdown(sock: socket.socket) -> None:
 
 
 class _Server(ThreadingForwardServer):  # type: ignore[misc]
-    allow_reuse_address = False  # we bind port 0; on Windows reuse would let others share the port
+    # POSIX: a port whose last connections linger in TIME_WAIT can be taken again (a replaced keeper's);
+    # a port another socket listens on still cannot. On Windows the option would let others share the port.
+    allow_reuse_address = sys.platform != "win32"
     daemon_threads = True
 
 
@@ -96,29 +101,42 @@ class Tunnel:
         self.transport = transport  # replaced after a reconnect; None while the link is down
         self._servers: list[_Server] = []
 
-    def forward(self, remote_host: str, remote_port: int) -> int:
-        """Start forwarding a new local port to remote_host:remote_port; return the local port."""
+    def forward(self, remote_host: str, remote_port: int, local_port: object = 0) -> int:
+        """Start forwarding a local port to remote_host:remote_port: `local_port` when it is a port that is
+        free, else a new one; return the local port."""
         handler = type("Handler", (_Handler,), {"tunnel": self, "remote_address": (remote_host, remote_port),
                                                "logger": log})
-        server = _Server((LOCAL_HOST, 0), handler, logger=log)
+        server = None
+        if isinstance(local_port, int) and not isinstance(local_port, bool) and 0 < local_port < 65536:
+            try:
+                server = _Server((LOCAL_HOST, local_port), handler, logger=log)
+            except OSError as exc:
+                log.info("local port %d not free again (%s); taking another", local_port, exc)
+        if server is None:
+            server = _Server((LOCAL_HOST, 0), handler, logger=log)
         self._servers.append(server)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": ACCEPT_POLL}, daemon=True,
                          name=f"forward-{remote_port}").start()
         return int(server.server_address[1])
 
-    def forward_service(self, service: Service, state: ServerState) -> dict[str, Any]:
-        """Forward the service's port and every `*_port` / `*-port` it reported; the client payload."""
+    def forward_service(self, service: Service, state: ServerState,
+                        previous: Mapping[str, object] | None = None) -> dict[str, Any]:
+        """Forward the service's port and every `*_port` / `*-port` it reported; the client payload.
+
+        `previous` (the payload of a keeper we replace) names the local ports to take again when free.
+        """
         assert state.port is not None
         interface = service.server_interface(state)
+        before = previous or {}
         payload: dict[str, Any] = {
             "hostname": "localhost",
-            "port": self.forward(interface, state.port),
+            "port": self.forward(interface, state.port, before.get("port")),
             "tunneled-host": service.config.hostname,
             "tunneled-port": state.port,
             "tunneled-network-interface": interface,
         }
         for name, remote in state.extra_ports().items():
-            payload[name] = self.forward(interface, remote)
+            payload[name] = self.forward(interface, remote, before.get(name))
             payload[f"tunneled-{name}"] = remote
         return payload
 

@@ -5,7 +5,9 @@ batch job: the job, with its scheduler) on the server over the keeper's own conn
 interval keep idle links (and NAT mappings) alive. A check that hangs (a link
 that died silently) is cut off by closing the transport. A lost link is
 re-established without prompts, with backoff, for RECONNECT_INTERVALS
-intervals (60 s at the default 5 s); the local ports stay bound meanwhile.
+intervals (60 s at the default 5 s); the local ports stay bound meanwhile, and
+`on_reconnect` is told until when (so other runs wait for us instead of
+replacing us, see process.claim).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from ..config import Config
 from ..errors import AuthenticationError, HostError, HostKeyError
@@ -25,24 +28,27 @@ RECONNECT_INTERVALS = 12
 MIN_CHECK_TIMEOUT = 10.0
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 10.0
+LINK_POLL = 0.2  # seconds between looks at whether the connection is still open (a local check)
 log = logging.getLogger("remote_http_launcher.keeper")
 
 
 class Watchdog:
     """Runs until the service is gone or the link cannot be restored; `host` follows reconnects."""
 
-    def __init__(self, host: SSHHost, state: ServerState, tunnel: Tunnel, config: Config) -> None:
+    def __init__(self, host: SSHHost, state: ServerState, tunnel: Tunnel, config: Config,
+                 on_reconnect: Callable[[float | None], None] = lambda until: None) -> None:
         self.host = host
         self.state = state
         self.tunnel = tunnel
         self.config = config
+        self.on_reconnect = on_reconnect  # called with the time.time() we reconnect until, then None once up
         self.interval = config.watchdog_interval
         self._keepalive()
 
     def run(self) -> str:
         """Block until there is nothing left to keep; return why, for the keeper's log."""
         while True:
-            time.sleep(self.interval)
+            self._pause()
             try:
                 alive = self._service_alive()
             except HostError as exc:
@@ -52,6 +58,13 @@ class Watchdog:
                 continue
             if not alive:
                 return f"{ended(self.state)} ({self.host.name})"
+
+    def _pause(self) -> None:
+        """One interval, cut short when the connection closes (its alive check closes it once the server
+        stops answering): reconnecting at once also tells other runs at once to wait for us."""
+        deadline = time.monotonic() + self.interval
+        while (left := deadline - time.monotonic()) > 0 and self.host.transport.is_active():
+            time.sleep(min(LINK_POLL, left))
 
     def _service_alive(self) -> bool:
         transport = self.host.transport
@@ -68,6 +81,7 @@ class Watchdog:
         return alive
 
     def _reconnect(self) -> bool:
+        self.on_reconnect(time.time() + self._budget())  # before local connections start failing at once
         self.tunnel.transport = None  # local connections fail at once instead of hanging meanwhile
         self.host.close()
         host = reconnect(self.config.ssh_target, self._budget())
@@ -76,6 +90,7 @@ class Watchdog:
         self.host = host
         self._keepalive()
         self.tunnel.transport = self.host.transport
+        self.on_reconnect(None)
         return True
 
     def _budget(self) -> float:
