@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -73,10 +74,27 @@ class Launcher:
         return payload, state
 
     def _error(self, kind: type[E], service: Service, step: str, detail: str, state: ServerState | None = None,
-               *, with_log: bool = False) -> E:
-        """`KEY: DETAIL`, with the key, host, step and (`with_log`) the log's tail as fields too."""
-        tail = service.log_tail(state) if with_log else None
-        message = f"{self.key}: {detail}" + (f"; log: {tail}" if tail is not None else "")
+               *, with_log: bool = False, stop: Callable[[], object] | None = None) -> E:
+        """`KEY: DETAIL`, with the key, host, step and (`with_log`) the log's tail as fields too.
+
+        `stop` ends what the failed launch leaves behind, first. It and the log's
+        tail go over the same host, which may be what failed (a link gone
+        silent): their own failure is added to the message, never raised in
+        place of the error that explains the run.
+        """
+        notes = []
+        if stop is not None:
+            try:
+                stop()
+            except LauncherError as exc:
+                notes.append(f"could not stop it: {exc}")
+        tail = None
+        if with_log:
+            try:
+                tail = service.log_tail(state)
+            except LauncherError as exc:
+                notes.append(f"could not read its log: {exc}")
+        message = "; ".join([f"{self.key}: {detail}", *([f"log: {tail}"] if tail is not None else []), *notes])
         return kind(message, key=self.key, host=service.host.name, step=step, log_tail=tail)
 
     # 2. The server status file.
@@ -103,9 +121,9 @@ class Launcher:
                 problem = self._verify(service, state, open_tunnel)
                 if problem is None:
                     return state
-                service.terminate(state)
                 raise self._error(HandshakeError, service, "handshake", f"service on {service.host.name} reported "
-                                  f"port {state.port} but {problem}", state, with_log=True)
+                                  f"port {state.port} but {problem}", state, with_log=True,
+                                  stop=partial(service.terminate, state))
 
     def _verify(self, service: Service, state: ServerState, open_tunnel: TunnelOpener | None = None) -> str | None:
         """Scenario 1: the recorded process is ours and alive, and it answers on its port.
@@ -303,10 +321,10 @@ class Launcher:
             if current is not None and current.status == "running":
                 return current
             if current is not None and current.status == "failed":
-                if launched:  # a service that reports failure but lingers would be orphaned
-                    service.terminate(current)
+                # a launched service that reports failure but lingers would be orphaned
                 raise self._error(ServiceFailedError, service, "start", f"service on {host.name} reported status "
-                                  "'failed'", current, with_log=True)
+                                  "'failed'", current, with_log=True,
+                                  stop=partial(service.terminate, current) if launched else None)
             state = current or state
             if now - last_check >= PROCESS_CHECK_INTERVAL or pid is None:
                 last_check = now
@@ -319,10 +337,9 @@ class Launcher:
                     raise self._error(ServiceFailedError, service, "start", f"service on {host.name} exited "
                                       "before reporting its port", state, with_log=True)
             if now - last_change > self.config.startup_timeout:
-                service.terminate(state)
                 raise self._error(ServiceFailedError, service, "start", f"service on {host.name} did not report "
                                   f"its port within {self.config.startup_timeout:.0f} s (stopped it)", state,
-                                  with_log=True)
+                                  with_log=True, stop=partial(service.terminate, state))
             self.progress.tick()
             time.sleep(min(pause, host.poll_interval))
             pause *= 2
@@ -368,9 +385,8 @@ class Launcher:
                 return current
             state = current or state
             if current is not None and current.status == "failed":
-                job.cancel(host)
                 raise self._error(ServiceFailedError, service, "start", f"service in job {job.id} reported "
-                                  "status 'failed'", state, with_log=True)
+                                  "status 'failed'", state, with_log=True, stop=partial(job.cancel, host))
             now = time.monotonic()
             if now - last_check >= query_interval:
                 last_check = now
@@ -384,24 +400,22 @@ class Launcher:
                 if info.state == schedulers.QUEUED:
                     why = f"job {job.id} queued: {info.reason or 'waiting'}"
                     if job.scheduler.hopeless(info):
-                        job.cancel(host)
                         raise self._error(LaunchError, service, "queue", f"{why}, which waiting cannot clear "
-                                          f"(cancelled the job); fix scheduler.options")
+                                          f"(cancelled the job); fix scheduler.options", stop=partial(job.cancel, host))
                     if now - started > queue_timeout:
-                        job.cancel(host)
                         raise self._error(LaunchError, service, "queue", f"{why} for more than "
                                           f"{queue_timeout:.0f} s (cancelled the job); raise "
-                                          "scheduler.queue_timeout or ask for fewer resources")
+                                          "scheduler.queue_timeout or ask for fewer resources",
+                                          stop=partial(job.cancel, host))
                     text = why + (f", expected to start {info.start_estimate}" if info.start_estimate else "")
                     query_interval = min(2 * query_interval, JOB_QUERY_MAX_INTERVAL)  # the status file shows a start
                 else:
                     running_since, query_interval = running_since or now, PROCESS_CHECK_INTERVAL
                     text = f"job {job.id} running on {info.node or '?'}; waiting for the service to report its port"
                     if now - running_since > self.config.startup_timeout:
-                        job.cancel(host)
                         raise self._error(ServiceFailedError, service, "start", f"service in job {job.id} did not "
                                           f"report its port within {self.config.startup_timeout:.0f} s "
-                                          "(cancelled the job)", state, with_log=True)
+                                          "(cancelled the job)", state, with_log=True, stop=partial(job.cancel, host))
                 if text != shown:
                     self.progress.phase(text)
                     shown = text

@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_mock import MockerFixture
 
 from remote_http_launcher import LauncherError, LaunchError, run
+from remote_http_launcher.errors import HostError
+from remote_http_launcher.hosts.base import Host
+from tests.conftest import kill_services
 from tests.posix import SIGKILL, getuid, killpg
 
 KEY = "demo-localhost"
@@ -224,6 +228,22 @@ def test_service_reporting_failed_but_lingering_is_stopped(rhl_dir: Path, demo_c
     while group_members(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert group_members(pid) == []
+
+
+def test_a_failed_cleanup_does_not_replace_the_error_it_follows(rhl_dir: Path, demo_config: Factory, tmp_path: Path,
+                                                                mocker: MockerFixture) -> None:
+    """Stopping what a failed launch left goes over the host that may itself have failed (a silent link):
+    the run still says why it failed, and adds that the clean-up did not work."""
+    script = tmp_path / "linger.py"
+    script.write_text(LINGER)
+    mocker.patch.object(Host, "signal_group", side_effect=HostError("exec: connection lost (no answer within 2 s)"))
+    try:
+        with pytest.raises(LaunchError) as info:
+            run(demo_config(command=f"{sys.executable} {script} {{status_file}}"))
+        assert str(info.value).endswith("reported status 'failed'; log: reported failure, lingering; could not stop "
+                                        "it: exec: connection lost (no answer within 2 s)")
+    finally:
+        kill_services(rhl_dir)
 
 
 def test_command_that_exits_at_once(rhl_dir: Path, demo_config: Factory) -> None:
