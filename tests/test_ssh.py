@@ -107,8 +107,12 @@ def error_line(result: subprocess.CompletedProcess[str]) -> str:
 
 # ---------------------------------------------------------------- SSHHost operations
 
-def test_host_files_and_scripts(ssh_config: Path, server: SSHServer) -> None:
-    with SSHHost.connect(ALIAS) as host:
+@pytest.mark.parametrize("kept_shells", [False, True], ids=["channels", "kept-shells"])
+def test_host_files_and_scripts(ssh_config: Path, server: SSHServer, kept_shells: bool) -> None:
+    ssh_host = SSHHost.connect(ALIAS)
+    if kept_shells:  # the broker's: scripts and reads in kept `sh` sessions (ssh/shells.py)
+        ssh_host.keep_shells()
+    with ssh_host as host:
         assert host.home == str(server.home)
         assert host.state_dir == f"{server.home}/{REMOTE_STATE}"
         path = f"{host.state_dir}/deep/file.json"
@@ -145,10 +149,14 @@ def test_host_files_and_scripts(ssh_config: Path, server: SSHServer) -> None:
         assert result.stdout == "".join(f"[{a}]" for a in tricky)
 
 
-def test_host_process_start_time_matches_script(ssh_config: Path, server: SSHServer) -> None:
+@pytest.mark.parametrize("kept_shells", [False, True], ids=["sftp", "kept-shells"])
+def test_host_process_start_time_matches_script(ssh_config: Path, server: SSHServer, kept_shells: bool) -> None:
     started = server.run("setsid sleep 60 >/dev/null 2>&1 & echo $!")
     pid = int(started.stdout)
-    with SSHHost.connect(ALIAS) as host:
+    ssh_host = SSHHost.connect(ALIAS)
+    if kept_shells:
+        ssh_host.keep_shells()
+    with ssh_host as host:
         expected = host.run_script(scripts.PROCESS_INFO, [str(pid)]).stdout.strip()
         assert host.process_start_time(pid) == expected
         assert expected.startswith("proc:")

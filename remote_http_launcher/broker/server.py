@@ -116,6 +116,7 @@ class Broker:
         try:
             self.host = SSHHost.connect(self.target, interactive=ask is not None, prompt=ask,
                                         accept_new_host_key=accept_new_host_key)
+            self.host.keep_shells()
             self.refresh_keepalive()
             authkey = os.urandom(32)
             statefiles.write_atomic(self.files.key, authkey)
@@ -201,6 +202,12 @@ class Broker:
         log.info("link to %s lost; reconnecting", self.target)
         host = reconnect(self.target, RECONNECT_INTERVALS * min(intervals, default=1.0))
         if host is None:
+            return False
+        try:
+            host.keep_shells()
+        except LauncherError as exc:  # the new link failed at once
+            log.info("reconnected link lost again: %s", exc)
+            host.close()
             return False
         with self.sftp_lock:
             old, self.host = self.host, host

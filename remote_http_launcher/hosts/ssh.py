@@ -13,6 +13,7 @@ import errno
 import posixpath
 import shlex
 import stat
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -24,6 +25,7 @@ from ..prompts import Prompt
 from ..ssh._paramiko import paramiko, send_channel_request
 from ..ssh.connection import SSHConnection, connect
 from ..ssh.sftp import PipelinedSFTP
+from ..ssh.shells import ShellPool
 from .base import Host, ScriptResult, read_start
 
 SSH_POLL_INTERVAL = 0.2
@@ -32,6 +34,10 @@ CHANNEL_OPEN_TIMEOUT = 30.0
 PROC_SELF = "/proc/self"
 NO_PROC = -1
 OUTPUT_MARKER = "--remote-http-launcher-output--"
+# A state file in a kept shell: its first $1 bytes (statefiles.READ_LIMIT, as the SFTP read), exit READ_ABSENT
+# when it does not exist; anything else (unreadable, a directory, no `head -c`) is left to SFTP.
+READ_FILE = '[ -e "$2" ] || exit 3\nexec head -c "$1" -- "$2"'
+READ_ABSENT = 3
 
 
 class SSHHost(Host):
@@ -46,6 +52,7 @@ class SSHHost(Host):
         self._files: PipelinedSFTP | None = None
         self._home: str | None = None
         self._uid: int | None = None  # owner of /proc/self, i.e. who our processes run as; NO_PROC without /proc
+        self.shells: ShellPool | None = None  # kept `sh` sessions (see keep_shells)
 
     @classmethod
     def connect(cls, target: str, *, interactive: bool = True, prompt: Prompt | None = None,
@@ -54,6 +61,14 @@ class SSHHost(Host):
         the terminal or Jupyter cell of the call, see ssh.connection.connect)."""
         return cls(connect(target, interactive=interactive, prompt=prompt, accept_new_host_key=accept_new_host_key),
                    name=target)
+
+    def keep_shells(self) -> None:
+        """Run scripts and small reads in kept `sh` sessions (ssh/shells.py): one round trip each instead of
+        two. For a long-lived connection (the broker): its home and first session are fetched now, ahead of
+        the first command."""
+        self.shells = ShellPool(self.transport, CHANNEL_OPEN_TIMEOUT)
+        self._load_identity()
+        threading.Thread(target=self.shells.warm, daemon=True, name="rhl-shell-warm").start()
 
     # ---- paths ----
     @property
@@ -93,6 +108,12 @@ class SSHHost(Host):
         return self._files
 
     def read(self, path: str) -> bytes | None:
+        """In a kept shell when there is one (one round trip); over SFTP (two) otherwise, and whenever the
+        shell's `head` cannot say (unreadable, not a regular file), so errors read as before."""
+        if self.shells is not None:
+            found = self._run_in_shell(READ_FILE, [str(statefiles.READ_LIMIT), path])
+            if found is not None and found[0] in (0, READ_ABSENT):
+                return found[1] if found[0] == 0 else None
         with self._step("read", path):
             return self._read_opened(self.files.send_open(path, "READ"))
 
@@ -240,6 +261,27 @@ class SSHHost(Host):
 
     # ---- processes ----
     def run_script(self, script: str, args: list[str], stdin: bytes = b"") -> ScriptResult:
+        """`sh -c SCRIPT sh ARGS...` in a kept shell session when there is one, else in an exec channel."""
+        found = self._run_in_shell(script, args, stdin) if self.shells is not None else None
+        if found is not None:
+            code, stdout, stderr = found
+            return ScriptResult(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+        return self._exec_script(script, args, stdin)
+
+    def _run_in_shell(self, script: str, args: list[str], stdin: bytes = b"") -> tuple[int, bytes, bytes] | None:
+        """(exit status, stdout, stderr) from a kept shell session; None when it did not run the script."""
+        assert self.shells is not None
+        try:
+            return self.shells.run(script, args, stdin, SCRIPT_TIMEOUT)
+        except TimeoutError:
+            self.connection.give_up(f"no answer within {SCRIPT_TIMEOUT:.0f} s")  # later steps would wait too
+            raise self.connection.fail("exec", f"no answer within {SCRIPT_TIMEOUT:.0f} s") from None
+        except (EOFError, OSError) as exc:
+            if not self.transport.is_active():
+                raise self.connection.fail("exec", _describe(exc, self.connection)) from None
+            return -1, b"", str(exc).encode()  # as an exec channel whose shell was killed
+
+    def _exec_script(self, script: str, args: list[str], stdin: bytes = b"") -> ScriptResult:
         """`sh -c SCRIPT sh ARGS...` in an exec channel; every word is quoted for the login shell.
 
         Login shells may print greetings (e.g. from ~/.bashrc) before our
@@ -277,7 +319,10 @@ class SSHHost(Host):
                             stderr.decode(errors="replace"))
 
     def process_start_time(self, pid: int) -> str | None:
-        """Read /proc/PID/stat over SFTP (two round trips, no shell) where the host has /proc."""
+        """Read /proc/PID/stat over SFTP (two round trips, no shell) where the host has /proc; with kept
+        shells, scripts.PROCESS_INFO in one (one round trip)."""
+        if self.shells is not None:
+            return super().process_start_time(pid)
         if self._uid is None:
             self._load_identity()
         if self._uid == NO_PROC:
@@ -298,6 +343,8 @@ class SSHHost(Host):
         return self.connection.forward(host, port, timeout)
 
     def close(self) -> None:
+        if self.shells is not None:
+            self.shells.close()
         if self._files is not None:
             self._files.client.close()
             self._files = None
