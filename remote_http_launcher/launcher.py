@@ -36,6 +36,7 @@ from .templates import evaluate_command
 
 if TYPE_CHECKING:
     from .hosts import Host
+    from .hosts.base import SeenProcess
 
 TunnelOpener = Callable[[Service, ServerState], dict[str, Any]]
 WayIn = tuple[dict[str, Any], str | None]  # the client payload, and the problem with its first handshake
@@ -101,13 +102,13 @@ class Launcher:
     def _ensure_running(self, service: Service, open_tunnel: TunnelOpener | None = None) -> ServerState:
         launches = 0
         while True:
-            state = service.read_state()
-            if state is not None and state.status == "starting" and service.is_ours(state):
+            state, seen = service.read_state_seen()
+            if state is not None and state.status == "starting" and service.is_ours(state, seen):
                 self.progress.phase("waiting for the service to start")
                 LaunchLock(service).is_free_or_stale()  # breaks the lock of a launcher that died before releasing it
-                state = self._monitor(service, state, launched=False)
+                state, seen = self._monitor(service, state, launched=False), None
             if state is not None and state.status == "running":
-                problem = self._verify(service, state, open_tunnel)
+                problem = self._verify(service, state, open_tunnel, seen)
                 if problem is None:
                     return state
                 self.progress.phase(f"stale service ({problem})")  # stopped below only if verifiably ours
@@ -125,11 +126,13 @@ class Launcher:
                                   f"port {state.port} but {problem}", state, with_log=True,
                                   stop=partial(service.terminate, state))
 
-    def _verify(self, service: Service, state: ServerState, open_tunnel: TunnelOpener | None = None) -> str | None:
+    def _verify(self, service: Service, state: ServerState, open_tunnel: TunnelOpener | None = None,
+                seen: SeenProcess | None = None) -> str | None:
         """Scenario 1: the recorded process is ours and alive, and it answers on its port.
 
         The process check and the first handshake do not depend on each other,
-        so they run at the same time: over SSH each costs two round trips. So
+        so they run at the same time (the check may be done already: `seen`,
+        made by the host along with the status file's read). So
         does step 4 for a remote service (the client's way in and its own
         handshake, direct or through the tunnel), which needs only the port:
         it starts here too, and step 4 collects it if this state passes.
@@ -152,7 +155,7 @@ class Launcher:
         first = Background("rhl-verify", lambda: handshake.check(interface, port, self.config.handshake, channel)
                            or self._listener_problem(service, state, port))
         try:
-            problem = service.identity_problem(state)
+            problem = service.identity_problem(state, seen)
         finally:
             first.wait()
         if problem is not None:

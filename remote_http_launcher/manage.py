@@ -30,6 +30,7 @@ from .clientfile import keeper_log_path
 from .config import DEFAULT_CONNECTION_PERSIST, SSH_HOST_PATTERN, Config
 from .errors import ConfigError, HostError, NotRunningError
 from .hosts import Host, LocalHost, open_host
+from .hosts.base import SeenProcess
 from .keeper.lock import KeeperLock, is_keeper
 from .keeper.stop import stop_keeper
 from .progress import Progress
@@ -124,17 +125,18 @@ class StopResult(TypedDict):
 # ---------------------------------------------------------------- server side
 
 
-def classify(host: Host, raw: bytes | None,
-             status_file: str | None = None) -> tuple[str, ServerState | None, str | None]:
-    """(status, parsed state, why it is stale or queued) of a status file's contents (read from `status_file`)."""
-    status, state, detail, _ = _classify(host, raw, status_file)
+def classify(host: Host, raw: bytes | None, status_file: str | None = None,
+             seen: SeenProcess | None = None) -> tuple[str, ServerState | None, str | None]:
+    """(status, parsed state, why it is stale or queued) of a status file's contents (read from `status_file`;
+    `seen`: as read with it, see Service.read_status_seen)."""
+    status, state, detail, _ = _classify(host, raw, status_file, seen)
     return status, state, detail
 
 
-def _classify(host: Host, raw: bytes | None, status_file: str | None = None) -> tuple[
-        str, ServerState | None, str | None, schedulers.JobInfo | None]:
+def _classify(host: Host, raw: bytes | None, status_file: str | None = None, seen: SeenProcess | None = None
+              ) -> tuple[str, ServerState | None, str | None, schedulers.JobInfo | None]:
     """classify(), and what the scheduler said about a batch job."""
-    status, state, detail = _classify_process(host, raw, status_file)
+    status, state, detail = _classify_process(host, raw, status_file, seen)
     job = schedulers.job_of(state)
     if job is None or state is None or status in (FAILED, ABSENT) or state.status == STALE:
         return status, state, detail, None
@@ -146,8 +148,8 @@ def _classify(host: Host, raw: bytes | None, status_file: str | None = None) -> 
     return STALE, state, f"job {job.id} has ended ({info.raw_state.lower()})", info
 
 
-def _classify_process(host: Host, raw: bytes | None,
-                      status_file: str | None) -> tuple[str, ServerState | None, str | None]:
+def _classify_process(host: Host, raw: bytes | None, status_file: str | None,
+                      seen: SeenProcess | None) -> tuple[str, ServerState | None, str | None]:
     if raw is None:
         return ABSENT, None, None
     if statefiles.too_large(raw):
@@ -162,19 +164,19 @@ def _classify_process(host: Host, raw: bytes | None,
     if state.status == FAILED:
         return FAILED, state, None
     if state.status == STALE:  # the original's rhl-stop stopped it and kept the file
-        if state.start_time is not None and is_ours(host, state, status_file):
+        if state.start_time is not None and is_ours(host, state, status_file, seen):
             return STALE, state, f"marked stale (rhl-stop), but process {state.pid} still runs"
         return STALE, state, "stopped (marked stale by rhl-stop)"
     if schedulers.job_of(state) is not None:
         return state.status, state, None  # _classify asks the scheduler
-    problem = identity_problem(host, state, status_file)
+    problem = identity_problem(host, state, status_file, seen)
     return (state.status, state, None) if problem is None else (STALE, state, problem)
 
 
 def server_entry(host: Host, key: str, status_file: str, raw: bytes | None,
-                 default_log: str | None = None) -> ServiceEntry:
+                 default_log: str | None = None, seen: SeenProcess | None = None) -> ServiceEntry:
     """What the status file of `key` says, checked against the host's processes."""
-    status, state, detail, info = _classify(host, raw, status_file)
+    status, state, detail, info = _classify(host, raw, status_file, seen)
     data = state.data if state else (statefiles.decode(raw) or {})
     job = schedulers.job_of(state)
     launched_at = data.get("launched_at")
@@ -241,7 +243,8 @@ def status(config: Config, *, connection_dir: str | os.PathLike[str] | None = No
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
     with open_host(config, prompt, accept_new_host_key=accept_new_host_key) as host:
         service = Service(host, config, key)
-        entry = server_entry(host, key, service.status_file, service.read_status(), service.log_file)
+        raw, seen = service.read_status_seen()
+        entry = server_entry(host, key, service.status_file, raw, service.log_file, seen)
         if entry["workdir"] is None:
             entry["workdir"] = host.expand(config.workdir)
         listener = port_listener(host, entry) if config.handshake is None else None

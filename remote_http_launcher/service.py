@@ -18,6 +18,7 @@ from .statefiles import ServerState
 if TYPE_CHECKING:
     from .config import Config
     from .hosts import Host
+    from .hosts.base import SeenProcess
     from .schedulers import Job
 
 STOP_TIMEOUT = 10.0
@@ -53,18 +54,27 @@ class Service(NamedTuple):
         return f"{self.host.state_dir}/{self.key}.job"
 
     def read_status(self) -> bytes | None:
-        """The status file's bytes. One that is not a JSON object is read again for up to SETTLE_TIME:
-        a service rewriting it in place (no temp file and rename) shows half a file for a moment, and
-        taking that for a stale record would launch a second copy or leave the service out of `stop`'s reach."""
-        raw = self.host.read_state_file(f"{self.key}.json")
+        return self.read_status_seen()[0]
+
+    def read_state(self) -> ServerState | None:
+        return self.read_state_seen()[0]
+
+    def read_status_seen(self) -> tuple[bytes | None, SeenProcess | None]:
+        """The status file's bytes, with its PID's start time when the host looked it up in the same step
+        (Host.read_status_file; for `identity_problem` right after). One that is not a JSON object is read
+        again for up to SETTLE_TIME: a service rewriting it in place (no temp file and rename) shows half a
+        file for a moment, and taking that for a stale record would launch a second copy or leave the
+        service out of `stop`'s reach."""
+        raw, seen = self.host.read_status_file(f"{self.key}.json")
         deadline = time.monotonic() + SETTLE_TIME
         while half_written(raw) and time.monotonic() < deadline:
             time.sleep(max(self.host.poll_interval, SETTLE_POLL))
-            raw = self.host.read(self.status_file)
-        return raw
+            raw, seen = self.host.read(self.status_file), None
+        return raw, seen
 
-    def read_state(self) -> ServerState | None:
-        return ServerState.parse(statefiles.decode(self.read_status()))
+    def read_state_seen(self) -> tuple[ServerState | None, SeenProcess | None]:
+        raw, seen = self.read_status_seen()
+        return ServerState.parse(statefiles.decode(raw)), seen
 
     def stop_unrecorded(self, timeout: float = STOP_TIMEOUT) -> list[tuple[int, str]]:
         """Stop the processes a launch of this key started that its status file does not (or no longer)
@@ -93,11 +103,11 @@ class Service(NamedTuple):
         return {int(words[0]): int(words[1]) for words in map(str.split, out.splitlines())
                 if len(words) == 2 and words[0].isdigit() and words[1].isdigit()}
 
-    def identity_problem(self, state: ServerState) -> str | None:
-        return identity_problem(self.host, state, self.status_file)
+    def identity_problem(self, state: ServerState, seen: SeenProcess | None = None) -> str | None:
+        return identity_problem(self.host, state, self.status_file, seen)
 
-    def is_ours(self, state: ServerState) -> bool:
-        return is_ours(self.host, state, self.status_file)
+    def is_ours(self, state: ServerState, seen: SeenProcess | None = None) -> bool:
+        return is_ours(self.host, state, self.status_file, seen)
 
     def terminate(self, state: ServerState, timeout: float = STOP_TIMEOUT) -> str | None:
         return terminate(self.host, state, timeout, self.status_file)
@@ -130,12 +140,13 @@ def half_written(raw: bytes | None) -> bool:
     return raw is not None and not statefiles.too_large(raw) and statefiles.decode(raw) is None
 
 
-def is_ours(host: Host, state: ServerState, status_file: str | None = None) -> bool:
+def is_ours(host: Host, state: ServerState, status_file: str | None = None, seen: SeenProcess | None = None) -> bool:
     """True when state's process is still the one that was launched (see `identity_problem`)."""
-    return identity_problem(host, state, status_file) is None
+    return identity_problem(host, state, status_file, seen) is None
 
 
-def identity_problem(host: Host, state: ServerState, status_file: str | None = None) -> str | None:
+def identity_problem(host: Host, state: ServerState, status_file: str | None = None,
+                     seen: SeenProcess | None = None) -> str | None:
     """None when state's process is alive and is still the one that was launched; else why not.
 
     With our start time recorded, the PID must have that start time, or, its
@@ -147,7 +158,9 @@ def identity_problem(host: Host, state: ServerState, status_file: str | None = N
     by LEGACY_START_SLACK): a PID reused by another program of the same user
     fails one or the other. Without `status_file` (a liveness check that signals
     nothing), the command line alone decides. A batch job is the service's
-    while its scheduler has it queued or running.
+    while its scheduler has it queued or running. `seen`: the start time the
+    host looked up with the status file `state` was parsed from
+    (Service.read_status_seen), used only when it is of the same PID.
     """
     job = job_of(state)
     if job is not None:
@@ -156,7 +169,7 @@ def identity_problem(host: Host, state: ServerState, status_file: str | None = N
         return f"job {job.id} has ended" if job.query(host).state == ENDED else None
     if state.pid is None:
         return "the status file names no process"
-    current = host.process_start_time(state.pid)
+    current = seen.start_time if seen is not None and seen.pid == state.pid else host.process_start_time(state.pid)
     if current is None:
         if state.start_time is not None and host.run_script(scripts.GROUP_ALIVE, [str(state.pid)]).returncode == 0:
             return None

@@ -1,8 +1,12 @@
 """Kept remote `sh` sessions (ssh/shells.py) against the real sshd: exact output, stdin, exit codes, threads,
-a session that dies, and the session's private directory."""
+a session that dies, and the session's private directory; and Host.read_status_file (a status file with its
+PID's start time in one step) on both hosts."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -12,8 +16,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from remote_http_launcher import statefiles
+from remote_http_launcher.hosts import Host, LocalHost
+from remote_http_launcher.hosts.base import SeenProcess
 from remote_http_launcher.hosts.ssh import SSHHost
+from remote_http_launcher.service import identity_problem
 from remote_http_launcher.ssh.shells import MAX_SHELLS
+from remote_http_launcher.statefiles import ServerState
 from tests.ssh_client import ALIAS
 
 if TYPE_CHECKING:
@@ -135,3 +143,57 @@ def test_session_directory_is_private_and_removed(host: SSHHost, server: SSHServ
     host.shells.close()
     assert wait_until(lambda: server.run(f"test -e {directory}").returncode != 0)
     assert host.run_script("echo after", []).stdout == "after\n"  # a closed pool: exec channels
+
+
+# ---------------------------------------------------------------- a status file and its PID's start time at once
+
+@pytest.fixture(params=["local", "ssh-kept-shells"])
+def any_host(request: pytest.FixtureRequest, rhl_dir: Path) -> Host:
+    """Both hosts implement Host.read_status_file with the PID check (SSH: one script in a kept session)."""
+    if request.param == "local":
+        return LocalHost()
+    return request.getfixturevalue("host")  # type: ignore[no-any-return]
+
+
+def sleeper(any_host: Host, server: SSHServer | None) -> int:
+    """A process of ours on the host (sleep 60), detached."""
+    command = "setsid sleep 60 >/dev/null 2>&1 </dev/null & echo $!"
+    if isinstance(any_host, LocalHost):
+        return int(subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout)
+    assert server is not None
+    return int(server.run(command).stdout)
+
+
+def test_status_file_comes_with_its_pid_start_time(any_host: Host, request: pytest.FixtureRequest) -> None:
+    server = request.getfixturevalue("server") if not isinstance(any_host, LocalHost) else None
+    pid = sleeper(any_host, server)
+    path = f"{any_host.state_dir}/k.json"
+    assert any_host.read_status_file("k.json") == (None, None)
+    record = b'{"status": "running", "pid": %d, "port": 1, "meta": {"pid": 1}}' % pid
+    any_host.write_atomic(path, record)
+    raw, seen = any_host.read_status_file("k.json")
+    assert raw == record
+    assert seen == SeenProcess(pid, any_host.process_start_time(pid)) and seen.start_time is not None
+    any_host.write_atomic(path, b'{"status": "starting"}')
+    assert any_host.read_status_file("k.json") == (b'{"status": "starting"}', None)
+    if server is not None:
+        server.run(f"kill -9 {pid}")
+    else:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: any_host.process_start_time(pid) is None)
+    any_host.write_atomic(path, record)
+    assert any_host.read_status_file("k.json") == (record, SeenProcess(pid, None))
+
+
+def test_identity_uses_what_was_seen_only_for_its_pid(rhl_dir: Path) -> None:
+    host = LocalHost()
+    pid = sleeper(host, None)
+    started = host.process_start_time(pid)
+    state = ServerState.parse({"status": "running", "pid": pid, "port": 1, "start_time": started})
+    assert state is not None
+    assert identity_problem(host, state, None, SeenProcess(pid, started)) is None
+    # What was seen with the file stands for the PID at that moment: no second look-up.
+    assert identity_problem(host, state, None, SeenProcess(pid, None)) == f"process {pid} is gone"
+    # Another PID's (a crude match on the host): looked up again.
+    assert identity_problem(host, state, None, SeenProcess(pid + 1, None)) is None
+    os.kill(pid, signal.SIGKILL)

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from .. import prompts, statefiles
 from ..errors import LauncherError
-from ..hosts.base import Host, ScriptResult
+from ..hosts.base import Host, ScriptResult, SeenProcess
 from ..progress import Progress
 from ..prompts import Prompt
 from .protocol import PROPERTIES, raise_reply
@@ -238,6 +238,10 @@ class BrokeredHost(Host):
 
     def read_state_file(self, name: str) -> bytes | None:
         return self.call("read_state_file", name)  # type: ignore[no-any-return]
+
+    def read_status_file(self, name: str) -> tuple[bytes | None, SeenProcess | None]:
+        raw, seen = self.call("read_status_file", name)
+        return raw, SeenProcess(*seen) if seen is not None else None
 
     def mtime(self, path: str) -> float | None:
         return self.call("mtime", path)  # type: ignore[no-any-return]

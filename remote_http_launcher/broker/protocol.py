@@ -30,9 +30,9 @@ if TYPE_CHECKING:
     from .tunnels import Tunnels
 
 #: Host methods a client may call; those that use the shared SFTP session are called one at a time.
-SFTP_CALLS = frozenset({"read", "read_state_file", "mtime", "write_atomic", "create_exclusive", "create_then_read",
-                        "rename", "remove", "listdir", "process_start_time", "read_from", "tail", "home",
-                        "state_dir"})
+SFTP_CALLS = frozenset({"read", "read_state_file", "read_status_file", "mtime", "write_atomic", "create_exclusive",
+                        "create_then_read", "rename", "remove", "listdir", "process_start_time", "read_from", "tail",
+                        "home", "state_dir"})
 OTHER_CALLS = frozenset({"run_script", "signal_group"})
 PROPERTIES = frozenset({"home", "state_dir"})
 CHANNEL_CALLS = frozenset({"tcp_channel", "channel_send", "channel_recv", "channel_close"})

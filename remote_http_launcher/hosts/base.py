@@ -29,6 +29,13 @@ class ScriptResult(NamedTuple):
     stderr: str
 
 
+class SeenProcess(NamedTuple):
+    """`process_start_time(pid)` of a PID a status file named, looked up when the file was read."""
+
+    pid: int
+    start_time: str | None
+
+
 class Host(ABC):
     """A machine that runs services: files, processes and TCP as seen from there."""
 
@@ -54,6 +61,12 @@ class Host(ABC):
     def read_state_file(self, name: str) -> bytes | None:
         """A file in `state_dir`; a host may fetch it along with its own first look-ups (SSH: home)."""
         return self.read(f"{self.state_dir}/{name}")
+
+    def read_status_file(self, name: str) -> tuple[bytes | None, SeenProcess | None]:
+        """read_state_file(name) and, when the host fetches it in the same step, the start time of the PID
+        the file seems to name (None: not looked up). The caller uses it only for the PID it parsed from
+        these bytes, and only for the check it makes right after the read (see service.identity_problem)."""
+        return self.read_state_file(name), None
 
     @abstractmethod
     def mtime(self, path: str) -> float | None:

@@ -10,7 +10,7 @@ from typing import Any
 from .. import statefiles
 from ..handshake import tcp_connect
 from ..processes import owned_identity
-from .base import Host, ScriptResult, read_start
+from .base import Host, ScriptResult, SeenProcess, read_start
 
 LOCAL_POLL_INTERVAL = 0.005  # a local status-file read is cheap: notice a ready service within milliseconds
 SHELL = "/bin/sh"
@@ -32,6 +32,14 @@ class LocalHost(Host):
 
     def read(self, path: str) -> bytes | None:
         return statefiles.read_bytes(Path(path))
+
+    def read_status_file(self, name: str) -> tuple[bytes | None, SeenProcess | None]:
+        """The PID check is in-process here, so it is made along with the read (one code path for callers)."""
+        raw = self.read_state_file(name)
+        pid = (statefiles.decode(raw) or {}).get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31:
+            return raw, None
+        return raw, SeenProcess(pid, self.process_start_time(pid))
 
     def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:
         try:
