@@ -64,7 +64,7 @@ def test_scripts_share_one_session(host: SSHHost) -> None:
 def in_shell(host: SSHHost, script: str, args: list[str]) -> tuple[int, bytes, bytes] | None:
     """The raw bytes a kept session gives (SSHHost.run_script decodes them)."""
     assert host.shells is not None
-    return host.shells.run(script, args, b"", 30)
+    return host.shells.run(script, args, b"", 30, 30)
 
 
 def test_output_is_exact_bytes_with_exit_codes(host: SSHHost) -> None:

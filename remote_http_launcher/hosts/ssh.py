@@ -121,7 +121,8 @@ class SSHHost(Host):
         """In a kept shell when there is one (one round trip); over SFTP (two) otherwise, and whenever the
         shell's `head` cannot say (unreadable, not a regular file), so errors read as before."""
         if self.shells is not None:
-            found = self._run_in_shell(READ_FILE, [str(statefiles.READ_LIMIT), path])
+            with self._step("read", path):
+                found = self._read_in_shell(READ_FILE, [str(statefiles.READ_LIMIT), path])
             if found is not None and found[0] in (0, READ_ABSENT):
                 return found[1] if found[0] == 0 else None
         with self._step("read", path):
@@ -141,14 +142,30 @@ class SSHHost(Host):
         """With kept shells: the file and its PID's start time in one script (one round trip instead of two)."""
         if self.shells is None or self._home is None:
             return super().read_status_file(name)
-        found = self._run_in_shell(READ_STATUS, [str(statefiles.READ_LIMIT), f"{self.state_dir}/{name}",
-                                                 scripts.PROCESS_INFO])
+        path = f"{self.state_dir}/{name}"
+        with self._step("read", path):
+            found = self._read_in_shell(READ_STATUS, [str(statefiles.READ_LIMIT), path, scripts.PROCESS_INFO])
         if found is None or found[0] not in (0, READ_ABSENT):
             return super().read_status_file(name)
         if found[0] == READ_ABSENT:
             return None, None
         pid, _, start = found[2].decode(errors="replace").strip().partition(" ")
         return found[1], SeenProcess(int(pid), start.strip() or None) if pid.isdigit() else None
+
+    def _read_in_shell(self, script: str, args: list[str]) -> tuple[int, bytes, bytes] | None:
+        """A quick read-only script in a kept shell, answered within the reply timeout as an SFTP read is
+        (TimeoutError: the link is silent, see `_step`); None when it did not complete: the caller reads over
+        SFTP (reading twice is harmless)."""
+        assert self.shells is not None
+        reply_timeout = self.connection.endpoint.reply_timeout
+        try:
+            return self.shells.run(script, args, b"", reply_timeout, reply_timeout)
+        except TimeoutError:
+            raise
+        except (EOFError, OSError):
+            if not self.transport.is_active():
+                raise
+            return None
 
     def _read_opened(self, opening: int) -> bytes | None:
         """The contents of a file whose open request was sent; None when it does not exist."""
@@ -295,10 +312,10 @@ class SSHHost(Host):
         """(exit status, stdout, stderr) from a kept shell session; None when it did not run the script."""
         assert self.shells is not None
         try:
-            return self.shells.run(script, args, stdin, SCRIPT_TIMEOUT)
-        except TimeoutError:
-            self.connection.give_up(f"no answer within {SCRIPT_TIMEOUT:.0f} s")  # later steps would wait too
-            raise self.connection.fail("exec", f"no answer within {SCRIPT_TIMEOUT:.0f} s") from None
+            return self.shells.run(script, args, stdin, self.connection.endpoint.reply_timeout, SCRIPT_TIMEOUT)
+        except TimeoutError as exc:
+            self.connection.give_up(str(exc))  # later steps would wait too
+            raise self.connection.fail("exec", str(exc)) from None
         except (EOFError, OSError) as exc:
             if not self.transport.is_active():
                 raise self.connection.fail("exec", _describe(exc, self.connection)) from None

@@ -51,15 +51,20 @@ class Shell:
     def __init__(self, channel: paramiko.Channel) -> None:
         self.channel = channel
         self.buffer = b""
-        self.set_up = False
+        self.set_up = False  # SESSION_SETUP was sent
+        self.proven = False  # a request was answered: the session starts a script at once
 
     @property
     def alive(self) -> bool:
         return not (self.channel.closed or self.channel.eof_received or self.channel.exit_status_ready())
 
-    def run(self, script: str, args: list[str], text: str, timeout: float) -> tuple[int, bytes, bytes] | None:
+    def run(self, script: str, args: list[str], text: str, reply_timeout: float,
+            timeout: float) -> tuple[int, bytes, bytes] | None:
         """(exit status, stdout, stderr) of `sh -c SCRIPT sh ARGS...` fed `text` (see `heredoc_text`); None when
-        the session ended before it started the script."""
+        the session ended before it started the script. A proven session says it started the script within
+        `reply_timeout` (else the link is silent: TimeoutError); a new one may first run the login shell's
+        start-up files (~/.bashrc: seconds on some clusters), as an exec channel does, so it gets `timeout`,
+        the limit of the whole script."""
         token = secrets.token_hex(12)
         delimiter = f"RHL_EOF_{secrets.token_hex(12)}"
         while delimiter in text:
@@ -72,24 +77,29 @@ class Shell:
                  f"cat \"$d/o\" \"$d/e\"; printf '%s\\n' {token}.end\n")
         if not self.set_up:
             block = SESSION_SETUP + block
-        self.channel.settimeout(timeout)
+        waited = reply_timeout if self.proven else timeout
+        self.channel.settimeout(waited)
         try:
             self.channel.sendall(block.encode())
             self.set_up = True
             self._line_with(f"{token}.started\n".encode())
         except (OSError, EOFError, paramiko.SSHException) as exc:
             if isinstance(exc, TimeoutError):
-                raise
+                raise TimeoutError(f"no answer within {waited:g} s") from None
             log.debug("a kept sh session ended before a script: %s", exc.__class__.__name__)
             return None
+        self.channel.settimeout(timeout)
         try:
             header = self._line_with(f"{token} ".encode()).split()
             code, out_size, err_size = (int(word) for word in header)
             output = self._exactly(out_size + err_size)
             if self._exactly(len(token) + 5) != f"{token}.end\n".encode():
                 raise EOFError("the shell session's reply was garbled")
+        except TimeoutError:
+            raise TimeoutError(f"no answer within {timeout:g} s") from None
         except (ValueError, paramiko.SSHException) as exc:
             raise EOFError(f"the shell session failed ({exc})") from None
+        self.proven = True
         return code, output[:out_size], output[out_size:]
 
     def _line_with(self, start: bytes) -> bytes:
@@ -136,15 +146,17 @@ class ShellPool:
         self.closed = False
         self.lock = threading.Lock()
 
-    def run(self, script: str, args: list[str], stdin: bytes, timeout: float) -> tuple[int, bytes, bytes] | None:
-        """Run on an idle session (or a new one); None when none could take it (see the module docstring)."""
+    def run(self, script: str, args: list[str], stdin: bytes, reply_timeout: float,
+            timeout: float) -> tuple[int, bytes, bytes] | None:
+        """Run on an idle session (or a new one); None when none could take it (see the module docstring).
+        TimeoutError: the session did not answer (see Shell.run)."""
         text = heredoc_text(stdin)
         shell = self._take() if text is not None else None
         if shell is None or text is None:
             return None
         fresh = not shell.set_up
         try:
-            result = shell.run(script, args, text, timeout)
+            result = shell.run(script, args, text, reply_timeout, timeout)
         except BaseException:
             shell.close()  # mid-request: its stream position is unknown
             self._release(None)
