@@ -4,7 +4,10 @@ Round trips dominate over slow links, so everything shares one Transport,
 SFTP starts once and only when needed, and the operations a reconnect needs
 (home directory, status file, PID check) are pipelined SFTP requests: two
 round trips per file, and no login shell, whose ~/.bashrc can take seconds
-on clusters. Only launching and signalling run shell scripts.
+on clusters. Only launching and signalling run shell scripts. A long-lived
+connection (the broker's) keeps `sh` sessions instead (`keep_shells`,
+ssh/shells.py): then scripts, state-file reads and PID checks take one round
+trip each, the login shell's start-up paid once per session.
 """
 
 from __future__ import annotations
