@@ -130,12 +130,13 @@ class Launcher:
                 seen: SeenProcess | None = None) -> str | None:
         """Scenario 1: the recorded process is ours and alive, and it answers on its port.
 
-        The process check and the first handshake do not depend on each other,
-        so they run at the same time (the check may be done already: `seen`,
-        made by the host along with the status file's read). So
-        does step 4 for a remote service (the client's way in and its own
-        handshake, direct or through the tunnel), which needs only the port:
-        it starts here too, and step 4 collects it if this state passes.
+        The process check (then, without a handshake, the port's listener) and
+        the first handshake do not depend on each other, so they run at the same
+        time (the process check may be done already: `seen`, made by the host
+        along with the status file's read). So does step 4 for a remote service
+        (the client's way in and its own handshake, direct or through the
+        tunnel), which needs only the port: it starts here too, and step 4
+        collects it if this state passes.
         Retries (a service still binding its port) follow only once the
         process is known to be ours.
         """
@@ -152,15 +153,15 @@ class Launcher:
         if self.config.remote:
             self._early_way_in = (state, Background(
                 "rhl-client", lambda: self._open_way_in(service, state, open_tunnel)))
-        first = Background("rhl-verify", lambda: handshake.check(interface, port, self.config.handshake, channel)
-                           or self._listener_problem(service, state, port))
+        first = Background("rhl-verify", lambda: handshake.check(interface, port, self.config.handshake, channel))
         try:
             problem = service.identity_problem(state, seen)
+            listener = self._listener_problem(service, state, port) if problem is None else None
         finally:
             first.wait()
         if problem is not None:
             return problem
-        if first.result() is None:  # raises what the check raised, e.g. HostError: the connection is gone
+        if first.result() is None and listener is None:  # raises what the check raised, e.g. a lost connection
             return None
         time.sleep(handshake.RETRY_INTERVAL)
         return handshake.wait_healthy(interface, port, self.config.handshake, deadline, channel) \
