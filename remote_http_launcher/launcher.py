@@ -102,13 +102,13 @@ class Launcher:
     def _ensure_running(self, service: Service, open_tunnel: TunnelOpener | None = None) -> ServerState:
         launches = 0
         while True:
-            state, seen = service.read_state_seen()
-            if state is not None and state.status == "starting" and service.is_ours(state, seen):
+            state, process = service.read_state_seen()
+            if state is not None and state.status == "starting" and service.is_ours(state, process):
                 self.progress.phase("waiting for the service to start")
                 LaunchLock(service).is_free_or_stale()  # breaks the lock of a launcher that died before releasing it
-                state, seen = self._monitor(service, state, launched=False), None
+                state, process = self._monitor(service, state, launched=False), None
             if state is not None and state.status == "running":
-                problem = self._verify(service, state, open_tunnel, seen)
+                problem = self._verify(service, state, open_tunnel, process)
                 if problem is None:
                     return state
                 self.progress.phase(f"stale service ({problem})")  # stopped below only if verifiably ours
@@ -127,12 +127,12 @@ class Launcher:
                                   stop=partial(service.terminate, state))
 
     def _verify(self, service: Service, state: ServerState, open_tunnel: TunnelOpener | None = None,
-                seen: SeenProcess | None = None) -> str | None:
+                process: SeenProcess | None = None) -> str | None:
         """Scenario 1: the recorded process is ours and alive, and it answers on its port.
 
         The process check (then, without a handshake, the port's listener) and
         the first handshake do not depend on each other, so they run at the same
-        time (the process check may be done already: `seen`, made by the host
+        time (the process check may be done already: `process`, made by the host
         along with the status file's read). So does step 4 for a remote service
         (the client's way in and its own handshake, direct or through the
         tunnel), which needs only the port: it starts here too, and step 4
@@ -155,7 +155,7 @@ class Launcher:
                 "rhl-client", lambda: self._open_way_in(service, state, open_tunnel)))
         first = Background("rhl-verify", lambda: handshake.check(interface, port, self.config.handshake, channel))
         try:
-            problem = service.identity_problem(state, seen)
+            problem = service.identity_problem(state, process)
             listener = self._listener_problem(service, state, port) if problem is None else None
         finally:
             first.wait()
