@@ -35,7 +35,7 @@ import secrets
 import shlex
 import threading
 
-from ._paramiko import paramiko
+from ._paramiko import paramiko, send_channel_request
 
 MAX_SHELLS = 4  # the broker serves commands on threads; more than this at once use exec channels
 MAX_FAILED_STARTS = 3  # a server whose `sh` sessions keep dying (no mktemp?): stop trying them
@@ -188,7 +188,9 @@ class ShellPool:
         try:
             channel = self.transport.open_session(timeout=self.open_timeout)
             channel.set_combine_stderr(True)  # the session's own complaints must not fill a window no one reads
-            channel.exec_command("sh")
+            # Not waited for: the first request follows in the same flight; a refusal closes the channel,
+            # which the first request sees before its script started (None: an exec channel instead).
+            send_channel_request(channel, "exec", "sh")
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self._release(None)
             log.debug("no kept sh session: %s: %s", exc.__class__.__name__, exc)
