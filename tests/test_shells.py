@@ -22,7 +22,7 @@ from remote_http_launcher.hosts.ssh import SSHHost
 from remote_http_launcher.service import identity_problem
 from remote_http_launcher.ssh.shells import MAX_SHELLS
 from remote_http_launcher.statefiles import ServerState
-from tests.ssh_client import ALIAS
+from tests.ssh_client import ALIAS, REMOTE_STATE
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
@@ -32,8 +32,10 @@ OUTPUT_FILE = "readlink /proc/$$/fd/1"  # the script's stdout is a file in the s
 
 
 @pytest.fixture
-def server(sshd: SSHServer) -> SSHServer:
-    return sshd
+def server(sshd: SSHServer) -> Iterator[SSHServer]:
+    """The session's server; the state files a test wrote are removed after it (later tests list them)."""
+    yield sshd
+    sshd.run(f"rm -rf {REMOTE_STATE}")
 
 
 @pytest.fixture
