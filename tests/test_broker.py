@@ -257,3 +257,14 @@ def test_a_client_stalled_in_the_authkey_proof_delays_no_other(keyed_server: SSH
         result = cli("status", config, timeout=20)
         assert result.returncode == 0, result.stderr
     assert brokers(rhl_dir) == [owner.pid]
+
+
+def test_another_version_gets_its_own_broker(client_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker answers the requests of the version that started it: after an upgrade, a new one."""
+    from remote_http_launcher._version import __version__
+    from remote_http_launcher.broker import registry
+
+    current = registry.destination_id(ALIAS)
+    assert registry.destination_id(ALIAS) == current
+    monkeypatch.setattr("remote_http_launcher.broker.registry.__version__", __version__ + ".post1")
+    assert registry.destination_id(ALIAS) != current

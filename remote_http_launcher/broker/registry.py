@@ -6,7 +6,10 @@ as written (`user@host` or an ~/.ssh/config alias) together with the text of
 ~/.ssh/config, which is what resolves it (user, host, port, jump chain):
 hashing both needs no SSH code, so a client finds a live broker without
 importing paramiko. Two aliases of one server get a broker each; editing
-~/.ssh/config starts a new one (the old one idles out).
+~/.ssh/config starts a new one (the old one idles out). The package version is
+hashed too: a broker answers the requests of the version that started it, so
+after an upgrade the next command starts its own instead of asking an old one
+for calls it does not know.
 
 Files, in `<state dir>/brokers/` (names kept short: a Unix socket path has
 at most 107 bytes):
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .. import statefiles
+from .._version import __version__
 from ..hosts.local import LocalHost
 from ..locks import FileLock, LockOwner
 from ..processes import process_cmdline
@@ -41,12 +45,12 @@ def broker_dir() -> Path:
 
 
 def destination_id(target: str) -> str:
-    """The broker's name for `target`: a hash of it and of the ~/.ssh/config text that resolves it."""
+    """The broker's name for `target`: a hash of it, of the ~/.ssh/config text that resolves it and of our version."""
     try:
         ssh_config = (Path.home() / ".ssh" / "config").read_bytes()  # ssh._paramiko would load paramiko
     except OSError:
         ssh_config = b""
-    return hashlib.sha256(target.encode() + b"\0" + ssh_config).hexdigest()[:ID_LENGTH]
+    return hashlib.sha256(b"\0".join((__version__.encode(), target.encode(), ssh_config))).hexdigest()[:ID_LENGTH]
 
 
 class BrokerFiles(NamedTuple):
