@@ -197,46 +197,72 @@ def test_a_link_frozen_during_the_launch_script_names_that_step(
 
 # ---------------------------------------------------------------- item 6: a keeper that reconnects is waited for
 
+# Who keeps the tunnel: a keeper process (connection_persist 0) or the broker (the default), which keeps it
+# as a thread and takes the second run's claim itself.
+KEEPERS = ["process", "broker"]
+
+
+def glitch_config(make_config: Callable[..., dict[str, Any]], keeper: str, **fields: Any) -> dict[str, Any]:
+    config = make_config(network_interface="127.0.0.1", tunnel=True, **fields)
+    if keeper == "broker":
+        del config["connection_persist"]
+    return config
+
+
+@pytest.mark.parametrize("keeper", KEEPERS)
 def test_a_run_during_a_glitch_waits_for_the_reconnecting_keeper(
-        request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path, connection_dir: Path,
+        keeper: str, request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path, connection_dir: Path,
         make_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
     proxy = connect_via("direct", request, sshd, client_home, tmp_path)
-    config = make_config(network_interface="127.0.0.1", tunnel=True, watchdog_interval=3)
+    config = glitch_config(make_config, keeper, watchdog_interval=3)
     payload = start_tunnel(config, tmp_path)
     log = Path(payload["keeper_log"])
-    second_run_in_a_glitch(proxy, config, tmp_path, connection_dir, payload,
-                           noticed=lambda: "lost (" in log.read_text(), deciding=1)
+    second_run_in_a_glitch(keeper, proxy, config, tmp_path, connection_dir, payload,
+                           noticed=lambda: re.search(r"link to \S+ lost", log.read_text()) is not None, deciding=1)
 
 
+@pytest.mark.parametrize("keeper", KEEPERS)
 def test_a_run_during_a_glitch_the_keeper_has_not_noticed_leaves_it_alone(
-        request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path, connection_dir: Path,
+        keeper: str, request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path, connection_dir: Path,
         make_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
     """With keep-alives slower than the run's handshake, the run meets a silent tunnel whose keeper has not
     noticed anything yet: it waits for the keeper to notice (or the link to come back), not kill it."""
     proxy = connect_via("direct", request, sshd, client_home, tmp_path, ServerAliveInterval="10")  # notices in 30 s
-    config = make_config(network_interface="127.0.0.1", tunnel=True, watchdog_interval=60)
+    config = glitch_config(make_config, keeper, watchdog_interval=60)
     payload = start_tunnel(config, tmp_path)
-    second_run_in_a_glitch(proxy, config, tmp_path, connection_dir, payload, noticed=lambda: True,
+    second_run_in_a_glitch(keeper, proxy, config, tmp_path, connection_dir, payload, noticed=lambda: True,
                            deciding=handshake.HANDSHAKE_TIMEOUT + 1)  # its handshake met the silent tunnel
 
 
-def second_run_in_a_glitch(proxy: LinkProxy, config: dict[str, Any], tmp_path: Path, connection_dir: Path,
-                           payload: dict[str, Any], noticed: Callable[[], bool], deciding: float) -> None:
-    """Freeze the link; once `noticed()`, start a second run and give its keeper `deciding` seconds with the
-    first keeper; thaw. The second run must reuse the first keeper: the same payload, the same local port."""
+def second_run_in_a_glitch(keeper: str, proxy: LinkProxy, config: dict[str, Any], tmp_path: Path,
+                           connection_dir: Path, payload: dict[str, Any], noticed: Callable[[], bool],
+                           deciding: float) -> None:
+    """Freeze the link; once `noticed()`, start a second run and thaw once its claim decided about the first
+    keeper. The second run must reuse the first keeper: the same payload, the same local port, the same
+    keeper (a process, or the broker's tunnel, which was not closed)."""
+    keeper_pid = payload["keeper_pid"]
+    log = Path(payload["keeper_log"])
+    brokered = keeper == "broker"
     proxy.freeze()
     try:
         wait_for(noticed, 30, "the keeper to notice the silent link")
         second = subprocess.Popen(cli_args(config, tmp_path), env=cli_env(), stdin=subprocess.DEVNULL,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: len(keeper_processes(str(connection_dir))) == 2, 30, "the second run's keeper")
-        time.sleep(deciding)
+        if brokered:  # the broker takes the claim: its log shows the claim's decision (wait, or stop the keeper)
+            decided = re.compile(rf"tunnel keeper {keeper_pid}\b")
+            wait_for(lambda: decided.search(log.read_text()) is not None, 60, "the second run's claim")
+            time.sleep(1)
+        else:
+            wait_for(lambda: len(keeper_processes(str(connection_dir))) == 2, 30, "the second run's keeper")
+            time.sleep(deciding)
     finally:
         proxy.thaw()
     out, err = second.communicate(timeout=90)
     assert second.returncode == 0, err
     assert json.loads(out) == payload, err
-    assert keeper_processes(str(connection_dir)) == [payload["keeper_pid"]]
+    assert keeper_processes(str(connection_dir)) == ([] if brokered else [keeper_pid])
+    assert alive(keeper_pid)
+    assert "closing the tunnel" not in log.read_text(), log.read_text()
     assert get(payload["port"]) == b"ok\n"
 
 

@@ -197,10 +197,12 @@ class Broker:
         shortest watchdog interval); the tunnels' local ports stay bound (local connections fail meanwhile)."""
         from ..keeper.watchdog import RECONNECT_INTERVALS, reconnect
 
-        self.tunnels.use_transport(None)
         intervals = [kept.config.watchdog_interval for kept in self.tunnels.by_key.values()]
+        budget = RECONNECT_INTERVALS * min(intervals, default=1.0)
+        self.tunnels.reconnecting(time.time() + budget)  # before local connections start failing at once
+        self.tunnels.use_transport(None)
         log.info("link to %s lost; reconnecting", self.target)
-        host = reconnect(self.target, RECONNECT_INTERVALS * min(intervals, default=1.0))
+        host = reconnect(self.target, budget)
         if host is None:
             return False
         try:
@@ -214,7 +216,13 @@ class Broker:
         old.close()
         self.refresh_keepalive()
         self.tunnels.use_transport(host.transport)
+        self.tunnels.reconnecting(None)
         return True
+
+    def silence_bound(self) -> float:
+        """Seconds within which we notice that our link went silent: its alive check closes it, and we look
+        every IDLE_CHECK (then we reconnect, and the tunnels' locks say so)."""
+        return self.host.connection.endpoint.silence_bound + IDLE_CHECK
 
     def refresh_keepalive(self) -> None:
         """Keep-alives at the shortest of KEEPALIVE, the tunnels' watchdog intervals and ServerAliveInterval."""

@@ -8,7 +8,9 @@ process), the forwards bind 127.0.0.1 free ports, a watchdog thread checks
 the service's PID every `watchdog_interval`, and when the service is gone the
 forwards close, the client file naming them is removed and the lock released.
 The broker's other tunnels go on. A lost link is the broker's to restore
-(server.Broker), for all its tunnels at once.
+(server.Broker), for all its tunnels at once; meanwhile each key's lock says
+until when, and how long the broker takes to notice a silent link, so a run
+then waits for it (keeper/process.claim) instead of replacing the tunnel.
 
 The client side of a run (`run_tunnel`) drives the launcher as the keeper
 does, but in the caller's process: the broker claims the key, opens the
@@ -49,6 +51,8 @@ class BrokerLike(Protocol):
     broker_id: str
 
     def refresh_keepalive(self) -> None: ...
+
+    def silence_bound(self) -> float: ...
 
 
 class BrokeredKeeperLock(KeeperLock):
@@ -120,6 +124,7 @@ class Tunnels:
         kept = self.by_key[key]
         state = ServerState.parse(state_data)
         assert state is not None
+        kept.lock.silence_bound = self.broker.silence_bound()  # a run meeting a silent tunnel waits that long
         kept.lock.publish(payload)
         self.broker.refresh_keepalive()  # at the watchdog interval now: a dead link is noticed as soon
         threading.Thread(target=self._watch, args=(kept, state), daemon=True, name=f"rhl-watch-{key}").start()
@@ -141,6 +146,13 @@ class Tunnels:
         """After a reconnect (or None while the link is down): new local connections use this one."""
         for kept in list(self.by_key.values()):
             kept.tunnel.transport = transport
+
+    def reconnecting(self, until: float | None) -> None:
+        """Our link is down and we restore it until `until` (None: it is up again): each kept key's lock
+        says so, as a keeper process's does, so a run meanwhile waits for us instead of replacing the tunnel."""
+        with self._lock:  # a key still here is not released yet (ending pops it first)
+            for kept in self.by_key.values():
+                kept.lock.reconnecting(until)
 
     def _watch(self, kept: Kept, state: ServerState) -> None:
         from ..service import ended, is_ours

@@ -65,6 +65,7 @@ class KeeperLock(FileLock):
         super().__init__(LocalHost(), str(keeper_lock_path(client_path)))
         self.key = key
         self.silence_bound: float | None = None  # set by the keeper holding the lock, once connected
+        self.published: ClientPayload | None = None  # the payload we serve, once published
 
     def holder(self) -> dict[str, str]:
         """What the lock's record says about its holder, besides the process (`FileLock.record`)."""
@@ -81,6 +82,13 @@ class KeeperLock(FileLock):
         if self.silence_bound is not None:
             extra[SILENCE_BOUND] = self.silence_bound
         self.rewrite(**self.holder(), payload=payload, **extra)
+        self.published = payload
+
+    def reconnecting(self, until: float | None) -> None:
+        """Say in the record until when we try to restore our link (None: it is up again), so runs that meet
+        our tunnel failing meanwhile wait for us (process.claim) instead of replacing us."""
+        if self.held and self.published is not None:
+            self.publish(self.published, until)
 
     def break_if_gone(self, raw: bytes | None) -> bool:
         """Break the lock if its keeper is gone; True when the caller may try to acquire again."""

@@ -272,14 +272,12 @@ class Keeper:
 
             payload, state = self.launcher.serve(host, open_tunnel)
             written = statefiles.encode(payload)
-            endpoint = host.connection.endpoint
-            self.lock.silence_bound = endpoint.alive_interval + endpoint.reply_timeout  # the alive check's bound
+            self.lock.silence_bound = host.connection.endpoint.silence_bound
             self.lock.publish(payload)
             self.launcher.progress.close()
             self.report.send({"payload": payload, "reused": False})
             self._detach(log_fd)
-            watchdog = Watchdog(host, state, tunnel, self.launcher.config,
-                                lambda until: self.lock.publish(payload, until))
+            watchdog = Watchdog(host, state, tunnel, self.launcher.config, self.lock.reconnecting)
             try:
                 reason = watchdog.run()
             finally:

@@ -112,6 +112,12 @@ class Endpoint:
             interval = 0.0
         return interval if interval > 0 else self.reply_timeout / DEFAULT_ALIVE_COUNT
 
+    @property
+    def silence_bound(self) -> float:
+        """Seconds within which the alive check (connection.SSHConnection) closes a connection whose server
+        went silent: one interval to the next request, then the reply timeout."""
+        return self.alive_interval + self.reply_timeout
+
     def option(self, name: str, default: str = "") -> str:
         return str(self.options.get(name, default)).strip()
 
