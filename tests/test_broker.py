@@ -229,6 +229,24 @@ def test_tunnel_ends_with_its_service(keyed_server: SSHServer, remote_config: Re
     assert [p.name for p in (rhl_dir / "brokers").iterdir() if not p.name.endswith(".log")] == []
 
 
+def test_a_tunnel_that_does_not_answer_is_replaced_within_the_broker(
+        keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path, tmp_path: Path) -> None:
+    """A run that finds the broker's tunnel refusing (its service is gone; the watchdog has not looked yet)
+    replaces that tunnel alone: the broker and its other tunnels go on, and the new forward takes the same
+    local port (clients holding it keep working)."""
+    one = remote_config(keyed_server, tunnel=True, watchdog_interval=60)
+    first = write(tmp_path, "a", one)
+    other = json.loads(ok(write(tmp_path, "b", {**one, "key": one["key"] + "-b"}), "--json"))
+    payload = json.loads(ok(first, "--json"))
+    (broker,) = brokers(rhl_dir)
+    state = json.loads(keyed_server.run(f"cat .remote-http-launcher/server/{one['key']}.json").stdout)
+    keyed_server.run(f"kill {state['pid']}")
+    again = json.loads(ok(first, "--json"))
+    assert (again["keeper_pid"], again["port"]) == (broker, payload["port"])
+    assert get(again) == 200 and get(other) == 200
+    assert brokers(rhl_dir) == [broker]
+
+
 def test_a_broken_link_is_invisible(keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path,
                                     tmp_path: Path) -> None:
     """The server drops the broker's connection (as a restarted sshd would): the next commands still work,

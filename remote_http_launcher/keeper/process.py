@@ -38,7 +38,7 @@ from ..progress import Progress
 from ..prompts import Prompt
 from ..templates import evaluate_key
 from .lock import KeeperLock, reconnecting_until, served_payload, silence_bound
-from .stop import stop_owner
+from .stop import stop_holder
 
 if TYPE_CHECKING:
     from ..service import Service
@@ -211,7 +211,7 @@ def claim(lock: KeeperLock, launcher: Launcher) -> Claim:
                 continue
             if owner is not None:
                 launcher.progress.phase(f"stopping tunnel keeper {owner.pid}: its tunnel does not answer")
-                stop_owner(owner, lock.key)
+                stop_holder(owner, lock.key)
             continue
         if time.monotonic() > deadline:
             pid = f" (pid {owner.pid})" if owner else ""

@@ -38,6 +38,19 @@ def stop_owner(owner: LockOwner, key: str, timeout: float = STOP_TIMEOUT) -> boo
     return False
 
 
+def stop_holder(owner: LockOwner, key: str, timeout: float = STOP_TIMEOUT) -> bool | None:
+    """End the tunnel of `key` that the lock's holder keeps: a keeper process is stopped (`stop_owner`, True
+    once it is gone); a broker is asked to end that tunnel alone (None), never signalled: its other tunnels
+    go on, and the run asking may be one of its own."""
+    broker = owner.data.get("broker")
+    if isinstance(broker, str) and is_keeper(owner, key):
+        from ..broker.client import stop_tunnel
+
+        stop_tunnel(broker, key)  # it removes that tunnel's client file and lock itself
+        return None
+    return stop_owner(owner, key, timeout)
+
+
 def stop_keeper(key: str, connection_dir: str | os.PathLike[str] | None = None,
                 timeout: float = STOP_TIMEOUT) -> int | None:
     """Stop the tunnel keeper of `key` (found through its lock); its PID, or None when none ran.
@@ -50,13 +63,8 @@ def stop_keeper(key: str, connection_dir: str | os.PathLike[str] | None = None,
     raw, owner = lock.read()
     if owner is None or not is_keeper(owner, key):
         return None
-    broker = owner.data.get("broker")
-    if isinstance(broker, str):  # one tunnel among a broker's: it ends that one and removes its files
-        from ..broker.client import stop_tunnel
-
-        stop_tunnel(broker, key)
-        return owner.pid
-    stop_owner(owner, key, timeout)
+    if stop_holder(owner, key, timeout) is None:
+        return owner.pid  # a broker: it ended that tunnel and removed its files
     payload = statefiles.read_payload(client_path)
     if payload is not None and payload.get("keeper_pid") == owner.pid:
         statefiles.remove(client_path)

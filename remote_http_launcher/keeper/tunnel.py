@@ -100,6 +100,7 @@ class Tunnel:
     def __init__(self, transport: paramiko.Transport | None) -> None:
         self.transport = transport  # replaced after a reconnect; None while the link is down
         self._servers: list[_Server] = []
+        self._closing: threading.Thread | None = None  # listeners still closing (`close(wait=False)`)
 
     def forward(self, remote_host: str, remote_port: int, local_port: object = 0) -> int:
         """Start forwarding a local port to remote_host:remote_port: `local_port` when it is a port that is
@@ -108,6 +109,8 @@ class Tunnel:
                                                "logger": log})
         server = None
         if isinstance(local_port, int) and not isinstance(local_port, bool) and 0 < local_port < 65536:
+            if self._closing is not None:  # one of our closing listeners may hold that port still
+                self._closing.join()
             try:
                 server = _Server((LOCAL_HOST, local_port), handler, logger=log)
             except OSError as exc:
@@ -147,7 +150,8 @@ class Tunnel:
         if wait:
             _stop(servers)
         elif servers:
-            threading.Thread(target=_stop, args=(servers,), daemon=True, name="forward-close").start()
+            self._closing = threading.Thread(target=_stop, args=(servers,), daemon=True, name="forward-close")
+            self._closing.start()
 
 
 def _stop(servers: list[_Server]) -> None:
