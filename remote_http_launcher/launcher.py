@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from . import handshake, schedulers, scripts, statefiles
+from . import handshake, scripts, statefiles
 from ._version import __version__
 from .config import Config, is_loopback
 from .errors import ConfigError, HandshakeError, LauncherError, LaunchError, ServiceFailedError
@@ -35,6 +35,7 @@ from .statefiles import ClientPayload, ServerState
 from .templates import evaluate_command
 
 if TYPE_CHECKING:
+    from . import schedulers
     from .hosts import Host
     from .hosts.base import SeenProcess
 
@@ -52,7 +53,7 @@ UNPARSABLE_WAIT = 5.0  # seconds a running service may take to make its unparsab
 WILDCARD_CLIENT_HOSTS = {"0.0.0.0": "localhost", "::": "localhost"}
 LAUNCH_STEPS = {scripts.EXIT_WORKDIR: "workdir", scripts.EXIT_LOG: "log file", scripts.EXIT_NO_CONDA: "conda",
                 scripts.EXIT_NO_CONDA_ENV: "conda", scripts.EXIT_STATE_DIR: "state directory",
-                schedulers.EXIT_SUBMIT: "submit"}
+                scripts.EXIT_SUBMIT: "submit"}
 
 
 class Launcher:
@@ -259,8 +260,10 @@ class Launcher:
         record.update(key=self.key, launcher="remote-http-launcher", version=__version__,
                       launched_at=time.time(), token=os.urandom(16).hex())
         batch = self.config.scheduler
-        scheduler = schedulers.SCHEDULERS[batch.type] if batch is not None else None
-        if batch is not None and scheduler is not None:  # a batch job: submitted, not started
+        if batch is not None:  # a batch job: submitted, not started (the scheduler modules only then)
+            from . import schedulers
+
+            scheduler = schedulers.SCHEDULERS[batch.type]
             job = schedulers.job_script(scheduler, workdir=workdir, status_file=service.status_file, record=record,
                                         command=command, conda=self.config.conda)
             script, stdin = schedulers.SUBMIT, schedulers.submit_input(scheduler, record, job)
@@ -276,13 +279,13 @@ class Launcher:
         result = host.run_script(script, args, stdin=stdin)
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
         answer = result.stdout.strip()
-        if result.returncode != 0 or not (answer if scheduler is not None else answer.isdigit()):
+        if result.returncode != 0 or not (answer if batch is not None else answer.isdigit()):
             step = LAUNCH_STEPS.get(result.returncode, "launch")
             raise self._error(LaunchError, service, step, f"{step} on {host.name}: {reason}")
-        if scheduler is not None:
+        if batch is not None:
             lock.released_elsewhere()  # SUBMIT released it once the queued job was on record
             return ServerState(status="starting", pid=None, port=None, start_time=None, log=service.log_file,
-                               data={**record, "scheduler": scheduler.name, "job_id": answer})
+                               data={**record, "scheduler": batch.type, "job_id": answer})
         pid = int(answer)
         return ServerState(status="starting", pid=pid, port=None, start_time=None, log=service.log_file,
                            data={**record, "pid": pid})
@@ -370,6 +373,8 @@ class Launcher:
         never clear fails at once), then, once it runs, for its status file to say running (within the
         startup timeout). A job given up on is cancelled, also one another run submitted: it is this
         config's job, and a job left queued would only be waited for again."""
+        from . import schedulers  # imported already: `job` came from it
+
         host = service.host
         assert self.config.scheduler is not None
         queue_timeout = self.config.scheduler.queue_timeout

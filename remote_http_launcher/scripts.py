@@ -20,6 +20,7 @@ EXIT_LOG = 11
 EXIT_NO_CONDA = 12
 EXIT_NO_CONDA_ENV = 13
 EXIT_STATE_DIR = 14
+EXIT_SUBMIT = 15  # schedulers' SUBMIT: the scheduler refused the job (its message on stderr)
 
 # Prints "<state> <start time>" of a process, or exits 1 when it is gone.
 # A zombie counts as gone; the start time identifies the process across PID reuse.

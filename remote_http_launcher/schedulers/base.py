@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 # Neutral job states: what the launcher acts on.
 QUEUED, RUNNING, ENDED = "queued", "running", "ended"
-EXIT_SUBMIT = 15  # SUBMIT: the scheduler refused the job (its message on stderr)
+EXIT_SUBMIT = scripts.EXIT_SUBMIT
 
 # Runs on the login node: prepare as a launch does (scripts.PREPARE), write the job script beside the status
 # file, submit it (the scheduler's `submit` text sets $job_id or exits EXIT_SUBMIT with the scheduler's message),
