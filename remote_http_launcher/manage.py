@@ -23,9 +23,9 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, TypedDict
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypedDict
 
-from . import schedulers, statefiles
+from . import statefiles
 from .clientfile import keeper_log_path
 from .config import DEFAULT_CONNECTION_PERSIST, SSH_HOST_PATTERN, Config
 from .errors import ConfigError, HostError, NotRunningError
@@ -35,9 +35,12 @@ from .keeper.lock import KeeperLock, is_keeper
 from .keeper.stop import stop_keeper
 from .progress import Progress
 from .prompts import Prompt
-from .service import STOP_TIMEOUT, Service, identity_problem, is_ours
+from .service import STOP_TIMEOUT, Service, identity_problem, is_ours, job_of
 from .statefiles import ServerState
 from .templates import evaluate_key
+
+if TYPE_CHECKING:
+    from . import schedulers
 
 ABSENT, STARTING, RUNNING, FAILED, STALE, QUEUED = "absent", "starting", "running", "failed", "stale", "queued"
 VERIFIED, NOT_ITS_PORT, UNVERIFIED = "verified", "not the service's", "unverified"
@@ -137,9 +140,11 @@ def _classify(host: Host, raw: bytes | None, status_file: str | None = None, see
               ) -> tuple[str, ServerState | None, str | None, schedulers.JobInfo | None]:
     """classify(), and what the scheduler said about a batch job."""
     status, state, detail = _classify_process(host, raw, status_file, seen)
-    job = schedulers.job_of(state)
+    job = job_of(state)
     if job is None or state is None or status in (FAILED, ABSENT) or state.status == STALE:
         return status, state, detail, None
+    from . import schedulers  # imported already: `job` came from it
+
     info = job.query(host)
     if info.state == schedulers.QUEUED:
         return QUEUED, state, info.reason, info
@@ -167,7 +172,7 @@ def _classify_process(host: Host, raw: bytes | None, status_file: str | None,
         if state.start_time is not None and is_ours(host, state, status_file, seen):
             return STALE, state, f"marked stale (rhl-stop), but process {state.pid} still runs"
         return STALE, state, "stopped (marked stale by rhl-stop)"
-    if schedulers.job_of(state) is not None:
+    if job_of(state) is not None:
         return state.status, state, None  # _classify asks the scheduler
     problem = identity_problem(host, state, status_file, seen)
     return (state.status, state, None) if problem is None else (STALE, state, problem)
@@ -178,7 +183,7 @@ def server_entry(host: Host, key: str, status_file: str, raw: bytes | None,
     """What the status file of `key` says, checked against the host's processes."""
     status, state, detail, info = _classify(host, raw, status_file, seen)
     data = state.data if state else (statefiles.decode(raw) or {})
-    job = schedulers.job_of(state)
+    job = job_of(state)
     launched_at = data.get("launched_at")
     if isinstance(launched_at, bool) or not isinstance(launched_at, (int, float)):
         launched_at = host.mtime(status_file) if raw is not None else None
@@ -291,7 +296,7 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
             host.process_start_time(pid) is not None else None  # a job's PID is on its node, not here
         for _ in range(3):  # a relaunch racing with us rewrites the file: stop that process too
             state = classify(host, raw, service.status_file)[1]
-            job = schedulers.job_of(state)
+            job = job_of(state)
             if state is None or (state.pid is None and job is None) \
                     or any((s.get("job_id"), s["pid"]) == (job and job.id, state.pid) for s in stopped):
                 break

@@ -249,10 +249,10 @@ def ended(state: ServerState) -> str:
     return f"job {job.id} has ended" if job is not None else f"service process {state.pid} has exited"
 
 
-def job_of(state: ServerState) -> Job | None:
+def job_of(state: ServerState | None) -> Job | None:
     """The batch job a record names (schedulers.job_of); a process's record needs no scheduler module,
-    which keeps them off the warm path."""
-    if "job_id" not in state.data:
+    which keeps them off the warm path and the commands' start-up."""
+    if state is None or "job_id" not in state.data:
         return None
     from . import schedulers
 
