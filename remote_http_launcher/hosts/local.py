@@ -36,10 +36,10 @@ class LocalHost(Host):
     def read_status_file(self, name: str) -> tuple[bytes | None, SeenProcess | None]:
         """The PID check is in-process here, so it is made along with the read (one code path for callers)."""
         raw = self.read_state_file(name)
-        pid = (statefiles.decode(raw) or {}).get("pid")
-        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31:
+        state = statefiles.ServerState.parse(statefiles.decode(raw))  # as the caller parses it
+        if state is None or state.pid is None:
             return raw, None
-        return raw, SeenProcess(pid, self.process_start_time(pid))
+        return raw, SeenProcess(state.pid, self.process_start_time(state.pid))
 
     def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:
         try:
