@@ -114,10 +114,8 @@ class Tunnels:
         kept = self.by_key[key]
         state = ServerState.parse(state_data)
         assert state is not None
-        kept.tunnel.close(wait=False)  # the forwards of a state that then failed its checks
         service = Service(self.broker.host, kept.config, key)
-        return {**kept.tunnel.forward_service(service, state, kept.previous), "keeper_pid": os.getpid(),
-                "keeper_log": str(self.broker.log_path)}
+        return kept.tunnel.reforward(service, state, kept.previous, self.broker.log_path)
 
     def keep(self, key: str, state_data: dict[str, Any], payload: ClientPayload) -> None:
         """The run succeeded: publish the payload and watch the service until it is gone."""

@@ -266,9 +266,7 @@ class Keeper:
                 """Called while the launcher checks `state` (see Launcher._verify): again for a relaunch."""
                 with opening:
                     self.launcher.progress.phase("opening the tunnel")
-                    tunnel.close(wait=False)  # the forwards of a state that then failed its checks
-                    return {**tunnel.forward_service(service, state, self.previous), "keeper_pid": os.getpid(),
-                            "keeper_log": str(self.log_path)}
+                    return tunnel.reforward(service, state, self.previous, self.log_path)
 
             payload, state = self.launcher.serve(host, open_tunnel)
             written = statefiles.encode(payload)

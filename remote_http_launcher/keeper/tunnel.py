@@ -16,10 +16,12 @@ free (clients may hold them); otherwise the system picks free ones.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..ssh._paramiko import ForwardHandler, ThreadingForwardServer, paramiko
@@ -142,6 +144,15 @@ class Tunnel:
             payload[name] = self.forward(interface, remote, before.get(name))
             payload[f"tunneled-{name}"] = remote
         return payload
+
+    def reforward(self, service: Service, state: ServerState, previous: Mapping[str, object] | None,
+                  log_path: Path) -> dict[str, Any]:
+        """forward_service for a state the launcher is checking (see Launcher._verify), with who keeps the
+        forwards (this process, logging to `log_path`). Called again for a relaunch: the forwards of the
+        state that failed its checks close first."""
+        self.close(wait=False)
+        return {**self.forward_service(service, state, previous), "keeper_pid": os.getpid(),
+                "keeper_log": str(log_path)}
 
     def close(self, *, wait: bool = True) -> None:
         """Stop every forward; without `wait` the listeners finish closing on a thread (each takes up to
