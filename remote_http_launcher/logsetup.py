@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .config import LogOptions
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import logging
 
 DEFAULT_LEVEL = "minimal"
 LOGGER = "remote_http_launcher"
@@ -38,7 +42,7 @@ def configure(options: LogOptions) -> Callable[[], None]:
                                    ("debug_log_file", options.debug_file, logging.DEBUG)):
             if path:
                 try:
-                    targets.append((logging.FileHandler(path, mode="w"), level))
+                    targets.append((_file_handler(path), level))
                 except OSError as exc:
                     raise ConfigError(f"{field}: cannot write {path!r} ({exc.strerror or exc}); choose another "
                                       "file") from None
@@ -71,3 +75,22 @@ def configure(options: LogOptions) -> Callable[[], None]:
         paramiko.setLevel(saved[2])
 
     return detach
+
+
+def _file_handler(path: str) -> logging.FileHandler:
+    """A log file handler for `path` as the original opens it: `~` expanded, missing parent directories
+    created (0700, as our state directories: Seamless asks for ~/.remote-http-launcher/logs/<cluster>/...),
+    the file truncated. A file we create is 0600 (it may name hosts and users), and a symlink in its place is
+    refused (O_NOFOLLOW), as for every file we write."""
+    import logging
+    import os
+    from pathlib import Path
+
+    from .statefiles import FILE_MODE, make_dirs
+
+    target = Path(path).expanduser()
+    make_dirs(target.parent)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
+    handler = logging.FileHandler(target, mode="w", encoding="utf-8", delay=True)
+    handler.stream = os.fdopen(fd, "w", encoding="utf-8")
+    return handler

@@ -137,8 +137,9 @@ def read_payload(path: Path) -> ClientPayload | None:
     return cast("ClientPayload | None", decode(read_bytes(path)))
 
 
-def ensure_private_dir(path: Path) -> None:
-    """Create `path` 0700, and missing parents too (`mkdir(parents=True)` would give those the umask's mode)."""
+def make_dirs(path: Path) -> None:
+    """Create `path` and its missing parents 0700 (`mkdir(parents=True)` would give the parents the umask's
+    mode); directories that exist are left as they are."""
     missing = []
     ancestor = path
     while not ancestor.exists() and ancestor != ancestor.parent:
@@ -146,6 +147,11 @@ def ensure_private_dir(path: Path) -> None:
         ancestor = ancestor.parent
     for directory in reversed(missing):
         directory.mkdir(mode=DIR_MODE, exist_ok=True)
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` 0700 with its missing parents (make_dirs), check it is ours, and make it private."""
+    make_dirs(path)
     check_trusted(path, "state directory")
     if path.stat().st_mode & 0o777 != DIR_MODE and os.name == "posix":
         os.chmod(path, DIR_MODE)  # readable by others (checked: not writable): private from now on

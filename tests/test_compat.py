@@ -156,11 +156,55 @@ def test_a_command_line_flag_wins_over_the_config(rhl_dir: Path, tmp_path: Path,
     assert "checking connection file" in result.stderr and "reconnected" in from_config.read_text()
 
 
-def test_a_log_file_that_cannot_be_written_is_a_config_error(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
-    result = cli(config_file(log_file="/nonexistent/dir/launcher.log"))
+def test_log_files_in_missing_directories_are_created_private(rhl_dir: Path, tmp_path: Path,
+                                                               config_file: Callable[..., Path],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seamless asks for ~/.remote-http-launcher/logs/<cluster>/<project>/hashserver.log: the original creates
+    the parents (`~` expanded), so must we, for the config fields, the flags and run() alike."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    logs = home / ".remote-http-launcher" / "logs" / "cluster" / "project"
+    path = config_file(log_level="basic", log_file="~/.remote-http-launcher/logs/cluster/project/hashserver.log",
+                       debug_log_file="~/.remote-http-launcher/logs/cluster/project/debug.log")
+    result = cli(path)
+    assert result.returncode == 0, result.stderr
+    assert "ready: http://" in (logs / "hashserver.log").read_text()
+    assert "waiting for the service" in (logs / "debug.log").read_text()
+    for directory in (logs, logs.parent, logs.parent.parent):
+        assert directory.stat().st_mode & 0o777 == 0o700, directory
+    for name in ("hashserver.log", "debug.log"):
+        assert (logs / name).stat().st_mode & 0o777 == 0o600
+    assert home.stat().st_mode & 0o777 == 0o755  # an existing directory is left as it is
+    flag_log = tmp_path / "a" / "b" / "flag.log"
+    assert cli(path, "--log-file", str(flag_log)).returncode == 0
+    assert "reconnected" in flag_log.read_text() and flag_log.parent.stat().st_mode & 0o777 == 0o700
+    from_api = tmp_path / "api" / "c" / "run.log"
+    run({**yaml.safe_load(path.read_text()), "log_file": str(from_api)})
+    assert "reconnected" in from_api.read_text()
+
+
+@pytest.mark.parametrize("case", ["file-in-the-way", "a-directory", "a-symlink"])
+def test_a_log_file_that_cannot_be_written_is_a_config_error(rhl_dir: Path, tmp_path: Path, case: str,
+                                                             config_file: Callable[..., Path]) -> None:
+    blocker = tmp_path / "blocker"
+    if case == "file-in-the-way":
+        blocker.write_text("")
+        target = blocker / "dir" / "launcher.log"
+    elif case == "a-directory":
+        blocker.mkdir()
+        target = blocker
+    else:
+        (tmp_path / "elsewhere.log").write_text("kept\n")
+        blocker.symlink_to(tmp_path / "elsewhere.log")
+        target = blocker
+    result = cli(config_file(log_file=str(target)))
     assert result.returncode == 2
-    assert result.stderr.startswith("error: log_file: cannot write '/nonexistent/dir/launcher.log'")
+    assert result.stderr.startswith(f"error: log_file: cannot write '{target}'")
+    assert len(result.stderr.splitlines()) == 1
     assert not (rhl_dir / "server").exists()  # nothing started
+    if case == "a-symlink":
+        assert (tmp_path / "elsewhere.log").read_text() == "kept\n"  # never written through a link
 
 
 # ---------------------------------------------------------------- odd YAML values
