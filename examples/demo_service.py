@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--port-range", nargs=2, type=int, default=[0, 0], metavar=("START", "END"),
                         help="ports to try (default: any free port)")
     parser.add_argument("--ready-delay", type=float, default=0.0, help="seconds to wait before binding")
+    parser.add_argument("--label", default="", help="ignored: lets a command carry any value (tests of quoting)")
     parser.add_argument("--fail", action="store_true", help="report status 'failed' instead of starting")
     parser.add_argument("--extra-port", action="append", default=[], metavar="NAME",
                         help="also open a listener and report it as NAME (e.g. admin_port)")

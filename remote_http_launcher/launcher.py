@@ -111,6 +111,9 @@ class Launcher:
             if state is not None and state.status == "running":
                 problem = self._verify(service, state, open_tunnel, process)
                 if problem is None:
+                    if state.start_time is None:
+                        self.progress.phase(f"reusing process {state.pid}, which another launcher (the original "
+                                            "remote-http-launcher) started")
                     return state
                 self.progress.phase(f"stale service ({problem})")  # stopped below only if verifiably ours
                 service.terminate(state)

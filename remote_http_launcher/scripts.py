@@ -96,11 +96,15 @@ exit 1
 """
 EXIT_CANNOT_TELL = 3
 
-# For a status file without our start time (the original's): prints the start of process $1
-# in seconds since the epoch (a blank line when unknown), then its command line (arguments
-# joined by spaces). Exits 1 when it is gone or not ours to signal.
+# For a status file without our start time (the original's): prints the start of process $1 in seconds since
+# the epoch (a blank line when unknown); then "argv" and its arguments one a line (Linux), or "text" and its
+# command line as `ps` shows it; before those, the value of each variable named in $2... in its environment
+# ("+value", or "-" when unset or unreadable), for expanding the recorded command as its shell did.
+# Exits 1 when it is gone or not ours to signal.
 PROCESS_ORIGIN = r"""
 pid=$1
+shift
+names=$*  # identifiers (checked by the caller): safe to split again
 kill -0 "$pid" 2>/dev/null || exit 1
 if [ -r "/proc/$pid/stat" ] && [ -r /proc/stat ]; then
   read -r line < "/proc/$pid/stat" || exit 1
@@ -112,27 +116,53 @@ if [ -r "/proc/$pid/stat" ] && [ -r /proc/stat ]; then
     [ "$name" = btime ] && started=$((value + ticks / ${hz:-100})) && break
   done < /proc/stat
   echo "$started"
-  tr '\000' ' ' < "/proc/$pid/cmdline"
+  echo argv
+  for name in $names; do
+    value=$(tr '\000' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -m 1 "^$name=") && echo "+${value#*=}" || echo -
+  done
+  tr '\000' '\n' < "/proc/$pid/cmdline"
 else
   elapsed=$(ps -o etimes= -p "$pid" 2>/dev/null) && started=$(($(date +%s) - elapsed)) || started=
   echo "$started"
+  echo text
+  for name in $names; do echo -; done
   ps -ww -o args= -p "$pid"
 fi
 """
 
-# Prints "<pid> <process group>" of each live process of this user that a launch of the status file
-# $1 started (or one of their children): their environment holds REMOTE_HTTP_LAUNCHER_STATUS_FILE=$1
-# (SERVICE_PRELUDE), whatever the status file now says, and other users' environments are unreadable.
+# Prints "<pid> <process group>" of each live process of this user that a launch of the status file $1 started
+# (or one of their children): ours carry REMOTE_HTTP_LAUNCHER_STATUS_FILE=$1 in their environment
+# (SERVICE_PRELUDE), whatever the status file now says, and other users' environments are unreadable; the
+# original's carry $1 among their arguments (`--status-file $1`, `--status-file=$1`: its commands are told
+# where the file is), which is checked for this user's processes only.
 KEY_PROCESSES = r"""
 want="REMOTE_HTTP_LAUNCHER_STATUS_FILE=$1"
 if printf 'x\000' | grep -qzxF x 2>/dev/null; then  # one grep for all (GNU, BusyBox); else one per process
   found=$(grep -lzxF -- "$want" /proc/[0-9]*/environ 2>/dev/null)
+  named=$(grep -lzF -- "$1" /proc/[0-9]*/cmdline 2>/dev/null)
 else
   found=$(for f in /proc/[0-9]*/environ; do
     tr '\000' '\n' < "$f" 2>/dev/null | grep -qxF -- "$want" && echo "$f"
   done)
+  named=$(for f in /proc/[0-9]*/cmdline; do
+    tr '\000' '\n' < "$f" 2>/dev/null | grep -qF -- "$1" && echo "$f"
+  done)
 fi
-for f in $found; do
+me=$(id -u)
+for f in $named; do  # the status file as a whole argument, or after `=`, of a process of this user
+  d=${f%/cmdline}
+  [ "${d#/proc/}" = "$$" ] && continue
+  uid=
+  while read -r field value _; do [ "$field" = Uid: ] && uid=$value && break; done < "$d/status" 2>/dev/null
+  [ "$uid" = "$me" ] || continue
+  args=$(tr '\000' '\n' < "$f" 2>/dev/null) || continue
+  while IFS= read -r arg; do
+    case $arg in "$1"|*="$1") found="$found $d/environ"; break ;; esac
+  done <<RHL_ARGS
+$args
+RHL_ARGS
+done
+for f in $(printf '%s\n' $found | sort -u); do
   d=${f%/environ}
   [ "${d#/proc/}" = "$$" ] && continue
   read -r line < "$d/stat" 2>/dev/null || continue

@@ -7,7 +7,6 @@ its process is signalled only when it is verifiably the one that was launched
 
 from __future__ import annotations
 
-import shlex
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
@@ -180,13 +179,27 @@ def identity_problem(host: Host, state: ServerState, status_file: str | None = N
 
 
 def _legacy_problem(host: Host, state: ServerState, status_file: str | None) -> str | None:
-    """Why a record without a start time may not be trusted with its live PID (None: it may)."""
-    result = host.run_script(scripts.PROCESS_ORIGIN, [str(state.pid)])
+    """Why a record without a start time may not be trusted with its live PID (None: it may).
+
+    The process must run the recorded command as its shell ran it (shellwords: `~` and variables expanded,
+    quotes removed, a wrapper's or conda prefix's script), or carry the status file among its arguments
+    (every command of the original's users does, through `{status_file}`), or, failing both, its process
+    group must listen on the recorded port (a service that rewrote its own command line). With
+    `status_file`, the process must also not be younger than that file.
+    """
+    from . import shellwords
+
+    command = state.data.get("command")
+    names = shellwords.variables(command) if isinstance(command, str) else []
+    result = host.run_script(scripts.PROCESS_ORIGIN, [str(state.pid), *names])
     if result.returncode != 0:
         return f"process {state.pid} is gone"
-    started, _, cmdline = result.stdout.partition("\n")
-    command = state.data.get("command")
-    if not isinstance(command, str) or not _runs(cmdline, command):
+    started, kind, *rest = [*result.stdout.split("\n"), ""]
+    values, process = rest[:len(names)], "\n".join(rest[len(names):]).rstrip("\n")
+    env = {name: value[1:] for name, value in zip(names, values) if value.startswith("+")}  # noqa: B905
+    env.setdefault("HOME", host.home)
+    if not (isinstance(command, str) and _runs(kind, process, command, host.home, env, status_file)) \
+            and not _serves_recorded_port(host, state):
         return f"PID {state.pid} now belongs to another process (it does not run the recorded command)"
     if status_file is None:
         return None  # a liveness check only (the keeper's watchdog, which signals nothing)
@@ -199,15 +212,25 @@ def _legacy_problem(host: Host, state: ServerState, status_file: str | None) -> 
     return None
 
 
-def _runs(cmdline: str, command: str) -> bool:
-    """True when a process command line (arguments joined by spaces) holds `command`'s words in order:
-    as its program and arguments, or inside a wrapper's `-c` text (`bash -lc '... exec COMMAND'`)."""
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        words = command.split()
-    wanted = " ".join(" ".join(words).split())
-    return bool(wanted) and f" {wanted} " in f" {' '.join(cmdline.split())} "
+def _runs(kind: str, process: str, command: str, home: str, env: dict[str, str], status_file: str | None) -> bool:
+    """True when the process (its arguments one a line, or `ps`'s text without /proc) runs `command`."""
+    from . import shellwords
+
+    if kind == "argv":
+        argv = process.split("\n")
+        return shellwords.runs(argv, command, home, env) or (status_file is not None and any(
+            arg == status_file or arg.endswith(f"={status_file}") for arg in argv))
+    # `ps` joins the arguments with spaces: the last program's words must stand in it in order.
+    commands = shellwords.simple_commands(command, home, env)
+    wanted = [word.literal for word in commands[-1]] if commands else []
+    if not wanted or None in wanted:
+        return False
+    return f" {' '.join(' '.join(map(str, wanted)).split())} " in f" {' '.join(process.split())} "
+
+
+def _serves_recorded_port(host: Host, state: ServerState) -> bool:
+    """The recorded process's group listens on the port its record reports (a host that cannot tell: no)."""
+    return state.pid is not None and isinstance(state.port, int) and host.listens(state.pid, state.port) is True
 
 
 def terminate(host: Host, state: ServerState, timeout: float = STOP_TIMEOUT,

@@ -204,6 +204,7 @@ def test_service_reporting_failed(rhl_dir: Path, demo_config: Factory) -> None:
 
 LINGER = """
 import json, os, sys, time
+print("reported failure, lingering", flush=True)  # before the record: a run reads the log once it sees "failed"
 path = sys.argv[1]
 with open(path) as handle:
     record = json.load(handle)
@@ -211,7 +212,6 @@ record["status"] = "failed"
 with open(path + ".tmp", "w") as handle:
     json.dump(record, handle)
 os.replace(path + ".tmp", path)
-print("reported failure, lingering", flush=True)
 time.sleep(60)
 """
 

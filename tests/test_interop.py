@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
@@ -37,6 +39,7 @@ from remote_http_launcher import manage, run, scripts, status, stop
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.render import format_list
 from tests.conftest import DEMO_SERVICE, alive, cli
+from tests.posix import SIGKILL, killpg, unstripped_env
 from tests.ssh_client import ALIAS, REMOTE_STATE, node_key, remote_state, stop_services_script
 from tests.ssh_client import demo_config as ssh_demo_config
 
@@ -427,3 +430,219 @@ def test_dry_run_record_of_the_original_is_listed_and_launched_over(original: Or
     record = remote_state(server, key)
     assert record is not None and record["port"] == payload["port"] and "dry_run" not in record
     assert original.ps()[key]["status"] == "running"
+
+
+# ---------------------------------------------------------------- SSH: the original as the client, over SSH
+#
+# Users of the original ran it on their laptop against the server: it logs in with the `ssh` binary and the
+# remote login shell expands the command it launches (`~` in `{status_file}`, quotes, a conda prefix, a
+# compound command), so the process's arguments are not the recorded text. Both versions, both ways, each of
+# those forms: the same PID is reused and one process of the key runs afterwards.
+
+ORIGINAL_VERSIONS = ("0.2.0", "0.4.5")
+CONDA_ENV = "rhlenv"
+SHEBANG_SERVICE = "bin/hashserver"  # a service started by name with a `#!` line: /proc shows its interpreter
+#: The forms of command users of the original write (each a template for both launchers).
+FORMS = {
+    "tilde": "{python} {demo} --status-file {{status_file}} --host {{network_interface}}",
+    "quoted": "{python} '{demo}' --status-file {{status_file}} --host '{{network_interface}}' "
+              "--label '{{workdir}}'",
+    "compound": "cd {{workdir}} && exec {python} {demo} --status-file {{status_file}} "
+                "--host {{network_interface}}",
+    "conda": "python3 {demo} --status-file {{status_file}} --host {{network_interface}}",
+    "hashserver": "{home}/" + SHEBANG_SERVICE + " --status-file {{status_file}} --host {{network_interface}}",
+}
+#: 0.4.5 launches argv without a shell (shlex.split, then its whitelist): a compound command is not its to run.
+UNLAUNCHABLE = {("0.4.5", "compound")}
+
+
+class OriginalClient(NamedTuple):
+    """The original's CLI on this machine, logging in to the test server with the `ssh` binary."""
+
+    version: str
+    venv: Path
+    home: Path  # its HOME (client files)
+    bin_dir: Path  # an `ssh` that reads the test's ~/.ssh/config (OpenSSH reads root's home, not $HOME)
+
+    def launch(self, config: dict[str, Any], ssh_config: Path, tools: Path) -> subprocess.CompletedProcess[str]:
+        path = self.home / f"{config['key']}.yaml"
+        path.write_text(json.dumps(config))
+        env = {**os.environ, "HOME": str(self.home), "PATH": f"{self.bin_dir}:{self.venv}/bin:{os.environ['PATH']}",
+               "RHL_TEST_SSH_CONFIG": str(ssh_config), "RHL_TOOLS_YAML": str(tools)}
+        env.pop("REMOTE_HTTP_LAUNCHER_DIR", None)
+        return subprocess.run([str(self.venv / "bin" / "remote-http-launcher"), str(path)], capture_output=True,
+                              text=True, timeout=180, stdin=subprocess.DEVNULL, env=env)
+
+
+@pytest.fixture(scope="session")
+def original_clients(tmp_path_factory: pytest.TempPathFactory) -> dict[str, OriginalClient]:
+    """0.2.0 and 0.4.5 from PyPI, each in a venv of this machine (built once per session)."""
+    if shutil.which("ssh") is None:
+        pytest.fail("the original's client needs the ssh binary (Debian's openssh-client)", pytrace=False)
+    root = tmp_path_factory.mktemp("originals")
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "ssh"
+    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("ssh")} -F "$RHL_TEST_SSH_CONFIG" "$@"\n')
+    wrapper.chmod(0o755)
+    clients = {}
+    for version in ORIGINAL_VERSIONS:
+        venv = root / f"rhl-{version}"
+        for argv in ([sys.executable, "-m", "venv", "--without-pip", str(venv)],
+                     [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet",
+                      "--disable-pip-version-check", "--no-input", f"remote-http-launcher=={version}"]):
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
+                                  env=unstripped_env())
+            assert done.returncode == 0, f"cannot install remote-http-launcher {version} (needs PyPI): {done.stderr}"
+        home = root / f"home-{version}"
+        home.mkdir()
+        clients[version] = OriginalClient(version, venv, home, bin_dir)
+    return clients
+
+
+@pytest.fixture
+def server_setup(server: SSHServer, remote_demo: str) -> Iterator[dict[str, str]]:
+    """On the server: a stand-in conda (conda.sh found through ~/.bashrc's `conda initialize` block, as both
+    launchers look for it, and one environment) and a `#!` service; the template values for FORMS."""
+    home = server.home
+    base = f"{home}/miniconda3"
+    conda_sh = f"""conda() {{
+  case "$1" in
+    activate) CONDA_PREFIX={base}/envs/$2 CONDA_DEFAULT_ENV=$2 PATH={base}/envs/$2/bin:$PATH
+              export CONDA_PREFIX CONDA_DEFAULT_ENV PATH ;;
+    info) echo {base} ;;
+    env) printf '{{"envs": ["%s", "%s"]}}\\n' {base} {base}/envs/{CONDA_ENV} ;;
+  esac
+}}
+"""
+    script = f"""set -e
+mkdir -p {base}/etc/profile.d {base}/envs/{CONDA_ENV}/conda-meta {base}/envs/{CONDA_ENV}/bin {home}/bin
+cat > {base}/etc/profile.d/conda.sh <<'EOF_CONDA'
+{conda_sh}EOF_CONDA
+ln -sf {server.python} {base}/envs/{CONDA_ENV}/bin/python3
+printf '# >>> conda initialize >>>\\n. "{base}/etc/profile.d/conda.sh"\\n# <<< conda initialize <<<\\n' > {home}/.bashrc
+{{ echo '#!{server.python}'; cat {remote_demo}; }} > {home}/{SHEBANG_SERVICE}
+chmod 755 {home}/{SHEBANG_SERVICE}
+"""
+    result = server.run(script)
+    assert result.returncode == 0, result.stderr
+    yield {"python": server.python, "demo": remote_demo, "home": str(home)}
+    server.run(f"rm -rf {base} {home}/.bashrc {home}/bin")
+
+
+def form_config(server: SSHServer, key: str, form: str, values: dict[str, str]) -> dict[str, Any]:
+    """A config of the demo service in `form` for both launchers (direct mode: the server's address, the
+    alias as ssh_hostname; the original's evaluates the same template)."""
+    config: dict[str, Any] = {
+        "workdir": "~/rhl-work",
+        "hostname": server.host,
+        "ssh_hostname": ALIAS,
+        "network_interface": "0.0.0.0",
+        "key": key,
+        "command": FORMS[form].format(**values),
+        "handshake": "healthcheck",
+    }
+    if form == "conda":
+        config["conda"] = CONDA_ENV
+    return config
+
+
+def tools_yaml(directory: Path, values: dict[str, str]) -> Path:
+    """0.4.5's whitelist: the first word of each form's command."""
+    path = directory / "rhl-tools.yaml"
+    firsts = {FORMS[form].format(**values).split()[0].strip("'") for form in FORMS}
+    path.write_text(json.dumps({f"t{i}": {"command_template": f"{first} --x"} for i, first in enumerate(firsts)}))
+    return path
+
+
+def processes_of_key(server: SSHServer, key: str) -> list[int]:
+    """Live processes that run with the key's status file as one of their arguments (the service: every
+    form passes `--status-file`), whichever launcher started them."""
+    path = f"{server.home}/{REMOTE_STATE}/{key}.json"
+    return [pid for pid in processes_mentioning(path) if path in cmdline(pid)]
+
+
+def kill_key(server: SSHServer, key: str) -> None:
+    for pid in processes_of_key(server, key):
+        killpg(pid, SIGKILL)
+
+
+ORIGINAL_CASES = [(version, form) for version in ORIGINAL_VERSIONS for form in FORMS
+                  if (version, form) not in UNLAUNCHABLE]
+
+
+@pytest.mark.parametrize(("version", "form"), ORIGINAL_CASES, ids=[f"{v}-{f}" for v, f in ORIGINAL_CASES])
+def test_we_reuse_what_the_original_launched_over_ssh(original_clients: dict[str, OriginalClient],
+                                                      server: SSHServer, key: str, ssh_env: None, ssh_config: Path,
+                                                      server_setup: dict[str, str], tmp_path: Path,
+                                                      version: str, form: str) -> None:
+    config = form_config(server, key, form, server_setup)
+    try:
+        launched = original_clients[version].launch(config, ssh_config, tools_yaml(tmp_path, server_setup))
+        assert launched.returncode == 0, launched.stderr
+        record = remote_state(server, key)
+        assert record is not None and record["status"] == "running" and "start_time" not in record, record
+        pid, port = record["pid"], record["port"]
+        assert processes_of_key(server, key) == [pid] or form == "conda"  # 0.2.0's bash may wrap it
+
+        payload = run(config)
+
+        assert payload["port"] == port
+        assert remote_state(server, key) == record  # reused as it is: nothing relaunched or rewritten
+        assert alive(pid) and starts_in_log(server, key) == 1
+        assert len(processes_of_key(server, key)) == 1
+        assert status(config)["status"] == "running"
+    finally:
+        kill_key(server, key)
+
+
+@pytest.mark.parametrize(("version", "form"), [(v, f) for v in ORIGINAL_VERSIONS for f in FORMS],
+                         ids=[f"{v}-{f}" for v in ORIGINAL_VERSIONS for f in FORMS])
+def test_the_original_reuses_what_we_launched_over_ssh(original_clients: dict[str, OriginalClient],
+                                                       server: SSHServer, key: str, ssh_env: None, ssh_config: Path,
+                                                       server_setup: dict[str, str], tmp_path: Path,
+                                                       version: str, form: str) -> None:
+    config = form_config(server, key, form, server_setup)
+    try:
+        payload = run(config)
+        record = remote_state(server, key)
+        assert record is not None and record["port"] == payload["port"]
+
+        done = original_clients[version].launch(config, ssh_config, tools_yaml(tmp_path, server_setup))
+
+        assert done.returncode == 0, done.stderr
+        assert "reused-remote" in done.stderr
+        assert remote_state(server, key) == record
+        assert alive(record["pid"]) and starts_in_log(server, key) == 1
+        assert len(processes_of_key(server, key)) == 1
+    finally:
+        kill_key(server, key)
+
+
+def test_a_replacement_stops_the_originals_leftover_first(original_clients: dict[str, OriginalClient],
+                                                          server: SSHServer, key: str, ssh_env: None,
+                                                          ssh_config: Path, server_setup: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    """When the recorded PID truly is another program now, the original's process of the key that still runs
+    (found by the status file among its arguments) is stopped before the new launch: never two copies."""
+    config = form_config(server, key, "tilde", server_setup)
+    try:
+        launched = original_clients["0.2.0"].launch(config, ssh_config, tools_yaml(tmp_path, server_setup))
+        assert launched.returncode == 0, launched.stderr
+        record = remote_state(server, key)
+        assert record is not None
+        leftover = record["pid"]
+        other = server.run("setsid sleep 300 >/dev/null 2>&1 </dev/null & echo $!")
+        record["pid"] = int(other.stdout.strip())  # the record now names another program of the user
+        server.run(f"printf %s {shlex.quote(json.dumps(record))} > {REMOTE_STATE}/{key}.json")
+
+        payload = run(config)
+
+        new = remote_state(server, key)
+        assert new is not None and new["pid"] != leftover and new["port"] == payload["port"]
+        assert not alive(leftover)
+        assert processes_of_key(server, key) == [new["pid"]]
+        assert alive(record["pid"])  # the other program is not the service's: left alone
+        server.run(f"kill {record['pid']}")
+    finally:
+        kill_key(server, key)
