@@ -646,3 +646,35 @@ def test_a_replacement_stops_the_originals_leftover_first(original_clients: dict
         server.run(f"kill {record['pid']}")
     finally:
         kill_key(server, key)
+
+
+def test_a_service_that_rewrote_its_command_line_is_known_by_its_port(server: SSHServer, key: str,
+                                                                     remote_demo: str, make_config: Factory,
+                                                                     ssh_env: None) -> None:
+    """A record without a start time whose process neither shows the recorded command nor the status file
+    (it changed its own arguments) is still the service when its process group listens on the recorded port:
+    reused, not launched a second time beside it."""
+    status_file = f"{server.home}/{REMOTE_STATE}/{key}.json"
+    code = (f"import os, runpy, sys; sys.argv = ['svc', '--status-file', os.environ['S'], '--host', '0.0.0.0']; "
+            f"runpy.run_path({remote_demo!r}, run_name='__main__')")
+    started = server.run(
+        f"mkdir -p {REMOTE_STATE} rhl-work && S={shlex.quote(status_file)} && export S && setsid sh -c "
+        + shlex.quote(f'printf \'{{"workdir": "~/rhl-work", "log": "{status_file[:-5]}.log", '
+                      f'"command": "myservice --serve", "status": "starting", "pid": %s}}\' $$ > "$S" && '
+                      f"exec {server.python} -c {shlex.quote(code)}")
+        + f" > {REMOTE_STATE}/{key}.log 2>&1 < /dev/null &")
+    assert started.returncode == 0, started.stderr
+    deadline = time.monotonic() + 10
+    while (record := remote_state(server, key)) is None or record["status"] != "running":
+        assert time.monotonic() < deadline, record
+        time.sleep(0.1)
+    pid = record["pid"]
+    assert status_file not in cmdline(pid) and "myservice" not in " ".join(cmdline(pid))
+    try:
+        payload = run(make_config())
+
+        assert payload["port"] == record["port"]
+        assert remote_state(server, key) == record and alive(pid)
+        assert starts_in_log(server, key) == 1
+    finally:
+        killpg(pid, SIGKILL)
