@@ -197,7 +197,6 @@ def _legacy_problem(host: Host, state: ServerState, status_file: str | None) -> 
     started, kind, *rest = [*result.stdout.split("\n"), ""]
     values, process = rest[:len(names)], "\n".join(rest[len(names):]).rstrip("\n")
     env = {name: value[1:] for name, value in zip(names, values) if value.startswith("+")}  # noqa: B905
-    env.setdefault("HOME", host.home)
     if not (isinstance(command, str) and _runs(kind, process, command, host.home, env, status_file)) \
             and not _serves_recorded_port(host, state):
         return f"PID {state.pid} now belongs to another process (it does not run the recorded command)"
