@@ -14,11 +14,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import clientfile, logsetup, statefiles
-from .config import Config, LogOptions, load_config, remember_parse
+from .config import Config, LogOptions, evaluate_command, evaluate_key, load_config, remember_parse
 from .progress import Progress
 from .service import STOP_TIMEOUT
 from .statefiles import ClientPayload
-from .templates import evaluate_command, evaluate_key
 
 if TYPE_CHECKING:
     from .manage import StatusResult
@@ -99,7 +98,7 @@ def up(config: Config, *, connection_dir: PathLike | None = None, progress: Prog
                                     accept_new_host_key=accept_new_host_key)
         payload, reused = tunneled
     elif payload is None:
-        from .hosts import open_host  # host machinery (subprocess, SSH) only once the warm path missed
+        from .connect import open_host  # host machinery (subprocess, SSH) only once the warm path missed
         from .launcher import Launcher, check_direct_reachable
 
         check_direct_reachable(config)

@@ -287,7 +287,7 @@ def cmd_logs(args: argparse.Namespace, config: Config | None, progress: Progress
     """Exit 0 while the service runs, 3 when it does not (its log is printed all the same; a follow ends
     when the service does), 130 when Ctrl-C ends a follow, as for every command."""
     from . import manage
-    from .templates import evaluate_key
+    from .config import evaluate_key
 
     assert config is not None
     if args.json and args.follow:
@@ -308,11 +308,12 @@ def cmd_logs(args: argparse.Namespace, config: Config | None, progress: Progress
 
 def cmd_list(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
     from . import manage, render
+    from .connect import open_target
 
     progress = _quiet(progress)
     progress.phase(f"connecting to {args.host}" if args.host else "reading server state")
     persist = DEFAULT_CONNECTION_PERSIST if args.connection_persist is None else args.connection_persist
-    with manage.open_target(args.host, _ask(progress), persist,
+    with open_target(args.host, _ask(progress), persist,
                             accept_new_host_key=args.accept_new_host_key) as host:
         entries = manage.list_services(host)
         name, state_dir = host.name, host.state_dir

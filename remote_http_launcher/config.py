@@ -40,6 +40,8 @@ MAX_SCHEDULER_OPTIONS = 100
 MAX_FIELD_NAME = 256
 MAX_PATH = 4096
 MAX_KEY_TEMPLATE = 1000
+KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+MAX_KEY = 200
 MAX_COMMAND_TEMPLATE = 10_000
 MAX_HANDSHAKE_PATH = 2048
 MAX_TIMEOUT = 7 * 24 * 3600.0
@@ -182,8 +184,6 @@ class Configuration:
     """
 
     def __init__(self, config: Config) -> None:
-        from .templates import evaluate_key
-
         self.config = config
         self.key = evaluate_key(config)
 
@@ -214,9 +214,43 @@ class Configuration:
     @property
     def namespace(self) -> dict[str, Any]:
         """What the `command` template sees, as in the original (the evaluated `key` included)."""
-        from .templates import template_namespace
-
         return template_namespace(self.config, key=self.key)
+
+
+def evaluate_key(config: Config) -> str:
+    """The state-file name; computed without touching any host, so the warm path stays local."""
+    from .templates import render
+
+    key = render(config.key_template, template_namespace(config), field="key")
+    if not key or len(key) > MAX_KEY or key in (".", "..") or not set(key) <= KEY_CHARS:
+        raise ConfigError(f"key: evaluated to {key[:80]!r}, which is not a plain file name "
+                          f"(use letters, digits, '.', '_' and '-', at most {MAX_KEY} characters)")
+    return key
+
+
+def evaluate_command(config: Config, key: str, status_file: str, workdir: str | None = None) -> str:
+    """The shell command line that starts the service (one line).
+
+    `workdir` is the working directory as an absolute path on the service's host (`~` expanded there):
+    `{workdir}` and `config['workdir']` give it in the command, so that a quoted `'{workdir}'` (what a
+    path with spaces needs) still names the directory. The key keeps `workdir` as written: keys must
+    be the same wherever they are computed, and the original's.
+    """
+    if workdir is not None:
+        config = config._replace(raw={**config.raw, "workdir": workdir})
+    from .templates import render
+
+    command = render(config.command_template, template_namespace(config, key=key, status_file=status_file),
+                     field="command")
+    if not command.strip() or any(c in command for c in "\n\r\0"):
+        raise ConfigError("command: must evaluate to one non-empty line")
+    return command
+
+
+def template_namespace(config: Config, **extra: str) -> dict[str, Any]:
+    """Every identifier-named config field, `config` (the whole mapping), plus `extra`."""
+    names = {name: value for name, value in config.raw.items() if name.isidentifier()}
+    return {**names, "config": dict(config.raw), **extra}
 
 
 def load_config(source: Mapping[str, Any] | str | os.PathLike[str], *, cache: bool = False) -> Config:

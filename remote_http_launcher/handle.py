@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import api
+from .config import evaluate_key
 from .progress import Progress, service_url
 from .service import STOP_TIMEOUT
-from .templates import evaluate_key
 
 if TYPE_CHECKING:
     from .api import ConfigSource, PathLike

@@ -26,13 +26,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from . import handshake, scripts, statefiles
 from ._version import __version__
-from .config import Config, is_loopback
+from .config import Config, evaluate_command, is_loopback
 from .errors import ConfigError, HandshakeError, LauncherError, LaunchError, ServiceFailedError
 from .locks import FileLock
 from .progress import Progress
 from .service import Service, half_written, job_of
 from .statefiles import ClientPayload, ServerState
-from .templates import evaluate_command
 
 if TYPE_CHECKING:
     from . import schedulers

@@ -19,7 +19,6 @@ Statuses:
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,9 +26,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypedDict
 
 from . import statefiles
 from .clientfile import keeper_log_path
-from .config import DEFAULT_CONNECTION_PERSIST, SSH_HOST_PATTERN, Config
-from .errors import ConfigError, HostError, NotRunningError
-from .hosts import Host, LocalHost, open_host
+from .config import Config, evaluate_key
+from .connect import open_host
+from .errors import NotRunningError
+from .hosts import Host
 from .hosts.base import SeenProcess
 from .keeper.lock import KeeperLock, is_keeper
 from .keeper.stop import stop_keeper
@@ -37,7 +37,6 @@ from .progress import Progress
 from .prompts import Prompt
 from .service import STOP_TIMEOUT, Service, identity_problem, is_ours, job_of
 from .statefiles import ServerState
-from .templates import evaluate_key
 
 if TYPE_CHECKING:
     from . import schedulers
@@ -448,22 +447,6 @@ def read_logs(config: Config, *, tail: int = DEFAULT_TAIL, output: BinaryIO | No
 
 
 # ---------------------------------------------------------------- list
-
-
-def open_target(target: str | None, prompt: Prompt | None = None, persist: float = DEFAULT_CONNECTION_PERSIST,
-                *, accept_new_host_key: bool = False) -> Host:
-    """This machine, or an SSH host named like `ssh_hostname` (user@host or an ~/.ssh/config alias),
-    through its connection broker unless `persist` is 0."""
-    if target is None:
-        return LocalHost()
-    if not re.fullmatch(SSH_HOST_PATTERN, target):  # what ssh_hostname accepts in a config
-        raise ConfigError(f"--host: {target[:80]!r} is not an SSH host name (use HOST, USER@HOST or an "
-                          "alias from ~/.ssh/config)")
-    try:
-        from .broker.client import open_ssh_host
-    except ImportError as exc:
-        raise HostError(f"SSH support is not available ({exc}); reinstall remote-http-launcher") from exc
-    return open_ssh_host(target, persist, prompt, accept_new_host_key=accept_new_host_key)
 
 
 def list_services(host: Host) -> list[ServiceEntry]:

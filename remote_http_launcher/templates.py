@@ -26,20 +26,15 @@ import ast
 import operator
 import re
 from collections.abc import Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
-from .errors import ConfigError, TemplateError
-
-if TYPE_CHECKING:
-    from .config import Config
+from .errors import TemplateError
 
 MAX_TEMPLATE_CHARS = 10_000
 MAX_NODES = 500
 MAX_DEPTH = 50
 MAX_VALUE_LEN = 100_000
 T = TypeVar("T")
-KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
-MAX_KEY = 200
 
 _STR_METHODS = frozenset(
     "strip lstrip rstrip replace lower upper split rsplit splitlines join startswith endswith"
@@ -114,38 +109,6 @@ _REFUSED_NAMES: dict[type, str] = {
     ast.MatMult: "the @ operator",
 }
 _QUOTES = ("'''", '"""', "'", '"')
-
-
-def evaluate_key(config: Config) -> str:
-    """The state-file name; computed without touching any host, so the warm path stays local."""
-    key = render(config.key_template, template_namespace(config), field="key")
-    if not key or len(key) > MAX_KEY or key in (".", "..") or not set(key) <= KEY_CHARS:
-        raise ConfigError(f"key: evaluated to {key[:80]!r}, which is not a plain file name "
-                          f"(use letters, digits, '.', '_' and '-', at most {MAX_KEY} characters)")
-    return key
-
-
-def evaluate_command(config: Config, key: str, status_file: str, workdir: str | None = None) -> str:
-    """The shell command line that starts the service (one line).
-
-    `workdir` is the working directory as an absolute path on the service's host (`~` expanded there):
-    `{workdir}` and `config['workdir']` give it in the command, so that a quoted `'{workdir}'` (what a
-    path with spaces needs) still names the directory. The key keeps `workdir` as written: keys must
-    be the same wherever they are computed, and the original's.
-    """
-    if workdir is not None:
-        config = config._replace(raw={**config.raw, "workdir": workdir})
-    command = render(config.command_template, template_namespace(config, key=key, status_file=status_file),
-                     field="command")
-    if not command.strip() or any(c in command for c in "\n\r\0"):
-        raise ConfigError("command: must evaluate to one non-empty line")
-    return command
-
-
-def template_namespace(config: Config, **extra: str) -> dict[str, Any]:
-    """Every identifier-named config field, `config` (the whole mapping), plus `extra`."""
-    names = {name: value for name, value in config.raw.items() if name.isidentifier()}
-    return {**names, "config": dict(config.raw), **extra}
 
 
 def names_used(template: str) -> frozenset[str] | None:

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from remote_http_launcher.broker.client import BrokeredHost, open_ssh_host
+from remote_http_launcher.broker.client import BrokeredHost
 from remote_http_launcher.broker.registry import BrokerFiles, live_brokers
 from remote_http_launcher.config import load_config
-from remote_http_launcher.hosts import open_host
+from remote_http_launcher.connect import open_host, open_ssh
 from tests.conftest import alive, cli, stop_brokers
 from tests.posix import SIGKILL
 from tests.remote import RemoteConfig, keeper_processes
@@ -165,7 +165,7 @@ def test_other_user_cannot_connect(keyed_server: SSHServer, client_home: Path,
     state = Path(tempfile.mkdtemp(prefix="rhl-broker-"))
     state.chmod(0o755)
     monkeypatch.setenv("REMOTE_HTTP_LAUNCHER_DIR", str(state))
-    host = open_ssh_host(ALIAS, 60)
+    host = open_ssh(ALIAS, 60)
     try:
         files = BrokerFiles.for_target(ALIAS)
         assert files.socket.exists() and files.key.stat().st_mode & 0o777 == 0o600

@@ -21,7 +21,7 @@ import yaml
 
 import remote_http_launcher
 from remote_http_launcher import ConfigError, Configuration, HandshakeError, LauncherError, main, run
-from remote_http_launcher.templates import evaluate_command
+from remote_http_launcher.config import evaluate_command
 from tests.conftest import cli
 from tests.remote import RemoteConfig
 from tests.ssh_client import remote_state

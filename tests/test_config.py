@@ -29,12 +29,13 @@ from remote_http_launcher.config import (
     Config,
     Handshake,
     Scheduler,
+    evaluate_command,
+    evaluate_key,
     load_config,
     parse_config,
     parse_yaml,
 )
 from remote_http_launcher.errors import ConfigError
-from remote_http_launcher.templates import evaluate_command, evaluate_key
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"

@@ -17,9 +17,8 @@ import pytest
 import yaml
 
 from remote_http_launcher import config as config_module
-from remote_http_launcher.config import load_config
+from remote_http_launcher.config import evaluate_command, evaluate_key, load_config
 from remote_http_launcher.errors import ConfigError
-from remote_http_launcher.templates import evaluate_command, evaluate_key
 from tests.test_config import BAD, GOOD, check_runtime, parsed
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,13 +26,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from remote_http_launcher import ConfigError, HandshakeError, HostKeyError, LaunchError, run, status, stop
-from remote_http_launcher.config import load_config
+from remote_http_launcher.config import evaluate_key, load_config
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.hosts.ssh import SSHHost
 from remote_http_launcher.launcher import LaunchLock
 from remote_http_launcher.render import format_status
 from remote_http_launcher.service import Service
-from remote_http_launcher.templates import evaluate_key
 from tests import test_faults_ssh as faults
 from tests.conftest import ROOT, cli
 from tests.posix import TAKE_TERMINAL_AND_RUN, pty, python_path

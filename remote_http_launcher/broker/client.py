@@ -39,26 +39,6 @@ def unavailable(why: str) -> LauncherError:
     return LauncherError(f"connection broker: {why}", step=STEP)
 
 
-def open_ssh_host(target: str, persist: float, prompt: Prompt | None = None, *,
-                  accept_new_host_key: bool = False) -> Host:
-    """The SSH host `target` through its broker (started if need be), else connected here.
-
-    `persist` 0 means no broker: one login for this command only, as before brokers existed.
-    `accept_new_host_key` records an unknown host key at the login (the broker's, or ours).
-    """
-    if persist > 0:
-        try:
-            attached = attach(target, persist, prompt, accept_new_host_key=accept_new_host_key)
-            return BrokeredHost(target, persist, prompt, attached)
-        except LauncherError as exc:
-            if exc.step != STEP:
-                raise
-            log.info("no connection broker for %s (%s); logging in directly", target, exc)
-    from ..hosts.ssh import SSHHost
-
-    return SSHHost.connect(target, prompt=prompt, accept_new_host_key=accept_new_host_key)
-
-
 def attach(target: str, persist: float, prompt: Prompt | None, *,
            accept_new_host_key: bool = False) -> tuple[Connection, BrokerFiles]:
     """A connection to the live broker of `target`, started first when there is none."""

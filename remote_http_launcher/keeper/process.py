@@ -31,12 +31,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from .. import handshake, statefiles
 from ..clientfile import keeper_log_path
-from ..config import Config, load_config
+from ..config import Config, evaluate_key, load_config
 from ..errors import LauncherError, TunnelError
 from ..launcher import Launcher
 from ..progress import Progress
 from ..prompts import Prompt
-from ..templates import evaluate_key
 from .lock import KeeperLock, reconnecting_until, served_payload, silence_bound
 from .stop import stop_holder
 

@@ -1,0 +1,66 @@
+"""The one way to reach a service's host: this machine, the SSH host's connection broker, or our own login.
+
+It sits above `hosts/` (the implementations, which know nothing of brokers)
+and `broker/` (whose client it asks first): every command and the API open
+their host here, so the choice and its fallbacks are made in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from .config import DEFAULT_CONNECTION_PERSIST, SSH_HOST_PATTERN
+from .errors import ConfigError, HostError, LauncherError
+from .hosts import Host, LocalHost
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .prompts import Prompt
+
+log = logging.getLogger("remote_http_launcher.broker")
+
+
+def open_host(config: Config, prompt: Prompt | None = None, *, accept_new_host_key: bool = False) -> Host:
+    """The host of `config`'s service; login questions go to `prompt` (default: the terminal or Jupyter
+    cell of the call); `accept_new_host_key` records an unknown host key (never a changed one)."""
+    if not config.remote:
+        return LocalHost()
+    return open_ssh(config.ssh_target, config.connection_persist, prompt, accept_new_host_key=accept_new_host_key)
+
+
+def open_target(target: str | None, prompt: Prompt | None = None, persist: float = DEFAULT_CONNECTION_PERSIST,
+                *, accept_new_host_key: bool = False) -> Host:
+    """This machine (None), or an SSH host named like `ssh_hostname` (user@host or an ~/.ssh/config alias)."""
+    if target is None:
+        return LocalHost()
+    if not re.fullmatch(SSH_HOST_PATTERN, target):  # what ssh_hostname accepts in a config
+        raise ConfigError(f"--host: {target[:80]!r} is not an SSH host name (use HOST, USER@HOST or an "
+                          "alias from ~/.ssh/config)")
+    return open_ssh(target, persist, prompt, accept_new_host_key=accept_new_host_key)
+
+
+def open_ssh(target: str, persist: float, prompt: Prompt | None = None, *, accept_new_host_key: bool = False) -> Host:
+    """The SSH host `target` through its broker (started if need be), else logged in here.
+
+    `persist` 0 means no broker: one login for this command only. A broker that
+    cannot serve is invisible: the command logs in itself (paramiko is imported
+    only then).
+    """
+    if persist > 0:
+        from .broker.client import BrokeredHost, attach
+        from .broker.registry import STEP
+
+        try:
+            attached = attach(target, persist, prompt, accept_new_host_key=accept_new_host_key)
+            return BrokeredHost(target, persist, prompt, attached)
+        except LauncherError as exc:
+            if exc.step != STEP:
+                raise
+            log.info("no connection broker for %s (%s); logging in directly", target, exc)
+    try:
+        from .hosts.ssh import SSHHost
+    except ImportError as exc:  # paramiko missing or broken
+        raise HostError(f"SSH support is not available ({exc}); reinstall remote-http-launcher") from exc
+    return SSHHost.connect(target, prompt=prompt, accept_new_host_key=accept_new_host_key)
