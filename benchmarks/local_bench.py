@@ -47,7 +47,7 @@ CONCURRENT_RUNS = 20
 # Must not be imported when the client file is reused (issue 7).
 HEAVY_MODULES = ("paramiko", "sshtunnel", "requests", "http.client", "cryptography", "nacl", "bcrypt", "urllib3",
                  "http.server", "asyncio", "remote_http_launcher.hosts.ssh", "remote_http_launcher.ssh",
-                 "remote_http_launcher.keeper.tunnel")
+                 "remote_http_launcher.tunnels.forward")
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 

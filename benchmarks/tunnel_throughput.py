@@ -150,7 +150,7 @@ class Bench:
         return port
 
     def close(self) -> None:
-        from remote_http_launcher.keeper.stop import stop_keeper
+        from remote_http_launcher.commands.stop import stop_keeper
 
         if self.ssh is not None:
             self.ssh.terminate()

@@ -1,9 +1,6 @@
-"""The Python API: the same operations as the command line, returning plain data.
+"""The Python API: the same operations as the command line (commands/), returning plain data.
 
-`up` decides how a run goes: reuse the client file (the warm path), or have a
-tunnel keeper process run the launcher (`tunnel: true`: the tunnel must
-outlive this process), or run the launcher here. Only the warm path's modules
-are imported until it misses.
+Only the warm path's modules are imported until it misses (commands/up.py).
 """
 
 from __future__ import annotations
@@ -13,19 +10,19 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import clientfile, logsetup, statefiles
-from .config import Config, LogOptions, evaluate_command, evaluate_key, load_config, remember_parse
+from . import logsetup
+from .commands.up import PathLike, up
+from .config import Config, LogOptions, load_config
 from .progress import Progress
 from .service import STOP_TIMEOUT
 from .statefiles import ClientPayload
 
 if TYPE_CHECKING:
-    from .manage import StatusResult
+    from .commands.status import StatusResult
     from .prompts import Prompt
     from .render import StopOutcome
 
 ConfigSource = Mapping[str, Any] | str | os.PathLike[str]
-PathLike = str | os.PathLike[str]
 
 
 def run(config: ConfigSource, *, connection_dir: PathLike | None = None, progress: Progress | None = None,
@@ -74,62 +71,6 @@ def launched(config: ConfigSource, *, connection_dir: PathLike | None = None, pr
         detach()
 
 
-def up(config: Config, *, connection_dir: PathLike | None = None, progress: Progress | None = None,
-       prompt: Prompt | None = None, accept_new_host_key: bool = False) -> tuple[ClientPayload, bool]:
-    """The client payload, and whether an existing connection was reused (steps 1-5)."""
-    progress = progress or Progress.silent()
-    key = evaluate_key(config)
-    dry_run(config, key)  # a bad command template fails here, before any file is read, written or started
-    client_path = statefiles.client_file(key, connection_dir, local_service=not config.remote)
-    progress.phase("checking connection file")
-    payload = clientfile.reuse(client_path, config.handshake)
-    reused = payload is not None
-    if payload is None and config.tunnel:
-        tunneled = None
-        if config.connection_persist > 0:  # the destination's broker keeps the forwards; else a keeper process
-            from .broker.tunnels import run_tunnel
-
-            tunneled = run_tunnel(config, key, client_path, progress, _asking(prompt, progress),
-                                  accept_new_host_key=accept_new_host_key)
-        if tunneled is None:
-            from .keeper.start import start_keeper
-
-            tunneled = start_keeper(config, key, client_path, progress, _asking(prompt, progress),
-                                    accept_new_host_key=accept_new_host_key)
-        payload, reused = tunneled
-    elif payload is None:
-        from .connect import open_host  # host machinery (subprocess, SSH) only once the warm path missed
-        from .launcher import Launcher, check_direct_reachable
-
-        check_direct_reachable(config)
-        progress.phase(f"connecting to {config.ssh_target}" if config.remote else "checking server state")
-        with open_host(config, _asking(prompt, progress), accept_new_host_key=accept_new_host_key) as host:
-            payload = Launcher(config, key, client_path, progress).serve(host)[0]
-    progress.done(payload, reused=reused)
-    remember_parse(config)
-    return payload, reused
-
-
-def _asking(prompt: Prompt | None, progress: Progress) -> Prompt | None:
-    """Where login questions go (`prompt`, the terminal, a Jupyter cell), each after the live line ends."""
-    from . import prompts
-
-    return prompts.before_asking(prompt or prompts.default(), progress.close)
-
-
-def dry_run(config: Config, key: str | None = None) -> str:
-    """The command a launch would run; nothing is connected, written or started.
-
-    For a local service that is exactly the command (`workdir` and the status file absolute). For a
-    remote one, `~` stands for the SSH user's home, which only a connection would tell.
-    """
-    key = key or evaluate_key(config)
-    if config.remote:
-        return evaluate_command(config, key, f"{statefiles.REMOTE_STATE_DIR}/{key}.json")
-    state_dir = str(statefiles.local_server_dir().absolute())
-    return evaluate_command(config, key, f"{state_dir}/{key}.json", os.path.expanduser(config.workdir))
-
-
 def status(config: ConfigSource, *, connection_dir: PathLike | None = None, progress: Progress | None = None,
            prompt: Prompt | None = None) -> StatusResult:
     """Where the service stands: `status` is absent, starting, running, failed or stale.
@@ -140,9 +81,9 @@ def status(config: ConfigSource, *, connection_dir: PathLike | None = None, prog
     processes listen on `port` ("verified"), another process does ("not the service's"), or the host
     cannot tell ("unverified": no /proc). Connects to the host for SSH configs.
     """
-    from . import manage
+    from .commands import status as command
 
-    return manage.status(load_config(config), connection_dir=connection_dir, progress=progress, prompt=prompt)
+    return command.status(load_config(config), connection_dir=connection_dir, progress=progress, prompt=prompt)
 
 
 def stop(config: ConfigSource, *, connection_dir: PathLike | None = None, timeout: float = STOP_TIMEOUT,
@@ -154,15 +95,15 @@ def stop(config: ConfigSource, *, connection_dir: PathLike | None = None, timeou
     `message` says "not running; nothing to stop". The service's log and the
     tunnel keeper's are removed (`logs_removed`) unless `keep_log`.
     """
-    from . import manage
+    from .commands import stop as command
     from .render import stop_outcome
 
-    return stop_outcome(manage.stop(load_config(config), connection_dir=connection_dir, timeout=timeout,
+    return stop_outcome(command.stop(load_config(config), connection_dir=connection_dir, timeout=timeout,
                                     keep_log=keep_log, progress=progress, prompt=prompt))
 
 
 def logs(config: ConfigSource, *, tail: int = 50, prompt: Prompt | None = None) -> str:
     """The last `tail` lines of the service log; raises `NotRunningError` (exit code 3) when there is none."""
-    from . import manage
+    from .commands import logs as command
 
-    return manage.logs(load_config(config), tail=tail, prompt=prompt)
+    return command.logs(load_config(config), tail=tail, prompt=prompt)

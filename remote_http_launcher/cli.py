@@ -111,14 +111,14 @@ def build_up_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def cmd_up(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
-    from . import api
+    from .commands.up import dry_run, up
 
     assert config is not None
     if args.dry_run:
-        print(api.dry_run(config))
+        print(dry_run(config))
         return EXIT_OK
-    payload, _ = api.up(config, connection_dir=args.connection_dir, progress=progress,
-                        accept_new_host_key=args.accept_new_host_key)
+    payload, _ = up(config, connection_dir=args.connection_dir, progress=progress,
+                    accept_new_host_key=args.accept_new_host_key)
     if args.json:
         print(json.dumps(payload, indent=2))
     return EXIT_OK
@@ -222,7 +222,7 @@ def build_stop_parser(prog: str = f"{PROG} stop") -> argparse.ArgumentParser:
 
 
 def build_logs_parser(prog: str = f"{PROG} logs") -> argparse.ArgumentParser:
-    from .manage import DEFAULT_TAIL
+    from .commands.logs import DEFAULT_TAIL
 
     parser = _command_parser(prog, "Print the log of the service described by CONFIG (its output, on the "
                                "host that runs it).", LOGS_EXAMPLE,
@@ -259,25 +259,28 @@ def _ask(progress: Progress) -> Prompt | None:
 
 
 def cmd_status(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
-    from . import manage, render
+    from . import render
+    from .commands.entries import RUNNING
+    from .commands.status import status
 
     assert config is not None
-    entry = manage.status(config, connection_dir=args.connection_dir, progress=_quiet(progress),
-                          prompt=_ask(progress), accept_new_host_key=args.accept_new_host_key)
+    entry = status(config, connection_dir=args.connection_dir, progress=_quiet(progress),
+                   prompt=_ask(progress), accept_new_host_key=args.accept_new_host_key)
     progress.close()
     print(json.dumps(entry, indent=2) if args.json else render.format_status(entry))
-    if entry["status"] != manage.RUNNING:
+    if entry["status"] != RUNNING:
         return EXIT_NOT_RUNNING
     return EXIT_TUNNEL_DOWN if entry["client"]["tunnel_up"] is False else EXIT_OK
 
 
 def cmd_stop(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
-    from . import manage, render
+    from . import render
+    from .commands.stop import stop
 
     assert config is not None
-    result = render.stop_outcome(manage.stop(config, connection_dir=args.connection_dir, timeout=args.timeout,
-                                             keep_log=args.keep_log, progress=_quiet(progress),
-                                             prompt=_ask(progress), accept_new_host_key=args.accept_new_host_key))
+    result = render.stop_outcome(stop(config, connection_dir=args.connection_dir, timeout=args.timeout,
+                                      keep_log=args.keep_log, progress=_quiet(progress),
+                                      prompt=_ask(progress), accept_new_host_key=args.accept_new_host_key))
     progress.close()
     print(json.dumps(result, indent=2) if args.json else result["message"])
     return EXIT_OK
@@ -286,7 +289,7 @@ def cmd_stop(args: argparse.Namespace, config: Config | None, progress: Progress
 def cmd_logs(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
     """Exit 0 while the service runs, 3 when it does not (its log is printed all the same; a follow ends
     when the service does), 130 when Ctrl-C ends a follow, as for every command."""
-    from . import manage
+    from .commands.logs import read_logs
     from .config import evaluate_key
 
     assert config is not None
@@ -294,9 +297,9 @@ def cmd_logs(args: argparse.Namespace, config: Config | None, progress: Progress
         raise UsageError(f"{PROG} logs: --json and --follow cannot be combined (a stream is not one document)")
     output = None if args.json else sys.stdout.buffer
     try:
-        result = manage.read_logs(config, tail=args.tail, output=output, follow=args.follow,
-                                  progress=_quiet(progress), prompt=_ask(progress),
-                                  accept_new_host_key=args.accept_new_host_key)
+        result = read_logs(config, tail=args.tail, output=output, follow=args.follow,
+                           progress=_quiet(progress), prompt=_ask(progress),
+                           accept_new_host_key=args.accept_new_host_key)
     except KeyboardInterrupt:
         if not args.follow:
             raise
@@ -307,15 +310,15 @@ def cmd_logs(args: argparse.Namespace, config: Config | None, progress: Progress
 
 
 def cmd_list(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
-    from . import manage, render
+    from . import render
+    from .commands.listing import list_services
     from .connect import open_target
 
     progress = _quiet(progress)
     progress.phase(f"connecting to {args.host}" if args.host else "reading server state")
     persist = DEFAULT_CONNECTION_PERSIST if args.connection_persist is None else args.connection_persist
-    with open_target(args.host, _ask(progress), persist,
-                            accept_new_host_key=args.accept_new_host_key) as host:
-        entries = manage.list_services(host)
+    with open_target(args.host, _ask(progress), persist, accept_new_host_key=args.accept_new_host_key) as host:
+        entries = list_services(host)
         name, state_dir = host.name, host.state_dir
     progress.close()
     if args.json:

@@ -24,8 +24,9 @@ from .progress import Progress, service_url
 from .service import STOP_TIMEOUT
 
 if TYPE_CHECKING:
-    from .api import ConfigSource, PathLike
-    from .manage import StatusResult
+    from .api import ConfigSource
+    from .commands.status import StatusResult
+    from .commands.up import PathLike
     from .prompts import Prompt
     from .render import StopOutcome
 

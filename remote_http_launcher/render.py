@@ -1,6 +1,6 @@
 """Text for people: what the CLI prints for status, list and stop results.
 
-The operations (manage.py) return data; this is the only place that turns
+The operations (commands/) return data; this is the only place that turns
 it into words, so the API and the CLI agree on every message.
 """
 
@@ -9,21 +9,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from .manage import (
-    ABSENT,
-    FAILED,
-    NOT_ITS_PORT,
-    QUEUED,
-    RUNNING,
-    STALE,
-    STARTING,
-    UNVERIFIED,
-    VERIFIED,
-    ServiceEntry,
-    StatusResult,
-    StoppedProcess,
-    StopResult,
-)
+from .commands.entries import ABSENT, FAILED, QUEUED, RUNNING, STALE, STARTING, ServiceEntry
+from .commands.status import NOT_ITS_PORT, UNVERIFIED, VERIFIED, StatusResult
+from .commands.stop import StoppedProcess, StopResult
 
 if TYPE_CHECKING:
     from .broker.control import Connection

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from remote_http_launcher.keeper.lock import MARKER
-from remote_http_launcher.keeper.stop import stop_keeper
+from remote_http_launcher.commands.stop import stop_keeper
+from remote_http_launcher.tunnels.lock import MARKER
 from tests.posix import SIGKILL
 from tests.ssh_client import ALIAS, demo_config, node_key, stop_services_script
 

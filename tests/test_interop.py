@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
-from remote_http_launcher import manage, run, scripts, status, stop
+from remote_http_launcher import run, scripts, status, stop
+from remote_http_launcher.commands.listing import list_services
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.render import format_list
 from tests.conftest import DEMO_SERVICE, alive, cli
@@ -271,7 +272,7 @@ def test_stale_mark_and_dry_run_record_of_the_original(rhl_dir: Path, demo_confi
         entry = status(config)
         assert (entry["status"], entry["detail"], entry["pid"]) == ("stale", "stopped (marked stale by rhl-stop)",
                                                                    bystander.pid)
-        assert format_list("localhost", manage.list_services(LocalHost())).splitlines()[1].split()[:2] == \
+        assert format_list("localhost", list_services(LocalHost())).splitlines()[1].split()[:2] == \
             ["demo-localhost", "stale"]
         outcome = stop(config)
         assert outcome["processes"] == [] and outcome["removed"] == ["status file"]

@@ -22,10 +22,11 @@ import pytest
 import yaml
 
 import remote_http_launcher
-from remote_http_launcher import LaunchError, manage, processes, run
+from remote_http_launcher import LaunchError, processes, run
+from remote_http_launcher.commands import logs as log_command
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.hosts.base import Host
-from remote_http_launcher.keeper.lock import KeeperLock
+from remote_http_launcher.tunnels.lock import KeeperLock
 
 from .conftest import alive, cli
 from .posix import SIGKILL, killpg
@@ -359,22 +360,22 @@ def test_logs_follow_ended_by_ctrl_c_exits_130(rhl_dir: Path, config_file: Calla
 
 @pytest.mark.parametrize("host", [LocalHost()], ids=["local"])
 def test_read_tail_and_follow_file(tmp_path: Path, host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(manage, "READ_CHUNK", 100)  # many chunks
+    monkeypatch.setattr(log_command, "READ_CHUNK", 100)  # many chunks
     path = tmp_path / "big.log"
     lines = [f"line {n} " + "x" * (n % 37) for n in range(2000)]
     path.write_text("\n".join(lines) + "\n")
     for count in (0, 1, 7, 150, 1999, 2000, 5000):
-        text, end = manage.read_tail(host, str(path), count)  # type: ignore[misc]
+        text, end = log_command.read_tail(host, str(path), count)  # type: ignore[misc]
         expected = "".join(line + "\n" for line in lines[len(lines) - min(count, len(lines)):])
         assert text.decode() == expected and end == path.stat().st_size
     path.write_text("no newline\nat end")
-    assert manage.read_tail(host, str(path), 1) == (b"at end", path.stat().st_size)
-    assert manage.read_tail(host, str(tmp_path / "missing"), 5) is None
+    assert log_command.read_tail(host, str(path), 1) == (b"at end", path.stat().st_size)
+    assert log_command.read_tail(host, str(tmp_path / "missing"), 5) is None
 
     # Following: appended bytes arrive; a truncated file is read again from its start.
     path.write_text("a\n")
     rounds = iter([True, True, False])
-    chunks = manage.follow_file(host, str(path), 2, lambda: next(rounds), interval=0.01)
+    chunks = log_command.follow_file(host, str(path), 2, lambda: next(rounds), interval=0.01)
     with open(path, "a") as handle:
         handle.write("b\n")
     assert next(chunks) == b"b\n"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from remote_http_launcher import run
-from remote_http_launcher.keeper.stop import stop_keeper
+from remote_http_launcher.commands.stop import stop_keeper
 from tests import posix
 from tests.conftest import ROOT
 from tests.ssh_client import ALIAS, demo_config, node_key, stop_services_script

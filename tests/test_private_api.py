@@ -161,7 +161,7 @@ def test_invoke_stays_out_unless_match_exec(tmp_path: Path) -> None:
     code = ("import sys; from remote_http_launcher.hosts.ssh import SSHHost; "
             "from remote_http_launcher.ssh.config import load_ssh_config; load_ssh_config(); "
             "print('invoke' in sys.modules, 'sshtunnel' in sys.modules); "
-            "from remote_http_launcher.keeper.tunnel import Tunnel; "
+            "from remote_http_launcher.tunnels.forward import Tunnel; "
             "print('invoke' in sys.modules, 'sshtunnel' in sys.modules)")
     assert _probe(tmp_path, code) == ["False", "False", "False", "True"]
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from remote_http_launcher.keeper.stop import stop_keeper
+from remote_http_launcher.commands.stop import stop_keeper
 from tests.conftest import cli
 from tests.remote import keeper_processes
 from tests.slurm import NODE_CPUS

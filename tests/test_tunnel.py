@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from remote_http_launcher import AuthenticationError, run
-from remote_http_launcher.keeper.stop import stop_keeper
+from remote_http_launcher.commands.stop import stop_keeper
 from tests.conftest import ROOT, wait_for
 from tests.posix import SIGKILL, TAKE_TERMINAL_AND_RUN, pty, python_path
 from tests.remote import keeper_processes

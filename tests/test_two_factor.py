@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from remote_http_launcher import AuthenticationError, run
-from remote_http_launcher.keeper.stop import stop_keeper
+from remote_http_launcher.commands.stop import stop_keeper
 from tests.ssh_client import demo_config, node_key, stop_services_script
 
 if TYPE_CHECKING:

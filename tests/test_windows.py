@@ -20,10 +20,10 @@ import pytest
 from pytest_mock import MockerFixture
 
 from remote_http_launcher import LauncherError, processes, statefiles
-from remote_http_launcher.keeper import start
 from remote_http_launcher.ssh import agent
 from remote_http_launcher.ssh.config import resolve
 from remote_http_launcher.ssh.proxy import CommandSocket
+from remote_http_launcher.tunnels import daemon
 
 HANDLE = 4242
 
@@ -160,9 +160,9 @@ def test_on_posix_a_permission_error_is_not_retried(mocker: MockerFixture, tmp_p
 
 def test_the_keeper_leaves_the_terminals_job_when_it_may(on_windows: None, mocker: MockerFixture) -> None:
     popen = mocker.patch.object(subprocess, "Popen")
-    start.popen_detached(["keeper"], stdout=subprocess.PIPE)
+    daemon.popen_detached(["keeper"], stdout=subprocess.PIPE)
     flags = popen.call_args.kwargs["creationflags"]
-    assert flags == start.DETACHED_PROCESS | start.CREATE_NEW_PROCESS_GROUP | start.CREATE_BREAKAWAY_FROM_JOB
+    assert flags == daemon.DETACHED_PROCESS | daemon.CREATE_NEW_PROCESS_GROUP | daemon.CREATE_BREAKAWAY_FROM_JOB
     assert "start_new_session" not in popen.call_args.kwargs
 
 
@@ -171,20 +171,20 @@ def test_a_job_that_refuses_breakaway_gets_the_keeper_inside_it_logged(
     started = object()
 
     def refuse_breakaway(argv: list[str], *, creationflags: int, **options: Any) -> object:
-        if creationflags & start.CREATE_BREAKAWAY_FROM_JOB:
+        if creationflags & daemon.CREATE_BREAKAWAY_FROM_JOB:
             raise PermissionError(5, "Access is denied")
         return started
 
     mocker.patch.object(subprocess, "Popen", side_effect=refuse_breakaway)
-    with caplog.at_level(logging.INFO, logger=start.LOGGER):
-        process: object = start.popen_detached(["keeper"])
+    with caplog.at_level(logging.INFO, logger="remote_http_launcher.tunnel"):
+        process: object = daemon.popen_detached(["keeper"])
     assert process is started
     assert "cannot leave this terminal's job" in caplog.text and "closing the terminal ends the tunnel" in caplog.text
 
 
 def test_on_posix_the_keeper_gets_its_own_session(mocker: MockerFixture) -> None:
     popen = mocker.patch.object(subprocess, "Popen")
-    start.popen_detached(["keeper"])
+    daemon.popen_detached(["keeper"])
     assert popen.call_args.kwargs == {"start_new_session": True}
 
 

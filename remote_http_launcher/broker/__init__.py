@@ -13,7 +13,7 @@ it make their `Host` calls. Nothing listens on the network.
 - `protocol`: requests (Host calls by name) and replies (a value, or the exception);
 - `server`: the broker process, its login relayed to the command that started it, its idle exit;
 - `client`: finding or starting the broker, `BrokeredHost`, and falling back to a login of our own;
-- `tunnels`: each service's forwards and watchdog as threads of the broker (the keeper's job, per key);
+- `tunnels`: each service's tunnel on the broker's link (the tunnel core of tunnels/, per key);
 - `control`: `connections` and `disconnect`.
 
 Tunnels: with a broker, `up` runs the launcher in the caller's process through

@@ -26,8 +26,9 @@ from ..errors import LauncherError
 from ..hosts.base import Host, ScriptResult, SeenProcess
 from ..progress import Progress
 from ..prompts import Prompt
+from ..tunnels.lock import BROKER_MARKER
 from .protocol import PROPERTIES, raise_reply
-from .registry import MARKER, STEP, BrokerFiles, BrokerLock, is_broker
+from .registry import STEP, BrokerFiles, BrokerLock, is_broker
 
 BUSY_WAIT = 120.0  # another command's broker may be waiting for its user to type a one-time code
 BUSY_POLL = 0.05
@@ -82,14 +83,14 @@ def connect(files: BrokerFiles) -> Connection | None:
 
 def start(target: str, persist: float, prompt: Prompt | None, accept_new_host_key: bool = False) -> str:
     """Start a broker and relay its login questions; "ready", or "busy" when another one holds the lock."""
-    from ..keeper.start import _converse, popen_detached  # the keeper's relay; only to start a broker
+    from ..tunnels.daemon import converse, popen_detached  # only to start a broker
 
     ask = prompt or prompts.default()
-    argv = [sys.executable, "-m", MARKER, "--target", target, "--persist", repr(persist)]
+    argv = [sys.executable, "-m", BROKER_MARKER, "--target", target, "--persist", repr(persist)]
     argv += ["--ask"] * (ask is not None) + ["--accept-new-host-key"] * accept_new_host_key
     proc = popen_detached(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        result = _converse(proc, Progress.silent(), ask)
+        result = converse(proc, Progress.silent(), ask)
     except BaseException:  # Ctrl-C during the login: the broker must not stay behind, half logged in
         proc.kill()
         raise

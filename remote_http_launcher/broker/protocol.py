@@ -3,7 +3,7 @@
 A request is `(method, args)` over an authenticated `multiprocessing.connection`
 (pickled: only a process that read our 0600 authkey can send one, i.e. the
 same user). The methods are the `Host` interface's (hosts/base.py), which is
-all the launcher and manage.py use, the tunnel requests of broker/tunnels.py
+all the launcher and the commands use, the tunnel requests of broker/tunnels.py
 (`tunnel_claim`, `tunnel_open`, `tunnel_keep`, `tunnel_drop`), plus the
 socket-like channel `tcp_channel` returns, driven call by call (`channel_send`, `channel_recv`, `channel_close`)
 so the handshake code runs unchanged through the broker.
@@ -44,9 +44,13 @@ log = logging.getLogger("remote_http_launcher.broker")
 class Usage(Protocol):
     """The broker as its sessions see it (server.Broker): its host (replaced after a reconnect), tunnels, use."""
 
-    host: SSHHost
-    sftp_lock: Any
     tunnels: Tunnels
+
+    @property
+    def host(self) -> SSHHost: ...
+
+    @property
+    def sftp_lock(self) -> Any: ...
 
     def used(self) -> None: ...
 

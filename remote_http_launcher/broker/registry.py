@@ -32,8 +32,8 @@ from .._version import __version__
 from ..hosts.local import LocalHost
 from ..locks import FileLock, LockOwner
 from ..processes import process_cmdline
+from ..tunnels.lock import BROKER_MARKER as MARKER
 
-MARKER = "remote_http_launcher.broker"
 STEP = "connection broker"  # the step of errors that mean "no broker can serve": the command logs in itself
 DIRNAME = "brokers"
 ID_LENGTH = 16

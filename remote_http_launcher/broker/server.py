@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 from .. import statefiles
 from ..errors import LauncherError
-from ..keeper.process import Report, _exit_on_signal, detach, open_log
+from ..tunnels.daemon import Report, detach, exit_on_signal, open_log
 from .protocol import serve_session
 from .registry import STEP, BrokerFiles, BrokerLock, is_broker
 from .tunnels import Tunnels
 
 if TYPE_CHECKING:
     from ..hosts.ssh import SSHHost
+    from ..tunnels.watch import Link
 
 IDLE_CHECK = 1.0
 LISTEN_BACKLOG = 64  # commands that connect at once wait in the queue, not refused
@@ -54,7 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     report = Report()
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGTERM, exit_on_signal)
     args = parse_args(sys.argv[1:] if argv is None else argv)
     files = BrokerFiles.for_target(args.target)
     statefiles.ensure_private_dir(files.lock.parent)
@@ -99,25 +100,38 @@ class Broker:
         self.since = time.time()
         self.sessions = 0
         self.last_use = time.monotonic()
-        self.sftp_lock = threading.Lock()  # one SFTP session: its request flights must not interleave
         self._count = threading.Lock()
-        self.host: SSHHost
+        self.link: Link
         self.authkey = b""
         self.broker_id = str(files.lock)  # where a keeper lock's `broker` field finds us
         self.log_path = files.log
         self.tunnels = Tunnels(self)
 
+    @property
+    def host(self) -> SSHHost:
+        """The host our link is logged in to now (it follows reconnects)."""
+        return self.link.host
+
+    @property
+    def sftp_lock(self) -> threading.Lock:
+        """One SFTP session: its request flights must not interleave (the link's checks take it too)."""
+        return self.link.lock
+
     def run(self, report: Report, ask: Any, accept_new_host_key: bool = False) -> int:
         from ..hosts.ssh import SSHHost
+        from ..tunnels.watch import Link
 
         log_fd = open_log(self.files.log)
         listener: Listener | None = None
-        self.host = None  # type: ignore[assignment]  # until the login succeeded
+        link: Link | None = None
         try:
-            self.host = SSHHost.connect(self.target, interactive=ask is not None, prompt=ask,
-                                        accept_new_host_key=accept_new_host_key)
-            self.host.keep_shells()
-            self.refresh_keepalive()
+            host = SSHHost.connect(self.target, interactive=ask is not None, prompt=ask,
+                                   accept_new_host_key=accept_new_host_key)
+            try:
+                link = self.link = Link(self.target, host, idle_keepalive=KEEPALIVE, shells=True)
+            finally:
+                if link is None:
+                    host.close()
             authkey = os.urandom(32)
             statefiles.write_atomic(self.files.key, authkey)
             address = self.files.address(self.lock.token)
@@ -134,12 +148,13 @@ class Broker:
             return 0
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            self.tunnels.drop_all("the broker exits")
+            if link is not None:
+                self.tunnels.drop_all("the broker exits")
             if listener is not None:
                 listener.close()  # removes the socket file
             statefiles.remove(self.files.key)
-            if self.host is not None:
-                self.host.close()
+            if link is not None:
+                link.close()
 
     def _accept(self, listener: Listener) -> None:
         while True:
@@ -182,52 +197,13 @@ class Broker:
     def _wait_until_done(self) -> str:
         while True:
             time.sleep(IDLE_CHECK)
-            if not self.host.transport.is_active():
+            host = self.link.host
+            if not host.transport.is_active():
                 if not self.tunnels.by_key:
                     return f"the link to {self.target} is gone"  # the next command starts a broker afresh
-                if not self._reconnect():
+                if not self.link.restore(host):
                     return f"the link to {self.target} is gone and was not restored"
             with self._count:
                 idle = time.monotonic() - self.last_use
                 if self.sessions == 0 and not self.tunnels.by_key and idle >= self.persist:
                     return f"unused for {self.persist:g} s"
-
-    def _reconnect(self) -> bool:
-        """Log in again as the keeper's watchdog does (no prompts, backoff, for RECONNECT_INTERVALS of the
-        shortest watchdog interval); the tunnels' local ports stay bound (local connections fail meanwhile)."""
-        from ..keeper.watchdog import RECONNECT_INTERVALS, reconnect
-
-        intervals = [kept.config.watchdog_interval for kept in self.tunnels.by_key.values()]
-        budget = RECONNECT_INTERVALS * min(intervals, default=1.0)
-        self.tunnels.reconnecting(time.time() + budget)  # before local connections start failing at once
-        self.tunnels.use_transport(None)
-        log.info("link to %s lost; reconnecting", self.target)
-        host = reconnect(self.target, budget)
-        if host is None:
-            return False
-        try:
-            host.keep_shells()
-        except LauncherError as exc:  # the new link failed at once
-            log.info("reconnected link lost again: %s", exc)
-            host.close()
-            return False
-        with self.sftp_lock:
-            old, self.host = self.host, host
-        old.close()
-        self.refresh_keepalive()
-        self.tunnels.use_transport(host.transport)
-        self.tunnels.reconnecting(None)
-        return True
-
-    def silence_bound(self) -> float:
-        """Seconds within which we notice that our link went silent: its alive check closes it, and we look
-        every IDLE_CHECK (then we reconnect, and the tunnels' locks say so)."""
-        return self.host.connection.endpoint.silence_bound + IDLE_CHECK
-
-    def refresh_keepalive(self) -> None:
-        """Keep-alives at the shortest of KEEPALIVE, the tunnels' watchdog intervals and ServerAliveInterval."""
-        intervals = [KEEPALIVE] + [kept.config.watchdog_interval for kept in self.tunnels.by_key.values()]
-        configured = self.host.connection.endpoint.option("serveraliveinterval")  # ~/.ssh/config's, if shorter
-        if configured.isdigit() and int(configured) > 0:
-            intervals.append(int(configured))
-        self.host.transport.set_keepalive(max(1, round(min(intervals))))

@@ -1,16 +1,14 @@
-"""Tunnels kept by the broker: each service's forwards are a thread of it, over its one SSH connection.
+"""Tunnels kept by the broker: each service's forwards ride on its one SSH connection (a tunnels/watch.Link).
 
-The keeper's behaviour, per key, in the broker (keeper/process.py is the
-process-per-tunnel edition, still used with `connection_persist: 0`): the
-key's keeper lock is held by the broker (its record names the broker, so
-`stop` asks the broker to end that tunnel instead of signalling the
-process), the forwards bind 127.0.0.1 free ports, a watchdog thread checks
-the service's PID every `watchdog_interval`, and when the service is gone the
-forwards close, the client file naming them is removed and the lock released.
-The broker's other tunnels go on. A lost link is the broker's to restore
-(server.Broker), for all its tunnels at once; meanwhile each key's lock says
-until when, and how long the broker takes to notice a silent link, so a run
-then waits for it (keeper/process.claim) instead of replacing the tunnel.
+The keeper's job, per key, in the broker (keeper/process.py is the
+process-per-tunnel edition, used with `connection_persist: 0`), with the same
+core (tunnels/): the key's keeper lock is held by the broker (its record
+names the broker, so `stop` asks the broker to end that tunnel instead of
+signalling the process), the forwards bind 127.0.0.1 free ports, a watch
+thread per key checks the service every `watchdog_interval`, and when the
+service is gone the forwards close, the client file naming them is removed
+and the lock released. The broker's other tunnels go on. A lost link is
+restored once for all of them (Link.restore).
 
 The client side of a run (`run_tunnel`) drives the launcher as the keeper
 does, but in the caller's process: the broker claims the key, opens the
@@ -22,90 +20,83 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import statefiles
-from ..config import Config, load_config
-from ..errors import HostError, LauncherError
-from ..keeper.lock import KeeperLock
+from ..errors import LauncherError
+from ..progress import Progress
 from ..statefiles import ClientPayload, ServerState
+from ..tunnels.claim import stop_owner
+from ..tunnels.daemon import config_from, config_json
+from ..tunnels.lock import KeeperLock
 from .registry import STEP
 
 if TYPE_CHECKING:
-    from ..hosts.ssh import SSHHost
-    from ..keeper.tunnel import Tunnel
-    from ..progress import Progress
+    from ..config import Config
+    from ..locks import LockOwner
     from ..prompts import Prompt
     from ..service import Service
+    from ..tunnels.watch import Kept, Link
 
 log = logging.getLogger("remote_http_launcher.broker")
 
 
 class BrokerLike(Protocol):
-    host: SSHHost
-    sftp_lock: Any
+    link: Link
     log_path: Path
     broker_id: str
 
-    def refresh_keepalive(self) -> None: ...
-
-    def silence_bound(self) -> float: ...
-
-
-class BrokeredKeeperLock(KeeperLock):
-    """The key's keeper lock, held by a broker: the record says which (`broker`: the path of its lock)."""
-
-    def __init__(self, client_path: Path, key: str, broker_id: str) -> None:
-        super().__init__(client_path, key)
-        self.broker_id = broker_id
-
-    def holder(self) -> dict[str, str]:
-        return {**super().holder(), "broker": self.broker_id}
-
-
-class Kept(NamedTuple):
-    config: Config
-    key: str
-    client_path: Path
-    lock: BrokeredKeeperLock
-    tunnel: Tunnel
-    done: threading.Event
-    previous: ClientPayload | None  # the payload of the keeper this tunnel replaces: its local ports are reused
-
 
 class Tunnels:
-    """The broker's tunnels by key."""
+    """The broker's tunnels by key (the link's `kept`)."""
 
     def __init__(self, broker: BrokerLike) -> None:
         self.broker = broker
-        self.by_key: dict[str, Kept] = {}
         self._lock = threading.Lock()
+
+    @property
+    def by_key(self) -> dict[str, Kept]:
+        return self.broker.link.kept
 
     def __len__(self) -> int:
         return len(self.by_key)
 
     def claim(self, raw: dict[str, Any], key: str, client_path: str) -> ClientPayload | None:
-        """Take the key's keeper lock, or the payload of a live keeper (ours or a process) that answers."""
-        from ..keeper.process import claim
-        from ..keeper.tunnel import Tunnel
-        from ..launcher import Launcher
+        """Take the key's keeper lock, or the payload of a live holder (ours, a keeper process or another
+        broker) that answers."""
+        from ..tunnels.claim import claim
+        from ..tunnels.forward import Tunnel
+        from ..tunnels.watch import Kept
 
-        config = load_config(raw)
+        config = config_from(raw)
         path = Path(client_path)
-        lock = BrokeredKeeperLock(path, key, self.broker.broker_id)
-        reused, previous = claim(lock, Launcher(config, key, path))
+        lock = KeeperLock(path, key, self.broker.broker_id)
+        reused, previous = claim(lock, config, Progress.silent(), self._stop_holder)
         if reused is not None:
             return reused
+        link = self.broker.link
         with self._lock:
             old = self.by_key.pop(key, None)
-            self.by_key[key] = Kept(config, key, path, lock, Tunnel(self.broker.host.transport), threading.Event(),
+            self.by_key[key] = Kept(config, key, path, lock, Tunnel(link.host.transport), threading.Event(),
                                      previous)
         if old is not None:  # its lock was broken as stale: the forwards are no longer anyone's
-            self._end(old, "replaced")
+            link.end(old, "replaced")
         return None
+
+    def _stop_holder(self, owner: LockOwner, key: str) -> bool:
+        """End a silent tunnel: ours is dropped, another broker's is asked for, a keeper process is stopped."""
+        broker = owner.data.get("broker")
+        if broker == self.broker.broker_id:
+            self.drop(key, "its tunnel does not answer")
+        elif isinstance(broker, str):
+            from .client import stop_tunnel
+
+            stop_tunnel(broker, key)  # it removes that tunnel's client file and lock itself
+        else:
+            stop_owner(owner, key)
+        return True
 
     def open(self, key: str, state_data: dict[str, Any]) -> dict[str, Any]:
         """Forward the service's ports (again, for a relaunch); the client payload."""
@@ -114,7 +105,7 @@ class Tunnels:
         kept = self.by_key[key]
         state = ServerState.parse(state_data)
         assert state is not None
-        service = Service(self.broker.host, kept.config, key)
+        service = Service(self.broker.link.host, kept.config, key)
         return kept.tunnel.reforward(service, state, kept.previous, self.broker.log_path)
 
     def keep(self, key: str, state_data: dict[str, Any], payload: ClientPayload) -> None:
@@ -122,10 +113,19 @@ class Tunnels:
         kept = self.by_key[key]
         state = ServerState.parse(state_data)
         assert state is not None
-        kept.lock.silence_bound = self.broker.silence_bound()  # a run meeting a silent tunnel waits that long
+        link = self.broker.link
+        kept.lock.silence_bound = link.silence_bound()  # a run meeting a silent tunnel waits that long
         kept.lock.publish(payload)
-        self.broker.refresh_keepalive()  # at the watchdog interval now: a dead link is noticed as soon
+        link.keepalive()  # at the watch interval now: a dead link is noticed as soon
         threading.Thread(target=self._watch, args=(kept, state), daemon=True, name=f"rhl-watch-{key}").start()
+
+    def _watch(self, kept: Kept, state: ServerState) -> None:
+        why = self.broker.link.watch(kept, state)
+        with self._lock:
+            if self.by_key.get(kept.key) is not kept:
+                return  # dropped (and ended) meanwhile
+            del self.by_key[kept.key]
+        self.broker.link.end(kept, why)
 
     def drop(self, key: str, why: str) -> bool:
         """End the key's tunnel (`stop`, or a run that failed); False when we kept none."""
@@ -133,50 +133,12 @@ class Tunnels:
             kept = self.by_key.pop(key, None)
         if kept is None:
             return False
-        self._end(kept, why)
+        self.broker.link.end(kept, why)
         return True
 
     def drop_all(self, why: str) -> None:
         for key in list(self.by_key):
             self.drop(key, why)
-
-    def use_transport(self, transport: Any) -> None:
-        """After a reconnect (or None while the link is down): new local connections use this one."""
-        for kept in list(self.by_key.values()):
-            kept.tunnel.transport = transport
-
-    def reconnecting(self, until: float | None) -> None:
-        """Our link is down and we restore it until `until` (None: it is up again): each kept key's lock
-        says so, as a keeper process's does, so a run meanwhile waits for us instead of replacing the tunnel."""
-        with self._lock:  # a key still here is not released yet (ending pops it first)
-            for kept in self.by_key.values():
-                kept.lock.reconnecting(until)
-
-    def _watch(self, kept: Kept, state: ServerState) -> None:
-        from ..service import ended, is_ours
-
-        while not kept.done.wait(kept.config.watchdog_interval):
-            try:
-                with self.broker.sftp_lock:
-                    alive = is_ours(self.broker.host, state)
-            except HostError as exc:
-                log.info("%s: check failed (%s); the broker restores the link", kept.key, exc)
-                continue
-            if not alive:
-                with self._lock:
-                    if self.by_key.get(kept.key) is kept:
-                        del self.by_key[kept.key]
-                self._end(kept, ended(state))
-                return
-
-    def _end(self, kept: Kept, why: str) -> None:
-        log.info("%s: closing the tunnel: %s", kept.key, why)
-        kept.done.set()
-        kept.tunnel.close()
-        payload = statefiles.read_payload(kept.client_path)
-        if payload is not None and payload.get("keeper_pid") == os.getpid():
-            statefiles.remove(kept.client_path)
-        kept.lock.release()
 
 
 def run_tunnel(config: Config, key: str, client_path: Path, progress: Progress, prompt: Prompt | None, *,
@@ -201,8 +163,7 @@ def _run_tunnel(config: Config, key: str, client_path: Path, progress: Progress,
     attached = attach(config.ssh_target, config.connection_persist, prompt, accept_new_host_key=accept_new_host_key)
     host = BrokeredHost(config.ssh_target, config.connection_persist, prompt, attached)
     try:
-        # YAML values JSON lacks (dates) travel as str(), as they do to the keeper
-        raw = json.loads(json.dumps(dict(config.raw), default=str))
+        raw = json.loads(config_json(config))
         reused = host.call("tunnel_claim", raw, key, str(client_path))
         if reused is not None:
             statefiles.write_atomic(client_path, statefiles.encode(reused))

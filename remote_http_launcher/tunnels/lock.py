@@ -1,9 +1,11 @@
-"""At most one tunnel keeper per key: the keeper lock, and who holds it.
+"""At most one tunnel per key: the keeper lock, and who holds it.
 
-The keeper holds `<client dir>/<key>.keeper.lock` (a `locks.FileLock` on this
-machine) for its whole life; once the tunnel is up the lock also holds the
-client payload it serves. A lock whose holder is not one of our keepers for
-the key (gone, or its PID now another process) is broken.
+The key's keeper (a keeper process, or a connection broker keeping the key's
+tunnel among others) holds `<client dir>/<key>.keeper.lock` (a
+`locks.FileLock` on this machine) for the tunnel's whole life; once the tunnel
+is up the lock also holds the client payload it serves, and while its link is
+down, until when it restores it. A lock whose holder is not one of our keepers
+for the key (gone, or its PID now another process) is broken.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from ..locks import FileLock, LockOwner
 from ..processes import process_cmdline
 from ..statefiles import ClientPayload
 
-BROKER_MARKER = "remote_http_launcher.broker"  # a broker's command line (broker/registry.MARKER)
+#: The command lines of our tunnels' holders: `python -m` of the keeper and of the broker.
 MARKER = "remote_http_launcher.keeper"
+BROKER_MARKER = "remote_http_launcher.broker"
 RECONNECTING = "reconnecting_until"
 SILENCE_BOUND = "notices_silence_within"
 PARTIAL_GRACE = 5.0  # an unparsable lock younger than this is a create still being written
@@ -26,7 +29,7 @@ PARTIAL_GRACE = 5.0  # an unparsable lock younger than this is a create still be
 
 def is_keeper(owner: LockOwner, key: str) -> bool:
     """Still the same process, and one of our keepers for this key: a keeper process, or a connection
-    broker keeping the key's tunnel among others (broker/tunnels.py). Never signal anything else."""
+    broker keeping the key's tunnel among others . Never signal anything else."""
     if not owner.same_process():
         return False
     cmdline = process_cmdline(owner.pid)
@@ -59,17 +62,19 @@ def served_payload(owner: LockOwner) -> ClientPayload | None:
 
 
 class KeeperLock(FileLock):
-    """`<key>.keeper.lock` beside the client connection file."""
+    """`<key>.keeper.lock` beside the client connection file; `broker`: the id (lock path) of the broker
+    that holds it, recorded so that `stop` asks that broker instead of signalling it."""
 
-    def __init__(self, client_path: Path, key: str) -> None:
+    def __init__(self, client_path: Path, key: str, broker: str | None = None) -> None:
         super().__init__(LocalHost(), str(keeper_lock_path(client_path)))
         self.key = key
+        self.broker = broker
         self.silence_bound: float | None = None  # set by the keeper holding the lock, once connected
         self.published: ClientPayload | None = None  # the payload we serve, once published
 
     def holder(self) -> dict[str, str]:
         """What the lock's record says about its holder, besides the process (`FileLock.record`)."""
-        return {"key": self.key}
+        return {"key": self.key} if self.broker is None else {"key": self.key, "broker": self.broker}
 
     def acquire_for_key(self) -> bool:
         return self.acquire(**self.holder())
@@ -86,7 +91,7 @@ class KeeperLock(FileLock):
 
     def reconnecting(self, until: float | None) -> None:
         """Say in the record until when we try to restore our link (None: it is up again), so runs that meet
-        our tunnel failing meanwhile wait for us (process.claim) instead of replacing us."""
+        our tunnel failing meanwhile wait for us (claim.claim) instead of replacing us."""
         if self.held and self.published is not None:
             self.publish(self.published, until)
 

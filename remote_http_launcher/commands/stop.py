@@ -1,0 +1,158 @@
+"""`stop`: the service, its tunnel (whoever keeps it) and their state files and logs, with what was done."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, TypedDict
+
+from .. import statefiles
+from ..clientfile import keeper_log_path
+from ..config import Config, evaluate_key
+from ..connect import open_host
+from ..progress import Progress
+from ..prompts import Prompt
+from ..service import STOP_TIMEOUT, Service, job_of
+from ..tunnels.claim import stop_owner
+from ..tunnels.lock import KeeperLock, is_keeper
+from .entries import STALE, classify, server_entry
+
+if TYPE_CHECKING:
+    from ..locks import LockOwner
+
+
+class _Stopped(TypedDict):
+    pid: int | None  # None: a batch job whose service had not started
+    signal: str  # the last one needed: TERM or KILL; CANCEL for a batch job cancelled while queued
+
+
+class StoppedProcess(_Stopped, total=False):
+    job_id: str  # a batch job's (`scheduler` configs)
+
+
+class StopResult(TypedDict):
+    key: str
+    host: str
+    status_before: str
+    stopped: bool
+    processes: list[StoppedProcess]
+    refused: str | None  # why a recorded process was left alone (its PID now belongs to another)
+    keeper_pid: int | None
+    removed: list[str]  # which stale files were removed
+    log: str | None  # the service's log, None when removed
+    logs_removed: list[str]  # paths of the logs removed (the service's on its host, the keeper's here)
+    timeout: float
+
+
+
+def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None,
+         timeout: float = STOP_TIMEOUT, keep_log: bool = False, progress: Progress | None = None,
+         prompt: Prompt | None = None, accept_new_host_key: bool = False) -> StopResult:
+    """Stop the service and its tunnel keeper, remove server and client state, and, unless `keep_log`,
+    the key's logs (the service's `<key>.log` and the keeper's): a stopped key leaves nothing behind.
+
+    A status file is re-read while it is not parsable (`Service.read_status`), so
+    a service caught rewriting it in place is still stopped.
+    """
+    progress = progress or Progress.silent()
+    key = evaluate_key(config)
+    cpath = statefiles.client_file(key, connection_dir, local_service=not config.remote)
+    keeper_pid = stop_keeper(key, connection_dir, timeout)
+    progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
+    stopped: list[StoppedProcess] = []
+    removed: list[str] = []
+    logs_removed: list[str] = []
+    with open_host(config, prompt, accept_new_host_key=accept_new_host_key) as host:
+        service = Service(host, config, key)
+        raw = service.read_status()
+        before = server_entry(host, key, service.status_file, raw, service.log_file)
+        pid = before["pid"]
+        refused = before["detail"] if before["status"] == STALE and pid is not None and before["detail"] and \
+            before["job"] is None and "rhl-stop" not in before["detail"] and \
+            host.process_start_time(pid) is not None else None  # a job's PID is on its node, not here
+        for _ in range(3):  # a relaunch racing with us rewrites the file: stop that process too
+            state = classify(host, raw, service.status_file)[1]
+            job = job_of(state)
+            if state is None or (state.pid is None and job is None) \
+                    or any((s.get("job_id"), s["pid"]) == (job and job.id, state.pid) for s in stopped):
+                break
+            if state.status == STALE and state.start_time is None:
+                break  # rhl-stop stopped that PID already; without a start time, a live one may be another's
+            progress.phase(f"cancelling job {job.id} on {host.name}" if job else
+                           f"stopping process group {state.pid} on {host.name}")
+            signal_used = service.terminate(state, timeout)
+            if signal_used is None:
+                break
+            entry: StoppedProcess = {"pid": state.pid, "signal": signal_used}
+            if job is not None:
+                entry["job_id"] = job.id
+            stopped.append(entry)
+            raw = service.read_status()
+        stopped += [{"pid": pid, "signal": signal_used} for pid, signal_used in service.stop_unrecorded(timeout)]
+        for path, what in ((service.status_file, "status file"), (service.lock_file, "lock file"),
+                           (service.job_file, "job script")):
+            present = host.read(path) is not None
+            if present or path == service.status_file:  # a dangling symbolic link reads as absent
+                host.remove(path)
+            if present:
+                removed.append(what)
+        if not keep_log and refused is None and host.mtime(service.log_file) is not None:
+            # Only ours, never a `log` path from the status file; kept while an unverified process may write it.
+            host.remove(service.log_file)
+            logs_removed.append(service.log_file)
+    if statefiles.read_bytes(cpath) is not None:
+        statefiles.remove(cpath)
+        removed.append("client file")
+    keeper_log = keeper_log_path(statefiles.client_dir(connection_dir) / f"{key}.json")
+    if not keep_log and keeper_log.exists():
+        try:
+            statefiles.remove(keeper_log)
+            logs_removed.append(str(keeper_log))
+        except OSError:  # Windows: a keeper that would not stop still holds it open
+            pass
+    return {
+        "key": key,
+        "host": before["host"],
+        "status_before": before["status"],
+        "stopped": bool(stopped),
+        "processes": stopped,
+        "refused": refused,
+        "keeper_pid": keeper_pid,
+        "removed": removed,
+        "log": None if service.log_file in logs_removed else before["log"],
+        "logs_removed": logs_removed,
+        "timeout": timeout,
+    }
+
+
+def stop_holder(owner: LockOwner, key: str, timeout: float = STOP_TIMEOUT) -> bool | None:
+    """End the tunnel of `key` that the lock's holder keeps: a keeper process is stopped (`stop_owner`, True
+    once it is gone); a broker is asked to end that tunnel alone (None), never signalled: its other tunnels
+    go on."""
+    broker = owner.data.get("broker")
+    if isinstance(broker, str) and is_keeper(owner, key):
+        from ..broker.client import stop_tunnel
+
+        stop_tunnel(broker, key)  # it removes that tunnel's client file and lock itself
+        return None
+    return stop_owner(owner, key, timeout)
+
+
+def stop_keeper(key: str, connection_dir: str | os.PathLike[str] | None = None,
+                timeout: float = STOP_TIMEOUT) -> int | None:
+    """Stop whatever keeps the tunnel of `key` (found through its lock); its PID, or None when none ran.
+
+    The keeper removes its client file and lock itself; when it had to be
+    killed, both are removed here (the client file only if it names that keeper).
+    """
+    client_path = statefiles.client_dir(connection_dir) / f"{key}.json"
+    lock = KeeperLock(client_path, key)
+    raw, owner = lock.read()
+    if owner is None or not is_keeper(owner, key):
+        return None
+    if stop_holder(owner, key, timeout) is None:
+        return owner.pid  # a broker: it ended that tunnel and removed its files
+    payload = statefiles.read_payload(client_path)
+    if payload is not None and payload.get("keeper_pid") == owner.pid:
+        statefiles.remove(client_path)
+    lock.break_if_gone(raw)
+    return owner.pid

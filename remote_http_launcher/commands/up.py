@@ -1,0 +1,78 @@
+"""`up` (the default command): the client payload of a service, reusing, reconnecting or launching it.
+
+It decides how a run goes: reuse the client file (the warm path), or have
+the destination's broker keep the tunnel, or a tunnel keeper process run the
+launcher (`tunnel: true`: the tunnel must outlive this process), or run the
+launcher here. Only the warm path's modules are imported until it misses.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from .. import clientfile, statefiles
+from ..config import Config, evaluate_command, evaluate_key, remember_parse
+from ..progress import Progress
+from ..statefiles import ClientPayload
+
+if TYPE_CHECKING:
+    from ..prompts import Prompt
+
+PathLike = str | os.PathLike[str]
+
+
+def up(config: Config, *, connection_dir: PathLike | None = None, progress: Progress | None = None,
+       prompt: Prompt | None = None, accept_new_host_key: bool = False) -> tuple[ClientPayload, bool]:
+    """The client payload, and whether an existing connection was reused (steps 1-5)."""
+    progress = progress or Progress.silent()
+    key = evaluate_key(config)
+    dry_run(config, key)  # a bad command template fails here, before any file is read, written or started
+    client_path = statefiles.client_file(key, connection_dir, local_service=not config.remote)
+    progress.phase("checking connection file")
+    payload = clientfile.reuse(client_path, config.handshake)
+    reused = payload is not None
+    if payload is None and config.tunnel:
+        tunneled = None
+        if config.connection_persist > 0:  # the destination's broker keeps the forwards; else a keeper process
+            from ..broker.tunnels import run_tunnel
+
+            tunneled = run_tunnel(config, key, client_path, progress, _asking(prompt, progress),
+                                  accept_new_host_key=accept_new_host_key)
+        if tunneled is None:
+            from ..keeper.start import start_keeper
+
+            tunneled = start_keeper(config, key, client_path, progress, _asking(prompt, progress),
+                                    accept_new_host_key=accept_new_host_key)
+        payload, reused = tunneled
+    elif payload is None:
+        from ..connect import open_host  # host machinery (subprocess, SSH) only once the warm path missed
+        from ..launcher import Launcher, check_direct_reachable
+
+        check_direct_reachable(config)
+        progress.phase(f"connecting to {config.ssh_target}" if config.remote else "checking server state")
+        with open_host(config, _asking(prompt, progress), accept_new_host_key=accept_new_host_key) as host:
+            payload = Launcher(config, key, client_path, progress).serve(host)[0]
+    progress.done(payload, reused=reused)
+    remember_parse(config)
+    return payload, reused
+
+
+def _asking(prompt: Prompt | None, progress: Progress) -> Prompt | None:
+    """Where login questions go (`prompt`, the terminal, a Jupyter cell), each after the live line ends."""
+    from .. import prompts
+
+    return prompts.before_asking(prompt or prompts.default(), progress.close)
+
+
+def dry_run(config: Config, key: str | None = None) -> str:
+    """The command a launch would run; nothing is connected, written or started.
+
+    For a local service that is exactly the command (`workdir` and the status file absolute). For a
+    remote one, `~` stands for the SSH user's home, which only a connection would tell.
+    """
+    key = key or evaluate_key(config)
+    if config.remote:
+        return evaluate_command(config, key, f"{statefiles.REMOTE_STATE_DIR}/{key}.json")
+    state_dir = str(statefiles.local_server_dir().absolute())
+    return evaluate_command(config, key, f"{state_dir}/{key}.json", os.path.expanduser(config.workdir))

@@ -1,0 +1,206 @@
+"""The one watch over kept tunnels: is each service still there, and is the SSH link still up?
+
+A `Link` is the SSH connection that one or more tunnels ride on (a keeper
+process's own connection with its one tunnel, or a broker's shared connection
+with all of its tunnels). Every `watchdog_interval` seconds `Link.watch`
+checks a tunnel's service (its PID and start time; a batch job: the job, with
+its scheduler); SSH keep-alives at the shortest interval keep idle links (and
+NAT mappings) alive. A check that hangs (a link that died silently) is cut off
+by closing the transport. A lost link is restored once for all its tunnels,
+without prompts, with backoff, for RECONNECT_INTERVALS intervals (60 s at the
+default 5 s): the local ports stay bound meanwhile (local connections fail at
+once), and each tunnel's keeper lock says until when, so other runs wait for
+the link instead of replacing the tunnel (claim.claim).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from .. import statefiles
+from ..errors import AuthenticationError, HostError, HostKeyError, LauncherError
+from ..hosts.ssh import SSHHost
+from ..service import ended, is_ours
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..statefiles import ClientPayload, ServerState
+    from .forward import Tunnel
+    from .lock import KeeperLock
+
+RECONNECT_INTERVALS = 12
+MIN_CHECK_TIMEOUT = 10.0
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 10.0
+LINK_POLL = 0.2  # seconds between looks at whether the connection is still open (a local check)
+log = logging.getLogger("remote_http_launcher.tunnel")
+
+
+class Kept(NamedTuple):
+    """One key's tunnel on a link: its forwards, the lock that says who keeps it, and when to end it."""
+
+    config: Config
+    key: str
+    client_path: Path
+    lock: KeeperLock
+    tunnel: Tunnel
+    done: threading.Event
+    previous: ClientPayload | None  # the payload of the holder this tunnel replaces: its local ports are reused
+
+
+class Link:
+    """An SSH connection and the tunnels kept on it; `host` follows reconnects.
+
+    `lock` is held for every service check and while the host is swapped
+    (a broker serves its clients' SFTP calls under it too: one SFTP session).
+    `idle_keepalive`: keep-alives when no tunnel asks for shorter ones (a broker
+    waiting for commands); `shells`: keep a few shells open on the server for
+    the commands the link serves (a broker's).
+    """
+
+    def __init__(self, target: str, host: SSHHost, *, idle_keepalive: float | None = None,
+                 shells: bool = False) -> None:
+        self.target = target
+        self.host = host
+        self.lock = threading.Lock()
+        self.kept: dict[str, Kept] = {}
+        self.idle_keepalive = idle_keepalive
+        self.shells = shells
+        self._restoring = threading.Lock()
+        if shells:
+            host.keep_shells()
+        self.keepalive()
+
+    def watch(self, kept: Kept, state: ServerState) -> str:
+        """Block until `kept`'s service is gone, its `done` is set or the link cannot be restored; why."""
+        interval = kept.config.watchdog_interval
+        while True:
+            self._pause(interval, kept.done)
+            if kept.done.is_set():
+                return "its tunnel was ended"
+            host = self.host
+            try:
+                alive = self._service_alive(host, state, interval)
+            except HostError as exc:
+                log.info("%s: link to %s lost (%s)", kept.key, self.target, exc)
+                if not self.restore(host):
+                    return f"link to {self.target} lost and not restored within {self.budget():.0f} s"
+                continue
+            if not alive:
+                return f"{ended(state)} ({host.name})"
+
+    def _pause(self, interval: float, done: threading.Event) -> None:
+        """One interval, cut short when the connection closes (its alive check closes it once the server
+        stops answering): reconnecting at once also tells other runs at once to wait for us."""
+        deadline = time.monotonic() + interval
+        while (left := deadline - time.monotonic()) > 0 and self.host.transport.is_active():
+            if done.wait(min(LINK_POLL, left)):
+                return
+
+    def _service_alive(self, host: SSHHost, state: ServerState, interval: float) -> bool:
+        transport = host.transport
+        timer = threading.Timer(max(MIN_CHECK_TIMEOUT, 2 * interval), transport.close)
+        timer.daemon = True
+        timer.start()
+        try:
+            with self.lock:
+                alive = is_ours(host, state)
+        finally:
+            timer.cancel()
+        if not transport.is_active():
+            # The answer may be an artefact of the dying link.
+            raise HostError("connection lost", host=host.name, step="watchdog")
+        return alive
+
+    def restore(self, seen: SSHHost) -> bool:
+        """Log in again (once for all tunnels: `seen` is the host the caller found dead); False when the
+        link could not be restored within the budget."""
+        with self._restoring:
+            if self.host is not seen:
+                return self.host.transport.is_active()  # restored (or given up) by another tunnel's watch
+            until = time.time() + self.budget()
+            self._tell(until, None)  # before local connections start failing at once
+            log.info("link to %s lost; reconnecting", self.target)
+            seen.close()
+            host = reconnect(self.target, self.budget())
+            if host is not None and self.shells:
+                try:
+                    host.keep_shells()
+                except LauncherError as exc:  # the new link failed at once
+                    log.info("reconnected link lost again: %s", exc)
+                    host.close()
+                    host = None
+            if host is None:
+                return False
+            with self.lock:
+                self.host = host
+            self.keepalive()
+            self._tell(None, host)
+            return True
+
+    def _tell(self, until: float | None, host: SSHHost | None) -> None:
+        """Each tunnel's forwards use `host` (None: fail at once); each lock says until when we reconnect."""
+        for kept in list(self.kept.values()):
+            kept.tunnel.transport = None if host is None else host.transport
+            kept.lock.reconnecting(until)
+
+    def budget(self) -> float:
+        """How long a lost link is retried: RECONNECT_INTERVALS of the shortest watch interval."""
+        return RECONNECT_INTERVALS * min(self._intervals(), default=1.0)
+
+    def silence_bound(self) -> float:
+        """Seconds within which we notice that the link went silent: its alive check closes it, and we look
+        every LINK_POLL (then we reconnect, and the tunnels' locks say so)."""
+        return self.host.connection.endpoint.silence_bound + LINK_POLL
+
+    def keepalive(self) -> None:
+        """Keep-alives at the shortest of `idle_keepalive`, the tunnels' intervals and ServerAliveInterval."""
+        intervals = self._intervals() + ([self.idle_keepalive] if self.idle_keepalive is not None else [])
+        configured = self.host.connection.endpoint.option("serveraliveinterval")  # ~/.ssh/config's, if shorter
+        if configured.isdigit() and int(configured) > 0:
+            intervals.append(int(configured))
+        self.host.transport.set_keepalive(max(1, round(min(intervals, default=1))))
+
+    def _intervals(self) -> list[float]:
+        return [kept.config.watchdog_interval for kept in list(self.kept.values())]
+
+    def end(self, kept: Kept, why: str) -> None:
+        """Close `kept`'s forwards, remove the client file naming them (only ours) and release its lock."""
+        log.info("%s: closing the tunnel: %s", kept.key, why)
+        kept.done.set()
+        kept.tunnel.close()
+        payload = statefiles.read_payload(kept.client_path)
+        if payload is not None and payload.get("keeper_pid") == os.getpid():
+            statefiles.remove(kept.client_path)
+        kept.lock.release()
+
+    def close(self) -> None:
+        self.host.close()
+
+
+def reconnect(target: str, budget: float) -> SSHHost | None:
+    """Log in to `target` again without prompts, with backoff, for up to `budget` seconds; None when it
+    was refused or did not succeed in time."""
+    deadline = time.monotonic() + budget
+    delay = FIRST_BACKOFF
+    while True:
+        try:
+            host = SSHHost.connect(target, interactive=False)
+        except (AuthenticationError, HostKeyError) as exc:
+            log.info("reconnect refused, giving up: %s", exc)  # retrying will not change the answer
+            return None
+        except HostError as exc:
+            log.info("reconnect failed: %s", exc)
+        else:
+            log.info("reconnected to %s", target)
+            return host
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        time.sleep(min(delay, remaining))
+        delay = min(2 * delay, MAX_BACKOFF)
