@@ -19,6 +19,8 @@ from .entries import STALE, classify, server_entry
 if TYPE_CHECKING:
     from ..locks import LockOwner
 
+RACING_RELAUNCHES = 3  # records a stop follows while launches racing with it rewrite the status file
+
 
 class _Stopped(TypedDict):
     pid: int | None  # None: a batch job whose service had not started
@@ -43,7 +45,6 @@ class StopResult(TypedDict):
     timeout: float
 
 
-
 def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None,
          timeout: float = STOP_TIMEOUT, keep_log: bool = False, progress: Progress | None = None,
          prompt: Prompt | None = None, accept_new_host_key: bool = False) -> StopResult:
@@ -58,8 +59,6 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
     cpath = statefiles.client_file(key, connection_dir, local_service=not config.remote)
     keeper_pid = stop_keeper(key, connection_dir, timeout)
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
-    stopped: list[StoppedProcess] = []
-    removed: list[str] = []
     logs_removed: list[str] = []
     with open_host(config, prompt, accept_new_host_key=accept_new_host_key) as host:
         service = Service(host, config, key)
@@ -69,32 +68,9 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
         refused = before["detail"] if before["status"] == STALE and pid is not None and before["detail"] and \
             before["job"] is None and "rhl-stop" not in before["detail"] and \
             host.process_start_time(pid) is not None else None  # a job's PID is on its node, not here
-        for _ in range(3):  # a relaunch racing with us rewrites the file: stop that process too
-            state = classify(host, raw, service.status_file)[1]
-            job = job_of(state)
-            if state is None or (state.pid is None and job is None) \
-                    or any((s.get("job_id"), s["pid"]) == (job and job.id, state.pid) for s in stopped):
-                break
-            if state.status == STALE and state.start_time is None:
-                break  # rhl-stop stopped that PID already; without a start time, a live one may be another's
-            progress.phase(f"cancelling job {job.id} on {host.name}" if job else
-                           f"stopping process group {state.pid} on {host.name}")
-            signal_used = service.terminate(state, timeout)
-            if signal_used is None:
-                break
-            entry: StoppedProcess = {"pid": state.pid, "signal": signal_used}
-            if job is not None:
-                entry["job_id"] = job.id
-            stopped.append(entry)
-            raw = service.read_status()
+        stopped = _stop_recorded(service, raw, timeout, progress)
         stopped += [{"pid": pid, "signal": signal_used} for pid, signal_used in service.stop_unrecorded(timeout)]
-        for path, what in ((service.status_file, "status file"), (service.lock_file, "lock file"),
-                           (service.job_file, "job script")):
-            present = host.read(path) is not None
-            if present or path == service.status_file:  # a dangling symbolic link reads as absent
-                host.remove(path)
-            if present:
-                removed.append(what)
+        removed = _remove_server_state(service)
         if not keep_log and refused is None and host.mtime(service.log_file) is not None:
             # Only ours, never a `log` path from the status file; kept while an unverified process may write it.
             host.remove(service.log_file)
@@ -122,6 +98,45 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
         "logs_removed": logs_removed,
         "timeout": timeout,
     }
+
+
+def _stop_recorded(service: Service, raw: bytes | None, timeout: float, progress: Progress) -> list[StoppedProcess]:
+    """Stop the process (or cancel the job) the status record names; a launch racing with us rewrites the
+    record, so the one it names next is stopped too, up to RACING_RELAUNCHES records."""
+    host = service.host
+    stopped: list[StoppedProcess] = []
+    for _ in range(RACING_RELAUNCHES):
+        state = classify(host, raw, service.status_file)[1]
+        job = job_of(state)
+        if state is None or (state.pid is None and job is None) \
+                or any((s.get("job_id"), s["pid"]) == (job and job.id, state.pid) for s in stopped):
+            break
+        if state.status == STALE and state.start_time is None:
+            break  # rhl-stop stopped that PID already; without a start time, a live one may be another's
+        progress.phase(f"cancelling job {job.id} on {host.name}" if job else
+                       f"stopping process group {state.pid} on {host.name}")
+        signal_used = service.terminate(state, timeout)
+        if signal_used is None:
+            break
+        entry: StoppedProcess = {"pid": state.pid, "signal": signal_used}
+        if job is not None:
+            entry["job_id"] = job.id
+        stopped.append(entry)
+        raw = service.read_status()
+    return stopped
+
+
+def _remove_server_state(service: Service) -> list[str]:
+    """Remove the key's status file, lock and job script on its host; which of them were there."""
+    removed = []
+    for path, what in ((service.status_file, "status file"), (service.lock_file, "lock file"),
+                       (service.job_file, "job script")):
+        present = service.host.read(path) is not None
+        if present or path == service.status_file:  # a dangling symbolic link reads as absent
+            service.host.remove(path)
+        if present:
+            removed.append(what)
+    return removed
 
 
 def stop_holder(owner: LockOwner, key: str, timeout: float = STOP_TIMEOUT) -> bool | None:
