@@ -50,9 +50,9 @@ JOB_QUERY_MAX_INTERVAL = 5.0  # a long queue wait asks the scheduler this often:
 LOCK_GRACE = 10.0
 UNPARSABLE_WAIT = 5.0  # seconds a running service may take to make its unparsable status file whole again
 WILDCARD_CLIENT_HOSTS = {"0.0.0.0": "localhost", "::": "localhost"}
-LAUNCH_STEPS = {scripts.EXIT_WORKDIR: "workdir", scripts.EXIT_LOG: "log file", scripts.EXIT_NO_CONDA: "conda",
-                scripts.EXIT_NO_CONDA_ENV: "conda", scripts.EXIT_STATE_DIR: "state directory",
-                scripts.EXIT_SUBMIT: "submit"}
+LAUNCH_STEPS: dict[int, str] = {
+    scripts.Exit.WORKDIR: "workdir", scripts.Exit.LOG: "log file", scripts.Exit.NO_CONDA: "conda",
+    scripts.Exit.NO_CONDA_ENV: "conda", scripts.Exit.STATE_DIR: "state directory", scripts.Exit.SUBMIT: "submit"}
 
 
 class Launcher:
@@ -244,7 +244,7 @@ class Launcher:
                           "launcher is running")
 
     def _start_service(self, service: Service, lock: LaunchLock) -> ServerState:
-        """Run the launch script: the service starts detached and writes its own record (scripts.LAUNCH)."""
+        """Run the launch script: the service starts detached and writes its own record (sh/launch.sh)."""
         host = service.host
         workdir = host.expand(self.config.workdir)
         command = evaluate_command(self.config, self.key, service.status_file, workdir)
@@ -268,13 +268,13 @@ class Launcher:
             scheduler = schedulers.SCHEDULERS[batch.type]
             job = schedulers.job_script(scheduler, workdir=workdir, status_file=service.status_file, record=record,
                                         command=command, conda=self.config.conda)
-            script, stdin = schedulers.SUBMIT, schedulers.submit_input(scheduler, record, job)
-            args = schedulers.submit_args(scheduler, workdir=workdir, log=service.log_file,
+            script, stdin = schedulers.submit_program(scheduler), schedulers.submit_input(scheduler, record, job)
+            args = schedulers.submit_args(workdir=workdir, log=service.log_file,
                                           status_file=service.status_file, job_file=service.job_file,
                                           conda=self.config.conda, name=self.key,
                                           lock=lock.path, lock_token=lock.token, options=batch.options)
         else:
-            script, stdin = scripts.LAUNCH, scripts.record_head(record)
+            script, stdin = scripts.program("prepare", "launch"), scripts.record_head(record)
             args = scripts.launch_args(workdir=workdir, log=service.log_file, status_file=service.status_file,
                                        command=command, conda=self.config.conda, lock=lock.path,
                                        lock_token=lock.token)

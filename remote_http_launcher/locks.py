@@ -68,7 +68,7 @@ class FileLock:
 
     def record(self, **extra: Any) -> bytes:
         """This process as the lock's owner, plus `extra` fields; one line (the launched service looks for
-        the token in the first line: scripts.SERVICE_PRELUDE)."""
+        the token in the first line: rhl_release_lock in sh/prelude.sh)."""
         pid = os.getpid()
         return json.dumps({"owner": socket.gethostname(), "pid": pid, "started": process_identity(pid),
                            "time": time.time(), "token": self.token, **extra}).encode() + b"\n"

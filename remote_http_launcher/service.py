@@ -77,7 +77,7 @@ class Service(NamedTuple):
 
     def stop_unrecorded(self, timeout: float = STOP_TIMEOUT) -> list[tuple[int, str]]:
         """Stop the processes a launch of this key started that its status file does not (or no longer)
-        name: found by the marker in their environment (scripts.KEY_PROCESSES), so a status file that is
+        name: found by the marker in their environment (key_processes.sh), so a status file that is
         garbage, a symlink or gone leaves nothing out of reach. (leader PID, last signal) of each group.
 
         A group is signalled whole only when its leader carries the marker; any other process alone
@@ -97,8 +97,8 @@ class Service(NamedTuple):
         return [(target, "KILL") for target in targets]
 
     def key_processes(self) -> dict[int, int]:
-        """{PID: process group} of the live processes a launch of this key started (scripts.KEY_PROCESSES)."""
-        out = self.host.run_script(scripts.KEY_PROCESSES, [self.status_file]).stdout
+        """{PID: process group} of the live processes a launch of this key started (key_processes.sh)."""
+        out = self.host.run_script(scripts.program("key_processes"), [self.status_file]).stdout
         return {int(words[0]): int(words[1]) for words in map(str.split, out.splitlines())
                 if len(words) == 2 and words[0].isdigit() and words[1].isdigit()}
 
@@ -170,7 +170,8 @@ def identity_problem(host: Host, state: ServerState, status_file: str | None = N
         return "the status file names no process"
     current = seen.start_time if seen is not None and seen.pid == state.pid else host.process_start_time(state.pid)
     if current is None:
-        if state.start_time is not None and host.run_script(scripts.GROUP_ALIVE, [str(state.pid)]).returncode == 0:
+        group_alive = scripts.program("group_alive")
+        if state.start_time is not None and host.run_script(group_alive, [str(state.pid)]).returncode == 0:
             return None
         return f"process {state.pid} is gone"
     if state.start_time is not None:
@@ -191,7 +192,7 @@ def _legacy_problem(host: Host, state: ServerState, status_file: str | None) -> 
 
     command = state.data.get("command")
     names = shellwords.variables(command) if isinstance(command, str) else []
-    result = host.run_script(scripts.PROCESS_ORIGIN, [str(state.pid), *names])
+    result = host.run_script(scripts.program("process_origin"), [str(state.pid), *names])
     if result.returncode != 0:
         return f"process {state.pid} is gone"
     started, kind, *rest = [*result.stdout.split("\n"), ""]
@@ -252,7 +253,7 @@ def terminate(host: Host, state: ServerState, timeout: float = STOP_TIMEOUT,
 
     def group_alive() -> bool:
         return host.process_start_time(pid) is not None or \
-            host.run_script(scripts.GROUP_ALIVE, [str(pid)]).returncode == 0
+            host.run_script(scripts.program("group_alive"), [str(pid)]).returncode == 0
 
     if wait_gone(group_alive, timeout, host.poll_interval):
         return "TERM"
@@ -260,7 +261,7 @@ def terminate(host: Host, state: ServerState, timeout: float = STOP_TIMEOUT,
         host.signal_group(pid, "KILL")
     else:
         # The leader is gone, so its group can only hold its own children: no PID reuse possible.
-        host.run_script(scripts.KILL_GROUP, [str(pid)])
+        host.run_script(scripts.program("kill_group"), [str(pid)])
     wait_gone(group_alive, KILL_WAIT, host.poll_interval)
     return "KILL"
 

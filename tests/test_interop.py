@@ -188,7 +188,7 @@ def through_prelude(tmp_path: Path, command: str, *, execed: bool) -> tuple[int,
     status = tmp_path / "s.json"
     plan = (scripts.exec_plan(command) or ("", "")) if execed else ("", "")
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RHL_T": "from env", "LANG": "C.UTF-8"}
-    done = subprocess.run(["sh", "-c", scripts.SERVICE_PRELUDE, "rhl-service", str(status), command, "", "", "022",
+    done = subprocess.run(["sh", "-c", scripts.program("service"), "rhl-service", str(status), command, "", "", "022",
                            "", "", *plan], input='{"status": "starting", \n', capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=30)
     assert done.returncode == 0, done.stderr
@@ -219,7 +219,7 @@ def test_builtin_or_missing_command_name_falls_back_to_sh_c(tmp_path: Path) -> N
     assert scripts.exec_plan(command) is not None  # the scanner cannot know; the prelude checks
     assert through_prelude(tmp_path, command, execed=True)[1]["argv"] == ["a"]
     status = tmp_path / "s.json"
-    missing = subprocess.run(["sh", "-c", scripts.SERVICE_PRELUDE, "rhl-service", str(status), "no-such-svc x",
+    missing = subprocess.run(["sh", "-c", scripts.program("service"), "rhl-service", str(status), "no-such-svc x",
                               "", "", "022", "", "", *(scripts.exec_plan("no-such-svc x") or ())],
                              input="{\n", capture_output=True, text=True, timeout=30)
     assert missing.returncode == 127

@@ -157,7 +157,7 @@ def test_host_process_start_time_matches_script(ssh_config: Path, server: SSHSer
     if kept_shells:
         ssh_host.keep_shells()
     with ssh_host as host:
-        expected = host.run_script(scripts.PROCESS_INFO, [str(pid)]).stdout.strip()
+        expected = host.run_script(scripts.program("process_info"), [str(pid)]).stdout.strip()
         assert host.process_start_time(pid) == expected
         assert expected.startswith("proc:")
         assert host.process_start_time(1) is None  # root's process: not ours to signal

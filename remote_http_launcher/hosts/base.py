@@ -123,18 +123,18 @@ class Host(ABC):
 
     def process_start_time(self, pid: int) -> str | None:
         """The identity of a live process we may signal (its start time), or None when gone."""
-        result = self.run_script(scripts.PROCESS_INFO, [str(pid)])
+        result = self.run_script(scripts.program("process_info"), [str(pid)])
         return result.stdout.strip() or None if result.returncode == 0 else None
 
     def listens(self, pid: int, port: int) -> bool | None:
         """Whether a process of pid's process group listens on TCP `port`; None when the host cannot tell
         (no /proc: not Linux)."""
-        result = self.run_script(scripts.PORT_LISTENER, [str(pid), str(port)])
-        return None if result.returncode == scripts.EXIT_CANNOT_TELL else result.returncode == 0
+        result = self.run_script(scripts.program("port_listener"), [str(pid), str(port)])
+        return None if result.returncode == scripts.Exit.CANNOT_TELL else result.returncode == 0
 
     def signal_group(self, pid: int, signal: str) -> bool:
         """Send a signal (e.g. 'TERM') to the process group led by pid."""
-        result = self.run_script(scripts.SIGNAL_GROUP, [signal, str(pid)])
+        result = self.run_script(scripts.program("signal_group"), [signal, str(pid)])
         return result.returncode == 0
 
     @abstractmethod

@@ -37,20 +37,6 @@ CHANNEL_OPEN_TIMEOUT = 30.0
 PROC_SELF = "/proc/self"
 NO_PROC = -1
 OUTPUT_MARKER = "--remote-http-launcher-output--"
-# A state file in a kept shell: its first $1 bytes (statefiles.READ_LIMIT, as the SFTP read), exit READ_ABSENT
-# when it does not exist; anything else (unreadable, a directory, no `head -c`) is left to SFTP.
-READ_FILE = '[ -e "$2" ] || exit 3\nexec head -c "$1" -- "$2"'
-READ_ABSENT = 3
-# READ_FILE of a status file, then "PID START" on stderr for the first `"pid": N` in it, START being what the
-# script $3 (scripts.PROCESS_INFO) prints for N. A crude match: the caller uses it only if the PID it parses
-# from the file is the same.
-READ_STATUS = READ_FILE.replace("exec ", "") + r""" || exit 4
-pid=$(sed -n -e 's/"pid"[[:space:]]*:/"rhl-first-pid":/' \
-  -e 's/^.*"rhl-first-pid":[[:space:]]*\([0-9][0-9]*\).*$/\1/p' "$2" 2>/dev/null | head -n 1)
-[ -n "$pid" ] && [ ${#pid} -le 10 ] || exit 0
-info=$(sh -c "$3" sh "$pid") || info=
-printf '%s %s\n' "$pid" "$info" >&2
-"""
 
 
 class SSHHost(Host):
@@ -125,8 +111,8 @@ class SSHHost(Host):
         shell's `head` cannot say (unreadable, not a regular file), so errors read as before."""
         if self.shells is not None:
             with self._step("read", path):
-                found = self._read_in_shell(READ_FILE, [str(statefiles.READ_LIMIT), path])
-            if found is not None and found[0] in (0, READ_ABSENT):
+                found = self._read_in_shell(scripts.program("read_file"), [str(statefiles.READ_LIMIT), path])
+            if found is not None and found[0] in (0, scripts.Exit.READ_ABSENT):
                 return found[1] if found[0] == 0 else None
         with self._step("read", path):
             return self._read_opened(self.files.send_open(path, "READ"))
@@ -147,10 +133,11 @@ class SSHHost(Host):
             return super().read_status_file(name)
         path = f"{self.state_dir}/{name}"
         with self._step("read", path):
-            found = self._read_in_shell(READ_STATUS, [str(statefiles.READ_LIMIT), path, scripts.PROCESS_INFO])
-        if found is None or found[0] not in (0, READ_ABSENT):
+            found = self._read_in_shell(scripts.program("read_status"),
+                                       [str(statefiles.READ_LIMIT), path, scripts.program("process_info")])
+        if found is None or found[0] not in (0, scripts.Exit.READ_ABSENT):
             return super().read_status_file(name)
-        if found[0] == READ_ABSENT:
+        if found[0] == scripts.Exit.READ_ABSENT:
             return None, None
         pid, _, start = found[2].decode(errors="replace").strip().partition(" ")
         return found[1], SeenProcess(int(pid), start.strip() or None) if pid.isdigit() else None
@@ -363,7 +350,7 @@ class SSHHost(Host):
 
     def process_start_time(self, pid: int) -> str | None:
         """Read /proc/PID/stat over SFTP (two round trips, no shell) where the host has /proc; with kept
-        shells, scripts.PROCESS_INFO in one (one round trip)."""
+        shells, process_info.sh in one (one round trip)."""
         if self.shells is not None:
             return super().process_start_time(pid)
         if self._uid is None:

@@ -13,16 +13,15 @@ from typing import TYPE_CHECKING
 
 from .base import (
     ENDED,
-    EXIT_SUBMIT,
     QUEUED,
     RUNNING,
-    SUBMIT,
     Job,
     JobInfo,
     Scheduler,
     job_script,
     submit_args,
     submit_input,
+    submit_program,
 )
 from .slurm import Slurm
 
@@ -31,8 +30,8 @@ if TYPE_CHECKING:
 
 SCHEDULERS: dict[str, Scheduler] = {"slurm": Slurm()}
 
-__all__ = ["ENDED", "EXIT_SUBMIT", "QUEUED", "RUNNING", "SCHEDULERS", "SUBMIT", "Job", "JobInfo", "Scheduler",
-           "job_of", "job_script", "submit_args", "submit_input"]
+__all__ = ["ENDED", "QUEUED", "RUNNING", "SCHEDULERS", "Job", "JobInfo", "Scheduler", "job_of", "job_script",
+           "submit_args", "submit_input", "submit_program"]
 
 
 def job_of(state: ServerState | None) -> Job | None:

@@ -4,8 +4,8 @@ A scheduler is used only through `Host.run_script`, so a job is submitted
 and watched the same way on this machine and over SSH (one round trip each).
 The job script is POSIX sh with every value shell-quoted: it enters the
 workdir, records its node and job id in the status file (via the same
-prelude a detached service runs, scripts.SERVICE_PRELUDE: conda activation,
-umask) and `exec`s the service, so the job's process is the service and
+program a detached service runs, sh/service.sh: conda activation, umask)
+and `exec`s the service, so the job's process is the service and
 cancelling the job ends it; a service that forked away would escape its job
 or be killed with it, depending on the cluster's process tracking.
 """
@@ -24,34 +24,6 @@ if TYPE_CHECKING:
 
 # Neutral job states: what the launcher acts on.
 QUEUED, RUNNING, ENDED = "queued", "running", "ended"
-EXIT_SUBMIT = scripts.EXIT_SUBMIT
-
-# Runs on the login node: prepare as a launch does (scripts.PREPARE), write the job script beside the status
-# file, submit it (the scheduler's `submit` text sets $job_id or exits EXIT_SUBMIT with the scheduler's message),
-# then record the queued job in the status file unless the job already wrote its own record (`ln` does not
-# replace), and release the launch lock: from here on, the record tells other runs what to wait for.
-SUBMIT = r"""
-set -u
-wd=$1 log=$2 status=$3 conda_env=$4 jobfile=$5 name=$6 lock=$7 lock_token=$8 submit=$9
-shift 9  # the rest: the config's submit options
-IFS= read -r head || { echo "no status record on stdin" >&2; exit 1; }  # one line: submit_input
-job=$(cat)  # the rest of stdin
-""" + scripts.PREPARE + r"""
-printf '%s\n' "$job" > "$jobfile" || { echo "cannot write the job script $jobfile" >&2; exit 14; }
-job_id=
-eval "$submit"
-case $job_id in
-  ''|*[!A-Za-z0-9_.+-]*) echo "the scheduler's answer names no job: $job_id" >&2; exit 15 ;;
-esac
-printf '%s"job_id": "%s"}\n' "$head" "$job_id" > "$status.$$.tmp" \
-  && { ln -- "$status.$$.tmp" "$status" 2>/dev/null; rm -f -- "$status.$$.tmp"; }
-if [ -n "$lock" ]; then
-  held=
-  IFS= read -r held 2>/dev/null < "$lock"
-  case $held in *"$lock_token"*) rm -f -- "$lock" ;; esac
-fi
-echo "$job_id"
-"""
 
 
 class JobInfo(NamedTuple):
@@ -71,9 +43,8 @@ class Scheduler(ABC):
     name: str
     #: The environment variable holding the job's id inside the job.
     job_id_variable: str
-    #: sh text for SUBMIT: submit "$jobfile" with the options "$@", its output to "$log", named "$name", in "$wd";
-    #: pass "$conda_sh" "$user_umask" as the job script's arguments; set $job_id, or exit EXIT_SUBMIT.
-    submit: str
+    #: The library (sh/NAME.sh) defining `rhl_submit` for submit.sh (its inputs: see slurm_submit.sh).
+    submit: scripts.Name
     #: Pending reasons that can never clear by waiting: `up` gives up at once.
     never_clears: frozenset[str]
 
@@ -111,34 +82,31 @@ def record_head(scheduler: Scheduler, record: Mapping[str, Any]) -> bytes:
 
 def job_script(scheduler: Scheduler, *, workdir: str, status_file: str, record: Mapping[str, Any],
                command: str, conda: str | None) -> str:
-    """The job script: every value is shell-quoted; its arguments are conda.sh's path and the umask."""
+    """The job script: sh/job.sh after a line giving it its arguments, every value shell-quoted (the
+    submission passes conda.sh's path and the umask as $1 and $2: submit.sh)."""
     head = record_head(scheduler, record).decode().rstrip("\n")
     first, exec_text = scripts.exec_plan(command) or ("", "")
-    quote = shlex.quote
-    conda_env = conda or ""
+    values = shlex.join([workdir, status_file, command, conda or "", first, exec_text, head])
     return "\n".join([
         "#!/bin/sh",
         "# remote-http-launcher: the service's batch job",
-        f"cd -- {quote(workdir)} || exit {scripts.EXIT_WORKDIR}",
-        "rhl_node=$(hostname)",
-        f"rhl_head={quote(head)}\"\\\"job_id\\\": \\\"${{{scheduler.job_id_variable}}}\\\", "
-        "\\\"node\\\": \\\"$rhl_node\\\", \"",
-        # The prelude reads the record's head on stdin (scripts.SERVICE_PRELUDE), here as in LAUNCH.
-        f"exec sh -c {quote(scripts.SERVICE_PRELUDE)} rhl-service {quote(status_file)} {quote(command)} \"$1\" "
-        f"{quote(conda_env)} \"$2\" '' '' {quote(first)} {quote(exec_text)} <<RHL_RECORD",
-        "$rhl_head",
-        "RHL_RECORD",
-        "",
+        f'set -- "$1" "$2" {values} "${{{scheduler.job_id_variable}-}}" {shlex.quote(scripts.program("service"))}',
+        scripts.program("job"),
     ])
 
 
+def submit_program(scheduler: Scheduler) -> str:
+    """The submission's program: sh/submit.sh with the scheduler's `rhl_submit` (args: submit_args)."""
+    return scripts.program("prepare", scheduler.submit, "submit")
+
+
 def submit_input(scheduler: Scheduler, record: Mapping[str, Any], job: str) -> bytes:
-    """SUBMIT's stdin: the record's head (the status record minus the job's id) on one line, then the job
+    """submit.sh's stdin: the record's head (the status record minus the job's id) on one line, then the job
     script; both hold the record (token, parameters, meta), which arguments would show to every user's `ps`."""
     return record_head(scheduler, record) + job.encode()
 
 
-def submit_args(scheduler: Scheduler, *, workdir: str, log: str, status_file: str, job_file: str, conda: str | None,
-                name: str, lock: str, lock_token: str, options: Sequence[str]) -> list[str]:
-    """Positional arguments of SUBMIT (its stdin: submit_input)."""
-    return [workdir, log, status_file, conda or "", job_file, name, lock, lock_token, scheduler.submit, *options]
+def submit_args(*, workdir: str, log: str, status_file: str, job_file: str, conda: str | None, name: str,
+                lock: str, lock_token: str, options: Sequence[str]) -> list[str]:
+    """Positional arguments of submit.sh (its stdin: submit_input)."""
+    return [workdir, log, status_file, conda or "", job_file, name, lock, lock_token, *options]

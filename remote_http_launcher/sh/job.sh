@@ -1,0 +1,10 @@
+# job CONDA_SH UMASK WORKDIR STATUS COMMAND CONDA_ENV FIRST EXEC HEAD JOB_ID SERVICE: a batch job's script after
+# its first line (schedulers.job_script), which sets these: CONDA_SH and UMASK come from the submission
+# (rhl_submit), the rest is the launch's, JOB_ID the scheduler's. Enters WORKDIR and becomes the program SERVICE
+# (service.sh), so the job's process is the service and cancelling the job ends it.
+cd -- "$3" || exit "$rhl_exit_workdir"
+node=$(hostname)
+# The service reads the record's head on stdin, here as in launch.sh.
+exec sh -c "${11}" rhl-service "$4" "$5" "$1" "$6" "$2" '' '' "$7" "$8" "${10}" "$node" <<RHL_RECORD
+$9
+RHL_RECORD

@@ -1,0 +1,18 @@
+# launch WORKDIR LOG STATUS COMMAND CONDA_ENV SERVICE LOCK TOKEN FIRST EXEC: prepares (rhl_prepare), then starts
+# the program SERVICE (service.sh) detached, which becomes COMMAND; prints its PID. The status record's head comes
+# on stdin (scripts.record_head: what may be secret never goes in arguments, which every user's `ps` shows).
+set -u
+wd=$1 log=$2 status=$3 cmd=$4 conda_env=$5 service=$6 lock=$7 lock_token=$8
+shift 8  # the rest goes to the service as it is
+IFS= read -r head || { echo "no status record on stdin" >&2; exit 1; }  # one line: launch_args
+rhl_prepare "$status" "$wd" "$log" "$conda_env"
+if command -v setsid >/dev/null 2>&1; then detach="setsid"; else detach="nohup"; fi
+# `&` starts the service with SIGINT and SIGQUIT ignored, and sh cannot undo that (`trap -` does not);
+# GNU env can: the service gets them at their defaults, as a service the original launches does.
+if env --default-signal=INT true 2>/dev/null; then signals="env --default-signal=INT,QUIT"; else signals=; fi
+# shellcheck disable=SC2086  # split on purpose: the wrapper commands' words
+$detach $signals sh -c "$service" rhl-service "$status" "$cmd" "$rhl_conda_sh" "$conda_env" "$rhl_user_umask" \
+  "$lock" "$lock_token" "$@" >>"$log" 2>&1 <<RHL_RECORD &
+$head
+RHL_RECORD
+echo "$!"

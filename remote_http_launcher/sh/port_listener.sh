@@ -1,0 +1,29 @@
+# port_listener PID PORT: without a handshake, anything accepting connections on the reported port would pass
+# for the service (e.g. sshd on 22). Exits 0 when a process of the process group of PID holds a listening TCP
+# socket on PORT (Linux: /proc/net/tcp{,6} give the socket's inode, the processes' fd links name it), 1 when
+# none does, rhl_exit_cannot_tell without /proc/net/tcp (not Linux): then the port is unverified.
+pid=$1 port=$(printf %04X "$2")
+[ -r /proc/net/tcp ] || [ -r /proc/net/tcp6 ] || exit "$rhl_exit_cannot_tell"
+pg=$pid  # the leader's group; its own when it is gone (its members keep the group's number)
+rhl_stat "$pid" && pg=$rhl_pgid
+inodes=
+for table in /proc/net/tcp /proc/net/tcp6; do
+  [ -r "$table" ] || continue
+  while read -r _ local _ st _ _ _ _ _ inode _; do
+    [ "$st" = 0A ] && [ "${local##*:}" = "$port" ] && inodes="$inodes $inode"
+  done < "$table"
+done
+[ -n "$inodes" ] || exit 1
+holds() {  # process directory $1 has one of those sockets open
+  links=$(ls -l "$1/fd" 2>/dev/null) || return 1
+  for inode in $inodes; do
+    case $links in *"socket:[$inode]"*) return 0 ;; esac
+  done
+  return 1
+}
+holds "/proc/$pid" && exit 0  # the usual case, and no scan of every process (`read` takes a byte per call)
+for d in /proc/[0-9]*; do
+  rhl_stat "${d#/proc/}" || continue
+  [ "$rhl_pgid" = "$pg" ] && [ "$d" != "/proc/$pid" ] && holds "$d" && exit 0
+done
+exit 1

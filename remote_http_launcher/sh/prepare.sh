@@ -1,0 +1,39 @@
+# rhl_prepare STATUS WORKDIR LOG CONDA_ENV: the first steps of a launch (launch.sh, and a batch job's submission:
+# submit.sh): the state directory (STATUS's), WORKDIR (entered), an empty LOG, and for conda its conda.sh in
+# $rhl_conda_sh. $rhl_user_umask is the caller's umask; the shell's own is then 077. Exits with the failed
+# step's code, a line on stderr saying why.
+rhl_prepare() {
+  rhl_user_umask=$(umask)
+  umask 077
+  # Builtins and parameter expansions where they do: every external command is a fork and an exec.
+  rhl_state_dir=${1%/*}
+  { [ -d "$rhl_state_dir" ] || mkdir -p -- "$rhl_state_dir"; } && chmod 700 -- "$rhl_state_dir" \
+    || { echo "cannot create state directory $rhl_state_dir" >&2; exit "$rhl_exit_state_dir"; }
+  { [ -d "$2" ] || mkdir -p -- "$2" 2>/dev/null; } && cd -- "$2" \
+    || { echo "cannot create or enter workdir $2" >&2; exit "$rhl_exit_workdir"; }
+  # `true`, not `:`: a redirection error on a special built-in makes sh exit before `||` runs
+  true 2>/dev/null > "$3" || { echo "cannot write log file $3" >&2; exit "$rhl_exit_log"; }
+  rhl_conda_sh=
+  [ -n "$4" ] || return 0
+  # shellcheck disable=SC2016  # $( and $HOME in single quotes: sed's pattern, and the login shell's
+  for rhl_base in "${CONDA_EXE:+${CONDA_EXE%/bin/conda}}" \
+      "$(command -v conda 2>/dev/null | sed 's#/\(bin\|condabin\)/conda$##')" \
+      "$("${SHELL:-sh}" -lc 'command -v conda' 2>/dev/null </dev/null | tail -n 1 | sed 's#/\(bin\|condabin\)/conda$##')" \
+      "$(sed -n "s#.*__conda_setup=\"\$('\(.*\)/bin/conda'.*#\1#p" "$HOME/.bashrc" 2>/dev/null | head -n 1)" \
+      "$HOME/miniforge3" "$HOME/mambaforge" "$HOME/miniconda3" "$HOME/anaconda3" \
+      /opt/conda /opt/miniforge3 /opt/miniconda3 /opt/anaconda3; do
+    if [ -n "$rhl_base" ] && [ -r "$rhl_base/etc/profile.d/conda.sh" ]; then
+      rhl_conda_sh=$rhl_base/etc/profile.d/conda.sh
+      break
+    fi
+  done
+  [ -n "$rhl_conda_sh" ] || { echo "conda not found (looked in PATH, login shell, ~/.bashrc, ~/miniforge3, ~/miniconda3, ~/anaconda3, /opt/conda)" >&2; exit "$rhl_exit_no_conda"; }
+  rhl_base=${rhl_conda_sh%/etc/profile.d/conda.sh}
+  case $4 in
+    /*) rhl_env_dir=$4 ;;
+    base) rhl_env_dir=$rhl_base ;;
+    *) rhl_env_dir=$rhl_base/envs/$4
+       [ -d "$rhl_env_dir/conda-meta" ] || rhl_env_dir=$HOME/.conda/envs/$4 ;;
+  esac
+  [ -d "$rhl_env_dir/conda-meta" ] || { echo "conda environment '$4' not found (conda at $rhl_base)" >&2; exit "$rhl_exit_no_conda_env"; }
+}

@@ -1,0 +1,45 @@
+# service STATUS COMMAND CONDA_SH CONDA_ENV UMASK LOCK TOKEN FIRST EXEC [JOB_ID NODE]: the service's own first
+# steps (it runs detached, as the new session leader, or as a batch job: job.sh). It records its PID and start
+# time in the status file STATUS, with JOB_ID and NODE for a job, after the record's head it reads on stdin (one
+# line: launch.sh's here-document, never an argument); releases the launch lock (other runs now find this
+# process in the status file); then becomes COMMAND. A simple command whose name is a file (a path, or found on
+# PATH: not a builtin or function) is exec'ed by this shell itself (FIRST and EXEC: scripts.exec_plan), so the
+# recorded PID is the service's own: helpers that signal only that PID (the original's rhl-stop) stop the
+# service, not a shell above it. Anything else runs under `sh -c`, whose PID is recorded (its process group
+# holds the service). Variables are prefixed: the command is eval'ed in this shell.
+set -f
+rhl_status=$1 rhl_cmd=$2 rhl_conda_sh=$3 rhl_conda_env=$4 rhl_umask=$5 rhl_lock=$6 rhl_lock_token=$7
+rhl_first=$8 rhl_exec=$9 rhl_job_id=${10-} rhl_node=${11-}
+IFS= read -r rhl_head
+exec </dev/null
+if rhl_stat "$$"; then
+  rhl_st="proc:$rhl_start"
+else
+  # shellcheck disable=SC2046  # split on purpose: one space between ps's fields
+  rhl_st="ps:$(echo $(ps -o lstart= -p $$))"
+fi
+rhl_uid=
+if [ -r "/proc/$$/status" ]; then
+  while read -r rhl_field rhl_value _; do [ "$rhl_field" = Uid: ] && rhl_uid=$rhl_value && break; done < "/proc/$$/status"
+fi
+if [ -n "$rhl_job_id" ]; then set -- "job_id=$rhl_job_id" "node=$rhl_node"; else set --; fi
+rhl_write_record "$rhl_status" replace "$rhl_head" "$@" "pid:$$" "start_time=$rhl_st" "uid:${rhl_uid:-$(id -u)}" \
+  || { echo "remote-http-launcher: cannot write $rhl_status"; exit 1; }
+rhl_release_lock "$rhl_lock" "$rhl_lock_token"
+set +f
+umask "$rhl_umask"
+export REMOTE_HTTP_LAUNCHER_STATUS_FILE="$rhl_status"  # how `stop` finds the key's processes (key_processes.sh)
+if [ -n "$rhl_conda_env" ]; then
+  # shellcheck source=/dev/null  # the conda.sh rhl_prepare found
+  . "$rhl_conda_sh" && conda activate "$rhl_conda_env" \
+    || { echo "remote-http-launcher: conda activate $rhl_conda_env failed"; exit 1; }
+fi
+if [ -n "$rhl_first" ]; then
+  eval "set -- $rhl_first"  # the command name as the command will expand it (exec_plan: no side effects)
+  case ${1-} in
+    */*) rhl_found=/ ;;
+    *) rhl_found=$(command -v -- "${1-}" 2>/dev/null) ;;
+  esac
+  case $rhl_found in /*) set --; eval "$rhl_exec" ;; esac  # "NAME=value ... exec COMMAND ARGS"
+fi
+exec sh -c "$rhl_cmd"
