@@ -158,9 +158,11 @@ def test_the_state_machine_knows_no_keeper_and_no_front_end() -> None:
 
 WARM_PROBE = """
 import json, sys
+opened = []
+sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" else None)
 from remote_http_launcher.cli import main
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+print(json.dumps({"code": code, "modules": sorted(sys.modules), "opened": opened}))
 """
 
 
@@ -173,6 +175,7 @@ def test_the_warm_path_imports_only_what_it_needs(rhl_dir: Path, config_file: Ca
     assert "reconnected" in probe.stderr, probe.stderr  # the warm path, not a relaunch
     result = json.loads(probe.stdout.splitlines()[-1])
     assert result["code"] == 0
+    assert [path for path in result["opened"] if path.endswith(".sh")] == []  # no shell program is read
     modules = set(result["modules"])
     assert {m for m in modules if m == NAME or m.startswith(f"{NAME}.")} == WARM_PACKAGE_MODULES
     assert [m for m in WARM_FORBIDDEN if m in modules] == []
