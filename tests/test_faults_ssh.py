@@ -537,7 +537,7 @@ def test_corrupt_status_file_is_stale(variant: str, ssh_config: Path, server: SS
 
 def test_service_outliving_its_killed_wrapper_is_running_reused_and_stopped(
         ssh_config: Path, server: SSHServer, rhl_dir: Path, make_config: Factory, remote_demo: str) -> None:
-    """A compound command runs under `sh -c`; with that wrapper killed, its service is not stale (GROUP_ALIVE
+    """A compound command runs under `sh -c`; with that wrapper killed, its service is not stale (group_alive.sh
     over SSH): `status` says running, a run reuses it, and `stop` ends it."""
     config = make_config(command=f"cd ~ && {server.python} {remote_demo} --status-file {{status_file}} "
                                  "--host {network_interface}")
@@ -569,7 +569,7 @@ def half_written(server: SSHServer, key: str) -> bool:
 
 def test_service_rewriting_its_status_file_in_place_is_never_doubled(ssh_config: Path, server: SSHServer,
                                                                     rhl_dir: Path, make_config: Factory) -> None:
-    """Half a status file for longer than the re-reads: the service's processes still run (KEY_PROCESSES
+    """Half a status file for longer than the re-reads: the service's processes still run (key_processes.sh
     over SSH), so the run waits for their record instead of launching; `stop` finds them the same way."""
     remote_write(server, "rhl-work/rhl-fault-rewriter.py", REWRITER.encode())
     config = make_config(command=f"{server.python} rhl-fault-rewriter.py {{status_file}} 1.5 0.3 0.0.0.0")
@@ -591,7 +591,7 @@ def test_service_rewriting_its_status_file_in_place_is_never_doubled(ssh_config:
 def test_legacy_record_whose_pid_runs_another_program_is_never_signalled(ssh_config: Path, server: SSHServer,
                                                                         rhl_dir: Path, make_config: Factory) -> None:
     """A status file of the original 0.2.0 (no start time) whose PID now runs another program of the same
-    user: PROCESS_ORIGIN over SSH tells, and nothing is signalled."""
+    user: process_origin.sh over SSH tells, and nothing is signalled."""
     config = make_config()
     key = config["key"]
     bystander = int(server.run("setsid sleep 30 >/dev/null 2>&1 </dev/null & echo $!", check=True).stdout)
