@@ -270,7 +270,7 @@ def load_config(source: Mapping[str, Any] | str | os.PathLike[str], *, cache: bo
         raise ConfigError(f"config: {str(path)!r} is {len(text) // 1024} KiB; a config is at most "
                           f"{MAX_CONFIG_BYTES // 1024} KiB (put large data in a file the service reads)")
     cache_file = _parse_cache_file(path) if cache else None
-    cached = statefiles.decode(statefiles.read_bytes(cache_file)) if cache_file else None
+    cached = statefiles.decode(statefiles.read_sealed(cache_file, "parse cache")) if cache_file else None
     if cached is not None and cached.get("text") == text and "data" in cached:
         return parse_config(cached["data"], config_dir=config_dir)
     data = parse_yaml(text, str(path))
@@ -287,13 +287,14 @@ def remember_parse(config: Config) -> None:
     try:
         encoded = statefiles.encode({"text": config.parsed.text, "data": config.parsed.data})
         if json.loads(encoded)["data"] == config.parsed.data:
-            statefiles.write_atomic(config.parsed.cache_file, encoded)
+            statefiles.write_sealed(config.parsed.cache_file, encoded)
     except (TypeError, ValueError, OSError):
         pass
 
 
 def _parse_cache_file(path: Path) -> Path:
-    """`<state dir>/cache/config-<crc32 of the absolute path>.json`; the text inside tells whether it applies."""
+    """`<state dir>/cache/config-<crc32 of the absolute path>.json`; the text inside tells whether it applies,
+    its seal (statefiles.read_sealed) that we wrote it."""
     import binascii
 
     name = str(path.expanduser().absolute())

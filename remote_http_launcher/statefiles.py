@@ -7,6 +7,7 @@ the service and are reached through a `Host`. Both are JSON, written atomically
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -24,6 +25,9 @@ REMOTE_STATE_DIR = "~/" + DEFAULT_DIRNAME + "/server"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 WRITABLE_BY_OTHERS = 0o022
+SECRET_NAME = "secret"  # the seal's key, beside what it seals (write_sealed)
+SECRET_BYTES = 32
+MAX_SYMLINKS = 40  # as Linux: more on the way to a state directory is a loop
 #: Statuses of a server status file. "stale" is written by the original 0.4's `rhl-stop` once it has
 #: stopped the service (it keeps the file): a record of a process that is gone.
 T = TypeVar("T")
@@ -77,29 +81,96 @@ def client_file(key: str, connection_dir: str | os.PathLike[str] | None, *, loca
 
 def check_trusted(path: Path, what: str) -> None:
     """Refuse state another user could control: a symbolic link, or a file or directory of another user,
-    or one others may write. Whoever controls the client directory redirects our connections (the
-    warm path trusts the port a client file names), so this runs on every path, the warm one included.
-    POSIX only: on Windows the user's profile directory is private by default."""
+    or one others may write, or a directory above it that another user could change (`_check_parents`).
+    Whoever controls the client directory redirects our connections (the warm path trusts the port a
+    client file names), the broker directory our logins, the parse cache our commands: so this runs on
+    every path, the warm one included. POSIX only: on Windows the user's profile directory is private
+    by default."""
     if sys.platform == "win32":
         return
+    _check_parents(path, what)
     try:
         info = os.lstat(path)
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise LauncherError(f"{what} {path}: {exc.strerror or exc}; use a directory of your own "
-                            f"(--connection-dir or ${DIR_ENV})", step="state directory") from None
+        raise _unreachable(path, what, exc.strerror or str(exc)) from None
+    problem = untrusted(info)
+    if problem is not None:
+        raise LauncherError(f"{what} {path} {problem}, so another user could redirect your connections; remove "
+                            f"it (it is made again, private) or use a directory of your own (--connection-dir or "
+                            f"${DIR_ENV})", step="state directory")
+
+
+def untrusted(info: os.stat_result) -> str | None:
+    """What makes a state file or directory untrustworthy (see check_trusted), or None."""
     if stat.S_ISLNK(info.st_mode):
-        problem = "is a symbolic link"
-    elif hasattr(os, "geteuid") and info.st_uid != os.geteuid():  # a feature check: the POSIX-stripped test run
-        problem = f"belongs to another user (uid {info.st_uid})"
-    elif info.st_mode & WRITABLE_BY_OTHERS:
-        problem = f"may be written by other users (mode {info.st_mode & 0o777:o})"
-    else:
+        return "is a symbolic link"
+    if hasattr(os, "geteuid") and info.st_uid != os.geteuid():  # a feature check: the POSIX-stripped test run
+        return f"belongs to another user (uid {info.st_uid})"
+    if info.st_mode & WRITABLE_BY_OTHERS:
+        return f"may be written by other users (mode {info.st_mode & 0o777:o})"
+    return None
+
+
+#: Directories whose every parent passed `_check_parents` in this process: a few lstat calls per command.
+_TRUSTED_PARENTS: set[str] = set()
+
+
+def _check_parents(path: Path, what: str) -> None:
+    """Every directory (and symbolic link) met on the way to `path`'s parent must belong to us or root, and
+    directories must be closed to others' writes unless sticky (/tmp): whoever may change one of them could
+    rename our state directory away and put theirs in its place. Symbolic links are followed as the kernel
+    does, each one checked where it lies."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if parent in _TRUSTED_PARENTS:
         return
-    raise LauncherError(f"{what} {path} {problem}, so another user could redirect your connections; remove it "
-                        f"(it is made again, private) or use a directory of your own (--connection-dir or "
-                        f"${DIR_ENV})", step="state directory")
+    pending = parent.split("/")[::-1]
+    current, links = "/", 0
+    while pending:
+        part = pending.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = os.path.dirname(current)
+            continue
+        entry = os.path.join(current, part)
+        try:
+            info = os.lstat(entry)
+        except FileNotFoundError:
+            return  # created by us, 0700, and checked as the state directory itself when used
+        except OSError as exc:
+            raise _unreachable(path, what, exc.strerror or str(exc)) from None
+        problem = _untrusted_parent(info)
+        if problem is not None:
+            raise LauncherError(f"{what} {path}: the directory {entry} above it {problem}, so another user could "
+                                "put their own in its place; use a directory of your own (--connection-dir or "
+                                f"${DIR_ENV}) in directories only you or root may change", step="state directory")
+        if not stat.S_ISLNK(info.st_mode):
+            current = entry
+            continue
+        links += 1
+        if links > MAX_SYMLINKS:
+            raise _unreachable(path, what, os.strerror(errno.ELOOP))
+        target = os.readlink(entry)
+        if target.startswith("/"):
+            current = "/"
+        pending.extend(target.split("/")[::-1])
+    _TRUSTED_PARENTS.add(parent)
+
+
+def _untrusted_parent(info: os.stat_result) -> str | None:
+    if hasattr(os, "geteuid") and info.st_uid not in (os.geteuid(), 0):
+        return f"belongs to another user (uid {info.st_uid})"
+    sticky = stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX
+    if not stat.S_ISLNK(info.st_mode) and info.st_mode & WRITABLE_BY_OTHERS and not sticky:
+        return f"may be written by other users (mode {info.st_mode & 0o777:o})"
+    return None
+
+
+def _unreachable(path: Path, what: str, why: str) -> LauncherError:
+    return LauncherError(f"{what} {path}: {why}; use a directory of your own (--connection-dir or ${DIR_ENV})",
+                         step="state directory")
 
 
 def check_distinct(client: Path, server: Path) -> None:
@@ -173,6 +244,52 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def read_sealed(path: Path, what: str) -> bytes | None:
+    """The payload `write_sealed` kept at `path`, or None when there is none or it fails a check: not ours
+    (check_trusted), or sealed with another secret than ours (planted, or copied from another user's state
+    directory), so such a file is ignored, never used. A directory that fails check_trusted is an error."""
+    check_trusted(path.parent, f"{what} directory")
+    secret = _read_own(path.parent / SECRET_NAME, private=True)
+    data = _read_own(path) if secret is not None else None
+    if secret is None or data is None:
+        return None
+    import hmac
+
+    seal, _, payload = data.partition(b"\n")
+    return payload if hmac.compare_digest(seal, _seal(secret, payload)) else None
+
+
+def write_sealed(path: Path, payload: bytes) -> None:
+    """Write `payload` with a seal (an HMAC) made with this user's secret, kept 0600 beside it (made on
+    first use), so `read_sealed` takes only what this user wrote."""
+    ensure_private_dir(path.parent)
+    secret_path = path.parent / SECRET_NAME
+    secret = _read_own(secret_path, private=True)
+    if secret is None:
+        secret = os.urandom(SECRET_BYTES)
+        write_atomic(secret_path, secret)
+    write_atomic(path, _seal(secret, payload) + b"\n" + payload)
+
+
+def _seal(secret: bytes, payload: bytes) -> bytes:
+    import hmac
+
+    return hmac.digest(secret, payload, "sha256").hex().encode()
+
+
+def _read_own(path: Path, *, private: bool = False) -> bytes | None:
+    """A file's contents if it is ours (`untrusted`; `private`: also unreadable by others, and a whole
+    secret), else None. On Windows, as in check_trusted, the profile directory's privacy has to do."""
+    try:
+        info = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if sys.platform != "win32" and (untrusted(info) is not None or (private and info.st_mode & 0o077)):
+        return None
+    data = read_bytes(path)
+    return None if data is None or (private and len(data) != SECRET_BYTES) else data
 
 
 def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:

@@ -192,4 +192,5 @@ def test_a_config_parse_is_reused_only_for_the_same_text(rhl_dir: Path, config_f
     path.write_text(yaml.safe_dump({**data, "startup_timeout": 7}))
     changed = load_config(path, cache=True)
     assert changed.parsed is not None and changed.startup_timeout == 7
-    assert [p.stat().st_mode & 0o777 for p in (rhl_dir / "cache", *(rhl_dir / "cache").iterdir())] == [0o700, 0o600]
+    assert [p.stat().st_mode & 0o777 for p in (rhl_dir / "cache", *(rhl_dir / "cache").iterdir())] == \
+        [0o700, 0o600, 0o600]  # the parse and the secret that seals it

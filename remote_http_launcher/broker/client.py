@@ -69,6 +69,7 @@ def attach(target: str, persist: float, prompt: Prompt | None, *,
 
 def connect(files: BrokerFiles) -> Connection | None:
     """A connection to the broker the lock names, or None (none serves yet, or it is gone)."""
+    files.check_trusted()
     owner = BrokerLock(files).read()[1]
     address = owner.data.get("address") if owner is not None else None
     authkey = statefiles.read_bytes(files.key)

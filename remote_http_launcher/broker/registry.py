@@ -68,6 +68,13 @@ class BrokerFiles(NamedTuple):
     def for_target(cls, target: str) -> BrokerFiles:
         return cls.of(destination_id(target))
 
+    def check_trusted(self) -> None:
+        """Refuse a broker directory, lock or key another user could have planted (statefiles.check_trusted):
+        the lock names where we connect and the key is the secret we prove there."""
+        statefiles.check_trusted(self.lock.parent, "broker directory")
+        statefiles.check_trusted(self.lock, "broker lock")
+        statefiles.check_trusted(self.key, "broker key")
+
     def address(self, token: str) -> str:
         """Where the broker listens: the socket file, or on Windows a pipe name no one can guess."""
         if sys.platform == "win32":
@@ -100,8 +107,11 @@ class BrokerLock(FileLock):
 def live_brokers(directory: Path | None = None) -> list[tuple[BrokerFiles, LockOwner]]:
     """Every broker whose lock names a live broker process (`connections`, `disconnect`)."""
     found = []
-    for path in sorted((directory or broker_dir()).glob("*.lock")):
+    directory = directory or broker_dir()
+    statefiles.check_trusted(directory, "broker directory")
+    for path in sorted(directory.glob("*.lock")):
         files = BrokerFiles.of(path.stem, path.parent)
+        files.check_trusted()
         owner = BrokerLock(files).read()[1]
         if owner is not None and is_broker(owner):
             found.append((files, owner))
