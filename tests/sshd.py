@@ -626,18 +626,20 @@ def launch_sshd(
     sshd_bin: str = SSHD_BIN,
     config_overrides: dict[str, str] | None = None,
     server_type: type[SSHServer] | None = None,
+    host_key_type: str = "ed25519",
     **server_fields: Any,
 ) -> SSHServer:
     """Generate a host key and config under account.base/label and start sshd.
 
     The keyword arguments serve the PAM servers (launch_pam_sshd): the program
     sshd runs as, sshd_config keywords to replace or add, and an SSHServer
-    subclass with its extra fields.
+    subclass with its extra fields. `host_key_type` (ssh-keygen -t) is the
+    server's only host key.
     """
     workdir = account.base / label
     workdir.mkdir(mode=0o755)
-    host_key = workdir / "ssh_host_ed25519_key"
-    _sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(host_key)])
+    host_key = workdir / f"ssh_host_{host_key_type}_key"
+    _sh(["ssh-keygen", "-q", "-t", host_key_type, "-N", "", "-C", "", "-f", str(host_key)])
     key_type, key_b64 = Path(f"{host_key}.pub").read_text().split()[:2]
     host_pubkey = paramiko.PKey.from_type_string(key_type, base64.b64decode(key_b64))
     config = workdir / "sshd_config"

@@ -77,9 +77,6 @@ class KnownHosts:
     def matches(self, key: paramiko.PKey) -> bool:
         return any(known.asbytes() == key.asbytes() for _, known in self.entries)
 
-    def conflicting(self, key: paramiko.PKey) -> list[tuple[Path, paramiko.PKey]]:
-        return [(path, known) for path, known in self.entries if known.get_name() == key.get_name()]
-
     def record(self, key: paramiko.PKey) -> None:
         """Append the key to the first UserKnownHostsFile (file 0600, directory 0700 when created)."""
         self.record_path.parent.mkdir(mode=statefiles.DIR_MODE, parents=True, exist_ok=True)
@@ -96,14 +93,15 @@ def _paths(value: str) -> list[Path]:
 
 
 def check_host_key(endpoint: Endpoint, key: paramiko.PKey, known: KnownHosts, ask: Prompt | None) -> None:
-    """OpenSSH's policy, except that a changed key is refused whatever StrictHostKeyChecking says."""
+    """OpenSSH's policy, except that a changed key is refused whatever StrictHostKeyChecking says. A host
+    with a known key of any type is not new: a key it did not have before, even of another type (a server
+    that no longer offers the known type), is a changed key, as OpenSSH's accept-new says."""
     if known.matches(key):
         return
-    conflicts = known.conflicting(key)
-    if conflicts:
-        path, old = conflicts[0]
+    if known.entries:
+        path, old = next(((p, k) for p, k in known.entries if k.get_name() == key.get_name()), known.entries[0])
         raise endpoint.fail("host key", f"HOST KEY FOR {known.name} HAS CHANGED: the server sent "
-                            f"{key_description(key)} but {shorten(path)} has {old.fingerprint}; someone may be "
+                            f"{key_description(key)} but {shorten(path)} has {key_description(old)}; someone may be "
                             "intercepting the connection, or the server was reinstalled (then remove the old "
                             f"key with: ssh-keygen -R {shlex.quote(known.name)})", HostKeyError)
     mode = STRICT_MODES.get(endpoint.option("stricthostkeychecking", "ask").lower(), "ask")
@@ -122,11 +120,9 @@ def check_host_key(endpoint: Endpoint, key: paramiko.PKey, known: KnownHosts, as
 
 def ask_unknown_key(endpoint: Endpoint, key: paramiko.PKey, known: KnownHosts, ask: Prompt) -> bool:
     """OpenSSH's question: yes, or the fingerprint itself, accepts the key; no answer refuses it."""
-    others = ", ".join(sorted({key_type_label(k) for _, k in known.entries}))
     prompt = (f"The authenticity of host '{endpoint.alias} ({endpoint.hostname}:{endpoint.port})' can't be "
               f"established.\n{key_type_label(key)} key fingerprint is {key.fingerprint}."
-              + (f"\nbut keys of different type are already known for this host ({others})." if others else "")
-              + f"\nAre you sure you want to continue connecting to {endpoint.user}@{endpoint.hostname} "
+              f"\nAre you sure you want to continue connecting to {endpoint.user}@{endpoint.hostname} "
               "(yes/no/[fingerprint])? ")
     while True:
         try:
