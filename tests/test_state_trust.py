@@ -369,6 +369,17 @@ def test_a_planted_broker_is_refused_before_connecting(layout: str, users: Users
         listener.wait()
 
 
+def test_a_planted_server_directory_is_refused(users: Users, scene: Scene) -> None:
+    """Its status files name the processes `stop` signals, and where clients connect."""
+    base, expected = state_base(scene, users, "shared-sticky")
+    server = scene.own(base / "server", users.attacker, 0o777)
+    scene.plant(server / "demo.json", json.dumps({"status": "running", "pid": 1, "port": 22}).encode(),
+                users.attacker)
+    for command in ("status", "stop"):
+        result = victim_runs(users, scene, base, command, str(victim_config(users, scene)))
+        assert one_line_refusal(result, *expected("server directory", server)), result.stderr
+
+
 def test_a_state_directory_under_another_users_directory_is_refused(users: Users, scene: Scene) -> None:
     """Every state directory the victim's own, private, but inside one the attacker owns: they could rename it
     away and put theirs in its place. Likewise through a symbolic link of theirs (in a sticky directory)."""

@@ -28,7 +28,11 @@ class LocalHost(Host):
 
     @property
     def state_dir(self) -> str:
-        return str(statefiles.local_server_dir().absolute())
+        """The server directory, refused when another user could control it (its status files name the
+        processes `stop` signals)."""
+        directory = statefiles.local_server_dir()
+        statefiles.check_trusted(directory, "server directory")
+        return str(directory.absolute())
 
     def read(self, path: str) -> bytes | None:
         return statefiles.read_bytes(Path(path))
