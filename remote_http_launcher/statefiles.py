@@ -95,14 +95,14 @@ def check_trusted(path: Path, what: str) -> None:
         return
     except OSError as exc:
         raise _unreachable(path, what, exc.strerror or str(exc)) from None
-    problem = untrusted(info)
+    problem = _untrusted(info)
     if problem is not None:
         raise LauncherError(f"{what} {path} {problem}, so another user could redirect your connections; remove "
                             f"it (it is made again, private) or use a directory of your own (--connection-dir or "
                             f"${DIR_ENV})", step="state directory")
 
 
-def untrusted(info: os.stat_result) -> str | None:
+def _untrusted(info: os.stat_result) -> str | None:
     """What makes a state file or directory untrustworthy (see check_trusted), or None."""
     if stat.S_ISLNK(info.st_mode):
         return "is a symbolic link"
@@ -137,6 +137,7 @@ def _check_parents(path: Path, what: str) -> None:
         entry = os.path.join(current, part)
         try:
             info = os.lstat(entry)
+            target = os.readlink(entry) if stat.S_ISLNK(info.st_mode) else None
         except FileNotFoundError:
             return  # created by us, 0700, and checked as the state directory itself when used
         except OSError as exc:
@@ -146,13 +147,12 @@ def _check_parents(path: Path, what: str) -> None:
             raise LauncherError(f"{what} {path}: the directory {entry} above it {problem}, so another user could "
                                 "put their own in its place; use a directory of your own (--connection-dir or "
                                 f"${DIR_ENV}) in directories only you or root may change", step="state directory")
-        if not stat.S_ISLNK(info.st_mode):
+        if target is None:
             current = entry
             continue
         links += 1
         if links > MAX_SYMLINKS:
             raise _unreachable(path, what, os.strerror(errno.ELOOP))
-        target = os.readlink(entry)
         if target.startswith("/"):
             current = "/"
         pending.extend(target.split("/")[::-1])
@@ -280,13 +280,13 @@ def _seal(secret: bytes, payload: bytes) -> bytes:
 
 
 def _read_own(path: Path, *, private: bool = False) -> bytes | None:
-    """A file's contents if it is ours (`untrusted`; `private`: also unreadable by others, and a whole
+    """A file's contents if it is ours (`_untrusted`; `private`: also unreadable by others, and a whole
     secret), else None. On Windows, as in check_trusted, the profile directory's privacy has to do."""
     try:
         info = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    if sys.platform != "win32" and (untrusted(info) is not None or (private and info.st_mode & 0o077)):
+    if sys.platform != "win32" and (_untrusted(info) is not None or (private and info.st_mode & 0o077)):
         return None
     data = read_bytes(path)
     return None if data is None or (private and len(data) != SECRET_BYTES) else data

@@ -360,10 +360,11 @@ def test_a_planted_broker_is_refused_before_connecting(layout: str, users: Users
                                 env=user_env(None), cwd="/", stdin=subprocess.DEVNULL)
     try:
         wait_for(ready.exists, 30, "the attacker's broker")
-        result = victim_runs(users, scene, base, "list", "--host", "victimhost")
-        assert not scene.marker.exists()
-        assert not Path(f"{ready}.connected").exists()
-        assert one_line_refusal(result, *expected("broker directory", files.lock.parent)), result.stderr
+        for command in (["list", "--host", "victimhost"], ["connections"], ["disconnect"]):
+            result = victim_runs(users, scene, base, *command)
+            assert not scene.marker.exists()
+            assert not Path(f"{ready}.connected").exists()
+            assert one_line_refusal(result, *expected("broker directory", files.lock.parent)), (command, result.stderr)
     finally:
         listener.kill()
         listener.wait()
