@@ -8,6 +8,7 @@ the service and are reached through a `Host`. Both are JSON, written atomically
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import stat
@@ -121,10 +122,12 @@ def _check_parents(path: Path, what: str) -> None:
     """Every directory (and symbolic link) met on the way to `path`'s parent must belong to us or root, and
     directories must be closed to others' writes unless sticky (/tmp): whoever may change one of them could
     rename our state directory away and put theirs in its place. Symbolic links are followed as the kernel
-    does, each one checked where it lies."""
+    does, each one checked where it lies. As OpenSSH's StrictModes, the directories above our home are the
+    system's, not checked (in a user namespace /home may show as nobody's)."""
     parent = os.path.dirname(os.path.abspath(path))
     if parent in _TRUSTED_PARENTS:
         return
+    above_home = _above_home()
     pending = parent.split("/")[::-1]
     current, links = "/", 0
     while pending:
@@ -142,7 +145,7 @@ def _check_parents(path: Path, what: str) -> None:
             return  # created by us, 0700, and checked as the state directory itself when used
         except OSError as exc:
             raise _unreachable(path, what, exc.strerror or str(exc)) from None
-        problem = _untrusted_parent(info)
+        problem = None if entry in above_home else _untrusted_parent(info)
         if problem is not None:
             raise LauncherError(f"{what} {path}: the directory {entry} above it {problem}, so another user could "
                                 "put their own in its place; use a directory of your own (--connection-dir or "
@@ -157,6 +160,16 @@ def _check_parents(path: Path, what: str) -> None:
             current = "/"
         pending.extend(target.split("/")[::-1])
     _TRUSTED_PARENTS.add(parent)
+
+
+@functools.cache
+def _above_home() -> frozenset[str]:
+    """The directories above our home directory (symbolic links resolved); none when it is unknown."""
+    try:
+        home = os.path.realpath(Path.home())
+    except (RuntimeError, KeyError):  # no $HOME and no passwd entry
+        return frozenset()
+    return frozenset(str(parent) for parent in Path(home).parents)
 
 
 def _untrusted_parent(info: os.stat_result) -> str | None:

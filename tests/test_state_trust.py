@@ -263,9 +263,12 @@ def scene(users: Users) -> Iterator[Scene]:
         shutil.rmtree(shared)
 
 
-def victim_runs(users: Users, scene: Scene, base: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def victim_runs(users: Users, scene: Scene, base: Path | None, *args: str,
+                home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI as the victim, with `base` as REMOTE_HTTP_LAUNCHER_DIR (None: the default, in `home`)."""
+    env = {"HOME": str(home or scene.home)} | ({"REMOTE_HTTP_LAUNCHER_DIR": str(base)} if base else {})
     return as_user(users.victim.uid, users.python, "-m", "remote_http_launcher", *args, gid=users.victim.gid,
-                   env={"HOME": str(scene.home), "REMOTE_HTTP_LAUNCHER_DIR": str(base)})
+                   env=env)
 
 
 def one_line_refusal(result: subprocess.CompletedProcess[str], start: str, problem: str) -> bool:
@@ -411,6 +414,25 @@ def test_a_plain_users_own_state_directory_in_a_sticky_directory_works(users: Us
         assert base.stat().st_uid == users.victim.uid
     finally:
         assert victim_runs(users, scene, base, "stop", str(config)).returncode == 0
+
+
+def test_the_directories_above_the_home_directory_are_the_systems(users: Users, scene: Scene) -> None:
+    """As OpenSSH's StrictModes: what lies above $HOME is not checked (in a user namespace, /home may show as
+    nobody's), while the home directory and everything below it is."""
+    system = scene.own(scene.shared / "home", users.attacker, 0o755)
+    home = scene.own(system / "victim", users.victim, 0o700)
+    config = victim_config(users, scene)
+    try:
+        result = victim_runs(users, scene, None, str(config), home=home)
+        assert result.returncode == 0, result.stderr
+        assert (home / ".remote-http-launcher" / "client" / "demo.json").exists()
+        home.chmod(0o777)
+        result = victim_runs(users, scene, None, "status", str(config), home=home)
+        assert one_line_refusal(result, "error: ", f"the directory {home} above it may be written by other users "
+                                "(mode 777)"), result.stderr
+    finally:
+        home.chmod(0o700)
+        assert victim_runs(users, scene, None, "stop", str(config), home=home).returncode == 0
 
 
 def victim_config(users: Users, scene: Scene) -> Path:
