@@ -157,8 +157,8 @@ def _kill_pids(pids: list[int]) -> None:
             pass
 
 
-def _kill_uid(uid: int, netns_inode: int | None = None) -> None:
-    """Kill the test user's leftovers (e.g. setsid'd services) so userdel/netns del succeed."""
+def kill_uid(uid: int, netns_inode: int | None = None) -> None:
+    """Kill a test user's leftovers (e.g. setsid'd services) so userdel/netns del succeed."""
     for _ in range(50):
         pids = _pids_of_uid(uid, netns_inode)
         if not pids:
@@ -288,11 +288,11 @@ class SSHAccount:
         if self._closed:
             return
         self._closed = True
-        _kill_uid(self.uid)
+        kill_uid(self.uid)
         for _ in range(10):
             if subprocess.run(["userdel", self.name], capture_output=True).returncode in (0, 6):
                 break  # 6: user already gone
-            _kill_uid(self.uid)
+            kill_uid(self.uid)
             time.sleep(0.2)
         shutil.rmtree(self.base, ignore_errors=True)
 
@@ -375,7 +375,7 @@ class NetNamespace:
         self._closed = True
         if uid is not None:
             try:
-                _kill_uid(uid, self.inode)
+                kill_uid(uid, self.inode)
             except OSError:
                 pass
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)

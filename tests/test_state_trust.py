@@ -23,6 +23,7 @@ import pytest
 from remote_http_launcher import LauncherError, run, statefiles
 from tests import posix
 from tests.conftest import DEMO_SERVICE, ROOT, cli, wait_for
+from tests.sshd import kill_uid
 
 NOBODY = 65534
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -226,6 +227,7 @@ def users() -> Iterator[Users]:
         yield Users(made[0], made[1], python)
     finally:
         for user in made:
+            kill_uid(user.uid)  # what a failed test left running
             subprocess.run(["userdel", user.name], capture_output=True)
 
 
