@@ -1,6 +1,6 @@
 """The original remote-http-launcher 0.4.5, from PyPI, on the SSH test server (a pytest plugin module).
 
-Use it with ``pytest_plugins = ["tests.interop"]``. Fixture (session-scoped):
+The top-level conftest loads it (``pytest_plugins``). Fixture (session-scoped):
 
 * ``original`` -- a venv in the home of the test server's account holding
   remote-http-launcher==0.4.5: its CLI and its server-side helpers (rhl-ps,
@@ -11,6 +11,12 @@ Use it with ``pytest_plugins = ["tests.interop"]``. Fixture (session-scoped):
   host's network namespace (the server's namespace has no route to PyPI),
   and the tree is handed to the account. Without PyPI the tests fail, with a
   message that says so.
+
+Helpers other modules share: ``pip_venv``/``pip_install`` (a venv with packages
+from PyPI, failing with a message that says so without PyPI), ``give_tree``
+(hand what root installed to the account) and ``install_stand_in_conda`` (a
+conda for the account, found as launchers find it, whose environments may be
+venvs).
 
 The original runs on the server as the account, over SSH (``Original.run``):
 in local mode (a config without ``hostname``) it is the launcher of that host,
@@ -24,7 +30,8 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
@@ -99,38 +106,93 @@ class Original(NamedTuple):
         return self.run("remote-http-launcher", self.write(name, json.dumps(config)), *extra)
 
 
-def _install(server: SSHServer) -> Original:
+def pip_venv(python: str, venv: str | Path, requirements: Sequence[str], purpose: str) -> None:
+    """A venv at `venv` for `python` (``--without-pip``: Debian's python3-venv is not needed) with
+    `requirements` installed (pip_install)."""
+    _pip_step([python, "-m", "venv", "--clear", "--without-pip", str(venv)], requirements, purpose)
+    pip_install(venv, requirements, purpose)
+
+
+def pip_install(venv: str | Path, requirements: Sequence[str], purpose: str) -> None:
+    """Install `requirements` into `venv` with this interpreter's pip (``pip --python``), from PyPI, in this
+    network namespace. Without PyPI the test fails with a message that says so."""
+    _pip_step([sys.executable, "-m", "pip", "--python", f"{venv}/bin/python", "install", "--quiet",
+               "--disable-pip-version-check", "--no-input", "--retries", "1", "--timeout", "20", *requirements],
+              requirements, purpose)
+
+
+def _pip_step(argv: list[str], requirements: Sequence[str], purpose: str) -> None:
+    what = " ".join(requirements)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT,
+                              stdin=subprocess.DEVNULL, env=unstripped_env())  # pip: a whole POSIX Python
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"installing {what} from PyPI for {purpose} timed out after {INSTALL_TIMEOUT} s: "
+                    f"{shlex.join(argv)} (is PyPI reachable?)", pytrace=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        pytest.fail(f"cannot install {what} for {purpose} (they need PyPI): "
+                    f"{shlex.join(argv)} exited with {done.returncode}:\n{tail}", pytrace=False)
+
+
+def give_tree(server: SSHServer, path: str) -> None:
+    """Hand the tree at `path` (built as root: what pip installed for it) to the server's account."""
     account = pwd.getpwnam(server.user)
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            lchown(os.path.join(root, name), account.pw_uid, account.pw_gid)
+    lchown(path, account.pw_uid, account.pw_gid)
+
+
+def _install(server: SSHServer) -> Original:
     venv = f"{server.home}/{VENV}"
     tools_yaml = f"{venv}/rhl-tools.yaml"
-    python = f"{venv}/bin/python"
-    steps = [
-        [server.python, "-m", "venv", "--clear", "--without-pip", venv],
-        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--disable-pip-version-check",
-         "--no-input", "--retries", "1", "--timeout", "20", REQUIREMENT],
-    ]
-    for argv in steps:
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT,
-                                  stdin=subprocess.DEVNULL, env=unstripped_env())  # pip: a whole POSIX Python
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"installing {REQUIREMENT} from PyPI for the interop tests timed out after "
-                        f"{INSTALL_TIMEOUT} s: {shlex.join(argv)} (is PyPI reachable?)", pytrace=False)
-        if done.returncode != 0:
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-            pytest.fail(f"cannot install {REQUIREMENT} for the interop tests (they need PyPI): "
-                        f"{shlex.join(argv)} exited with {done.returncode}:\n{tail}", pytrace=False)
+    pip_venv(server.python, venv, [REQUIREMENT], "the interop tests")
     # The original launches only whitelisted programs: the first word of each command_template.
     with open(tools_yaml, "w", encoding="utf-8") as handle:
         json.dump({"demo": {"command_template": f"{server.python} {{demo}} --status-file {{status_file}}"}}, handle)
-    for root, dirs, files in os.walk(venv):
-        for name in [*dirs, *files]:
-            lchown(os.path.join(root, name), account.pw_uid, account.pw_gid)
-    lchown(venv, account.pw_uid, account.pw_gid)
+    give_tree(server, venv)
     original = Original(server, venv, tools_yaml)
     version = original.run("python", "-c", "import importlib.metadata as m; print(m.version('remote-http-launcher'))")
     assert (version.returncode, version.stdout.strip()) == (0, REQUIREMENT.split("==")[1]), version
     return original
+
+
+CONDA_BASE = "miniconda3"  # the stand-in conda's base, in the account's home
+
+
+def install_stand_in_conda(server: SSHServer, envs: dict[str, str | None]) -> str:
+    """On the server: a stand-in conda whose conda.sh is found through ~/.bashrc's `conda initialize` block
+    (as both launchers look for it), with environments by name: each a directory of its own holding a
+    python3, or a link to the prefix given (a venv: its bin comes first on PATH once activated). Its base."""
+    base = f"{server.home}/{CONDA_BASE}"
+    conda_sh = f"""conda() {{
+  case "$1" in
+    activate) CONDA_PREFIX={base}/envs/$2 CONDA_DEFAULT_ENV=$2 PATH={base}/envs/$2/bin:$PATH
+              export CONDA_PREFIX CONDA_DEFAULT_ENV PATH ;;
+    info) echo {base} ;;
+    env) echo {shlex.quote(json.dumps({"envs": [base, *(f"{base}/envs/{name}" for name in envs)]}))} ;;
+  esac
+}}
+"""
+    lines = [f"set -e\nmkdir -p {base}/etc/profile.d {base}/envs",
+             f"cat > {base}/etc/profile.d/conda.sh <<'EOF_CONDA'\n{conda_sh}EOF_CONDA",
+             f"printf '# >>> conda initialize >>>\\n. \"{base}/etc/profile.d/conda.sh\"\\n"
+             f"# <<< conda initialize <<<\\n' > {server.home}/.bashrc"]
+    for name, prefix in envs.items():
+        env = f"{base}/envs/{name}"
+        if prefix is None:
+            lines.append(f"mkdir -p {env}/conda-meta {env}/bin && ln -sf {server.python} {env}/bin/python3")
+        else:
+            lines.append(f"mkdir -p {shlex.quote(prefix)}/conda-meta && ln -sfn {shlex.quote(prefix)} {env}")
+    result = server.run("\n".join(lines))
+    assert result.returncode == 0, result.stderr
+    return base
+
+
+def remove_stand_in_conda(server: SSHServer) -> None:
+    """Remove what install_stand_in_conda made (a linked prefix stays)."""
+    server.run(f"rm -rf {server.home}/{CONDA_BASE} {server.home}/.bashrc")
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,8 @@ from remote_http_launcher.commands.listing import list_services
 from remote_http_launcher.hosts import LocalHost
 from remote_http_launcher.render import format_list
 from tests.conftest import DEMO_SERVICE, alive, cli
-from tests.posix import SIGKILL, killpg, unstripped_env
+from tests.interop import install_stand_in_conda, pip_venv, remove_stand_in_conda
+from tests.posix import SIGKILL, killpg
 from tests.ssh_client import ALIAS, REMOTE_STATE, node_key, remote_state, stop_services_script
 from tests.ssh_client import demo_config as ssh_demo_config
 
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
     from tests.interop import Original
     from tests.sshd import SSHServer
 
-pytest_plugins = ["tests.interop"]
 
 CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work" "$HOME/rhl-interop"')
 Factory = Callable[..., dict[str, Any]]
@@ -489,12 +489,7 @@ def original_clients(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Orig
     clients = {}
     for version in ORIGINAL_VERSIONS:
         venv = root / f"rhl-{version}"
-        for argv in ([sys.executable, "-m", "venv", "--without-pip", str(venv)],
-                     [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet",
-                      "--disable-pip-version-check", "--no-input", f"remote-http-launcher=={version}"]):
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
-                                  env=unstripped_env())
-            assert done.returncode == 0, f"cannot install remote-http-launcher {version} (needs PyPI): {done.stderr}"
+        pip_venv(sys.executable, venv, [f"remote-http-launcher=={version}"], "the interop tests")
         home = root / f"home-{version}"
         home.mkdir()
         clients[version] = OriginalClient(version, venv, home, bin_dir)
@@ -503,32 +498,20 @@ def original_clients(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Orig
 
 @pytest.fixture
 def server_setup(server: SSHServer, remote_demo: str) -> Iterator[dict[str, str]]:
-    """On the server: a stand-in conda (conda.sh found through ~/.bashrc's `conda initialize` block, as both
-    launchers look for it, and one environment) and a `#!` service; the template values for FORMS."""
+    """On the server: a stand-in conda with one environment (tests/interop.py) and a `#!` service; the
+    template values for FORMS."""
     home = server.home
-    base = f"{home}/miniconda3"
-    conda_sh = f"""conda() {{
-  case "$1" in
-    activate) CONDA_PREFIX={base}/envs/$2 CONDA_DEFAULT_ENV=$2 PATH={base}/envs/$2/bin:$PATH
-              export CONDA_PREFIX CONDA_DEFAULT_ENV PATH ;;
-    info) echo {base} ;;
-    env) printf '{{"envs": ["%s", "%s"]}}\\n' {base} {base}/envs/{CONDA_ENV} ;;
-  esac
-}}
-"""
+    install_stand_in_conda(server, {CONDA_ENV: None})
     script = f"""set -e
-mkdir -p {base}/etc/profile.d {base}/envs/{CONDA_ENV}/conda-meta {base}/envs/{CONDA_ENV}/bin {home}/bin
-cat > {base}/etc/profile.d/conda.sh <<'EOF_CONDA'
-{conda_sh}EOF_CONDA
-ln -sf {server.python} {base}/envs/{CONDA_ENV}/bin/python3
-printf '# >>> conda initialize >>>\\n. "{base}/etc/profile.d/conda.sh"\\n# <<< conda initialize <<<\\n' > {home}/.bashrc
+mkdir -p {home}/bin
 {{ echo '#!{server.python}'; cat {remote_demo}; }} > {home}/{SHEBANG_SERVICE}
 chmod 755 {home}/{SHEBANG_SERVICE}
 """
     result = server.run(script)
     assert result.returncode == 0, result.stderr
     yield {"python": server.python, "demo": remote_demo, "home": str(home)}
-    server.run(f"rm -rf {base} {home}/.bashrc {home}/bin")
+    remove_stand_in_conda(server)
+    server.run(f"rm -rf {home}/bin")
 
 
 def form_config(server: SSHServer, key: str, form: str, values: dict[str, str]) -> dict[str, Any]:
