@@ -28,6 +28,7 @@ from . import handshake, scripts, statefiles
 from ._version import __version__
 from .config import Config, evaluate_command, is_loopback
 from .errors import ConfigError, HandshakeError, LauncherError, LaunchError, ServiceFailedError
+from .hosts.base import Launch
 from .locks import FileLock
 from .progress import Progress
 from .service import Service, half_written, job_of
@@ -268,17 +269,18 @@ class Launcher:
             scheduler = schedulers.SCHEDULERS[batch.type]
             job = schedulers.job_script(scheduler, workdir=workdir, status_file=service.status_file, record=record,
                                         command=command, conda=self.config.conda)
-            script, stdin = schedulers.submit_program(scheduler), schedulers.submit_input(scheduler, record, job)
             args = schedulers.submit_args(workdir=workdir, log=service.log_file,
                                           status_file=service.status_file, job_file=service.job_file,
                                           conda=self.config.conda, name=self.key,
                                           lock=lock.path, lock_token=lock.token, options=batch.options)
+            result = host.run_script(schedulers.submit_program(scheduler), args,
+                                     stdin=schedulers.submit_input(scheduler, record, job))
         else:
-            script, stdin = scripts.program("prepare", "launch"), scripts.record_head(record)
             args = scripts.launch_args(workdir=workdir, log=service.log_file, status_file=service.status_file,
                                        command=command, conda=self.config.conda, lock=lock.path,
                                        lock_token=lock.token)
-        result = host.run_script(script, args, stdin=stdin)
+            result = host.launch(Launch(args, scripts.record_head(record), key=self.key, workdir=workdir,
+                                        command=command, conda=self.config.conda, record=record))
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
         answer = result.stdout.strip()
         if result.returncode != 0 or not (answer if batch is not None else answer.isdigit()):

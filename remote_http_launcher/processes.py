@@ -19,6 +19,8 @@ STILL_ACTIVE = 259  # GetExitCodeProcess of a running process
 PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
 PROCESS_TERMINATE = 0x0001
 TERMINATED_EXIT_CODE = 1
+#: What a host that can tell only that a PID lives (an rhl-guard server: rhl-pid-alive) gives as its start time.
+UNIDENTIFIED = "alive:unidentified"
 
 
 def start_time_from_stat(stat: bytes) -> str | None:

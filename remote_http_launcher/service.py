@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import scripts, statefiles
+from .processes import UNIDENTIFIED
 from .statefiles import ServerState
 
 if TYPE_CHECKING:
@@ -174,6 +175,8 @@ def identity_problem(host: Host, state: ServerState, status_file: str | None = N
         if state.start_time is not None and host.run_script(group_alive, [str(state.pid)]).returncode == 0:
             return None
         return f"process {state.pid} is gone"
+    if current == UNIDENTIFIED:
+        return None  # a host that tells only that the PID lives (rhl-guard's helpers), which the original trusts
     if state.start_time is not None:
         return None if state.start_time == current else f"PID {state.pid} now belongs to another process"
     return _legacy_problem(host, state, status_file)

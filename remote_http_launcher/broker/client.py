@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from .. import prompts, statefiles
 from ..errors import LauncherError
-from ..hosts.base import Host, ScriptResult, SeenProcess
+from ..hosts.base import Host, Launch, ScriptResult, SeenProcess
 from ..progress import Progress
 from ..prompts import Prompt
 from ..tunnels.lock import BROKER_MARKER
@@ -254,6 +254,12 @@ class BrokeredHost(Host):
 
     def signal_group(self, pid: int, signal: str) -> bool:
         return bool(self.call("signal_group", pid, signal))
+
+    def listens(self, pid: int, port: int) -> bool | None:
+        return self.call("listens", pid, port)  # type: ignore[no-any-return]
+
+    def launch(self, request: Launch) -> ScriptResult:
+        return ScriptResult(*self.call("launch", request))
 
     def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:
         return self.call("read_from", path, offset)  # type: ignore[no-any-return]

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 SFTP_CALLS = frozenset({"read", "read_state_file", "read_status_file", "mtime", "write_atomic", "create_exclusive",
                         "create_then_read", "rename", "remove", "listdir", "process_start_time", "read_from", "tail",
                         "home", "state_dir"})
-OTHER_CALLS = frozenset({"run_script", "signal_group"})
+OTHER_CALLS = frozenset({"run_script", "signal_group", "listens", "launch"})
 PROPERTIES = frozenset({"home", "state_dir"})
 CHANNEL_CALLS = frozenset({"tcp_channel", "channel_send", "channel_recv", "channel_close"})
 OS_ERRORS = frozenset({"FileNotFoundError", "FileExistsError", "PermissionError", "ConnectionRefusedError",

@@ -29,6 +29,19 @@ class ScriptResult(NamedTuple):
     stderr: str
 
 
+class Launch(NamedTuple):
+    """A service to start detached: the launch program's arguments and stdin, and what they say as fields for a
+    host that starts services with a tool of its own (hosts/guarded.py)."""
+
+    script_args: list[str]
+    stdin: bytes
+    key: str
+    workdir: str
+    command: str
+    conda: str | None
+    record: dict[str, Any]
+
+
 class SeenProcess(NamedTuple):
     """`process_start_time(pid)` of a PID a status file named, looked up when the file was read."""
 
@@ -102,6 +115,11 @@ class Host(ABC):
     def run_script(self, script: str, args: list[str], stdin: bytes = b"") -> ScriptResult:
         """Run a POSIX sh script with positional arguments and wait for it. Arguments are public (any user's
         `ps` shows them): what may be secret goes to the script's `stdin`."""
+
+    def launch(self, request: Launch) -> ScriptResult:
+        """Start a service detached (prepare.sh, launch.sh): stdout is its PID; a failure's exit status says
+        which step."""
+        return self.run_script(scripts.program("prepare", "launch"), request.script_args, request.stdin)
 
     @abstractmethod
     def tcp_channel(self, host: str, port: int, timeout: float) -> Any:

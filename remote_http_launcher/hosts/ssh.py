@@ -18,18 +18,20 @@ import shlex
 import stat
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from .. import scripts, statefiles
+from ..errors import HostError
 from ..processes import start_time_from_stat
 from ..prompts import Prompt
 from ..ssh._paramiko import paramiko, send_channel_request
 from ..ssh.connection import SSHConnection, connect
 from ..ssh.sftp import PipelinedSFTP
 from ..ssh.shells import ShellPool
-from .base import Host, ScriptResult, SeenProcess, read_start
+from .base import Host, Launch, ScriptResult, SeenProcess, read_start
+from .guarded import GuardedHost, refusal_of
 
 SSH_POLL_INTERVAL = 0.2
 SCRIPT_TIMEOUT = 120.0
@@ -37,6 +39,24 @@ CHANNEL_OPEN_TIMEOUT = 30.0
 PROC_SELF = "/proc/self"
 NO_PROC = -1
 OUTPUT_MARKER = "--remote-http-launcher-output--"
+GUARD_PROBE = "sh -c 'exit 0'"  # sent only after SFTP failed: rhl-guard refuses it (hosts/guarded.py)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _or_guarded(method: Callable[Concatenate[SSHHost, P], R]) -> Callable[Concatenate[SSHHost, P], R]:
+    """The call goes to `guard` once the server turned out to force rhl-guard (see `_load_identity`); the
+    step that found out failed before doing anything, so it is made again there."""
+    def call(self: SSHHost, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.guard is None:
+            try:
+                return method(self, *args, **kwargs)
+            except HostError:
+                if self.guard is None:
+                    raise
+        return cast(R, getattr(self.guard, method.__name__)(*args, **kwargs))
+
+    return call
 
 
 class SSHHost(Host):
@@ -52,6 +72,7 @@ class SSHHost(Host):
         self._home: str | None = None
         self._uid: int | None = None  # owner of /proc/self, i.e. who our processes run as; NO_PROC without /proc
         self.shells: ShellPool | None = None  # kept `sh` sessions (see keep_shells)
+        self.guard: GuardedHost | None = None  # set when the server forces rhl-guard: every call goes there
 
     @classmethod
     def connect(cls, target: str, *, interactive: bool = True, prompt: Prompt | None = None,
@@ -65,21 +86,33 @@ class SSHHost(Host):
         """Run scripts and small reads in kept `sh` sessions (ssh/shells.py): one round trip each instead of
         two. For a long-lived connection (the broker): its home and first session are fetched now, ahead of
         the first command."""
+        try:
+            self._load_identity()
+        except HostError:
+            if self.guard is None:
+                raise
+            return  # the guard runs no shell
         self.shells = ShellPool(self.transport, CHANNEL_OPEN_TIMEOUT)
-        self._load_identity()
         threading.Thread(target=self.shells.warm, daemon=True, name="rhl-shell-warm").start()
 
     # ---- paths ----
     @property
     def home(self) -> str:
-        if self._home is None:
-            self._load_identity()
+        if self._home is None and self.guard is None:
+            try:
+                self._load_identity()
+            except HostError:
+                if self.guard is None:
+                    raise
+        if self.guard is not None:
+            return self.guard.home
         assert self._home is not None
         return self._home
 
     @property
     def state_dir(self) -> str:
-        return self.expand(statefiles.REMOTE_STATE_DIR)
+        home = self.home
+        return self.guard.state_dir if self.guard is not None else home + statefiles.REMOTE_STATE_DIR[1:]
 
     def _load_identity(self, also_open: str | None = None) -> int | None:
         """SFTP's '.' (the login directory) and the owner of /proc/self, in one round trip.
@@ -87,10 +120,27 @@ class SSHHost(Host):
         `also_open` (a path relative to that directory) is opened for reading
         in the same flight; the request is returned for `files.handle`.
         """
-        with self._step("home directory"):
-            self._home, attrs, opening = self.files.realpath_and_stat(".", PROC_SELF, also_open)
+        try:
+            with self._step("home directory"):
+                self._home, attrs, opening = self.files.realpath_and_stat(".", PROC_SELF, also_open)
+        except HostError:
+            self._detect_guard()
+            raise
         self._uid = NO_PROC if attrs is None or attrs.st_uid is None else attrs.st_uid
         return opening
+
+    def _detect_guard(self) -> None:
+        """SFTP failed: a server whose authorized_keys force rhl-guard refuses it silently (a subsystem's
+        stderr is not sent), but an exec channel gets its reason; then `guard` takes every call."""
+        if self.guard is not None or not self.transport.is_active():
+            return
+        try:
+            code, _out, err = self._exec(GUARD_PROBE)
+        except HostError:
+            return
+        reason = refusal_of(err)
+        if code == 1 and reason is not None:
+            self.guard = GuardedHost(self.connection, self.name, self._exec, reason)
 
     # ---- files ----
     @property
@@ -106,6 +156,7 @@ class SSHHost(Host):
             channel.settimeout(self.connection.endpoint.reply_timeout)
         return self._files
 
+    @_or_guarded
     def read(self, path: str) -> bytes | None:
         """In a kept shell when there is one (one round trip); over SFTP (two) otherwise, and whenever the
         shell's `head` cannot say (unreadable, not a regular file), so errors read as before."""
@@ -117,6 +168,7 @@ class SSHHost(Host):
         with self._step("read", path):
             return self._read_opened(self.files.send_open(path, "READ"))
 
+    @_or_guarded
     def read_state_file(self, name: str) -> bytes | None:
         """The first one is opened in the same flight as the home directory look-up."""
         if self._home is not None:
@@ -127,6 +179,7 @@ class SSHHost(Host):
         with self._step("read", f"{self.state_dir}/{name}"):
             return self._read_opened(opening)
 
+    @_or_guarded
     def read_status_file(self, name: str) -> tuple[bytes | None, SeenProcess | None]:
         """With kept shells: the file and its PID's start time in one script (one round trip instead of two)."""
         if self.shells is None or self._home is None:
@@ -165,6 +218,7 @@ class SSHHost(Host):
             return None
         return self.files.read_and_close(handle, limit=statefiles.READ_LIMIT)
 
+    @_or_guarded
     def mtime(self, path: str) -> float | None:
         with self._step("stat", path):
             try:
@@ -172,6 +226,7 @@ class SSHHost(Host):
             except FileNotFoundError:
                 return None
 
+    @_or_guarded
     def write_atomic(self, path: str, data: bytes) -> None:
         temp = f"{path}.{uuid.uuid4().hex[:12]}.tmp"
         with self._step("write", path):
@@ -182,6 +237,7 @@ class SSHHost(Host):
                 self._remove_quietly(temp)
                 raise
 
+    @_or_guarded
     def create_exclusive(self, path: str, data: bytes) -> bool:
         with self._step("create", path):
             try:
@@ -191,6 +247,7 @@ class SSHHost(Host):
             self.files.write_and_close(handle, data)
             return True
 
+    @_or_guarded
     def create_then_read(self, path: str, data: bytes, other: str) -> tuple[bool, bytes | None]:
         """Writing `path` and opening `other` share a flight, sent once `path` was created."""
         with self._step("create", path):
@@ -204,6 +261,7 @@ class SSHHost(Host):
         with self._step("read", other):
             return True, self._read_opened(opening)
 
+    @_or_guarded
     def rename(self, source: str, target: str) -> bool:
         with self._step("rename", source):
             try:
@@ -212,10 +270,12 @@ class SSHHost(Host):
                 return False
             return True
 
+    @_or_guarded
     def remove(self, path: str) -> None:
         with self._step("remove", path), suppress(FileNotFoundError):
             self.files.client.remove(path)
 
+    @_or_guarded
     def listdir(self, path: str) -> list[str]:
         with self._step("list", path):
             try:
@@ -223,6 +283,7 @@ class SSHHost(Host):
             except FileNotFoundError:
                 return []
 
+    @_or_guarded
     def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:
         """Only the requested part crosses the network (log tails, `logs --follow`)."""
         with self._step("read", path):
@@ -290,6 +351,7 @@ class SSHHost(Host):
             self.files.client.remove(path)
 
     # ---- processes ----
+    @_or_guarded
     def run_script(self, script: str, args: list[str], stdin: bytes = b"") -> ScriptResult:
         """`sh -c SCRIPT sh ARGS...` in a kept shell session when there is one, else in an exec channel."""
         found = self._run_in_shell(script, args, stdin) if self.shells is not None else None
@@ -318,6 +380,13 @@ class SSHHost(Host):
         script runs, so the script's own output starts after a marker.
         """
         command = shlex.join(["sh", "-c", f"printf %s {OUTPUT_MARKER}\n{script}", "sh", *args])
+        code, stdout, stderr = self._exec(command, stdin)
+        noise, marker, output = stdout.partition(OUTPUT_MARKER.encode())
+        return ScriptResult(code, (output if marker else noise).decode(errors="replace"),
+                            stderr.decode(errors="replace"))
+
+    def _exec(self, command: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+        """(exit status, stdout, stderr) of a command line in an exec channel."""
         channel = None
         try:
             with self.connection.answer_within():  # exec_command waits for the server without a limit
@@ -329,8 +398,8 @@ class SSHHost(Host):
                     channel.shutdown_write()
                 else:
                     channel.exec_command(command)
-            # Our scripts print a few lines, far below the channel window, so reading
-            # stdout to the end before stderr cannot deadlock.
+            # Our scripts and the helpers print little; a log (rhl-logs) fits the channel window as it is
+            # read, and stderr is buffered meanwhile, so reading stdout to the end first cannot deadlock.
             stdout = channel.makefile("rb").read()
             stderr = channel.makefile_stderr("rb").read()
             code = channel.recv_exit_status()
@@ -344,10 +413,9 @@ class SSHHost(Host):
         finally:
             if channel is not None:
                 channel.close()
-        noise, marker, output = stdout.partition(OUTPUT_MARKER.encode())
-        return ScriptResult(code, (output if marker else noise).decode(errors="replace"),
-                            stderr.decode(errors="replace"))
+        return code, stdout, stderr
 
+    @_or_guarded
     def process_start_time(self, pid: int) -> str | None:
         """Read /proc/PID/stat over SFTP (two round trips, no shell) where the host has /proc; with kept
         shells, process_info.sh in one (one round trip)."""
@@ -367,6 +435,18 @@ class SSHHost(Host):
         if self._uid not in (0, attrs.st_uid):
             return None  # another user's process: not ours to signal
         return start_time_from_stat(data)
+
+    @_or_guarded
+    def listens(self, pid: int, port: int) -> bool | None:
+        return super().listens(pid, port)
+
+    @_or_guarded
+    def signal_group(self, pid: int, signal: str) -> bool:
+        return super().signal_group(pid, signal)
+
+    @_or_guarded
+    def launch(self, request: Launch) -> ScriptResult:
+        return super().launch(request)
 
     # ---- TCP as seen from the host ----
     def tcp_channel(self, host: str, port: int, timeout: float) -> Any:
