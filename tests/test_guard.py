@@ -121,8 +121,10 @@ def test_up_reuse_status_logs_list_stop(server: SSHServer, original: Original,
     assert status(config)["status"] == "absent"
 
 
-def test_tunnel(server: SSHServer, make_config: Callable[..., dict[str, Any]]) -> None:
-    config = make_config(tunnel=True)
+@pytest.mark.parametrize("persist", [600, 0], ids=["broker", "keeper"])
+def test_tunnel(server: SSHServer, make_config: Callable[..., dict[str, Any]], persist: int) -> None:
+    """Kept by the broker, or by a tunnel keeper process of its own (whose watchdog asks rhl-pid-alive)."""
+    config = make_config(tunnel=True, connection_persist=persist)
     payload = run(config)
     assert "tunneled-port" in payload and healthy(payload)
     record = remote_state(server, config["key"])

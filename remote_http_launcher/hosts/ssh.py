@@ -8,6 +8,9 @@ on clusters. Only launching and signalling run shell scripts. A long-lived
 connection (the broker's) keeps `sh` sessions instead (`keep_shells`,
 ssh/shells.py): then scripts, state-file reads and PID checks take one round
 trip each, the login shell's start-up paid once per session.
+A server whose authorized_keys force rhl-guard refuses SFTP and `sh`: when
+the first SFTP step fails, an exec channel tells whether the guard refused
+it, and then every call goes to a GuardedHost (hosts/guarded.py).
 """
 
 from __future__ import annotations
