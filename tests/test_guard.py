@@ -2,11 +2,13 @@
 
 The guard refuses `sh` and SFTP but leaves port forwarding alone; the
 launcher notices its refusal on the first step and then works through the
-helpers (hosts/guarded.py). The server here is a second sshd for the test
-account whose AuthorizedKeysFile forces the real `rhl-guard --clear-policy
-seamless` from PyPI (tests/interop.py installs it); the service is a stand-in
-named `hashserver` (the guard's service whitelist checks only the program's
-name) that runs the demo service.
+helpers (hosts/guarded.py). The servers here are more sshds for the test
+account whose AuthorizedKeysFile forces the real `rhl-guard` from PyPI
+(tests/interop.py installs it), once with `--clear-policy seamless` and once
+with `--data-roots FILE`; the service is a stand-in named `hashserver` (the
+guard's service whitelist checks only the program's name) that runs the
+demo service. Each test is also shown to fail without hosts/guarded.py: the
+first SFTP step's error was all one got.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ from remote_http_launcher import logs, run, status, stop
 from remote_http_launcher.commands.listing import list_services
 from remote_http_launcher.connect import open_target
 from tests.conftest import alive, cli
-from tests.remote import CLEANUP
-from tests.ssh_client import ALIAS, node_key, remote_state
+from tests.ssh_client import ALIAS, node_key, remote_state, stop_services_script
 from tests.sshd import _in_namespace, launch_sshd
 
 if TYPE_CHECKING:
@@ -34,24 +35,42 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.interop"]
 
-POLICY = "--clear-policy seamless"
 STAND_IN = "hashserver"
+WORKDIR = "rhl-guard-work"  # in the account's home
+ROOTS_FILE = "rhl-data-roots"  # in the account's home: --data-roots allows WORKDIR only
+CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME"/rhl-guard-*')
+POLICIES = {"seamless": "--clear-policy seamless", "data-roots": f"--data-roots ~/{ROOTS_FILE}"}
+
+
+def guarded_sshd(account: SSHAccount, original: Original, policy: str) -> Iterator[SSHServer]:
+    """An sshd for the test account whose key is forced through `rhl-guard POLICY` as 0.4.5's README
+    installs it, the original's venv first on PATH (as an administrator's conda-base install would be)."""
+    keys = account.base / "keys" / f"authorized_keys_{policy}"
+    command = f"PATH={original.venv}/bin:$PATH exec rhl-guard {POLICIES[policy]}"
+    keys.write_text(f'command="{command}" {Path(f"{account.client_key}.pub").read_text()}')
+    keys.chmod(0o644)
+    yield from _in_namespace(account, lambda ns: launch_sshd(
+        account, f"guarded-{policy}", ns, config_overrides={"AuthorizedKeysFile": str(keys)}))
 
 
 @pytest.fixture(scope="module")
-def guarded(sshd_account: SSHAccount, original: Original, remote_demo: str) -> Iterator[SSHServer]:
-    """An sshd for the test account whose only key runs `rhl-guard` (the original's venv first on PATH, as
-    an administrator's conda-base install would be), with the stand-in service in that venv."""
-    stand_in = Path(original.venv, "bin", STAND_IN)
-    stand_in.write_text(f"#!/bin/sh\nexec {shlex.quote(original.server.python)} {shlex.quote(remote_demo)} \"$@\"\n")
-    stand_in.chmod(0o755)
-    keys = sshd_account.base / "keys" / "authorized_keys_guarded"
-    options = (f'command="PATH={original.venv}/bin:$PATH exec rhl-guard {POLICY}",'
-               "no-pty,no-agent-forwarding,no-X11-forwarding")
-    keys.write_text(f"{options} {Path(f'{sshd_account.client_key}.pub').read_text()}")
-    keys.chmod(0o644)
-    yield from _in_namespace(sshd_account, lambda ns: launch_sshd(
-        sshd_account, "guarded", ns, config_overrides={"AuthorizedKeysFile": str(keys)}))
+def stand_in(original: Original, remote_demo: str) -> None:
+    """The stand-in service in the original's venv: a `hashserver` that runs the demo service."""
+    path = Path(original.venv, "bin", STAND_IN)
+    path.write_text(f"#!/bin/sh\nexec {shlex.quote(original.server.python)} {shlex.quote(remote_demo)} \"$@\"\n")
+    path.chmod(0o755)
+    original.write(ROOTS_FILE, f"# the workdirs the guard allows\n~/{WORKDIR}\n")
+
+
+@pytest.fixture(scope="module", params=list(POLICIES))
+def policy(request: pytest.FixtureRequest) -> str:
+    """Each test runs under both path policies of 0.4.5's README."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def guarded(policy: str, sshd_account: SSHAccount, original: Original, stand_in: None) -> Iterator[SSHServer]:
+    yield from guarded_sshd(sshd_account, original, policy)
 
 
 @pytest.fixture
@@ -59,7 +78,7 @@ def server(guarded: SSHServer, client_home: Path, rhl_dir: Path) -> Iterator[SSH
     """The guarded server as the client's ~/.ssh/config names it (ALIAS); cleaned after the test."""
     guarded.write_ssh_config(client_home, ALIAS)
     yield guarded
-    guarded.run(CLEANUP)  # as the account, not over SSH: the guard would refuse it
+    guarded.run(CLEANUP)  # as the account, not over SSH (the guard would refuse it)
 
 
 @pytest.fixture
@@ -69,7 +88,7 @@ def make_config(server: SSHServer, request: pytest.FixtureRequest) -> Callable[.
 
     def make(*, tunnel: bool = False, **fields: Any) -> dict[str, Any]:
         config: dict[str, Any] = {
-            "workdir": "~/rhl-guard-work",
+            "workdir": f"~/{WORKDIR}",
             "hostname": server.host,
             "ssh_hostname": ALIAS,
             "network_interface": "127.0.0.1" if tunnel else "0.0.0.0",
@@ -141,7 +160,7 @@ def test_service_of_the_original_is_reused(server: SSHServer, original: Original
     client program in; its rhl-launch-service, its default whitelist); ours reuses it through the guard."""
     config = make_config()
     local = {field: value for field, value in config.items() if field not in ("hostname", "ssh_hostname", "tunnel")}
-    path = original.write("rhl-guard-test/original.yaml", json.dumps(local))
+    path = original.write("rhl-guard-test/original.yaml", json.dumps(local))  # removed by CLEANUP
     launched = server.run(f"cd && PATH={shlex.quote(original.venv)}/bin:$PATH "
                           f"exec remote-http-launcher {shlex.quote(path)} </dev/null")
     assert launched.returncode == 0, launched.stderr
@@ -155,10 +174,12 @@ def test_service_of_the_original_is_reused(server: SSHServer, original: Original
 @pytest.mark.parametrize(("fields", "reason"), [
     ({"command": "{python} -m http.server --bind {{network_interface}}"},
      "rhl-launch-service: service binary is not whitelisted: '{python}'"),
-    ({"workdir": "~/.hidden-work"},
+    ({"workdir": "~/.hidden-work"},  # refused under either policy: a dot segment
      "refused rhl-launch-service: rhl-guard: rejected: path must not contain dot-prefixed segments: "
      "{home}/.hidden-work"),
-], ids=["helper-whitelist", "guard-path-policy"])
+    ({"command": "hashserver --status-file {{status_file}} && sleep 1"},
+     "rhl-launch-service runs one program with arguments, not shell syntax"),
+], ids=["helper-whitelist", "guard-path-policy", "shell-syntax"])
 def test_refusal_is_one_line(server: SSHServer, make_config: Callable[..., dict[str, Any]], tmp_path: Path,
                              fields: dict[str, str], reason: str) -> None:
     """What the guard or its helper refuses: one line quoting its reason, exit code 1 (the server's policy
@@ -172,3 +193,19 @@ def test_refusal_is_one_line(server: SSHServer, make_config: Callable[..., dict[
     assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]), result.stderr
     assert reason.format(python=server.python, home=server.home) in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_workdir_outside_data_roots(server: SSHServer, make_config: Callable[..., dict[str, Any]], tmp_path: Path,
+                                    policy: str) -> None:
+    """--data-roots refuses a workdir it does not list; the seamless preset checks only its heuristics."""
+    config = make_config(workdir="~/rhl-guard-elsewhere")
+    path = tmp_path / "elsewhere.yaml"
+    path.write_text(json.dumps(config))
+    result = cli(path)
+    if policy == "seamless":
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 1, result
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: testhost: the server's rhl-guard (authorized_keys command=) refused rhl-launch-service: rhl-guard: "
+        f"rejected: path is outside configured --data-roots: {server.home}/rhl-guard-elsewhere")

@@ -41,6 +41,7 @@ KEY_PATTERN = re.compile(r"[A-Za-z0-9._-]+")  # the helpers' validate_key
 NO_STATE = "no state file for"  # rhl-inspect's answer for a key without a status file
 NO_LOG = "no log file for"  # rhl-logs'
 SHELL_SYNTAX = re.compile(r"[;&|<>()`]+")
+STEP = "rhl-guard"
 
 Exec = Callable[[str, bytes], tuple[int, bytes, bytes]]
 
@@ -49,6 +50,12 @@ def refusal_of(stderr: bytes) -> str | None:
     """The guard's reason when `stderr` is its refusal of a command, else None."""
     text = stderr.decode(errors="replace").strip()
     return text.removeprefix(REJECTED) if text.startswith(REJECTED) else None
+
+
+def _last_line(text: str) -> str:
+    """A helper's message is its last line (a Python traceback's too)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
 
 
 class GuardedHost(Host):
@@ -79,15 +86,18 @@ class GuardedHost(Host):
             raise self.refused(argv[0], err)
         return code, out, err.decode(errors="replace").strip()
 
-    def refused(self, what: str, stderr: bytes | str) -> HostError:
-        text = stderr if isinstance(stderr, str) else stderr.decode(errors="replace")
-        reason = " ".join(text.split()) or "no reason given"
+    def refused(self, what: str, stderr: bytes) -> HostError:
+        """The guard's refusal of the helper `what`, quoted."""
         return HostError(f"{self.name}: the server's rhl-guard (authorized_keys command=) refused {what}: "
-                         f"{reason}", host=self.name, step="rhl-guard")
+                         f"{_last_line(stderr.decode(errors='replace'))}", host=self.name, step=STEP)
+
+    def unable(self, what: str) -> HostError:
+        """A step no helper does."""
+        return HostError(f"{self.name}: cannot {what}: the server's rhl-guard (authorized_keys command=) runs "
+                         f"only rhl-* helpers (it refused sh: {self.reason})", host=self.name, step=STEP)
 
     def _failed(self, what: str, err: str) -> HostError:
-        return HostError(f"{self.name}: {what} failed: {' '.join(err.split()) or 'no message'}",
-                         host=self.name, step="rhl-guard")
+        return HostError(f"{self.name}: {what} failed: {_last_line(err)}", host=self.name, step=STEP)
 
     def _key(self, path: str, suffix: str) -> str | None:
         """The key of a state file `path` of the helpers' directory ending in `suffix`, else None."""
@@ -137,7 +147,7 @@ class GuardedHost(Host):
             return None if data is None else data[:statefiles.READ_LIMIT]
         if self._state_file(path):
             return None
-        raise self.refused(f"reading {path}", f"{REJECTED}only rhl-* helpers run there")
+        raise self.unable(f"read {path}")
 
     def mtime(self, path: str) -> float | None:
         """A status file's (rhl-inspect --with-mtime); None for anything else (no helper says)."""
@@ -153,13 +163,13 @@ class GuardedHost(Host):
         return float(mtime) if isinstance(mtime, (int, float)) else None
 
     def write_atomic(self, path: str, data: bytes) -> None:
-        raise self.refused(f"writing {path}", f"{REJECTED}{self.reason}")
+        raise self.unable(f"write {path}")
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """A launch lock is taken without a file: no helper writes one (the original launches unlocked)."""
         if self._key(path, ".lock") is not None:
             return True
-        raise self.refused(f"creating {path}", f"{REJECTED}{self.reason}")
+        raise self.unable(f"create {path}")
 
     def rename(self, source: str, target: str) -> bool:
         return False  # only a stale lock is renamed, and there are none
