@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from remote_http_launcher import logs, run, status, stop
+from remote_http_launcher import HostError, logs, run, status, stop
 from remote_http_launcher.commands.listing import list_services
 from remote_http_launcher.connect import open_target
 from tests.conftest import alive, cli
@@ -209,3 +209,22 @@ def test_workdir_outside_data_roots(server: SSHServer, make_config: Callable[...
     assert result.stderr.strip().splitlines()[-1] == (
         "error: testhost: the server's rhl-guard (authorized_keys command=) refused rhl-launch-service: rhl-guard: "
         f"rejected: path is outside configured --data-roots: {server.home}/rhl-guard-elsewhere")
+
+
+@pytest.fixture(scope="module")
+def sftp_off(sshd_account: SSHAccount) -> Iterator[SSHServer]:
+    """An sshd of the test account with a normal key but an SFTP subsystem that exits at once."""
+    yield from _in_namespace(sshd_account, lambda ns: launch_sshd(
+        sshd_account, "sftp-off", ns, config_overrides={"Subsystem": "sftp /bin/false"}))
+
+
+@pytest.mark.parametrize("persist", [600, 0], ids=["broker", "own-login"])
+def test_other_sftp_failures_stay_what_they_were(sftp_off: SSHServer, client_home: Path, rhl_dir: Path,
+                                                 persist: int) -> None:
+    """Without the guard's refusal on the exec channel, a failed SFTP start is reported as before."""
+    sftp_off.write_ssh_config(client_home, ALIAS)
+    config = {"workdir": f"~/{WORKDIR}", "hostname": sftp_off.host, "ssh_hostname": ALIAS, "key": "no-sftp",
+              "command": "true", "connection_persist": persist}
+    with pytest.raises(HostError) as raised:
+        status(config)
+    assert "SFTP: home directory" in str(raised.value) and "rhl-guard" not in str(raised.value)
