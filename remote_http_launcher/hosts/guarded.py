@@ -67,7 +67,7 @@ class GuardedHost(Host):
         self.connection = connection
         self.name = name
         self.run = run
-        self.reason = reason  # why the guard refused our first step (e.g. SFTP)
+        self.reason = reason  # the guard's refusal of `sh` (hosts/ssh.py probes with it once SFTP failed)
         self._keys_by_pid: dict[int, str] = {}  # rhl-stop takes a key: the records read say whose a PID is
 
     @property
