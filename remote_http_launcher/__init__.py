@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .errors import (
     AuthenticationError,
+    BrokerUnavailable,
     ConfigError,
     HandshakeError,
     HostError,
@@ -44,6 +45,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AuthenticationError",
+    "BrokerUnavailable",
     "ConfigError",
     "Configuration",
     "HandshakeError",

@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 from .config import DEFAULT_CONNECTION_PERSIST, SSH_HOST_PATTERN
-from .errors import ConfigError, HostError, LauncherError
+from .errors import BrokerUnavailable, ConfigError, HostError
 from .hosts import Host, LocalHost
 
 if TYPE_CHECKING:
@@ -50,14 +50,11 @@ def open_ssh(target: str, persist: float, prompt: Prompt | None = None, *, accep
     """
     if persist > 0:
         from .broker.client import BrokeredHost, attach
-        from .broker.registry import STEP
 
         try:
             attached = attach(target, persist, prompt, accept_new_host_key=accept_new_host_key)
             return BrokeredHost(target, persist, prompt, attached)
-        except LauncherError as exc:
-            if exc.step != STEP:
-                raise
+        except BrokerUnavailable as exc:
             log.info("no connection broker for %s (%s); logging in directly", target, exc)
     try:
         from .hosts.ssh import SSHHost

@@ -12,6 +12,7 @@
         │   ├── AuthenticationError
         │   └── HostKeyError
         ├── TunnelError          the tunnel could not be set up or kept
+        ├── BrokerUnavailable    no connection broker can serve: the command logs in itself
         └── NotRunningError      nothing to show: the service is not running (exit 3)
 
 `LauncherError` derives from `RuntimeError`, as in the original
@@ -110,6 +111,11 @@ class TunnelError(LauncherError):
     """The SSH tunnel could not be set up or kept alive."""
 
 
+class BrokerUnavailable(LauncherError):
+    """No connection broker can serve this command (none starts, or one fails or is refused); the command
+    then logs in itself, so users meet it only when that login fails too."""
+
+
 class NotRunningError(LauncherError):
     """The service is not running, so there is nothing to show (exit code 3)."""
 
@@ -119,11 +125,12 @@ class NotRunningError(LauncherError):
 _CLASSES: dict[str, type[LauncherError]] = {
     cls.__name__: cls for cls in (
         LauncherError, ConfigError, TemplateError, UsageError, LaunchError, ServiceFailedError, HandshakeError,
-        HostError, AuthenticationError, HostKeyError, TunnelError, NotRunningError)
+        HostError, AuthenticationError, HostKeyError, TunnelError, BrokerUnavailable, NotRunningError)
 }
 
 __all__ = [
     "EXIT_INTERRUPTED", "EXIT_NOT_RUNNING", "EXIT_OK", "EXIT_RUNTIME", "EXIT_TUNNEL_DOWN", "EXIT_USAGE",
-    "AuthenticationError", "ConfigError", "HandshakeError", "HostError", "HostKeyError", "LaunchError",
-    "LauncherError", "NotRunningError", "ServiceFailedError", "TemplateError", "TunnelError", "UsageError",
+    "AuthenticationError", "BrokerUnavailable", "ConfigError", "HandshakeError", "HostError", "HostKeyError",
+    "LaunchError", "LauncherError", "NotRunningError", "ServiceFailedError", "TemplateError", "TunnelError",
+    "UsageError",
 ]

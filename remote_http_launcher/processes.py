@@ -59,6 +59,25 @@ def owned_identity(pid: int) -> str | None:
     return process_identity(pid)
 
 
+def process_uid(pid: int) -> int | None:
+    """The user a local process runs as (its effective UID); None when unknown: gone, or Windows."""
+    if sys.platform == "win32":
+        return None
+    try:
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[2])
+        return None
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None
+    except (OSError, ValueError, IndexError):
+        return None
+    out = _ps(pid, "uid=")
+    return int(out) if out is not None and out.isdigit() else None
+
+
 def process_cmdline(pid: int) -> str | None:
     """The command line of a local process (None when unknown: gone, or Windows)."""
     if sys.platform == "win32":

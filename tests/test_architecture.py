@@ -20,8 +20,9 @@ from remote_http_launcher.config import load_config
 PACKAGE = Path(remote_http_launcher.__file__).parent
 NAME = "remote_http_launcher"
 EXPORTED = [
-    "AuthenticationError", "ConfigError", "HandshakeError", "HostError", "HostKeyError", "LaunchError",
-    "LauncherError", "NotRunningError", "ServiceFailedError", "TemplateError", "TunnelError", "UsageError",
+    "AuthenticationError", "BrokerUnavailable", "ConfigError", "HandshakeError", "HostError", "HostKeyError",
+    "LaunchError", "LauncherError", "NotRunningError", "ServiceFailedError", "TemplateError", "TunnelError",
+    "UsageError",
     "__version__", "Configuration", "ServiceHandle", "launch", "logs", "main", "run", "status", "stop",
 ]
 # What a warm run (client file present, service healthy) may import of the package: config, templates,

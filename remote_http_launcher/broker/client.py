@@ -11,75 +11,104 @@ the call is repeated on a fresh connection (a new broker, else our own).
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import subprocess
 import sys
 import threading
 import time
-from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client, Connection
+from multiprocessing.connection import Client
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from .. import prompts, statefiles
-from ..errors import LauncherError
-from ..hosts.base import Host, Launch, ScriptResult, SeenProcess
+from ..errors import BrokerUnavailable, LauncherError
+from ..hosts.base import Host
 from ..progress import Progress
 from ..prompts import Prompt
 from ..tunnels.lock import BROKER_MARKER
-from .protocol import PROPERTIES, raise_reply
-from .registry import STEP, BrokerFiles, BrokerLock, is_broker
+from .protocol import PROPERTIES, Wire, parse_reply, peer, pipe_server, prove_client, raise_reply
+from .registry import BrokerFiles, BrokerLock, is_broker
 
 BUSY_WAIT = 120.0  # another command's broker may be waiting for its user to type a one-time code
 BUSY_POLL = 0.05
 log = logging.getLogger("remote_http_launcher.broker")
 
 
-def unavailable(why: str) -> LauncherError:
-    """No broker can serve this command (it then logs in itself): why, as an error of our step."""
-    return LauncherError(f"connection broker: {why}", step=STEP)
 
 
 def attach(target: str, persist: float, prompt: Prompt | None, *,
-           accept_new_host_key: bool = False) -> tuple[Connection, BrokerFiles]:
+           accept_new_host_key: bool = False) -> tuple[Wire, BrokerFiles]:
     """A connection to the live broker of `target`, started first when there is none."""
     files = BrokerFiles.for_target(target)
-    conn = connect(files)
-    if conn is not None:
-        return conn, files
+    wire = connect(files)
+    if wire is not None:
+        return wire, files
     lock = BrokerLock(files)
     owner = lock.read()[1]
     # A live broker without an address is logging in for another command: wait for it, else start one.
     if (owner is None or not is_broker(owner)) and start(target, persist, prompt, accept_new_host_key) == "ready":
-        conn = connect(files)
-        if conn is None:
-            raise unavailable("the broker we started does not answer")
-        return conn, files
+        wire = connect(files)
+        if wire is None:
+            raise BrokerUnavailable("connection broker: the broker we started does not answer")
+        return wire, files
     deadline = time.monotonic() + BUSY_WAIT
     while time.monotonic() < deadline:
-        conn = connect(files)
-        if conn is not None:
-            return conn, files
+        wire = connect(files)
+        if wire is not None:
+            return wire, files
         owner = lock.read()[1]
         if owner is None or not is_broker(owner):
-            raise unavailable("the broker another command started has exited")
+            raise BrokerUnavailable("connection broker: the broker another command started has exited")
         time.sleep(BUSY_POLL)
-    raise unavailable(f"another command's broker did not log in within {BUSY_WAIT:.0f} s")
+    raise BrokerUnavailable(f"connection broker: another command's broker did not log in within {BUSY_WAIT:.0f} s")
 
 
-def connect(files: BrokerFiles) -> Connection | None:
-    """A connection to the broker the lock names, or None (none serves yet, or it is gone)."""
+def connect(files: BrokerFiles) -> Wire | None:
+    """A proven connection to the broker the lock names; None when none serves (yet), after removing a lock
+    its broker left behind; BrokerUnavailable when what answers is not that broker or does not prove the key.
+
+    Nothing is sent before the lock names a live broker process of this user and the socket's other end
+    is that process (Linux: SO_PEERCRED; Windows: the pipe's server process)."""
     files.check_trusted()
-    owner = BrokerLock(files).read()[1]
-    address = owner.data.get("address") if owner is not None else None
+    lock = BrokerLock(files)
+    raw, owner = lock.read()
+    if owner is None:
+        return None
+    if not is_broker(owner):
+        lock.break_if_gone(raw)  # never connect where a stale lock points: the address may be anyone's now
+        return None
+    address = owner.data.get("address")
     authkey = statefiles.read_bytes(files.key)
     if not isinstance(address, str) or authkey is None:
         return None
-    try:  # a PipeConnection on Windows, with the same methods
-        return cast(Connection, Client(address, authkey=authkey))  # type: ignore[redundant-cast, unused-ignore]
-    except (OSError, EOFError, AuthenticationError) as exc:
+    try:
+        conn = Client(address)  # a PipeConnection on Windows, with the same methods
+    except OSError as exc:
         log.debug("broker at %s does not answer: %s", address, exc)
         return None
+    wire = Wire(conn)
+    try:
+        if sys.platform == "win32":
+            server = pipe_server(conn)
+            if server != owner.pid:
+                raise BrokerUnavailable(f"connection broker: {address} is served by process {server}, "
+                                        f"not by the broker {owner.pid}")
+        else:
+            found = peer(conn)
+            if found is not None and (found.uid, found.pid) != (os.getuid(), owner.pid):
+                raise BrokerUnavailable(f"connection broker: {address} is served by process {found.pid} of user "
+                                        f"{found.uid}, not by the broker {owner.pid}")
+        prove_client(wire, authkey)
+    except BrokerUnavailable:
+        wire.close()
+        raise
+    except (OSError, EOFError) as exc:
+        wire.close()
+        raise BrokerUnavailable(f"connection broker: {address} failed the key proof ({exc.__class__.__name__})") \
+            from None
+    return wire
 
 
 def start(target: str, persist: float, prompt: Prompt | None, accept_new_host_key: bool = False) -> str:
@@ -101,9 +130,9 @@ def start(target: str, persist: float, prompt: Prompt | None, accept_new_host_ke
                 pipe.close()
     threading.Thread(target=proc.wait, daemon=True).start()  # reap it whenever it ends
     if result is None:
-        raise unavailable("the broker ended without a result")
+        raise BrokerUnavailable("connection broker: the broker ended without a result")
     if "error" in result:
-        # Our step: the broker failed (we log in ourselves); any other: the login failed, as it would here.
+        # BrokerUnavailable: the broker failed (we log in ourselves); any other: the login failed, as it would here.
         raise LauncherError.from_dict(result)
     return "busy" if result.get("busy") else "ready"
 
@@ -111,16 +140,42 @@ def start(target: str, persist: float, prompt: Prompt | None, accept_new_host_ke
 def stop_tunnel(broker: str, key: str) -> bool:
     """Ask the broker whose lock is at `broker` to end the tunnel of `key` (its other tunnels go on); False
     if it did not answer."""
-    conn = connect(BrokerFiles.of(Path(broker).stem, Path(broker).parent))
-    if conn is None:
-        return False
     try:
-        conn.send(("tunnel_drop", (key,)))
-        return bool(conn.recv()[0] == "ok")
-    except (OSError, EOFError):
+        return request(BrokerFiles.of(Path(broker).stem, Path(broker).parent), "tunnel_drop", key) is not None
+    except BrokerUnavailable:
         return False
+
+
+def request(files: BrokerFiles, method: str, *args: Any) -> Any:
+    """One request to the broker of `files` on a connection of its own: its value, or None when there is
+    no broker, or it did not answer or failed (BrokerUnavailable when what answered is not it)."""
+    wire = connect(files)
+    if wire is None:
+        return None
+    try:
+        wire.send([method, list(args), {}])
+        kind, fields = parse_reply(wire.receive())
+        return fields[0] if kind == "ok" else None
+    except (OSError, EOFError, BrokerUnavailable):
+        return None
     finally:
-        conn.close()
+        wire.close()
+
+
+class Relayed:
+    """A `Host` method or property of BrokeredHost (one of protocol.RELAYED): a call to the broker."""
+
+    name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, host: BrokeredHost | None, owner: type | None = None) -> Any:
+        if host is None:
+            return self
+        if self.name in PROPERTIES:
+            return host.call(self.name)
+        return functools.partial(host.call, self.name)
 
 
 class BrokeredHost(Host):
@@ -132,9 +187,25 @@ class BrokeredHost(Host):
     """
 
     poll_interval = 0.2  # as hosts.ssh.SSHHost's (importing that module would load paramiko)
+    # protocol.RELAYED, relayed as they are (tests/test_broker_wire.py checks that these are all of them)
+    home = Relayed()
+    state_dir = Relayed()
+    read = Relayed()
+    read_state_file = Relayed()
+    read_status_file = Relayed()
+    mtime = Relayed()
+    write_atomic = Relayed()
+    create_exclusive = Relayed()
+    create_then_read = Relayed()
+    rename = Relayed()
+    remove = Relayed()
+    listdir = Relayed()
+    read_from = Relayed()
+    process_start_time = Relayed()
+    run_script = Relayed()
 
     def __init__(self, target: str, persist: float, prompt: Prompt | None,
-                 attached: tuple[Connection, BrokerFiles], *, retry_broker: bool = True) -> None:
+                 attached: tuple[Wire, BrokerFiles], *, retry_broker: bool = True) -> None:
         self.name = target
         self.retry_broker = retry_broker
         self.persist = persist
@@ -142,62 +213,65 @@ class BrokeredHost(Host):
         self.files = attached[1]
         self.fallback: Host | None = None
         self._local = threading.local()
-        self._local.conn = attached[0]
+        self._local.wire = attached[0]
         self._all = [attached[0]]
         self._lock = threading.Lock()
 
     # ---- the calls ----
-    def call(self, method: str, *args: Any) -> Any:
-        """`method(*args)` on the broker's host; repeated on a fresh connection when the broker fails."""
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """`method(*args, **kwargs)` on the broker's host; repeated on a fresh connection when the broker fails."""
         if self.fallback is None:
             try:
-                conn = self._conn()
-                conn.send((method, args))
-                reply = conn.recv()
-            except (OSError, EOFError, AuthenticationError) as exc:
-                self._fail_over(f"the broker is gone ({exc.__class__.__name__})")
+                wire = self._wire()
+                wire.send([method, list(args), kwargs])
+                kind, fields = parse_reply(wire.receive())
+            except (OSError, EOFError, BrokerUnavailable) as exc:
+                self._fail_over(f"the broker is gone ({exc})")
             else:
-                if reply[0] == "ok":
-                    return reply[1]
-                if reply[0] != "error" or not reply[2]:
-                    raise_reply(reply)
-                self._fail_over("the broker's link is lost", LauncherError.from_dict(reply[1]))
+                if kind == "ok":
+                    return fields[0]
+                if kind == "unavailable":
+                    self._fail_over(f"the broker cannot make this call ({fields[0]})", direct=True)
+                elif kind == "error" and fields[1]:
+                    self._fail_over("the broker's link is lost", LauncherError.from_dict(fields[0]))
+                else:
+                    raise_reply(kind, fields)
         assert self.fallback is not None
         if method.startswith("channel_"):
             raise ConnectionResetError("the broker that held this channel is gone")
         if method.startswith("tunnel_"):
-            raise unavailable("the broker that kept the tunnel is gone")
+            raise BrokerUnavailable("connection broker: the broker that kept the tunnel is gone")
         found = getattr(self.fallback, method)
-        return found if method in PROPERTIES else found(*args)
+        return found if method in PROPERTIES else found(*args, **kwargs)
 
-    def _conn(self) -> Connection:
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.files)
-            if conn is None:
+    def _wire(self) -> Wire:
+        wire: Wire | None = getattr(self._local, "wire", None)
+        if wire is None:
+            wire = connect(self.files)
+            if wire is None:
                 raise ConnectionRefusedError("no broker")
-            self._local.conn = conn
+            self._local.wire = wire
             with self._lock:
-                self._all.append(conn)
-        return conn
+                self._all.append(wire)
+        return wire
 
-    def _fail_over(self, why: str, error: LauncherError | None = None) -> None:
-        """Continue on a new broker (ours died), or logged in here: after the broker's link was lost, and
-        when a broker started for this command fails too (never a chain of brokers). With `error` (what
-        the lost link raised), a login here that fails raises that instead: it says what went wrong."""
+    def _fail_over(self, why: str, error: LauncherError | None = None, *, direct: bool = False) -> None:
+        """Continue on a new broker (ours died), or logged in here: after the broker's link was lost, when
+        the broker cannot make a call (`direct`), and when a broker started for this command fails too
+        (never a chain of brokers). With `error` (what the lost link raised), a login here that fails
+        raises that instead: it says what went wrong."""
         with self._lock:
             if self.fallback is not None:
                 return
             log.info("%s: %s; connecting again", self.name, why)
             self._close_connections()
-            if error is None and self.retry_broker:
+            if error is None and self.retry_broker and not direct:
                 try:
                     self.fallback = BrokeredHost(self.name, self.persist, self.prompt,
                                                  attach(self.name, self.persist, self.prompt), retry_broker=False)
                     return
-                except LauncherError as exc:
-                    if exc.step != STEP:
-                        raise
+                except BrokerUnavailable:
+                    pass
             from ..hosts.ssh import SSHHost
 
             try:
@@ -206,63 +280,6 @@ class BrokeredHost(Host):
                 if error is None:
                     raise
                 raise error from None
-
-    @property
-    def home(self) -> str:
-        return str(self.call("home"))
-
-    @property
-    def state_dir(self) -> str:
-        return str(self.call("state_dir"))
-
-    def read(self, path: str) -> bytes | None:
-        return self.call("read", path)  # type: ignore[no-any-return]
-
-    def read_state_file(self, name: str) -> bytes | None:
-        return self.call("read_state_file", name)  # type: ignore[no-any-return]
-
-    def read_status_file(self, name: str) -> tuple[bytes | None, SeenProcess | None]:
-        raw, seen = self.call("read_status_file", name)
-        return raw, SeenProcess(*seen) if seen is not None else None
-
-    def mtime(self, path: str) -> float | None:
-        return self.call("mtime", path)  # type: ignore[no-any-return]
-
-    def write_atomic(self, path: str, data: bytes) -> None:
-        self.call("write_atomic", path, data)
-
-    def create_exclusive(self, path: str, data: bytes) -> bool:
-        return bool(self.call("create_exclusive", path, data))
-
-    def create_then_read(self, path: str, data: bytes, other: str) -> tuple[bool, bytes | None]:
-        return self.call("create_then_read", path, data, other)  # type: ignore[no-any-return]
-
-    def rename(self, source: str, target: str) -> bool:
-        return bool(self.call("rename", source, target))
-
-    def remove(self, path: str) -> None:
-        self.call("remove", path)
-
-    def listdir(self, path: str) -> list[str]:
-        return self.call("listdir", path)  # type: ignore[no-any-return]
-
-    def run_script(self, script: str, args: list[str], stdin: bytes = b"") -> ScriptResult:
-        return ScriptResult(*self.call("run_script", script, args, stdin))
-
-    def process_start_time(self, pid: int) -> str | None:
-        return self.call("process_start_time", pid)  # type: ignore[no-any-return]
-
-    def signal_group(self, pid: int, signal: str) -> bool:
-        return bool(self.call("signal_group", pid, signal))
-
-    def listens(self, pid: int, port: int) -> bool | None:
-        return self.call("listens", pid, port)  # type: ignore[no-any-return]
-
-    def launch(self, request: Launch) -> ScriptResult:
-        return ScriptResult(*self.call("launch", request))
-
-    def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:
-        return self.call("read_from", path, offset)  # type: ignore[no-any-return]
 
     def tcp_channel(self, host: str, port: int, timeout: float) -> Any:
         if self.fallback is not None:
@@ -273,7 +290,7 @@ class BrokeredHost(Host):
         return RelayedChannel(self, number, timeout)
 
     def info(self) -> dict[str, Any]:
-        return self.call("info")  # type: ignore[no-any-return]
+        return dict(self.call("info"))
 
     def close(self) -> None:
         with self._lock:
@@ -282,8 +299,8 @@ class BrokeredHost(Host):
             self.fallback.close()
 
     def _close_connections(self) -> None:
-        for conn in self._all:
-            conn.close()
+        for wire in self._all:
+            wire.close()
         self._all = []
         self._local = threading.local()
 
@@ -303,7 +320,7 @@ class RelayedChannel:
         self.host.call("channel_send", self.number, data, self.timeout)
 
     def recv(self, size: int) -> bytes:
-        return self.host.call("channel_recv", self.number, size, self.timeout)  # type: ignore[no-any-return]
+        return bytes(self.host.call("channel_recv", self.number, size, self.timeout))
 
     def close(self) -> None:
         if self.host.fallback is None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any, TypedDict
 
+from ..errors import BrokerUnavailable
 from ..processes import terminate
 from ..service import KILL_WAIT, STOP_TIMEOUT
-from .client import connect
+from .client import request
 from .registry import is_broker, live_brokers
 
 POLL = 0.05
@@ -27,17 +28,11 @@ def connections() -> list[Connection]:
     """Every live broker of this user, asked how it is used."""
     found: list[Connection] = []
     for files, owner in live_brokers():
-        info: dict[str, Any] = {}
-        conn = connect(files)
-        if conn is not None:
-            try:
-                conn.send(("info", ()))
-                reply = conn.recv()
-                info = reply[1] if reply[0] == "ok" else {}
-            except (OSError, EOFError):
-                pass
-            finally:
-                conn.close()
+        try:
+            answer = request(files, "info")
+        except BrokerUnavailable:  # what answers at its address is not it
+            answer = None
+        info: dict[str, Any] = answer if isinstance(answer, dict) else {}
         idle = info.get("idle")
         target = owner.data.get("target")
         since = owner.data.get("since")

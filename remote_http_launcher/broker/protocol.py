@@ -1,44 +1,222 @@
-"""The broker's requests and replies: Host calls by name, answered with a value or the exception they raised.
+"""The broker's wire: who is at the other end, the key proof, and requests (Host calls by name) and replies.
 
-A request is `(method, args)` over an authenticated `multiprocessing.connection`
-(pickled: only a process that read our 0600 authkey can send one, i.e. the
-same user). The methods are the `Host` interface's (hosts/base.py), which is
-all the launcher and the commands use, the tunnel requests of broker/tunnels.py
-(`tunnel_claim`, `tunnel_open`, `tunnel_keep`, `tunnel_drop`), plus the
-socket-like channel `tcp_channel` returns, driven call by call (`channel_send`, `channel_recv`, `channel_close`)
-so the handshake code runs unchanged through the broker.
+Nothing that crosses the socket is executable: each message is one JSON
+document in `multiprocessing.connection`'s framing (a length, then the
+bytes), read with a limit, so one that announces more is refused before its
+body is read. Bytes, tuples and the Host interface's named tuples are tagged
+(every JSON object on the wire is a tag: `encode`).
 
-Replies: ("ok", value); ("error", LauncherError.to_dict(), link_lost) where
-`link_lost` tells the client to log in again and repeat the call; ("oserror",
-class name, errno, text) for the OSErrors the Host interface raises on purpose
-(e.g. a refused port).
+Before any request both ends check the other: the client that the socket's
+peer is the broker process of its own user that the lock names (broker/client.py),
+the broker that its peer is a process of its own user; then the key proof,
+bound to the roles so that an end knowing no key cannot pass one client's
+answer to another as its own:
+  broker → client   nonce_s
+  client → broker   nonce_c, HMAC(key, "client" nonce_s nonce_c)
+  broker → client   HMAC(key, "server" nonce_c nonce_s)
+
+Requests: [method, [args], {keyword args}], where the methods are the relayed part of the
+`Host` interface (`RELAYED`), `info`, the tunnel requests of broker/tunnels.py
+(`tunnel_claim`, `tunnel_open`, `tunnel_keep`, `tunnel_drop`), and the
+socket-like channel `tcp_channel` returns, driven call by call (`channel_send`,
+`channel_recv`, `channel_close`) so the handshake code runs unchanged through the broker.
+
+Replies: ["ok", value]; ["error", LauncherError.to_dict(), link_lost] where
+`link_lost` tells the client to log in again and repeat the call; ["oserror",
+class name, errno, text] for the OSErrors the Host interface raises on purpose
+(e.g. a refused port); ["unavailable", why] when the broker cannot answer this
+call (a reply over the size limit): the client makes it on a login of its own.
 """
 
 from __future__ import annotations
 
+import base64
 import builtins
+import hmac
 import itertools
+import json
 import logging
-from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+import os
+import socket
+import struct
+import sys
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 
-from ..errors import LauncherError
-from .registry import STEP
+from ..errors import BrokerUnavailable, LauncherError
+from ..hosts.base import Host, Launch, ScriptResult, SeenProcess
 
 if TYPE_CHECKING:
     from ..hosts.ssh import SSHHost
     from .tunnels import Tunnels
 
-#: Host methods a client may call; those that use the shared SFTP session are called one at a time.
-SFTP_CALLS = frozenset({"read", "read_state_file", "read_status_file", "mtime", "write_atomic", "create_exclusive",
-                        "create_then_read", "rename", "remove", "listdir", "process_start_time", "read_from", "tail",
-                        "home", "state_dir"})
-OTHER_CALLS = frozenset({"run_script", "signal_group", "listens", "launch"})
-PROPERTIES = frozenset({"home", "state_dir"})
-CHANNEL_CALLS = frozenset({"tcp_channel", "channel_send", "channel_recv", "channel_close"})
+#: The Host interface as the broker relays it, each name with whether the call needs the broker's one SFTP
+#: session to itself (its request flights must not interleave). Properties are read, methods called. Every
+#: abstract method of Host is here or in NOT_RELAYED; the others here are those the SSH host does better
+#: than the default built on the abstract ones (tests/test_broker_wire.py checks both).
+RELAYED: dict[str, bool] = {
+    "home": True, "state_dir": True, "read": True, "read_state_file": True, "read_status_file": True,
+    "mtime": True, "write_atomic": True, "create_exclusive": True, "create_then_read": True, "rename": True,
+    "remove": True, "listdir": True, "read_from": True, "process_start_time": True, "run_script": False,
+    "listens": False, "signal_group": False, "launch": False,
+}
+#: Host methods the client does not relay as they are, and why.
+NOT_RELAYED = {
+    "tcp_channel": "its socket-like channel stays in the broker; the client drives it by number (channel_*)",
+}
+PROPERTIES = frozenset(name for name in RELAYED if isinstance(getattr(Host, name), property))
 OS_ERRORS = frozenset({"FileNotFoundError", "FileExistsError", "PermissionError", "ConnectionRefusedError",
                        "ConnectionResetError", "TimeoutError", "OSError", "EOFError"})
+#: Each kind of reply and the types of its fields.
+REPLY_FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
+    "ok": (object,), "error": (dict, bool), "oserror": (str, (int, type(None)), str), "unavailable": (str,)}
+NAMED_TUPLES: dict[str, type[tuple[Any, ...]]] = {"ScriptResult": ScriptResult, "SeenProcess": SeenProcess,
+                                                   "Launch": Launch}
+MAX_MESSAGE = 16 << 20  # bytes of one request or reply; a longer one is refused before it is read
+NONCE = 32
+DIGEST = "sha256"
+CLIENT_ROLE = b"client"
+SERVER_ROLE = b"server"
+HANDSHAKE_TIMEOUT = 5.0  # seconds for each step of the proof; a broker that does not answer is not used
+PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 log = logging.getLogger("remote_http_launcher.broker")
+
+
+class Endpoint(Protocol):
+    """What both ends use of a `multiprocessing.connection` connection (a socket, or a pipe on Windows)."""
+
+    def send_bytes(self, buf: bytes) -> None: ...
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes: ...
+
+    def poll(self, timeout: float | None = 0.0) -> bool: ...
+
+    def fileno(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def encode(value: Any) -> Any:
+    """`value` as plain JSON data: bytes {"b": base64}, tuples {"t": [...]}, the Host interface's named tuples
+    {"n": [name, [...]]}, dicts {"d": {...}}; anything else not JSON is refused (TypeError)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"b": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, tuple):
+        name = type(value).__name__
+        items = [encode(item) for item in value]
+        return {"n": [name, items]} if NAMED_TUPLES.get(name) is type(value) else {"t": items}
+    if isinstance(value, list):
+        return [encode(item) for item in value]
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {"d": {key: encode(item) for key, item in value.items()}}
+    raise TypeError(f"not sent to or from the broker: {type(value).__name__}")
+
+
+def decode(data: Any) -> Any:
+    """The value `encode` gave `data` for; ValueError for anything else."""
+    if isinstance(data, list):
+        return [decode(item) for item in data]
+    if not isinstance(data, dict):
+        return data
+    if len(data) != 1:
+        raise ValueError("an untagged object")
+    ((tag, inner),) = data.items()
+    if tag == "b" and isinstance(inner, str):
+        return base64.b64decode(inner, validate=True)
+    if tag == "t" and isinstance(inner, list):
+        return tuple(decode(item) for item in inner)
+    if tag == "d" and isinstance(inner, dict):
+        return {key: decode(item) for key, item in inner.items()}
+    if tag == "n" and isinstance(inner, list) and len(inner) == 2 and inner[0] in NAMED_TUPLES \
+            and isinstance(inner[1], list):
+        return NAMED_TUPLES[inner[0]](*(decode(item) for item in inner[1]))
+    raise ValueError(f"an unknown tag {tag!r}")
+
+
+class Wire:
+    """One session's messages, each a JSON document; `receive` refuses one longer than its limit unread."""
+
+    def __init__(self, conn: Endpoint) -> None:
+        self.conn = conn
+
+    def send(self, value: Any) -> None:
+        self.conn.send_bytes(json.dumps(encode(value), separators=(",", ":")).encode())
+
+    def receive(self, limit: int = MAX_MESSAGE, timeout: float | None = None) -> Any:
+        """The next message; BrokerUnavailable for one that is not ours or that does not come in `timeout`
+        seconds, OSError for one over `limit` bytes (the connection is then closed), EOFError at its end."""
+        raw = self.receive_bytes(limit, timeout)
+        try:
+            return decode(json.loads(raw))
+        except (ValueError, TypeError, RecursionError) as exc:  # UnicodeDecodeError and binascii.Error too
+            raise BrokerUnavailable(f"connection broker: a message that is not ours ({exc.__class__.__name__})") \
+                from None
+
+    def receive_bytes(self, limit: int, timeout: float | None) -> bytes:
+        if timeout is not None and not self.conn.poll(timeout):
+            raise BrokerUnavailable(f"connection broker: no answer within {timeout:g} s")
+        return self.conn.recv_bytes(limit)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def proof(key: bytes, role: bytes, first: bytes, second: bytes) -> bytes:
+    return hmac.new(key, role + first + second, DIGEST).digest()
+
+
+def prove_client(wire: Wire, key: bytes, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+    """The client's half of the key proof; BrokerUnavailable when the other end does not know the key."""
+    server_nonce = wire.receive_bytes(NONCE, timeout)
+    if len(server_nonce) != NONCE:
+        raise BrokerUnavailable("connection broker: its greeting is not ours")
+    client_nonce = os.urandom(NONCE)
+    wire.conn.send_bytes(client_nonce + proof(key, CLIENT_ROLE, server_nonce, client_nonce))
+    answer = wire.receive_bytes(NONCE, timeout)
+    if not hmac.compare_digest(answer, proof(key, SERVER_ROLE, client_nonce, server_nonce)):
+        raise BrokerUnavailable("connection broker: it does not know the key")
+
+
+def prove_server(wire: Wire, key: bytes, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+    """The broker's half of the key proof; BrokerUnavailable when the client does not know the key."""
+    server_nonce = os.urandom(NONCE)
+    wire.conn.send_bytes(server_nonce)
+    answer = wire.receive_bytes(2 * NONCE, timeout)
+    client_nonce, claimed = answer[:NONCE], answer[NONCE:]
+    if len(client_nonce) != NONCE or not hmac.compare_digest(claimed, proof(key, CLIENT_ROLE, server_nonce,
+                                                                             client_nonce)):
+        raise BrokerUnavailable("connection broker: the client does not know the key")
+    wire.conn.send_bytes(proof(key, SERVER_ROLE, client_nonce, server_nonce))
+
+
+class Peer(NamedTuple):
+    pid: int
+    uid: int
+
+
+def peer(conn: Endpoint) -> Peer | None:
+    """The process at the other end of a Unix socket (the one that listens, seen from a client); None where
+    the system does not tell (no SO_PEERCRED: not Linux; Windows: see `pipe_server`)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None or sys.platform == "win32":
+        return None
+    with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        pid, uid, _gid = PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, PEERCRED.size))
+    return Peer(pid, uid)
+
+
+def pipe_server(conn: Endpoint) -> int | None:
+    """The PID of the process serving a named pipe (Windows); None when it cannot be told."""
+    import ctypes
+    from ctypes import wintypes
+
+    from ..processes import kernel32
+
+    pid = wintypes.ULONG()
+    if not kernel32().GetNamedPipeServerProcessId(conn.fileno(), ctypes.byref(pid)):
+        return None
+    return int(pid.value)
 
 
 class Usage(Protocol):
@@ -57,7 +235,7 @@ class Usage(Protocol):
     def info(self) -> dict[str, Any]: ...
 
 
-def serve_session(conn: Connection, broker: Usage) -> None:
+def serve_session(wire: Wire, broker: Usage) -> None:
     """Answer one client's requests until it hangs up; its channels close with it, and so do the tunnels
     it claimed but did not ask to keep (a run that failed or vanished)."""
     channels: dict[int, Any] = {}
@@ -66,23 +244,31 @@ def serve_session(conn: Connection, broker: Usage) -> None:
     try:
         while True:
             try:
-                method, args = conn.recv()
-            except (EOFError, OSError):
+                request = wire.receive()
+            except EOFError:
                 return
+            except (OSError, BrokerUnavailable) as exc:
+                log.info("ended a session: %s", exc)
+                return
+            if not (isinstance(request, list) and len(request) == 3 and isinstance(request[0], str)
+                    and isinstance(request[1], list) and isinstance(request[2], dict)):
+                log.info("ended a session: a request that is not ours")
+                return
+            method, args, kwargs = request
             broker.used()
             host = broker.host
             try:
                 if method.startswith("tunnel_"):
-                    reply: tuple[Any, ...] = ("ok", _tunnel_call(broker.tunnels, claimed, method, args))
+                    reply: list[Any] = ["ok", _tunnel_call(broker.tunnels, claimed, method, args)]
                 else:
-                    reply = ("ok", _call(host, broker, channels, numbers, method, args))
+                    reply = ["ok", _call(host, broker, channels, numbers, method, args, kwargs)]
             except LauncherError as exc:
-                reply = ("error", exc.to_dict(), not host.transport.is_active())
+                reply = ["error", exc.to_dict(), not host.transport.is_active()]
             except (OSError, EOFError) as exc:
                 name = type(exc).__name__ if type(exc).__name__ in OS_ERRORS else "OSError"
-                reply = ("oserror", name, getattr(exc, "errno", None), str(exc))
+                reply = ["oserror", name, getattr(exc, "errno", None), str(exc)]
             try:
-                conn.send(reply)
+                _send_reply(wire, reply)
             except (OSError, ValueError):
                 return
     finally:
@@ -92,7 +278,15 @@ def serve_session(conn: Connection, broker: Usage) -> None:
             broker.tunnels.drop(key, "the run that opened it ended without it")
 
 
-def _tunnel_call(tunnels: Tunnels, claimed: set[str], method: str, args: tuple[Any, ...]) -> Any:
+def _send_reply(wire: Wire, reply: list[Any]) -> None:
+    """The reply, or when it is longer than a client reads, that the client must make this call itself."""
+    data = json.dumps(encode(reply), separators=(",", ":")).encode()
+    if len(data) > MAX_MESSAGE:
+        data = json.dumps(["unavailable", f"a reply of {len(data)} bytes (at most {MAX_MESSAGE})"]).encode()
+    wire.conn.send_bytes(data)
+
+
+def _tunnel_call(tunnels: Tunnels, claimed: set[str], method: str, args: list[Any]) -> Any:
     if method == "tunnel_claim":
         reused = tunnels.claim(*args)
         if reused is None:
@@ -107,11 +301,11 @@ def _tunnel_call(tunnels: Tunnels, claimed: set[str], method: str, args: tuple[A
     if method == "tunnel_drop":
         claimed.discard(args[0])
         return tunnels.drop(args[0], "stopped")
-    raise LauncherError(f"connection broker: unknown request {method!r}", step=STEP)
+    raise BrokerUnavailable(f"connection broker: unknown request {method!r}")
 
 
 def _call(host: SSHHost, broker: Usage, channels: dict[int, Any], numbers: itertools.count[int], method: str,
-          args: tuple[Any, ...]) -> Any:
+          args: list[Any], kwargs: dict[str, Any]) -> Any:
     if method == "info":
         return broker.info()
     if method == "tcp_channel":
@@ -132,23 +326,30 @@ def _call(host: SSHHost, broker: Usage, channels: dict[int, Any], numbers: itert
         if channel is not None:
             channel.close()
         return None
-    if method in PROPERTIES:
-        with broker.sftp_lock:
-            return getattr(host, method)
-    if method in SFTP_CALLS:
-        with broker.sftp_lock:
-            return getattr(host, method)(*args)
-    if method in OTHER_CALLS:
-        return getattr(host, method)(*args)
-    raise LauncherError(f"connection broker: unknown request {method!r}", step=STEP)
+    if method not in RELAYED:
+        raise BrokerUnavailable(f"connection broker: unknown request {method!r}")
+    if not RELAYED[method]:
+        return getattr(host, method)(*args, **kwargs)
+    with broker.sftp_lock:
+        return getattr(host, method) if method in PROPERTIES else getattr(host, method)(*args, **kwargs)
 
 
-def raise_reply(reply: tuple[Any, ...]) -> NoReturn:
+def parse_reply(reply: Any) -> tuple[str, list[Any]]:
+    """The reply's kind and its fields; BrokerUnavailable for one that is not ours."""
+    if isinstance(reply, list) and reply and isinstance(reply[0], str) and reply[0] in REPLY_FIELDS:
+        kind, *fields = reply
+        expected = REPLY_FIELDS[kind]
+        if len(fields) == len(expected) and all(map(isinstance, fields, expected)):
+            return kind, fields
+    raise BrokerUnavailable("connection broker: a reply that is not ours")
+
+
+def raise_reply(kind: str, fields: list[Any]) -> NoReturn:
     """Raise what the broker's call raised (an "error" or "oserror" reply)."""
-    if reply[0] == "error":
-        raise LauncherError.from_dict(reply[1])
-    _, name, number, text = reply
-    kind = getattr(builtins, name) if name in OS_ERRORS else OSError
-    if kind is EOFError:
-        raise EOFError(text)
-    raise kind(number, text) if number is not None else kind(text)
+    if kind == "error":
+        raise LauncherError.from_dict(fields[0])
+    name, number, text = fields
+    exc_class = getattr(builtins, name) if name in OS_ERRORS else OSError
+    if exc_class is EOFError:
+        raise EOFError(str(text))
+    raise exc_class(number, str(text)) if isinstance(number, int) else exc_class(str(text))

@@ -23,6 +23,7 @@ at most 107 bytes):
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -31,10 +32,9 @@ from .. import statefiles
 from .._version import __version__
 from ..hosts.local import LocalHost
 from ..locks import FileLock, LockOwner
-from ..processes import process_cmdline
+from ..processes import process_cmdline, process_uid
 from ..tunnels.lock import BROKER_MARKER as MARKER
 
-STEP = "connection broker"  # the step of errors that mean "no broker can serve": the command logs in itself
 DIRNAME = "brokers"
 ID_LENGTH = 16
 PARTIAL_GRACE = 5.0  # an unparsable lock younger than this is a create still being written
@@ -83,8 +83,13 @@ class BrokerFiles(NamedTuple):
 
 
 def is_broker(owner: LockOwner) -> bool:
-    """Still the same process, and one of our brokers (never signal anything else)."""
+    """Still the same process, of this user, and one of our brokers (never signal or trust anything else).
+
+    Windows tells no process's user here: the client checks there that the pipe it reached is served by
+    this process (broker/client.py)."""
     if not owner.same_process():
+        return False
+    if sys.platform != "win32" and process_uid(owner.pid) != os.getuid():
         return False
     cmdline = process_cmdline(owner.pid)
     if cmdline is None:

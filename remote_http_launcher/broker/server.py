@@ -3,7 +3,7 @@
 It takes the destination's broker lock, logs in once (its login questions go
 to the client that started it, as JSON lines: the keeper's relay, see
 keeper/start.py), then serves Host calls from any number of local clients
-over `multiprocessing.connection` until it has been unused for
+over its socket (broker/protocol.py) until it has been unused for
 `--persist` seconds, or its SSH link is gone. On the way out it removes its
 socket, authkey and lock (the log stays).
 
@@ -22,15 +22,14 @@ import signal
 import sys
 import threading
 import time
-from multiprocessing import AuthenticationError
-from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
+from multiprocessing.connection import Listener
 from typing import TYPE_CHECKING, Any
 
 from .. import statefiles
-from ..errors import LauncherError
+from ..errors import BrokerUnavailable, LauncherError
 from ..tunnels.daemon import Report, detach, exit_on_signal, open_log
-from .protocol import serve_session
-from .registry import STEP, BrokerFiles, BrokerLock, is_broker
+from .protocol import Endpoint, Wire, peer, prove_server, serve_session
+from .registry import BrokerFiles, BrokerLock, is_broker
 from .tunnels import Tunnels
 
 if TYPE_CHECKING:
@@ -71,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except Exception as exc:  # a bug: one line for the client (which then logs in itself), the traceback in our log
         log.exception("broker failed")
-        report.send(LauncherError(f"connection broker: internal error ({exc.__class__.__name__}: {exc})",
-                                  step=STEP).to_dict())
+        report.send(BrokerUnavailable(f"connection broker: internal error ({exc.__class__.__name__}: {exc})")
+                    .to_dict())
         return 1
     finally:
         lock.release()
@@ -137,7 +136,7 @@ class Broker:
             address = self.files.address(self.lock.token)
             if sys.platform != "win32":
                 statefiles.remove(self.files.socket)  # a dead broker's (we hold the lock, so it is no one's)
-            listener = Listener(address, backlog=LISTEN_BACKLOG)  # the authkey is checked on each session's thread
+            listener = Listener(address, backlog=LISTEN_BACKLOG)  # the key is proven on each session's thread
             self.authkey = authkey
             self.lock.rewrite(target=self.target, address=address, since=self.since, persist=self.persist)
             report.send({"ready": address})
@@ -164,24 +163,29 @@ class Broker:
                 return  # the listener was closed: we are exiting
             threading.Thread(target=self._session, args=(conn,), daemon=True, name="rhl-broker-session").start()
 
-    def _session(self, conn: Connection) -> None:
-        """One client: it proves it knows the authkey (and we that we do), then its requests are served.
+    def _session(self, conn: Endpoint) -> None:
+        """One client: a process of our user that proves it knows the authkey (and we that we do), then its
+        requests are served.
 
         The proof runs here, not in the accepting thread, so a client that stalls in it delays no other;
         it counts as a use only once proven (a stalled one cannot keep us from idling out)."""
+        wire = Wire(conn)
         try:
-            deliver_challenge(conn, self.authkey)
-            answer_challenge(conn, self.authkey)
-        except (OSError, EOFError, AuthenticationError) as exc:
-            log.info("refused a client: %s", exc.__class__.__name__)
-            conn.close()
+            if sys.platform != "win32":  # there the pipe's name is the secret, in the 0700 directory
+                found = peer(conn)
+                if found is not None and found.uid != os.getuid():
+                    raise BrokerUnavailable(f"connection broker: a process of user {found.uid}")
+            prove_server(wire, self.authkey)
+        except (OSError, EOFError, BrokerUnavailable) as exc:
+            log.info("refused a client: %s", exc)
+            wire.close()
             return
         with self._count:
             self.sessions += 1
         try:
-            serve_session(conn, self)
+            serve_session(wire, self)
         finally:
-            conn.close()
+            wire.close()
             with self._count:
                 self.sessions -= 1
                 self.last_use = time.monotonic()

@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import statefiles
-from ..errors import LauncherError
+from ..errors import BrokerUnavailable
 from ..progress import Progress
 from ..statefiles import ClientPayload, ServerState
 from ..tunnels.claim import stop_owner
 from ..tunnels.daemon import config_from, config_json
 from ..tunnels.lock import KeeperLock
-from .registry import STEP
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -147,9 +146,7 @@ def run_tunnel(config: Config, key: str, client_path: Path, progress: Progress, 
     caller starts a keeper process, which logs in itself)."""
     try:
         return _run_tunnel(config, key, client_path, progress, prompt, accept_new_host_key)
-    except LauncherError as exc:
-        if exc.step != STEP:
-            raise
+    except BrokerUnavailable as exc:
         log.info("%s: no connection broker keeps the tunnel (%s); starting a tunnel keeper", key, exc)
         return None
 
@@ -170,7 +167,7 @@ def _run_tunnel(config: Config, key: str, client_path: Path, progress: Progress,
             return reused, True
         def open_tunnel(service: Service, state: ServerState) -> dict[str, Any]:
             progress.phase("opening the tunnel")
-            return host.call("tunnel_open", key, state.data)  # type: ignore[no-any-return]
+            return dict(host.call("tunnel_open", key, state.data))
 
         try:
             payload, state = Launcher(config, key, client_path, progress).serve(host, open_tunnel)
