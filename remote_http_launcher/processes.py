@@ -59,6 +59,12 @@ def owned_identity(pid: int) -> str | None:
     return process_identity(pid)
 
 
+def own_uid() -> int | None:
+    """The user this process runs as (effective UID); None where there are no UIDs (Windows)."""
+    geteuid = getattr(os, "geteuid", None)  # a feature check: the POSIX-stripped test run lacks it too
+    return int(geteuid()) if geteuid is not None and sys.platform != "win32" else None
+
+
 def process_uid(pid: int) -> int | None:
     """The user a local process runs as (its effective UID); None when unknown: gone, or Windows."""
     if sys.platform == "win32":

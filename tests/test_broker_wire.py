@@ -17,22 +17,26 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from multiprocessing.connection import Pipe
+from multiprocessing.connection import Listener, Pipe
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 import yaml
+from pytest_mock import MockerFixture
 
+from remote_http_launcher import processes
 from remote_http_launcher.broker import protocol
-from remote_http_launcher.broker.client import BrokeredHost, Relayed
-from remote_http_launcher.broker.registry import MARKER, BrokerFiles, live_brokers
+from remote_http_launcher.broker.client import BrokeredHost, Relayed, connect
+from remote_http_launcher.broker.registry import BrokerFiles, live_brokers
 from remote_http_launcher.errors import BrokerUnavailable
 from remote_http_launcher.hosts.base import Host, ScriptResult, SeenProcess
 from remote_http_launcher.processes import process_identity
+from remote_http_launcher.tunnels.lock import BROKER_MARKER as MARKER
 from tests.conftest import alive, cli
 from tests.remote import RemoteConfig
 from tests.ssh_client import ALIAS
+from tests.test_windows import FakeKernel32
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
@@ -212,6 +216,61 @@ def test_an_impostor_of_the_same_user_runs_nothing(keyed_server: SSHServer, remo
     finally:
         impostor.kill()
         impostor.wait()
+
+
+class PipeKernel32(FakeKernel32):
+    """kernel32 with a named pipe served by process `server`."""
+
+    def __init__(self, server: int) -> None:
+        super().__init__()
+        self.server = server
+
+    def GetNamedPipeServerProcessId(self, handle: int, pid: Any) -> int:
+        self.calls.append(("GetNamedPipeServerProcessId", (handle,)))
+        pid._obj.value = self.server
+        return 1
+
+
+LOCK_PID = 4242
+
+
+@pytest.mark.parametrize("served_by", [LOCK_PID, LOCK_PID + 1])
+def test_on_windows_the_pipe_must_be_served_by_the_locks_broker(tmp_path: Path, mocker: MockerFixture,
+                                                                served_by: int) -> None:
+    """Windows' branch (no UIDs there): the client sends nothing unless the process serving the pipe is the
+    broker the lock names. The seams: sys.platform and kernel32; the pipe is a Unix socket here."""
+    key = os.urandom(32)
+    files = BrokerFiles.of("b", tmp_path)
+    files.key.write_bytes(key)
+    files.lock.write_text(json.dumps({"owner": socket.gethostname(), "pid": LOCK_PID, "started": "win:31:2718",
+                                      "time": time.time(), "token": "t", "address": str(files.socket)}))
+    proven: list[bool] = []
+    with Listener(str(files.socket)) as listener:
+        def serve() -> None:
+            wire = protocol.Wire(listener.accept())
+            try:
+                protocol.prove_server(wire, key, timeout=10)
+                proven.append(True)
+            except (BrokerUnavailable, OSError, EOFError):
+                proven.append(False)
+            finally:
+                wire.close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        mocker.patch.object(sys, "platform", "win32")
+        fake = PipeKernel32(served_by)
+        mocker.patch.object(processes, "kernel32", return_value=fake)
+        if served_by == LOCK_PID:
+            wire = connect(files)
+            assert wire is not None
+            wire.close()
+        else:
+            with pytest.raises(BrokerUnavailable, match=f"served by process {served_by}, not by the broker"):
+                connect(files)
+        thread.join(10)
+    assert proven == [served_by == LOCK_PID]
+    assert "GetNamedPipeServerProcessId" in fake.names()
 
 
 # ---------------------------------------------------------------- the key proof

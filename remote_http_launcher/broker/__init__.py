@@ -5,12 +5,14 @@ nothing like it, so this is ours. After a login, one local process per
 (local user, SSH destination) keeps the authenticated connection; commands
 for that destination (`up`, `status`, `logs`, `stop`, `list --host`, the
 Python API) reach it over a local channel that only the same user can open
-(`multiprocessing.connection`: a Unix socket in the 0700 state directory, a
-named pipe on Windows, both with an authkey read from a 0600 file) and have
-it make their `Host` calls. Nothing listens on the network.
+(a Unix socket in the 0700 state directory, a named pipe on Windows; each end
+checks that the other is a process of its user, and both prove they know an
+authkey read from a 0600 file) and have it make their `Host` calls, as JSON
+messages (nothing crossing it is unpickled). Nothing listens on the network.
 
 - `registry`: which broker serves a destination; its files and its lock (at most one per destination);
-- `protocol`: requests (Host calls by name) and replies (a value, or the exception);
+- `protocol`: the wire (size-capped JSON messages, the peer checks, the key proof), requests (Host calls by
+  name, from one table) and replies (a value, or the exception);
 - `server`: the broker process, its login relayed to the command that started it, its idle exit;
 - `client`: finding or starting the broker, `BrokeredHost`, and falling back to a login of our own;
 - `tunnels`: each service's tunnel on the broker's link (the tunnel core of tunnels/, per key);

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 from .. import prompts, statefiles
 from ..errors import BrokerUnavailable, LauncherError
 from ..hosts.base import Host
+from ..processes import own_uid
 from ..progress import Progress
 from ..prompts import Prompt
 from ..tunnels.lock import BROKER_MARKER
@@ -96,8 +96,8 @@ def connect(files: BrokerFiles) -> Wire | None:
                 raise BrokerUnavailable(f"connection broker: {address} is served by process {server}, "
                                         f"not by the broker {owner.pid}")
         else:
-            found = peer(conn)
-            if found is not None and (found.uid, found.pid) != (os.getuid(), owner.pid):
+            found, mine = peer(conn), own_uid()
+            if found is not None and (found.pid != owner.pid or (mine is not None and found.uid != mine)):
                 raise BrokerUnavailable(f"connection broker: {address} is served by process {found.pid} of user "
                                         f"{found.uid}, not by the broker {owner.pid}")
         prove_client(wire, authkey)

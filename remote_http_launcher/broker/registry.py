@@ -23,7 +23,6 @@ at most 107 bytes):
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -32,7 +31,7 @@ from .. import statefiles
 from .._version import __version__
 from ..hosts.local import LocalHost
 from ..locks import FileLock, LockOwner
-from ..processes import process_cmdline, process_uid
+from ..processes import own_uid, process_cmdline, process_uid
 from ..tunnels.lock import BROKER_MARKER as MARKER
 
 DIRNAME = "brokers"
@@ -85,11 +84,12 @@ class BrokerFiles(NamedTuple):
 def is_broker(owner: LockOwner) -> bool:
     """Still the same process, of this user, and one of our brokers (never signal or trust anything else).
 
-    Windows tells no process's user here: the client checks there that the pipe it reached is served by
-    this process (broker/client.py)."""
+    Where there are no UIDs (Windows) the client checks that the pipe it reached is served by this
+    process (broker/client.py)."""
     if not owner.same_process():
         return False
-    if sys.platform != "win32" and process_uid(owner.pid) != os.getuid():
+    mine = own_uid()
+    if mine is not None and process_uid(owner.pid) != mine:
         return False
     cmdline = process_cmdline(owner.pid)
     if cmdline is None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import statefiles
 from ..errors import BrokerUnavailable, LauncherError
+from ..processes import own_uid
 from ..tunnels.daemon import Report, detach, exit_on_signal, open_log
 from .protocol import Endpoint, Wire, peer, prove_server, serve_session
 from .registry import BrokerFiles, BrokerLock, is_broker
@@ -171,10 +172,9 @@ class Broker:
         it counts as a use only once proven (a stalled one cannot keep us from idling out)."""
         wire = Wire(conn)
         try:
-            if sys.platform != "win32":  # there the pipe's name is the secret, in the 0700 directory
-                found = peer(conn)
-                if found is not None and found.uid != os.getuid():
-                    raise BrokerUnavailable(f"connection broker: a process of user {found.uid}")
+            found, mine = peer(conn), own_uid()  # none on Windows: the pipe's name is the secret there
+            if found is not None and mine is not None and found.uid != mine:
+                raise BrokerUnavailable(f"connection broker: a process of user {found.uid}")
             prove_server(wire, self.authkey)
         except (OSError, EOFError, BrokerUnavailable) as exc:
             log.info("refused a client: %s", exc)
