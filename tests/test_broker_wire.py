@@ -29,6 +29,7 @@ from remote_http_launcher import processes
 from remote_http_launcher.broker import protocol
 from remote_http_launcher.broker.client import BrokeredHost, Relayed, connect
 from remote_http_launcher.broker.registry import BrokerFiles, live_brokers
+from remote_http_launcher.connect import open_ssh
 from remote_http_launcher.errors import BrokerUnavailable
 from remote_http_launcher.hosts.base import Host, ScriptResult, SeenProcess
 from remote_http_launcher.processes import process_identity
@@ -409,6 +410,24 @@ def test_a_huge_message_is_refused_unread(keyed_server: SSHServer, remote_config
 
 
 # ---------------------------------------------------------------- requests and replies
+
+
+def test_a_reply_over_the_limit_is_made_by_a_login_of_our_own(keyed_server: SSHServer, rhl_dir: Path) -> None:
+    """A log longer than one message holds: the broker says it cannot send it, and the client reads it
+    itself (logged in directly); what it reads is the whole file."""
+    size = protocol.MAX_MESSAGE + (1 << 20)
+    assert keyed_server.run(f"head -c {size} /dev/zero > big.log").returncode == 0
+    host = open_ssh(ALIAS, 60)
+    try:
+        assert isinstance(host, BrokeredHost)
+        assert host.read_from(f"{host.home}/big.log", -10) == (bytes(10), size)
+        assert host.fallback is None
+        assert host.read_from(f"{host.home}/big.log", 0) == (bytes(size), size)
+        assert host.fallback is not None
+    finally:
+        host.close()
+        keyed_server.run("rm -f big.log")
+
 
 
 def test_the_relayed_methods_are_the_host_interface() -> None:
