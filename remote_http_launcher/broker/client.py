@@ -1,12 +1,14 @@
 """The client side: find the destination's broker (or start one) and use its login through `BrokeredHost`.
 
-A command with a live broker connects to a local socket and proves it knows
-the authkey: no SSH, no paramiko import, no round trip to the server for the
-login. Anything wrong with the broker is invisible: no broker, a stale socket
-or a broker that dies starting → one is started (it logs in, asking through
-this process); one that cannot be started or reached → we log in ourselves
-(`hosts.ssh.SSHHost`); a broker that dies or loses its link mid-command →
-the call is repeated on a fresh connection (a new broker, else our own).
+A command with a live broker connects to a local socket, checks that the
+broker its lock names is at the other end, and proves it knows the authkey:
+no SSH, no paramiko import, no round trip to the server for the login.
+Anything wrong with the broker is invisible: no broker, a stale lock or
+socket, or a broker that dies starting → one is started (it logs in, asking
+through this process); one that cannot be started, reached in time or trusted
+(BrokerUnavailable) → we log in ourselves (`hosts.ssh.SSHHost`); a broker
+that dies or loses its link mid-command → the call is repeated on a fresh
+connection (a new broker, else our own).
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 
 from ..errors import BrokerUnavailable, LauncherError
@@ -76,7 +77,7 @@ NONCE = 32
 DIGEST = "sha256"
 CLIENT_ROLE = b"client"
 SERVER_ROLE = b"server"
-HANDSHAKE_TIMEOUT = 5.0  # seconds for each step of the proof; a broker that does not answer is not used
+HANDSHAKE_TIMEOUT = 5.0  # seconds for the whole key proof; a broker that does not answer in time is not used
 PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 log = logging.getLogger("remote_http_launcher.broker")
 
@@ -168,12 +169,13 @@ def proof(key: bytes, role: bytes, first: bytes, second: bytes) -> bytes:
 
 def prove_client(wire: Wire, key: bytes, timeout: float = HANDSHAKE_TIMEOUT) -> None:
     """The client's half of the key proof; BrokerUnavailable when the other end does not know the key."""
+    deadline = time.monotonic() + timeout
     server_nonce = wire.receive_bytes(NONCE, timeout)
     if len(server_nonce) != NONCE:
         raise BrokerUnavailable("connection broker: its greeting is not ours")
     client_nonce = os.urandom(NONCE)
     wire.conn.send_bytes(client_nonce + proof(key, CLIENT_ROLE, server_nonce, client_nonce))
-    answer = wire.receive_bytes(NONCE, timeout)
+    answer = wire.receive_bytes(NONCE, max(0.0, deadline - time.monotonic()))
     if not hmac.compare_digest(answer, proof(key, SERVER_ROLE, client_nonce, server_nonce)):
         raise BrokerUnavailable("connection broker: it does not know the key")
 
