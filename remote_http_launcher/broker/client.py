@@ -205,6 +205,9 @@ class BrokeredHost(Host):
     read_from = Relayed()
     process_start_time = Relayed()
     run_script = Relayed()
+    listens = Relayed()
+    signal_group = Relayed()
+    launch = Relayed()
 
     def __init__(self, target: str, persist: float, prompt: Prompt | None,
                  attached: tuple[Wire, BrokerFiles], *, retry_broker: bool = True) -> None:
