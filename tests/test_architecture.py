@@ -78,23 +78,68 @@ def test_an_unknown_error_class_from_the_keeper_is_a_launcher_error() -> None:
     assert type(rebuilt) is errors.LauncherError and str(rebuilt) == "odd" and rebuilt.step is None
 
 
+# The units (top-level modules and subpackages) from the bottom up: a unit imports only units of lower
+# layers (lazily or not, for types too), never one of its own layer or above. One layer a line.
+LAYERS = [
+    ["_version", "errors"],
+    ["progress", "processes", "shellwords", "templates"],
+    ["statefiles", "prompts"],
+    ["config", "scripts"],
+    ["handshake", "logsetup", "ssh"],
+    ["hosts"],
+    ["locks", "schedulers"],
+    ["service"],
+    ["clientfile", "launcher"],
+    ["tunnels"],
+    ["broker", "keeper"],
+    ["connect"],
+    ["commands"],
+    ["render"],
+    ["api"],
+    ["handle"],
+    ["cli"],
+    ["__main__"],
+]
+SHIM = f"{NAME}.ssh._paramiko"  # the one module that may use other packages' private names
+
+
 def module_imports() -> dict[str, set[str]]:
-    """Each package module and the package modules it imports anywhere (functions too), except under
-    `if TYPE_CHECKING:` (never executed)."""
+    """Each package module and the package modules importing it runs: every import statement (in functions
+    and under `if TYPE_CHECKING:` too), plus the packages above the target that the importer is not inside
+    (importing `a.b.c` runs `a/__init__` and `a/b/__init__`). The root package is the facade over all of
+    them: what it imports is the public API, and every module is inside it, so it is left out."""
     modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        if name == NAME:
+            continue
         graph[name] = set()
-        for node in _executed_imports(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            else:
-                base = _resolve(package, node.module, node.level)
-                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
-                           for alias in node.names]
-            graph[name] |= {target for target in targets if target in modules and target != name}
+        for target, _ in _imports(name, path, modules):
+            if target not in (name, NAME):
+                graph[name] |= {target} | (_packages_above(target) - _packages_above(name) - {name})
     return graph
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[str, list[str]]]:
+    """(module imported, names taken from it) for every import statement of the module."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: list[tuple[str, list[str]]] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names if alias.name in modules]
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve(package, node.module, node.level)
+            for alias in node.names:
+                if f"{base}.{alias.name}" in modules:
+                    found.append((f"{base}.{alias.name}", []))
+                elif base in modules:
+                    found.append((base, [alias.name]))
+    return found
+
+
+def _packages_above(name: str) -> set[str]:
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(2, len(parts))}
 
 
 def _module_name(path: Path) -> str:
@@ -109,39 +154,81 @@ def _resolve(package: str, module: str | None, level: int) -> str:
     return f"{base}.{module}" if module else base
 
 
-def _executed_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    found: list[ast.Import | ast.ImportFrom] = []
+def _unit(module: str) -> str:
+    return module.split(".")[1]
 
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):  # its else branch runs
-            for statement in node.orelse:
-                visit(statement)
-            return
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            found.append(node)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
 
-    visit(tree)
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan's, iteratively)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+    for root, targets in graph.items():
+        if root in index:
+            continue
+        work = [(root, iter(sorted(targets)))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
     return found
 
 
-def test_no_import_cycles() -> None:
+def test_the_import_walk_sees_lazy_type_only_and_package_edges() -> None:
     graph = module_imports()
-    assert f"{NAME}.launcher" in graph and graph[f"{NAME}.keeper.process"]  # the walk sees the package
-    cycles = []
-    for start in graph:
-        stack = [(start, [start])]
-        seen = set()
-        while stack:
-            node, path = stack.pop()
-            for target in graph[node]:
-                if target == start:
-                    cycles.append(" -> ".join([*path, start]))
-                elif target not in seen:
-                    seen.add(target)
-                    stack.append((target, [*path, target]))
-    assert cycles == []
+    assert f"{NAME}.connect" in graph[f"{NAME}.commands.up"]  # a function-level import
+    assert f"{NAME}.tunnels.watch" in graph[f"{NAME}.keeper.process"]  # under TYPE_CHECKING
+    assert f"{NAME}.hosts" in graph[f"{NAME}.connect"]  # the package of hosts.ssh, run first
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles_between_modules() -> None:
+    assert _cycles(module_imports()) == []
+
+
+def test_units_import_only_lower_layers() -> None:
+    """keeper and broker (one layer) never import each other; hosts/ imports nothing above it; the
+    template sandbox is a leaf; the state machine knows no keeper, broker or front end."""
+    layer = {unit: number for number, units in enumerate(LAYERS) for unit in units}
+    graph = module_imports()
+    assert {_unit(module) for module in graph} == set(layer)  # every unit has its place
+    upward = sorted(f"{module} -> {target}" for module, targets in graph.items() for target in targets
+                    if _unit(module) != _unit(target) and layer[_unit(target)] >= layer[_unit(module)])
+    assert upward == []
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    private = [f"{name} imports {target}.{taken}" for name, path in modules.items() if name != SHIM
+               for target, names in _imports(name, path, modules) for taken in names
+               if taken.startswith("_") and not taken.startswith("__") and target != SHIM]
+    assert private == []
 
 
 def test_the_state_machine_knows_no_keeper_and_no_front_end() -> None:

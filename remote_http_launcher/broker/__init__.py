@@ -14,6 +14,7 @@ messages (nothing crossing it is unpickled). Nothing listens on the network.
 - `protocol`: the wire (size-capped JSON messages, the peer checks, the key proof), requests (Host calls by
   name, from one table) and replies (a value, or the exception);
 - `server`: the broker process, its login relayed to the command that started it, its idle exit;
+- `session`: one proven client's requests, served on the broker's host and tunnels;
 - `client`: finding or starting the broker, `BrokeredHost`, and falling back to a login of our own;
 - `tunnels`: each service's tunnel on the broker's link (the tunnel core of tunnels/, per key);
 - `control`: `connections` and `disconnect`.

@@ -29,8 +29,9 @@ from .. import statefiles
 from ..errors import BrokerUnavailable, LauncherError
 from ..processes import own_uid
 from ..tunnels.daemon import Report, detach, exit_on_signal, open_log
-from .protocol import Endpoint, Wire, peer, prove_server, serve_session
+from .protocol import Endpoint, Wire, peer, prove_server
 from .registry import BrokerFiles, BrokerLock, is_broker
+from .session import serve_session
 from .tunnels import Tunnels
 
 if TYPE_CHECKING:

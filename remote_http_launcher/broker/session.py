@@ -1,0 +1,136 @@
+"""The broker's side of a session: a proven client's requests served on the broker's host and tunnels.
+
+The wire, the requests and the replies are protocol.py's; this is what the
+broker process does with them (server.py runs one session per client).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import BrokerUnavailable, LauncherError
+from .protocol import MAX_MESSAGE, OS_ERRORS, PROPERTIES, RELAYED, Wire, encode
+
+if TYPE_CHECKING:
+    from ..hosts.ssh import SSHHost
+    from .tunnels import Tunnels
+
+log = logging.getLogger("remote_http_launcher.broker")
+
+
+class Usage(Protocol):
+    """The broker as its sessions see it (server.Broker): its host (replaced after a reconnect), tunnels, use."""
+
+    tunnels: Tunnels
+
+    @property
+    def host(self) -> SSHHost: ...
+
+    @property
+    def sftp_lock(self) -> Any: ...
+
+    def used(self) -> None: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+
+def serve_session(wire: Wire, broker: Usage) -> None:
+    """Answer one client's requests until it hangs up; its channels close with it, and so do the tunnels
+    it claimed but did not ask to keep (a run that failed or vanished)."""
+    channels: dict[int, Any] = {}
+    claimed: set[str] = set()
+    numbers = itertools.count(1)
+    try:
+        while True:
+            try:
+                request = wire.receive()
+            except EOFError:
+                return
+            except (OSError, BrokerUnavailable) as exc:
+                log.info("ended a session: %s", exc)
+                return
+            if not (isinstance(request, list) and len(request) == 3 and isinstance(request[0], str)
+                    and isinstance(request[1], list) and isinstance(request[2], dict)):
+                log.info("ended a session: a request that is not ours")
+                return
+            method, args, kwargs = request
+            broker.used()
+            host = broker.host
+            try:
+                if method.startswith("tunnel_"):
+                    reply: list[Any] = ["ok", _tunnel_call(broker.tunnels, claimed, method, args)]
+                else:
+                    reply = ["ok", _call(host, broker, channels, numbers, method, args, kwargs)]
+            except LauncherError as exc:
+                reply = ["error", exc.to_dict(), not host.transport.is_active()]
+            except (OSError, EOFError) as exc:
+                name = type(exc).__name__ if type(exc).__name__ in OS_ERRORS else "OSError"
+                reply = ["oserror", name, getattr(exc, "errno", None), str(exc)]
+            try:
+                _send_reply(wire, reply)
+            except (OSError, ValueError):
+                return
+    finally:
+        for channel in channels.values():
+            channel.close()
+        for key in claimed:
+            broker.tunnels.drop(key, "the run that opened it ended without it")
+
+
+def _send_reply(wire: Wire, reply: list[Any]) -> None:
+    """The reply, or when it is longer than a client reads, that the client must make this call itself."""
+    data = json.dumps(encode(reply), separators=(",", ":")).encode()
+    if len(data) > MAX_MESSAGE:
+        data = json.dumps(["unavailable", f"a reply of {len(data)} bytes (at most {MAX_MESSAGE})"]).encode()
+    wire.conn.send_bytes(data)
+
+
+def _tunnel_call(tunnels: Tunnels, claimed: set[str], method: str, args: list[Any]) -> Any:
+    if method == "tunnel_claim":
+        reused = tunnels.claim(*args)
+        if reused is None:
+            claimed.add(args[1])
+        return reused
+    if method == "tunnel_open":
+        return tunnels.open(*args)
+    if method == "tunnel_keep":
+        tunnels.keep(*args)
+        claimed.discard(args[0])
+        return None
+    if method == "tunnel_drop":
+        claimed.discard(args[0])
+        return tunnels.drop(args[0], "stopped")
+    raise BrokerUnavailable(f"connection broker: unknown request {method!r}")
+
+
+def _call(host: SSHHost, broker: Usage, channels: dict[int, Any], numbers: itertools.count[int], method: str,
+          args: list[Any], kwargs: dict[str, Any]) -> Any:
+    if method == "info":
+        return broker.info()
+    if method == "tcp_channel":
+        number = next(numbers)
+        channels[number] = host.tcp_channel(*args)
+        return number
+    if method == "channel_send":
+        number, data, timeout = args
+        channels[number].settimeout(timeout)
+        channels[number].sendall(data)
+        return None
+    if method == "channel_recv":
+        number, size, timeout = args
+        channels[number].settimeout(timeout)
+        return bytes(channels[number].recv(size))
+    if method == "channel_close":
+        channel = channels.pop(args[0], None)
+        if channel is not None:
+            channel.close()
+        return None
+    if method not in RELAYED:
+        raise BrokerUnavailable(f"connection broker: unknown request {method!r}")
+    if not RELAYED[method]:
+        return getattr(host, method)(*args, **kwargs)
+    with broker.sftp_lock:
+        return getattr(host, method) if method in PROPERTIES else getattr(host, method)(*args, **kwargs)
