@@ -85,6 +85,30 @@ def test_commands_share_one_login(keyed_server: SSHServer, remote_config: Remote
     assert not any((rhl_dir / "brokers").glob("*.sock")) and not any((rhl_dir / "brokers").glob("*.lock"))
 
 
+def test_a_deep_state_directory_still_gets_a_broker(keyed_server: SSHServer, remote_config: RemoteConfig,
+                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state directory whose socket path would pass the 107 bytes a Unix socket may have (a deep home,
+    as pytest's own tmp paths are) still gets its broker: the socket moves to a private directory."""
+    state = tmp_path / ("deep-" * 20) / "rhl-state"
+    monkeypatch.setenv("REMOTE_HTTP_LAUNCHER_DIR", str(state))
+    config = write(tmp_path, "a", remote_config(keyed_server))
+    before = logins(keyed_server)
+    try:
+        ok(config)
+        ok("status", config)
+        assert logins(keyed_server) - before == 1
+        ((files, owner),) = live_brokers(state / "brokers")
+        address = Path(owner.data["address"])
+        assert len(os.fsencode(address)) <= 107 and address.parent.stat().st_mode & 0o777 == 0o700
+        assert "Traceback" not in files.log.read_text()
+        ok("stop", config)
+        assert f"pid {owner.pid}" in ok("disconnect", ALIAS)
+        wait_gone(owner.pid)
+        assert not address.exists()
+    finally:
+        stop_brokers(state / "brokers")
+
+
 def test_persist_zero_logs_in_per_command(keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path,
                                           tmp_path: Path) -> None:
     config = write(tmp_path, "a", remote_config(keyed_server, connection_persist=0))

@@ -23,7 +23,9 @@ at most 107 bytes):
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,6 +38,7 @@ from ..tunnels.lock import BROKER_MARKER as MARKER
 
 DIRNAME = "brokers"
 ID_LENGTH = 16
+MAX_SOCKET_PATH = 107  # bytes of a Unix socket's path (sun_path, its terminating NUL excluded)
 PARTIAL_GRACE = 5.0  # an unparsable lock younger than this is a create still being written
 
 
@@ -75,10 +78,26 @@ class BrokerFiles(NamedTuple):
         statefiles.check_trusted(self.key, "broker key")
 
     def address(self, token: str) -> str:
-        """Where the broker listens: the socket file, or on Windows a pipe name no one can guess."""
+        """Where the broker listens: the socket file, or on Windows a pipe name no one can guess. A socket
+        path longer than a Unix socket may have (a deep state directory) moves to a private directory of
+        ours in the temporary directory (`short_socket_dir`); the lock records where."""
         if sys.platform == "win32":
             return rf"\\.\pipe\remote-http-launcher-{self.lock.stem}-{token}"
-        return str(self.socket)
+        if len(os.fsencode(self.socket)) <= MAX_SOCKET_PATH:
+            return str(self.socket)
+        return str(short_socket_dir() / self.socket.name)
+
+
+def short_socket_dir() -> Path:
+    """`<tmp>/rhl-<uid>`: 0700 and ours (checked as the state directory is), for sockets whose path in the
+    state directory is too long."""
+    uid = own_uid()
+    if uid is None:
+        raise OSError("no user id to name a private socket directory by")
+    directory = Path(tempfile.gettempdir()) / f"rhl-{uid}"
+    statefiles.ensure_private_dir(directory)
+    statefiles.check_trusted(directory, "broker socket directory")
+    return directory
 
 
 def is_broker(owner: LockOwner) -> bool:

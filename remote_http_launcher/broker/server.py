@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Listener
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import statefiles
@@ -137,7 +138,7 @@ class Broker:
             statefiles.write_atomic(self.files.key, authkey)
             address = self.files.address(self.lock.token)
             if sys.platform != "win32":
-                statefiles.remove(self.files.socket)  # a dead broker's (we hold the lock, so it is no one's)
+                statefiles.remove(Path(address))  # a dead broker's (we hold the lock, so it is no one's)
             listener = Listener(address, backlog=LISTEN_BACKLOG)  # the key is proven on each session's thread
             self.authkey = authkey
             self.lock.rewrite(target=self.target, address=address, since=self.since, persist=self.persist)
