@@ -45,6 +45,7 @@ from tests.ssh_client import ALIAS, RELAY, REMOTE_STATE, demo_config, node_key, 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
 
+KILL_DELIVERY = 10.0  # seconds a SIGKILLed process may take to be gone on a loaded machine
 HEALTHCHECK = Handshake(path="healthcheck")
 
 # Kills what the launcher started on the server (by the PIDs in its status files), then wipes the state.
@@ -162,6 +163,10 @@ def test_host_process_start_time_matches_script(ssh_config: Path, server: SSHSer
         assert expected.startswith("proc:")
         assert host.process_start_time(1) is None  # root's process: not ours to signal
         server.run(f"kill -9 {pid}")
+        # SIGKILL is delivered when the process is next scheduled (late on a loaded machine): wait for it.
+        deadline = time.monotonic() + KILL_DELIVERY
+        while host.process_start_time(pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert host.process_start_time(pid) is None
 
 
