@@ -43,6 +43,8 @@ class Row:
     ok: bool | None = None
     note: str = ""
     samples: list[float] = field(default_factory=list)
+    limit: float | None = None  # the target as a number, so that repeated runs can be judged again
+    at_least: bool = False  # the target is a floor (≥ limit), not a ceiling
 
     def shown_value(self) -> str:
         if self.value is None:
@@ -72,7 +74,58 @@ class Row:
 
 def at_most(metric: str, samples: list[float], limit: float, note: str = "", unit: str = "s") -> Row:
     value = statistics.median(samples)
-    return Row(metric, value, unit, f"≤ {limit:g} {unit}".strip(), value <= limit, note, samples)
+    return Row(metric, value, unit, f"≤ {limit:g} {unit}".strip(), value <= limit, note, samples, limit)
+
+
+def ratio(metric: str, value: float, limit: float, note: str = "", *, at_least: bool = False,
+          samples: list[float] | None = None, of: str = "") -> Row:
+    """A ratio with its target, e.g. ours / the original's at most 0.35, or ours / ssh -L at least 0.9."""
+    target = f"{'≥' if at_least else '≤'} {limit:g}×" + (f" {of}" if of else "")
+    ok = value >= limit if at_least else value <= limit
+    return Row(metric, value, "×", target, ok, note, samples or [], limit, at_least)
+
+
+def spread(values: list[float], unit: str = "×") -> str:
+    """'lowest-highest' of several values, as the table shows them."""
+    return f"{Row('', min(values), unit).shown_value()}–{Row('', max(values), unit).shown_value()}"
+
+
+def combine(repeats: list[list[Row]]) -> list[Row]:
+    """Rows of N repetitions of the same sections as one table: each number its median over the
+    repetitions, judged again against its target, with the lowest and highest in the note."""
+    if len(repeats) == 1:
+        return repeats[0]
+    by_metric: dict[str, list[Row]] = {}
+    order: list[str] = []
+    for rows in repeats:
+        for row in rows:
+            if row.metric not in by_metric:
+                order.append(row.metric)
+            by_metric.setdefault(row.metric, []).append(row)
+    combined = []
+    for metric in order:
+        rows = by_metric[metric]
+        numbers = [r.value for r in rows if isinstance(r.value, (int, float)) and not isinstance(r.value, bool)]
+        first = rows[0]
+        if len(numbers) != len(rows):  # text values: the last repetition's, and every verdict
+            last = rows[-1]
+            verdicts = [r.ok for r in rows if r.ok is not None]
+            combined.append(Row(metric, last.value, last.unit, last.target,
+                                all(verdicts) if verdicts else None,
+                                "; ".join(filter(None, [last.note, f"the last of {len(rows)} runs"]))))
+            continue
+        value = statistics.median(numbers)
+        ok = first.ok
+        if first.limit is not None:
+            ok = value >= first.limit if first.at_least else value <= first.limit
+        elif first.ok is not None:
+            ok = all(r.ok for r in rows)
+        note = f"median of {len(rows)} runs, {spread(numbers, first.unit)}"
+        if rows[-1].note:
+            note += f"; last: {rows[-1].note}"
+        combined.append(Row(metric, value, first.unit, first.target, ok, note,
+                            [x for r in rows for x in r.samples], first.limit, first.at_least))
+    return combined
 
 
 def reference(metric: str, samples: list[float], note: str = "", unit: str = "s") -> Row:
@@ -91,11 +144,37 @@ def dump_json(rows: list[Row], extra: dict[str, Any]) -> str:
     return json.dumps({"rows": [r.to_json() for r in rows], **extra}, indent=2, default=str)
 
 
+_RUN_CWD: list[str] = []  # made on first use
+_OURS_PYTHON: list[str] = []  # set by use_ours(); PYTHON (this checkout) until then
+
+
+def run_cwd() -> str:
+    """An empty working directory outside the repository for every measured process.
+
+    `python -m` puts the working directory first on sys.path: run from the
+    repository root, it would import the source tree, not the installed package.
+    """
+    if not _RUN_CWD:
+        _RUN_CWD.append(tempfile.mkdtemp(prefix="rhlbench-cwd-"))
+        CLEANUP.push("working directory", lambda: shutil.rmtree(_RUN_CWD[0], ignore_errors=True))
+    return _RUN_CWD[0]
+
+
+def use_ours(python: str) -> None:
+    """Run our launcher with this interpreter (a venv's, holding the installed package) from now on."""
+    _OURS_PYTHON[:] = [python]
+
+
+def ours_python() -> str:
+    return _OURS_PYTHON[0] if _OURS_PYTHON else PYTHON
+
+
 def timed_run(argv: list[str], env: dict[str, str], *, timeout: float = 120.0, check: bool = True,
               cwd: str | os.PathLike[str] | None = None) -> tuple[float, subprocess.CompletedProcess[bytes]]:
-    """Wall time of a whole process, from fork to exit."""
+    """Wall time of a whole process, from fork to exit (in run_cwd() unless `cwd` is given)."""
     start = time.perf_counter()
-    proc = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    proc = subprocess.run(argv, env=env, cwd=cwd or run_cwd(), stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=timeout)
     elapsed = time.perf_counter() - start
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: "
@@ -104,33 +183,17 @@ def timed_run(argv: list[str], env: dict[str, str], *, timeout: float = 120.0, c
 
 
 def launcher_argv(config: str | os.PathLike[str], *extra: str) -> list[str]:
-    return [PYTHON, "-m", "remote_http_launcher", str(config), *extra]
+    """Our launcher as installed (use_ours), run as users run it."""
+    return [ours_python(), "-m", "remote_http_launcher", str(config), *extra]
 
 
-_BYTECODE_DIR: list[str] = []  # made on first use
-
-
-def bytecode_dir() -> str:
-    """A private PYTHONPYCACHEPREFIX: compiled modules are cached as for an installed package, outside the repo."""
-    if not _BYTECODE_DIR:
-        _BYTECODE_DIR.append(tempfile.mkdtemp(prefix="rhlbench-pyc-"))
-        CLEANUP.push("bytecode cache", lambda: shutil.rmtree(_BYTECODE_DIR[0], ignore_errors=True))
-    return _BYTECODE_DIR[0]
-
-
-def base_env(*, bytecode: bool = True, **overrides: str) -> dict[str, str]:
-    """This environment minus anything that would change what the launcher does (agent, terminal).
-
-    With `bytecode` (the default), modules are compiled once and cached, as
-    `pip install` does; a PYTHONDONTWRITEBYTECODE=1 in the calling shell would
-    otherwise make every run recompile the whole package from source.
-    """
-    drop = {"SSH_AUTH_SOCK", "PYTHONSTARTUP", "PYTHONPROFILEIMPORTTIME"}
-    if bytecode:
-        drop.add("PYTHONDONTWRITEBYTECODE")
+def base_env(**overrides: str) -> dict[str, str]:
+    """This environment minus anything that would change what the launcher does (agent, terminal) or how
+    Python loads it: modules come from the bytecode pip wrote beside them, as for a user; a
+    PYTHONDONTWRITEBYTECODE=1 or a PYTHONPYCACHEPREFIX of the calling shell would change that."""
+    drop = {"SSH_AUTH_SOCK", "PYTHONSTARTUP", "PYTHONPROFILEIMPORTTIME", "PYTHONDONTWRITEBYTECODE",
+            "PYTHONPYCACHEPREFIX", "PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH", "VIRTUAL_ENV"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    if bytecode:
-        env["PYTHONPYCACHEPREFIX"] = bytecode_dir()
     env.update(overrides)
     return env
 

@@ -25,22 +25,22 @@ from .common import (
     ROOT,
     TINY_SERVICE,
     Row,
-    at_most,
     base_env,
     kill_processes_under,
     kill_services_in,
     launcher_argv,
     log,
     pids_with_cmdline,
+    ratio,
     reference,
+    run_cwd,
     timed_run,
 )
-from .original import ORIGINAL_VERSION, Original, ensure_original
+from .installs import probe_import
+from .original import ORIGINAL_VERSION, Original
 
 DEMO_SERVICE = ROOT / "examples" / "demo_service.py"
-WARM_TARGET = 0.09
-COLD_OVERHEAD_TARGET = 0.3
-WARM_VS_ORIGINAL_TARGET = 0.7  # ours ≤ 0.7 × the original's warm reuse
+WARM_VS_ORIGINAL_TARGET = 0.35  # ours ≤ 0.35 × the original's warm reuse
 COLD_VS_PASS_TARGET = 3.0  # our cold launch overhead ≤ 3 × `python -c pass`
 ORIGINAL = f"original {ORIGINAL_VERSION}"
 CONCURRENT_RUNS = 20
@@ -93,24 +93,23 @@ class Workspace:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def env_for(state_dir: Path, *, bytecode: bool = True) -> dict[str, str]:
-    return base_env(bytecode=bytecode, REMOTE_HTTP_LAUNCHER_DIR=str(state_dir))
+def env_for(state_dir: Path) -> dict[str, str]:
+    return base_env(REMOTE_HTTP_LAUNCHER_DIR=str(state_dir))
 
 
-Variant = tuple[list[str], dict[str, str], str | None]  # argv, environment, working directory
+Variant = tuple[list[str], dict[str, str], str | None]  # argv, environment, working directory (None: run_cwd())
 
 
 def warm_reuse(ws: Workspace, runs: int, original: Original | str) -> tuple[list[Row], dict[str, Any]]:
-    """`python -c pass`, the warm path byte-compiled and from source, and the original 0.2.0's warm path,
-    interleaved so load hits them alike."""
+    """`python -c pass`, our installed warm path, the same from this checkout (the repository as the
+    working directory), and the original 0.2.0's warm path, interleaved so load hits them alike."""
     config = ws.write_config("warm", DEMO_SERVICE, "bench-warm", network_interface="localhost")
     env = env_for(ws.state_dir("warm"))
-    source_env = {**base_env(bytecode=False, REMOTE_HTTP_LAUNCHER_DIR=env["REMOTE_HTTP_LAUNCHER_DIR"]),
-                  "PYTHONDONTWRITEBYTECODE": "1"}
     timed_run(launcher_argv(config), env)  # cold launch: the client file now exists
     variants: dict[str, Variant] = {"pass": ([PYTHON, "-c", "pass"], base_env(), None),
                                     "warm": (launcher_argv(config), env, None),
-                                    "source": (launcher_argv(config), source_env, None)}
+                                    "checkout": ([PYTHON, "-m", "remote_http_launcher", str(config)], env,
+                                                 str(ROOT))}
     original_note = original if isinstance(original, str) else ""
     if isinstance(original, Original):
         try:
@@ -119,7 +118,7 @@ def warm_reuse(ws: Workspace, runs: int, original: Original | str) -> tuple[list
             original_note = f"{ORIGINAL} failed: {exc}"[:300]
             log(original_note)
     samples: dict[str, list[float]] = {name: [] for name in variants}
-    for round_ in range(runs + 2):  # two warm-up rounds: page cache, bytecode
+    for round_ in range(runs + 2):  # two warm-up rounds: page cache
         for name, (argv, variant_env, cwd) in list(variants.items()):
             try:
                 elapsed = timed_run(argv, variant_env, cwd=cwd)[0]
@@ -133,14 +132,17 @@ def warm_reuse(ws: Workspace, runs: int, original: Original | str) -> tuple[list
                 continue
             if round_ >= 2:
                 samples[name].append(elapsed)
+    # After the rounds: what each measured command line imported, from where (bytecode or source).
+    imported = {name: probe_import(argv, variant_env, cwd) for name, (argv, variant_env, cwd) in variants.items()
+                if name != "pass"}
     rows = [
         reference("`python -c pass` (interpreter start, reference)", samples["pass"]),
-        at_most("warm reuse: client file present, service healthy", samples["warm"], WARM_TARGET,
-                "package byte-compiled, as pip installs it"),
-        reference("warm reuse, package compiled from source every run (PYTHONDONTWRITEBYTECODE=1)",
-                  samples["source"]),
+        reference("warm reuse: client file present, service healthy", samples["warm"],
+                  _loaded("ours, installed", imported["warm"])),
+        reference("warm reuse from this checkout (cwd = repository root; reference)", samples["checkout"],
+                  _loaded("source tree", imported["checkout"])),
     ]
-    rows += _warm_comparison(samples, original_note)
+    rows += _warm_comparison(samples, original_note, imported.get("original"))
 
     profiles = [import_profile(config, env) for _ in range(3)]
     ours = statistics.median(p["remote_http_launcher_us"] for p in profiles)
@@ -154,7 +156,13 @@ def warm_reuse(ws: Workspace, runs: int, original: Original | str) -> tuple[list
         Row("warm path heavy modules imported (paramiko, sshtunnel, requests, http.client, ...)",
             ", ".join(heavy) or "none", "", "none", not heavy),
     ]
-    return rows, {"warm_import_profile": profiles[0]}
+    return rows, {"warm_import_profile": profiles[0], "warm_imported_from": imported}
+
+
+def _loaded(what: str, probe: dict[str, Any]) -> str:
+    """Where a measured command's package code came from (python -v of the same command line)."""
+    kind = "bytecode" if probe["bytecode"] else "compiled from source"
+    return f"{what}: {probe['code_from']}, {kind}{', editable finder' if probe['editable_finder'] else ''}"
 
 
 def _original_warm_variant(ws: Workspace, original: Original, config: Path) -> Variant:
@@ -162,34 +170,34 @@ def _original_warm_variant(ws: Workspace, original: Original, config: Path) -> V
     second run really takes its warm path ("done: reused-local"), not a relaunch."""
     home = ws.home("original-warm")
     argv, env = original.argv(config), original.env(home)
-    timed_run(argv, env, cwd=home)
+    timed_run(argv, env)
     client_file = Original.state_dir(home) / "client" / "bench-warm.json"
     if not client_file.exists():
         raise RuntimeError(f"no client file {client_file} after its launch")
-    out = timed_run(argv, env, cwd=home)[1].stderr.decode(errors="replace")
+    out = timed_run(argv, env)[1].stderr.decode(errors="replace")
     if "reused-local" not in out:
         raise RuntimeError(f"second run did not reuse the client file: {out.strip()[-300:]}")
-    return argv, env, str(home)
+    return argv, env, None
 
 
-def _warm_comparison(samples: dict[str, list[float]], note: str) -> list[Row]:
+def _warm_comparison(samples: dict[str, list[float]], note: str, imported: dict[str, Any] | None) -> list[Row]:
     label = f"warm reuse, {ORIGINAL} (same config, service and timing; reference)"
     ratio_label = f"warm reuse, ours / {ORIGINAL} (ratio of medians)"
-    target = f"≤ {WARM_VS_ORIGINAL_TARGET:g}×"
     if "original" not in samples:
-        return [Row(label, None, note=note or "not measured"), Row(ratio_label, None, "×", target, None,
-                                                                    note or "not measured")]
+        return [Row(label, None, note=note or "not measured"),
+                Row(ratio_label, None, "×", f"≤ {WARM_VS_ORIGINAL_TARGET:g}×", None, note or "not measured",
+                    limit=WARM_VS_ORIGINAL_TARGET)]
     ours, theirs = statistics.median(samples["warm"]), statistics.median(samples["original"])
-    ratio = ours / theirs
-    return [reference(label, samples["original"]),
-            Row(ratio_label, ratio, "×", target, ratio <= WARM_VS_ORIGINAL_TARGET,
-                f"{ours:.3f} s / {theirs:.3f} s")]
+    loaded = _loaded(ORIGINAL, imported) if imported else ""
+    return [reference(label, samples["original"], loaded),
+            ratio(ratio_label, ours / theirs, WARM_VS_ORIGINAL_TARGET, f"{ours:.3f} s / {theirs:.3f} s")]
 
 
 def import_profile(config: Path, env: dict[str, str]) -> dict[str, Any]:
     """Parse `python -X importtime` of one warm run: our package, yaml, the total, and any heavy module."""
-    proc = subprocess.run([PYTHON, "-X", "importtime", "-m", "remote_http_launcher", str(config)], env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=True)
+    argv = launcher_argv(config)
+    proc = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], env=env, cwd=run_cwd(), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60, check=True)
     ours = yaml_us = total = 0
     roots: dict[str, int] = {}
     modules: list[tuple[str, int, int, int]] = []
@@ -275,8 +283,7 @@ def cold_launch(ws: Workspace, runs: int, original: Original | str) -> tuple[lis
             assert isinstance(original, Original)
             home = ws.home("original-cold")
             try:
-                elapsed, proc = timed_run(original.argv(config, "--log-level", "basic"), original.env(home),
-                                          cwd=home)
+                elapsed, proc = timed_run(original.argv(config, "--log-level", "basic"), original.env(home))
                 out = proc.stderr.decode(errors="replace")
                 if "done: launched" not in out:
                     raise RuntimeError(f"did not launch: {out.strip()[-300:]}")
@@ -297,10 +304,10 @@ def cold_launch(ws: Workspace, runs: int, original: Original | str) -> tuple[lis
     rows = [
         reference("tiny service's own start-up (spawn → status 'running', run directly)", own),
         reference("cold local launch, whole process (tiny service)", samples),
-        at_most("cold local launch overhead (launch − service's own start-up)", overhead, COLD_OVERHEAD_TARGET),
+        reference("cold local launch overhead (launch − service's own start-up)", overhead),
     ]
     pass_median = statistics.median(pass_samples)
-    ratio = statistics.median(overhead) / pass_median
+    pass_ratio = statistics.median(overhead) / pass_median
     ratio_note = f"{statistics.median(overhead):.3f} s / {pass_median:.3f} s, `python -c pass` in the same rounds"
     if original_samples:
         original_overhead = [s - own_median for s in original_samples]
@@ -313,8 +320,8 @@ def cold_launch(ws: Workspace, runs: int, original: Original | str) -> tuple[lis
     else:
         rows.append(Row(f"cold local launch overhead, {ORIGINAL} (reference)", None,
                         note=original_note or "not measured"))
-    rows.append(Row("cold local launch overhead / `python -c pass`", ratio, "×", f"≤ {COLD_VS_PASS_TARGET:g}×",
-                    ratio <= COLD_VS_PASS_TARGET, ratio_note, [s - own_median for s in samples]))
+    rows.append(ratio("cold local launch overhead / `python -c pass`", pass_ratio, COLD_VS_PASS_TARGET, ratio_note,
+                      samples=overhead, of="`python -c pass`"))
     extra: dict[str, Any] = {"cold_local_phases": phases[len(phases) // 2], "cold_python_pass": pass_samples}
     if original_phases:
         extra["cold_local_phases_original"] = original_phases[len(original_phases) // 2]
@@ -365,14 +372,10 @@ def _sid(pid: int) -> int | None:
         return None
 
 
-def run_local(runs: int, only: set[str], compare_original: bool = True) -> tuple[list[Row], dict[str, Any]]:
+def run_local(runs: int, only: set[str], original: Original | str) -> tuple[list[Row], dict[str, Any]]:
     ws = Workspace()
     rows: list[Row] = []
     extra: dict[str, Any] = {}
-    original: Original | str = "skipped (--no-original)"
-    if compare_original and only & {"warm", "cold"}:
-        original = ensure_original(ws.root / "original-probe")
-    extra["original"] = original.describe() if isinstance(original, Original) else original
     if "warm" in only:
         log("python startup and warm reuse" + (f" (and {ORIGINAL}'s)" if isinstance(original, Original) else ""))
         got, more = warm_reuse(ws, runs, original)

@@ -34,12 +34,15 @@ from .common import (
     launcher_argv,
     log,
     pids_with_cmdline,
+    ratio,
     reference,
     timed_run,
 )
+from .original import ORIGINAL_VERSION, Original, ssh_wrapper
 
-RECONNECT_TARGET = 1.0
-COLD_TARGET = 1.3
+RECONNECT_VS_ORIGINAL = 0.05  # ours with a live broker / the original's reconnect
+COLD_TUNNEL_VS_ORIGINAL = 0.2  # ours (no broker yet) / the original's cold launch, tunnel: true
+ORIGINAL_LABEL = f"original {ORIGINAL_VERSION}"
 # With a live connection broker (issue 14): no login, only the commands' own round trips.
 BROKER_TARGETS = {"reconnect": 0.25, "status": 0.2, "cold launch": 0.6}
 PERSIST = 600.0  # connection_persist of the broker cases; the others run with 0: a login per command
@@ -130,8 +133,8 @@ class SSHSetup:
         return Link(rtt, alias, proxy, http_proxy, port)
 
     # ---- configs and runs ----
-    def config(self, link: Link, *, tunnel: bool, persist: float = 0.0) -> Path:
-        key = f"bench-{link.alias}-{'tunnel' if tunnel else 'direct'}{'-broker' if persist else ''}"
+    def config(self, link: Link, *, tunnel: bool, persist: float = 0.0, suffix: str = "") -> Path:
+        key = f"bench-{link.alias}-{'tunnel' if tunnel else 'direct'}{'-broker' if persist else ''}{suffix}"
         port = 0 if tunnel else link.service_port
         direct_host = "127.0.0.1" if link.http_proxy else self.server.host
         data = {
@@ -178,6 +181,56 @@ class SSHSetup:
         return {"wall": elapsed, "ssh_rt": link.ssh_proxy.counters.round_trips(),
                 "ssh_connections": link.ssh_proxy.counters.connections,
                 "http_rt": link.http_proxy.counters.round_trips() if link.http_proxy else 0}
+
+
+class OriginalOverSSH:
+    """The original 0.2.0 against the same server and links: its own $HOME, and `ssh` (which it runs by
+    name) reading the benchmark's ~/.ssh/config. Its tunnel monitors and `ssh -L` children name the
+    workspace on their command lines (TMPDIR, the config path), so `forget` finds them."""
+
+    def __init__(self, setup: SSHSetup, original: Original) -> None:
+        self.setup = setup
+        self.original = original
+        self.home = setup.root / "original-home"
+        self.home.mkdir(exist_ok=True)
+        tmp = setup.root / "original-tmp"
+        tmp.mkdir(exist_ok=True)
+        bin_dir = ssh_wrapper(setup.root / "original-bin", setup.client_home / ".ssh" / "config")
+        self.env = {**Original.env(self.home, bin_dir), "TMPDIR": str(tmp)}
+
+    def forget(self, config: Path) -> None:
+        _kill_matching(str(self.setup.root))
+        (Original.state_dir(self.home) / "client" / f"{config.stem}.json").unlink(missing_ok=True)
+
+    def run(self, link: Link, config: Path, expect: str) -> dict[str, float]:
+        link.ssh_proxy.reset()
+        if link.http_proxy:
+            link.http_proxy.reset()
+        elapsed, proc = timed_run(self.original.argv(config, "--log-level", "basic"), self.env, timeout=300)
+        out = proc.stderr.decode(errors="replace")
+        if f"done: {expect}" not in out:
+            raise RuntimeError(f"{ORIGINAL_LABEL} did not end with 'done: {expect}': {out.strip()[-300:]}")
+        time.sleep(0.05)
+        return {"wall": elapsed, "ssh_rt": link.ssh_proxy.counters.round_trips(),
+                "ssh_connections": link.ssh_proxy.counters.connections,
+                "http_rt": link.http_proxy.counters.round_trips() if link.http_proxy else 0}
+
+    def measure(self, link: Link, runs: int, *, tunnel: bool, cold: bool) -> list[dict[str, float]]:
+        """Reconnect (service running, no client file) or cold launch (service stopped, state kept)."""
+        config = self.setup.config(link, tunnel=tunnel, suffix="-original")
+        self.setup.clean_remote()
+        self.forget(config)
+        self.run(link, config, "launched")  # warm-up
+        samples = []
+        for i in range(runs + 1):
+            self.forget(config)
+            if cold:
+                self.setup.clean_remote(keep_state_dir=True)
+            result = self.run(link, config, "launched" if cold else "reused-remote")
+            if i:
+                samples.append(result)
+        self.forget(config)
+        return samples
 
 
 def _free_port() -> int:
@@ -253,7 +306,8 @@ def reconnect_imports(setup: SSHSetup, link: Link) -> Row:
                note=parts)
 
 
-def run_ssh(runs: int, rtt: float, only: set[str]) -> tuple[list[Row], dict[str, Any]]:
+def run_ssh(runs: int, rtt: float, only: set[str],
+            original: Original | str = "not measured") -> tuple[list[Row], dict[str, Any]]:
     rows: list[Row] = []
     extra: dict[str, Any] = {}
     if "ssh" not in only:
@@ -266,15 +320,17 @@ def run_ssh(runs: int, rtt: float, only: set[str]) -> tuple[list[Row], dict[str,
     extra["ssh_server"] = f"{setup.server.host}:{setup.server.port} (netns {setup.server.netns})"
     raw: dict[str, Any] = {}
     fast: dict[tuple[str, bool, float], float] = {}
+    slow_medians: dict[tuple[str, bool, float], float] = {}
     for link in setup.links:
         slow = link.rtt > 0
         kinds: list[tuple[str, bool, str | None, float, str]] = [
             ("reconnect", False, None, 0.0, "up"), ("reconnect", True, None, 0.0, "up"),
-            ("cold launch", False, "stopped", 0.0, "up")]
+            ("cold launch", False, "stopped", 0.0, "up"), ("cold launch", True, "stopped", 0.0, "up")]
         if slow:
             kinds.append(("cold launch on a fresh host", False, "fresh", 0.0, "up"))
         kinds += [("reconnect", False, None, PERSIST, "up"), ("reconnect", True, None, PERSIST, "up"),
-                  ("status", False, None, PERSIST, "status"), ("cold launch", False, "stopped", PERSIST, "up")]
+                  ("status", False, None, PERSIST, "status"), ("cold launch", False, "stopped", PERSIST, "up"),
+                  ("cold launch", True, "stopped", PERSIST, "up")]
         for name, tunnel, cold, persist, command in kinds:
             brokered = ", live broker" if persist else ""
             log(f"SSH {name}{brokered} (tunnel: {str(tunnel).lower()}) on {link.label}")
@@ -293,24 +349,25 @@ def run_ssh(runs: int, rtt: float, only: set[str]) -> tuple[list[Row], dict[str,
             note = _summary(samples)
             if not slow:
                 fast[(name, tunnel, persist)] = statistics.median(walls)
-            elif (name, tunnel, persist) in fast:
-                note += (f"; {(statistics.median(walls) - fast[(name, tunnel, persist)]) / link.rtt:.1f} RTT slower "
-                         "than loopback")
-            if cold == "fresh":
-                rows.append(reference(metric, walls, note))
-            elif slow and persist:
+            else:
+                slow_medians[(name, tunnel, persist)] = statistics.median(walls)
+                if (name, tunnel, persist) in fast:
+                    note += (f"; {(statistics.median(walls) - fast[(name, tunnel, persist)]) / link.rtt:.1f} RTT "
+                             "slower than loopback")
+            if slow and persist and name in BROKER_TARGETS and not (tunnel and name == "cold launch"):
                 rows.append(at_most(metric, walls, BROKER_TARGETS[name], note))
-            elif slow:
-                limit = RECONNECT_TARGET if name == "reconnect" else COLD_TARGET
-                rows.append(at_most(metric, walls, limit, note))
             else:
                 rows.append(reference(metric, walls, note))
             raw[metric] = samples
+    if isinstance(original, Original):
+        rows += _original_ratios(setup, setup.links[-1], runs, original, slow_medians, raw)
+    else:
+        rows.append(Row(f"remote reconnect / cold launch, {ORIGINAL_LABEL}", None, note=original))
     extra["ssh_samples"] = raw
     rows.append(reconnect_imports(setup, setup.links[0]))
     from .profile_ssh import profile
 
-    log("per-step SSH profile (in-process, tunnel: false)")
+    log("per-step SSH profile (in-process from this checkout, tunnel: false)")
     texts, data = [], []
     for link in reversed(setup.links):
         try:
@@ -322,3 +379,35 @@ def run_ssh(runs: int, rtt: float, only: set[str]) -> tuple[list[Row], dict[str,
     extra["ssh_profile_text"] = "\n\n".join(texts)
     extra["ssh_profile"] = data
     return rows, extra
+
+
+def _original_ratios(setup: SSHSetup, link: Link, runs: int, original: Original,
+                     ours: dict[tuple[str, bool, float], float], raw: dict[str, Any]) -> list[Row]:
+    """The original's reconnect and cold tunnel launch on the slow link, and ours as a ratio of them:
+    reconnect with a live broker (tunnel false and true), and a cold launch with a tunnel and no
+    broker running yet (the first `up` of the day: it logs in, as the original does)."""
+    rows: list[Row] = []
+    runner = OriginalOverSSH(setup, original)
+    cases = [("reconnect", False, False, ("reconnect", False, PERSIST), RECONNECT_VS_ORIGINAL),
+             ("reconnect", True, False, ("reconnect", True, PERSIST), RECONNECT_VS_ORIGINAL),
+             ("cold launch", True, True, ("cold launch", True, 0.0), COLD_TUNNEL_VS_ORIGINAL)]
+    for name, tunnel, cold, key, limit in cases:
+        label = f"remote {name}, tunnel: {str(tunnel).lower()}, {link.label}"
+        log(f"SSH {name} (tunnel: {str(tunnel).lower()}) on {link.label}, {ORIGINAL_LABEL}")
+        try:
+            samples = runner.measure(link, runs, tunnel=tunnel, cold=cold)
+        except (RuntimeError, OSError) as exc:
+            rows.append(Row(f"{label}, {ORIGINAL_LABEL}", f"error: {str(exc).splitlines()[-1][:200]}", ""))
+            continue
+        walls = [s["wall"] for s in samples]
+        theirs = statistics.median(walls)
+        rows.append(reference(f"{label}, {ORIGINAL_LABEL} (reference)", walls, _summary(samples)))
+        raw[f"{label}, {ORIGINAL_LABEL}"] = samples
+        if key not in ours:
+            continue
+        broker = "ours with a live broker" if key[2] else "ours without a broker running (it logs in)"
+        rows.append(ratio(f"{label}: {broker} / {ORIGINAL_LABEL}", ours[key] / theirs, limit,
+                          f"{ours[key]:.3f} s / {theirs:.3f} s"))
+    return rows
+
+
