@@ -30,6 +30,7 @@ from .common import (
     kill_services_in,
     launcher_argv,
     log,
+    ours_python,
     pids_with_cmdline,
     ratio,
     reference,
@@ -106,7 +107,7 @@ def warm_reuse(ws: Workspace, runs: int, original: Original | str) -> tuple[list
     config = ws.write_config("warm", DEMO_SERVICE, "bench-warm", network_interface="localhost")
     env = env_for(ws.state_dir("warm"))
     timed_run(launcher_argv(config), env)  # cold launch: the client file now exists
-    variants: dict[str, Variant] = {"pass": ([PYTHON, "-c", "pass"], base_env(), None),
+    variants: dict[str, Variant] = {"pass": ([ours_python(), "-c", "pass"], base_env(), None),
                                     "warm": (launcher_argv(config), env, None),
                                     "checkout": ([PYTHON, "-m", "remote_http_launcher", str(config)], env,
                                                  str(ROOT))}
@@ -136,7 +137,7 @@ def warm_reuse(ws: Workspace, runs: int, original: Original | str) -> tuple[list
     imported = {name: probe_import(argv, variant_env, cwd) for name, (argv, variant_env, cwd) in variants.items()
                 if name != "pass"}
     rows = [
-        reference("`python -c pass` (interpreter start, reference)", samples["pass"]),
+        reference("`python -c pass` (interpreter start, the venv our launcher runs in; reference)", samples["pass"]),
         reference("warm reuse: client file present, service healthy", samples["warm"],
                   _loaded("ours, installed", imported["warm"])),
         reference("warm reuse from this checkout (cwd = repository root; reference)", samples["checkout"],
@@ -268,7 +269,7 @@ def cold_launch(ws: Workspace, runs: int, original: Original | str) -> tuple[lis
     original_note = original if isinstance(original, str) else ""
     use_original = isinstance(original, Original)
     for i in range(runs + 1):
-        elapsed = timed_run([PYTHON, "-c", "pass"], base_env())[0]
+        elapsed = timed_run([ours_python(), "-c", "pass"], base_env())[0]
         if i:
             pass_samples.append(elapsed)
         state = ws.state_dir("cold")
