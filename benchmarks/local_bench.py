@@ -70,7 +70,7 @@ class Workspace:
         `{network_interface}` template variable exists only when the config sets it)."""
         workdir = self.root / "work"
         workdir.mkdir(exist_ok=True)
-        command = (f"{shlex.quote(PYTHON)} {shlex.quote(str(service))} --status-file {{status_file}} "
+        command = (f"{shlex.quote(ours_python())} {shlex.quote(str(service))} --status-file {{status_file}} "
                    f"--host {{network_interface}} {extra_args}").strip()
         path = self.root / f"{name}.yaml"
         data = {"workdir": str(workdir), "key": key, "command": command, "handshake": "healthcheck"}
@@ -233,8 +233,8 @@ def service_startup(service: Path, runs: int) -> list[float]:
             status.write_text('{"status": "starting"}')
             before = status.stat().st_mtime_ns
             start = time.perf_counter()
-            proc = subprocess.Popen([PYTHON, str(service), "--status-file", str(status), "--host", "localhost"],
-                                    env=base_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            proc = subprocess.Popen([ours_python(), str(service), "--status-file", str(status), "--host", "localhost"],
+                                    env=base_env(), cwd=run_cwd(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             try:
                 deadline = start + 30
