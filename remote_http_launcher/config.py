@@ -119,6 +119,7 @@ class ParsedFile(NamedTuple):
     cache_file: Path
     text: str
     data: Any
+    config_dir: str  # the file's directory, a template name: a kept parse applies to this file alone
 
 
 class LogOptions(NamedTuple):
@@ -162,6 +163,10 @@ class Config(NamedTuple):
     #: Set by `load_config(cache=True)` when the file was parsed anew; `remember_parse` keeps it.
     parsed: ParsedFile | None = None
     scheduler: Scheduler | None = None
+    #: Set by `load_config(cache=True)` from a kept parse: the key that text evaluated to when its run
+    #: succeeded (the warm path then evaluates no template: the sandbox and `ast` are not even imported).
+    known_key: str | None = None
+    unread: tuple[str, ...] = ()  # the fields no template reads (each warned about)
 
     @property
     def remote(self) -> bool:
@@ -219,6 +224,8 @@ class Configuration:
 
 def evaluate_key(config: Config) -> str:
     """The state-file name; computed without touching any host, so the warm path stays local."""
+    if config.known_key is not None:
+        return config.known_key
     from .templates import render
 
     key = render(config.key_template, template_namespace(config), field="key")
@@ -271,11 +278,13 @@ def load_config(source: Mapping[str, Any] | str | os.PathLike[str], *, cache: bo
                           f"{MAX_CONFIG_BYTES // 1024} KiB (put large data in a file the service reads)")
     cache_file = _parse_cache_file(path) if cache else None
     cached = statefiles.decode(statefiles.read_sealed(cache_file, "parse cache")) if cache_file else None
-    if cached is not None and cached.get("text") == text and "data" in cached:
-        return parse_config(cached["data"], config_dir=config_dir)
+    if cached is not None and cached.get("text") == text and cached.get("config_dir") == config_dir \
+            and "data" in cached and isinstance(cached.get("key"), str) and isinstance(cached.get("unread"), list):
+        unread = tuple(str(name) for name in cached["unread"])
+        return parse_config(cached["data"], config_dir, unread)._replace(known_key=cached["key"])
     data = parse_yaml(text, str(path))
     config = parse_config(data, config_dir=config_dir)
-    return config._replace(parsed=ParsedFile(cache_file, text, data)) if cache_file else config
+    return config._replace(parsed=ParsedFile(cache_file, text, data, config_dir)) if cache_file else config
 
 
 def remember_parse(config: Config) -> None:
@@ -285,7 +294,9 @@ def remember_parse(config: Config) -> None:
     if config.parsed is None:
         return
     try:
-        encoded = statefiles.encode({"text": config.parsed.text, "data": config.parsed.data})
+        encoded = statefiles.encode({"text": config.parsed.text, "data": config.parsed.data,
+                                     "config_dir": config.parsed.config_dir, "key": evaluate_key(config),
+                                     "unread": list(config.unread)})
         if json.loads(encoded)["data"] == config.parsed.data:
             statefiles.write_sealed(config.parsed.cache_file, encoded)
     except (TypeError, ValueError, OSError):
@@ -377,8 +388,9 @@ def _strict_loader() -> type:
     return StrictLoader
 
 
-def parse_config(data: Any, config_dir: str | None = None) -> Config:
-    """Validate a mapping; `config_dir` (the YAML file's directory) becomes a template name."""
+def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ...] | None = None) -> Config:
+    """Validate a mapping; `config_dir` (the YAML file's directory) becomes a template name. `unread`: the
+    fields no template reads, as found for a kept parse of the same text (else they are found here)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"config: must be a mapping of fields (lines of 'name: value'), got {_describe(data)}")
     _field_names(data)
@@ -392,7 +404,9 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
     workdir = _workdir(data["workdir"])
     key_template = _template(data, "key", MAX_KEY_TEMPLATE)
     command_template = _template(data, "command", MAX_COMMAND_TEMPLATE)
-    _unused_fields(data, (key_template, command_template))
+    if unread is None:
+        unread = _unread_fields(data, (key_template, command_template))
+    _warn_unread(unread)
     hostname = _host(data, "hostname", HOST_PATTERN, "a host name or IP address, e.g. server.example.com")
     ssh_hostname = _host(data, "ssh_hostname", SSH_HOST_PATTERN, "[user@]host, e.g. alice@server.example.com")
     if ssh_hostname is not None and hostname is None:
@@ -447,38 +461,45 @@ def parse_config(data: Any, config_dir: str | None = None) -> Config:
         connection_persist=connection_persist,
         log=log,
         scheduler=scheduler,
+        unread=unread,
     )
 
 
-def _unused_fields(data: Mapping[str, Any], templates: tuple[str, ...]) -> None:
-    """Refuse a field that is neither the launcher's nor read by a template and is close to one of the
-    launcher's ("did you mean 'tunnel'?"); warn about other unread ones. A template reading `config` by
-    a computed key may read anything, so then nothing is said."""
+def _unread_fields(data: Mapping[str, Any], templates: tuple[str, ...]) -> tuple[str, ...]:
+    """The fields that are neither the launcher's nor read by a template. One close to a field of the
+    launcher is refused ("did you mean 'tunnel'?"). A template reading `config` by a computed key may read
+    anything, so then none is."""
     unknown = [name for name, value in data.items() if name not in FIELDS and name != "config_dir"
                and not _merged(value, data)]
     if not unknown:
-        return
+        return ()
     from .templates import names_used
 
     used: set[str] = set()
     for template in templates:
         names = names_used(template)
         if names is None:
-            return
+            return ()
         used |= names
-    unread = [name for name in unknown if name not in used]
-    if not unread:
-        return
-    import difflib
-    import warnings
+    unread = tuple(name for name in unknown if name not in used)
+    if unread:
+        import difflib
 
-    for name in unread:
-        close = difflib.get_close_matches(name.lower(), FIELDS, n=1, cutoff=NEAR_MISS)
-        if close:
-            raise ConfigError(f"{name[:40]}: not a field of the launcher, and no template uses it; did you mean "
-                              f"{close[0]!r}?")
-        warnings.warn(f"config: field {name[:40]!r} is not a field of the launcher and no template (key, "
-                      "command) uses it; it is ignored", stacklevel=2)
+        for name in unread:
+            close = difflib.get_close_matches(name.lower(), FIELDS, n=1, cutoff=NEAR_MISS)
+            if close:
+                raise ConfigError(f"{name[:40]}: not a field of the launcher, and no template uses it; did you "
+                                  f"mean {close[0]!r}?")
+    return unread
+
+
+def _warn_unread(unread: tuple[str, ...]) -> None:
+    if unread:
+        import warnings
+
+        for name in unread:
+            warnings.warn(f"config: field {name[:40]!r} is not a field of the launcher and no template (key, "
+                          "command) uses it; it is ignored", stacklevel=2)
 
 
 def _merged(value: Any, data: Mapping[str, Any]) -> bool:

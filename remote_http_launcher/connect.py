@@ -7,7 +7,6 @@ their host here, so the choice and its fallbacks are made in one place.
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import TYPE_CHECKING
 
@@ -18,9 +17,6 @@ from .hosts import Host, LocalHost
 if TYPE_CHECKING:
     from .config import Config
     from .prompts import Prompt
-
-log = logging.getLogger("remote_http_launcher.broker")
-
 
 def open_host(config: Config, prompt: Prompt | None = None, *, accept_new_host_key: bool = False) -> Host:
     """The host of `config`'s service; login questions go to `prompt` (default: the terminal or Jupyter
@@ -55,7 +51,10 @@ def open_ssh(target: str, persist: float, prompt: Prompt | None = None, *, accep
             attached = attach(target, persist, prompt, accept_new_host_key=accept_new_host_key)
             return BrokeredHost(target, persist, prompt, attached)
         except BrokerUnavailable as exc:
-            log.info("no connection broker for %s (%s); logging in directly", target, exc)
+            import logging  # only now: with its dependencies, a tenth of a cold start
+
+            logging.getLogger("remote_http_launcher.broker").info(
+                "no connection broker for %s (%s); logging in directly", target, exc)
     try:
         from .hosts.ssh import SSHHost
     except ImportError as exc:  # paramiko missing or broken

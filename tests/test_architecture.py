@@ -15,7 +15,7 @@ import yaml
 
 import remote_http_launcher
 from remote_http_launcher import errors
-from remote_http_launcher.config import load_config
+from remote_http_launcher.config import evaluate_key, load_config
 
 PACKAGE = Path(remote_http_launcher.__file__).parent
 NAME = "remote_http_launcher"
@@ -25,15 +25,16 @@ EXPORTED = [
     "UsageError",
     "__version__", "Configuration", "ServiceHandle", "launch", "logs", "main", "run", "status", "stop",
 ]
-# What a warm run (client file present, service healthy) may import of the package: config, templates,
-# state files, handshake, and the front ends that call them. Growing this set needs a reason.
+# What a warm run (client file present, service healthy) may import of the package: config, state files,
+# handshake, and the front ends that call them (no template sandbox: the kept parse knows the key). Growing
+# this set needs a reason.
 WARM_PACKAGE_MODULES = {
     NAME, f"{NAME}._version", f"{NAME}.errors", f"{NAME}.cli", f"{NAME}.logsetup", f"{NAME}.progress",
-    f"{NAME}.commands", f"{NAME}.commands.up", f"{NAME}.config", f"{NAME}.templates", f"{NAME}.statefiles",
+    f"{NAME}.commands", f"{NAME}.commands.up", f"{NAME}.config", f"{NAME}.statefiles",
     f"{NAME}.clientfile", f"{NAME}.handshake", f"{NAME}.locks", f"{NAME}.processes",
 }
 WARM_FORBIDDEN = ("paramiko", "sshtunnel", "http.client", "dataclasses", "tempfile", "yaml", "subprocess",
-                  "cryptography", "asyncio", "inspect")
+                  "cryptography", "asyncio", "inspect", "ast", "hashlib", "hmac", "logging")
 
 
 def test_exported_names_are_pinned() -> None:
@@ -282,3 +283,22 @@ def test_a_config_parse_is_reused_only_for_the_same_text(rhl_dir: Path, config_f
     assert changed.parsed is not None and changed.startup_timeout == 7
     assert [p.stat().st_mode & 0o777 for p in (rhl_dir / "cache", *(rhl_dir / "cache").iterdir())] == \
         [0o700, 0o600, 0o600]  # the parse and the secret that seals it
+
+
+def test_a_kept_parse_gives_the_key_and_the_warnings_of_its_text(rhl_dir: Path,
+                                                                 config_file: Callable[..., Path]) -> None:
+    """A warm run evaluates no template (the key comes with the kept parse), yet says what a fresh parse of
+    the same text says; the same text in another directory is parsed on its own (`config_dir`)."""
+    path = config_file(key="svc-{config_dir.rsplit('/', 1)[-1]}", extra_note="unread")
+    with pytest.warns(UserWarning, match="extra_note"):
+        remote_http_launcher.run(path)
+    with pytest.warns(UserWarning, match="extra_note"):
+        cached = load_config(path, cache=True)
+    assert cached.parsed is None and cached.known_key == f"svc-{path.parent.name}"
+    other = path.parent / "elsewhere" / path.name
+    other.parent.mkdir()
+    other.write_text(path.read_text())
+    with pytest.warns(UserWarning, match="extra_note"):
+        moved = load_config(other, cache=True)
+    assert moved.parsed is not None and moved.known_key is None and evaluate_key(moved) == "svc-elsewhere"
+    remote_http_launcher.stop(path)

@@ -27,7 +27,8 @@ def up(config: Config, *, connection_dir: PathLike | None = None, progress: Prog
     """The client payload, and whether an existing connection was reused (steps 1-5)."""
     progress = progress or Progress.silent()
     key = evaluate_key(config)
-    dry_run(config, key)  # a bad command template fails here, before any file is read, written or started
+    if config.known_key is None:  # a kept parse's command evaluated when its run succeeded
+        dry_run(config, key)  # a bad command template fails here, before any file is read, written or started
     client_path = statefiles.client_file(key, connection_dir, local_service=not config.remote)
     progress.phase("checking connection file")
     payload = clientfile.reuse(client_path, config.handshake)
