@@ -13,6 +13,7 @@ travels on stdin instead: arguments are in every user's process list (`ps`,
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from enum import IntEnum
 from functools import cache
@@ -23,6 +24,7 @@ Name = Literal["process_info", "group_alive", "port_listener", "process_origin",
                "kill_group", "service", "prepare", "launch", "submit", "job", "read_file", "read_status",
                "slurm_submit", "slurm_query", "slurm_cancel"]
 PRELUDE = "prelude"  # sh/prelude.sh: the definitions every program starts with
+SH_DIR = os.path.join(os.path.dirname(__file__), "sh")
 
 
 class Exit(IntEnum):
@@ -47,9 +49,11 @@ def program(*names: Name) -> str:
 
 @cache
 def _source(name: str) -> str:
-    from importlib.resources import files  # only when a program runs: not on the warm path
-
-    return (files(__name__.rpartition(".")[0]) / "sh" / f"{name}.sh").read_text(encoding="utf-8")
+    """A program file beside this module. Read as a plain file: importlib.resources (which would also
+    serve a zipped package) costs a cold launch tempfile, shutil and more, a fifth of its imports, and
+    pip installs packages as files."""
+    with open(os.path.join(SH_DIR, f"{name}.sh"), encoding="utf-8") as handle:
+        return handle.read()
 
 
 def launch_args(*, workdir: str, log: str, status_file: str, command: str, conda: str | None,
