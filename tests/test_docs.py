@@ -1,0 +1,68 @@
+"""The documentation (README.md, docs/, examples/) against the code it describes.
+
+The configuration reference lists exactly the schema's fields with its
+defaults, so the two cannot drift; example outputs are real runs, which must
+not show the paths of the machine they were made on.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA: dict[str, Any] = yaml.safe_load((ROOT / "config.schema.yaml").read_text(encoding="utf-8"))
+REFERENCE = ROOT / "docs" / "configuration.md"
+# A made-up home (/home/you, /home/user, /home/svc) is fine; anything a real machine or test run leaves is not.
+MACHINE_PATH = re.compile(r"/root\b|/home/(?!(?:you|user|svc)\b)[a-z_][\w-]*|/tmp/pytest|/tmp/rd|/work/|"
+                          r"/Users/|C:\\Users\\(?!you\b)")
+DOC_FILES = sorted([ROOT / "README.md", ROOT / "mkdocs.yml", *(ROOT / "docs").rglob("*.md"),
+                    *(ROOT / "examples").glob("*.yaml")])
+
+
+def reference_rows() -> dict[str, tuple[str, str]]:
+    """Field → (required, default) from the first table of the configuration reference."""
+    rows: dict[str, tuple[str, str]] = {}
+    table = REFERENCE.read_text(encoding="utf-8").split("| Field |", 1)[1].split("\n\n", 1)[0]
+    for line in table.splitlines()[2:]:
+        names, required, default = (cell.strip() for cell in line.split("|")[1:4])
+        for name in re.findall(r"`([a-z_]+)`", names):
+            rows[name] = (required, default)
+    return rows
+
+
+def test_reference_lists_exactly_the_schema_fields() -> None:
+    assert sorted(reference_rows()) == sorted(SCHEMA["properties"])
+
+
+def test_reference_required_column_is_the_schema_required_list() -> None:
+    required = {name for name, (flag, _) in reference_rows().items() if flag == "yes"}
+    assert required == set(SCHEMA["required"])
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMA["properties"]))
+def test_reference_default_is_the_schema_default(name: str) -> None:
+    """No default in the schema: the column is empty or names what stands in (`hostname`, *(local)*)."""
+    default = SCHEMA["properties"][name].get("default")
+    shown = reference_rows()[name][1]
+    if default is None:
+        assert shown in ("", "*(local)*") or shown.strip("`") in SCHEMA["properties"], f"{name}: {shown}"
+    else:
+        assert shown == f"`{yaml.safe_dump(default).splitlines()[0]}`", name
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_docs_show_no_machine_paths(path: Path) -> None:
+    found = [f"{number}: {line.strip()}" for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if MACHINE_PATH.search(line)]
+    assert not found, f"{path.relative_to(ROOT)} shows paths of the machine it was made on: {found}"
+
+
+def test_every_page_is_in_the_navigation() -> None:
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    listed = {page for entry in config["nav"] for page in entry.values()}
+    assert listed == {path.name for path in (ROOT / "docs").glob("*.md")}
