@@ -371,6 +371,52 @@ def cmd_disconnect(args: argparse.Namespace, config: Config | None, progress: Pr
     return EXIT_OK
 
 
+CHECK_EXAMPLE = f"""Walks every step a launch takes (the config, the SSH target as ~/.ssh/config resolves it, the
+server's port, its host key, a login that needs no answer, then on the service's host sh, the state
+directory, the workdir, conda, the command's program, the scheduler's commands) without launching or
+changing anything, and says what to do about each failure.
+
+exit codes: 0 every check passed, 1 a check failed, 2 the config is invalid
+
+example:
+  {PROG} check examples/local.yaml
+  {PROG} check service.yaml --json
+"""
+
+
+def build_check_parser(prog: str = f"{PROG} check") -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description="Check whether the service described by CONFIG can be launched: "
+                     "one line per step, with what to do for each that fails.", epilog=CHECK_EXAMPLE,
+                     formatter_class=_Formatter)
+    # Not `config`: the command loads the file itself, so that an invalid one is a line of the checklist.
+    parser.add_argument("config_file", metavar="CONFIG", help="YAML file describing the service")
+    parser.add_argument("--json", action="store_true", help="print the checks as one JSON document on stdout")
+    add_common(parser)
+    return parser
+
+
+def cmd_check(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
+    from . import render
+    from .commands.check import check
+
+    report = check(args.config_file, accept_new_host_key=args.accept_new_host_key)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(render.format_checks(report, marks=_can_print("✓✗→·")))
+    if report["config_error"]:
+        return EXIT_USAGE
+    return EXIT_OK if report["ok"] else EXIT_RUNTIME
+
+
+def _can_print(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
 Handler = Callable[[argparse.Namespace, "Config | None", Progress], int]
 Command = tuple[Callable[[str], argparse.ArgumentParser], Handler]
 COMMANDS: dict[str, Command] = {
@@ -381,6 +427,7 @@ COMMANDS: dict[str, Command] = {
     "list": (build_list_parser, cmd_list),
     "connections": (build_connections_parser, cmd_connections),
     "disconnect": (build_disconnect_parser, cmd_disconnect),
+    "check": (build_check_parser, cmd_check),
 }
 
 

@@ -15,6 +15,7 @@ from .commands.stop import StoppedProcess, StopResult
 
 if TYPE_CHECKING:
     from .broker.control import Connection
+    from .commands.check import CheckReport
 
 PORT_LISTENER_NOTES = {
     UNVERIFIED: "unverified: no handshake, and {host} cannot show which process listens there",
@@ -170,3 +171,21 @@ def format_connections(entries: list[Connection]) -> str:
     return "\n".join(format_table(("HOST", "PID", "SINCE", "LAST USE", "IN USE", "TUNNELS"),
                                   [(e["host"] or "?", str(e["pid"]), ago(e["since"]), ago(e["last_use"]),
                                     count(e["sessions"]), count(e["tunnels"])) for e in entries]))
+
+
+CHECK_MARKS = {"ok": "✓", "fail": "✗", "info": "·"}
+CHECK_WORDS = {"ok": "ok  ", "fail": "FAIL", "info": "    "}  # for a terminal that cannot show the marks
+
+
+def format_checks(report: CheckReport, *, marks: bool = True) -> str:
+    """The checklist: one line per check, and under each failure what to do."""
+    symbols = CHECK_MARKS if marks else CHECK_WORDS
+    width = max(len(item["name"]) for item in report["checks"])
+    lines = []
+    for item in report["checks"]:
+        lines.append(f"{symbols[item['outcome']]} {item['name']:<{width}}  {item['detail']}")
+        if item["advice"]:
+            lines.append(f"  {' ' * width}  → {item['advice']}" if marks else f"  {' ' * width}  -> {item['advice']}")
+    failed = sum(item["outcome"] == "fail" for item in report["checks"])
+    lines.append(f"{failed} check{'s' * (failed != 1)} failed" if failed else "all checks passed")
+    return "\n".join(lines)

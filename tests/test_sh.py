@@ -30,8 +30,8 @@ def texts() -> dict[str, str]:
     """Every program as `sh -c` gets it, libraries alone (after the prelude), and a job script."""
     found: dict[str, str] = {}
     for name in typing.get_args(scripts.Name):
-        if name == "launch":
-            found[name] = scripts.program("prepare", "launch")
+        if name in ("launch", "check"):
+            found[name] = scripts.program("prepare", name)
         elif name == "submit":
             for scheduler in SCHEDULERS.values():
                 found[f"submit ({scheduler.name})"] = submit_program(scheduler)

@@ -47,6 +47,8 @@ class Scheduler(ABC):
     submit: scripts.Name
     #: Pending reasons that can never clear by waiting: `up` gives up at once.
     never_clears: frozenset[str]
+    #: The programs it runs on the login node (submit, query, cancel): `check` looks for them there.
+    commands: tuple[str, ...]
 
     @abstractmethod
     def query(self, host: Host, job_id: str) -> JobInfo:

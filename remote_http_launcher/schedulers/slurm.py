@@ -28,6 +28,7 @@ class Slurm(Scheduler):
     job_id_variable = "SLURM_JOB_ID"
     submit = "slurm_submit"
     never_clears = NEVER_CLEARS
+    commands = ("sbatch", "squeue", "scancel")
 
     def query(self, host: Host, job_id: str) -> JobInfo:
         result = host.run_script(scripts.program("slurm_query"), [job_id])

@@ -15,6 +15,13 @@ rhl_prepare() {
   true 2>/dev/null > "$3" || { echo "cannot write log file $3" >&2; exit "$rhl_exit_log"; }
   rhl_conda_sh=
   [ -n "$4" ] || return 0
+  rhl_find_conda "$4" || exit
+}
+
+# rhl_find_conda ENV: conda's conda.sh in $rhl_conda_sh, as a login shell would find conda, and ENV among its
+# environments. Returns the failed step's code, a line on stderr saying why.
+rhl_find_conda() {
+  rhl_conda_sh=
   # shellcheck disable=SC2016  # $( and $HOME in single quotes: sed's pattern, and the login shell's
   for rhl_base in "${CONDA_EXE:+${CONDA_EXE%/bin/conda}}" \
       "$(command -v conda 2>/dev/null | sed 's#/\(bin\|condabin\)/conda$##')" \
@@ -27,13 +34,13 @@ rhl_prepare() {
       break
     fi
   done
-  [ -n "$rhl_conda_sh" ] || { echo "conda not found (looked in PATH, login shell, ~/.bashrc, ~/miniforge3, ~/miniconda3, ~/anaconda3, /opt/conda)" >&2; exit "$rhl_exit_no_conda"; }
+  [ -n "$rhl_conda_sh" ] || { echo "conda not found (looked in PATH, login shell, ~/.bashrc, ~/miniforge3, ~/miniconda3, ~/anaconda3, /opt/conda)" >&2; return "$rhl_exit_no_conda"; }
   rhl_base=${rhl_conda_sh%/etc/profile.d/conda.sh}
-  case $4 in
-    /*) rhl_env_dir=$4 ;;
+  case $1 in
+    /*) rhl_env_dir=$1 ;;
     base) rhl_env_dir=$rhl_base ;;
-    *) rhl_env_dir=$rhl_base/envs/$4
-       [ -d "$rhl_env_dir/conda-meta" ] || rhl_env_dir=$HOME/.conda/envs/$4 ;;
+    *) rhl_env_dir=$rhl_base/envs/$1
+       [ -d "$rhl_env_dir/conda-meta" ] || rhl_env_dir=$HOME/.conda/envs/$1 ;;
   esac
-  [ -d "$rhl_env_dir/conda-meta" ] || { echo "conda environment '$4' not found (conda at $rhl_base)" >&2; exit "$rhl_exit_no_conda_env"; }
+  [ -d "$rhl_env_dir/conda-meta" ] || { echo "conda environment '$1' not found (conda at $rhl_base)" >&2; return "$rhl_exit_no_conda_env"; }
 }

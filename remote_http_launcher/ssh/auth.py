@@ -219,13 +219,7 @@ class Authenticator:
                 yield shorten(path), loaded
 
     def _identity_files(self) -> list[Path]:
-        configured = self.endpoint.options.get("identityfile")
-        if configured:
-            names = [configured] if isinstance(configured, str) else list(configured)
-            if any(name.lower() == "none" for name in names):
-                return []
-            return [Path(os.path.expanduser(name)) for name in names]
-        return [p for p in (Path(os.path.expanduser(name)) for name in DEFAULT_IDENTITIES) if p.exists()]
+        return identity_files(self.endpoint)
 
     def _agent_keys(self) -> list[paramiko.PKey]:
         try:
@@ -311,6 +305,17 @@ class Authenticator:
         return False
 
 
+def identity_files(endpoint: Endpoint) -> list[Path]:
+    """The key files a login offers: `IdentityFile` as configured (`none`: none), else the default ones that exist."""
+    configured = endpoint.options.get("identityfile")
+    if configured:
+        names = [configured] if isinstance(configured, str) else list(configured)
+        if any(name.lower() == "none" for name in names):
+            return []
+        return [Path(os.path.expanduser(name)) for name in names]
+    return [p for p in (Path(os.path.expanduser(name)) for name in DEFAULT_IDENTITIES) if p.exists()]
+
+
 def _public_blob(path: Path) -> bytes | None:
     """The public key of an identity file, from its .pub companion (so no passphrase is needed)."""
     try:
@@ -320,4 +325,5 @@ def _public_blob(path: Path) -> bytes | None:
         return None
 
 
-__all__ = ["DEFAULT_IDENTITIES", "DEFAULT_METHODS", "MAX_AUTH_STEPS", "PASSWORD_PROMPTS", "Authenticator"]
+__all__ = ["DEFAULT_IDENTITIES", "DEFAULT_METHODS", "MAX_AUTH_STEPS", "PASSWORD_PROMPTS", "Authenticator",
+           "identity_files"]

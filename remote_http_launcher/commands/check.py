@@ -1,0 +1,233 @@
+"""`check`: whether a service could be launched, step by step, without launching it.
+
+A first `up` that fails on an SSH detail says what failed, but only for the
+first step that did; `check` walks every step a launch takes (the config, the
+SSH target as ~/.ssh/config resolves it, the server's port, its host key, a
+login that needs no answer, then on the service's host `sh`, the state
+directory, the workdir, conda, the command's program and the scheduler's
+commands) and says for each what it found, and for each failure what to do.
+It changes nothing on any host; only `accept_new_host_key` records a key,
+as it does for every command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from typing import TYPE_CHECKING, Literal, TypedDict
+
+from .. import scripts
+from ..config import Config, evaluate_key, load_config
+from ..errors import ConfigError, HostError, HostKeyError
+from ..hosts import Host, LocalHost
+from ..schedulers import SCHEDULERS
+
+if TYPE_CHECKING:
+    from ..ssh.config import Endpoint
+
+Outcome = Literal["ok", "fail", "info"]
+OK: Outcome = "ok"
+FAIL: Outcome = "fail"
+INFO: Outcome = "info"
+GREETING_LIMIT = 255  # an SSH server's identification line is at most this long (RFC 4253)
+PLAIN_PROGRAM = re.compile(r"(?:~/)?[A-Za-z0-9_./+-]+")  # a program name the check can look up as written
+OUTCOMES: dict[str, Outcome] = {OK: "ok", FAIL: "fail", INFO: "info"}
+SH_ADVICE = "the account needs a POSIX sh (and no forced command such as rhl-guard) for this check"
+ADVICE = {  # what to do when a line of sh/check.sh fails
+    "state directory": "make ~/.remote-http-launcher/server on the host yours and writable",
+    "workdir": "choose a workdir the (SSH) user may create, or create it",
+    "conda": "create the environment on the host (conda create -n NAME ...), or fix the conda field",
+    "program": "install it on the host, or give its absolute path in command",
+    "scheduler": "run the service where the scheduler's commands are (the login node), or drop the scheduler field",
+}
+
+
+class Check(TypedDict):
+    """One line of the checklist: what was checked, what was found, and for a failure what to do."""
+
+    name: str
+    outcome: Outcome
+    detail: str
+    advice: str
+
+
+class CheckReport(TypedDict):
+    config: str
+    ok: bool
+    #: True when the config itself is invalid (the CLI's exit code 2: nothing else could be checked).
+    config_error: bool
+    checks: list[Check]
+
+
+def check(path: str, *, accept_new_host_key: bool = False) -> CheckReport:
+    """Check every step a launch of the config at `path` takes; questions are never asked (a login that
+    needs an answer fails, with how to give one)."""
+    import warnings
+
+    checks: list[Check] = []
+    report = CheckReport(config=path, ok=False, config_error=False, checks=checks)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            config = load_config(path)
+            key = evaluate_key(config)
+    except ConfigError as exc:
+        checks.append(_fail("config", str(exc), "fix the field it names (config.schema.yaml lists them all)"))
+        report["config_error"] = True
+        return report
+    notes = "; ".join(str(warning.message) for warning in caught)
+    checks.append(Check(name="config", outcome=OK, detail=f"valid, key {key}" + (f" ({notes})" if notes else ""),
+                        advice=""))
+    host = _login(config, checks, accept_new_host_key) if config.remote else LocalHost()
+    if host is not None:
+        with host:
+            _on_host(config, host, checks)
+    report["ok"] = all(item["outcome"] != FAIL for item in checks)
+    return report
+
+
+def _fail(name: str, detail: str, advice: str) -> Check:
+    return Check(name=name, outcome=FAIL, detail=detail, advice=advice)
+
+
+def _login(config: Config, checks: list[Check], accept_new_host_key: bool) -> Host | None:
+    """The SSH steps, each its own line; the host once logged in, else None (the rest cannot be checked)."""
+    try:
+        from ..hosts.ssh import SSHHost
+        from ..ssh import config as ssh_config
+        from ..ssh.connection import connect
+        from ..ssh.hostkeys import ACCEPT_NEW
+    except ImportError as exc:
+        checks.append(_fail("ssh", f"SSH support is not available ({exc})", "reinstall remote-http-launcher"))
+        return None
+    target = config.ssh_target
+    user, _, name = target.rpartition("@")
+    try:
+        endpoint = ssh_config.resolve(ssh_config.load_ssh_config([ACCEPT_NEW] if accept_new_host_key else []),
+                                      name, user or None)
+    except HostError as exc:
+        checks.append(_fail("ssh target", str(exc), "fix ~/.ssh/config at the line it names"))
+        return None
+    checks.append(Check(name="ssh target", outcome=OK, detail=_resolution(target, endpoint), advice=""))
+    checks.append(_login_methods(endpoint))
+    direct = not _proxy(endpoint)
+    if direct:
+        reached = _reach(endpoint)
+        checks.append(reached)
+        if reached["outcome"] == FAIL:
+            return None
+    try:
+        connection = connect(target, interactive=False, accept_new_host_key=accept_new_host_key)
+    except HostError as exc:
+        checks.extend(_connect_failure(exc, endpoint, direct))
+        return None
+    checks.append(Check(name="host key", outcome=OK, detail=f"known as {endpoint.known_hosts_name}", advice=""))
+    checks.append(Check(name="login", outcome=OK, detail=f"{endpoint.user}@{endpoint.hostname} without a question "
+                        "(what the tunnel's reconnects need)", advice=""))
+    return SSHHost(connection, name=target)
+
+
+def _resolution(target: str, endpoint: Endpoint) -> str:
+    """`alias → user@host:port`, as `ssh -G` would resolve it, with the way there when not direct."""
+    via = _proxy(endpoint)
+    return f"{target} → {endpoint.user}@{endpoint.hostname}:{endpoint.port}" + (f" via {via}" if via else "")
+
+
+def _proxy(endpoint: Endpoint) -> str:
+    jump = endpoint.option("proxyjump")
+    if jump and jump.lower() != "none":
+        return f"ProxyJump {jump}"
+    command = endpoint.option("proxycommand")
+    return "ProxyCommand" if command and command.lower() != "none" else ""
+
+
+def _login_methods(endpoint: Endpoint) -> Check:
+    """What a login can offer without asking: agent keys, key files (and their certificates), a Kerberos
+    ticket. Informational: the login step says whether any of them works."""
+    from ..ssh.agent import open_agent
+    from ..ssh.auth import identity_files
+    from ..ssh.config import shorten
+
+    try:
+        agent = open_agent(endpoint.option("identityagent"))
+        agent_keys = len(agent.get_keys()) if agent is not None else 0
+        if agent is not None:
+            agent.close()
+    except Exception:  # an agent we cannot talk to is as good as none
+        agent_keys = 0
+    files = [path for path in identity_files(endpoint) if path.exists()]
+    certificates = [path for path in files if path.with_name(path.name + "-cert.pub").exists()]
+    parts = [f"agent: {agent_keys} key{'s' * (agent_keys != 1)}",
+             "key files: " + (", ".join(shorten(path) for path in files) or "none")]
+    if certificates:
+        parts.append("certificates: " + ", ".join(shorten(path) + "-cert.pub" for path in certificates))
+    if os.environ.get("KRB5CCNAME"):
+        parts.append("Kerberos ticket: present, not used (no GSSAPI login)")
+    return Check(name="login methods", outcome=INFO, detail="; ".join(parts), advice="")
+
+
+def _reach(endpoint: Endpoint) -> Check:
+    """A TCP connection to the server and its SSH greeting (a wrong port answers something else, or nothing)."""
+    address = f"{endpoint.hostname}:{endpoint.port}"
+    try:
+        with socket.create_connection((endpoint.hostname, endpoint.port), timeout=endpoint.connect_timeout) as sock:
+            sock.settimeout(endpoint.connect_timeout)
+            greeting = sock.recv(GREETING_LIMIT).split(b"\r\n", 1)[0].decode("ascii", "replace")
+    except socket.gaierror as exc:
+        return _fail("reachable", f"cannot resolve host name {endpoint.hostname!r} ({exc.strerror})",
+                     "check the name, or add a Host entry for it to ~/.ssh/config")
+    except OSError as exc:
+        return _fail("reachable", f"{address}: {exc.strerror or exc}",
+                     "check the address and Port, and that no firewall or VPN is in the way")
+    if not greeting.startswith("SSH-"):
+        return _fail("reachable", f"{address} answers, but not with an SSH greeting ({greeting[:60]!r})",
+                     "check the Port in ~/.ssh/config")
+    return Check(name="reachable", outcome=OK, detail=f"{address} ({greeting})", advice="")
+
+
+def _connect_failure(exc: HostError, endpoint: Endpoint, reached: bool) -> list[Check]:
+    """The failed connection step as lines: the steps before it passed, the ones after cannot be told."""
+    if isinstance(exc, HostKeyError) or exc.step == "host key":
+        advice = "compare the fingerprint with the server's, then run again with --accept-new-host-key" \
+            if "unknown" in str(exc) else "see the message: the key known_hosts has is not the server's"
+        return [_fail("host key", str(exc), advice)]
+    if exc.step == "auth":
+        return [Check(name="host key", outcome=OK, detail=f"known as {endpoint.known_hosts_name}", advice=""),
+                _fail("login", str(exc), "load a key into your agent (ssh-add), name one with IdentityFile in "
+                      "~/.ssh/config, or authorize yours on the server (ssh-copy-id)")]
+    name = "reachable" if not reached else "key exchange"
+    return [_fail(name, str(exc), "check the address, Port and ProxyJump/ProxyCommand in ~/.ssh/config")]
+
+
+def _on_host(config: Config, host: Host, checks: list[Check]) -> None:
+    """One script on the service's host (sh/check.sh) for everything a launch needs there."""
+    try:
+        state_dir = host.state_dir
+        workdir = host.expand(config.workdir)
+    except (HostError, ConfigError) as exc:
+        checks.append(_fail("state directory", str(exc), ADVICE["state directory"]))
+        return
+    program = ""
+    if not config.conda:  # a conda environment puts its own programs first on PATH
+        plan = scripts.exec_plan(config.command_template)
+        if plan and PLAIN_PROGRAM.fullmatch(plan[0]) and "{" not in plan[0]:
+            program = host.expand(plan[0])
+    commands = SCHEDULERS[config.scheduler.type].commands if config.scheduler else ()
+    try:
+        result = host.run_script(scripts.program("prepare", "check"),
+                                 [state_dir, workdir, config.conda or "", program, *commands])
+    except HostError as exc:
+        checks.append(_fail("sh", str(exc), SH_ADVICE))
+        return
+    lines = result.stdout.splitlines()
+    if result.returncode != 0 or not lines:
+        checks.append(_fail("sh", f"the check script failed on {host.name} (exit {result.returncode}): "
+                            f"{result.stderr.strip()[:200]}",
+                            SH_ADVICE))
+        return
+    for line in lines:
+        name, outcome, detail = [*line.split("\t", 2), "", ""][:3]
+        if outcome in OUTCOMES:
+            checks.append(Check(name=name, outcome=OUTCOMES[outcome], detail=detail,
+                                advice=ADVICE.get(name, "") if outcome == FAIL else ""))
