@@ -107,7 +107,15 @@ def build_up_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the connection payload as JSON on stdout")
     add_persist(parser)
     add_common(parser)
+    add_version(parser)
     return parser
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    from ._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}",
+                        help="print the version and exit")
 
 
 def cmd_up(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
@@ -417,6 +425,48 @@ def _can_print(text: str) -> bool:
     return True
 
 
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+COMPLETION_EXAMPLE = f"""Completes subcommands, their flags, and config file names (YAML files first where the
+shell can tell).
+
+example:
+  {PROG} completion bash > ~/.local/share/bash-completion/completions/{PROG}
+  {PROG} completion zsh > ~/.zfunc/_{PROG}       # a directory on your $fpath
+  {PROG} completion fish > ~/.config/fish/completions/{PROG}.fish
+"""
+# How each shell completes a config file name: YAML files (and directories to walk into) where it can filter.
+CONFIG_FILES = {"bash": "_shtab_compgen_files", "zsh": "_files -g '*.(yaml|yml)'",
+                "fish": "(__fish_complete_suffix .yaml)"}
+
+
+def build_completion_parser(prog: str = f"{PROG} completion") -> argparse.ArgumentParser:
+    parser = _command_parser(prog, "Print a shell completion script for bash, zsh or fish.", COMPLETION_EXAMPLE,
+                             config=False)
+    parser.add_argument("shell", metavar="SHELL", choices=COMPLETION_SHELLS, help=", ".join(COMPLETION_SHELLS))
+    return parser
+
+
+def completion_parser() -> argparse.ArgumentParser:
+    """Every subcommand's own parser under one root, as completion generators read a command line."""
+    root = argparse.ArgumentParser(prog=PROG, description="Launch, supervise and reconnect to HTTP services.")
+    add_version(root)
+    subcommands = root.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+    for name, (build, _) in COMMANDS.items():
+        parser = build(f"{PROG} {name}")
+        sub = subcommands.add_parser(name, parents=[parser], add_help=False, help=parser.description)
+        for action in sub._actions:  # argparse's list of a parser's arguments; it has no public one
+            if action.metavar == "CONFIG":
+                action.complete = CONFIG_FILES  # type: ignore[attr-defined]  # shtab reads this attribute
+    return root
+
+
+def cmd_completion(args: argparse.Namespace, config: Config | None, progress: Progress) -> int:
+    import shtab
+
+    print(shtab.complete(completion_parser(), shell=args.shell))
+    return EXIT_OK
+
+
 Handler = Callable[[argparse.Namespace, "Config | None", Progress], int]
 Command = tuple[Callable[[str], argparse.ArgumentParser], Handler]
 COMMANDS: dict[str, Command] = {
@@ -428,6 +478,7 @@ COMMANDS: dict[str, Command] = {
     "connections": (build_connections_parser, cmd_connections),
     "disconnect": (build_disconnect_parser, cmd_disconnect),
     "check": (build_check_parser, cmd_check),
+    "completion": (build_completion_parser, cmd_completion),
 }
 
 
@@ -485,7 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = _load(args.config, cache=handler is cmd_up and not dry_run)
             if args.connection_persist is not None:
                 config = config._replace(connection_persist=args.connection_persist)
-        options = logsetup.merge(LogOptions(args.log_level, args.log_file, args.debug_log_file),
+        options = logsetup.merge(LogOptions(getattr(args, "log_level", None), getattr(args, "log_file", None),
+                                            getattr(args, "debug_log_file", None)),
                                  config.log if config else None)
         debug = debug or options.level == "debug"
         if not dry_run:  # a dry run writes nothing, logs included

@@ -282,7 +282,7 @@ def test_a_misspelled_subcommand_gets_a_suggestion(tmp_path: Path, config_file: 
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == (f"error: remote-http-launcher: {typo!r} is neither a subcommand nor a config file; "
                            f"did you mean 'remote-http-launcher {meant}'? (subcommands: up, status, stop, logs, "
-                           "list, connections, disconnect)\n")
+                           "list, connections, disconnect, check, completion)\n")
 
 
 def test_readme_first_screen_starts_reconnects_and_stops_the_demo(rhl_dir: Path, client_home: Path) -> None:
