@@ -66,3 +66,15 @@ def test_every_page_is_in_the_navigation() -> None:
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
     listed = {page for entry in config["nav"] for page in entry.values()}
     assert listed == {path.name for path in (ROOT / "docs").glob("*.md")}
+
+
+def test_the_version_is_named_once_and_the_changelog_starts_with_it() -> None:
+    from importlib.metadata import version
+
+    from remote_http_launcher import __version__
+
+    assert version("remote-http-launcher") == __version__  # pyproject.toml reads _version.py
+    assert 'version = "' not in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    first = next(line for line in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8").splitlines()
+                 if line.startswith("## "))
+    assert first.split()[1] == __version__, first
