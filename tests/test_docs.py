@@ -74,7 +74,8 @@ def test_the_version_is_named_once_and_the_changelog_starts_with_it() -> None:
     from remote_http_launcher import __version__
 
     assert version("remote-http-launcher") == __version__  # pyproject.toml reads _version.py
-    assert 'version = "' not in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    project = (ROOT / "pyproject.toml").read_text(encoding="utf-8").split("\n[project]\n", 1)[1].split("\n[", 1)[0]
+    assert 'dynamic = ["version"]' in project and not re.search(r"^version\s*=", project, re.MULTILINE)
     first = next(line for line in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8").splitlines()
                  if line.startswith("## "))
     assert first.split()[1] == __version__, first
