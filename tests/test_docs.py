@@ -79,3 +79,10 @@ def test_the_version_is_named_once_and_the_changelog_starts_with_it() -> None:
     first = next(line for line in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8").splitlines()
                  if line.startswith("## "))
     assert first.split()[1] == __version__, first
+
+
+def test_readme_links_point_at_files_that_exist() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = [target.split("#", 1)[0] for target in re.findall(r"\]\(([^)#][^)]*)\)", readme)
+               if "://" not in target]
+    assert targets and [target for target in targets if not (ROOT / target).exists()] == []
