@@ -7,7 +7,10 @@ not show the paths of the machine they were made on.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +89,15 @@ def test_readme_links_point_at_files_that_exist() -> None:
     targets = [target.split("#", 1)[0] for target in re.findall(r"\]\(([^)#][^)]*)\)", readme)
                if "://" not in target]
     assert targets and [target for target in targets if not (ROOT / target).exists()] == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda path: path.name)
+def test_each_example_passes_dry_run(path: Path, tmp_path: Path) -> None:
+    """`--dry-run` connects to nothing: it prints the command a launch would run, with its status file."""
+    env = {**os.environ, "REMOTE_HTTP_LAUNCHER_DIR": str(tmp_path / "state")}
+    result = subprocess.run([sys.executable, "-m", "remote_http_launcher", str(path), "--dry-run"], env=env,
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    assert "--status-file " in line and line.split("--status-file ", 1)[1].split()[0].endswith(".json")
+    assert not (tmp_path / "state").exists()  # nothing written
