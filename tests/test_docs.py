@@ -101,3 +101,8 @@ def test_each_example_passes_dry_run(path: Path, tmp_path: Path) -> None:
     [line] = result.stdout.splitlines()
     assert "--status-file " in line and line.split("--status-file ", 1)[1].split()[0].endswith(".json")
     assert not (tmp_path / "state").exists()  # nothing written
+
+
+def test_readme_is_a_front_page() -> None:
+    """Reference material belongs in docs/: the README stays short enough to read as a front page."""
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 300
