@@ -263,8 +263,7 @@ class _Interpreter:
             except TemplateError as exc:
                 raise TemplateError(f"{exc} in {{{_snippet(node.value)}}}") from None
             except Exception as exc:  # the template's own errors: KeyError, TypeError, MemoryError, ...
-                reason = f"{type(exc).__name__}: {exc}"
-                raise TemplateError(f"cannot evaluate {{{_snippet(node.value)}}}: {reason}") from None
+                raise TemplateError(f"cannot evaluate {{{_snippet(node.value)}}}: {_describe(exc)}") from None
         return _checked("".join(parts))
 
     def _joined(self, node: ast.JoinedStr) -> str:
@@ -314,9 +313,9 @@ class _Interpreter:
         if isinstance(node, ast.IfExp):
             return self.eval(node.body if self.eval(node.test) else node.orelse)
         if isinstance(node, ast.Tuple):
-            return tuple(self.eval(element) for element in node.elts)
+            return _checked(tuple(self.eval(element) for element in node.elts))
         if isinstance(node, ast.List):
-            return [self.eval(element) for element in node.elts]
+            return _checked([self.eval(element) for element in node.elts])
         raise TemplateError(f"{type(node).__name__} is not allowed in templates")
 
     def _call(self, node: ast.Call) -> Any:
@@ -325,8 +324,8 @@ class _Interpreter:
         name = node.func.attr
         if name not in _METHODS.get(type(receiver), frozenset()):
             raise TemplateError(f"method .{name}() is not allowed on {type(receiver).__name__} values")
-        args = [self.eval(arg) for arg in node.args]
-        kwargs = {keyword.arg: self.eval(keyword.value) for keyword in node.keywords if keyword.arg}
+        args = [_checked(self.eval(arg)) for arg in node.args]
+        kwargs = {keyword.arg: _checked(self.eval(keyword.value)) for keyword in node.keywords if keyword.arg}
         if isinstance(receiver, str) and name in _FORMAT_METHODS:
             return _format_string(receiver, name, args, kwargs)
         if isinstance(receiver, str):
@@ -340,13 +339,16 @@ class _Interpreter:
         if isinstance(node.op, ast.Mult):
             for sequence, count in ((left, right), (right, left)):
                 if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
-                    _check_len(len(sequence) * count)
+                    _check_len(_size(sequence) * count)
+        elif isinstance(node.op, ast.Add) and isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
+            _check_len(_size(left) + _size(right))
         return _checked(_BINOPS[type(node.op)](left, right))
 
 
 def _format_value(value: Any, conversion: str | None, spec: str) -> str:
     """One replacement field, of an f-string or of a format string: conversion, spec check, format()."""
     _check_spec(spec)
+    _check_len(_size(value))  # str(), repr() and format() of a container print every item it shares
     if conversion is not None:
         value = _CONVERSIONS[conversion](value)
     return _checked(format(value, spec))
@@ -464,10 +466,46 @@ def _check_len(length: int) -> None:
 
 
 def _checked(value: T) -> T:
-    """Stop growth early: every intermediate string, list and tuple stays below the cap."""
-    if isinstance(value, (str, list, tuple)):
-        _check_len(len(value))
+    """Stop growth early: every intermediate value stays below the cap, a container by its printed size."""
+    _check_len(_size(value))
     return value
+
+
+def _size(value: Any) -> int:
+    """len(value) for a string; otherwise a lower bound of len(repr(value)), walked no further than
+    past MAX_VALUE_LEN. Containers may share their items (`[['a' * 9999] * 9999] * 9999` holds three
+    small lists), so their printed size is checked before anything prints, hashes or compares them."""
+    if isinstance(value, str):
+        return len(value)
+    total = 0
+    stack = [value]
+    while stack and total <= MAX_VALUE_LEN:
+        item = stack.pop()
+        if isinstance(item, (str, bytes)):
+            total += len(item) + 2  # the quotes
+        elif isinstance(item, bool) or item is None:
+            total += 4
+        elif isinstance(item, int):
+            total += item.bit_length() * 3 // 10 + 1  # about its digits, never above them
+        elif isinstance(item, Mapping):
+            total += 2 + 4 * len(item)  # braces, ": " and ", "
+            if total <= MAX_VALUE_LEN:
+                stack.extend(item.keys())
+                stack.extend(item.values())
+        elif isinstance(item, Collection):  # list, tuple, set, dict views
+            total += 2 + 2 * len(item)  # brackets and ", "
+            if total <= MAX_VALUE_LEN:
+                stack.extend(item)
+        else:
+            total += len(repr(item)) if isinstance(item, float) else 1
+    return total
+
+
+def _describe(exc: Exception) -> str:
+    """`Type: message`, unless the message would print a value over the cap (a KeyError's key)."""
+    if any(_size(arg) > MAX_VALUE_LEN for arg in exc.args):
+        return f"{type(exc).__name__} (its message would be longer than {MAX_VALUE_LEN} characters)"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _snippet(node: ast.AST) -> str:

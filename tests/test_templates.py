@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -389,3 +390,52 @@ def test_oversize_format_is_refused_before_allocating(template: str) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 5_000_000  # the unchecked results would take from 10 MB to 1.8 GB
+
+
+BIG = "b" * 900_000  # a config string near the config's own size limit
+BOMBS = {
+    "list-repeat": ("command", "echo {['a' * 99999] * 99999}"),
+    "tuple-repeat": ("command", "echo {('a' * 99999,) * 99999}"),
+    "in-key": ("key", "k{['a' * 99999] * 99999}"),
+    "get-default": ("command", "echo {config.get('x', ['a' * 99999] * 99999)}"),
+    "format-conversion": ("command", "echo {'{0!s:>5}'.format(['a' * 99999] * 99999)}"),
+    "nested-shared": ("command", "echo {[[['a' * 99] * 999] * 999] * 999}"),
+    "config-string-repeat": ("command", "echo {[big] * 99999}"),
+    "key-error-message": ("command", "echo {config[big]}"),
+}
+
+
+@pytest.mark.parametrize(("field", "template"), list(BOMBS.values()), ids=list(BOMBS))
+def test_memory_bomb_is_a_one_line_config_error(tmp_path: Path, field: str, template: str) -> None:
+    """Shared items make a huge printed value from little memory: refused before it is built, in well
+    under a second of CPU and 100 MB (a guard limit of 1 GB keeps an unbounded build from the machine)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = {"hostname": "localhost", "workdir": str(tmp_path), "key": "k", "command": "echo hi", field: template}
+    if "big" in template:
+        config["big"] = BIG
+    path = tmp_path / "bomb.yaml"
+    path.write_text(yaml.safe_dump(config))
+    usage = tmp_path / "usage"
+    probe = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))\n"
+        "from remote_http_launcher.cli import console_main\n"
+        "try:\n"
+        "    console_main()\n"
+        "finally:\n"
+        "    self = resource.getrusage(resource.RUSAGE_SELF)\n"
+        f"    open({str(usage)!r}, 'w').write(f'{{self.ru_maxrss}} {{self.ru_utime + self.ru_stime}}')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe, str(path), "--dry-run"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "REMOTE_HTTP_LAUNCHER_DIR": str(tmp_path / "state")})
+    peak_kib, cpu = usage.read_text().split()
+    assert proc.returncode == 2, proc.stderr[-500:]
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and len(lines[0]) < 500, proc.stderr[-500:]
+    assert lines[0].startswith(f"error: {field}: "), lines[0]
+    assert int(peak_kib) < 100 * 1024, f"peak {int(peak_kib) // 1024} MB"
+    assert float(cpu) < 1.0, f"{cpu} s of CPU"
