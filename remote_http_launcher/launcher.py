@@ -50,6 +50,7 @@ PROCESS_CHECK_INTERVAL = 0.3
 JOB_QUERY_MAX_INTERVAL = 5.0  # a long queue wait asks the scheduler this often: its controller serves everyone
 LOCK_GRACE = 10.0
 UNPARSABLE_WAIT = 5.0  # seconds a running service may take to make its unparsable status file whole again
+WARNING_PREFIX = "warning: "  # a host program's line the user should see even when it succeeds
 WILDCARD_CLIENT_HOSTS = {"0.0.0.0": "localhost", "::": "localhost"}
 LAUNCH_STEPS: dict[int, str] = {
     scripts.Exit.WORKDIR: "workdir", scripts.Exit.LOG: "log file", scripts.Exit.NO_CONDA: "conda",
@@ -282,6 +283,9 @@ class Launcher:
             result = host.launch(Launch(args, scripts.record_head(record), key=self.key, workdir=workdir,
                                         command=command, conda=self.config.conda, record=record))
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
+        for line in result.stderr.splitlines():
+            if line.startswith(WARNING_PREFIX):
+                self.progress.warn(f"{line[len(WARNING_PREFIX):]} (on {host.name})")
         answer = result.stdout.strip()
         if result.returncode != 0 or not (answer if batch is not None else answer.isdigit()):
             step = LAUNCH_STEPS.get(result.returncode, "launch")

@@ -101,6 +101,12 @@ class Progress:
         else:
             self._line(f"{time.strftime('%H:%M:%S')} {self.elapsed():6.2f}s {text}")
 
+    def warn(self, text: str) -> None:
+        """A `warning:` line, shown at every level: something the user should fix."""
+        _log(f"warning: {text}")
+        self._clear()
+        self._line(f"warning: {text}")
+
     def tick(self) -> None:
         """Called from polling loops so the live line's clock keeps moving."""
         if self.live and not self.quiet:

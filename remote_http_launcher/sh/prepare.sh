@@ -11,6 +11,19 @@ rhl_prepare() {
     || { echo "cannot create state directory $rhl_state_dir" >&2; exit "$rhl_exit_state_dir"; }
   { [ -d "$2" ] || mkdir -p -- "$2" 2>/dev/null; } && cd -- "$2" \
     || { echo "cannot create or enter workdir $2" >&2; exit "$rhl_exit_workdir"; }
+  # Whoever may write the workdir may plant code the service runs (a json/__init__.py it imports): refused when
+  # every user may and the directory is not sticky, else a warning (stderr's warning: lines reach the user).
+  read -r rhl_mode _ rhl_uid _ <<RHL_LS
+$(ls -ldn . 2>/dev/null)
+RHL_LS
+  case $rhl_mode in
+    ????????w[!tT]*|????????w)
+      echo "workdir $2 may be written by every user (mode $rhl_mode), so anyone could plant code the service runs; make it private (chmod o-w) or use another workdir" >&2
+      exit "$rhl_exit_workdir" ;;
+    ?????w*|????????w*) echo "warning: workdir $2 may be written by other users (mode $rhl_mode), who could plant code the service runs" >&2 ;;
+  esac
+  [ -O . ] || [ "$rhl_uid" = 0 ] \
+    || echo "warning: workdir $2 belongs to another user (uid $rhl_uid), who could plant code the service runs" >&2
   # `true`, not `:`: a redirection error on a special built-in makes sh exit before `||` runs
   true 2>/dev/null > "$3" || { echo "cannot write log file $3" >&2; exit "$rhl_exit_log"; }
   rhl_conda_sh=
