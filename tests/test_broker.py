@@ -310,3 +310,63 @@ def test_another_version_gets_its_own_broker(client_home: Path, monkeypatch: pyt
     assert registry.destination_id(ALIAS) == current
     monkeypatch.setattr("remote_http_launcher.broker.registry.__version__", __version__ + ".post1")
     assert registry.destination_id(ALIAS) != current
+
+
+def test_broker_that_cannot_start_says_one_line_and_the_command_logs_in(keyed_server: SSHServer,
+                                                                         remote_config: RemoteConfig,
+                                                                         rhl_dir: Path, tmp_path: Path) -> None:
+    """A broker that cannot open its log (here a directory is in its place) fails before it has one: one
+    `warning:` line on the user's terminal, never a traceback, and the command goes on with its own login."""
+    log = BrokerFiles.for_target(ALIAS).log
+    log.mkdir(parents=True)
+    (log.with_name(log.name + ".1") / "in-the-way").mkdir(parents=True)  # the previous log's place, too
+    result = cli(write(tmp_path, "a", remote_config(keyed_server)))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if "broker" in line]
+    assert warning.startswith("warning: connection broker: ") and warning.endswith("; logging in directly")
+
+
+def test_broker_refusing_its_directory_reports_one_line(tmp_path: Path) -> None:
+    """The broker program itself, its directory another user could write: one line on stderr, the client's
+    answer (BrokerUnavailable: it then logs in itself) on stdout, no traceback."""
+    state = tmp_path / "state"
+    (state / "brokers").mkdir(parents=True, mode=0o700)
+    (state / "brokers").chmod(0o777)
+    result = subprocess.run([sys.executable, "-m", "remote_http_launcher.broker", "--target", "nohost",
+                             "--persist", "5"], env={**os.environ, "REMOTE_HTTP_LAUNCHER_DIR": str(state)},
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["error"] == "BrokerUnavailable"
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"warning: connection broker: state directory {state / 'brokers'} may be written")
+
+
+def test_stop_after_the_broker_was_killed_leaves_no_files(keyed_server: SSHServer, remote_config: RemoteConfig,
+                                                          rhl_dir: Path, tmp_path: Path) -> None:
+    settings = remote_config(keyed_server, tunnel=True)
+    config = write(tmp_path, "a", settings)
+    ok(config)
+    client = rhl_dir / "client"
+    assert (client / f"{settings['key']}.keeper.lock").exists()  # the broker holds the tunnel
+    (broker,) = brokers(rhl_dir)
+    os.kill(broker, SIGKILL)
+    wait_gone(broker)
+    ok("stop", config)
+    assert sorted(path.name for path in client.iterdir() if path.name.startswith(settings["key"])) == []
+
+
+def test_new_broker_keeps_the_dead_brokers_log(keyed_server: SSHServer, remote_config: RemoteConfig,
+                                               rhl_dir: Path, tmp_path: Path) -> None:
+    config = write(tmp_path, "a", remote_config(keyed_server))
+    ok(config)
+    (first,) = brokers(rhl_dir)
+    os.kill(first, SIGKILL)
+    wait_gone(first)
+    ok("status", config)
+    (second,) = brokers(rhl_dir)
+    log = BrokerFiles.for_target(ALIAS).log
+    previous = log.with_name(log.name + ".1")
+    assert f"broker {first} for" in previous.read_text()
+    assert f"broker {second} for" in log.read_text() and f"broker {first} for" not in log.read_text()
+    assert previous.stat().st_mode & 0o777 == 0o600

@@ -164,6 +164,7 @@ def test_log_files_are_written(rhl_dir: Path, config_file: Callable[..., Path], 
     port = server_record(rhl_dir)["port"]
     for path in (log_file, debug_file):
         text = path.read_text()
+        assert path.stat().st_mode & 0o777 == 0o600  # it names hosts and users
         assert "INFO launching service on localhost" in text
         assert f"INFO ready: http://localhost:{port}/" in text
 

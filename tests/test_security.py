@@ -576,3 +576,32 @@ def test_unknown_host_key_refused_on_a_terminal_leaves_known_hosts(server: SSHSe
     assert re.search(rb"error: .*host key: ED25519 key \S+ for \S+ not accepted", terminal.screen), terminal.screen
     assert (ssh_dir / "known_hosts").read_text() == ""
     assert remote_state(server, "x") is None and remote_files(server) == []
+
+
+def test_daemon_log_is_never_opened_through_a_symbolic_link(tmp_path: Path) -> None:
+    """A keeper's or broker's log replaced by a link to another file: refused, the file left as it was; a
+    broker's previous log moves aside as the link it is, and the new log is a private file of its own."""
+    from remote_http_launcher.tunnels.daemon import open_log
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    log = tmp_path / "tunnel.log"
+    log.symlink_to(victim)
+    with pytest.raises(OSError):
+        open_log(log)
+    assert victim.read_text() == "keep me"
+    import logging
+
+    ours = logging.getLogger("remote_http_launcher")
+    saved = (ours.handlers[:], ours.level, ours.propagate)
+    try:
+        os.close(open_log(log, keep_previous=True))
+    finally:  # open_log sets the logger up for a daemon process: undo that here
+        for handler in set(ours.handlers) - set(saved[0]):
+            ours.removeHandler(handler)
+            handler.close()
+        ours.setLevel(saved[1])
+        ours.propagate = saved[2]
+    assert victim.read_text() == "keep me"
+    assert not log.is_symlink() and log.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "tunnel.log.1").is_symlink()

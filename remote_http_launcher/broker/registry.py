@@ -17,7 +17,7 @@ at most 107 bytes):
               target, the address to connect to and when it logged in
   <id>.key    the authkey clients prove they know (0600); only the same user can read it
   <id>.sock   the Unix socket (POSIX; on Windows a named pipe whose name is in the lock record)
-  <id>.log    the broker's log (kept after it exits, like the keeper's)
+  <id>.log    the broker's log (kept after it exits, like the keeper's; the one before as <id>.log.1)
 """
 
 from __future__ import annotations

@@ -59,25 +59,39 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     signal.signal(signal.SIGTERM, exit_on_signal)
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    files = BrokerFiles.for_target(args.target)
-    statefiles.ensure_private_dir(files.lock.parent)
-    lock = BrokerLock(files)
+    # Until open_log, a failure must not reach logging's last resort: a traceback on the user's terminal.
+    logging.getLogger("remote_http_launcher").addHandler(logging.NullHandler())
+    lock: BrokerLock | None = None
     try:
+        files = BrokerFiles.for_target(args.target)
+        statefiles.ensure_private_dir(files.lock.parent)
+        lock = BrokerLock(files)
         if not claim(lock):
             report.send({"busy": True})
             return 0
         return Broker(args.target, args.persist, files, lock).run(report, report.ask if args.ask else None,
                                                                   args.accept_new_host_key)
     except LauncherError as exc:
+        if exc.step == "state directory":  # ours, not the login's: the client logs in itself
+            exc = BrokerUnavailable(f"connection broker: {exc}")
+        if isinstance(exc, BrokerUnavailable):
+            _say(exc)
         report.send(exc.to_dict())
         return exc.exit_code
     except Exception as exc:  # a bug: one line for the client (which then logs in itself), the traceback in our log
         log.exception("broker failed")
-        report.send(BrokerUnavailable(f"connection broker: internal error ({exc.__class__.__name__}: {exc})")
-                    .to_dict())
+        failure = BrokerUnavailable(f"connection broker: internal error ({exc.__class__.__name__}: {exc})")
+        _say(failure)
+        report.send(failure.to_dict())
         return 1
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
+
+
+def _say(failure: BrokerUnavailable) -> None:
+    """One line on the user's terminal (our log once detached): the command goes on with a login of its own."""
+    print(f"warning: {failure}; logging in directly", file=sys.stderr, flush=True)
 
 
 def claim(lock: BrokerLock) -> bool:
@@ -123,7 +137,7 @@ class Broker:
         from ..hosts.ssh import SSHHost
         from ..tunnels.watch import Link
 
-        log_fd = open_log(self.files.log)
+        log_fd = open_log(self.files.log, keep_previous=True)
         listener: Listener | None = None
         link: Link | None = None
         try:

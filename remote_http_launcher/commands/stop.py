@@ -163,6 +163,7 @@ def stop_keeper(key: str, connection_dir: str | os.PathLike[str] | None = None,
     lock = KeeperLock(client_path, key)
     raw, owner = lock.read()
     if owner is None or not is_keeper(owner, key):
+        lock.break_if_gone(raw)  # a dead keeper's or broker's: a stopped key leaves no files
         return None
     if stop_holder(owner, key, timeout) is None:
         return owner.pid  # a broker: it ended that tunnel and removed its files

@@ -42,6 +42,7 @@ from ..progress import REDRAW_INTERVAL, Progress
 from ..prompts import Prompt
 
 INTERRUPT_WAIT = 5.0
+PREVIOUS_LOG_SUFFIX = ".1"  # the log of the run before, kept by open_log(keep_previous=True)
 # Windows process creation flags (named here: subprocess has them only on Windows).
 DETACHED_PROCESS = 0x00000008
 CREATE_NEW_PROCESS_GROUP = 0x00000200
@@ -133,9 +134,17 @@ def exit_on_signal(signum: int, frame: Any) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
-def open_log(path: Path) -> int:
-    """Truncate and open our log (0600); the package's log records go there. Its fd, for `detach`."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, statefiles.FILE_MODE)
+def open_log(path: Path, *, keep_previous: bool = False) -> int:
+    """Truncate and open our log (0600, never through a symbolic link); the package's log records go there.
+    With `keep_previous`, the last run's log is first renamed `<log>.1`: why a dead process died. Its fd,
+    for `detach`."""
+    if keep_previous:
+        try:
+            os.replace(path, path.with_name(path.name + PREVIOUS_LOG_SUFFIX))
+        except FileNotFoundError:
+            pass
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, statefiles.FILE_MODE)
     handler = logging.StreamHandler(os.fdopen(os.dup(fd), "a", buffering=1, encoding="utf-8"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     root = logging.getLogger("remote_http_launcher")
