@@ -199,3 +199,28 @@ def test_identity_uses_what_was_seen_only_for_its_pid(rhl_dir: Path) -> None:
     # Another PID's (a crude match on the host): looked up again.
     assert identity_problem(host, state, None, SeenProcess(pid + 1, None)) is None
     os.kill(pid, signal.SIGKILL)
+
+
+def test_a_killed_sessions_directory_is_swept_by_a_later_one(host: SSHHost, server: SSHServer,
+                                                             ssh_config: Path) -> None:
+    """SIGKILL (as a link that froze may end a session) runs no trap: the next session of ours removes the
+    directory, and only once its `sh` is gone."""
+    session = host.run_script(SESSION_PID, []).stdout.strip()
+    directory = str(Path(host.run_script(OUTPUT_FILE, []).stdout.strip()).parent)
+    server.run(f"kill -9 {session}")
+    assert wait_until(lambda: server.run(f"kill -0 {session}").returncode != 0)
+    assert server.run(f"test -d {directory}").returncode == 0  # no trap ran
+    later = SSHHost.connect(ALIAS)
+    try:
+        later.keep_shells()
+        alive = str(Path(later.run_script(OUTPUT_FILE, []).stdout.strip()).parent)
+        assert server.run(f"test -e {directory}").returncode != 0
+        other = SSHHost.connect(ALIAS)
+        try:
+            other.keep_shells()
+            assert other.run_script("echo fine", []).stdout == "fine\n"
+        finally:
+            other.close()
+        assert server.run(f"test -d {alive}").returncode == 0  # a live session's directory is kept
+    finally:
+        later.close()

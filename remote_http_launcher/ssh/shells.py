@@ -17,7 +17,7 @@ Framing of one request (the values are shlex-quoted, never interpolated):
     cat "$d/o" "$d/e"; printf '%s\\n' TOKEN.end
 
 `$d` is the session's private directory (`mktemp -d`: mode 0700), removed
-when the session's stdin closes. The output sizes make the reply
+when the session's stdin closes, or by a later session once its `sh` is gone. The output sizes make the reply
 binary-safe; the random TOKEN (new per request) skips anything the login
 shell printed first. A request the fast path cannot take exactly (stdin that
 is not text ending in a newline, as a here-document has), no free session,
@@ -39,7 +39,15 @@ from ._paramiko import paramiko, send_channel_request
 
 MAX_SHELLS = 4  # the broker serves commands on threads; more than this at once use exec channels
 MAX_FAILED_STARTS = 3  # a server whose `sh` sessions keep dying (no mktemp?): stop trying them
-SESSION_SETUP = ("d=$(mktemp -d) || exit 1\n"
+# The session's directory is named after its sh (`rhl-sh.PID.RANDOM`), so a session that died without its
+# EXIT trap (SIGKILL, a dropped link's SIGPIPE) leaves one a later session of ours finds and removes.
+SESSION_SETUP = ('t=${TMPDIR:-/tmp}\n'
+                 'for s in "$t"/rhl-sh.*; do\n'
+                 '  p=${s#"$t"/rhl-sh.}; p=${p%%.*}\n'
+                 '  case $p in ""|*[!0-9]*) continue ;; esac\n'
+                 '  if [ -O "$s" ] && [ ! -L "$s" ] && ! kill -0 "$p" 2>/dev/null; then rm -rf -- "$s"; fi\n'
+                 'done\n'
+                 'd=$(mktemp -d "$t/rhl-sh.$$.XXXXXXXX") || exit 1\n'
                  "trap 'rm -rf \"$d\"' EXIT\n"
                  "trap 'exit 1' HUP TERM\n")
 log = logging.getLogger("remote_http_launcher.ssh")
