@@ -157,7 +157,8 @@ def format_list(host_name: str, entries: list[ServiceEntry]) -> str:
 
 
 def format_connections(entries: list[Connection]) -> str:
-    """`connections`: one row per broker; ages as durations ("-" when it did not answer)."""
+    """`connections`: one row per broker; ages as durations ("-" when it did not answer). After an edit of
+    ~/.ssh/config a host has two: the one new commands use is "current"."""
     if not entries:
         return "no connection brokers"
     now = time.time()
@@ -168,9 +169,10 @@ def format_connections(entries: list[Connection]) -> str:
     def count(value: object) -> str:
         return "-" if value is None else str(len(value) if isinstance(value, list) else value)
 
-    return "\n".join(format_table(("HOST", "PID", "SINCE", "LAST USE", "IN USE", "TUNNELS"),
+    return "\n".join(format_table(("HOST", "PID", "SINCE", "LAST USE", "IN USE", "TUNNELS", "SSH CONFIG"),
                                   [(e["host"] or "?", str(e["pid"]), ago(e["since"]), ago(e["last_use"]),
-                                    count(e["sessions"]), count(e["tunnels"])) for e in entries]))
+                                    count(e["sessions"]), count(e["tunnels"]),
+                                    "current" if e["current"] else "old (idles out)") for e in entries]))
 
 
 CHECK_MARKS = {"ok": "✓", "fail": "✗", "info": "·"}

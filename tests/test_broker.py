@@ -370,3 +370,19 @@ def test_new_broker_keeps_the_dead_brokers_log(keyed_server: SSHServer, remote_c
     assert f"broker {first} for" in previous.read_text()
     assert f"broker {second} for" in log.read_text() and f"broker {first} for" not in log.read_text()
     assert previous.stat().st_mode & 0o777 == 0o600
+
+
+def test_connections_say_which_broker_is_current_after_ssh_config_changed(
+        keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path, client_home: Path,
+        tmp_path: Path) -> None:
+    config = write(tmp_path, "a", remote_config(keyed_server))
+    ok(config)
+    (old,) = brokers(rhl_dir)
+    ssh_config = client_home / ".ssh" / "config"
+    ssh_config.write_text(ssh_config.read_text() + "\n# edited\n")
+    ok("status", config)
+    (new,) = set(brokers(rhl_dir)) - {old}
+    entries = json.loads(ok("connections", "--json"))["connections"]
+    assert {entry["pid"]: entry["current"] for entry in entries} == {old: False, new: True}
+    rows = {line.split()[1]: line for line in ok("connections").splitlines()[1:]}
+    assert rows[str(new)].endswith("current") and rows[str(old)].endswith("old (idles out)")

@@ -9,7 +9,7 @@ from ..errors import BrokerUnavailable
 from ..processes import terminate
 from ..service import KILL_WAIT, STOP_TIMEOUT
 from .client import request
-from .registry import is_broker, live_brokers
+from .registry import destination_id, is_broker, live_brokers
 
 POLL = 0.05
 
@@ -22,6 +22,7 @@ class Connection(TypedDict):
     sessions: int | None  # commands using it right now
     tunnels: list[str] | None  # the keys whose tunnels it keeps
     persist: float | None
+    current: bool  # new commands for its host use it; False once ~/.ssh/config changed (then it idles out)
 
 
 def connections() -> list[Connection]:
@@ -41,7 +42,8 @@ def connections() -> list[Connection]:
                       "since": since if isinstance(since, (int, float)) else None,
                       "last_use": time.time() - idle if isinstance(idle, (int, float)) else None,
                       "sessions": info.get("sessions"), "tunnels": info.get("tunnels"),
-                      "persist": persist if isinstance(persist, (int, float)) else None})
+                      "persist": persist if isinstance(persist, (int, float)) else None,
+                      "current": isinstance(target, str) and files.lock.stem == destination_id(target)})
     return found
 
 
