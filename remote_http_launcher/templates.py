@@ -313,9 +313,9 @@ class _Interpreter:
         if isinstance(node, ast.IfExp):
             return self.eval(node.body if self.eval(node.test) else node.orelse)
         if isinstance(node, ast.Tuple):
-            return _checked(tuple(self.eval(element) for element in node.elts))
+            return _printable(tuple(self.eval(element) for element in node.elts))
         if isinstance(node, ast.List):
-            return _checked([self.eval(element) for element in node.elts])
+            return _printable([self.eval(element) for element in node.elts])
         raise TemplateError(f"{type(node).__name__} is not allowed in templates")
 
     def _call(self, node: ast.Call) -> Any:
@@ -324,8 +324,8 @@ class _Interpreter:
         name = node.func.attr
         if name not in _METHODS.get(type(receiver), frozenset()):
             raise TemplateError(f"method .{name}() is not allowed on {type(receiver).__name__} values")
-        args = [_checked(self.eval(arg)) for arg in node.args]
-        kwargs = {keyword.arg: _checked(self.eval(keyword.value)) for keyword in node.keywords if keyword.arg}
+        args = [self.eval(arg) for arg in node.args]
+        kwargs = {keyword.arg: self.eval(keyword.value) for keyword in node.keywords if keyword.arg}
         if isinstance(receiver, str) and name in _FORMAT_METHODS:
             return _format_string(receiver, name, args, kwargs)
         if isinstance(receiver, str):
@@ -339,7 +339,7 @@ class _Interpreter:
         if isinstance(node.op, ast.Mult):
             for sequence, count in ((left, right), (right, left)):
                 if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
-                    _check_len(_size(sequence) * count)
+                    _check_len(_size(sequence) * count)  # by printed size: the copies share their items
         elif isinstance(node.op, ast.Add) and isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
             _check_len(_size(left) + _size(right))
         return _checked(_BINOPS[type(node.op)](left, right))
@@ -466,7 +466,15 @@ def _check_len(length: int) -> None:
 
 
 def _checked(value: T) -> T:
-    """Stop growth early: every intermediate value stays below the cap, a container by its printed size."""
+    """Stop growth early: every intermediate string, list and tuple stays below the cap."""
+    if isinstance(value, (str, list, tuple)):
+        _check_len(len(value))
+    return value
+
+
+def _printable(value: T) -> T:
+    """A container the template built (a display, a repetition): below the cap by its printed size too, so
+    printing, hashing or comparing it stays bounded. Config data is bounded by the config's own checks."""
     _check_len(_size(value))
     return value
 

@@ -439,3 +439,13 @@ def test_memory_bomb_is_a_one_line_config_error(tmp_path: Path, field: str, temp
     assert lines[0].startswith(f"error: {field}: "), lines[0]
     assert int(peak_kib) < 100 * 1024, f"peak {int(peak_kib) // 1024} MB"
     assert float(cpu) < 1.0, f"{cpu} s of CPU"
+
+
+def test_large_config_data_is_read_but_not_printed_whole() -> None:
+    """The printed-size cap is for what the template builds and prints: a config larger than the cap may
+    still be passed to format_map(), looked up and compared."""
+    namespace = {**_namespace(), "config": {"name": "demo", "data": ["x" * 1000] * 300}}
+    assert render("{'{name}'.format_map(config)}", namespace, field="key") == "demo"
+    assert render("{config.get('data')[1] == 'x' * 1000}", namespace, field="key") == "True"
+    with pytest.raises(TemplateError, match=r"^key: result would be longer than 100000 characters"):
+        render("{config}", namespace, field="key")
