@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -386,3 +387,52 @@ def test_connections_say_which_broker_is_current_after_ssh_config_changed(
     assert {entry["pid"]: entry["current"] for entry in entries} == {old: False, new: True}
     rows = {line.split()[1]: line for line in ok("connections").splitlines()[1:]}
     assert rows[str(new)].endswith("current") and rows[str(old)].endswith("old (idles out)")
+
+
+def test_a_claim_while_the_links_restore_is_pending_keeps_the_broker_tunnel(
+        keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker's link dies and its watch has not started the restore yet (here: a session's SFTP call
+    holds the link's lock): a run's claim meets the tunnel failing at once, and the broker, which knows its
+    link is down, keeps its tunnel for the restore instead of dropping it; the run then reuses it, same port.
+
+    The broker's tunnels run in this process (to hold the link's lock at the right moment): its command
+    line stands for the broker's in the keeper lock's identity check."""
+    from types import SimpleNamespace
+
+    from remote_http_launcher.broker.tunnels import Tunnels
+    from remote_http_launcher.hosts.ssh import SSHHost
+    from remote_http_launcher.launcher import Launcher
+    from remote_http_launcher.progress import Progress
+    from remote_http_launcher.tunnels import lock as keeper_lock
+    from remote_http_launcher.tunnels.daemon import config_json
+    from remote_http_launcher.tunnels.watch import Link
+
+    monkeypatch.setattr(keeper_lock, "is_keeper", lambda owner, key: owner.same_process())
+    raw = remote_config(keyed_server, tunnel=True, watchdog_interval=60)
+    config = load_config(raw)
+    key = raw["key"]
+    client_path = rhl_dir / "client" / f"{key}.json"
+    client_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    link = Link(ALIAS, SSHHost.connect(ALIAS, interactive=False))
+    broker = SimpleNamespace(link=link, log_path=tmp_path / "broker.log", broker_id=str(tmp_path / "broker.lock"))
+    tunnels = Tunnels(broker)
+    wire = json.loads(config_json(config))
+    try:
+        assert tunnels.claim(wire, key, str(client_path)) is None
+        payload, state = Launcher(config, key, client_path, Progress.silent()).serve(
+            link.host, lambda service, state: tunnels.open(key, state.data))
+        tunnels.keep(key, state.data, payload)
+        assert get(dict(payload)) == 200
+        kept = tunnels.by_key[key]
+        with ThreadPool(1) as pool:
+            with link.lock:  # the watch cannot check (and so restore) while we hold it
+                link.host.transport.close()  # the link's alive check found the server silent
+                claimed = pool.apply_async(tunnels.claim, (wire, key, str(client_path)))
+                time.sleep(3)  # the claim tries the tunnel (refused at once) and decides
+                assert tunnels.by_key.get(key) is kept, "the broker dropped the tunnel it is about to restore"
+            assert claimed.get(timeout=60) == payload  # reused once the watch restored the link
+        assert tunnels.by_key.get(key) is kept and get(dict(payload)) == 200
+    finally:
+        tunnels.drop_all("the test ends")
+        link.close()

@@ -72,7 +72,7 @@ class Tunnels:
         config = config_from(raw)
         path = Path(client_path)
         lock = KeeperLock(path, key, self.broker.broker_id)
-        reused, previous = claim(lock, config, Progress.silent(), self._stop_holder)
+        reused, previous = claim(lock, config, Progress.silent(), self._stop_holder, self._restoring)
         if reused is not None:
             return reused
         link = self.broker.link
@@ -83,6 +83,10 @@ class Tunnels:
         if old is not None:  # its lock was broken as stale: the forwards are no longer anyone's
             link.end(old, "replaced")
         return None
+
+    def _restoring(self, owner: LockOwner) -> bool:
+        """Our own tunnel whose link is down or being restored (the link's state, under its lock): kept."""
+        return owner.data.get("broker") == self.broker.broker_id and self.broker.link.lost()
 
     def _stop_holder(self, owner: LockOwner, key: str) -> bool:
         """End a silent tunnel: ours is dropped, another broker's is asked for, a keeper process is stopped."""

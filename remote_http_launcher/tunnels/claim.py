@@ -36,6 +36,8 @@ SILENCE_GRACE = 5.0  # beyond the time a holder takes to notice a silent link, f
 
 #: Ends the tunnel a silent holder keeps: True once it is ended, False when this claim may not end it.
 StopHolder = Callable[["LockOwner", str], bool]
+#: True when the holder restores its link now (by its own state, which may be ahead of its lock's record).
+Restoring = Callable[["LockOwner"], bool]
 
 
 class Claim(NamedTuple):
@@ -72,8 +74,12 @@ def stop_process_holder(owner: LockOwner, key: str) -> bool:
     return False if owner.data.get("broker") is not None else stop_owner(owner, key)
 
 
-def claim(lock: KeeperLock, config: Config, progress: Progress, stop: StopHolder = stop_process_holder) -> Claim:
-    """Take the keeper lock, or find a live holder that answers (or will: one restoring its link is waited for)."""
+def claim(lock: KeeperLock, config: Config, progress: Progress, stop: StopHolder = stop_process_holder,
+          restoring: Restoring = lambda owner: False) -> Claim:
+    """Take the keeper lock, or find a live holder that answers (or will: one restoring its link is waited for).
+
+    `restoring` lets the holder itself decide (a broker claiming for one of its own tunnels): the lock's
+    record trails the moment its link died."""
     key = lock.key
     deadline = time.monotonic() + config.startup_timeout + STARTING_GRACE
     waiting = ""
@@ -93,7 +99,8 @@ def claim(lock: KeeperLock, config: Config, progress: Progress, stop: StopHolder
             owner = lock.read()[1]  # again: it may have noticed the lost link while we tried it
             live = owner is not None and owner.same_process()
             until = reconnecting_until(owner) if owner is not None and live else None
-            if owner is not None and until is not None and time.time() < until + RECONNECT_GRACE:
+            if owner is not None and live and (restoring(owner) or
+                                                 (until is not None and time.time() < until + RECONNECT_GRACE)):
                 waiting = _phase(progress, waiting, f"tunnel keeper {owner.pid} is restoring its link; waiting")
                 time.sleep(RECONNECT_POLL)
                 continue

@@ -72,6 +72,9 @@ class Link:
         self.idle_keepalive = idle_keepalive
         self.shells = shells
         self._restoring = threading.Lock()
+        self._state = threading.Lock()  # guards `host` swaps and `restoring_until` against `lost`
+        self.restoring_until: float | None = None  # set from the moment the link is known lost until restored
+        self.gave_up = False
         if shells:
             host.keep_shells()
         self.keepalive()
@@ -123,8 +126,7 @@ class Link:
         with self._restoring:
             if self.host is not seen:
                 return self.host.transport.is_active()  # restored (or given up) by another tunnel's watch
-            until = time.time() + self.budget()
-            self._tell(until, None)  # before local connections start failing at once
+            self._announce()  # before local connections start failing at once (unless `lost` did already)
             log.info("link to %s lost; reconnecting", self.target)
             seen.close()
             host = reconnect(self.target, self.budget())
@@ -136,12 +138,34 @@ class Link:
                     host.close()
                     host = None
             if host is None:
+                with self._state:
+                    self.gave_up = True
+                    self.restoring_until = None
                 return False
-            with self.lock:
+            with self._state, self.lock:
                 self.host = host
+                self.restoring_until = None
+                self._tell(None, host)
             self.keepalive()
-            self._tell(None, host)
             return True
+
+    def lost(self) -> bool:
+        """True while the link is down or being restored: its tunnels are kept for the restore, never replaced.
+
+        A link found dead before its watch noticed is announced as restoring here, so every lock says so at
+        once (the watch's restore follows)."""
+        with self._state:
+            if self.restoring_until is None and not self.gave_up and not self.host.transport.is_active():
+                self._announce_locked()
+            return self.restoring_until is not None
+
+    def _announce(self) -> None:
+        with self._state:
+            self._announce_locked()
+
+    def _announce_locked(self) -> None:
+        self.restoring_until = time.time() + self.budget()
+        self._tell(self.restoring_until, None)
 
     def _tell(self, until: float | None, host: SSHHost | None) -> None:
         """Each tunnel's forwards use `host` (None: fail at once); each lock says until when we reconnect."""
