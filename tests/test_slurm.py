@@ -259,3 +259,44 @@ def test_without_a_handshake_the_port_is_checked_from_the_login_node_and_left_un
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["port_listener"] == "unverified"
     assert len(slurm.jobs()) == 1
+
+
+def test_a_requeued_job_is_queued_again_then_its_tunnel_follows_it_to_its_new_node(
+        slurm: SlurmCluster, job_config: Callable[..., Path], keyed_server: SSHServer, rhl_dir: Path) -> None:
+    """A requeue (a node failure, or an admin's) restarts the job under the same id on another node and
+    port: `status` says queued while it waits (non-zero), the stale client file goes, and once the new run
+    reports, the tunnel forwards the same local port to it."""
+    config = job_config()
+    payload = up(config)
+    key = key_of(config)
+    first = remote_state(keyed_server, key)
+    assert first is not None
+    job, client_file = first["job_id"], rhl_dir / "client" / f"{key}.json"
+    slurm.run(f"scontrol requeuehold {job}")  # held: it waits for us, where a plain requeue waits for a node
+
+    def queued_again() -> bool:
+        status = cli("status", config, "--json")
+        entry = json.loads(status.stdout)
+        return status.returncode == 3 and entry["status"] == "queued" and "requeued" in (entry["detail"] or "")
+
+    wait_for(queued_again, 30, "status to say the job is queued again")
+    wait_for(lambda: not client_file.exists(), 5 * WATCHDOG + 10, "the client file of the dead run to go")
+    slurm.run(f"scontrol update JobId={job} ExcNodeList={first['node']}")  # its new run is elsewhere, for sure
+    slurm.run(f"scontrol release {job}")
+    slurm.run(f"scontrol update JobId={job} StartTime=now")  # SLURM delays a requeued job's start (BeginTime)
+
+    def moved() -> bool:
+        state = remote_state(keyed_server, key)
+        return client_file.exists() and state is not None and state["node"] != first["node"] \
+            and state["status"] == "running"
+
+    wait_for(moved, 60, "the job's new run and its forward")
+    second = remote_state(keyed_server, key)
+    assert second is not None and second["job_id"] == job and (first.get("restarts"), second.get("restarts")) == (0, 1)
+    followed = json.loads(client_file.read_text())
+    assert followed["port"] == payload["port"] and followed["tunneled-network-interface"] == second["node"]
+    assert followed["tunneled-port"] == second["port"]
+    assert get(payload["port"]) == 200  # the same local port reaches the new run
+    status = cli("status", config, "--json")
+    assert status.returncode == 0, status.stdout
+    assert json.loads(status.stdout)["job"]["node"] == second["node"]

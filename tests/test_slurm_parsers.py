@@ -40,6 +40,10 @@ RECORD = {"workdir": "/w", "status": "starting", "token": "t0k", "meta": {"x": "
     ("PENDING|(null)|Priority|1:00:00\n2026-12-07T13:00:00\n",
      JobInfo(QUEUED, "PENDING", None, "Priority", "1:00:00", "2026-12-07T13:00:00")),
     ("PENDING||PartitionTimeLimit|INVALID\nN/A\n", JobInfo(QUEUED, "PENDING", None, "PartitionTimeLimit")),
+    ("RUNNING|n2|None|7:00\nrestarts 2\n", JobInfo(RUNNING, "RUNNING", "n2", None, "7:00", None, 2)),
+    ("PENDING|(null)|BeginTime|1:00\n2026-12-07T13:00:00\nrestarts 1\n",
+     JobInfo(QUEUED, "PENDING", None, "BeginTime", "1:00", "2026-12-07T13:00:00", 1)),
+    ("RUNNING|n1|None|1:00\nrestarts \n", JobInfo(RUNNING, "RUNNING", "n1", None, "1:00")),
     ("CONFIGURING|n2|None|5:00\n", JobInfo(QUEUED, "CONFIGURING", "n2", None, "5:00")),
     ("SUSPENDED|n1|None|5:00", JobInfo(RUNNING, "SUSPENDED", "n1", None, "5:00")),
     ("COMPLETING|n1|None|0:00", JobInfo(ENDED, "COMPLETING", "n1", None, "0:00")),
@@ -160,8 +164,8 @@ def test_the_job_script_quotes_every_value_and_records_the_job(tmp_path: Path) -
     assert done.stdout == expected and "x" in expected
     assert not pwned.exists()
     written = json.loads(status.read_text())
-    assert list(written)[-5:] == ["job_id", "node", "pid", "start_time", "uid"]
-    assert written == {**record, "scheduler": "slurm", "job_id": "4242", "node": socket.gethostname(),
+    assert list(written)[-6:] == ["job_id", "node", "restarts", "pid", "start_time", "uid"]
+    assert written == {**record, "scheduler": "slurm", "job_id": "4242", "node": socket.gethostname(), "restarts": 0,
                        "pid": written["pid"], "start_time": written["start_time"], "uid": os.getuid()}
     assert written["start_time"].startswith("proc:")
 

@@ -100,9 +100,13 @@ def _classify(host: Host, raw: bytes | None, status_file: str | None = None, see
     from .. import schedulers  # imported already: `job` came from it
 
     info = job.query(host)
+    again = schedulers.moved(info, state.data)  # requeued since the record was written: it names a dead run
     if info.state == schedulers.QUEUED:
-        return QUEUED, state, info.reason, info
+        reason = f"requeued, {info.reason or 'waiting'}" if again else info.reason
+        return QUEUED, state, reason, info
     if info.state == schedulers.RUNNING:
+        if again:
+            return STARTING, state, f"job {job.id} was requeued and restarted on {info.node or 'a new node'}", info
         return state.status, state, None, info
     return STALE, state, f"job {job.id} has ended ({info.raw_state.lower()})", info
 

@@ -35,6 +35,7 @@ class JobInfo(NamedTuple):
     reason: str | None = None  # why it is pending
     time_left: str | None = None  # as the scheduler prints it, e.g. 7:59:12
     start_estimate: str | None = None  # the scheduler's expected start time, when it has one
+    restarts: int | None = None  # how often the job was requeued (each restart a new run); None: not known
 
 
 class Scheduler(ABC):
@@ -43,6 +44,8 @@ class Scheduler(ABC):
     name: str
     #: The environment variable holding the job's id inside the job.
     job_id_variable: str
+    #: The environment variable holding, inside the job, how often it was restarted (unset on its first run).
+    restarts_variable: str
     #: The library (sh/NAME.sh) defining `rhl_submit` for submit.sh (its inputs: see slurm_submit.sh).
     submit: scripts.Name
     #: Pending reasons that can never clear by waiting: `up` gives up at once.
@@ -77,6 +80,19 @@ class Job(NamedTuple):
         self.scheduler.cancel(host, self.id, signal)
 
 
+def recorded_run(data: Mapping[str, Any]) -> int:
+    """Which run of its job a status record is of: the job's restart count when its script wrote it (0 for
+    the first run, and for records that do not say)."""
+    restarts = data.get("restarts")
+    return restarts if isinstance(restarts, int) and not isinstance(restarts, bool) else 0
+
+
+def moved(info: JobInfo, data: Mapping[str, Any]) -> bool:
+    """The job was restarted (requeued) since the record was written: the record's node and port are of a run
+    that is gone; the job's new run writes a new record once it starts."""
+    return info.restarts is not None and info.restarts != recorded_run(data)
+
+
 def record_head(scheduler: Scheduler, record: Mapping[str, Any]) -> bytes:
     """The status record's head (scripts.record_head: one line, for sh to append the job's own fields)."""
     return scripts.record_head({**record, "scheduler": scheduler.name})
@@ -92,7 +108,8 @@ def job_script(scheduler: Scheduler, *, workdir: str, status_file: str, record: 
     return "\n".join([
         "#!/bin/sh",
         "# remote-http-launcher: the service's batch job",
-        f'set -- "$1" "$2" {values} "${{{scheduler.job_id_variable}-}}" {shlex.quote(scripts.program("service"))}',
+        f'set -- "$1" "$2" {values} "${{{scheduler.job_id_variable}-}}" {shlex.quote(scripts.program("service"))} '
+        f'"${{{scheduler.restarts_variable}-0}}"',
         scripts.program("job"),
     ])
 

@@ -20,12 +20,14 @@ NEVER_CLEARS = frozenset({
     "JobHeldAdmin", "PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "QOSNotAllowed",
     "ReservationDeleted", "launch failed requeued held",
 })
+RESTARTS = "restarts"  # slurm_query.sh's line with the job's restart count
 NO_VALUE = ("", "(null)", "N/A", "None", "INVALID", "n/a")
 
 
 class Slurm(Scheduler):
     name = "slurm"
     job_id_variable = "SLURM_JOB_ID"
+    restarts_variable = "SLURM_RESTART_COUNT"
     submit = "slurm_submit"
     never_clears = NEVER_CLEARS
     commands = ("sbatch", "squeue", "scancel")
@@ -47,10 +49,13 @@ def parse_query(output: str) -> JobInfo:
     if not lines or lines[0] == "GONE":
         return JobInfo(ENDED, "GONE")
     raw_state, node, reason, time_left = ([*lines[0].split("|", 3), "", "", ""])[:4]
+    counts = [line.removeprefix(RESTARTS) for line in lines[1:] if line.startswith(RESTARTS)]
+    lines = [line for line in lines if not line.startswith(RESTARTS)]
+    restarts = counts[0].strip() if counts else ""
     state = QUEUED if raw_state in QUEUED_STATES else RUNNING if raw_state in RUNNING_STATES else ENDED
     estimate = lines[1].strip() if len(lines) > 1 else ""
     return JobInfo(state, raw_state, _value(node), _value(reason) if state == QUEUED else None,
-                   _value(time_left), _value(estimate))
+                   _value(time_left), _value(estimate), int(restarts) if restarts.strip().isdigit() else None)
 
 
 def _value(text: str) -> str | None:

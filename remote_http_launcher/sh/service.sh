@@ -1,6 +1,6 @@
-# service STATUS COMMAND CONDA_SH CONDA_ENV UMASK LOCK TOKEN FIRST EXEC [JOB_ID NODE]: the service's own first
-# steps (it runs detached, as the new session leader, or as a batch job: job.sh). It records its PID and start
-# time in the status file STATUS, with JOB_ID and NODE for a job, after the record's head it reads on stdin (one
+# service STATUS COMMAND CONDA_SH CONDA_ENV UMASK LOCK TOKEN FIRST EXEC [JOB_ID NODE RESTARTS]: the service's own
+# first steps (it runs detached, as the new session leader, or as a batch job: job.sh). It records its PID and
+# start time in the status file STATUS, with JOB_ID, NODE and RESTARTS (the job's run) for a job, after the record's head it reads on stdin (one
 # line: launch.sh's here-document, never an argument); releases the launch lock (other runs now find this
 # process in the status file); then becomes COMMAND. A simple command whose name is a file (a path, or found on
 # PATH: not a builtin or function) is exec'ed by this shell itself (FIRST and EXEC: scripts.exec_plan), so the
@@ -9,7 +9,8 @@
 # holds the service). Variables are prefixed: the command is eval'ed in this shell.
 set -f
 rhl_status=$1 rhl_cmd=$2 rhl_conda_sh=$3 rhl_conda_env=$4 rhl_umask=$5 rhl_lock=$6 rhl_lock_token=$7
-rhl_first=$8 rhl_exec=$9 rhl_job_id=${10-} rhl_node=${11-}
+rhl_first=$8 rhl_exec=$9 rhl_job_id=${10-} rhl_node=${11-} rhl_run=${12-0}
+case $rhl_run in ''|*[!0-9]*) rhl_run=0 ;; esac
 IFS= read -r rhl_head
 exec </dev/null
 if rhl_stat "$$"; then
@@ -22,7 +23,7 @@ rhl_uid=
 if [ -r "/proc/$$/status" ]; then
   while read -r rhl_field rhl_value _; do [ "$rhl_field" = Uid: ] && rhl_uid=$rhl_value && break; done < "/proc/$$/status"
 fi
-if [ -n "$rhl_job_id" ]; then set -- "job_id=$rhl_job_id" "node=$rhl_node"; else set --; fi
+if [ -n "$rhl_job_id" ]; then set -- "job_id=$rhl_job_id" "node=$rhl_node" "restarts:$rhl_run"; else set --; fi
 rhl_write_record "$rhl_status" replace "$rhl_head" "$@" "pid:$$" "start_time=$rhl_st" "uid:${rhl_uid:-$(id -u)}" \
   || { echo "remote-http-launcher: cannot write $rhl_status"; exit 1; }
 rhl_release_lock "$rhl_lock" "$rhl_lock_token"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from .. import statefiles
 from ..errors import AuthenticationError, HostError, HostKeyError, LauncherError
 from ..hosts.ssh import SSHHost
-from ..service import ended, is_ours
+from ..service import Service, ended, is_ours, job_of
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -88,14 +88,17 @@ class Link:
                 return "its tunnel was ended"
             host = self.host
             try:
-                alive = self._service_alive(host, state, interval)
+                found = self._service_alive(host, kept, state, interval)
             except HostError as exc:
                 log.info("%s: link to %s lost (%s)", kept.key, self.target, exc)
                 if not self.restore(host):
                     return f"link to {self.target} lost and not restored within {self.budget():.0f} s"
                 continue
-            if not alive:
+            if found is None:
                 return f"{ended(state)} ({host.name})"
+            if found is not state:
+                self._follow(kept, found)
+                state = found
 
     def _pause(self, interval: float, done: threading.Event) -> None:
         """One interval, cut short when the connection closes (its alive check closes it once the server
@@ -105,20 +108,33 @@ class Link:
             if done.wait(min(LINK_POLL, left)):
                 return
 
-    def _service_alive(self, host: SSHHost, state: ServerState, interval: float) -> bool:
+    def _service_alive(self, host: SSHHost, kept: Kept, state: ServerState, interval: float) -> ServerState | None:
+        """`state` while its service lives, a batch job's new record once a requeued job's new run reported
+        (`_follow`), None once the service is gone."""
         transport = host.transport
         timer = threading.Timer(max(MIN_CHECK_TIMEOUT, 2 * interval), transport.close)
         timer.daemon = True
         timer.start()
         try:
             with self.lock:
-                alive = is_ours(host, state)
+                found = _look(host, kept, state)
         finally:
             timer.cancel()
         if not transport.is_active():
             # The answer may be an artefact of the dying link.
             raise HostError("connection lost", host=host.name, step="watchdog")
-        return alive
+        return found
+
+    def _follow(self, kept: Kept, state: ServerState) -> None:
+        """Forward the same local ports to a requeued job's new run, and publish its payload."""
+        previous = kept.lock.published or kept.previous
+        log_path = Path(str((previous or {}).get("keeper_log", "")))
+        payload: ClientPayload = kept.tunnel.reforward(Service(self.host, kept.config, kept.key), state, previous,
+                                                       log_path)  # type: ignore[assignment]
+        log.info("%s: the job's new run is on %s port %s; forwarding there", kept.key, state.data.get("node"),
+                 state.port)
+        statefiles.write_atomic(kept.client_path, statefiles.encode(payload))
+        kept.lock.publish(payload)
 
     def restore(self, seen: SSHHost) -> bool:
         """Log in again (once for all tunnels: `seen` is the host the caller found dead); False when the
@@ -205,6 +221,33 @@ class Link:
 
     def close(self) -> None:
         self.host.close()
+
+
+def _look(host: SSHHost, kept: Kept, state: ServerState) -> ServerState | None:
+    """The service's check: `state` while it lives; None once it is gone. A batch job that was requeued is
+    still the service: while it waits or its new run starts, the client file (naming the dead run) is
+    removed; once the new run recorded its port, that record (the caller forwards to it)."""
+    job = job_of(state)
+    if job is None:
+        return state if is_ours(host, state) else None
+    from ..schedulers import ENDED, RUNNING, moved, recorded_run
+
+    info = job.query(host)
+    if info.state == ENDED:
+        return None
+    if not moved(info, state.data):
+        return state
+    current = Service(host, kept.config, kept.key).read_state()
+    if current is None or job_of(current) != job:
+        return None  # the key's record names another job now: ours is no longer its service
+    if info.state == RUNNING and recorded_run(current.data) == info.restarts and current.status == "running" \
+            and current.port is not None:
+        return current
+    payload = statefiles.read_payload(kept.client_path)
+    if payload is not None and payload.get("keeper_pid") == os.getpid():
+        log.info("%s: job %s was requeued; waiting for its new run", kept.key, job.id)
+        statefiles.remove(kept.client_path)
+    return state
 
 
 def reconnect(target: str, budget: float) -> SSHHost | None:
