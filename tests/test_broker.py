@@ -415,7 +415,8 @@ def test_a_claim_while_the_links_restore_is_pending_keeps_the_broker_tunnel(
     client_path = rhl_dir / "client" / f"{key}.json"
     client_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     link = Link(ALIAS, SSHHost.connect(ALIAS, interactive=False))
-    broker = SimpleNamespace(link=link, log_path=tmp_path / "broker.log", broker_id=str(tmp_path / "broker.lock"))
+    broker = SimpleNamespace(link=link, log_path=tmp_path / "broker.log", broker_id=str(tmp_path / "broker.lock"),
+                             record_tunnels=lambda locks: None)
     tunnels = Tunnels(broker)
     wire = json.loads(config_json(config))
     try:
@@ -436,3 +437,63 @@ def test_a_claim_while_the_links_restore_is_pending_keeps_the_broker_tunnel(
     finally:
         tunnels.drop_all("the test ends")
         link.close()
+
+
+def test_the_next_broker_restores_every_tunnel_of_a_killed_one_on_its_ports(
+        keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path, tmp_path: Path) -> None:
+    """A broker killed while it keeps two tunnels: the next command for the host (a `status` of one key)
+    starts a broker that keeps both again, on their local ports: no keeper process, no new port."""
+    one = remote_config(keyed_server, tunnel=True)
+    configs = [write(tmp_path, "a", one), write(tmp_path, "b", {**one, "key": one["key"] + "-b"})]
+    payloads = [json.loads(ok(config, "--json")) for config in configs]
+    (first,) = brokers(rhl_dir)
+    os.kill(first, SIGKILL)
+    wait_gone(first)
+    assert [get(payload) for payload in payloads] == [None, None]
+    assert "running" in cli("status", configs[0]).stdout  # exit 4 (the tunnel is down), as it was, yet
+    (second,) = brokers(rhl_dir)
+    assert second != first
+    client = rhl_dir / "client"
+
+    def restored() -> bool:
+        files = [client / f"{key}.json" for key in (one["key"], one["key"] + "-b")]
+        return all(path.exists() and json.loads(path.read_text())["keeper_pid"] == second for path in files)
+
+    deadline = time.monotonic() + EXIT_WAIT
+    while not restored() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert restored(), [path.read_text() for path in (rhl_dir / "brokers").glob("*.log")]
+    assert [get(payload) for payload in payloads] == [200, 200]  # the same local ports
+    assert keeper_processes(str(client)) == []
+    assert sorted(json.loads(ok("connections", "--json"))["connections"][0]["tunnels"]) == \
+        sorted([one["key"], one["key"] + "-b"])
+
+
+def test_a_run_whose_broker_dies_runs_again_in_a_new_broker(
+        keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path, tmp_path: Path) -> None:
+    """The broker dies while a run opens its tunnel: the run goes on in a new broker (it keeps the tunnel),
+    not in a keeper process of its own with a login of its own."""
+    from remote_http_launcher.broker.tunnels import run_tunnel
+    from remote_http_launcher.progress import Progress
+    from remote_http_launcher.statefiles import client_file
+
+    killed: list[int] = []
+
+    class KillsTheBroker(Progress):  # the moment: the broker was asked to open the forwards
+        def phase(self, text: str) -> None:
+            super().phase(text)
+            if text == "opening the tunnel" and not killed:
+                (broker,) = brokers(rhl_dir)
+                os.kill(broker, SIGKILL)
+                wait_gone(broker)
+                killed.append(broker)
+
+    raw = remote_config(keyed_server, tunnel=True)
+    config = load_config(raw)
+    path = client_file(raw["key"], None, local_service=False)
+    ran = run_tunnel(config, raw["key"], path, KillsTheBroker(stream=open(os.devnull, "w")), None)  # noqa: SIM115
+    assert killed and ran is not None, "the run fell back to a keeper process"
+    payload, reused = ran
+    (second,) = brokers(rhl_dir)
+    assert second not in killed and payload["keeper_pid"] == second and not reused
+    assert get(dict(payload)) == 200

@@ -18,6 +18,8 @@ at most 107 bytes):
   <id>.key    the authkey clients prove they know (0600); only the same user can read it
   <id>.sock   the Unix socket (POSIX; on Windows a named pipe whose name is in the lock record)
   <id>.log    the broker's log (kept after it exits, like the keeper's; the one before as <id>.log.1)
+  <id>.tunnels  the keeper locks of the tunnels it keeps (JSON list, 0600): a broker that died leaves it, and
+              the next one restores those tunnels
 """
 
 from __future__ import annotations
@@ -60,11 +62,12 @@ class BrokerFiles(NamedTuple):
     key: Path
     socket: Path
     log: Path
+    tunnels: Path
 
     @classmethod
     def of(cls, name: str, directory: Path | None = None) -> BrokerFiles:
         base = (directory or broker_dir()) / name
-        return cls(*(base.with_suffix(suffix) for suffix in (".lock", ".key", ".sock", ".log")))
+        return cls(*(base.with_suffix(suffix) for suffix in (".lock", ".key", ".sock", ".log", ".tunnels")))
 
     @classmethod
     def for_target(cls, target: str) -> BrokerFiles:

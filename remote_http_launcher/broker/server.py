@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 IDLE_CHECK = 1.0
 LISTEN_BACKLOG = 64  # commands that connect at once wait in the queue, not refused
 KEEPALIVE = 30  # seconds: keeps an idle link (and NAT mappings) alive while the broker waits
+KEEPER_LOCKS = "keeper_locks"  # <id>.tunnels: {KEEPER_LOCKS: [path, ...]}
 log = logging.getLogger("remote_http_launcher.broker")
 
 
@@ -69,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         if not claim(lock):
             report.send({"busy": True})
             return 0
-        return Broker(args.target, args.persist, files, lock).run(report, report.ask if args.ask else None,
-                                                                  args.accept_new_host_key)
+        broker = Broker(args.target, args.persist, files, lock)
+        broker.inherited = inherited(files)
+        return broker.run(report, report.ask if args.ask else None, args.accept_new_host_key)
     except LauncherError as exc:
         if exc.step == "state directory":  # ours, not the login's: the client logs in itself
             exc = BrokerUnavailable(f"connection broker: {exc}")
@@ -92,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 def _say(failure: BrokerUnavailable) -> None:
     """One line on the user's terminal (our log once detached): the command goes on with a login of its own."""
     print(f"warning: {failure}; logging in directly", file=sys.stderr, flush=True)
+
+
+def inherited(files: BrokerFiles) -> list[str]:
+    """The keeper locks of the tunnels a broker before us kept when it died (we hold the broker lock)."""
+    statefiles.check_trusted(files.tunnels, "broker tunnel list")
+    paths = (statefiles.decode(statefiles.read_bytes(files.tunnels)) or {}).get(KEEPER_LOCKS)
+    return [path for path in paths if isinstance(path, str)] if isinstance(paths, list) else []
 
 
 def claim(lock: BrokerLock) -> bool:
@@ -122,6 +131,8 @@ class Broker:
         self.broker_id = str(files.lock)  # where a keeper lock's `broker` field finds us
         self.log_path = files.log
         self.tunnels = Tunnels(self)
+        self.inherited: list[str] = []  # keeper locks of a dead broker's tunnels, restored once we are up
+        self._record = threading.Lock()
 
     @property
     def host(self) -> SSHHost:
@@ -160,6 +171,10 @@ class Broker:
             detach(log_fd)
             log.info("broker %d for %s at %s", os.getpid(), self.target, address)
             threading.Thread(target=self._accept, args=(listener,), daemon=True, name="rhl-broker-accept").start()
+            if self.inherited:
+                log.info("restoring %d tunnel(s) of the previous broker", len(self.inherited))
+                threading.Thread(target=self.tunnels.restore, args=(self.inherited,), daemon=True,
+                                 name="rhl-broker-restore").start()
             log.info("stopping: %s", self._wait_until_done())
             return 0
         finally:
@@ -169,6 +184,7 @@ class Broker:
             if listener is not None:
                 listener.close()  # removes the socket file
             statefiles.remove(self.files.key)
+            statefiles.remove(self.files.tunnels)
             if link is not None:
                 link.close()
 
@@ -205,6 +221,13 @@ class Broker:
             with self._count:
                 self.sessions -= 1
                 self.last_use = time.monotonic()
+
+    def record_tunnels(self, locks: list[str]) -> None:
+        with self._record:
+            if locks:
+                statefiles.write_atomic(self.files.tunnels, statefiles.encode({KEEPER_LOCKS: locks}))
+            else:
+                statefiles.remove(self.files.tunnels)
 
     def used(self) -> None:
         self.last_use = time.monotonic()

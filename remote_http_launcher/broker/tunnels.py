@@ -38,7 +38,10 @@ if TYPE_CHECKING:
     from ..prompts import Prompt
     from ..service import Service
     from ..tunnels.watch import Kept, Link
+    from .protocol import Wire
+    from .registry import BrokerFiles
 
+BROKER_ATTEMPTS = 2  # a run whose broker died is run once more, in the broker that replaces it
 log = logging.getLogger("remote_http_launcher.broker")
 
 
@@ -46,6 +49,9 @@ class BrokerLike(Protocol):
     link: Link
     log_path: Path
     broker_id: str
+
+    def record_tunnels(self, locks: list[str]) -> None:
+        """Say in the broker's lock which keeper locks it holds: a broker after it restores those tunnels."""
 
 
 class Tunnels:
@@ -72,6 +78,7 @@ class Tunnels:
         config = config_from(raw)
         path = Path(client_path)
         lock = KeeperLock(path, key, self.broker.broker_id)
+        lock.config = raw
         reused, previous = claim(lock, config, Progress.silent(), self._stop_holder, self._restoring)
         if reused is not None:
             return reused
@@ -119,6 +126,7 @@ class Tunnels:
         link = self.broker.link
         kept.lock.silence_bound = link.silence_bound()  # a run meeting a silent tunnel waits that long
         kept.lock.publish(payload)
+        self._record()
         link.keepalive()  # at the watch interval now: a dead link is noticed as soon
         threading.Thread(target=self._watch, args=(kept, state), daemon=True, name=f"rhl-watch-{key}").start()
 
@@ -129,6 +137,51 @@ class Tunnels:
                 return  # dropped (and ended) meanwhile
             del self.by_key[kept.key]
         self.broker.link.end(kept, why)
+        self._record()
+
+    def _record(self) -> None:
+        with self._lock:
+            self.broker.record_tunnels(sorted(kept.lock.path for kept in self.by_key.values()
+                                              if kept.lock.published is not None))
+
+    def restore(self, lock_paths: list[str]) -> None:
+        """Keep again, on their local ports, the tunnels a broker before us held (for this destination) and
+        that nobody keeps now: each one whose service still runs. Errors are logged: the next command for
+        a key that could not be restored makes its tunnel as usual."""
+        for path in lock_paths:
+            try:
+                self._restore(Path(path))
+            except Exception as exc:  # one tunnel's failure leaves the others to restore
+                log.info("%s: not restored: %s", path, exc)
+
+    def _restore(self, lock_path: Path) -> None:
+        from ..locks import LockOwner
+        from ..service import Service
+        from ..tunnels.lock import recorded_config
+
+        statefiles.check_trusted(lock_path, "keeper lock")
+        owner = LockOwner.parse(statefiles.read_bytes(lock_path))
+        raw = recorded_config(owner) if owner is not None else None
+        key = owner.data.get("key") if owner is not None else None
+        if owner is None or raw is None or not isinstance(key, str) or owner.same_process() \
+                or owner.data.get("broker") != self.broker.broker_id:
+            return  # kept by a live holder, or not one of ours
+        client_path = lock_path.with_name(f"{key}.json")
+        if self.claim(raw, key, str(client_path)) is not None:
+            return  # a live holder keeps it meanwhile
+        kept = self.by_key[key]
+        link = self.broker.link
+        service = Service(link.host, kept.config, key)
+        with link.lock:
+            state = service.read_state()
+            ours = state is not None and state.status == "running" and service.is_ours(state)
+        if state is None or not ours:
+            self.drop(key, "its service is gone")
+            return
+        payload: ClientPayload = self.open(key, state.data)  # type: ignore[assignment]
+        statefiles.write_atomic(client_path, statefiles.encode(payload))
+        self.keep(key, state.data, payload)
+        log.info("%s: restored the tunnel of the previous broker on port %s", key, payload.get("port"))
 
     def drop(self, key: str, why: str) -> bool:
         """End the key's tunnel (`stop`, or a run that failed); False when we kept none."""
@@ -137,6 +190,7 @@ class Tunnels:
         if kept is None:
             return False
         self.broker.link.end(kept, why)
+        self._record()
         return True
 
     def drop_all(self, why: str) -> None:
@@ -147,21 +201,34 @@ class Tunnels:
 def run_tunnel(config: Config, key: str, client_path: Path, progress: Progress, prompt: Prompt | None, *,
                accept_new_host_key: bool = False) -> tuple[ClientPayload, bool] | None:
     """A tunnel run whose forwards the destination's broker keeps; None when no broker can (then the
-    caller starts a keeper process, which logs in itself)."""
-    try:
-        return _run_tunnel(config, key, client_path, progress, prompt, accept_new_host_key)
-    except BrokerUnavailable as exc:
-        log.info("%s: no connection broker keeps the tunnel (%s); starting a tunnel keeper", key, exc)
-        return None
+    caller starts a keeper process, which logs in itself). A broker that dies during the run is replaced
+    by a new one, which runs it again (and restores the dead broker's tunnels): a keeper process only
+    when no broker can run."""
+    from .client import attach
+
+    for attempt in range(BROKER_ATTEMPTS):
+        try:
+            progress.phase(f"connecting to {config.ssh_target}")
+            attached = attach(config.ssh_target, config.connection_persist, prompt,
+                              accept_new_host_key=accept_new_host_key)
+        except BrokerUnavailable as exc:
+            log.info("%s: no connection broker keeps the tunnel (%s); starting a tunnel keeper", key, exc)
+            return None
+        try:
+            return _run_tunnel(config, key, client_path, progress, prompt, attached)
+        except BrokerUnavailable as exc:
+            if attempt + 1 == BROKER_ATTEMPTS:
+                log.info("%s: the connection broker failed again (%s); starting a tunnel keeper", key, exc)
+                return None
+            log.info("%s: the connection broker failed during the run (%s); running it in a new one", key, exc)
+    return None
 
 
 def _run_tunnel(config: Config, key: str, client_path: Path, progress: Progress, prompt: Prompt | None,
-                accept_new_host_key: bool) -> tuple[ClientPayload, bool]:
+                attached: tuple[Wire, BrokerFiles]) -> tuple[ClientPayload, bool]:
     from ..launcher import Launcher
-    from .client import BrokeredHost, attach
+    from .client import BrokeredHost
 
-    progress.phase(f"connecting to {config.ssh_target}")
-    attached = attach(config.ssh_target, config.connection_persist, prompt, accept_new_host_key=accept_new_host_key)
     host = BrokeredHost(config.ssh_target, config.connection_persist, prompt, attached)
     try:
         raw = json.loads(config_json(config))

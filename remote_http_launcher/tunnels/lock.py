@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..clientfile import keeper_lock_path
 from ..hosts.local import LocalHost
@@ -23,6 +24,7 @@ from ..statefiles import ClientPayload
 MARKER = "remote_http_launcher.keeper"
 BROKER_MARKER = "remote_http_launcher.broker"
 RECONNECTING = "reconnecting_until"
+CONFIG = "config"
 SILENCE_BOUND = "notices_silence_within"
 PARTIAL_GRACE = 5.0  # an unparsable lock younger than this is a create still being written
 
@@ -55,6 +57,12 @@ def _number(owner: LockOwner, name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def recorded_config(owner: LockOwner) -> dict[str, Any] | None:
+    """The config a broker recorded with the tunnel it kept (config_json's mapping); None: not recorded."""
+    config = owner.data.get(CONFIG)
+    return config if isinstance(config, dict) else None
+
+
 def served_payload(owner: LockOwner) -> ClientPayload | None:
     """The payload a keeper published once its tunnel was up; None while it is still starting."""
     payload = owner.data.get("payload")
@@ -71,6 +79,7 @@ class KeeperLock(FileLock):
         self.broker = broker
         self.silence_bound: float | None = None  # set by the keeper holding the lock, once connected
         self.published: ClientPayload | None = None  # the payload we serve, once published
+        self.config: dict[str, Any] | None = None  # a broker's: the config, so a broker after it can restore it
 
     def holder(self) -> dict[str, str]:
         """What the lock's record says about its holder, besides the process (`FileLock.record`)."""
@@ -83,9 +92,11 @@ class KeeperLock(FileLock):
         """Record the payload this keeper serves, so a run that lost its client file can reuse it, and
         while its link is down, until when it tries to restore it (a `time.time()`); `silence_bound`, when
         set, is how long the keeper's link may be silent before it notices."""
-        extra: dict[str, float] = {} if reconnecting_until is None else {RECONNECTING: reconnecting_until}
+        extra: dict[str, Any] = {} if reconnecting_until is None else {RECONNECTING: reconnecting_until}
         if self.silence_bound is not None:
             extra[SILENCE_BOUND] = self.silence_bound
+        if self.config is not None:
+            extra[CONFIG] = self.config
         self.rewrite(**self.holder(), payload=payload, **extra)
         self.published = payload
 
