@@ -22,6 +22,9 @@ a test module).  Fixtures (all session-scoped):
   namespace of their own like ``sshd``, and run sshd under a PAM service of
   their own, never /etc/pam.d/sshd (see "PAM servers" below).  They install
   libpam-oath and oathtool with apt-get when missing.
+* ``sshd_cert`` -- a host accepting only user certificates signed by its own
+  test CA (no authorized keys, no passwords); ``sshd_cert.certify(path)``
+  writes a certificate of the client key (principals and validity chosen).
 
 Everything (servers, user, namespace, veth, temp dirs, PAM files) is removed
 at session end.  Without root or /usr/sbin/sshd the fixtures skip loudly; with
@@ -1074,6 +1077,51 @@ def launch_pam_sshd(account: SSHAccount, kind: str, ns: NetNamespace | None = No
 
 
 # --------------------------------------------------------------------------
+# Certificate server: user certificates signed by a test CA, no authorized keys
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class CertSSHServer(SSHServer):
+    """An sshd that accepts only user certificates signed by its CA (TrustedUserCAKeys, AuthorizedKeysFile
+    none, no passwords): the session's client key alone is refused, `certify` makes it a certificate."""
+
+    ca_key: Path = Path()
+
+    def certify(self, destination: Path, *, principals: str | None = None, validity: str = "-5m:+1h") -> Path:
+        """A certificate of the client key at `destination` (ssh-keygen -s: `principals` default to the
+        test user, `validity` as -V takes it); returns it."""
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=destination.parent))
+        try:
+            public = work / "key.pub"
+            shutil.copyfile(f"{self.client_key}.pub", public)
+            _sh(["ssh-keygen", "-q", "-s", str(self.ca_key), "-I", "rhl-test", "-n", principals or self.user,
+                 "-V", validity, str(public)])
+            shutil.move(str(work / "key-cert.pub"), destination)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return destination
+
+    def login_options(self) -> dict[str, Any]:
+        """How `connect` logs in: the client key with a fresh certificate."""
+        raise NotImplementedError("log in through the launcher with a certificate from certify()")
+
+
+def launch_cert_sshd(account: SSHAccount, ns: NetNamespace | None = None) -> CertSSHServer:
+    """Start an sshd that trusts a fresh CA for user certificates and nothing else."""
+    ca_key = account.base / f"user_ca_{secrets.token_hex(3)}"
+    _sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rhl-test-ca", "-f", str(ca_key)])
+    Path(f"{ca_key}.pub").chmod(0o644)
+    overrides = {"TrustedUserCAKeys": f"{ca_key}.pub", "AuthorizedKeysFile": "none",
+                 "PasswordAuthentication": "no", "KbdInteractiveAuthentication": "no"}
+    server = launch_sshd(account, ca_key.name.replace("user_ca", "cert"), ns, config_overrides=overrides,
+                         server_type=CertSSHServer, ca_key=ca_key)
+    assert isinstance(server, CertSSHServer)
+    return server
+
+
+# --------------------------------------------------------------------------
 # pytest fixtures
 # --------------------------------------------------------------------------
 
@@ -1136,3 +1184,9 @@ def sshd_2fa(sshd_account: SSHAccount) -> Iterator[PamSSHServer]:
 def sshd_password(sshd_account: SSHAccount) -> Iterator[PamSSHServer]:
     """sshd asking once, through PAM (pam_unix), for the password (keyboard-interactive or password)."""
     yield from _pam_server(sshd_account, "password")
+
+
+@pytest.fixture(scope="session")
+def sshd_cert(sshd_account: SSHAccount) -> Iterator[CertSSHServer]:
+    """sshd accepting only user certificates signed by its CA (`certify` issues them)."""
+    yield from _in_namespace(sshd_account, lambda ns: launch_cert_sshd(sshd_account, ns))

@@ -346,10 +346,10 @@ def test_openssh_aliases_of_supported_options(home: Path) -> None:
 def test_every_option_read_in_ssh_is_supported() -> None:
     """Reading a new option in ssh/ needs it in SUPPORTED_OPTIONS too (else it never reaches the Endpoint)."""
     read = {"pubkeyauthentication", "kbdinteractiveauthentication", "passwordauthentication"}  # auth.py's switches
-    pattern = re.compile(r"""(?:\.option|\.flag|options\.get)\(\s*["']([a-z]+)["']""")
+    pattern = re.compile(r"""(?:\.option|\.flag|\.values|options\.get)\(\s*["']([a-z]+)["']""")
     for path in SSH_PACKAGE.glob("*.py"):
         read |= set(pattern.findall(path.read_text()))
-    assert {"hostname", "port", "user", "proxyjump", "identityfile"} <= read  # the scan sees the code
+    assert {"hostname", "port", "user", "proxyjump", "identityfile", "certificatefile"} <= read  # the scan works
     assert read - SUPPORTED_OPTIONS == set()
 
 

@@ -11,8 +11,12 @@ each round: a password, then a one-time code) goes to one prompt function
 from __future__ import annotations
 
 import base64
+import getpass
+import logging
 import math
 import os
+import re
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +27,8 @@ from ..errors import AuthenticationError
 from ..prompts import HOW_TO_ANSWER, Prompt
 from ._paramiko import paramiko
 from .agent import open_agent
+from .certs import CERT_SUFFIX, KEY_FIELDS, Certificate, is_certificate, parse
+from .certs import read as read_certificate
 from .config import Endpoint, shorten
 
 MAX_AUTH_STEPS = 5  # partial successes (2-factor) before we give up
@@ -32,6 +38,9 @@ DEFAULT_METHODS = ("publickey", "keyboard-interactive", "password")
 #: Seconds the server may stay silent while we wait for its answer to a login step, unless ServerAliveInterval
 #: says otherwise: paramiko's own auth_timeout. Generous: a server may wait for a push-notification approval.
 LOGIN_REPLY_TIMEOUT = 30.0
+TOKEN_RE = re.compile(r"%(.)")
+
+log = logging.getLogger("remote_http_launcher.ssh")
 
 
 class SilenceWatch:
@@ -88,6 +97,11 @@ class Authenticator:
     ask: Prompt | None
     allowed: set[str] | None = None  # the server's list, once a refusal has told us
     tried: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what the certificates themselves say is wrong
+    certificates: list[Certificate] | None = None  # CertificateFile's, once read
+    offered_certificates: set[bytes] = field(default_factory=set)  # each one once, from the agent or a file
+    unusable: int = 0  # agent keys of types paramiko cannot use
+    unusable_types: list[str] = field(default_factory=list)
     pending_keys: Iterator[tuple[str, paramiko.PKey]] | None = None
     notice: str = ""  # shown before the next question (e.g. "Permission denied, please try again.")
     unanswered: BaseException | None = None  # why a question asked on paramiko's thread got no answer
@@ -113,8 +127,9 @@ class Authenticator:
                 self.agent.close()
         hint = f"; to answer password or code prompts, {HOW_TO_ANSWER}" \
             if any("skipped: no way to ask" in step for step in self.tried) else ""
-        raise self.endpoint.fail("auth", f"authentication failed (tried: {', '.join(self.tried) or 'nothing'})"
-                                 f"{hint}", AuthenticationError)
+        said = f": {'; '.join(self.problems)}" if self.problems else ""  # what the certificates say comes first
+        tried = ", ".join(self.tried) or "nothing"
+        raise self.endpoint.fail("auth", f"authentication failed{said} (tried: {tried}){hint}", AuthenticationError)
 
     @property
     def login(self) -> str:
@@ -190,43 +205,128 @@ class Authenticator:
         for name, key in self.pending_keys:
             if name:
                 self.tried.append(name)
+            log.debug("%s: publickey: offering %s", self.login, name or f"agent key {key.get_name()}")
             result = self._attempt("publickey", partial(self.transport.auth_publickey, self.endpoint.user, key))
             if result is not False:
                 return bool(result)
         return False
 
     def _keys(self) -> Iterator[tuple[str, paramiko.PKey]]:
-        """Agent keys first, then identity files (each loaded, and decrypted, only when reached)."""
+        """Agent keys first, then identity files (each loaded, and decrypted, only when reached).
+
+        Each key's valid certificates come just before it, as OpenSSH offers them: those the agent holds,
+        `<IdentityFile>-cert.pub`, and every CertificateFile that certifies it.
+        """
         files = self._identity_files()
         offered = self._agent_keys()
-        note = f"agent ({len(offered)} keys)"
+        ignored = ""
         if self.endpoint.flag("identitiesonly", False):
             wanted = {blob for blob in map(_public_blob, files) if blob}
-            ignored = [k for k in offered if k.asbytes() not in wanted]
-            offered = [k for k in offered if k.asbytes() in wanted]
-            note = f"agent ({len(offered)} keys, {len(ignored)} ignored: IdentitiesOnly)" if ignored \
-                else f"agent ({len(offered)} keys)"
-        self.tried.append(note)
+            wanted |= {cert.key_blob for cert in self._certificates()}
+            kept = [k for k in offered if _plain_blob(k) in wanted]
+            ignored = f", {len(offered) - len(kept)} ignored: IdentitiesOnly" if len(kept) < len(offered) else ""
+            offered = kept
+        skipped = f", {self.unusable} skipped: {', '.join(self.unusable_types)}" if self.unusable else ""
+        self.tried.append(f"agent ({len(offered)} keys{ignored}{skipped})")
         seen = {k.asbytes() for k in offered}
+        beside = {blob: path for path in files if (blob := _public_blob(path))}  # an agent key's file, if any
         for key in offered:
-            yield "", key
+            if is_certificate(key.get_name()):
+                label = f"agent certificate {getattr(key, 'comment', '') or key.get_name()}"
+                try:
+                    cert = self._usable(parse(getattr(key, "blob", b""), label))
+                except ValueError as exc:
+                    self.tried.append(f"{label} (unusable: {exc})")
+                    continue
+                if cert is not None and cert.blob not in self.offered_certificates:
+                    self.offered_certificates.add(cert.blob)
+                    key.public_blob = cert.public_blob
+                    yield "", key
+                continue
+            yield from self._with_certificates(key, "", beside.get(key.asbytes()))
         for path in files:
             if _public_blob(path) in seen:
                 continue
             loaded = self._load_key(path)
             if loaded is not None and loaded.asbytes() not in seen:
                 seen.add(loaded.asbytes())
-                yield shorten(path), loaded
+                loaded.public_blob = None  # paramiko's own pick of <path>-cert.pub: offered below, if valid
+                yield from self._with_certificates(loaded, shorten(path), path)
+
+    def _with_certificates(self, key: paramiko.PKey, name: str,
+                           path: Path | None = None) -> Iterator[tuple[str, paramiko.PKey]]:
+        """`key` with each of its valid certificates, then alone."""
+        beside = [self._read_certificate(Path(f"{path}-cert.pub"), beside=True)] if path is not None else []
+        blob = key.asbytes()
+        for cert in [*beside, *self._certificates()]:
+            if cert is not None and cert.key_blob == blob and cert.blob not in self.offered_certificates \
+                    and self._usable(cert) is not None:
+                self.offered_certificates.add(cert.blob)
+                key.public_blob = cert.public_blob
+                yield cert.label, key
+        key.public_blob = None
+        yield name, key
+
+    def _certificates(self) -> list[Certificate]:
+        """The CertificateFile certificates (read once; those that cannot be read are noted and dropped)."""
+        if self.certificates is None:
+            self.certificates = []
+            for value in self.endpoint.values("certificatefile"):
+                cert = self._read_certificate(Path(os.path.expanduser(self._expand(value))))
+                if cert is not None:
+                    self.certificates.append(cert)
+        return self.certificates
+
+    def _read_certificate(self, path: Path, beside: bool = False) -> Certificate | None:
+        shown = shorten(path)
+        try:
+            return read_certificate(path, shown)
+        except FileNotFoundError:
+            if not beside:  # <IdentityFile>-cert.pub is looked for, not required
+                self.tried.append(f"{shown} (missing)")
+        except (OSError, ValueError) as exc:
+            self.tried.append(f"{shown} (unusable: {exc})")
+        return None
+
+    def _usable(self, cert: Certificate) -> Certificate | None:
+        """`cert` when a server could accept it for this login; else None, its problem noted for the error."""
+        problem = cert.problem(self.endpoint.user)
+        if not problem:
+            return cert
+        if problem not in self.problems:
+            self.problems.append(problem)
+            self.tried.append(f"{cert.label} (skipped: {problem.split('; ')[0].removeprefix('certificate ')})")
+        return None
+
+    def _expand(self, value: str) -> str:
+        """The `%` tokens OpenSSH expands in CertificateFile (and `~` after them)."""
+        host = socket.gethostname()
+        tokens = {"%": "%", "d": str(Path.home()), "h": self.endpoint.hostname, "l": host,
+                  "L": host.split(".")[0], "n": self.endpoint.alias, "p": str(self.endpoint.port),
+                  "r": self.endpoint.user, "u": getpass.getuser()}
+        return TOKEN_RE.sub(lambda match: tokens.get(match.group(1), match.group(0)), value)
 
     def _identity_files(self) -> list[Path]:
         return identity_files(self.endpoint)
 
     def _agent_keys(self) -> list[paramiko.PKey]:
+        """The agent's keys of types paramiko can sign with (the others, e.g. FIDO `sk-` keys, skipped)."""
         try:
             self.agent = open_agent(self.endpoint.option("identityagent"))
-            return list(self.agent.get_keys()) if self.agent is not None else []
+            keys = list(self.agent.get_keys()) if self.agent is not None else []
         except (paramiko.SSHException, OSError):
             return []  # a stale socket, or an agent we cannot talk to: like no agent
+        usable: list[paramiko.PKey] = []
+        for key in keys:
+            if not _usable_type(key):
+                log.debug("%s: agent key %s (%s): a type paramiko cannot use; skipped", self.login,
+                          key.get_name(), getattr(key, "comment", ""))
+                self.unusable += 1
+                if key.get_name() not in self.unusable_types:
+                    self.unusable_types.append(key.get_name())
+            else:
+                usable.append(key)
+        return usable
 
     def _load_key(self, path: Path) -> paramiko.PKey | None:
         shown = shorten(path)
@@ -314,6 +414,24 @@ def identity_files(endpoint: Endpoint) -> list[Path]:
             return []
         return [Path(os.path.expanduser(name)) for name in names]
     return [p for p in (Path(os.path.expanduser(name)) for name in DEFAULT_IDENTITIES) if p.exists()]
+
+
+def _usable_type(key: paramiko.PKey) -> bool:
+    """Whether paramiko can log in with an agent key: a type it knows, or a certificate of one."""
+    if getattr(key, "inner_key", key) is not None:
+        return True
+    name = key.get_name()
+    return is_certificate(name) and name.removesuffix(CERT_SUFFIX) in KEY_FIELDS and not name.startswith("sk-")
+
+
+def _plain_blob(key: paramiko.PKey) -> bytes:
+    """The public key an agent entry stands for: a certificate's certified key, else the key itself."""
+    if is_certificate(key.get_name()):
+        try:
+            return parse(getattr(key, "blob", b""), "").key_blob
+        except ValueError:
+            return b""
+    return key.asbytes()
 
 
 def _public_blob(path: Path) -> bytes | None:

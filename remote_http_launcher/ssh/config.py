@@ -42,8 +42,11 @@ SUPPORTED_OPTIONS = frozenset({
     "connecttimeout", "serveraliveinterval", "serveralivecountmax", "stricthostkeychecking",
     "userknownhostsfile", "globalknownhostsfile", "hostkeyalias", "hashknownhosts", "compression",
     "preferredauthentications", "pubkeyauthentication", "kbdinteractiveauthentication", "passwordauthentication",
-    "ciphers",
+    "ciphers", "certificatefile",
 })
+#: Options OpenSSH accumulates over every line that applies, where paramiko keeps the first: each line
+#: goes to paramiko under a numbered name of its own (`certificatefile_00003`), read back by Endpoint.values.
+ACCUMULATED_OPTIONS = frozenset({"certificatefile"})
 OPTION_ALIASES = {"challengeresponseauthentication": "kbdinteractiveauthentication"}  # OpenSSH's own aliases
 #: The `Match` criteria paramiko evaluates; a block with another one (tagged, localnetwork, ...) never applies.
 MATCH_CRITERIA = frozenset({"all", "canonical", "final", "host", "originalhost", "user", "localuser", "exec"})
@@ -121,6 +124,11 @@ class Endpoint:
     def option(self, name: str, default: str = "") -> str:
         return str(self.options.get(name, default)).strip()
 
+    def values(self, name: str) -> list[str]:
+        """Every value of an ACCUMULATED_OPTIONS option, in the order ssh reads them."""
+        prefix = f"{name}_"
+        return [str(value).strip() for key, value in sorted(self.options.items()) if key.startswith(prefix)]
+
     def flag(self, name: str, default: bool) -> bool:
         value = self.option(name).lower()
         return default if not value else value in ("yes", "true")
@@ -195,6 +203,7 @@ class _Reader:
     lines: list[str] = field(default_factory=list)
     emitted: tuple[_Block, ...] = ()  # the chain the last header line opened (() before any: the top level)
     match_exec: list[Path] = field(default_factory=list)  # files with a `Match exec` line
+    accumulated: int = 0  # lines of ACCUMULATED_OPTIONS so far: their numbers
 
     def read(self, path: Path, text: str, outer: tuple[_Block, ...], depth: int, user: bool) -> None:
         if path not in self.match_exec and MATCH_EXEC_RE.search(text):
@@ -222,6 +231,9 @@ class _Reader:
                 if chain != self.emitted:
                     self.lines.append(_header(chain))
                     self.emitted = chain
+                if keyword in ACCUMULATED_OPTIONS:
+                    self.accumulated += 1
+                    keyword = f"{keyword}_{self.accumulated:05d}"
                 self.lines.append(f"{keyword} {value}")
 
     def include(self, value: str, chain: tuple[_Block, ...], path: Path, number: int, depth: int,
@@ -341,6 +353,7 @@ def parse_hop(spec: str) -> tuple[str | None, str, int | None]:
     return match.group("user"), match.group("v6") or match.group("host"), int(port) if port else None
 
 
-__all__ = ["DEFAULT_ALIVE_COUNT", "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_PORT", "DEFAULT_REPLY_TIMEOUT", "HOP_RE",
-           "MATCH_CRITERIA", "MAX_INCLUDE_DEPTH", "OPTION_ALIASES", "SETTING_RE", "SUPPORTED_OPTIONS",
+__all__ = ["ACCUMULATED_OPTIONS", "DEFAULT_ALIVE_COUNT", "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_PORT",
+           "DEFAULT_REPLY_TIMEOUT", "HOP_RE", "MATCH_CRITERIA", "MAX_INCLUDE_DEPTH", "OPTION_ALIASES", "SETTING_RE",
+           "SUPPORTED_OPTIONS",
            "SYSTEM_SSH_CONFIG", "Endpoint", "load_ssh_config", "parse_hop", "resolve", "shorten"]
