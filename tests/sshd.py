@@ -426,6 +426,7 @@ class SSHServer:
     # The program sshd is started as: a symlink to SSHD_BIN gives it another name (and so
     # another PAM service, see launch_pam_sshd); its processes' comm is that name.
     sshd_bin: str = SSHD_BIN
+    env: dict[str, str] = field(default_factory=dict)  # added to sshd's environment (e.g. KRB5_KTNAME)
 
     # ----- client side helpers -----
 
@@ -448,6 +449,8 @@ class SSHServer:
             "IdentitiesOnly": "yes",
             "UserKnownHostsFile": str(known_hosts),
             "StrictHostKeyChecking": "yes",
+            # Debian's /etc/ssh/ssh_config says yes for every host (CLI subprocesses read it): not these servers
+            "GSSAPIAuthentication": "no",
         }
         for key, value in {**defaults, **(extra or {})}.items():
             options[key.lower()] = (key, str(value))
@@ -514,7 +517,8 @@ class SSHServer:
         argv = [self.sshd_bin, "-D", "-f", str(self.config_path), "-E", str(self.log_path)]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]  # ip execs sshd: same pid
-        self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      env={**os.environ, **self.env})
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

@@ -316,15 +316,15 @@ def test_unsupported_options_are_ignored_with_a_debug_line(home: Path, system: P
                                                            caplog: pytest.LogCaptureFixture) -> None:
     """Including those paramiko would act on and fail with (CanonicalizeHostname without CanonicalDomains)."""
     user_config(home, "Host a\n  SendEnv LANG LC_*\n  CanonicalizeHostname yes\n  ForwardAgent yes\n  Port 2\n")
-    write(system, "Host *\n  GSSAPIAuthentication yes\n")
+    write(system, "Host *\n  GSSAPIKeyExchange yes\n")
     caplog.set_level(logging.DEBUG, logger="remote_http_launcher.ssh")
     options = lookup("a")
     assert options["port"] == "2"
-    assert not {"sendenv", "canonicalizehostname", "forwardagent", "gssapiauthentication"} & set(options)
+    assert not {"sendenv", "canonicalizehostname", "forwardagent", "gssapikeyexchange"} & set(options)
     logged = [record.getMessage() for record in caplog.records if record.name == "remote_http_launcher.ssh"]
     assert "ssh config ~/.ssh/config line 2: SendEnv is not supported; ignored" in logged
     assert "ssh config ~/.ssh/config line 4: ForwardAgent is not supported; ignored" in logged
-    assert f"ssh config {system} line 2: GSSAPIAuthentication is not supported; ignored" in logged
+    assert f"ssh config {system} line 2: GSSAPIKeyExchange is not supported; ignored" in logged
     assert all(record.levelno == logging.DEBUG for record in caplog.records if record.name.endswith(".ssh"))
 
 

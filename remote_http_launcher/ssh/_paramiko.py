@@ -20,8 +20,9 @@ import importlib
 import logging
 import re
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 MATCH_EXEC_RE = re.compile(r"^[ \t]*match\b[^\n#]*\bexec\b", re.IGNORECASE | re.MULTILINE)
 
@@ -36,6 +37,10 @@ PRIVATE_MEMBERS: tuple[tuple[str, str], ...] = (
     ("paramiko.sftp_attr.SFTPAttributes", "_from_msg"),
     ("paramiko.config", "invoke"),  # public-looking, but only how paramiko.config holds its optional import
     ("paramiko.agent.AgentSSH", "_connect"),
+    ("paramiko.transport.Transport", "_send_message"),
+    ("paramiko.auth_handler.AuthHandler", "_request_auth"),
+    ("paramiko.auth_handler.AuthHandler", "_parse_service_accept"),
+    ("paramiko.auth_handler.AuthHandler", "_client_handler_table"),
     ("sshtunnel", "_ForwardHandler"),
     ("sshtunnel", "_ThreadingForwardServer"),
 )
@@ -62,6 +67,7 @@ if _HIDE_INVOKE:
 try:
     import paramiko
     import paramiko.agent
+    import paramiko.auth_handler
     import paramiko.common
     import paramiko.config
     import paramiko.sftp
@@ -199,6 +205,127 @@ def agent_over(connection: Any) -> paramiko.Agent:
     return _ConnectedAgent(connection)
 
 
+# ---- gssapi-with-mic (RFC 4462) ----
+
+KRB5_MECHANISM = bytes.fromhex("06092a864886f712010202")  # the Kerberos 5 OID 1.2.840.113554.1.2.2, DER-encoded
+GSSAPI_METHOD = "gssapi-with-mic"
+
+
+class GSSContext(Protocol):
+    """What the exchange needs of a GSS-API security context (ssh/kerberos.py makes one)."""
+
+    @property
+    def complete(self) -> bool: ...
+
+    def step(self, token: bytes | None) -> bytes | None: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+class _GSSAPIAuthHandler(paramiko.auth_handler.AuthHandler):
+    """paramiko's client auth handler with the gssapi-with-mic exchange, which paramiko 5 no longer has.
+
+    Runs on paramiko's transport thread, like the other methods: the request names the Kerberos
+    mechanism, each server token is stepped through `context`, then the MIC over the session proves
+    the context. A failure of the context is an AuthenticationException with its reason.
+    """
+
+    def __init__(self, transport: paramiko.Transport, context: GSSContext, username: str) -> None:
+        super().__init__(transport)
+        self.context = context
+        self.login = username
+        self.server_error = ""
+
+    def start(self, event: threading.Event) -> None:
+        internals: Any = self
+        with self.transport.lock:
+            self.auth_event = event
+            self.auth_method = GSSAPI_METHOD
+            self.username = self.login
+            internals._request_auth()
+
+    @property
+    def _client_handler_table(self) -> dict[int, Any]:
+        base: Any = super()
+        table: dict[int, Any] = dict(base._client_handler_table)
+        table.update({paramiko.common.MSG_USERAUTH_GSSAPI_RESPONSE: self.gss_response,
+                      paramiko.common.MSG_USERAUTH_GSSAPI_TOKEN: self.gss_token,
+                      paramiko.common.MSG_USERAUTH_GSSAPI_ERROR: self.gss_error,
+                      paramiko.common.MSG_USERAUTH_GSSAPI_ERRTOK: self.gss_token})
+        return table
+
+    def _parse_service_accept(self, m: paramiko.Message) -> None:
+        if m.get_text() != "ssh-userauth":
+            return
+        request = self.gss_message(paramiko.common.cMSG_USERAUTH_REQUEST)
+        request.add_string(self.login)
+        request.add_string("ssh-connection")
+        request.add_string(GSSAPI_METHOD)
+        request.add_int(1)
+        request.add_string(KRB5_MECHANISM)
+        self.gss_send(request)
+
+    def gss_response(self, m: paramiko.Message) -> None:
+        if m.get_binary() != KRB5_MECHANISM:
+            self.gss_fail("the server chose a mechanism other than Kerberos 5")
+            return
+        self.gss_step(None)
+
+    def gss_token(self, m: paramiko.Message) -> None:
+        self.gss_step(m.get_binary())
+
+    def gss_error(self, m: paramiko.Message) -> None:
+        m.get_int()  # major status
+        m.get_int()  # minor status
+        self.server_error = m.get_text().strip()
+
+    def gss_step(self, token: bytes | None) -> None:
+        try:
+            reply = self.context.step(token)
+            if reply:
+                message = self.gss_message(paramiko.common.cMSG_USERAUTH_GSSAPI_TOKEN)
+                message.add_string(reply)
+                self.gss_send(message)
+            if self.context.complete:
+                signed = paramiko.Message()
+                signed.add_string(self.transport.session_id or b"")
+                signed.add_byte(paramiko.common.cMSG_USERAUTH_REQUEST)
+                signed.add_string(self.login)
+                signed.add_string("ssh-connection")
+                signed.add_string(GSSAPI_METHOD)
+                mic = self.gss_message(paramiko.common.cMSG_USERAUTH_GSSAPI_MIC)
+                mic.add_string(self.context.sign(signed.asbytes()))
+                self.gss_send(mic)
+        except Exception as exc:  # the GSS-API library's errors: the reason is all the caller needs
+            self.gss_fail(" ".join(str(exc).split()) or type(exc).__name__)
+
+    def gss_fail(self, reason: str) -> None:
+        detail = f"{reason} (server: {self.server_error})" if self.server_error else reason
+        self.transport.saved_exception = paramiko.AuthenticationException(detail)
+        if self.auth_event is not None:
+            self.auth_event.set()
+
+    @staticmethod
+    def gss_message(kind: bytes) -> paramiko.Message:
+        message = paramiko.Message()
+        message.add_byte(kind)
+        return message
+
+    def gss_send(self, message: paramiko.Message) -> None:
+        internals: Any = self.transport
+        internals._send_message(message)
+
+
+def auth_gssapi_with_mic(transport: paramiko.Transport, username: str, context: GSSContext) -> list[str]:
+    """Log in by gssapi-with-mic with an initiating `context`; what Transport.auth_* return and raise."""
+    event = threading.Event()
+    handler = _GSSAPIAuthHandler(transport, context, username)
+    transport.auth_handler = handler
+    handler.start(event)
+    remaining: list[str] = handler.wait_for_response(event)
+    return remaining
+
+
 def missing_private_members() -> list[str]:
     """`module.Class.attr` for each member of PRIVATE_MEMBERS that the installed versions no longer have."""
     missing = []
@@ -225,6 +352,7 @@ def _resolve(path: str) -> object | None:
     return None
 
 
-__all__ = ["MATCH_EXEC_RE", "PRIVATE_MEMBERS", "SFTPClientHooks", "agent_over", "allow_match_exec", "async_request",
-           "attributes_from", "has_match_exec", "missing_private_members", "paramiko", "read_response",
-           "send_user_message", "user_ssh_config"]
+__all__ = ["GSSAPI_METHOD", "KRB5_MECHANISM", "MATCH_EXEC_RE", "PRIVATE_MEMBERS", "GSSContext", "SFTPClientHooks",
+           "agent_over", "allow_match_exec", "async_request", "attributes_from", "auth_gssapi_with_mic",
+           "has_match_exec", "missing_private_members", "paramiko", "read_response", "send_user_message",
+           "user_ssh_config"]

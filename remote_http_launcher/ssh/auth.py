@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..errors import AuthenticationError
 from ..prompts import HOW_TO_ANSWER, Prompt
-from ._paramiko import paramiko
+from ._paramiko import GSSAPI_METHOD, auth_gssapi_with_mic, paramiko
 from .agent import open_agent
 from .certs import CERT_SUFFIX, KEY_FIELDS, Certificate, is_certificate, parse
 from .certs import read as read_certificate
@@ -34,7 +34,11 @@ from .config import Endpoint, shorten
 MAX_AUTH_STEPS = 5  # partial successes (2-factor) before we give up
 PASSWORD_PROMPTS = 3  # OpenSSH's NumberOfPasswordPrompts
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
-DEFAULT_METHODS = ("publickey", "keyboard-interactive", "password")
+DEFAULT_METHODS = ("gssapi-with-mic", "publickey", "keyboard-interactive", "password")  # OpenSSH's order
+#: Each method's ~/.ssh/config switch and OpenSSH's default for it.
+SWITCHES = {"gssapi-with-mic": ("gssapiauthentication", False), "publickey": ("pubkeyauthentication", True),
+            "keyboard-interactive": ("kbdinteractiveauthentication", True),
+            "password": ("passwordauthentication", True)}
 #: Seconds the server may stay silent while we wait for its answer to a login step, unless ServerAliveInterval
 #: says otherwise: paramiko's own auth_timeout. Generous: a server may wait for a push-notification approval.
 LOGIN_REPLY_TIMEOUT = 30.0
@@ -100,6 +104,8 @@ class Authenticator:
     problems: list[str] = field(default_factory=list)  # what the certificates themselves say is wrong
     certificates: list[Certificate] | None = None  # CertificateFile's, once read
     offered_certificates: set[bytes] = field(default_factory=set)  # each one once, from the agent or a file
+    kerberos_tried: bool = False
+    kerberos_problem: str = ""  # why Kerberos could not be tried (no ticket, no gssapi package)
     unusable: int = 0  # agent keys of types paramiko cannot use
     unusable_types: list[str] = field(default_factory=list)
     pending_keys: Iterator[tuple[str, paramiko.PKey]] | None = None
@@ -122,12 +128,20 @@ class Authenticator:
                     break
                 if self.transport.is_authenticated():
                     return
+            if self.kerberos_problem and self.allowed is None and self.transport.is_active():
+                # Whether the server takes Kerberos decides what the error leads with: ask it (the "none" method)
+                self._attempt("none", partial(self.transport.auth_none, self.endpoint.user))
+                if self.transport.is_authenticated():
+                    return
         finally:
             if self.agent is not None:
                 self.agent.close()
         hint = f"; to answer password or code prompts, {HOW_TO_ANSWER}" \
             if any("skipped: no way to ask" in step for step in self.tried) else ""
-        said = f": {'; '.join(self.problems)}" if self.problems else ""  # what the certificates say comes first
+        problems = list(self.problems)
+        if self.kerberos_problem and self.allowed is not None and GSSAPI_METHOD in self.allowed:
+            problems.insert(0, self.kerberos_problem)
+        said = f": {'; '.join(problems)}" if problems else ""  # what the ticket and certificates say comes first
         tried = ", ".join(self.tried) or "nothing"
         raise self.endpoint.fail("auth", f"authentication failed{said} (tried: {tried}){hint}", AuthenticationError)
 
@@ -150,8 +164,8 @@ class Authenticator:
     def _round(self) -> bool:
         """Try each method in order; True when one succeeded (fully, or partially for 2-factor)."""
         attempts: dict[str, Callable[[], bool]] = {
-            "publickey": self._publickey, "keyboard-interactive": self._keyboard_interactive,
-            "password": self._password}
+            GSSAPI_METHOD: self._gssapi, "publickey": self._publickey,
+            "keyboard-interactive": self._keyboard_interactive, "password": self._password}
         for method in self._methods():
             if method in attempts and (self.allowed is None or method in self.allowed) and attempts[method]():
                 return True
@@ -160,9 +174,7 @@ class Authenticator:
     def _methods(self) -> list[str]:
         preferred = self.endpoint.option("preferredauthentications")
         methods = [m.strip() for m in preferred.split(",")] if preferred else list(DEFAULT_METHODS)
-        switches = {"publickey": "pubkeyauthentication", "keyboard-interactive": "kbdinteractiveauthentication",
-                    "password": "passwordauthentication"}
-        return [m for m in methods if m not in switches or self.endpoint.flag(switches[m], True)]
+        return [m for m in methods if m not in SWITCHES or self.endpoint.flag(*SWITCHES[m])]
 
     def _attempt(self, method: str, call: Callable[[], list[str]]) -> bool | None:
         """One request: True on (partial) success, False when refused, None when the method is not allowed."""
@@ -196,6 +208,41 @@ class Authenticator:
         raise self.endpoint.fail("auth", f"the server closed the connection (tried: {', '.join(self.tried)}); "
                                  "too many keys offered? set IdentityFile and 'IdentitiesOnly yes' for this "
                                  "host in ~/.ssh/config", AuthenticationError) from None
+
+    # gssapi-with-mic
+    def _gssapi(self) -> bool:
+        """Kerberos, once: a missing ticket or package is not a reason to ask for a password; the error leads
+        with it when the server takes Kerberos (a system ssh_config may say `GSSAPIAuthentication yes` for
+        every host)."""
+        if self.kerberos_tried:
+            return False
+        self.kerberos_tried = True
+        from .kerberos import start
+
+        server = self.endpoint.option("gssapiserveridentity") or self.endpoint.hostname
+        context = start(server, self.endpoint.flag("gssapidelegatecredentials", False))
+        if isinstance(context, tuple):
+            short, self.kerberos_problem = context
+            self.tried.append(f"{GSSAPI_METHOD} (skipped: {short})")
+            log.debug("%s: %s skipped: %s", self.login, GSSAPI_METHOD, self.kerberos_problem)
+            return False
+        said = ""
+
+        def call() -> list[str]:
+            nonlocal said
+            try:
+                return auth_gssapi_with_mic(self.transport, self.endpoint.user, context)
+            except paramiko.BadAuthenticationType:
+                raise
+            except paramiko.AuthenticationException as exc:
+                said = "" if str(exc) == "Authentication failed." else str(exc)
+                raise
+
+        log.debug("%s: %s as host/%s", self.login, GSSAPI_METHOD, server)
+        result = self._attempt(GSSAPI_METHOD, call)
+        if result is not None:
+            self.tried.append(f"{GSSAPI_METHOD} (host/{server}{': ' + said if said else ''})")
+        return bool(result)
 
     # publickey
     def _publickey(self) -> bool:
@@ -443,5 +490,5 @@ def _public_blob(path: Path) -> bytes | None:
         return None
 
 
-__all__ = ["DEFAULT_IDENTITIES", "DEFAULT_METHODS", "MAX_AUTH_STEPS", "PASSWORD_PROMPTS", "Authenticator",
+__all__ = ["DEFAULT_IDENTITIES", "DEFAULT_METHODS", "MAX_AUTH_STEPS", "PASSWORD_PROMPTS", "SWITCHES", "Authenticator",
            "identity_files"]

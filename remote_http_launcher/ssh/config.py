@@ -42,7 +42,7 @@ SUPPORTED_OPTIONS = frozenset({
     "connecttimeout", "serveraliveinterval", "serveralivecountmax", "stricthostkeychecking",
     "userknownhostsfile", "globalknownhostsfile", "hostkeyalias", "hashknownhosts", "compression",
     "preferredauthentications", "pubkeyauthentication", "kbdinteractiveauthentication", "passwordauthentication",
-    "ciphers", "certificatefile",
+    "ciphers", "certificatefile", "gssapiauthentication", "gssapidelegatecredentials", "gssapiserveridentity",
 })
 #: Options OpenSSH accumulates over every line that applies, where paramiko keeps the first: each line
 #: goes to paramiko under a numbered name of its own (`certificatefile_00003`), read back by Endpoint.values.
