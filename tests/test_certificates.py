@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ from remote_http_launcher.ssh.connection import connect
 from tests.ssh_client import ALIAS, demo_config, node_key, stop_services_script
 
 if TYPE_CHECKING:
-    from tests.sshd import CertSSHServer
+    from tests.sshd import CertSSHServer, SSHServer
 
 CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work"')
 AGENT_ONLY = {"IdentityFile": "none", "IdentitiesOnly": "no"}
@@ -44,6 +45,20 @@ def test_several_certificate_files_the_valid_one_is_used(sshd_cert: CertSSHServe
     config = sshd_cert.write_ssh_config(client_home, ALIAS, {"CertificateFile": str(old)})
     config.write_text(config.read_text() + f"Host *\n    CertificateFile {new}\n")
     connect(ALIAS, interactive=False).close()
+
+
+def test_each_certificate_first_then_the_key_alone(sshd: SSHServer, sshd_cert: CertSSHServer, client_home: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """As OpenSSH: the certificate is offered first; a server that does not trust its CA (the plain `sshd`)
+    refuses it, and the key alone logs in. The debug log lists the offers in order."""
+    cert = sshd_cert.certify(client_home / "c-cert.pub")
+    sshd.start()
+    sshd.write_ssh_config(client_home, ALIAS, {"CertificateFile": str(cert)})
+    with caplog.at_level(logging.DEBUG, logger="remote_http_launcher.ssh"):
+        connect(ALIAS, interactive=False).close()
+    offers = [record.getMessage() for record in caplog.records if "publickey: offering" in record.getMessage()]
+    login = f"{sshd.user}@{sshd.host}"
+    assert offers == [f"{login}: publickey: offering ~/c-cert.pub", f"{login}: publickey: offering {sshd.client_key}"]
 
 
 def test_an_expired_certificate_is_one_clear_line(sshd_cert: CertSSHServer, client_home: Path) -> None:

@@ -5,7 +5,8 @@ every SSH run) only to run `Match exec` lines of ~/.ssh/config. Importing this
 module loads paramiko with invoke hidden unless ~/.ssh/config has such a line;
 `allow_match_exec` brings it back should a later config have one.
 
-Pipelined SFTP and the tunnel need private members of paramiko and sshtunnel.
+Pipelined SFTP, the tunnel and Kerberos logins (gssapi-with-mic, which paramiko 5
+no longer has: an auth handler of ours) need private members of paramiko and sshtunnel.
 They are named here only, behind thin wrappers, and listed in PRIVATE_MEMBERS
 so that tests/test_private_api.py names whatever an upgrade removed.
 

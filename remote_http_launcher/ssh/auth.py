@@ -1,4 +1,4 @@
-"""Logging in like OpenSSH: agent keys, identity files, keyboard-interactive, password.
+"""Logging in like OpenSSH: Kerberos, agent keys, identity files and certificates, keyboard-interactive, password.
 
 The methods and their order follow ~/.ssh/config; each one tried is
 recorded, so a failure is one line saying what was tried (and what was
@@ -438,6 +438,7 @@ class Authenticator:
         if self.ask is None:
             self.tried.append(f"{method} skipped: no way to ask")
             return False
+        log.debug("%s: %s", self.login, method)
         for attempt in range(PASSWORD_PROMPTS):
             result = self._attempt(method, call)
             if result is None:
