@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -135,16 +135,18 @@ def test_the_agent_holds_the_key_the_certificate_is_beside_its_file(sshd_cert: C
     connect(ALIAS, interactive=False).close()
 
 
+@pytest.mark.parametrize("keeper", [{}, {"connection_persist": 0}], ids=["broker", "keeper"])
 def test_launch_reconnect_tunnel_and_stop_with_a_certificate(sshd_cert: CertSSHServer, remote_demo: str,
                                                             client_home: Path, rhl_dir: Path,
-                                                            request: pytest.FixtureRequest) -> None:
+                                                            request: pytest.FixtureRequest,
+                                                            keeper: dict[str, Any]) -> None:
     """The whole life of a tunneled service (the keeper and the broker log in by themselves) on a
     certificate-only host."""
     sshd_cert.certify(client_home / "certs" / "cert.pub")
     sshd_cert.write_ssh_config(client_home, ALIAS, {"CertificateFile": "~/certs/cert.pub"})
     sshd_cert.run(f"cp {remote_demo} ~/cert_demo.py")
     config = demo_config(sshd_cert, f"{sshd_cert.home}/cert_demo.py", node_key("cert-", request.node.name),
-                         tunnel=True, network_interface="127.0.0.1")
+                         tunnel=True, network_interface="127.0.0.1", **keeper)
     try:
         payload = run(config)
         assert run(config) == payload  # reconnecting to the running service

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -118,15 +118,16 @@ def test_kerberos_off_is_not_tried(sshd_gssapi: SSHServer, kdc: KDC, ccache: Pat
         connect(ALIAS, interactive=False)
 
 
+@pytest.mark.parametrize("keeper", [{}, {"connection_persist": 0}], ids=["broker", "keeper"])
 def test_launch_reconnect_tunnel_and_stop_with_a_ticket(sshd_gssapi: SSHServer, kdc: KDC, ccache: Path,
                                                        remote_demo: str, client_home: Path, rhl_dir: Path,
-                                                       request: pytest.FixtureRequest) -> None:
+                                                       request: pytest.FixtureRequest, keeper: dict[str, Any]) -> None:
     """The keeper and the broker log in again with the same ticket cache (KRB5CCNAME)."""
     kdc.kinit(ccache)
     sshd_gssapi.write_ssh_config(client_home, ALIAS, KERBEROS)
     sshd_gssapi.run(f"cp {remote_demo} ~/krb_demo.py")
     config = demo_config(sshd_gssapi, f"{sshd_gssapi.home}/krb_demo.py", node_key("krb-", request.node.name),
-                         tunnel=True, network_interface="127.0.0.1")
+                         tunnel=True, network_interface="127.0.0.1", **keeper)
     try:
         payload = run(config)
         assert run(config) == payload
