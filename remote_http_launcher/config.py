@@ -52,13 +52,20 @@ MAX_FIELD_CHARS = 1_000_000  # the strings of one field, added up
 MAX_NESTING = 100
 MAX_INT_DIGITS = 4300  # Python's own limit for converting between int and str
 PORT_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+# A stock server (one that writes no status file) reads `{port}` in its command: the launch chooses that port
+# on the service's host, within port_start-port_end (these by default), as every other `{NAME_port}` it reads.
+STOCK_PORT = "port"
+STOCK_PORT_SUFFIX = "_port"
+DEFAULT_PORT_RANGE = (20000, 29999)  # below Linux's ephemeral range (32768-60999), above common services
+MAX_PORT = 65535
+MAX_URL_PATTERN = 1000
 # Fields that configure the launcher itself, as in the original: not template variables.
 LOG_FIELDS = ("log_level", "log_file", "debug_log_file")
 
 REQUIRED_FIELDS = ("workdir", "key", "command")
 OPTIONAL_FIELDS = ("hostname", "ssh_hostname", "network_interface", "tunnel", "handshake", "conda",
                    "file_parameters", "meta", "startup_timeout", "watchdog_interval", "connection_persist",
-                   "scheduler")
+                   "scheduler", "port_start", "port_end", "url_pattern", "local_port")
 # Every other field is a template variable, as in the original. One no template reads is a mistake: a
 # near miss of a launcher field (`tunel`) is refused, which would otherwise run without a tunnel.
 FIELDS = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS, *LOG_FIELDS)
@@ -167,6 +174,14 @@ class Config(NamedTuple):
     #: succeeded (the warm path then evaluates no template: the sandbox and `ast` are not even imported).
     known_key: str | None = None
     unread: tuple[str, ...] = ()  # the fields no template reads (each warned about)
+    #: The ports the launch chooses for a stock server: `port` first, then each other `{NAME_port}` the
+    #: command reads that the config does not set; empty for a service that writes its own status file.
+    stock_ports: tuple[str, ...] = ()
+    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
+    #: A regular expression matched against the service's log while it starts: the service's URL.
+    url_pattern: str | None = None
+    #: The tunnel's local port, pinned (None: any free one).
+    local_port: int | None = None
 
     @property
     def remote(self) -> bool:
@@ -235,8 +250,13 @@ def evaluate_key(config: Config) -> str:
     return key
 
 
-def evaluate_command(config: Config, key: str, status_file: str, workdir: str | None = None) -> str:
+def evaluate_command(config: Config, key: str, status_file: str, workdir: str | None = None,
+                     ports: Mapping[str, str] | None = None) -> str:
     """The shell command line that starts the service (one line).
+
+    `ports` gives each of a stock server's port fields (`config.stock_ports`) the placeholder the launch
+    program replaces with the port it chooses on the service's host (scripts.port_placeholders); without
+    `ports` (a dry run) each shows as `<port>`, `<dashboard_port>`...
 
     `workdir` is the working directory as an absolute path on the service's host (`~` expanded there):
     `{workdir}` and `config['workdir']` give it in the command, so that a quoted `'{workdir}'` (what a
@@ -247,7 +267,9 @@ def evaluate_command(config: Config, key: str, status_file: str, workdir: str | 
         config = config._replace(raw={**config.raw, "workdir": workdir})
     from .templates import render
 
-    command = render(config.command_template, template_namespace(config, key=key, status_file=status_file),
+    command = render(config.command_template,
+                     template_namespace(config, key=key, status_file=status_file,
+                                        **(ports or {name: f"<{name}>" for name in config.stock_ports})),
                      field="command")
     if not command.strip() or any(c in command for c in "\n\r\0"):
         raise ConfigError("command: must evaluate to one non-empty line")
@@ -279,9 +301,11 @@ def load_config(source: Mapping[str, Any] | str | os.PathLike[str], *, cache: bo
     cache_file = _parse_cache_file(path) if cache else None
     cached = statefiles.decode(statefiles.read_sealed(cache_file, "parse cache")) if cache_file else None
     if cached is not None and cached.get("text") == text and cached.get("config_dir") == config_dir \
-            and "data" in cached and isinstance(cached.get("key"), str) and isinstance(cached.get("unread"), list):
+            and "data" in cached and isinstance(cached.get("key"), str) and isinstance(cached.get("unread"), list) \
+            and isinstance(cached.get("stock_ports"), list):
         unread = tuple(str(name) for name in cached["unread"])
-        return parse_config(cached["data"], config_dir, unread)._replace(known_key=cached["key"])
+        stock_ports = tuple(str(name) for name in cached["stock_ports"])
+        return parse_config(cached["data"], config_dir, unread, stock_ports)._replace(known_key=cached["key"])
     data = parse_yaml(text, str(path))
     config = parse_config(data, config_dir=config_dir)
     return config._replace(parsed=ParsedFile(cache_file, text, data, config_dir)) if cache_file else config
@@ -296,7 +320,7 @@ def remember_parse(config: Config) -> None:
     try:
         encoded = statefiles.encode({"text": config.parsed.text, "data": config.parsed.data,
                                      "config_dir": config.parsed.config_dir, "key": evaluate_key(config),
-                                     "unread": list(config.unread)})
+                                     "unread": list(config.unread), "stock_ports": list(config.stock_ports)})
         if json.loads(encoded)["data"] == config.parsed.data:
             statefiles.write_sealed(config.parsed.cache_file, encoded)
     except (TypeError, ValueError, OSError):
@@ -388,9 +412,11 @@ def _strict_loader() -> type:
     return StrictLoader
 
 
-def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ...] | None = None) -> Config:
-    """Validate a mapping; `config_dir` (the YAML file's directory) becomes a template name. `unread`: the
-    fields no template reads, as found for a kept parse of the same text (else they are found here)."""
+def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ...] | None = None,
+                 stock_ports: tuple[str, ...] | None = None) -> Config:
+    """Validate a mapping; `config_dir` (the YAML file's directory) becomes a template name. `unread` and
+    `stock_ports`: the fields no template reads and the ports the launch chooses, as found for a kept parse
+    of the same text (else they are found here, by parsing the templates)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"config: must be a mapping of fields (lines of 'name: value'), got {_describe(data)}")
     _field_names(data)
@@ -430,6 +456,14 @@ def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ..
     startup_timeout = _seconds(data, "startup_timeout", DEFAULT_STARTUP_TIMEOUT)
     watchdog_interval = _seconds(data, "watchdog_interval", DEFAULT_WATCHDOG_INTERVAL)
     connection_persist = _seconds(data, "connection_persist", DEFAULT_CONNECTION_PERSIST, zero_ok=True)
+    if stock_ports is None:
+        stock_ports = _stock_ports(data, command_template)
+    port_range = _port_range(data)
+    url_pattern = _url_pattern(data.get("url_pattern"))
+    local_port = _port(data, "local_port")
+    if local_port is not None and not tunnel:
+        raise ConfigError("local_port: pins the tunnel's local port, so it needs 'tunnel: true' (and hostname); "
+                          "add them or drop local_port")
 
     # Templates see every field, the optional ones with their defaults (null means "use the default").
     raw = dict(data)
@@ -462,7 +496,63 @@ def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ..
         log=log,
         scheduler=scheduler,
         unread=unread,
+        stock_ports=stock_ports,
+        port_range=port_range,
+        url_pattern=url_pattern,
+        local_port=local_port,
     )
+
+
+def _stock_ports(data: Mapping[str, Any], command_template: str) -> tuple[str, ...]:
+    """The port fields the launch chooses: `port` when the command reads it and the config does not set it,
+    then each other `{NAME_port}` it reads that the config does not set. A stock server writes no status
+    file, so one that also reads `{status_file}` is refused: the launcher could not tell which one reports."""
+    from .templates import names_used
+
+    used = names_used(command_template)
+    if used is None or STOCK_PORT not in used or data.get(STOCK_PORT) is not None:
+        return ()
+    if "status_file" in used:
+        raise ConfigError("command: reads both {port} and {status_file}; with {port} the launcher chooses the port "
+                          "and writes the status record itself, so drop {status_file} (or drop {port} and let "
+                          "the service report its own port)")
+    extra = sorted(name for name in used if name.endswith(STOCK_PORT_SUFFIX) and name.isidentifier()
+                   and data.get(name) is None and name not in FIELDS)
+    return (STOCK_PORT, *extra)
+
+
+def _port(data: Mapping[str, Any], name: str) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PORT:
+        raise ConfigError(f"{name}: must be a TCP port number from 1 to {MAX_PORT}, got {_describe(value)}")
+    return value
+
+
+def _port_range(data: Mapping[str, Any]) -> tuple[int, int]:
+    start = _port(data, "port_start") or DEFAULT_PORT_RANGE[0]
+    end = _port(data, "port_end") or max(start, DEFAULT_PORT_RANGE[1])
+    if start > end:
+        raise ConfigError(f"port_end: {end} is below port_start ({start}); the launch chooses ports from "
+                          "port_start to port_end")
+    return start, end
+
+
+def _url_pattern(value: Any) -> str | None:
+    """A regular expression (Python's `re`) for the service's URL in its log; compiled here so that a bad
+    one is a config error, not a failed start."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_URL_PATTERN:
+        raise ConfigError(f"url_pattern: must be a regular expression of 1 to {MAX_URL_PATTERN} characters, e.g. "
+                          f"'http://[^ ]*[?]token=[0-9a-f]+', got {_describe(value)}")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ConfigError(f"url_pattern: not a valid regular expression ({_one_line(exc)}); fix or quote it "
+                          "(in YAML single quotes, a backslash stays a backslash)") from None
+    return value
 
 
 def _unread_fields(data: Mapping[str, Any], templates: tuple[str, ...]) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from . import handshake, scripts, statefiles
+from . import handshake, scripts, statefiles, stock
 from ._version import __version__
 from .config import Config, evaluate_command, is_loopback
 from .errors import ConfigError, HandshakeError, LauncherError, LaunchError, ServiceFailedError
@@ -73,6 +73,11 @@ class Launcher:
         state = self._ensure_running(service, open_tunnel)
         self.progress.phase("connecting client")
         payload = self._client_payload(service, state, open_tunnel)
+        if self.config.stock_ports or self.config.url_pattern:
+            url = state.data.get(stock.URL)
+            if not isinstance(url, str) and self.config.url_pattern and stock.chosen_ports(state) is None:
+                url = stock.scan_log_url(service, state)  # a service that reports itself: its log, once
+            payload["url"] = stock.client_url(dict(payload), url if isinstance(url, str) else None)
         statefiles.write_atomic(self.client_path, statefiles.encode(payload))
         return payload, state
 
@@ -122,7 +127,15 @@ class Launcher:
                 raise self._error(LaunchError, service, "launch", f"service on {service.host.name} did not stay up "
                                   f"after {launches} launches; run 'remote-http-launcher logs CONFIG' to see why")
             launches += 1
-            state = self._launch_once(service, state)
+            try:
+                state = self._launch_once(service, state)
+            except ServiceFailedError as exc:
+                # A stock server's port may have been taken between its choice and the bind: another port.
+                if not self.config.stock_ports or launches >= MAX_LAUNCHES or exc.step != "start":
+                    raise
+                self.progress.phase(f"{exc}; relaunching on another port")
+                state = None
+                continue
             if state.status == "running":
                 problem = self._verify(service, state, open_tunnel)
                 if problem is None:
@@ -249,7 +262,9 @@ class Launcher:
         """Run the launch script: the service starts detached and writes its own record (sh/launch.sh)."""
         host = service.host
         workdir = host.expand(self.config.workdir)
-        command = evaluate_command(self.config, self.key, service.status_file, workdir)
+        placeholders = scripts.port_placeholders(self.config.stock_ports, os.urandom(8).hex())
+        ports = scripts.ports_spec(placeholders, self.config.port_range) if placeholders else ""
+        command = evaluate_command(self.config, self.key, service.status_file, workdir, placeholders)
         record: dict[str, Any] = {
             "workdir": workdir,
             "log": service.log_file,
@@ -269,7 +284,7 @@ class Launcher:
 
             scheduler = schedulers.SCHEDULERS[batch.type]
             job = schedulers.job_script(scheduler, workdir=workdir, status_file=service.status_file, record=record,
-                                        command=command, conda=self.config.conda)
+                                        command=command, conda=self.config.conda, ports=ports)
             args = schedulers.submit_args(workdir=workdir, log=service.log_file,
                                           status_file=service.status_file, job_file=service.job_file,
                                           conda=self.config.conda, name=self.key,
@@ -279,7 +294,7 @@ class Launcher:
         else:
             args = scripts.launch_args(workdir=workdir, log=service.log_file, status_file=service.status_file,
                                        command=command, conda=self.config.conda, lock=lock.path,
-                                       lock_token=lock.token)
+                                       lock_token=lock.token, ports=ports)
             result = host.launch(Launch(args, scripts.record_head(record), key=self.key, workdir=workdir,
                                         command=command, conda=self.config.conda, record=record))
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
@@ -317,6 +332,7 @@ class Launcher:
         if job is not None:
             return self._monitor_job(service, state, job, launched=launched)
         host, pid = service.host, state.pid
+        starting = stock.StockStart(service, state)
         last_raw: bytes | None = None
         last_change = last_check = time.monotonic()
         pause = FIRST_POLL
@@ -343,6 +359,8 @@ class Launcher:
             state = current or state
             if now - last_check >= PROCESS_CHECK_INTERVAL or pid is None:
                 last_check = now
+                if current is not None and current.pid == pid and (running := starting.poll(current)):
+                    return running
                 if pid is None or (host.process_start_time(pid) is None and not service.is_ours(state)):
                     current = service.read_state()
                     if current is not None and current.status == "running":
@@ -384,6 +402,7 @@ class Launcher:
         from . import schedulers  # imported already: `job` came from it
 
         host = service.host
+        starting = stock.StockStart(service, state)
         assert self.config.scheduler is not None
         queue_timeout = self.config.scheduler.queue_timeout
         started = time.monotonic()
@@ -428,6 +447,8 @@ class Launcher:
                     query_interval = min(2 * query_interval, JOB_QUERY_MAX_INTERVAL)  # the status file shows a start
                 else:
                     running_since, query_interval = running_since or now, PROCESS_CHECK_INTERVAL
+                    if current is not None and (running := starting.poll(current)):
+                        return running
                     text = f"job {job.id} running on {info.node or '?'}; waiting for the service to report its port"
                     if now - running_since > self.config.startup_timeout:
                         raise self._error(ServiceFailedError, service, "start", f"service in job {job.id} did not "

@@ -33,6 +33,11 @@ def _log(text: str) -> None:
 
 
 def service_url(payload: Mapping[str, object]) -> str:
+    """The service's URL as this machine reaches it: the one its log printed (`url_pattern`, rewritten), else
+    `http://host:port/`."""
+    url = payload.get("url")
+    if isinstance(url, str) and url:
+        return url
     host = str(payload.get("hostname", "localhost"))
     if ":" in host:
         host = f"[{host}]"

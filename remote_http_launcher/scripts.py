@@ -57,13 +57,29 @@ def _source(name: str) -> str:
 
 
 def launch_args(*, workdir: str, log: str, status_file: str, command: str, conda: str | None,
-                lock: str = "", lock_token: str = "") -> list[str]:
+                lock: str = "", lock_token: str = "", ports: str = "") -> list[str]:
     """Positional arguments of launch.sh; its stdin is `record_head(...)`.
 
-    The service removes `lock` once its record is written, if the lock still holds `lock_token`.
+    The service removes `lock` once its record is written, if the lock still holds `lock_token`. `ports`
+    (ports_spec): the ports the service program chooses and puts in the command.
     """
     first, exec_text = exec_plan(command) or ("", "")
-    return [workdir, log, status_file, command, conda or "", program("service"), lock, lock_token, first, exec_text]
+    args = [workdir, log, status_file, command, conda or "", program("service"), lock, lock_token, first, exec_text]
+    return [*args, "", "", "", ports] if ports else args  # service.sh: no job id, node or run, then the ports
+
+
+def port_placeholders(names: tuple[str, ...], nonce: str) -> dict[str, str]:
+    """What `{port}` (and each other chosen port field) renders to in the command: a word of letters and
+    digits that occurs nowhere else (`nonce`: random hex), which service.sh replaces with the port's digits.
+    Digits mean the same in every quoting context of sh, so the command's quoting stays as its author wrote
+    it, also inside single quotes, where a variable such as "$PORT" would not expand."""
+    return {name: f"rhlport{nonce}n{index}" for index, name in enumerate(names)}
+
+
+def ports_spec(placeholders: Mapping[str, str], port_range: tuple[int, int]) -> str:
+    """service.sh's PORTS argument: `START END NAME=PLACEHOLDER...` (words without spaces or quotes)."""
+    return " ".join([str(port_range[0]), str(port_range[1]),
+                     *(f"{name}={placeholder}" for name, placeholder in placeholders.items())])
 
 
 def record_head(record: Mapping[str, Any]) -> bytes:

@@ -56,6 +56,7 @@ ClientPayload = TypedDict("ClientPayload", {
     "tunneled-network-interface": str,
     "keeper_pid": int,
     "keeper_log": str,
+    "url": str,
 }, total=False)
 
 

@@ -90,6 +90,7 @@ LAYERS = [
     ["hosts"],
     ["locks", "schedulers"],
     ["service"],
+    ["stock"],
     ["clientfile", "launcher"],
     ["tunnels"],
     ["broker", "keeper"],

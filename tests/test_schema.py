@@ -65,6 +65,9 @@ def test_schema_limits_and_defaults_are_the_runtime_ones() -> None:
     assert properties["tunnel"]["default"] is False
     assert properties["startup_timeout"]["default"] == config_module.DEFAULT_STARTUP_TIMEOUT
     assert properties["watchdog_interval"]["default"] == config_module.DEFAULT_WATCHDOG_INTERVAL
+    assert (properties["port_start"]["default"], properties["port_end"]["default"]) == config_module.DEFAULT_PORT_RANGE
+    assert properties["url_pattern"]["maxLength"] == config_module.MAX_URL_PATTERN
+    assert properties["local_port"]["maximum"] == config_module.MAX_PORT
     scheduler = properties["scheduler"]["properties"]
     assert scheduler["type"]["enum"] == list(config_module.SCHEDULER_TYPES)
     assert scheduler["options"]["items"]["pattern"] == config_module.SCHEDULER_OPTION_PATTERN

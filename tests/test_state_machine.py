@@ -199,3 +199,47 @@ def test_a_lock_held_by_a_dead_local_launcher_is_broken(tmp_path: Path, host: Fa
     launch_starts(host, port)
     assert launcher(tmp_path).serve(host)[1].port == port
     assert lock not in host.files and host.ran.count("launch") == 1
+
+
+def stock_launch_starts(host: FakeHost, port: int, *, listens: bool = True, log: bytes = b"") -> None:
+    """The launch program of a stock server, as service.sh does it: the ports spec after the job's two empty
+    arguments; the chosen port (`port`) replaces the placeholder; a `starting` record with `stock_ports`."""
+
+    def answer(args: list[str], stdin: bytes) -> ScriptResult:
+        given = dict(zip([*LAUNCH_ARGS, "job_id", "node", "ports"], args, strict=True))
+        low, high, spec = given["ports"].split()
+        name, placeholder = spec.split("=")
+        assert (name, int(low), int(high)) == ("port", 20000, 29999) and placeholder in given["command"]
+        pid = host.start(listens=(port,) if listens else ())
+        head = json.loads(stdin.decode().rstrip().rstrip(",") + "}")
+        host.write_json(given["status_file"], {**head, "pid": pid, "start_time": host.processes[pid].start_time,
+                                               "stock_ports": {"port": port}})
+        host.write_atomic(given["log"], log)
+        if given["lock_token"] in host.files.get(given["lock"], b"").decode():
+            host.remove(given["lock"])
+        return ScriptResult(0, f"{pid}\n", "")
+
+    host.answers["launch"] = answer
+
+
+def test_a_stock_server_is_recorded_running_by_the_launcher(tmp_path: Path, host: FakeHost, port: int) -> None:
+    stock_launch_starts(host, port, log=f"listening at http://0.0.0.0:{port}/lab?token=abc123\n".encode())
+    run = launcher(tmp_path, command="serve --port {port}", url_pattern=r"http://\S+token=\w+")
+    payload, state = run.serve(host)
+    record = host.json(status_file(host))
+    assert (record["status"], record["port"], record["url"]) == ("running", port,
+                                                                 f"http://0.0.0.0:{port}/lab?token=abc123")
+    assert (state.status, state.pid) == ("running", record["pid"])
+    assert payload["url"] == f"http://127.0.0.1:{port}/lab?token=abc123"
+    assert "port_listener" in host.ran  # its own process group holds the port
+
+
+def test_a_stock_server_whose_port_another_process_holds_is_not_running(tmp_path: Path, host: FakeHost,
+                                                                       port: int) -> None:
+    """The port answers (the test's HTTP server), but the launched process does not listen there: never
+    `running`; it is stopped and relaunched once, then one error."""
+    stock_launch_starts(host, port, listens=False)
+    with pytest.raises(ServiceFailedError, match="did not report its port within"):
+        launcher(tmp_path, command="serve --port {port}", startup_timeout=0.5).serve(host)
+    assert host.ran.count("launch") == 2
+    assert host.json(status_file(host))["status"] == "starting"
