@@ -540,6 +540,30 @@ def check_direct_reachable(config: Config) -> None:
                           "set hostname to the server's address (and ssh_hostname to the alias)")
 
 
+def check_local_port(config: Config, client_path: Path) -> None:
+    """`local_port` must be free on this machine, or held by our own tunnel for the same key (the one the
+    client file names, which its keeper or broker takes again): checked before anything is launched, so a
+    port taken by another program is one error, not a launched service without its way in."""
+    import socket
+    import sys
+
+    if config.local_port is None:
+        return
+    with socket.socket() as probe:
+        if sys.platform != "win32":  # as the tunnel's listener: a port in TIME_WAIT is free
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((stock.TUNNEL_HOST, config.local_port))
+            return
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+    ours = statefiles.read_payload(client_path)
+    if ours is not None and ours.get("port") == config.local_port and "tunneled-port" in ours:
+        return
+    raise LauncherError(f"local_port: 127.0.0.1:{config.local_port} is in use by another program ({problem}); "
+                        "free it or choose another local_port", step="local_port")
+
+
 class LaunchLock(FileLock):
     """The per-key launch lock beside the status file, on the service's host.
 

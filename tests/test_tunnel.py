@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -171,6 +172,40 @@ def test_extra_ports_get_their_own_forwards(server: SSHServer, make_config: Call
         assert payload[name] not in (state[name], payload["port"])
         assert get(payload[name]) == b"ok\n"
         assert listening_addresses(payload[name]) == {"0100007F"}
+
+
+def unused_local_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_local_port_pins_the_tunnel_across_relaunches(server: SSHServer, make_config: Callable[..., dict[str, Any]],
+                                                      tmp_path: Path) -> None:
+    local = unused_local_port()
+    config = make_config(local_port=local)
+    first = up(config, tmp_path)
+    assert first["port"] == local and get(local) == b"ok\n"
+    stopped = subprocess.run([sys.executable, "-m", "remote_http_launcher", "stop", str(tmp_path / "config.yaml")],
+                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
+                             env={**os.environ, "PYTHONPATH": python_path(ROOT)})
+    assert stopped.returncode == 0, stopped.stderr
+    second = up(config, tmp_path)  # a new service, a new keeper: the same local port (the bookmark)
+    assert second["keeper_pid"] != first["keeper_pid"] and second["port"] == local and get(local) == b"ok\n"
+
+
+def test_a_taken_local_port_is_one_error_before_anything_is_launched(
+        server: SSHServer, make_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    config = make_config(local_port=unused_local_port())
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", config["local_port"]))
+        other.listen()
+        result = cli(config, tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (f"error: local_port: 127.0.0.1:{config['local_port']} is in use by "
+                                              "another program (Address already in use); free it or choose another "
+                                              "local_port")
+    assert server.run(f"test -e {REMOTE_STATE}/{config['key']}.json").returncode != 0  # nothing launched
 
 
 # ---------------------------------------------------------------- the watchdog

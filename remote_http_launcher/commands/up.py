@@ -34,6 +34,10 @@ def up(config: Config, *, connection_dir: PathLike | None = None, progress: Prog
     payload = clientfile.reuse(client_path, config.handshake)
     reused = payload is not None
     if payload is None and config.tunnel:
+        if config.local_port is not None:
+            from ..launcher import check_local_port
+
+            check_local_port(config, client_path)
         tunneled = None
         if config.connection_persist > 0:  # the destination's broker keeps the forwards; else a keeper process
             from ..broker.tunnels import run_tunnel

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import LauncherError
 from ..ssh._paramiko import ForwardHandler, ThreadingForwardServer, paramiko
 
 if TYPE_CHECKING:
@@ -104,9 +105,10 @@ class Tunnel:
         self._servers: list[_Server] = []
         self._closing: threading.Thread | None = None  # listeners still closing (`close(wait=False)`)
 
-    def forward(self, remote_host: str, remote_port: int, local_port: object = 0) -> int:
+    def forward(self, remote_host: str, remote_port: int, local_port: object = 0, *, pinned: bool = False) -> int:
         """Start forwarding a local port to remote_host:remote_port: `local_port` when it is a port that is
-        free, else a new one; return the local port."""
+        free, else a new one (`pinned`: else an error naming the config's `local_port`); return the local
+        port."""
         handler = type("Handler", (_Handler,), {"tunnel": self, "remote_address": (remote_host, remote_port),
                                                "logger": log})
         server = None
@@ -116,6 +118,10 @@ class Tunnel:
             try:
                 server = _Server((LOCAL_HOST, local_port), handler, logger=log)
             except OSError as exc:
+                if pinned:
+                    raise LauncherError(f"local_port: 127.0.0.1:{local_port} is in use by another program "
+                                        f"({exc.strerror or exc}); free it or choose another local_port",
+                                        step="local_port") from None
                 log.info("local port %d not free again (%s); taking another", local_port, exc)
         if server is None:
             server = _Server((LOCAL_HOST, 0), handler, logger=log)
@@ -135,7 +141,8 @@ class Tunnel:
         before = previous or {}
         payload: dict[str, Any] = {
             "hostname": "localhost",
-            "port": self.forward(interface, state.port, before.get("port")),
+            "port": self.forward(interface, state.port, service.config.local_port or before.get("port"),
+                                 pinned=service.config.local_port is not None),
             "tunneled-host": service.config.hostname,
             "tunneled-port": state.port,
             "tunneled-network-interface": interface,
