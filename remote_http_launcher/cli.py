@@ -105,6 +105,8 @@ def build_up_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="print the command a launch would run (for an SSH service, ~ stands for the SSH "
                              "user's home); connect to nothing, change nothing")
     parser.add_argument("--json", action="store_true", help="print the connection payload as JSON on stdout")
+    parser.add_argument("--open", action="store_true",
+                        help="open the service's URL in your browser (Python's webbrowser: $BROWSER is honoured)")
     add_persist(parser)
     add_common(parser)
     add_version(parser)
@@ -129,6 +131,11 @@ def cmd_up(args: argparse.Namespace, config: Config | None, progress: Progress) 
                     accept_new_host_key=args.accept_new_host_key)
     if args.json:
         print(json.dumps(payload, indent=2))
+    if args.open:
+        from .progress import open_in_browser, service_url
+
+        if not open_in_browser(service_url(payload)):
+            print(f"warning: no browser to open {service_url(payload)}; set $BROWSER", file=sys.stderr)
     return EXIT_OK
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import api
 from .config import evaluate_key
-from .progress import Progress, service_url
+from .progress import Progress, open_in_browser, service_url
 from .service import STOP_TIMEOUT
 
 if TYPE_CHECKING:
@@ -35,9 +35,10 @@ UP = ("running", "starting")
 
 
 def launch(config: ConfigSource, *, connection_dir: PathLike | None = None, progress: Progress | None = None,
-           prompt: Prompt | None = None, accept_new_host_key: bool = False) -> ServiceHandle:
+           prompt: Prompt | None = None, accept_new_host_key: bool = False,
+           open_browser: bool = False) -> ServiceHandle:
     """Launch the service described by `config`, or reconnect to it, as `run()` does (`accept_new_host_key`
-    too); return a handle on it.
+    too); return a handle on it. `open_browser`: then `handle.open()`.
 
     The handle keeps a copy of the config (a mapping) or its absolute path (a
     YAML file), `connection_dir` and `prompt`, and uses them for `status()`,
@@ -50,8 +51,11 @@ def launch(config: ConfigSource, *, connection_dir: PathLike | None = None, prog
         kept = os.path.abspath(os.path.expanduser(os.fspath(config)))  # the notebook may chdir later
     loaded, payload = api.launched(kept, connection_dir=connection_dir, progress=progress, prompt=prompt,
                                    accept_new_host_key=accept_new_host_key)
-    return ServiceHandle(kept, payload, key=evaluate_key(loaded), host=loaded.ssh_target if loaded.remote else None,
-                         tunnel=loaded.tunnel, connection_dir=connection_dir, prompt=prompt)
+    handle = ServiceHandle(kept, payload, key=evaluate_key(loaded), host=loaded.ssh_target if loaded.remote else None,
+                           tunnel=loaded.tunnel, connection_dir=connection_dir, prompt=prompt)
+    if open_browser:
+        handle.open()
+    return handle
 
 
 class ServiceHandle:
@@ -75,8 +79,13 @@ class ServiceHandle:
 
     @property
     def url(self) -> str:
-        """`http://host:port/` as this machine reaches the service (the tunnel's local end with a tunnel)."""
+        """The service's URL as this machine reaches it (the tunnel's local end with a tunnel): the one its log
+        printed (`url_pattern`, its path and query kept), else `http://host:port/`."""
         return service_url(self.payload)
+
+    def open(self) -> bool:
+        """Open `url` in the user's browser (`$BROWSER` honoured; in a notebook also a link in the cell)."""
+        return open_in_browser(self.url)
 
     def status(self) -> StatusResult:
         """`api.status` of the config: absent, starting, running, failed or stale, and the details."""

@@ -58,6 +58,21 @@ def jupyter_kernel() -> Any | None:
     return getattr(shell, "kernel", None)
 
 
+def open_in_browser(url: str) -> bool:
+    """Hand `url` to the user's browser (Python's `webbrowser`: `$BROWSER` is honoured); in a Jupyter cell also
+    show it as a link, since the kernel may run where no browser is. False when no browser took it."""
+    import webbrowser
+
+    if jupyter_kernel() is not None:
+        from html import escape
+        from importlib import import_module
+
+        link = escape(url)
+        import_module("IPython.display").display(
+            {"text/plain": url, "text/html": f'<a href="{link}" target="_blank">{link}</a>'}, raw=True)
+    return webbrowser.open(url)
+
+
 class Progress:
     """Reports the launcher's phases; `live` redraws one line in place (a TTY at level minimal)."""
 

@@ -134,3 +134,38 @@ def test_config_errors_name_the_field(tmp_path: Path, fields: dict[str, Any], fi
 def test_a_config_that_sets_port_is_a_template_variable_as_before(tmp_path: Path) -> None:
     config = load_config(web_config(tmp_path, port=8000))
     assert config.stock_ports == ()
+
+
+def fake_browser(tmp_path: Path) -> tuple[str, Path]:
+    """A $BROWSER command that writes the URL it is given to a file."""
+    opened = tmp_path / "opened.txt"
+    script = tmp_path / "browser.sh"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {opened}\n')
+    script.chmod(0o755)
+    return str(script), opened
+
+
+def test_open_hands_the_url_to_the_browser(rhl_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    browser, opened = fake_browser(tmp_path)
+    monkeypatch.setenv("BROWSER", browser)
+    path = tmp_path / "web.yaml"
+    path.write_text(json.dumps(web_config(tmp_path, url_pattern=r"http://[0-9.]+:[0-9]+/")))
+    done = cli("up", path, "--open", "--json")
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert opened.read_text().splitlines() == [payload["url"]]
+    assert f"ready: {payload['url']}" in done.stderr  # the final progress line shows the same URL
+
+
+def test_open_browser_and_handle_open(rhl_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import webbrowser
+
+    from remote_http_launcher import launch
+
+    browser, opened = fake_browser(tmp_path)
+    monkeypatch.setenv("BROWSER", browser)
+    monkeypatch.setattr(webbrowser, "_tryorder", None)  # read $BROWSER again
+    handle = launch(web_config(tmp_path), open_browser=True)
+    assert handle.url == f"http://localhost:{handle.payload['port']}/"
+    assert handle.open() is True
+    assert opened.read_text().splitlines() == [handle.url, handle.url]
