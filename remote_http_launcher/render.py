@@ -96,6 +96,10 @@ def format_status(entry: StatusResult) -> str:
         ("status file", entry["status_file"] if status_now != ABSENT else f"{entry['status_file']} (absent)"),
     ]
     client = entry["client"]
+    url = client["url"] or entry["url"]
+    if url is not None or entry["url_pattern_matched"] is False:
+        rows.append(("url", (url or "-") + ("" if entry["url_pattern_matched"] is not False else
+                                            " (url_pattern did not match the log: the plain URL)")))
     if client["present"]:
         where = f"{client['hostname']}:{client['port']}" if client["valid"] else "unreadable"
         rows.append(("client file", f"{client['connection_file']} ({where})"))

@@ -169,3 +169,22 @@ def test_open_browser_and_handle_open(rhl_dir: Path, tmp_path: Path, monkeypatch
     assert handle.url == f"http://localhost:{handle.payload['port']}/"
     assert handle.open() is True
     assert opened.read_text().splitlines() == [handle.url, handle.url]
+
+
+def test_status_and_list_show_the_url(rhl_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from remote_http_launcher import stock
+
+    monkeypatch.setattr(stock, "URL_WAIT", 0.5)
+    path = tmp_path / "web.yaml"
+    path.write_text(json.dumps(web_config(tmp_path, url_pattern=r"http://[0-9.]+:[0-9]+/")))
+    payload = run(path)
+    status = json.loads(cli("status", path, "--json").stdout)
+    assert (status["client"]["url"], status["url"], status["url_pattern_matched"]) == (
+        payload["url"], f"http://127.0.0.1:{payload['port']}/", True)
+    assert f"url           {payload['url']}" in cli("status", path).stdout
+    [listed] = json.loads(cli("list", "--json").stdout)["services"]
+    assert listed["url"] == f"http://127.0.0.1:{payload['port']}/"
+    cli("stop", path)
+    path.write_text(json.dumps(web_config(tmp_path, url_pattern="token=[0-9a-f]+")))
+    run(path)
+    assert "(url_pattern did not match the log: the plain URL)" in cli("status", path).stdout

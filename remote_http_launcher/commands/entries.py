@@ -26,6 +26,7 @@ from ..hosts import Host
 from ..hosts.base import SeenProcess
 from ..service import identity_problem, is_ours, job_of
 from ..statefiles import ServerState
+from ..stock import URL, URL_UNMATCHED
 from ..tunnels.lock import KeeperLock, is_keeper
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class ServiceEntry(TypedDict):
     status_file: str
     meta: dict[str, Any] | None  # the config's `meta`, as the status file keeps it
     job: JobEntry | None  # a batch job's service; None for a process
+    url: str | None  # what `url_pattern` found in the service's log (as the service printed it)
+    url_pattern_matched: bool | None  # None: the launcher looked for no URL in this service's log
 
 
 class ClientSide(TypedDict):
@@ -77,6 +80,7 @@ class ClientSide(TypedDict):
     keeper_pid: int | None
     keeper_alive: bool | None
     tunnel_up: bool | None  # None: the config asks for no tunnel; else whether a live keeper serves it
+    url: str | None  # the service's URL as this machine reaches it
 
 
 # ---------------------------------------------------------------- server side
@@ -166,6 +170,9 @@ def server_entry(host: Host, key: str, status_file: str, raw: bytes | None,
             "id": job.id, "scheduler": job.scheduler.name, "state": info.raw_state,
             "node": info.node or (data["node"] if isinstance(data.get("node"), str) else None),
             "reason": info.reason, "time_left": info.time_left, "start_estimate": info.start_estimate},
+        "url": data[URL] if isinstance(data.get(URL), str) else None,
+        "url_pattern_matched": False if data.get(URL_UNMATCHED) is True else
+        True if isinstance(data.get(URL), str) else None,
     }
 
 
@@ -189,6 +196,7 @@ def client_entry(path: Path, key: str, tunnel: bool = False) -> ClientSide:
         "keeper_pid": owner.pid if owner else None,
         "keeper_alive": keeper_alive,
         "tunnel_up": bool(keeper_alive) if tunnel else None,
+        "url": (payload or {}).get(URL) if isinstance((payload or {}).get(URL), str) else None,
     }
 
 
