@@ -77,7 +77,7 @@ class Launcher:
             url = state.data.get(stock.URL)
             if not isinstance(url, str) and self.config.url_pattern and stock.chosen_ports(state) is None:
                 url = stock.scan_log_url(service, state)  # a service that reports itself: its log, once
-            payload["url"] = stock.client_url(dict(payload), url if isinstance(url, str) else None)
+            payload["url"] = stock.client_url(dict(payload), state, url if isinstance(url, str) else None)
         statefiles.write_atomic(self.client_path, statefiles.encode(payload))
         return payload, state
 

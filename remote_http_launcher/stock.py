@@ -111,13 +111,26 @@ def scan_log_url(service: Service, state: ServerState) -> str | None:
     return LogScan(service, state, service.config.url_pattern).poll()
 
 
-def client_url(payload: dict[str, Any], url: str | None) -> str:
+def client_url(payload: dict[str, Any], state: ServerState, url: str | None) -> str:
     """The URL as this machine reaches it: the service's own (`url`, as its log printed it) with its host and
     port replaced by the client's way in (a tunnel's local end, or the host the client connects to), its
-    path and query (a token) kept; without one, the plain `http://host:port/`."""
+    path and query (a token) kept; without one, the plain `http://host:port/`. A URL on another of the
+    service's ports (a dask dashboard's) goes to that port's way in."""
     host = TUNNEL_HOST if "tunneled-port" in payload else str(payload["hostname"])
-    netloc = f"[{host}]:{payload['port']}" if ":" in host else f"{host}:{payload['port']}"
+    port = payload["port"]
     if url is None:
-        return f"http://{netloc}/"
+        return f"http://{_netloc(host, port)}/"
     parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        printed = parts.port
+    except ValueError:
+        printed = None
+    for name, remote in state.extra_ports().items():
+        if remote == printed and is_port(payload.get(name)):
+            port = payload[name]
+    netloc = _netloc(host, port)
     return urlunsplit((parts.scheme or "http", netloc, parts.path or "/", parts.query, parts.fragment))
+
+
+def _netloc(host: str, port: object) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -106,33 +106,64 @@ class Original(NamedTuple):
         return self.run("remote-http-launcher", self.write(name, json.dumps(config)), *extra)
 
 
-def pip_venv(python: str, venv: str | Path, requirements: Sequence[str], purpose: str) -> None:
+def pip_venv(python: str, venv: str | Path, requirements: Sequence[str], purpose: str,
+             timeout: float = INSTALL_TIMEOUT) -> None:
     """A venv at `venv` for `python` (``--without-pip``: Debian's python3-venv is not needed) with
     `requirements` installed (pip_install)."""
-    _pip_step([python, "-m", "venv", "--clear", "--without-pip", str(venv)], requirements, purpose)
-    pip_install(venv, requirements, purpose)
+    _pip_step([python, "-m", "venv", "--clear", "--without-pip", str(venv)], requirements, purpose, timeout)
+    pip_install(venv, requirements, purpose, timeout)
 
 
-def pip_install(venv: str | Path, requirements: Sequence[str], purpose: str) -> None:
+def pip_install(venv: str | Path, requirements: Sequence[str], purpose: str, timeout: float = INSTALL_TIMEOUT) -> None:
     """Install `requirements` into `venv` with this interpreter's pip (``pip --python``), from PyPI, in this
     network namespace. Without PyPI the test fails with a message that says so."""
     _pip_step([sys.executable, "-m", "pip", "--python", f"{venv}/bin/python", "install", "--quiet",
                "--disable-pip-version-check", "--no-input", "--retries", "1", "--timeout", "20", *requirements],
-              requirements, purpose)
+              requirements, purpose, timeout)
 
 
-def _pip_step(argv: list[str], requirements: Sequence[str], purpose: str) -> None:
+def _pip_step(argv: list[str], requirements: Sequence[str], purpose: str, timeout: float) -> None:
     what = " ".join(requirements)
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT,
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL, env=unstripped_env())  # pip: a whole POSIX Python
     except subprocess.TimeoutExpired:
-        pytest.fail(f"installing {what} from PyPI for {purpose} timed out after {INSTALL_TIMEOUT} s: "
+        pytest.fail(f"installing {what} from PyPI for {purpose} timed out after {timeout} s: "
                     f"{shlex.join(argv)} (is PyPI reachable?)", pytrace=False)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
         pytest.fail(f"cannot install {what} for {purpose} (they need PyPI): "
                     f"{shlex.join(argv)} exited with {done.returncode}:\n{tail}", pytrace=False)
+
+
+#: Where venvs that take minutes to install (JupyterLab...) are kept between test runs, one per requirement set.
+VENV_CACHE = Path(os.environ.get("RHL_TEST_VENV_CACHE", "/var/cache/remote-http-launcher-tests"))
+CACHED_INSTALL_TIMEOUT = 900
+
+
+def cached_venv(python: str, requirements: Sequence[str], purpose: str) -> Path:
+    """A venv of `python` with `requirements`, made once and kept under VENV_CACHE, named by a digest of both
+    (pinned versions: a new pin makes a new venv). Readable by every user (the test servers' accounts run
+    it), written by no one else; concurrent test runs wait for the one that builds it (a lock file)."""
+    import fcntl
+    import hashlib
+
+    digest = hashlib.sha256("\n".join([python, *requirements]).encode()).hexdigest()[:16]
+    venv = VENV_CACHE / f"venv-{digest}"
+    done = venv / ".complete"
+    if done.exists():
+        return venv
+    VENV_CACHE.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with open(VENV_CACHE / f"venv-{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            old_umask = os.umask(0o022)
+            try:
+                pip_venv(python, venv, requirements, purpose, timeout=CACHED_INSTALL_TIMEOUT)
+            finally:
+                os.umask(old_umask)
+            done.write_text("\n".join(requirements) + "\n")
+    return venv
 
 
 def give_tree(server: SSHServer, path: str) -> None:
