@@ -531,8 +531,13 @@ def _port(data: Mapping[str, Any], name: str) -> int | None:
 
 
 def _port_range(data: Mapping[str, Any]) -> tuple[int, int]:
-    start = _port(data, "port_start") or DEFAULT_PORT_RANGE[0]
-    end = _port(data, "port_end") or max(start, DEFAULT_PORT_RANGE[1])
+    """port_start-port_end; one of them alone keeps the default range's width from it."""
+    start, end = _port(data, "port_start"), _port(data, "port_end")
+    span = DEFAULT_PORT_RANGE[1] - DEFAULT_PORT_RANGE[0]
+    if start is None:
+        start = DEFAULT_PORT_RANGE[0] if end is None or end >= DEFAULT_PORT_RANGE[0] else max(1, end - span)
+    if end is None:
+        end = max(DEFAULT_PORT_RANGE[1], min(MAX_PORT, start + span))
     if start > end:
         raise ConfigError(f"port_end: {end} is below port_start ({start}); the launch chooses ports from "
                           "port_start to port_end")

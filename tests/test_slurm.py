@@ -106,6 +106,51 @@ def test_launch_on_a_compute_node_through_the_login_node(slurm: SlurmCluster, jo
     assert keeper_processes(key) == []
 
 
+@pytest.fixture(scope="session")
+def stock_venv(sshd: SSHServer) -> str:
+    from tests.interop import cached_venv
+    from tests.test_recipes import STOCK_REQUIREMENTS
+
+    return str(cached_venv(sshd.python, STOCK_REQUIREMENTS, "the stock-server recipes"))
+
+
+def test_jupyterlab_recipe_as_a_job_through_the_login_node(slurm: SlurmCluster, job_config: Callable[..., Path],
+                                                           keyed_server: SSHServer, stock_venv: str,
+                                                           tmp_path: Path) -> None:
+    """examples/jupyterlab-slurm.yaml, stock JupyterLab: its port chosen on the compute node, its token URL
+    found in its log and rewritten to the tunnel; a client elsewhere (a fresh connection dir) reuses the job
+    and gets the same URL (local_port pins the tunnel's end)."""
+    import socket
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    recipe = yaml.safe_load((ROOT / "examples" / "jupyterlab-slurm.yaml").read_text())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = int(probe.getsockname()[1])
+    config = job_config(command=recipe["command"], url_pattern=recipe["url_pattern"], venv=stock_venv,
+                        handshake=None, startup_timeout=recipe["startup_timeout"], local_port=local)
+    key = key_of(config)
+    payload = up(config)
+    state = remote_state(keyed_server, key)
+    assert state is not None and state["status"] == "running" and state["node"] in slurm.nodes
+    assert state["url"].startswith("http://") and f":{state['port']}/lab?token=" in state["url"]
+    token = state["url"].partition("?")[2]
+    assert payload["url"] == f"http://127.0.0.1:{local}/lab?{token}"
+    with urllib.request.urlopen(payload["url"], timeout=30) as response:
+        assert response.status == 200
+    assert slurm.run(f"stat -c %a {REMOTE_STATE}/{key}.json").strip() == "600"  # the token is in it
+
+    assert stop_keeper(key, None, timeout=5) is not None  # this client goes away; another one comes
+    other = cli(config, "--json", "--connection-dir", str(tmp_path / "elsewhere"), timeout=120)
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout)["url"] == payload["url"]
+    assert [job for job, _, _ in slurm.jobs()] == [state["job_id"]]  # the same job
+    assert cli("stop", config).returncode == 0
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
