@@ -296,7 +296,8 @@ class Launcher:
                                        command=command, conda=self.config.conda, lock=lock.path,
                                        lock_token=lock.token, ports=ports)
             result = host.launch(Launch(args, scripts.record_head(record), key=self.key, workdir=workdir,
-                                        command=command, conda=self.config.conda, record=record))
+                                        command=command, conda=self.config.conda, record=record,
+                                        ports=ports))
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
         for line in result.stderr.splitlines():
             if line.startswith(WARNING_PREFIX):

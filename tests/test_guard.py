@@ -179,7 +179,9 @@ def test_service_of_the_original_is_reused(server: SSHServer, original: Original
      "{home}/.hidden-work"),
     ({"command": "hashserver --status-file {{status_file}} && sleep 1"},
      "rhl-launch-service runs one program with arguments, not shell syntax"),
-], ids=["helper-whitelist", "guard-path-policy", "shell-syntax"])
+    ({"command": "hashserver --port {{port}}"},  # a stock server: the guard's helper chooses no port
+     "rhl-launch-service cannot choose a port for a command reading {{port}}"),
+], ids=["helper-whitelist", "guard-path-policy", "shell-syntax", "stock-port"])
 def test_refusal_is_one_line(server: SSHServer, make_config: Callable[..., dict[str, Any]], tmp_path: Path,
                              fields: dict[str, str], reason: str) -> None:
     """What the guard or its helper refuses: one line quoting its reason, exit code 1 (the server's policy

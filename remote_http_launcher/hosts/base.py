@@ -40,6 +40,7 @@ class Launch(NamedTuple):
     command: str
     conda: str | None
     record: dict[str, Any]
+    ports: str = ""  # a stock server's ports to choose (scripts.ports_spec), which the launch program does
 
 
 class SeenProcess(NamedTuple):

@@ -209,6 +209,9 @@ class GuardedHost(Host):
         """rhl-launch-service: the guard's whitelist decides which program may run (the first word of a
         simple command); stdout is the PID it recorded. Its options are on its command line (the only way
         the guard lets them through), `file_parameters` too."""
+        if request.ports:
+            return ScriptResult(1, "", "rhl-launch-service cannot choose a port for a command reading {port}; "
+                                       "give the service a port_start/port_end and let it report its own port")
         words = shlex.split(request.command)
         if not words or any(SHELL_SYNTAX.fullmatch(word) for word in words):
             return ScriptResult(1, "", f"rhl-launch-service runs one program with arguments, not shell syntax: "
