@@ -188,3 +188,25 @@ def test_status_and_list_show_the_url(rhl_dir: Path, tmp_path: Path, monkeypatch
     path.write_text(json.dumps(web_config(tmp_path, url_pattern="token=[0-9a-f]+")))
     run(path)
     assert "(url_pattern did not match the log: the plain URL)" in cli("status", path).stdout
+
+
+def test_a_status_file_service_gets_its_url_from_its_log_too(rhl_dir: Path, tmp_path: Path,
+                                                             demo_config: Any) -> None:
+    """The demo service reports its own port; `url_pattern` still finds a path in its log (searched once, when
+    it reports running: here the status file's path, which the demo prints), put on the way in, and the status
+    file stays the service's own."""
+    payload = run(demo_config(url_pattern="(?<=status file )/\\S+"))
+    assert payload["url"] == f"http://localhost:{payload['port']}{rhl_dir / 'server' / 'demo-localhost.json'}"
+    assert "url" not in json.loads((rhl_dir / "server" / "demo-localhost.json").read_text())
+
+
+def test_url_rewrite_keeps_path_and_query_and_maps_extra_ports() -> None:
+    from remote_http_launcher.statefiles import ServerState
+    from remote_http_launcher.stock import client_url
+
+    state = ServerState("running", 10, 20001, None, None, {"port": 20001, "dashboard_port": 20002})
+    tunnel = {"hostname": "localhost", "port": 41000, "tunneled-port": 20001, "dashboard_port": 41001}
+    assert client_url(tunnel, state, "http://node3:20001/lab?token=ab12#x") == "http://127.0.0.1:41000/lab?token=ab12#x"
+    assert client_url(tunnel, state, "http://10.0.0.5:20002/status") == "http://127.0.0.1:41001/status"
+    assert client_url({"hostname": "::1", "port": 5}, state, None) == "http://[::1]:5/"
+    assert client_url({"hostname": "h", "port": 5}, state, "node:20001") == "http://h:5/"
