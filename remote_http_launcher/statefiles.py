@@ -276,8 +276,8 @@ def read_sealed(path: Path, what: str) -> bytes | None:
 
 
 def write_sealed(path: Path, payload: bytes) -> None:
-    """Write `payload` with a seal (a keyed BLAKE2b MAC) made with this user's secret, kept 0600 beside it (made on
-    first use), so `read_sealed` takes only what this user wrote."""
+    """Write `payload` with a seal (a keyed BLAKE2b MAC) made with this user's secret, kept 0600 beside it
+    (made on first use), so `read_sealed` takes only what this user wrote."""
     ensure_private_dir(path.parent)
     secret_path = path.parent / SECRET_NAME
     secret = _read_own(secret_path, private=True)
