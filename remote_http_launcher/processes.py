@@ -10,6 +10,7 @@ and TerminateProcess through ctypes (`kernel32()` is the seam tests replace).
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -19,6 +20,10 @@ STILL_ACTIVE = 259  # GetExitCodeProcess of a running process
 PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
 PROCESS_TERMINATE = 0x0001
 TERMINATED_EXIT_CODE = 1
+#: accept() failing for want of a file descriptor (or memory for one): wait for some to free, then go on
+OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+FD_LIMIT_FALLBACK = 10240  # macOS: a hard limit of "unlimited" cannot be the soft limit; OPEN_MAX can
+FD_SHARE = 4  # one kind of connection (a broker's commands, one forwarded port's) takes at most 1/4 of the limit
 #: What a host that can tell only that a PID lives (an rhl-guard server: rhl-pid-alive) gives as its start time.
 UNIDENTIFIED = "alive:unidentified"
 
@@ -97,6 +102,38 @@ def process_cmdline(pid: int) -> str | None:
     except OSError:
         return None
     return _ps(pid, "command=")
+
+
+def raise_fd_limit() -> int | None:
+    """Raise this process's soft limit on open files to its hard limit (a daemon holding many sockets
+    must not stop at a shell's default, 256 on macOS); the soft limit now, None where there is none
+    (Windows: sockets are handles, not bounded this way)."""
+    if sys.platform == "win32":
+        return None
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = resource.RLIM_INFINITY
+    for wanted in (hard, FD_LIMIT_FALLBACK) if hard == unlimited else (hard,):
+        if soft != unlimited and (wanted == unlimited or wanted > soft):
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            except (ValueError, OSError):
+                continue
+            soft = wanted
+            break
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def connection_cap(most: int) -> int:
+    """How many connections of one kind a daemon accepts at once: `most`, or fewer where the limit on open
+    files is low, so that one kind cannot take the descriptors all others need."""
+    if sys.platform == "win32":
+        return most
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return most if soft == resource.RLIM_INFINITY else max(1, min(most, int(soft) // FD_SHARE))
 
 
 def terminate(pid: int, *, force: bool = False) -> bool:

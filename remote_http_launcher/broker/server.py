@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import statefiles
 from ..errors import BrokerUnavailable, LauncherError
-from ..processes import own_uid
+from ..processes import OUT_OF_FDS, connection_cap, own_uid, raise_fd_limit
 from ..tunnels.daemon import Report, detach, exit_on_signal, open_log
 from .protocol import Endpoint, Wire, peer, prove_server
 from .registry import BrokerFiles, BrokerLock, is_broker
@@ -43,6 +43,8 @@ IDLE_CHECK = 1.0
 LISTEN_BACKLOG = 64  # commands that connect at once wait in the queue, not refused
 KEEPALIVE = 30  # seconds: keeps an idle link (and NAT mappings) alive while the broker waits
 KEEPER_LOCKS = "keeper_locks"  # <id>.tunnels: {KEEPER_LOCKS: [path, ...]}
+MAX_CLIENTS = 512  # connections from commands at once (fewer under a low open-file limit); more are closed at once
+ACCEPT_BACKOFF = (0.05, 1.0)  # seconds: first and longest wait before accepting again when out of descriptors
 log = logging.getLogger("remote_http_launcher.broker")
 
 
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # Until open_log, a failure must not reach logging's last resort: a traceback on the user's terminal.
     logging.getLogger("remote_http_launcher").addHandler(logging.NullHandler())
+    raise_fd_limit()
     lock: BrokerLock | None = None
     try:
         files = BrokerFiles.for_target(args.target)
@@ -124,6 +127,8 @@ class Broker:
         self.lock = lock
         self.since = time.time()
         self.sessions = 0
+        self.clients = 0  # open connections, proven or not
+        self.max_clients = connection_cap(MAX_CLIENTS)
         self.last_use = time.monotonic()
         self._count = threading.Lock()
         self.link: Link
@@ -189,12 +194,38 @@ class Broker:
                 link.close()
 
     def _accept(self, listener: Listener) -> None:
+        """Accept until the listener is closed. Out of descriptors, wait for some to free (never give up:
+        the broker would be unusable for good); over `max_clients`, close the new connection at once (its
+        command logs in itself rather than wait)."""
+        backoff = 0.0
         while True:
             try:
                 conn = listener.accept()
-            except OSError:
-                return  # the listener was closed: we are exiting
-            threading.Thread(target=self._session, args=(conn,), daemon=True, name="rhl-broker-session").start()
+            except OSError as exc:
+                if exc.errno not in OUT_OF_FDS:
+                    return  # the listener was closed: we are exiting
+                if not backoff:
+                    log.warning("out of file descriptors (%s): accepting again when some are free", exc)
+                backoff = min(max(backoff * 2, ACCEPT_BACKOFF[0]), ACCEPT_BACKOFF[1])
+                time.sleep(backoff)
+                continue
+            if backoff:
+                log.warning("accepting again")
+                backoff = 0.0
+            with self._count:
+                full = self.clients >= self.max_clients
+                self.clients += not full
+            if full:
+                log.info("refused a client: %d connections are open", self.max_clients)
+                conn.close()
+                continue
+            try:
+                threading.Thread(target=self._session, args=(conn,), daemon=True, name="rhl-broker-session").start()
+            except RuntimeError as exc:  # no thread to be had: as over the limit
+                log.info("refused a client: %s", exc)
+                conn.close()
+                with self._count:
+                    self.clients -= 1
 
     def _session(self, conn: Endpoint) -> None:
         """One client: a process of our user that proves it knows the authkey (and we that we do), then its
@@ -211,6 +242,8 @@ class Broker:
         except (OSError, EOFError, BrokerUnavailable) as exc:
             log.info("refused a client: %s", exc)
             wire.close()
+            with self._count:
+                self.clients -= 1
             return
         with self._count:
             self.sessions += 1
@@ -220,6 +253,7 @@ class Broker:
             wire.close()
             with self._count:
                 self.sessions -= 1
+                self.clients -= 1
                 self.last_use = time.monotonic()
 
     def record_tunnels(self, locks: list[str]) -> None:

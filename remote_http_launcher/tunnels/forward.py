@@ -20,11 +20,13 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LauncherError
+from ..processes import OUT_OF_FDS, connection_cap
 from ..ssh._paramiko import ForwardHandler, ThreadingForwardServer, paramiko
 
 if TYPE_CHECKING:
@@ -37,6 +39,8 @@ MAX_PACKET_SIZE = 256 * 2**10  # fewer, bigger packets: per-packet work is what 
 READ_SIZE = 2**20
 CHANNEL_TIMEOUT = 10.0
 ACCEPT_POLL = 0.5
+MAX_CONNECTIONS = 256  # per forwarded port at once (fewer under a low open-file limit); more are closed at once
+ACCEPT_BACKOFF = 0.5  # seconds without accepting on a port after the process ran out of descriptors
 log = logging.getLogger("remote_http_launcher.tunnel")
 
 
@@ -91,10 +95,61 @@ def _shutdown(sock: socket.socket) -> None:
 
 
 class _Server(ThreadingForwardServer):  # type: ignore[misc]
+    """One forwarded port. Its connections are capped (the excess closed at once: a local client flood
+    must not take the descriptors the rest of the process needs), and out of descriptors it pauses
+    instead of spinning on a listening socket that stays readable."""
+
     # POSIX: a port whose last connections linger in TIME_WAIT can be taken again (a replaced keeper's);
     # a port another socket listens on still cannot. On Windows the option would let others share the port.
     allow_reuse_address = sys.platform != "win32"
     daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_connections = connection_cap(MAX_CONNECTIONS)
+        self.connections = 0
+        self._count = threading.Lock()
+        self._starved = False
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            request: tuple[socket.socket, Any] = super().get_request()
+        except OSError as exc:
+            if exc.errno in OUT_OF_FDS:
+                if not self._starved:
+                    log.warning("forward of local port %d: out of file descriptors (%s); pausing",
+                                self.server_address[1], exc)
+                self._starved = True
+                time.sleep(ACCEPT_BACKOFF)
+            raise
+        self._starved = False
+        return request
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        with self._count:
+            if self.connections >= self.max_connections:
+                log.info("forward of local port %d: %d connections open; refused one", self.server_address[1],
+                         self.max_connections)
+                return False
+            self.connections += 1
+        return True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._done()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        with self._count:
+            self.connections -= 1
 
 
 class Tunnel:
