@@ -137,7 +137,7 @@ def connection_cap(most: int) -> int:
 
 
 def terminate(pid: int, *, force: bool = False) -> bool:
-    """Ask a process to end (SIGTERM), or with `force` end it (SIGKILL). Windows has no request to end:
+    """Ask a process to end (SIGTERM, then SIGCONT), or with `force` end it (SIGKILL). Windows has no request to end:
     both are TerminateProcess there.
 
     Only for a process whose identity the caller has just checked. False when it was already gone.
@@ -146,6 +146,8 @@ def terminate(pid: int, *, force: bool = False) -> bool:
         return _windows_terminate(pid)
     try:
         os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM) if force else signal.SIGTERM)
+        if not force:  # a stopped process (SIGSTOP, a debugger) would hold the request until continued
+            os.kill(pid, getattr(signal, "SIGCONT", signal.SIGTERM))
     except ProcessLookupError:
         return False
     return True

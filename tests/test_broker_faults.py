@@ -10,17 +10,24 @@ import contextlib
 import json
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from remote_http_launcher.broker.client import BrokeredHost
 from remote_http_launcher.broker.registry import live_brokers
+from remote_http_launcher.connect import open_ssh
+from remote_http_launcher.errors import HostError
+from tests.conftest import alive
+from tests.ssh_client import ALIAS
 from tests.test_broker import ACCEPTED, brokers, write
 
 if TYPE_CHECKING:
@@ -162,3 +169,90 @@ def test_a_flood_through_a_tunnel_leaves_the_broker_serving(keyed_server: SSHSer
         assert "running" in ok("status", config, timeout=30)
         assert logins(keyed_server) == before  # through the broker
     assert brokers(rhl_dir) == [broker]
+
+
+# ---------------------------------------------------------------- a broker alive but stuck (SIGSTOP)
+
+
+@contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_a_stopped_broker_holds_no_command(keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path,
+                                           tmp_path: Path) -> None:
+    """Stopped, its socket's queue full: `status` logs in itself (and says so at debug level), `connections`
+    lists it unanswered, `disconnect` ends it (cleanly: it removes its files), each within seconds."""
+    config = write(tmp_path, "a", remote_config(keyed_server))
+    ok(config)
+    ((files, owner),) = live_brokers(rhl_dir / "brokers")
+    queued: list[socket.socket] = []
+    with stopped(owner.pid):
+        try:
+            while True:
+                sock = socket.socket(socket.AF_UNIX)
+                sock.setblocking(False)
+                queued.append(sock)
+                sock.connect(str(files.socket))
+        except BlockingIOError:
+            pass
+        finally:
+            for sock in queued:
+                sock.close()
+        started = time.monotonic()
+        result = run("status", config, "--log-level", "debug", timeout=60)
+        assert result.returncode == 0 and "running" in result.stdout, result.stderr
+        assert "logging in directly" in result.stderr
+        assert time.monotonic() - started < 30
+        started = time.monotonic()
+        (entry,) = json.loads(ok("connections", "--json", timeout=30))["connections"]
+        assert entry["pid"] == owner.pid and entry["last_use"] is None
+        assert f"pid {owner.pid}" in ok("disconnect", ALIAS, timeout=30)
+        assert time.monotonic() - started < 15
+        assert not alive(owner.pid)
+    assert not files.socket.exists() and not files.lock.exists() and not files.key.exists()
+
+
+def test_a_broker_stopped_mid_command(keyed_server: SSHServer, rhl_dir: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request the broker does not answer in its bound: a read is made on a login of the command's own;
+    a create is not repeated (it fails in one line), and the broker, continued, does not make it late."""
+    monkeypatch.setattr("remote_http_launcher.broker.client.REQUEST_TIMEOUT", 2.0, raising=False)
+    host = open_ssh(ALIAS, 60)
+    worker = ThreadPoolExecutor(1)  # one thread, so one proven connection: the requests go where `home` went
+    try:
+        assert isinstance(host, BrokeredHost)
+        home = worker.submit(lambda: host.home).result(30)
+        ((_files, owner),) = live_brokers(rhl_dir / "brokers")
+        with stopped(owner.pid):
+            create = worker.submit(host.create_exclusive, f"{home}/made-late", b"x")
+            with pytest.raises(HostError, match="did not answer create_exclusive within 2 s and may still make it"):
+                create.result(30)
+            assert worker.submit(host.read, f"{home}/absent").result(30) is None
+            assert host.fallback is not None and not isinstance(host.fallback, BrokeredHost)
+        time.sleep(1)  # the continued broker reads the request its client gave up on
+        assert keyed_server.run("test -e made-late").returncode != 0
+        assert alive(owner.pid)
+    finally:
+        worker.shutdown(wait=False)
+        host.close()
+    again = open_ssh(ALIAS, 60)
+    try:
+        assert isinstance(again, BrokeredHost) and again.create_exclusive(f"{home}/made-late", b"x")
+        assert again.fallback is None
+    finally:
+        again.close()
+        keyed_server.run("rm -f made-late")
+
+
+def test_the_request_tables_name_relayed_requests() -> None:
+    from remote_http_launcher.broker.client import REPEATABLE, SCRIPT_METHODS
+    from remote_http_launcher.broker.protocol import RELAYED
+
+    assert (REPEATABLE | SCRIPT_METHODS) - {"info"} <= set(RELAYED)
+

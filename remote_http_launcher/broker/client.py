@@ -9,34 +9,65 @@ through this process); one that cannot be started, reached in time or trusted
 (BrokerUnavailable) → we log in ourselves (`hosts.ssh.SSHHost`); a broker
 that dies or loses its link mid-command → the call is repeated on a fresh
 connection (a new broker, else our own).
+
+Every wait on the broker is bounded, so a broker that is alive but stuck
+(stopped, in a debugger, swapping) holds no command: the connection within
+CONNECT_TIMEOUT, the key proof within protocol.HANDSHAKE_TIMEOUT, each
+request within its bound (`request_timeout`), which is longer than the
+broker's own host may take for that call, so a slow server is not taken for
+a stuck broker. A request that gets no answer in time ends the broker's use
+for the command: a call that is safe to make twice (REPEATABLE) is made on a
+login of our own; any other raises HostError, since the broker may still make
+it (it drops a request whose client left before the broker read it).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import socket
 import subprocess
 import sys
 import threading
 import time
-from multiprocessing.connection import Client
+from multiprocessing.connection import Client, Connection
 from pathlib import Path
 from typing import Any
 
 from .. import prompts, statefiles
-from ..errors import BrokerUnavailable, LauncherError
+from ..errors import BrokerUnavailable, HostError, LauncherError
 from ..hosts.base import Host
 from ..processes import own_uid
 from ..progress import Progress
 from ..prompts import Prompt
 from ..tunnels.lock import BROKER_MARKER
-from .protocol import PROPERTIES, Wire, parse_reply, peer, pipe_server, prove_client, raise_reply
+from .protocol import PROPERTIES, NoAnswer, Wire, parse_reply, peer, pipe_server, prove_client, raise_reply
 from .registry import BrokerFiles, BrokerLock, is_broker
 
 BUSY_WAIT = 120.0  # another command's broker may be waiting for its user to type a one-time code
 BUSY_POLL = 0.05
+CONNECT_TIMEOUT = 5.0  # seconds to be taken into a broker's socket (its queue is full while it is stuck)
+CONNECT_POLL = 0.01
+#: Seconds a request may take (beyond them the broker counts as stuck): above the longest the broker's SSH host
+#: allows one call (hosts/ssh.py: a silent server is gone after the reply timeout, 15 s by default; a call may
+#: make several SFTP round trips).
+REQUEST_TIMEOUT = 60.0
+#: A script or a launch: the SSH host's SCRIPT_TIMEOUT (120 s) after opening its channel (up to 30 s).
+SCRIPT_REQUEST_TIMEOUT = 180.0
+SCRIPT_METHODS = frozenset({"run_script", "launch"})
+#: What a command may ask again of its own login after the broker did not answer: reads, and writes whose
+#: second run leaves what the first would (not a create, rename, script, launch, signal or tunnel request).
+REPEATABLE = frozenset({"home", "state_dir", "read", "read_state_file", "read_status_file", "mtime", "listdir",
+                        "read_from", "process_start_time", "listens", "write_atomic", "remove", "info"})
 log = logging.getLogger("remote_http_launcher.broker")
 
+
+def request_timeout(method: str, args: tuple[Any, ...] | list[Any]) -> float:
+    """How long a request to the broker may take: a channel's own timeout on top; a tunnel claim, which may
+    wait for another run to start the service, is given its bound by its caller (`BrokeredHost.call_within`)."""
+    if method in ("channel_send", "channel_recv"):
+        return REQUEST_TIMEOUT + float(args[2])
+    return SCRIPT_REQUEST_TIMEOUT if method in SCRIPT_METHODS else REQUEST_TIMEOUT
 
 
 
@@ -86,7 +117,9 @@ def connect(files: BrokerFiles) -> Wire | None:
     if not isinstance(address, str) or authkey is None:
         return None
     try:
-        conn = Client(address)  # a PipeConnection on Windows, with the same methods
+        conn = open_connection(address)
+    except TimeoutError as exc:  # a live broker that takes no one in: stuck, not starting
+        raise NoAnswer(f"connection broker: {exc}") from None
     except OSError as exc:
         log.debug("broker at %s does not answer: %s", address, exc)
         return None
@@ -111,6 +144,31 @@ def connect(files: BrokerFiles) -> Wire | None:
         raise BrokerUnavailable(f"connection broker: {address} failed the key proof ({exc.__class__.__name__})") \
             from None
     return wire
+
+
+def open_connection(address: str) -> Any:
+    """A connection to the broker's socket within CONNECT_TIMEOUT (a stuck broker's queue fills up: a plain
+    connect would wait there for good); OSError when none is made. Windows: its pipe client waits a bounded
+    time itself, and its PipeConnection has the same methods."""
+    if sys.platform == "win32":
+        return Client(address)
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT)
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while True:
+            try:
+                sock.connect(address)
+                break
+            except BlockingIOError:  # the queue is full (a Unix socket says so at once)
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{address}: not taken in within {CONNECT_TIMEOUT:g} s") from None
+                time.sleep(CONNECT_POLL)
+        sock.setblocking(True)
+    except BaseException:
+        sock.close()
+        raise
+    return Connection(sock.detach())
 
 
 def start(target: str, persist: float, prompt: Prompt | None, accept_new_host_key: bool = False) -> str:
@@ -156,7 +214,7 @@ def request(files: BrokerFiles, method: str, *args: Any) -> Any:
         return None
     try:
         wire.send([method, list(args), {}])
-        kind, fields = parse_reply(wire.receive())
+        kind, fields = parse_reply(wire.receive(timeout=request_timeout(method, args)))
         return fields[0] if kind == "ok" else None
     except (OSError, EOFError, BrokerUnavailable):
         return None
@@ -225,11 +283,23 @@ class BrokeredHost(Host):
     # ---- the calls ----
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """`method(*args, **kwargs)` on the broker's host; repeated on a fresh connection when the broker fails."""
+        return self.call_within(request_timeout(method, args), method, *args, **kwargs)
+
+    def call_within(self, timeout: float, method: str, *args: Any, **kwargs: Any) -> Any:
+        """`call`, answered within `timeout` seconds, else the broker is not used again by this command (see
+        the module's doc)."""
         if self.fallback is None:
             try:
                 wire = self._wire()
                 wire.send([method, list(args), kwargs])
-                kind, fields = parse_reply(wire.receive())
+                kind, fields = parse_reply(wire.receive(timeout=timeout))
+            except NoAnswer as exc:
+                self._fail_over(f"the broker is stuck: {method} got {exc}", direct=True)
+                if method not in REPEATABLE and not method.startswith("tunnel_"):
+                    raise HostError(f"{self.name}: the connection broker did not answer {method} within "
+                                    f"{timeout:g} s and may still make it; see 'status', then run the command "
+                                    "again (the broker is not used by it until the stuck one ends)",
+                                    host=self.name, step=method) from None
             except (OSError, EOFError, BrokerUnavailable) as exc:
                 self._fail_over(f"the broker is gone ({exc})")
             else:

@@ -77,6 +77,10 @@ PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 log = logging.getLogger("remote_http_launcher.broker")
 
 
+class NoAnswer(BrokerUnavailable):
+    """The other end did not answer in time: stopped, in a debugger, swapping (it may still act later)."""
+
+
 class Endpoint(Protocol):
     """What both ends use of a `multiprocessing.connection` connection (a socket, or a pipe on Windows)."""
 
@@ -151,7 +155,7 @@ class Wire:
 
     def receive_bytes(self, limit: int, timeout: float | None) -> bytes:
         if timeout is not None and not self.conn.poll(timeout):
-            raise BrokerUnavailable(f"connection broker: no answer within {timeout:g} s")
+            raise NoAnswer(f"connection broker: no answer within {timeout:g} s")
         return self.conn.recv_bytes(limit)
 
     def close(self) -> None:

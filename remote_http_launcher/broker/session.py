@@ -57,6 +57,9 @@ def serve_session(wire: Wire, broker: Usage) -> None:
                 log.info("ended a session: a request that is not ours")
                 return
             method, args, kwargs = request
+            if wire.conn.poll(0):  # a client waits for each reply: more to read now means it hung up
+                log.info("ended a session: its client left before %s was served (it gave up waiting)", method)
+                return
             broker.used()
             host = broker.host
             try:

@@ -198,6 +198,16 @@ class Tunnels:
             self.drop(key, why)
 
 
+def claim_timeout(config: Config) -> float:
+    """How long the broker may take to claim a tunnel: waiting for another run to start the service, then
+    stopping a silent holder, and a request's own bound."""
+    from ..service import KILL_WAIT, STOP_TIMEOUT
+    from ..tunnels.claim import STARTING_GRACE
+    from .client import REQUEST_TIMEOUT
+
+    return config.startup_timeout + STARTING_GRACE + STOP_TIMEOUT + KILL_WAIT + REQUEST_TIMEOUT
+
+
 def run_tunnel(config: Config, key: str, client_path: Path, progress: Progress, prompt: Prompt | None, *,
                accept_new_host_key: bool = False) -> tuple[ClientPayload, bool] | None:
     """A tunnel run whose forwards the destination's broker keeps; None when no broker can (then the
@@ -232,7 +242,7 @@ def _run_tunnel(config: Config, key: str, client_path: Path, progress: Progress,
     host = BrokeredHost(config.ssh_target, config.connection_persist, prompt, attached)
     try:
         raw = json.loads(config_json(config))
-        reused = host.call("tunnel_claim", raw, key, str(client_path))
+        reused = host.call_within(claim_timeout(config), "tunnel_claim", raw, key, str(client_path))
         if reused is not None:
             statefiles.write_atomic(client_path, statefiles.encode(reused))
             return reused, True
