@@ -102,8 +102,11 @@ def stop(config: ConfigSource, *, connection_dir: PathLike | None = None, timeou
                                     keep_log=keep_log, progress=progress, prompt=prompt))
 
 
-def logs(config: ConfigSource, *, tail: int = 50, prompt: Prompt | None = None) -> str:
-    """The last `tail` lines of the service log; raises `NotRunningError` (exit code 3) when there is none."""
+def logs(config: ConfigSource, *, tail: int = 50, tail_bytes: int | None = None,
+         prompt: Prompt | None = None) -> str:
+    """The last `tail` lines of the service log, from its last `tail_bytes` bytes at most (default 1 MiB:
+    `commands.logs.TAIL_MAX_BYTES`); raises
+    `NotRunningError` (exit code 3) when there is none."""
     from .commands import logs as command
 
-    return command.logs(load_config(config), tail=tail, prompt=prompt)
+    return command.logs(load_config(config), tail=tail, tail_bytes=tail_bytes, prompt=prompt)

@@ -237,13 +237,16 @@ def build_stop_parser(prog: str = f"{PROG} stop") -> argparse.ArgumentParser:
 
 
 def build_logs_parser(prog: str = f"{PROG} logs") -> argparse.ArgumentParser:
-    from .commands.logs import DEFAULT_TAIL
+    from .commands.logs import DEFAULT_TAIL, TAIL_MAX_BYTES
 
     parser = _command_parser(prog, "Print the log of the service described by CONFIG (its output, on the "
                                "host that runs it).", LOGS_EXAMPLE,
                                json_help="print {key, log} as one JSON document (not with --follow)")
     parser.add_argument("--tail", type=_count, default=DEFAULT_TAIL, metavar="N",
                         help=f"print the last N lines (default {DEFAULT_TAIL})")
+    parser.add_argument("--tail-bytes", type=_count, default=TAIL_MAX_BYTES, metavar="B",
+                        help=f"read at most the last B bytes of the log for those lines, and B bytes at a time "
+                             f"with --follow (default {TAIL_MAX_BYTES}: a line may be that long)")
     parser.add_argument("--follow", "-f", action="store_true",
                         help="then keep printing new output until the service ends or Ctrl-C")
     add_persist(parser)
@@ -312,7 +315,7 @@ def cmd_logs(args: argparse.Namespace, config: Config | None, progress: Progress
         raise UsageError(f"{PROG} logs: --json and --follow cannot be combined (a stream is not one document)")
     output = None if args.json else sys.stdout.buffer
     try:
-        result = read_logs(config, tail=args.tail, output=output, follow=args.follow,
+        result = read_logs(config, tail=args.tail, tail_bytes=args.tail_bytes, output=output, follow=args.follow,
                            progress=_quiet(progress), prompt=_ask(progress),
                            accept_new_host_key=args.accept_new_host_key)
     except KeyboardInterrupt:

@@ -118,12 +118,13 @@ class FakeHost(Host):
     def listdir(self, path: str) -> list[str]:
         return sorted({posixpath.basename(name) for name in self.files if posixpath.dirname(name) == path})
 
-    def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:
+    def read_from(self, path: str, offset: int, limit: int | None = None) -> tuple[bytes, int] | None:
         data = self.files.get(path)
         if data is None:
             return None
         start = read_start(len(data), offset)
-        return data[start:], len(data)
+        data = data[start:] if limit is None else data[start:start + limit]
+        return data, start + len(data)
 
     def run_script(self, script: str, args: list[str], stdin: bytes = b"") -> ScriptResult:
         name = self._names.get(script)

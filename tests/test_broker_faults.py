@@ -256,3 +256,59 @@ def test_the_request_tables_name_relayed_requests() -> None:
 
     assert (REPEATABLE | SCRIPT_METHODS) - {"info"} <= set(RELAYED)
 
+
+# ---------------------------------------------------------------- a log of one huge line
+
+
+HUGE_LOG = 200 << 20
+
+
+def logs_with_peak(*args: str | Path, out: Path) -> tuple[int, int]:
+    """`logs ARGS` in a subprocess: its exit status and its peak memory (KiB); its output goes to `out`."""
+    with out.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", "logs", *map(str, args)],
+                                stdout=sink, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss
+
+
+def peak_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.parametrize("persist", ["600", "0"], ids=["through the broker", "logged in directly"])
+def test_the_tail_of_a_huge_single_line_log_is_bounded(keyed_server: SSHServer, remote_config: RemoteConfig,
+                                                       rhl_dir: Path, tmp_path: Path, persist: str) -> None:
+    """`logs --tail 3` of a 200 MB log that is one line (a progress bar redrawn with \\r): at most the cap is
+    read and printed, after a line saying so, and neither the command nor the broker holds the log."""
+    from remote_http_launcher.commands.logs import TAIL_MAX_BYTES, cut_marker
+
+    raw = remote_config(keyed_server)
+    config = write(tmp_path, "a", raw)
+    ok(config)
+    (broker,) = brokers(rhl_dir)
+    state = json.loads(keyed_server.run(f"cat .remote-http-launcher/server/{raw['key']}.json").stdout)
+    grown = keyed_server.run(f"printf 'progress' >> {state['log']} && truncate -s +{HUGE_LOG} {state['log']}")
+    assert grown.returncode == 0, grown.stderr
+    out = tmp_path / "tail.out"
+    code, peak = logs_with_peak(config, "--tail", "3", "--connection-persist", persist, out=out)
+    assert code == 0
+    printed = out.read_bytes()
+    assert printed.startswith(cut_marker(TAIL_MAX_BYTES)) and len(printed) <= TAIL_MAX_BYTES + 200
+    assert peak < 150 << 10
+    assert peak_kib(broker) < 100 << 10
+
+
+def test_follow_reads_a_burst_a_bounded_piece_at_a_time() -> None:
+    from remote_http_launcher.commands.logs import follow_file
+    from tests.fakehost import FakeHost
+
+    host = FakeHost()
+    burst = bytes(range(256)) * (20 << 12)  # 20 MiB written between two reads
+    host.files["/log"] = burst
+    pieces = list(follow_file(host, "/log", 0, lambda: False, interval=0, max_bytes=1 << 20))
+    assert b"".join(pieces) == burst and max(map(len, pieces)) == 1 << 20

@@ -157,9 +157,9 @@ class Host(ABC):
         return result.returncode == 0
 
     @abstractmethod
-    def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:
-        """The bytes from `offset` to the end (of a log: no size cap) and the offset just past them; None when
-        absent.
+    def read_from(self, path: str, offset: int, limit: int | None = None) -> tuple[bytes, int] | None:
+        """The bytes from `offset` to the end, or `limit` bytes at most (a log has no size cap: its readers
+        give one), and the offset just past them; None when absent.
 
         A negative offset counts from the end (clamped to the start; see
         `read_start`). An offset past the end returns no bytes and the file's

@@ -191,13 +191,14 @@ class GuardedHost(Host):
             raise self._failed("rhl-ps --key", err)
         return sorted(f"{key}.json" for key in out.decode(errors="replace").split() if KEY_PATTERN.fullmatch(key))
 
-    def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:
+    def read_from(self, path: str, offset: int, limit: int | None = None) -> tuple[bytes, int] | None:
         key = self._key(path, ".log")
         data = self.read(path) if key is None else self._log(key)
         if data is None:
             return None
         start = read_start(len(data), offset)
-        return data[start:], len(data)
+        data = data[start:] if limit is None else data[start:start + limit]
+        return data, start + len(data)
 
     # ---- processes ----
     def run_script(self, script: str, args: list[str], stdin: bytes = b"") -> ScriptResult:

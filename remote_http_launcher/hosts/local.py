@@ -45,13 +45,13 @@ class LocalHost(Host):
             return raw, None
         return raw, SeenProcess(state.pid, self.process_start_time(state.pid))
 
-    def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:
+    def read_from(self, path: str, offset: int, limit: int | None = None) -> tuple[bytes, int] | None:
         try:
             with open(path, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
                 start = read_start(size, offset)
                 handle.seek(start)
-                data = handle.read()
+                data = handle.read(-1 if limit is None else limit)
         except (FileNotFoundError, NotADirectoryError):
             return None
         return data, start + len(data)

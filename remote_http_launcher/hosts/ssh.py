@@ -287,7 +287,7 @@ class SSHHost(Host):
                 return []
 
     @_or_guarded
-    def read_from(self, path: str, offset: int) -> tuple[bytes, int] | None:
+    def read_from(self, path: str, offset: int, limit: int | None = None) -> tuple[bytes, int] | None:
         """Only the requested part crosses the network (log tails, `logs --follow`)."""
         with self._step("read", path):
             try:
@@ -295,7 +295,7 @@ class SSHHost(Host):
             except FileNotFoundError:
                 return None
             start = read_start(int(self.files.fstat(handle).st_size or 0), offset)
-            data = self.files.read_and_close(handle, start)
+            data = self.files.read_and_close(handle, start, limit)
         return data, start + len(data)
 
     def _create(self, path: str) -> bytes:
