@@ -28,7 +28,7 @@ from remote_http_launcher.connect import open_ssh
 from remote_http_launcher.errors import HostError
 from tests.conftest import alive
 from tests.ssh_client import ALIAS
-from tests.test_broker import ACCEPTED, brokers, write
+from tests.test_broker import ACCEPTED, brokers, get, write
 
 if TYPE_CHECKING:
     from tests.remote import RemoteConfig
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 LOW_LIMIT = 256  # macOS's default `ulimit -n`
 FLOOD = 300
 CONNECT_WAIT = 2.0
+SHORT_WAIT = 0.1  # for a flood that may find the other end full
 
 
 def logins(server: SSHServer) -> int:
@@ -82,14 +83,17 @@ def room_for_a_flood() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def flood(family: socket.AddressFamily, address: str | tuple[str, int]) -> Iterator[list[socket.socket]]:
-    """FLOOD connections held open (those the other end does not take within CONNECT_WAIT are left out)."""
+def flood(family: socket.AddressFamily, address: str | tuple[str, int],
+          every: bool = True) -> Iterator[list[socket.socket]]:
+    """FLOOD connections held open (those the other end does not take within CONNECT_WAIT are left out; with
+    `every`, none may be)."""
     held: list[socket.socket] = []
     try:
         for _ in range(FLOOD):
             sock = socket.socket(family)
-            sock.settimeout(CONNECT_WAIT)
-            deadline = time.monotonic() + CONNECT_WAIT
+            wait = CONNECT_WAIT if every else SHORT_WAIT
+            sock.settimeout(wait)
+            deadline = time.monotonic() + wait
             while True:
                 try:
                     sock.connect(address)
@@ -103,7 +107,7 @@ def flood(family: socket.AddressFamily, address: str | tuple[str, int]) -> Itera
                 else:
                     held.append(sock)
                 break
-        assert len(held) == FLOOD
+        assert len(held) == FLOOD or not every
         yield held
     finally:
         for sock in held:
@@ -170,6 +174,28 @@ def test_a_flood_through_a_tunnel_leaves_the_broker_serving(keyed_server: SSHSer
         assert logins(keyed_server) == before  # through the broker
     assert brokers(rhl_dir) == [broker]
 
+
+
+def test_a_broker_out_of_descriptors_accepts_again(keyed_server: SSHServer, remote_config: RemoteConfig,
+                                                   rhl_dir: Path, tmp_path: Path) -> None:
+    """Three tunnels and its socket flooded under `ulimit -n 256`: within their caps they take all the
+    broker's descriptors. It says so once, and once the floods end its socket and every forward accept again."""
+    one = remote_config(keyed_server, tunnel=True)
+    payloads = [json.loads(ok(write(tmp_path, f"t{n}", {**one, "key": f"{one['key']}-{n}"}), "--json",
+                              limit=(LOW_LIMIT, LOW_LIMIT))) for n in range(3)]
+    ((files, owner),) = live_brokers(rhl_dir / "brokers")
+    before = logins(keyed_server)
+    with contextlib.ExitStack() as floods:
+        for payload in payloads:
+            floods.enter_context(flood(socket.AF_INET, ("127.0.0.1", payload["port"]), every=False))
+        floods.enter_context(flood(socket.AF_UNIX, str(files.socket), every=False))
+        time.sleep(1)
+    time.sleep(2)
+    assert "running" in ok("status", write(tmp_path, "t0", {**one, "key": f"{one['key']}-0"}), timeout=30)
+    assert logins(keyed_server) == before  # through the broker
+    assert [get(payload) for payload in payloads] == [200, 200, 200]
+    assert brokers(rhl_dir) == [owner.pid]
+    assert files.log.read_text().count("out of file descriptors") >= 1
 
 # ---------------------------------------------------------------- a broker alive but stuck (SIGSTOP)
 
