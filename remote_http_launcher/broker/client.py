@@ -18,7 +18,8 @@ broker's own host may take for that call, so a slow server is not taken for
 a stuck broker. A request that gets no answer in time ends the broker's use
 for the command: a call that is safe to make twice (REPEATABLE) is made on a
 login of our own; any other raises HostError, since the broker may still make
-it (it drops a request whose client left before the broker read it).
+it (it drops a request whose client left before the broker read it), and the
+command's next call finds the broker stuck at the key proof, so logs in.
 """
 
 from __future__ import annotations
@@ -208,7 +209,8 @@ def stop_tunnel(broker: str, key: str) -> bool:
 
 def request(files: BrokerFiles, method: str, *args: Any) -> Any:
     """One request to the broker of `files` on a connection of its own: its value, or None when there is
-    no broker, or it did not answer or failed (BrokerUnavailable when what answered is not it)."""
+    no broker, or it did not answer the request in time or failed (BrokerUnavailable when what answered is
+    not it, or is stuck: it took no connection or key proof in time)."""
     wire = connect(files)
     if wire is None:
         return None
@@ -289,17 +291,21 @@ class BrokeredHost(Host):
         """`call`, answered within `timeout` seconds, else the broker is not used again by this command (see
         the module's doc)."""
         if self.fallback is None:
+            sent = False
             try:
                 wire = self._wire()
                 wire.send([method, list(args), kwargs])
+                sent = True
                 kind, fields = parse_reply(wire.receive(timeout=timeout))
             except NoAnswer as exc:
-                self._fail_over(f"the broker is stuck: {method} got {exc}", direct=True)
-                if method not in REPEATABLE and not method.startswith("tunnel_"):
+                if sent and method not in REPEATABLE and not method.startswith("tunnel_"):
+                    with self._lock:
+                        self._close_connections()  # a late reply must not be taken for the next one's
                     raise HostError(f"{self.name}: the connection broker did not answer {method} within "
                                     f"{timeout:g} s and may still make it; see 'status', then run the command "
-                                    "again (the broker is not used by it until the stuck one ends)",
+                                    "again (it logs in itself while the broker is stuck; 'disconnect' ends it)",
                                     host=self.name, step=method) from None
+                self._fail_over(f"the broker is stuck ({exc})", direct=True)
             except (OSError, EOFError, BrokerUnavailable) as exc:
                 self._fail_over(f"the broker is gone ({exc})")
             else:
