@@ -200,10 +200,22 @@ def test_a_broker_out_of_descriptors_accepts_again(keyed_server: SSHServer, remo
 # ---------------------------------------------------------------- a broker alive but stuck (SIGSTOP)
 
 
+def thread_state(task: Path) -> str:
+    try:
+        return (task / "stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:  # a thread that ended
+        return "T"
+
+
 @contextlib.contextmanager
 def stopped(pid: int) -> Iterator[None]:
+    """The process stopped (every thread of it: the signal takes effect a moment after it is sent)."""
     os.kill(pid, signal.SIGSTOP)
     try:
+        deadline = time.monotonic() + 10
+        while not all(thread_state(task) == "T" for task in Path(f"/proc/{pid}/task").iterdir()):
+            assert time.monotonic() < deadline, "not stopped"
+            time.sleep(0.01)
         yield
     finally:
         if alive(pid):
