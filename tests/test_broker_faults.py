@@ -302,13 +302,20 @@ HUGE_LOG = 200 << 20
 
 
 def logs_with_peak(*args: str | Path, out: Path) -> tuple[int, int]:
-    """`logs ARGS` in a subprocess: its exit status and its peak memory (KiB); its output goes to `out`."""
+    """`logs ARGS` in a subprocess: its exit status and its peak memory (KiB, its own VmHWM: Linux carries the
+    forking process's RSS, pytest's, into a child's ru_maxrss); its output goes to `out`."""
+    peak = out.with_name(out.name + ".peak")
+    probe = ("import sys\n"
+             "from remote_http_launcher.cli import console_main\n"
+             "try:\n"
+             "    console_main()\n"
+             "finally:\n"
+             "    hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+             f"    open({str(peak)!r}, 'w').write(hwm)\n")
     with out.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", "logs", *map(str, args)],
-                                stdout=sink, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss
+        proc = subprocess.run([sys.executable, "-c", probe, "logs", *map(str, args)], stdout=sink,
+                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=300)
+    return proc.returncode, int(peak.read_text())
 
 
 def peak_kib(pid: int) -> int:
