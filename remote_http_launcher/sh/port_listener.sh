@@ -6,13 +6,10 @@ pid=$1 port=$(printf %04X "$2")
 [ -r /proc/net/tcp ] || [ -r /proc/net/tcp6 ] || exit "$rhl_exit_cannot_tell"
 pg=$pid  # the leader's group; its own when it is gone (its members keep the group's number)
 rhl_stat "$pid" && pg=$rhl_pgid
-inodes=
-for table in /proc/net/tcp /proc/net/tcp6; do
-  [ -r "$table" ] || continue
-  while read -r _ local _ st _ _ _ _ _ inode _; do
-    [ "$st" = 0A ] && [ "${local##*:}" = "$port" ] && inodes="$inodes $inode"
-  done < "$table"
-done
+# One awk over the tables: sh's `read` takes a byte per system call, and a busy host's table has thousands of
+# lines (seconds, where awk takes milliseconds).
+inodes=$(awk -v port="$port" '$4 == "0A" { split($2, address, ":"); if (address[2] == port) printf " %s", $10 }' \
+  /proc/net/tcp /proc/net/tcp6 2>/dev/null)
 [ -n "$inodes" ] || exit 1
 holds() {  # process directory $1 has one of those sockets open
   links=$(ls -l "$1/fd" 2>/dev/null) || return 1
