@@ -110,8 +110,10 @@ def raise_fd_limit() -> int | None:
     (Windows: sockets are handles, not bounded this way)."""
     if sys.platform == "win32":
         return None
-    import resource
-
+    try:
+        import resource
+    except ImportError:  # a Python without it (the POSIX-stripped test run stands for Windows so)
+        return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     unlimited = resource.RLIM_INFINITY
     for wanted in (hard, FD_LIMIT_FALLBACK) if hard == unlimited else (hard,):
@@ -130,8 +132,10 @@ def connection_cap(most: int) -> int:
     files is low, so that one kind cannot take the descriptors all others need."""
     if sys.platform == "win32":
         return most
-    import resource
-
+    try:
+        import resource
+    except ImportError:  # a Python without it (the POSIX-stripped test run stands for Windows so)
+        return most
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return most if soft == resource.RLIM_INFINITY else max(1, min(most, int(soft) // FD_SHARE))
 

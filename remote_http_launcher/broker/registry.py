@@ -92,12 +92,12 @@ class BrokerFiles(NamedTuple):
 
 
 def short_socket_dir() -> Path:
-    """`<tmp>/rhl-<uid>`: 0700 and ours (checked as the state directory is), for sockets whose path in the
-    state directory is too long."""
+    """`<tmp>/rhl-<uid>` (0700 and ours, checked as the state directory is), for sockets whose path in the
+    state directory is too long. Without user IDs (the POSIX-stripped test run) it is named by the state
+    directory instead."""
     uid = own_uid()
-    if uid is None:
-        raise OSError("no user id to name a private socket directory by")
-    directory = Path(tempfile.gettempdir()) / f"rhl-{uid}"
+    name = str(uid) if uid is not None else hashlib.sha256(str(broker_dir()).encode()).hexdigest()[:ID_LENGTH]
+    directory = Path(tempfile.gettempdir()) / f"rhl-{name}"
     statefiles.ensure_private_dir(directory)
     statefiles.check_trusted(directory, "broker socket directory")
     return directory
