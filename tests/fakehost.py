@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from remote_http_launcher import scripts
-from remote_http_launcher.hosts.base import Host, ScriptResult, read_start
+from remote_http_launcher.hosts.base import Host, ScriptResult, read_from_bytes
 from remote_http_launcher.schedulers import SCHEDULERS, submit_program
 
 Answer = Callable[[list[str], bytes], ScriptResult]
@@ -120,11 +120,7 @@ class FakeHost(Host):
 
     def read_from(self, path: str, offset: int, limit: int | None = None) -> tuple[bytes, int] | None:
         data = self.files.get(path)
-        if data is None:
-            return None
-        start = read_start(len(data), offset)
-        data = data[start:] if limit is None else data[start:start + limit]
-        return data, start + len(data)
+        return None if data is None else read_from_bytes(data, offset, limit)
 
     def run_script(self, script: str, args: list[str], stdin: bytes = b"") -> ScriptResult:
         name = self._names.get(script)

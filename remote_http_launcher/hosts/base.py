@@ -21,6 +21,13 @@ def read_start(size: int, offset: int) -> int:
     return max(0, size + offset) if offset < 0 else min(offset, size)
 
 
+def read_from_bytes(data: bytes, offset: int, limit: int | None = None) -> tuple[bytes, int]:
+    """`Host.read_from` of a file whose whole contents are `data` (a host that can only read whole files)."""
+    start = read_start(len(data), offset)
+    data = data[start:] if limit is None else data[start:start + limit]
+    return data, start + len(data)
+
+
 class ScriptResult(NamedTuple):
     """What a script run on the host gave (a NamedTuple: `dataclasses` costs ~4 ms to import)."""
 

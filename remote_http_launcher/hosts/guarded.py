@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .. import statefiles
 from ..errors import HostError
 from ..processes import UNIDENTIFIED
-from .base import Host, Launch, ScriptResult, read_start
+from .base import Host, Launch, ScriptResult, read_from_bytes
 
 if TYPE_CHECKING:
     from ..ssh.connection import SSHConnection
@@ -194,11 +194,7 @@ class GuardedHost(Host):
     def read_from(self, path: str, offset: int, limit: int | None = None) -> tuple[bytes, int] | None:
         key = self._key(path, ".log")
         data = self.read(path) if key is None else self._log(key)
-        if data is None:
-            return None
-        start = read_start(len(data), offset)
-        data = data[start:] if limit is None else data[start:start + limit]
-        return data, start + len(data)
+        return None if data is None else read_from_bytes(data, offset, limit)
 
     # ---- processes ----
     def run_script(self, script: str, args: list[str], stdin: bytes = b"") -> ScriptResult:
