@@ -13,11 +13,14 @@ unless a kernel is running (the warm path stays lean).
 
 from __future__ import annotations
 
+import _thread
 import sys
-import threading
 import time
 from collections.abc import Mapping
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 LEVELS = ("minimal", "basic", "debug")
 REDRAW_INTERVAL = 0.1
@@ -86,7 +89,7 @@ class Progress:
         self.current = ""
         self._drawn = 0.0
         self._width = 0
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()  # threading.Lock without importing threading
 
     @classmethod
     def silent(cls) -> Progress:

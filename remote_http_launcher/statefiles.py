@@ -16,9 +16,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TypedDict, TypeGuard, TypeVar, cast
 
 from .errors import ConfigError, LauncherError
+from .records import NamedTuple
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
+if TYPE_CHECKING:
+    from typing import Any, TypedDict, TypeGuard, TypeVar
+
+    T = TypeVar("T")
 
 DIR_ENV = "REMOTE_HTTP_LAUNCHER_DIR"
 DEFAULT_DIRNAME = ".remote-http-launcher"
@@ -30,11 +36,10 @@ SECRET_NAME = "secret"  # the seal's key, beside what it seals (write_sealed)
 SECRET_BYTES = 32  # also the seal's key: BLAKE2b takes up to 64 bytes
 SEAL_BYTES = 32
 MAX_SYMLINKS = 40  # as Linux: more on the way to a state directory is a loop
-#: Statuses of a server status file. "stale" is written by the original 0.4's `rhl-stop` once it has
-#: stopped the service (it keeps the file): a record of a process that is gone.
-T = TypeVar("T")
 SHARING_RETRIES = 8  # Windows sharing violations: waits of 5, 10, ... 640 ms, about 1.3 s in all
 SHARING_FIRST_WAIT = 0.005
+#: Statuses of a server status file. "stale" is written by the original 0.4's `rhl-stop` once it has
+#: stopped the service (it keeps the file): a record of a process that is gone.
 STATUSES = ("starting", "running", "failed", "stale")
 #: State files are a few hundred bytes (file_parameters and meta add at most half of this: config.py). Reads
 #: stop one byte past it, so a huge file (planted, or a service gone wrong) costs neither minutes over a slow
@@ -45,19 +50,22 @@ READ_LIMIT = MAX_STATE_BYTES + 1
 #: The client connection file: `hostname` and `port` always; the rest when they apply. Tunnels add the
 #: `tunneled-*` fields and their keeper; every extra `*_port` the service reported is there too (as
 #: `<name>` and, tunnelled, `tunneled-<name>`), which a TypedDict cannot list.
-ClientPayload = TypedDict("ClientPayload", {
-    "hostname": str,
-    "port": int,
-    "ssh_hostname": str,
-    "parameters": dict[str, Any],
-    "meta": dict[str, Any],
-    "tunneled-host": str,
-    "tunneled-port": int,
-    "tunneled-network-interface": str,
-    "keeper_pid": int,
-    "keeper_log": str,
-    "url": str,
-}, total=False)
+if TYPE_CHECKING:
+    ClientPayload = TypedDict("ClientPayload", {
+        "hostname": str,
+        "port": int,
+        "ssh_hostname": str,
+        "parameters": dict[str, Any],
+        "meta": dict[str, Any],
+        "tunneled-host": str,
+        "tunneled-port": int,
+        "tunneled-network-interface": str,
+        "keeper_pid": int,
+        "keeper_log": str,
+        "url": str,
+    }, total=False)
+else:  # the same at run time, without importing typing
+    ClientPayload = dict
 
 
 def base_dir() -> Path:
@@ -220,7 +228,8 @@ def too_large(data: bytes | None) -> bool:
 
 def read_payload(path: Path) -> ClientPayload | None:
     """A client connection file's payload; None when absent or not a JSON object."""
-    return cast("ClientPayload | None", decode(read_bytes(path)))
+    # Any JSON object: its fields are checked where they are used (typing.cast, without importing typing).
+    return decode(read_bytes(path))  # type: ignore[return-value]
 
 
 def make_dirs(path: Path) -> None:
