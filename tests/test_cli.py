@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from remote_http_launcher import cli as cli_module
 from remote_http_launcher import run
+from remote_http_launcher.arguments import build_up_parser
 from remote_http_launcher.progress import Progress
 
 from .conftest import DEMO_SERVICE, ROOT, cli
@@ -57,6 +59,15 @@ def test_without_json_stdout_is_empty(rhl_dir: Path, config_file: Callable[..., 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     assert "ready: http://localhost:" in proc.stderr
+
+
+def test_a_plain_config_command_line_is_read_as_the_up_parser_reads_it() -> None:
+    """The plain `remote-http-launcher CONFIG` is read without argparse: to the same values."""
+    args, handler = cli_module.parse(["service.yaml"])
+    assert handler is cli_module.cmd_up
+    assert vars(args) == vars(build_up_parser().parse_args(["service.yaml"])) == {"config": "service.yaml",
+                                                                                 **cli_module.UP_DEFAULTS}
+    assert cli_module.parse(["up", "service.yaml"])[0] == args
 
 
 def test_up_subcommand_is_the_default(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
