@@ -8,24 +8,24 @@ its local port may since have been taken by anyone.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from . import handshake, statefiles
 from .config import Handshake
 from .locks import LockOwner
-from .statefiles import ClientPayload
+from .statefiles import ClientPayload, PathArg
 
 
-def keeper_lock_path(client_path: Path) -> Path:
+def keeper_lock_path(client_path: PathArg) -> str:
     """`<key>.keeper.lock` beside the client file: held by the key's tunnel keeper for its whole life."""
-    return client_path.with_name(f"{client_path.stem}.keeper.lock")
+    return os.path.splitext(os.fspath(client_path))[0] + ".keeper.lock"
 
 
-def keeper_log_path(client_path: Path) -> Path:
-    return client_path.with_name(f"{client_path.stem}.keeper.log")
+def keeper_log_path(client_path: PathArg) -> str:
+    return os.path.splitext(os.fspath(client_path))[0] + ".keeper.log"
 
 
-def reuse(client_path: Path, check: Handshake | None) -> ClientPayload | None:
+def reuse(client_path: PathArg, check: Handshake | None) -> ClientPayload | None:
     """The payload of a client file whose service answers; otherwise the file is removed and None returned."""
     statefiles.check_trusted(client_path, "client file")
     payload = statefiles.read_payload(client_path)
@@ -35,7 +35,7 @@ def reuse(client_path: Path, check: Handshake | None) -> ClientPayload | None:
     return None
 
 
-def still_served(client_path: Path, payload: ClientPayload) -> bool:
+def still_served(client_path: PathArg, payload: ClientPayload) -> bool:
     """False when the tunnel keeper a payload names is gone: its local port may now be anyone's."""
     pid = payload.get("keeper_pid")
     if pid is None:

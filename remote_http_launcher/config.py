@@ -16,7 +16,6 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from types import MappingProxyType
 
 from . import statefiles
@@ -127,7 +126,7 @@ class Handshake(NamedTuple):
 class ParsedFile(NamedTuple):
     """A YAML config file's text and what it parsed to, and where the parse may be kept."""
 
-    cache_file: Path
+    cache_file: str
     text: str
     data: Any
     config_dir: str  # the file's directory, a template name: a kept parse applies to this file alone
@@ -296,8 +295,8 @@ def load_config(source: Mapping[str, Any] | str | os.PathLike[str], *, cache: bo
     """
     if isinstance(source, Mapping):
         return parse_config(source)
-    path = Path(source)
-    config_dir = str(path.expanduser().absolute().parent)
+    path = os.fspath(source)
+    config_dir = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
     text = read_text(path)
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"config: {str(path)!r} is {len(text) // 1024} KiB; a config is at most "
@@ -310,7 +309,7 @@ def load_config(source: Mapping[str, Any] | str | os.PathLike[str], *, cache: bo
         unread = tuple(str(name) for name in cached["unread"])
         stock_ports = tuple(str(name) for name in cached["stock_ports"])
         return parse_config(cached["data"], config_dir, unread, stock_ports)._replace(known_key=cached["key"])
-    data = parse_yaml(text, str(path))
+    data = parse_yaml(text, path)
     config = parse_config(data, config_dir=config_dir)
     return config._replace(parsed=ParsedFile(cache_file, text, data, config_dir)) if cache_file else config
 
@@ -331,22 +330,24 @@ def remember_parse(config: Config) -> None:
         pass
 
 
-def _parse_cache_file(path: Path) -> Path:
+def _parse_cache_file(path: str) -> str:
     """`<state dir>/cache/config-<crc32 of the absolute path>.json`; the text inside tells whether it applies,
     its seal (statefiles.read_sealed) that we wrote it."""
     import binascii
 
-    name = str(path.expanduser().absolute())
-    return statefiles.base_dir() / "cache" / f"config-{binascii.crc32(name.encode(errors='replace')):08x}.json"
+    name = os.path.abspath(os.path.expanduser(path))
+    return os.path.join(statefiles.base_dir(), "cache",
+                        f"config-{binascii.crc32(name.encode(errors='replace')):08x}.json")
 
 
-def read_text(path: Path) -> str:
+def read_text(path: str) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
     except FileNotFoundError:
-        raise ConfigError(f"config: file {str(path)!r} not found; check the path") from None
+        raise ConfigError(f"config: file {path!r} not found; check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config: cannot read {str(path)!r}: {_one_line(exc)}") from None
+        raise ConfigError(f"config: cannot read {path!r}: {_one_line(exc)}") from None
 
 
 def parse_yaml(text: str, name: str = "<config>") -> Any:

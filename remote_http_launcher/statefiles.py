@@ -15,7 +15,6 @@ import stat
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from .errors import ConfigError, LauncherError
 from .records import NamedTuple
@@ -26,6 +25,8 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
+#: Paths are strings here (os.path): pathlib costs the warm path more than a tenth of its run.
+PathArg = str | os.PathLike[str]
 DIR_ENV = "REMOTE_HTTP_LAUNCHER_DIR"
 DEFAULT_DIRNAME = ".remote-http-launcher"
 REMOTE_STATE_DIR = "~/" + DEFAULT_DIRNAME + "/server"
@@ -68,29 +69,35 @@ else:  # the same at run time, without importing typing
     ClientPayload = dict
 
 
-def base_dir() -> Path:
+def base_dir() -> str:
     env = os.environ.get(DIR_ENV)
-    return Path(env).expanduser() if env else Path.home() / DEFAULT_DIRNAME
+    if env:
+        return os.path.expanduser(env)
+    home = os.path.expanduser("~")
+    if home == "~":  # no $HOME (%USERPROFILE%) and no password entry
+        raise LauncherError(f"state directory: cannot tell your home directory; set ${DIR_ENV}",
+                            step="state directory")
+    return os.path.join(home, DEFAULT_DIRNAME)
 
 
-def client_dir(connection_dir: str | os.PathLike[str] | None = None) -> Path:
-    return Path(connection_dir).expanduser() if connection_dir else base_dir() / "client"
+def client_dir(connection_dir: PathArg | None = None) -> str:
+    return os.path.expanduser(connection_dir) if connection_dir else os.path.join(base_dir(), "client")
 
 
-def local_server_dir() -> Path:
-    return base_dir() / "server"
+def local_server_dir() -> str:
+    return os.path.join(base_dir(), "server")
 
 
-def client_file(key: str, connection_dir: str | os.PathLike[str] | None, *, local_service: bool) -> Path:
+def client_file(key: str, connection_dir: PathArg | None, *, local_service: bool) -> str:
     """`<client dir>/<key>.json`; for a local service the client and server directories must differ."""
     directory = client_dir(connection_dir)
     if local_service:
         check_distinct(directory, local_server_dir())
     check_trusted(directory, "client directory")
-    return directory / f"{key}.json"
+    return os.path.join(directory, f"{key}.json")
 
 
-def check_trusted(path: Path, what: str) -> None:
+def check_trusted(path: PathArg, what: str) -> None:
     """Refuse state another user could control: a symbolic link, or a file or directory of another user,
     or one others may write, or a directory above it that another user could change (`_check_parents`).
     Whoever controls the client directory redirects our connections (the warm path trusts the port a
@@ -128,7 +135,7 @@ def _untrusted(info: os.stat_result) -> str | None:
 _TRUSTED_PARENTS: set[str] = set()
 
 
-def _check_parents(path: Path, what: str) -> None:
+def _check_parents(path: PathArg, what: str) -> None:
     """Every directory (and symbolic link) met on the way to `path`'s parent must belong to us or root, and
     directories must be closed to others' writes unless sticky (/tmp): whoever may change one of them could
     rename our state directory away and put theirs in its place. Symbolic links are followed as the kernel
@@ -175,11 +182,14 @@ def _check_parents(path: Path, what: str) -> None:
 @functools.cache
 def _above_home() -> frozenset[str]:
     """The directories above our home directory (symbolic links resolved); none when it is unknown."""
-    try:
-        home = os.path.realpath(Path.home())
-    except (RuntimeError, KeyError):  # no $HOME and no passwd entry
+    home = os.path.expanduser("~")
+    if home == "~":  # no $HOME and no passwd entry
         return frozenset()
-    return frozenset(str(parent) for parent in Path(home).parents)
+    above, directory = set(), os.path.realpath(home)
+    while os.path.dirname(directory) != directory:
+        directory = os.path.dirname(directory)
+        above.add(directory)
+    return frozenset(above)
 
 
 def _untrusted_parent(info: os.stat_result) -> str | None:
@@ -191,19 +201,20 @@ def _untrusted_parent(info: os.stat_result) -> str | None:
     return None
 
 
-def _unreachable(path: Path, what: str, why: str) -> LauncherError:
+def _unreachable(path: PathArg, what: str, why: str) -> LauncherError:
     return LauncherError(f"{what} {path}: {why}; use a directory of your own (--connection-dir or ${DIR_ENV})",
                          step="state directory")
 
 
-def check_distinct(client: Path, server: Path) -> None:
+def check_distinct(client: PathArg, server: PathArg) -> None:
     """Client and server files share names (`<key>.json`), so their directories must differ.
 
     Compared after resolving symlinks: a link to the server directory would let the
     client file overwrite the status file and lose the service's PID.
     """
     if os.path.realpath(client) == os.path.realpath(server):
-        raise ConfigError(f"--connection-dir: {str(client)!r} is the server state directory; choose another directory")
+        raise ConfigError(f"--connection-dir: {os.fspath(client)!r} is the server state directory; choose another "
+                          "directory")
 
 
 def encode(obj: Any) -> bytes:
@@ -226,38 +237,44 @@ def too_large(data: bytes | None) -> bool:
     return data is not None and len(data) > MAX_STATE_BYTES
 
 
-def read_payload(path: Path) -> ClientPayload | None:
+def read_payload(path: PathArg) -> ClientPayload | None:
     """A client connection file's payload; None when absent or not a JSON object."""
     # Any JSON object: its fields are checked where they are used (typing.cast, without importing typing).
     return decode(read_bytes(path))  # type: ignore[return-value]
 
 
-def make_dirs(path: Path) -> None:
-    """Create `path` and its missing parents 0700 (`mkdir(parents=True)` would give the parents the umask's
+def make_dirs(path: PathArg) -> None:
+    """Create `path` and its missing parents 0700 (`os.makedirs` would give the parents the umask's
     mode); directories that exist are left as they are."""
     missing = []
-    ancestor = path
-    while not ancestor.exists() and ancestor != ancestor.parent:
+    ancestor = os.fspath(path)
+    while not os.path.exists(ancestor) and os.path.dirname(ancestor) not in (ancestor, ""):
         missing.append(ancestor)
-        ancestor = ancestor.parent
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.exists(ancestor):
+        missing.append(ancestor)  # a relative path's first part
     for directory in reversed(missing):
-        directory.mkdir(mode=DIR_MODE, exist_ok=True)
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except FileExistsError:
+            pass
 
 
-def ensure_private_dir(path: Path) -> None:
+def ensure_private_dir(path: PathArg) -> None:
     """Create `path` 0700 with its missing parents (make_dirs), check it is ours, and make it private."""
     make_dirs(path)
     check_trusted(path, "state directory")
-    if path.stat().st_mode & 0o777 != DIR_MODE and os.name == "posix":
+    if os.stat(path).st_mode & 0o777 != DIR_MODE and os.name == "posix":
         os.chmod(path, DIR_MODE)  # readable by others (checked: not writable): private from now on
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: PathArg, data: bytes) -> None:
     """Write via a temp file in the same directory, so readers never see half a file."""
-    ensure_private_dir(path.parent)
+    directory, name = os.path.split(os.fspath(path))
+    ensure_private_dir(directory or os.curdir)
     # A unique name created exclusively (never an existing file or symlink), as mkstemp does,
     # without importing tempfile on the warm path.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -266,16 +283,17 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.chmod(tmp, FILE_MODE)
         replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove(tmp)
         raise
 
 
-def read_sealed(path: Path, what: str) -> bytes | None:
+def read_sealed(path: PathArg, what: str) -> bytes | None:
     """The payload `write_sealed` kept at `path`, or None when there is none or it fails a check: not ours
     (check_trusted), or sealed with another secret than ours (planted, or copied from another user's state
     directory), so such a file is ignored, never used. A directory that fails check_trusted is an error."""
-    check_trusted(path.parent, f"{what} directory")
-    secret = _read_own(path.parent / SECRET_NAME, private=True)
+    directory = os.path.dirname(os.fspath(path))
+    check_trusted(directory, f"{what} directory")
+    secret = _read_own(os.path.join(directory, SECRET_NAME), private=True)
     data = _read_own(path) if secret is not None else None
     if secret is None or data is None:
         return None
@@ -284,11 +302,12 @@ def read_sealed(path: Path, what: str) -> bytes | None:
     return payload if _seal(secret, seal) == _seal(secret, _seal(secret, payload)) else None
 
 
-def write_sealed(path: Path, payload: bytes) -> None:
+def write_sealed(path: PathArg, payload: bytes) -> None:
     """Write `payload` with a seal (a keyed BLAKE2b MAC) made with this user's secret, kept 0600 beside it
     (made on first use), so `read_sealed` takes only what this user wrote."""
-    ensure_private_dir(path.parent)
-    secret_path = path.parent / SECRET_NAME
+    directory = os.path.dirname(os.fspath(path))
+    ensure_private_dir(directory)
+    secret_path = os.path.join(directory, SECRET_NAME)
     secret = _read_own(secret_path, private=True)
     if secret is None:
         secret = os.urandom(SECRET_BYTES)
@@ -306,7 +325,7 @@ def _seal(secret: bytes, payload: bytes) -> bytes:
     return blake2b(payload, key=secret, digest_size=SEAL_BYTES).hexdigest().encode()
 
 
-def _read_own(path: Path, *, private: bool = False) -> bytes | None:
+def _read_own(path: PathArg, *, private: bool = False) -> bytes | None:
     """A file's contents if it is ours (`_untrusted`; `private`: also unreadable by others, and a whole
     secret), else None. On Windows, as in check_trusted, the profile directory's privacy has to do."""
     try:
@@ -319,13 +338,13 @@ def _read_own(path: Path, *, private: bool = False) -> bytes | None:
     return None if data is None or (private and len(data) != SECRET_BYTES) else data
 
 
-def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+def replace(source: PathArg, target: PathArg) -> None:
     """os.replace. On Windows a file another process has open cannot be replaced for a moment (a sharing
     violation, PermissionError): other runs read client files and locks all the time, so retry briefly."""
     _retrying(lambda: os.replace(source, target), target)
 
 
-def read_bytes(path: Path) -> bytes | None:
+def read_bytes(path: PathArg) -> bytes | None:
     """A state file's contents, at most READ_LIMIT bytes (see MAX_STATE_BYTES); None when it does not exist;
     on Windows retried while it is being replaced."""
     def read() -> bytes:
@@ -338,7 +357,7 @@ def read_bytes(path: Path) -> bytes | None:
         return None
 
 
-def _retrying(call: Callable[[], T], path: str | os.PathLike[str]) -> T:
+def _retrying(call: Callable[[], T], path: PathArg) -> T:
     delay = SHARING_FIRST_WAIT
     for _ in range(SHARING_RETRIES):
         try:
@@ -355,8 +374,11 @@ def _retrying(call: Callable[[], T], path: str | os.PathLike[str]) -> T:
                             "open); close it and try again", step="state file") from None
 
 
-def remove(path: Path) -> None:
-    path.unlink(missing_ok=True)
+def remove(path: PathArg) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class ServerState(NamedTuple):

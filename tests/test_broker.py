@@ -490,7 +490,7 @@ def test_a_run_whose_broker_dies_runs_again_in_a_new_broker(
 
     raw = remote_config(keyed_server, tunnel=True)
     config = load_config(raw)
-    path = client_file(raw["key"], None, local_service=False)
+    path = Path(client_file(raw["key"], None, local_service=False))
     ran = run_tunnel(config, raw["key"], path, KillsTheBroker(stream=open(os.devnull, "w")), None)  # noqa: SIM115
     assert killed and ran is not None, "the run fell back to a keeper process"
     payload, reused = ran

@@ -316,7 +316,7 @@ def test_a_planted_parse_cache_is_refused_and_its_command_never_runs(
     config.write_text(POISONED_CONFIG)
     posix.chown(config, users.victim.uid, users.victim.gid)
     monkeypatch.setenv("REMOTE_HTTP_LAUNCHER_DIR", str(base))
-    entry = _parse_cache_file(config)
+    entry = Path(_parse_cache_file(str(config)))
     scene.own(entry.parent, users.attacker, 0o777)
     forged = {"workdir": "~/work", "key": "poisoned", "command": f"touch {scene.marker}"}
     scene.plant(entry, json.dumps({"text": POISONED_CONFIG, "data": forged}).encode(), users.attacker)
@@ -468,13 +468,13 @@ def test_a_parse_cache_entry_we_did_not_write_is_ignored(forgery: str, rhl_dir: 
     marker = tmp_path / "pwned"
     payload = statefiles.encode({"text": text, "data": {"workdir": str(tmp_path), "key": "poisoned",
                                                         "command": f"touch {marker}"}})
-    entry = _parse_cache_file(config)
+    entry = Path(_parse_cache_file(str(config)))
     if forgery == "unsealed":
         entry.write_bytes(payload)
     else:  # another user's launcher sealed it, with their secret, in their own state directory
         other = tmp_path / "other-user"
         monkeypatch.setenv("REMOTE_HTTP_LAUNCHER_DIR", str(other))
-        theirs = _parse_cache_file(config)
+        theirs = _parse_cache_file(str(config))
         statefiles.write_sealed(theirs, payload)
         assert statefiles.read_sealed(theirs, "parse cache") == payload  # valid there
         shutil.copyfile(theirs, entry)

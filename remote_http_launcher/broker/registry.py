@@ -45,7 +45,7 @@ PARTIAL_GRACE = 5.0  # an unparsable lock younger than this is a create still be
 
 
 def broker_dir() -> Path:
-    return statefiles.base_dir() / DIRNAME
+    return Path(statefiles.base_dir(), DIRNAME)
 
 
 def destination_id(target: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .. import statefiles
 from ..config import Config, evaluate_key
@@ -31,7 +32,7 @@ def status(config: Config, *, connection_dir: str | os.PathLike[str] | None = No
     as for `run()`, here and below)."""
     progress = progress or Progress.silent()
     key = evaluate_key(config)
-    cpath = statefiles.client_file(key, connection_dir, local_service=not config.remote)
+    cpath = Path(statefiles.client_file(key, connection_dir, local_service=not config.remote))
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
     with open_host(config, prompt, accept_new_host_key=accept_new_host_key) as host:
         service = Service(host, config, key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 from .. import statefiles
@@ -78,8 +79,8 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
     if statefiles.read_bytes(cpath) is not None:
         statefiles.remove(cpath)
         removed.append("client file")
-    keeper_log = keeper_log_path(statefiles.client_dir(connection_dir) / f"{key}.json")
-    if not keep_log and keeper_log.exists():
+    keeper_log = keeper_log_path(os.path.join(statefiles.client_dir(connection_dir), f"{key}.json"))
+    if not keep_log and os.path.exists(keeper_log):
         try:
             statefiles.remove(keeper_log)
             logs_removed.append(str(keeper_log))
@@ -159,7 +160,7 @@ def stop_keeper(key: str, connection_dir: str | os.PathLike[str] | None = None,
     The keeper removes its client file and lock itself; when it had to be
     killed, both are removed here (the client file only if it names that keeper).
     """
-    client_path = statefiles.client_dir(connection_dir) / f"{key}.json"
+    client_path = Path(statefiles.client_dir(connection_dir), f"{key}.json")
     lock = KeeperLock(client_path, key)
     raw, owner = lock.read()
     if owner is None or not is_keeper(owner, key):

@@ -17,6 +17,8 @@ from ..statefiles import ClientPayload
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..prompts import Prompt
 
 PathLike = str | os.PathLike[str]
@@ -33,7 +35,20 @@ def up(config: Config, *, connection_dir: PathLike | None = None, progress: Prog
     progress.phase("checking connection file")
     payload = clientfile.reuse(client_path, config.handshake)
     reused = payload is not None
-    if payload is None and config.tunnel:
+    if payload is None:
+        from pathlib import Path  # like the host machinery, only once the warm path missed
+
+        payload, reused = _serve(config, key, Path(client_path), progress, prompt, accept_new_host_key)
+    progress.done(payload, reused=reused)
+    remember_parse(config)
+    return payload, reused
+
+
+def _serve(config: Config, key: str, client_path: Path, progress: Progress, prompt: Prompt | None,
+           accept_new_host_key: bool) -> tuple[ClientPayload, bool]:
+    """Steps 2-5 (the client file did not do): a tunnel held by the host's broker or a keeper process,
+    or the launcher run here."""
+    if config.tunnel:
         if config.local_port is not None:
             from ..launcher import check_local_port
 
@@ -49,18 +64,14 @@ def up(config: Config, *, connection_dir: PathLike | None = None, progress: Prog
 
             tunneled = start_keeper(config, key, client_path, progress, _asking(prompt, progress),
                                     accept_new_host_key=accept_new_host_key)
-        payload, reused = tunneled
-    elif payload is None:
-        from ..connect import open_host  # host machinery (subprocess, SSH) only once the warm path missed
-        from ..launcher import Launcher, check_direct_reachable
+        return tunneled
+    from ..connect import open_host  # host machinery (subprocess, SSH) only once the warm path missed
+    from ..launcher import Launcher, check_direct_reachable
 
-        check_direct_reachable(config)
-        progress.phase(f"connecting to {config.ssh_target}" if config.remote else "checking server state")
-        with open_host(config, _asking(prompt, progress), accept_new_host_key=accept_new_host_key) as host:
-            payload = Launcher(config, key, client_path, progress).serve(host)[0]
-    progress.done(payload, reused=reused)
-    remember_parse(config)
-    return payload, reused
+    check_direct_reachable(config)
+    progress.phase(f"connecting to {config.ssh_target}" if config.remote else "checking server state")
+    with open_host(config, _asking(prompt, progress), accept_new_host_key=accept_new_host_key) as host:
+        return Launcher(config, key, client_path, progress).serve(host)[0], False
 
 
 def _asking(prompt: Prompt | None, progress: Progress) -> Prompt | None:
@@ -79,5 +90,5 @@ def dry_run(config: Config, key: str | None = None) -> str:
     key = key or evaluate_key(config)
     if config.remote:
         return evaluate_command(config, key, f"{statefiles.REMOTE_STATE_DIR}/{key}.json")
-    state_dir = str(statefiles.local_server_dir().absolute())
+    state_dir = os.path.abspath(statefiles.local_server_dir())
     return evaluate_command(config, key, f"{state_dir}/{key}.json", os.path.expanduser(config.workdir))

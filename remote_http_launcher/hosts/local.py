@@ -32,7 +32,7 @@ class LocalHost(Host):
         processes `stop` signals)."""
         directory = statefiles.local_server_dir()
         statefiles.check_trusted(directory, "server directory")
-        return str(directory.absolute())
+        return os.path.abspath(directory)
 
     def read(self, path: str) -> bytes | None:
         return statefiles.read_bytes(Path(path))

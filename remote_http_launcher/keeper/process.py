@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         progress = RelayedProgress(report)
         config = read_config(args.config_file)
         key = evaluate_key(config)
-        client_path = statefiles.client_file(key, args.connection_dir, local_service=not config.remote)
+        client_path = Path(statefiles.client_file(key, args.connection_dir, local_service=not config.remote))
         launcher = Launcher(config, key, client_path, progress)
         lock = KeeperLock(launcher.client_path, key)
         reused, previous = claim(lock, config, progress)
@@ -99,7 +99,7 @@ class Keeper:
         self.report = report
         self.ask = ask
         self.accept_new_host_key = accept_new_host_key  # the first login only; reconnects meet a known key
-        self.log_path = keeper_log_path(launcher.client_path)
+        self.log_path = Path(keeper_log_path(launcher.client_path))
 
     def run(self) -> int:
         from ..hosts.ssh import SSHHost

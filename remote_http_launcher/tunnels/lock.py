@@ -74,7 +74,7 @@ class KeeperLock(FileLock):
     that holds it, recorded so that `stop` asks that broker instead of signalling it."""
 
     def __init__(self, client_path: Path, key: str, broker: str | None = None) -> None:
-        super().__init__(LocalHost(), str(keeper_lock_path(client_path)))
+        super().__init__(LocalHost(), keeper_lock_path(client_path))
         self.key = key
         self.broker = broker
         self.silence_bound: float | None = None  # set by the keeper holding the lock, once connected
