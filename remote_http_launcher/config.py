@@ -98,6 +98,8 @@ CONDA_PATTERN = "^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}|/[A-Za-z0-9_.+,@%=:~/-]{
 WORKDIR_PATTERN = "^(?:/|~/|~$)"
 # Characters refused in single-line values, and in handshake paths.
 CONTROL_PATTERN = r"[\u0000\n\r]"
+URL_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")  # RFC 3986
+HANDSHAKE_PATH_SAFE = "/:@!$&'()*+,;=-._~%"  # kept as written in a handshake path (a path may be pre-encoded)
 HANDSHAKE_REFUSED_PATTERN = r"[\s?#]"
 # The patterns are used through `re`'s cache, so compiled only when a config
 # needs them: every launcher run imports this module. For the same reason the
@@ -115,12 +117,23 @@ class Handshake(NamedTuple):
 
     @property
     def target(self) -> str:
-        from urllib.parse import quote, urlencode
-
-        target = "/" + quote(self.path.lstrip("/"), safe="/:@!$&'()*+,;=-._~%")
+        """The request target, encoded as urllib.parse's quote(path) and urlencode(parameters) would."""
+        target = "/" + _percent_encoded(self.path.lstrip("/"), HANDSHAKE_PATH_SAFE)
         if self.parameters:
-            target += "?" + urlencode(self.parameters)
+            target += "?" + "&".join(f"{_form_encoded(name)}={_form_encoded(value)}"
+                                     for name, value in self.parameters.items())
         return target
+
+
+def _percent_encoded(text: str, safe: str) -> str:
+    """urllib.parse.quote(text, safe): urllib.parse (with ipaddress) costs the warm path a twentieth."""
+    keep = URL_UNRESERVED | frozenset(safe.encode("ascii"))
+    return "".join(chr(byte) if byte in keep else f"%{byte:02X}" for byte in text.encode("utf-8"))
+
+
+def _form_encoded(value: object) -> str:
+    """urllib.parse.quote_plus(str(value)), as urlencode writes each name and value."""
+    return _percent_encoded(str(value), " ").replace(" ", "+")
 
 
 class ParsedFile(NamedTuple):

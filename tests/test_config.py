@@ -370,3 +370,16 @@ def test_ipv6_pattern_matches_what_ipaddress_accepts() -> None:
         samples.append(":".join(groups[:start]) + "::" + ":".join(groups[end:]))
     for text in samples:
         assert bool(re.fullmatch(IPV6_PATTERN, text)) == is_ipv6(text), text
+
+
+@pytest.mark.parametrize("path", ["", "healthcheck", "/api/v1/status", "a b/c", "ünï/cødé", "x%20y", "a+b&c=d;e",
+                                  "~user/@:!$'()*,", "q?x#frag", "\u2603/\U0001f600", "tab\there"])
+@pytest.mark.parametrize("parameters", [{}, {"a": "1"}, {"name with space": "v&w=x", "ü": "/path?x", "plus": "+"}])
+def test_a_handshake_target_is_encoded_as_urllib_would(path: str, parameters: dict[str, str]) -> None:
+    """The warm path encodes the request target itself (no urllib.parse): byte for byte as urllib does."""
+    from urllib.parse import quote, urlencode
+
+    expected = "/" + quote(path.lstrip("/"), safe="/:@!$&'()*+,;=-._~%")
+    if parameters:
+        expected += "?" + urlencode(parameters)
+    assert Handshake(path, parameters).target == expected
