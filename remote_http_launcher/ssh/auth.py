@@ -105,7 +105,7 @@ class Authenticator:
     certificates: list[Certificate] | None = None  # CertificateFile's, once read
     offered_certificates: set[bytes] = field(default_factory=set)  # each one once, from the agent or a file
     kerberos_tried: bool = False
-    kerberos_problem: str = ""  # why Kerberos could not be tried (no ticket, no gssapi package)
+    kerberos_problem: str = ""  # why Kerberos could not be tried (no ticket, no pyspnego)
     unusable: int = 0  # agent keys of types paramiko cannot use
     unusable_types: list[str] = field(default_factory=list)
     pending_keys: Iterator[tuple[str, paramiko.PKey]] | None = None
@@ -217,13 +217,18 @@ class Authenticator:
         if self.kerberos_tried:
             return False
         self.kerberos_tried = True
-        from .kerberos import start
+        from .kerberos import Unavailable, server_name, start
 
-        server = self.endpoint.option("gssapiserveridentity") or self.endpoint.hostname
+        server = self.endpoint.option("gssapiserveridentity") or server_name(
+            self.endpoint.hostname, self.transport.sock, self.endpoint.flag("gssapitrustdns", False))
         context = start(server, self.endpoint.flag("gssapidelegatecredentials", False))
-        if isinstance(context, tuple):
-            short, self.kerberos_problem = context
-            self.tried.append(f"{GSSAPI_METHOD} (skipped: {short})")
+        if isinstance(context, Unavailable):
+            if not context.skipped:  # the ticket cannot get this server's: as the server refusing it
+                self.tried.append(f"{GSSAPI_METHOD} (host/{server}: {context.short})")
+                log.debug("%s: %s as host/%s: %s", self.login, GSSAPI_METHOD, server, context.short)
+                return False
+            self.kerberos_problem = context.line
+            self.tried.append(f"{GSSAPI_METHOD} (skipped: {context.short})")
             log.debug("%s: %s skipped: %s", self.login, GSSAPI_METHOD, self.kerberos_problem)
             return False
         said = ""
