@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,12 +29,18 @@ SERVICE = "host"  # the service part of an SSH server's principal, host/NAME
 
 @dataclass(frozen=True)
 class Unavailable:
-    """Why Kerberos cannot log in to this server: `short` for the list of what was tried, `line` for the
-    error (with what to do); `skipped` when the login never started (no ticket, no package), not refused."""
+    """Why Kerberos cannot log in to this server: `short` for the list of what was tried, `detail` and
+    `advice` (what to do) for the error; `skipped` when the login never started (no ticket, no package),
+    not refused."""
 
     short: str
-    line: str
+    detail: str = ""
+    advice: str = ""
     skipped: bool = True
+
+    @property
+    def line(self) -> str:
+        return f"{self.detail}: {self.advice}"
 
 
 def renew_advice() -> str:
@@ -58,11 +65,11 @@ def start(server: str, delegate: bool) -> Context | Unavailable:
     except ImportError as exc:  # pyspnego without the GSS-API bindings it needs here (gssapi, krb5)
         return _missing(exc)
     except NoCredentialError as exc:
-        return Unavailable("no ticket", f"no Kerberos ticket ({_reason(exc)}): {renew_advice()}")
+        return Unavailable("no ticket", f"no Kerberos ticket ({_reason(exc)})", renew_advice())
     except SpnegoError as exc:
         if isinstance(exc, CredentialsExpiredError) or getattr(exc.base_error, "min_code", None) == TICKET_EXPIRED:
-            return Unavailable("ticket expired", f"the Kerberos ticket expired: {renew_advice()}")
-        return Unavailable(_reason(exc), "", skipped=False)
+            return Unavailable("ticket expired", "the Kerberos ticket expired", renew_advice())
+        return Unavailable(_reason(exc), skipped=False)
     return Context(context, first)
 
 
@@ -87,16 +94,22 @@ class Context:
         return self._context.sign(data)
 
 
-def server_name(host: str, stream: object, trust_dns: bool) -> str:
-    """The NAME of the server's principal, as OpenSSH picks it: the host name as configured (HostName);
-    with `GSSAPITrustDNS yes`, the name a reverse lookup of the connected address gives, kept only when a
-    forward lookup of that name gives the address back (else the address itself). A connection that is
-    not a TCP socket (ProxyJump, ProxyCommand) has no address to look up: the configured name."""
-    if not trust_dns or not isinstance(stream, socket.socket):
-        return host
+def peer_address(stream: object) -> str:
+    """The address a connection reached ("" when it is not a TCP socket: ProxyJump, ProxyCommand)."""
+    if not isinstance(stream, socket.socket):
+        return ""
     try:
-        address = str(stream.getpeername()[0])
+        return str(stream.getpeername()[0])
     except (OSError, IndexError):
+        return ""
+
+
+def server_name(host: str, address: str, trust_dns: bool) -> str:
+    """The NAME of the server's principal, as OpenSSH picks it: the host name as configured (HostName);
+    with `GSSAPITrustDNS yes`, the name a reverse lookup of the connected `address` gives, kept only when
+    a forward lookup of that name gives the address back (else the address itself). Without an address
+    to look up (not a TCP connection), the configured name."""
+    if not trust_dns or not address:
         return host
     try:
         name = socket.getnameinfo((address, 0), socket.NI_NAMEREQD)[0]
@@ -108,7 +121,7 @@ def server_name(host: str, stream: object, trust_dns: bool) -> str:
 
 def _missing(exc: ImportError) -> Unavailable:
     reason = f"no module {exc.name}" if exc.name else " ".join(str(exc).split())
-    return Unavailable("no Kerberos support", f"Kerberos support is not installed ({reason}): {KERBEROS_EXTRA}")
+    return Unavailable("no Kerberos support", f"Kerberos support is not installed ({reason})", KERBEROS_EXTRA)
 
 
 def _reason(exc: BaseException) -> str:
@@ -120,5 +133,17 @@ def _reason(exc: BaseException) -> str:
     return text
 
 
-__all__ = ["KERBEROS_EXTRA", "SERVICE", "TICKET_EXPIRED", "Context", "Unavailable", "renew_advice", "server_name",
-           "start"]
+def ticket() -> tuple[str, float] | None:
+    """The principal of the user's ticket and when it expires (epoch seconds), where GSS-API can say
+    (not through SSPI); None when it cannot."""
+    try:
+        import gssapi
+
+        credentials = gssapi.Credentials(usage="initiate")
+        return str(credentials.name), time.time() + float(credentials.lifetime)
+    except Exception:  # no gssapi (Windows), no ticket: `start` says why
+        return None
+
+
+__all__ = ["KERBEROS_EXTRA", "SERVICE", "TICKET_EXPIRED", "Context", "Unavailable", "peer_address", "renew_advice",
+           "server_name", "start", "ticket"]
