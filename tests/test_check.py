@@ -309,3 +309,26 @@ def test_a_method_the_login_does_without_is_no_failure(server: SSHServer, kerber
     found = lines(result)
     assert found["Kerberos"].startswith("· no Kerberos ticket (") and \
         found["Kerberos"].endswith("(the login works without it)")
+
+
+def test_the_kerberos_line_names_the_servers_principal_as_the_login_picks_it(
+        sshd_gssapi_localhost: SSHServer, kdc: KDC, kerberos_env: Path, client_home: Path, rhl_dir: Path,
+        remote_demo: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """127.0.0.1, whose principal is host/localhost: by the configured name no ticket is had (what to check
+    is said); with GSSAPITrustDNS yes the reverse name gets one."""
+    kdc.kinit(kerberos_env)
+    server = sshd_gssapi_localhost
+    config = demo_config(server, remote_demo, node_key("c-", request.node.name))
+    server.write_ssh_config(client_home, ALIAS, {"GSSAPIAuthentication": "yes", "IdentityFile": "none"})
+    result = check(config, tmp_path)
+    assert result.returncode == 1
+    assert re.fullmatch(rf"✗ {re.escape(kdc.principal)}, valid until {UTC_TIME}; no ticket for host/127\.0\.0\.1: "
+                        r".*not found in Kerberos database", lines(result)["Kerberos"]), result.stdout
+    assert advice_after(result, "Kerberos") == ("the server's principal is host/NAME: check HostName, "
+                                                "GSSAPIServerIdentity and GSSAPITrustDNS in ~/.ssh/config")
+    (client_home / ".ssh" / "config").unlink()
+    server.write_ssh_config(client_home, ALIAS, {"GSSAPIAuthentication": "yes", "IdentityFile": "none",
+                                                 "GSSAPITrustDNS": "yes"})
+    result = check(config, tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert lines(result)["Kerberos"].endswith("; gets one for host/localhost")
