@@ -8,6 +8,9 @@
 * ``sshd_gssapi`` (session) -- an sshd (tests/sshd.py, own network namespace)
   accepting only gssapi-with-mic: its host principal `host/ADDRESS` in a
   keytab of its own (`KRB5_KTNAME` in sshd's environment).
+* ``sshd_gssapi_localhost`` (session) -- the same on 127.0.0.1 in the host
+  namespace, whose keytab holds only `host/localhost`: the name a reverse
+  lookup of 127.0.0.1 gives (/etc/hosts), not the address a config names.
 
 Debian's krb5-kdc, krb5-admin-server and krb5-user provide the programs
 (.ci/run installs them); without them the fixtures skip, or fail in CI.
@@ -133,15 +136,18 @@ def start_kdc(user: str) -> KDC:
     return kdc
 
 
-def launch_gssapi_sshd(account: SSHAccount, kdc: KDC, ns: NetNamespace | None = None) -> SSHServer:
-    """An sshd accepting only gssapi-with-mic, its host principal's key in a keytab of its own."""
+def launch_gssapi_sshd(account: SSHAccount, kdc: KDC, ns: NetNamespace | None = None,
+                       principal_host: str = "") -> SSHServer:
+    """An sshd accepting only gssapi-with-mic, its host principal's key in a keytab of its own: `host/NAME`
+    for `principal_host`, else for the address it listens on."""
     keytab = kdc.directory / f"sshd-{secrets.token_hex(3)}.keytab"
     overrides = {"GSSAPIAuthentication": "yes", "GSSAPIStrictAcceptorCheck": "no", "PubkeyAuthentication": "no",
                  "PasswordAuthentication": "no", "KbdInteractiveAuthentication": "no",
                  "AuthenticationMethods": "gssapi-with-mic"}
     env = {"KRB5_CONFIG": str(kdc.config), "KRB5_KTNAME": f"FILE:{keytab}"}
     server = launch_sshd(account, keytab.stem, ns, config_overrides=overrides, env=env)
-    kdc.keytab(f"host/{server.host}@{kdc.realm}", keytab)  # the address is known only now; sshd reads it per login
+    # the address is known only now; sshd reads the keytab per login
+    kdc.keytab(f"host/{principal_host or server.host}@{kdc.realm}", keytab)
     return server
 
 
@@ -159,3 +165,13 @@ def kdc(sshd_account: SSHAccount) -> Iterator[KDC]:
 def sshd_gssapi(sshd_account: SSHAccount, kdc: KDC) -> Iterator[SSHServer]:
     """sshd accepting only Kerberos (gssapi-with-mic) logins from the `kdc` realm."""
     yield from _in_namespace(sshd_account, lambda ns: launch_gssapi_sshd(sshd_account, kdc, ns))
+
+
+@pytest.fixture(scope="session")
+def sshd_gssapi_localhost(sshd_account: SSHAccount, kdc: KDC) -> Iterator[SSHServer]:
+    """A Kerberos-only sshd on 127.0.0.1 whose principal is host/localhost (127.0.0.1's reverse name)."""
+    server = launch_gssapi_sshd(sshd_account, kdc, principal_host="localhost")
+    try:
+        yield server
+    finally:
+        server.close()

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -20,7 +21,8 @@ from tests.posix import python_path
 from tests.ssh_client import ALIAS, demo_config, node_key, remote_state, stop_services_script
 
 if TYPE_CHECKING:
-    from tests.sshd import SSHServer
+    from tests.kerberos import KDC
+    from tests.sshd import CertSSHServer, SSHServer
 
 CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work"')
 
@@ -224,3 +226,109 @@ def test_without_marks_the_terminal_gets_words(tmp_path: Path, rhl_dir: Path,
                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok   config"), result.stdout
+
+
+# ---------------------------------------------------------------- certificates and Kerberos
+
+UTC_TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+
+
+def test_a_certificate_shows_its_principals_and_validity(sshd_cert: CertSSHServer, client_home: Path, rhl_dir: Path,
+                                                         remote_demo: str, tmp_path: Path,
+                                                         request: pytest.FixtureRequest) -> None:
+    """Against the sshd that takes only certificates: the certificate's line says for whom and until when."""
+    sshd_cert.certify(client_home / "certs" / "c-cert.pub", principals=f"{sshd_cert.user},other")
+    sshd_cert.write_ssh_config(client_home, ALIAS, {"CertificateFile": "~/certs/c-cert.pub"})
+    result = check(demo_config(sshd_cert, remote_demo, node_key("c-", request.node.name)), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = lines(result)
+    assert re.fullmatch(rf"✓ ~/certs/c-cert\.pub: for {sshd_cert.user}, other, valid until {UTC_TIME}",
+                        found["certificate"]), found
+    assert found["login"].startswith("✓ ")
+
+
+def test_an_expired_certificate_fails_with_when_and_what_to_do(sshd_cert: CertSSHServer, client_home: Path,
+                                                               rhl_dir: Path, remote_demo: str, tmp_path: Path,
+                                                               request: pytest.FixtureRequest) -> None:
+    sshd_cert.certify(client_home / "old-cert.pub", validity="20200101:20200102")
+    sshd_cert.write_ssh_config(client_home, ALIAS, {"CertificateFile": "~/old-cert.pub"})
+    result = check(demo_config(sshd_cert, remote_demo, node_key("c-", request.node.name)), tmp_path)
+    assert result.returncode == 1
+    found = lines(result)
+    assert found["certificate"] == "✗ certificate ~/old-cert.pub expired at 2020-01-02 00:00:00 UTC"
+    assert advice_after(result, "certificate").startswith("get a new certificate from your site's certificate "
+                                                          "authority (sshproxy, Vault, step ...)")
+    assert found["login"].startswith("✗ ")
+
+
+@pytest.fixture
+def kerberos_env(kdc: KDC, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test realm's KRB5_CONFIG and an empty credential cache (KRB5CCNAME) for the check's process."""
+    ccache = tmp_path / "krb5cc"
+    monkeypatch.setenv("KRB5_CONFIG", str(kdc.config))
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{ccache}")
+    return ccache
+
+
+def test_a_kerberos_ticket_shows_its_principal_and_expiry(sshd_gssapi: SSHServer, kdc: KDC, kerberos_env: Path,
+                                                          client_home: Path, rhl_dir: Path, remote_demo: str,
+                                                          tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    kdc.kinit(kerberos_env)
+    sshd_gssapi.write_ssh_config(client_home, ALIAS, {"GSSAPIAuthentication": "yes", "IdentityFile": "none"})
+    result = check(demo_config(sshd_gssapi, remote_demo, node_key("c-", request.node.name)), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.fullmatch(rf"✓ {re.escape(kdc.principal)}, valid until {UTC_TIME}; gets one for "
+                        rf"host/{re.escape(sshd_gssapi.host)}", lines(result)["Kerberos"]), result.stdout
+
+
+@pytest.mark.parametrize("expired", [False, True], ids=["none", "expired"])
+def test_no_or_an_expired_kerberos_ticket_fails_saying_kinit(sshd_gssapi: SSHServer, kdc: KDC, kerberos_env: Path,
+                                                             client_home: Path, rhl_dir: Path, remote_demo: str,
+                                                             tmp_path: Path, request: pytest.FixtureRequest,
+                                                             expired: bool) -> None:
+    if expired:
+        kdc.kinit(kerberos_env, lifetime="2s")
+        time.sleep(3)
+    sshd_gssapi.write_ssh_config(client_home, ALIAS, {"GSSAPIAuthentication": "yes", "IdentityFile": "none"})
+    result = check(demo_config(sshd_gssapi, remote_demo, node_key("c-", request.node.name)), tmp_path)
+    assert result.returncode == 1
+    expected = "✗ the Kerberos ticket expired" if expired else "✗ no Kerberos ticket (No Kerberos credentials"
+    assert lines(result)["Kerberos"].startswith(expected), result.stdout
+    assert advice_after(result, "Kerberos") == "run kinit"
+
+
+def test_a_method_the_login_does_without_is_no_failure(server: SSHServer, kerberos_env: Path, client_home: Path,
+                                                       rhl_dir: Path, make_config: Callable[..., dict[str, Any]],
+                                                       tmp_path: Path) -> None:
+    """Debian's /etc/ssh/ssh_config says `GSSAPIAuthentication yes` for every host: without a ticket, a
+    host the key logs in to still passes; the Kerberos line only informs."""
+    config = server.write_ssh_config(client_home, ALIAS)
+    config.write_text(config.read_text().replace("GSSAPIAuthentication no", "GSSAPIAuthentication yes"))
+    result = check(make_config(), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = lines(result)
+    assert found["Kerberos"].startswith("· no Kerberos ticket (") and \
+        found["Kerberos"].endswith("(the login works without it)")
+
+
+def test_the_kerberos_line_names_the_servers_principal_as_the_login_picks_it(
+        sshd_gssapi_localhost: SSHServer, kdc: KDC, kerberos_env: Path, client_home: Path, rhl_dir: Path,
+        remote_demo: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """127.0.0.1, whose principal is host/localhost: by the configured name no ticket is had (what to check
+    is said); with GSSAPITrustDNS yes the reverse name gets one."""
+    kdc.kinit(kerberos_env)
+    server = sshd_gssapi_localhost
+    config = demo_config(server, remote_demo, node_key("c-", request.node.name))
+    server.write_ssh_config(client_home, ALIAS, {"GSSAPIAuthentication": "yes", "IdentityFile": "none"})
+    result = check(config, tmp_path)
+    assert result.returncode == 1
+    assert re.fullmatch(rf"✗ {re.escape(kdc.principal)}, valid until {UTC_TIME}; no ticket for host/127\.0\.0\.1: "
+                        r".*not found in Kerberos database", lines(result)["Kerberos"]), result.stdout
+    assert advice_after(result, "Kerberos") == ("the server's principal is host/NAME: check HostName, "
+                                                "GSSAPIServerIdentity and GSSAPITrustDNS in ~/.ssh/config")
+    (client_home / ".ssh" / "config").unlink()
+    server.write_ssh_config(client_home, ALIAS, {"GSSAPIAuthentication": "yes", "IdentityFile": "none",
+                                                 "GSSAPITrustDNS": "yes"})
+    result = check(config, tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert lines(result)["Kerberos"].endswith("; gets one for host/localhost")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -30,11 +31,49 @@ def ccache(kdc: KDC, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+def logged(server: SSHServer, text: str) -> bool:
+    """Whether sshd's log says `text` (within a few seconds: sshd may write it after the client went on)."""
+    deadline = time.monotonic() + 5
+    while text not in server.log_text():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def test_a_ticket_logs_in(sshd_gssapi: SSHServer, kdc: KDC, ccache: Path, client_home: Path) -> None:
     kdc.kinit(ccache)
     sshd_gssapi.write_ssh_config(client_home, ALIAS, KERBEROS)
     connect(ALIAS, interactive=False).close()
-    assert f"Accepted gssapi-with-mic for {sshd_gssapi.user}" in sshd_gssapi.log_text()
+    assert logged(sshd_gssapi, f"Accepted gssapi-with-mic for {sshd_gssapi.user}")
+
+
+def test_gssapi_trust_dns_picks_the_reverse_name(sshd_gssapi_localhost: SSHServer, kdc: KDC, ccache: Path,
+                                                client_home: Path) -> None:
+    """A host with two names (127.0.0.1 and localhost), its principal host/localhost: as OpenSSH, the name
+    as configured by default (GSSAPITrustDNS no: host/127.0.0.1, which the realm does not have); with
+    GSSAPITrustDNS yes the reverse lookup's name, confirmed by a forward lookup."""
+    kdc.kinit(ccache)
+    server = sshd_gssapi_localhost
+    server.write_ssh_config(client_home, ALIAS, KERBEROS)
+    server.write_ssh_config(client_home, "trusting", {**KERBEROS, "GSSAPITrustDNS": "yes"})
+    with pytest.raises(AuthenticationError, match=r"gssapi-with-mic \(host/127\.0\.0\.1: .*not found in Kerberos"):
+        connect(ALIAS, interactive=False)
+    connect("trusting", interactive=False).close()
+    assert logged(server, f"Accepted gssapi-with-mic for {server.user}")
+
+
+def test_gssapi_key_exchange_is_ignored_with_a_debug_line(sshd_gssapi: SSHServer, kdc: KDC, ccache: Path,
+                                                          client_home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """GSSAPIKeyExchange (Debian's patch) is not supported: one debug line says so, and Kerberos still logs
+    in by gssapi-with-mic."""
+    kdc.kinit(ccache)
+    sshd_gssapi.write_ssh_config(client_home, ALIAS, {**KERBEROS, "GSSAPIKeyExchange": "yes"})
+    with caplog.at_level(logging.DEBUG, logger="remote_http_launcher.ssh"):
+        connect(ALIAS, interactive=False).close()
+    [line] = [r.getMessage() for r in caplog.records if "GSSAPIKeyExchange" in r.getMessage()]
+    assert line.endswith("GSSAPIKeyExchange is not supported; ignored (Kerberos key exchange, a Debian and Fedora "
+                         "patch to OpenSSH; Kerberos logs in by gssapi-with-mic with GSSAPIAuthentication yes)")
 
 
 def test_gssapi_server_identity_names_the_principal(sshd_gssapi: SSHServer, kdc: KDC, ccache: Path,
@@ -84,14 +123,14 @@ def test_an_expired_ticket_is_one_line_saying_kinit(sshd_gssapi: SSHServer, kdc:
         connect(ALIAS, interactive=False)
 
 
-def test_without_the_gssapi_package_one_line_says_what_to_install(sshd_gssapi: SSHServer, kdc: KDC, ccache: Path,
-                                                                  client_home: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_kerberos_support_one_line_says_what_to_install(sshd_gssapi: SSHServer, kdc: KDC, ccache: Path,
+                                                                client_home: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     kdc.kinit(ccache)
-    monkeypatch.setitem(sys.modules, "gssapi", None)  # the package is absent (import raises ImportError)
+    monkeypatch.setitem(sys.modules, "spnego", None)  # the package is absent (import raises ImportError)
     sshd_gssapi.write_ssh_config(client_home, ALIAS, KERBEROS)
-    with pytest.raises(AuthenticationError, match=r"authentication failed: the Python package gssapi is missing: "
-                                                  r"pip install 'remote-http-launcher\[kerberos\]'"):
+    with pytest.raises(AuthenticationError, match=r"authentication failed: Kerberos support is not installed \(no "
+                                                  r"module spnego\): pip install 'remote-http-launcher\[kerberos\]'"):
         connect(ALIAS, interactive=False)
 
 

@@ -324,7 +324,9 @@ def test_unsupported_options_are_ignored_with_a_debug_line(home: Path, system: P
     logged = [record.getMessage() for record in caplog.records if record.name == "remote_http_launcher.ssh"]
     assert "ssh config ~/.ssh/config line 2: SendEnv is not supported; ignored" in logged
     assert "ssh config ~/.ssh/config line 4: ForwardAgent is not supported; ignored" in logged
-    assert f"ssh config {system} line 2: GSSAPIKeyExchange is not supported; ignored" in logged
+    assert f"ssh config {system} line 2: GSSAPIKeyExchange is not supported; ignored (Kerberos key exchange, a " \
+        "Debian and Fedora patch to OpenSSH; Kerberos logs in by gssapi-with-mic with GSSAPIAuthentication yes)" \
+        in logged
     assert all(record.levelno == logging.DEBUG for record in caplog.records if record.name.endswith(".ssh"))
 
 

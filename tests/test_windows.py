@@ -304,3 +304,60 @@ def test_home_is_found_only_the_way_that_works_on_windows_too() -> None:
                               if name.split(".")[0] in ("pwd", "grp", "termios", "fcntl", "tty", "pty", "resource")]
     assert offenders == []
 
+
+
+# ---------------------------------------------------------------- Kerberos through SSPI
+
+class FakeSSPIContext:
+    """What pyspnego's SSPI context does on a Windows signed in without a domain account: the first
+    InitializeSecurityContext finds no credentials (SEC_E_NO_CREDENTIALS, pyspnego's NoCredentialError)."""
+
+    complete = False
+
+    def step(self, token: bytes | None = None) -> bytes | None:
+        from spnego.exceptions import NoCredentialError
+
+        raise NoCredentialError(context_msg="Processing security token")
+
+
+def test_kerberos_on_windows_asks_sspi_for_host_principal_and_says_to_sign_in(on_windows: None,
+                                                                               mocker: MockerFixture) -> None:
+    """On Windows pyspnego's client is SSPI: it is asked for Kerberos to host/NAME (delegating when told);
+    without a ticket the line says how Windows gets one (no kinit there)."""
+    from remote_http_launcher.ssh import kerberos
+
+    client = mocker.patch("spnego.client", return_value=FakeSSPIContext())
+    result = kerberos.start("login.example.org", delegate=True)
+    assert isinstance(result, kerberos.Unavailable)
+    assert result.line == ("no Kerberos ticket (No credentials were supplied, or the credentials were unavailable "
+                           "or inaccessible): sign in to Windows with your domain account")
+    from spnego import ContextReq
+
+    assert client.call_args.kwargs == {
+        "hostname": "login.example.org", "service": "host", "protocol": "kerberos",
+        "context_req": ContextReq.mutual_auth | ContextReq.integrity | ContextReq.delegate}
+
+
+def test_the_kerberos_extra_brings_sspi_on_windows_and_gss_api_elsewhere() -> None:
+    """`pip install remote-http-launcher[kerberos]` is all a user does: pyspnego on every platform, with
+    sspilib (SSPI) on Windows, and the GSS-API bindings (built against the system's Kerberos) elsewhere only;
+    read from the installed metadata, as pip reads it."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    def installed(platform: str) -> set[str]:
+        """The distributions the kerberos extra installs there: ours, then pyspnego's own."""
+        names: set[str] = set()
+        for package, extra in (("remote-http-launcher", "kerberos"), ("pyspnego", "")):
+            environment = {"sys_platform": platform, "extra": extra}
+            for line in importlib.metadata.requires(package) or []:
+                requirement = Requirement(line)
+                wanted = package == "pyspnego" if requirement.marker is None else \
+                    requirement.marker.evaluate(environment)
+                if wanted:
+                    names.add(requirement.name)
+        return names
+
+    assert {"pyspnego", "sspilib"} <= installed("win32") and not {"gssapi", "krb5"} & installed("win32")
+    assert {"pyspnego", "gssapi", "krb5"} <= installed("linux") and "sspilib" not in installed("linux")

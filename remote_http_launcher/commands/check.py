@@ -24,6 +24,7 @@ from ..hosts import Host, LocalHost
 from ..schedulers import SCHEDULERS
 
 if TYPE_CHECKING:
+    from ..ssh.certs import Certificate
     from ..ssh.config import Endpoint
 
 Outcome = Literal["ok", "fail", "info"]
@@ -33,6 +34,8 @@ INFO: Outcome = "info"
 GREETING_LIMIT = 255  # an SSH server's identification line is at most this long (RFC 4253)
 PLAIN_PROGRAM = re.compile(r"(?:~/)?[A-Za-z0-9_./+-]+")  # a program name the check can look up as written
 OUTCOMES: dict[str, Outcome] = {OK: "ok", FAIL: "fail", INFO: "info"}
+CERT_ADVICE = "get a new certificate from your site's certificate authority (sshproxy, Vault, step ...), or fix " \
+    "CertificateFile in ~/.ssh/config"
 SH_ADVICE = "the account needs a POSIX sh (and no forced command such as rhl-guard) for this check"
 ADVICE = {  # what to do when a line of sh/check.sh fails
     "state directory": "make ~/.remote-http-launcher/server on the host yours and writable",
@@ -111,6 +114,10 @@ def _login(config: Config, checks: list[Check], accept_new_host_key: bool) -> Ho
         return None
     checks.append(Check(name="ssh target", outcome=OK, detail=_resolution(target, endpoint), advice=""))
     checks.append(_login_methods(endpoint))
+    methods = _certificates(endpoint)
+    if endpoint.flag("gssapiauthentication", False):
+        methods.append(_kerberos(endpoint))
+    checks.extend(methods)
     direct = not _proxy(endpoint)
     if direct:
         reached = _reach(endpoint)
@@ -122,6 +129,10 @@ def _login(config: Config, checks: list[Check], accept_new_host_key: bool) -> Ho
     except HostError as exc:
         checks.extend(_connect_failure(exc, endpoint, direct))
         return None
+    for method in methods:  # e.g. Debian's `GSSAPIAuthentication yes` for every host, where keys log in
+        if method["outcome"] == FAIL:
+            method.update(Check(name=method["name"], outcome=INFO, advice="",
+                                detail=f"{method['detail']} (the login works without it)"))
     checks.append(Check(name="host key", outcome=OK, detail=f"known as {endpoint.known_hosts_name}", advice=""))
     checks.append(Check(name="login", outcome=OK, detail=f"{endpoint.user}@{endpoint.hostname} without a question "
                         "(what the tunnel's reconnects need)", advice=""))
@@ -157,14 +168,92 @@ def _login_methods(endpoint: Endpoint) -> Check:
     except Exception:  # an agent we cannot talk to is as good as none
         agent_keys = 0
     files = [path for path in identity_files(endpoint) if path.exists()]
-    certificates = [path for path in files if path.with_name(path.name + "-cert.pub").exists()]
     parts = [f"agent: {agent_keys} key{'s' * (agent_keys != 1)}",
              "key files: " + (", ".join(shorten(path) for path in files) or "none")]
-    if certificates:
-        parts.append("certificates: " + ", ".join(shorten(path) + "-cert.pub" for path in certificates))
-    if os.environ.get("KRB5CCNAME"):
-        parts.append("Kerberos ticket: present, not used (no GSSAPI login)")
+    if os.environ.get("KRB5CCNAME") and not endpoint.flag("gssapiauthentication", False):
+        parts.append("Kerberos ticket: present, not used (no GSSAPIAuthentication yes)")
     return Check(name="login methods", outcome=INFO, detail="; ".join(parts), advice="")
+
+
+def _certificates(endpoint: Endpoint) -> list[Check]:
+    """A line for each user certificate a login would offer (CertificateFile, `<IdentityFile>-cert.pub`,
+    the agent's): who and until when it is valid, or why the server would refuse it."""
+    from ..ssh.agent import open_agent
+    from ..ssh.auth import certificate_files, identity_files
+    from ..ssh.certs import is_certificate, parse, read
+    from ..ssh.config import shorten
+
+    found: list[Certificate | Check] = []
+    for path, configured in [*((path, True) for path in certificate_files(endpoint)),
+                             *((path.with_name(path.name + "-cert.pub"), False) for path in identity_files(endpoint))]:
+        try:
+            found.append(read(path, shorten(path)))
+        except FileNotFoundError:
+            if configured:
+                found.append(_fail("certificate", f"{shorten(path)} (CertificateFile) is missing", CERT_ADVICE))
+        except (OSError, ValueError) as exc:
+            found.append(_fail("certificate", f"{shorten(path)}: {exc}", CERT_ADVICE))
+    try:
+        agent = open_agent(endpoint.option("identityagent"))
+        keys = agent.get_keys() if agent is not None else ()
+        if agent is not None:
+            agent.close()
+    except Exception:  # an agent we cannot talk to: the login methods line shows no keys
+        keys = ()
+    for key in keys:
+        if is_certificate(key.get_name()):
+            try:
+                found.append(parse(getattr(key, "blob", b""), f"agent certificate {getattr(key, 'comment', '')}"))
+            except ValueError as exc:
+                found.append(_fail("certificate", f"agent certificate: {exc}", CERT_ADVICE))
+    checks: list[Check] = []
+    seen: set[bytes] = set()
+    for item in found:
+        if isinstance(item, dict):
+            checks.append(item)
+        elif item.blob not in seen:
+            seen.add(item.blob)
+            problem = item.problem(endpoint.user)
+            detail, _, advice = problem.partition("; ")
+            checks.append(_fail("certificate", detail, CERT_ADVICE if advice in ("", "get a new one") else advice)
+                          if problem else
+                          Check(name="certificate", outcome=OK, detail=_certificate_detail(item), advice=""))
+    return checks
+
+
+def _certificate_detail(cert: Certificate) -> str:
+    """`LABEL: for alice, bob, valid until T` (`for any user`, `forever`), as ssh-keygen -L shows it."""
+    from ..ssh.certs import when
+
+    who = ", ".join(cert.principals) if cert.principals else "any user"
+    until = when(cert.valid_before)
+    return f"{cert.label}: for {who}, valid {until if until == 'forever' else 'until ' + until}"
+
+
+def _kerberos(endpoint: Endpoint) -> Check:
+    """The Kerberos ticket (GSSAPIAuthentication yes): whose, until when, and whether it gets one for the
+    server's principal; none or an expired one fails, saying to get one."""
+    from ..ssh.certs import when
+    from ..ssh.kerberos import Unavailable, server_name, start, ticket
+
+    server = endpoint.option("gssapiserveridentity") or endpoint.hostname
+    if not endpoint.option("gssapiserveridentity") and endpoint.flag("gssapitrustdns", False) \
+            and not _proxy(endpoint):
+        try:
+            address = str(socket.getaddrinfo(endpoint.hostname, endpoint.port, proto=socket.IPPROTO_TCP)[0][4][0])
+        except OSError:
+            address = ""
+        server = server_name(endpoint.hostname, address, True)
+    context = start(server, delegate=False)
+    if isinstance(context, Unavailable) and context.skipped:
+        return _fail("Kerberos", context.detail, context.advice)
+    held = ticket()
+    whose = f"{held[0]}, valid until {when(int(held[1]))}" if held else "a ticket"
+    if isinstance(context, Unavailable):
+        return _fail("Kerberos", f"{whose}; no ticket for host/{server}: {context.short}",
+                     "the server's principal is host/NAME: check HostName, GSSAPIServerIdentity and GSSAPITrustDNS "
+                     "in ~/.ssh/config")
+    return Check(name="Kerberos", outcome=OK, detail=f"{whose}; gets one for host/{server}", advice="")
 
 
 def _reach(endpoint: Endpoint) -> Check:

@@ -105,7 +105,7 @@ class Authenticator:
     certificates: list[Certificate] | None = None  # CertificateFile's, once read
     offered_certificates: set[bytes] = field(default_factory=set)  # each one once, from the agent or a file
     kerberos_tried: bool = False
-    kerberos_problem: str = ""  # why Kerberos could not be tried (no ticket, no gssapi package)
+    kerberos_problem: str = ""  # why Kerberos could not be tried (no ticket, no pyspnego)
     unusable: int = 0  # agent keys of types paramiko cannot use
     unusable_types: list[str] = field(default_factory=list)
     pending_keys: Iterator[tuple[str, paramiko.PKey]] | None = None
@@ -217,13 +217,18 @@ class Authenticator:
         if self.kerberos_tried:
             return False
         self.kerberos_tried = True
-        from .kerberos import start
+        from .kerberos import Unavailable, peer_address, server_name, start
 
-        server = self.endpoint.option("gssapiserveridentity") or self.endpoint.hostname
+        server = self.endpoint.option("gssapiserveridentity") or server_name(
+            self.endpoint.hostname, peer_address(self.transport.sock), self.endpoint.flag("gssapitrustdns", False))
         context = start(server, self.endpoint.flag("gssapidelegatecredentials", False))
-        if isinstance(context, tuple):
-            short, self.kerberos_problem = context
-            self.tried.append(f"{GSSAPI_METHOD} (skipped: {short})")
+        if isinstance(context, Unavailable):
+            if not context.skipped:  # the ticket cannot get this server's: as the server refusing it
+                self.tried.append(f"{GSSAPI_METHOD} (host/{server}: {context.short})")
+                log.debug("%s: %s as host/%s: %s", self.login, GSSAPI_METHOD, server, context.short)
+                return False
+            self.kerberos_problem = context.line
+            self.tried.append(f"{GSSAPI_METHOD} (skipped: {context.short})")
             log.debug("%s: %s skipped: %s", self.login, GSSAPI_METHOD, self.kerberos_problem)
             return False
         said = ""
@@ -318,8 +323,8 @@ class Authenticator:
         """The CertificateFile certificates (read once; those that cannot be read are noted and dropped)."""
         if self.certificates is None:
             self.certificates = []
-            for value in self.endpoint.values("certificatefile"):
-                cert = self._read_certificate(Path(os.path.expanduser(self._expand(value))))
+            for path in certificate_files(self.endpoint):
+                cert = self._read_certificate(path)
                 if cert is not None:
                     self.certificates.append(cert)
         return self.certificates
@@ -344,14 +349,6 @@ class Authenticator:
             self.problems.append(problem)
             self.tried.append(f"{cert.label} (skipped: {problem.split('; ')[0].removeprefix('certificate ')})")
         return None
-
-    def _expand(self, value: str) -> str:
-        """The `%` tokens OpenSSH expands in CertificateFile (and `~` after them)."""
-        host = socket.gethostname()
-        tokens = {"%": "%", "d": str(Path.home()), "h": self.endpoint.hostname, "l": host,
-                  "L": host.split(".")[0], "n": self.endpoint.alias, "p": str(self.endpoint.port),
-                  "r": self.endpoint.user, "u": getpass.getuser()}
-        return TOKEN_RE.sub(lambda match: tokens.get(match.group(1), match.group(0)), value)
 
     def _identity_files(self) -> list[Path]:
         return identity_files(self.endpoint)
@@ -464,6 +461,15 @@ def identity_files(endpoint: Endpoint) -> list[Path]:
     return [p for p in (Path(os.path.expanduser(name)) for name in DEFAULT_IDENTITIES) if p.exists()]
 
 
+def certificate_files(endpoint: Endpoint) -> list[Path]:
+    """The CertificateFile paths, each with the `%` tokens OpenSSH expands in it, then `~`."""
+    host = socket.gethostname()
+    tokens = {"%": "%", "d": str(Path.home()), "h": endpoint.hostname, "l": host, "L": host.split(".")[0],
+              "n": endpoint.alias, "p": str(endpoint.port), "r": endpoint.user, "u": getpass.getuser()}
+    return [Path(os.path.expanduser(TOKEN_RE.sub(lambda match: tokens.get(match.group(1), match.group(0)), value)))
+            for value in endpoint.values("certificatefile")]
+
+
 def _usable_type(key: paramiko.PKey) -> bool:
     """Whether paramiko can log in with an agent key: a type it knows, or a certificate of one."""
     if getattr(key, "inner_key", key) is not None:
@@ -492,4 +498,4 @@ def _public_blob(path: Path) -> bytes | None:
 
 
 __all__ = ["DEFAULT_IDENTITIES", "DEFAULT_METHODS", "MAX_AUTH_STEPS", "PASSWORD_PROMPTS", "SWITCHES", "Authenticator",
-           "identity_files"]
+           "certificate_files", "identity_files"]

@@ -47,9 +47,9 @@ class Certificate:
         if self.cert_type != USER_CERT:
             return f"certificate {self.label} is a host certificate, not a user certificate"
         if moment >= self.valid_before:
-            return f"certificate {self.label} expired at {_when(self.valid_before)}; get a new one"
+            return f"certificate {self.label} expired at {when(self.valid_before)}; get a new one"
         if moment < self.valid_after:
-            return f"certificate {self.label} is not valid before {_when(self.valid_after)}; check the clock"
+            return f"certificate {self.label} is not valid before {when(self.valid_after)}; check the clock"
         if self.principals and user not in self.principals:
             return (f"certificate {self.label} is for {', '.join(self.principals)}, not {user}; "
                     "set User for this host or get a certificate for it")
@@ -98,11 +98,12 @@ def is_certificate(key_type: str) -> bool:
     return key_type.endswith(CERT_SUFFIX)
 
 
-def _when(stamp: int) -> str:
+def when(stamp: int) -> str:
     """A validity bound as OpenSSH's ssh-keygen -L shows it, in UTC."""
     if stamp >= FOREVER:
         return "forever"
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp))
 
 
-__all__ = ["CERT_SUFFIX", "FOREVER", "KEY_FIELDS", "USER_CERT", "Certificate", "is_certificate", "parse", "read"]
+__all__ = ["CERT_SUFFIX", "FOREVER", "KEY_FIELDS", "USER_CERT", "Certificate", "is_certificate", "parse", "read",
+           "when"]

@@ -43,7 +43,13 @@ SUPPORTED_OPTIONS = frozenset({
     "userknownhostsfile", "globalknownhostsfile", "hostkeyalias", "hashknownhosts", "compression",
     "preferredauthentications", "pubkeyauthentication", "kbdinteractiveauthentication", "passwordauthentication",
     "ciphers", "certificatefile", "gssapiauthentication", "gssapidelegatecredentials", "gssapiserveridentity",
+    "gssapitrustdns",
 })
+#: Why some options OpenSSH builds may have are ignored, for their debug-log line.
+IGNORED_BECAUSE = dict.fromkeys(
+    ("gssapikeyexchange", "gssapikexalgorithms", "gssapirenewalforcesrekey"),
+    "Kerberos key exchange, a Debian and Fedora patch to OpenSSH; Kerberos logs in by gssapi-with-mic with "
+    "GSSAPIAuthentication yes")
 #: Options OpenSSH accumulates over every line that applies, where paramiko keeps the first: each line
 #: goes to paramiko under a numbered name of its own (`certificatefile_00003`), read back by Endpoint.values.
 ACCUMULATED_OPTIONS = frozenset({"certificatefile"})
@@ -226,7 +232,8 @@ class _Reader:
                 self.include(value, chain, path, number, depth, user)
             elif keyword not in SUPPORTED_OPTIONS:
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("ssh config %s line %d: %s is not supported; ignored", shorten(path), number, written)
+                    log.debug("ssh config %s line %d: %s is not supported; ignored%s", shorten(path), number, written,
+                              f" ({IGNORED_BECAUSE[keyword]})" if keyword in IGNORED_BECAUSE else "")
             elif not skip:
                 if chain != self.emitted:
                     self.lines.append(_header(chain))
@@ -354,6 +361,6 @@ def parse_hop(spec: str) -> tuple[str | None, str, int | None]:
 
 
 __all__ = ["ACCUMULATED_OPTIONS", "DEFAULT_ALIVE_COUNT", "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_PORT",
-           "DEFAULT_REPLY_TIMEOUT", "HOP_RE", "MATCH_CRITERIA", "MAX_INCLUDE_DEPTH", "OPTION_ALIASES", "SETTING_RE",
-           "SUPPORTED_OPTIONS",
-           "SYSTEM_SSH_CONFIG", "Endpoint", "load_ssh_config", "parse_hop", "resolve", "shorten"]
+           "DEFAULT_REPLY_TIMEOUT", "HOP_RE", "IGNORED_BECAUSE", "MATCH_CRITERIA", "MAX_INCLUDE_DEPTH",
+           "OPTION_ALIASES", "SETTING_RE", "SUPPORTED_OPTIONS", "SYSTEM_SSH_CONFIG", "Endpoint", "load_ssh_config",
+           "parse_hop", "resolve", "shorten"]
