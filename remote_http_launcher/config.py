@@ -68,7 +68,7 @@ LOG_FIELDS = ("log_level", "log_file", "debug_log_file")
 REQUIRED_FIELDS = ("workdir", "key", "command")
 OPTIONAL_FIELDS = ("hostname", "ssh_hostname", "network_interface", "tunnel", "handshake", "conda",
                    "file_parameters", "meta", "startup_timeout", "watchdog_interval", "connection_persist",
-                   "scheduler", "port_start", "port_end", "url_pattern", "local_port")
+                   "reconnect_timeout", "scheduler", "port_start", "port_end", "url_pattern", "local_port")
 # Every other field is a template variable, as in the original. One no template reads is a mistake: a
 # near miss of a launcher field (`tunel`) is refused, which would otherwise run without a tunnel.
 FIELDS = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS, *LOG_FIELDS)
@@ -198,6 +198,8 @@ class Config(NamedTuple):
     url_pattern: str | None = None
     #: The tunnel's local port, pinned (None: any free one).
     local_port: int | None = None
+    #: Seconds a tunnel whose SSH link is lost tries to restore it (None: as long as the service may run).
+    reconnect_timeout: float | None = None
 
     @property
     def remote(self) -> bool:
@@ -474,6 +476,7 @@ def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ..
     startup_timeout = _seconds(data, "startup_timeout", DEFAULT_STARTUP_TIMEOUT)
     watchdog_interval = _seconds(data, "watchdog_interval", DEFAULT_WATCHDOG_INTERVAL)
     connection_persist = _seconds(data, "connection_persist", DEFAULT_CONNECTION_PERSIST, zero_ok=True)
+    reconnect_timeout = _seconds(data, "reconnect_timeout", 0.0) or None
     if stock_ports is None:
         stock_ports = _stock_ports(data, command_template)
     port_range = _port_range(data)
@@ -487,7 +490,8 @@ def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ..
     raw = dict(data)
     raw["network_interface"] = network_interface
     raw["tunnel"] = tunnel
-    for name in ("hostname", "ssh_hostname", "handshake", "conda", "file_parameters", "meta", "scheduler"):
+    for name in ("hostname", "ssh_hostname", "handshake", "conda", "file_parameters", "meta", "scheduler",
+                 "reconnect_timeout"):
         raw.setdefault(name, None)
     for name, default in (("startup_timeout", startup_timeout), ("watchdog_interval", watchdog_interval),
                           ("connection_persist", connection_persist)):
@@ -518,6 +522,7 @@ def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ..
         port_range=port_range,
         url_pattern=url_pattern,
         local_port=local_port,
+        reconnect_timeout=reconnect_timeout,
     )
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .commands.entries import ABSENT, FAILED, QUEUED, RUNNING, STALE, STARTING, ServiceEntry
 from .commands.status import NOT_ITS_PORT, UNVERIFIED, VERIFIED, StatusResult
 from .commands.stop import StoppedProcess, StopResult
+from .tunnels.lock import LINK_UP
 
 if TYPE_CHECKING:
     from .broker.control import Connection
@@ -110,6 +111,8 @@ def format_status(entry: StatusResult) -> str:
                                       f"({'alive' if client['keeper_alive'] else 'not running'})"))
     if client["tunnel_up"] is False:
         rows.append(("tunnel", "down: no tunnel keeper serves it"))
+    elif client["link"] not in (None, LINK_UP):
+        rows.append(("tunnel", f"{client['link']} (its local ports stay bound)"))
     lines = [head] + [f"  {name:<14}{'-' if value is None else value}" for name, value in rows]
     hint = {
         ABSENT: "start it with 'remote-http-launcher CONFIG'",
@@ -173,9 +176,9 @@ def format_connections(entries: list[Connection]) -> str:
     def count(value: object) -> str:
         return "-" if value is None else str(len(value) if isinstance(value, list) else value)
 
-    return "\n".join(format_table(("HOST", "PID", "SINCE", "LAST USE", "IN USE", "TUNNELS", "SSH CONFIG"),
+    return "\n".join(format_table(("HOST", "PID", "SINCE", "LAST USE", "IN USE", "TUNNELS", "LINK", "SSH CONFIG"),
                                   [(e["host"] or "?", str(e["pid"]), ago(e["since"]), ago(e["last_use"]),
-                                    count(e["sessions"]), count(e["tunnels"]),
+                                    count(e["sessions"]), count(e["tunnels"]), e["link"] or "-",
                                     "current" if e["current"] else "old (idles out)") for e in entries]))
 
 

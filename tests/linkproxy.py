@@ -4,7 +4,8 @@ The benchmarks use it for a slow link (`rtt`), the fault tests for a silent
 one: `freeze()` stops forwarding in both directions without closing either
 side (what a dropped VPN or a sleeping Wi-Fi looks like to both ends: no
 FIN, no RST, just silence; new connections are accepted but not forwarded),
-and `thaw()` delivers what was held back and forwards again.
+and `thaw()` delivers what was held back and forwards again. `cut()` closes
+every current connection (a link that died during sleep, seen on resume).
 `freeze_after_greeting()` lets each new connection carry the server's first
 bytes (an SSH server's greeting) and then freezes it: a link that dies during
 the key exchange.
@@ -101,6 +102,17 @@ class LinkProxy:
     def thaw(self) -> None:
         """Forward again, everywhere (what arrived meanwhile first)."""
         self._call(frozen=False, greeting_only=False, flowing=True)
+
+    def cut(self) -> None:
+        """Close every current connection, both ways; new ones are taken as the mode says."""
+        assert self.loop is not None, "start() the proxy first"
+
+        async def apply() -> None:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.sleep(0)
+
+        asyncio.run_coroutine_threadsafe(apply(), self.loop).result(5)
 
     def _call(self, *, frozen: bool, greeting_only: bool, flowing: bool | None) -> None:
         """Change the mode on the proxy's loop; returns once in effect."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ from tests.conftest import ROOT, alive, wait_for
 from tests.linkproxy import LinkProxy
 from tests.posix import python_path
 from tests.remote import keeper_processes
-from tests.ssh_client import ALIAS, RELAY, demo_config, node_key, stop_services_script
+from tests.ssh_client import ALIAS, RELAY, demo_config, node_key, remote_state, stop_services_script
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
@@ -282,3 +283,103 @@ def test_a_freeze_during_login_says_the_server_stopped_answering(
     assert not isinstance(raised.value, AuthenticationError), message  # retrying later may work: not a refusal
     assert re.fullmatch(rf"ssh {ALIAS} \(.*?\): auth: (password|keyboard-interactive): the server stopped "
                         r"answering \(no reply within 2 s\)", message), message
+
+
+# ---------------------------------------------------------------- sessions that survive: long loss, suspend
+
+#: How long tunnels used to try restoring a lost link: 12 watchdog intervals (watchdog_interval 1 below).
+OLD_LIMIT = 12
+REFUSED_AT_ONCE = 2.0  # seconds: a local connection while the link is down fails at once, never hangs
+
+
+def answering_within(port: int, timeout: float) -> float:
+    """Seconds until the tunnel at `port` answers, polled as a client retrying would; fails after `timeout`."""
+    start = time.monotonic()
+    while True:
+        try:
+            if get(port) == b"ok\n":
+                return time.monotonic() - start
+        except OSError:
+            pass
+        assert time.monotonic() - start < timeout, f"port {port} did not answer within {timeout} s"
+        time.sleep(0.2)
+
+
+def refused_at_once(port: int) -> None:
+    start = time.monotonic()
+    with pytest.raises(OSError):
+        get(port)
+    assert time.monotonic() - start < REFUSED_AT_ONCE
+
+
+def still_served(sshd: SSHServer, config: dict[str, Any], payload: dict[str, Any], connection_dir: Path,
+                 service: dict[str, Any]) -> None:
+    """The same service (not relaunched) answers on the same local port, through the same keeper, whose
+    client file is unchanged."""
+    assert answering_within(payload["port"], 30) < 30
+    assert remote_state(sshd, config["key"]) == service
+    assert alive(payload["keeper_pid"])
+    assert json.loads((connection_dir / f"{config['key']}.json").read_text()) == payload
+
+
+@pytest.mark.parametrize("keeper", KEEPERS)
+def test_a_tunnel_outlives_a_long_silent_link_on_its_local_port(
+        keeper: str, request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path, connection_dir: Path,
+        make_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    """Silent for longer than tunnels used to try, then back: the same local port answers again, with no
+    command run and nothing relaunched; meanwhile it was bound and refused connections at once. A tunnel
+    whose service ended meanwhile is closed once the link is back."""
+    proxy = connect_via("direct", request, sshd, client_home, tmp_path)
+    config = glitch_config(make_config, keeper, watchdog_interval=1)
+    ends = glitch_config(make_config, keeper, watchdog_interval=1, key=config["key"] + "-ends")
+    payload = start_tunnel(config, tmp_path)
+    ended = start_tunnel(ends, tmp_path)
+    service, doomed = remote_state(sshd, config["key"]), remote_state(sshd, ends["key"])
+    assert service is not None and doomed is not None
+    log = Path(payload["keeper_log"])
+    proxy.freeze()
+    try:
+        wait_for(lambda: re.search(r"link to \S+ lost", log.read_text()) is not None, 30, "the keeper to notice")
+        sshd.run(f"kill {doomed['pid']}", check=True)
+        time.sleep(OLD_LIMIT + 8)
+        assert alive(payload["keeper_pid"]), log.read_text()
+        refused_at_once(payload["port"])
+    finally:
+        proxy.thaw()
+    still_served(sshd, config, payload, connection_dir, service)
+    wait_for(lambda: not (connection_dir / f"{ends['key']}.json").exists(), 30, "the ended service's tunnel to close")
+    refused_at_once(ended["port"])
+    assert f"{config['key']}: closing the tunnel" not in log.read_text()
+
+
+@pytest.mark.parametrize("keeper", KEEPERS)
+def test_a_suspended_keeper_resumes_on_its_local_port(
+        keeper: str, request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path, connection_dir: Path,
+        make_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    """A laptop's sleep: the keeper (or broker) is stopped, its link dies meanwhile, and after the resume the
+    network takes longer to come back than tunnels used to try. The link is replaced and the same local
+    port answers; nothing is relaunched or duplicated."""
+    from remote_http_launcher.broker.registry import live_brokers
+
+    proxy = connect_via("direct", request, sshd, client_home, tmp_path)
+    config = glitch_config(make_config, keeper, watchdog_interval=1)
+    payload = start_tunnel(config, tmp_path)
+    service = remote_state(sshd, config["key"])
+    assert service is not None
+    holder = payload["keeper_pid"]
+    os.kill(holder, signal.SIGSTOP)
+    try:
+        proxy.cut()  # the link died during the sleep
+        proxy.freeze()  # and the network is not back yet
+        time.sleep(5)
+    finally:
+        os.kill(holder, signal.SIGCONT)
+    try:
+        time.sleep(OLD_LIMIT + 8)
+        refused_at_once(payload["port"])
+    finally:
+        proxy.thaw()
+    still_served(sshd, config, payload, connection_dir, service)
+    assert keeper_processes(str(connection_dir)) == ([] if keeper == "broker" else [holder])
+    assert [owner.pid for _, owner in live_brokers()] == ([holder] if keeper == "broker" else [])
+    assert "reconnected" in Path(payload["keeper_log"]).read_text()

@@ -36,13 +36,25 @@ from pathlib import Path
 from typing import Any
 
 from .. import prompts, statefiles
-from ..errors import BrokerUnavailable, HostError, LauncherError
+from ..errors import AuthenticationError, BrokerUnavailable, HostError, LauncherError
 from ..hosts.base import Host
 from ..processes import own_uid
 from ..progress import Progress
 from ..prompts import Prompt
 from ..tunnels.lock import BROKER_MARKER
-from .protocol import PROPERTIES, NoAnswer, Wire, parse_reply, peer, pipe_server, prove_client, raise_reply
+from .protocol import (
+    ANSWER,
+    CANCEL,
+    PROMPT,
+    PROPERTIES,
+    NoAnswer,
+    Wire,
+    parse_reply,
+    peer,
+    pipe_server,
+    prove_client,
+    raise_reply,
+)
 from .registry import BrokerFiles, BrokerLock, is_broker
 
 BUSY_WAIT = 120.0  # another command's broker may be waiting for its user to type a one-time code
@@ -58,6 +70,8 @@ SCRIPT_REQUEST_TIMEOUT = 180.0
 SCRIPT_METHODS = frozenset({"run_script", "launch"})
 #: What a command may ask again of its own login after the broker did not answer: reads, and writes whose
 #: second run leaves what the first would (not a create, rename, script, launch, signal or tunnel request).
+#: Logins a command hands to a broker whose link waits for one (a second: the link was lost again meanwhile).
+MAX_HANDED_LOGINS = 2
 REPEATABLE = frozenset({"home", "state_dir", "read", "read_state_file", "read_status_file", "mtime", "listdir",
                         "read_from", "process_start_time", "listens", "write_atomic", "remove", "info"})
 log = logging.getLogger("remote_http_launcher.broker")
@@ -281,6 +295,8 @@ class BrokeredHost(Host):
         self._local.wire = attached[0]
         self._all = [attached[0]]
         self._lock = threading.Lock()
+        self._login = threading.Lock()  # one thread asks the user for the broker's login; the others wait
+        self._logins = 0  # logins handed to the broker by this command
 
     # ---- the calls ----
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -292,6 +308,7 @@ class BrokeredHost(Host):
         the module's doc)."""
         if self.fallback is None:
             sent = False
+            logins = self._logins
             try:
                 wire = self._wire()
                 wire.send([method, list(args), kwargs])
@@ -311,7 +328,14 @@ class BrokeredHost(Host):
             else:
                 if kind == "ok":
                     return fields[0]
-                if kind == "unavailable":
+                if kind == "login":
+                    try:
+                        self._hand_login(wire, fields[0], logins)
+                    except (OSError, EOFError, BrokerUnavailable) as exc:
+                        self._fail_over(f"the broker is gone ({exc})")
+                    else:
+                        return self.call_within(timeout, method, *args, **kwargs)
+                elif kind == "unavailable":
                     self._fail_over(f"the broker cannot make this call ({fields[0]})", direct=True)
                 elif kind == "error" and fields[1]:
                     self._fail_over("the broker's link is lost", LauncherError.from_dict(fields[0]))
@@ -324,6 +348,38 @@ class BrokeredHost(Host):
             raise BrokerUnavailable("connection broker: the broker that kept the tunnel is gone")
         found = getattr(self.fallback, method)
         return found if method in PROPERTIES else found(*args, **kwargs)
+
+    def _hand_login(self, wire: Wire, why: str, seen: int) -> None:
+        """The broker's link waits for a login only our user can answer (a password, a one-time code): ask
+        for it where questions go, relaying each question of the broker's login, once per command (`seen`:
+        the logins handed when our call was sent; a thread that finds one handed since just calls again).
+        The broker restores every tunnel of the host with it."""
+        with self._login:
+            if self._logins != seen:
+                return
+            prompt = self.prompt or prompts.default()
+            if prompt is None or self._logins >= MAX_HANDED_LOGINS:
+                raise AuthenticationError(f"{self.name}: {why} (a password or one-time code), and there is no "
+                                          "way to ask here; run a command for this host in a terminal, or pass "
+                                          "prompt= to run()", host=self.name, step="login")
+            self._logins += 1
+            log.info("%s: %s; logging in for it", self.name, why)
+            wire.send(["login", [], {}])
+            while True:
+                message = wire.receive(timeout=SCRIPT_REQUEST_TIMEOUT)
+                if isinstance(message, list) and len(message) == 3 and message[0] == PROMPT:
+                    try:
+                        reply = [ANSWER, prompt(str(message[1]), bool(message[2]))]
+                    except Exception as exc:  # no answer: the broker's login gives that step up
+                        reply = [CANCEL, str(exc) or type(exc).__name__]
+                    wire.send(reply)
+                    continue
+                kind, fields = parse_reply(message)
+                if kind in ("error", "oserror"):
+                    raise_reply(kind, fields)
+                if kind != "ok":
+                    raise BrokerUnavailable(f"connection broker: {fields[0]}")
+                return
 
     def _wire(self) -> Wire:
         wire: Wire | None = getattr(self._local, "wire", None)

@@ -23,6 +23,7 @@ class Connection(TypedDict):
     tunnels: list[str] | None  # the keys whose tunnels it keeps
     persist: float | None
     current: bool  # new commands for its host use it; False once ~/.ssh/config changed (then it idles out)
+    link: str | None  # "up", "reconnecting" or "waiting for login"; None when it did not answer
 
 
 def connections() -> list[Connection]:
@@ -43,7 +44,8 @@ def connections() -> list[Connection]:
                       "last_use": time.time() - idle if isinstance(idle, (int, float)) else None,
                       "sessions": info.get("sessions"), "tunnels": info.get("tunnels"),
                       "persist": persist if isinstance(persist, (int, float)) else None,
-                      "current": isinstance(target, str) and files.lock.stem == destination_id(target)})
+                      "current": isinstance(target, str) and files.lock.stem == destination_id(target),
+                      "link": info["link"] if isinstance(info.get("link"), str) else None})
     return found
 
 

@@ -16,7 +16,7 @@ answer to another as its own:
   broker → client   HMAC(key, "server" nonce_c nonce_s)
 
 Requests: [method, [args], {keyword args}], where the methods are the relayed part of the
-`Host` interface (`RELAYED`), `info`, the tunnel requests of broker/tunnels.py
+`Host` interface (`RELAYED`), `info`, `login`, the tunnel requests of broker/tunnels.py
 (`tunnel_claim`, `tunnel_open`, `tunnel_keep`, `tunnel_drop`), and the
 socket-like channel `tcp_channel` returns, driven call by call (`channel_send`,
 `channel_recv`, `channel_close`) so the handshake code runs unchanged through the broker.
@@ -25,7 +25,12 @@ Replies: ["ok", value]; ["error", LauncherError.to_dict(), link_lost] where
 `link_lost` tells the client to log in again and repeat the call; ["oserror",
 class name, errno, text] for the OSErrors the Host interface raises on purpose
 (e.g. a refused port); ["unavailable", why] when the broker cannot answer this
-call (a reply over the size limit): the client makes it on a login of its own.
+call (a reply over the size limit): the client makes it on a login of its own;
+["login", why] while the broker's link waits for a login it cannot ask for (a
+password, a one-time code): the client sends `login`, during which the broker
+relays each question of its new login, [PROMPT, text, secret], and the client
+answers [ANSWER, text] or [CANCEL, why]; its reply says whether the link was
+restored with that login, and the client then repeats its call.
 """
 
 from __future__ import annotations
@@ -64,7 +69,12 @@ OS_ERRORS = frozenset({"FileNotFoundError", "FileExistsError", "PermissionError"
                        "ConnectionResetError", "TimeoutError", "OSError", "EOFError"})
 #: Each kind of reply and the types of its fields.
 REPLY_FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
-    "ok": (object,), "error": (dict, bool), "oserror": (str, (int, type(None)), str), "unavailable": (str,)}
+    "ok": (object,), "error": (dict, bool), "oserror": (str, (int, type(None)), str), "unavailable": (str,),
+    "login": (str,)}
+#: The messages of a relayed login question and its answer (`login`).
+PROMPT = "prompt"
+ANSWER = "answer"
+CANCEL = "cancel"
 NAMED_TUPLES: dict[str, type[tuple[Any, ...]]] = {"ScriptResult": ScriptResult, "SeenProcess": SeenProcess,
                                                    "Launch": Launch}
 MAX_MESSAGE = 16 << 20  # bytes of one request or reply; a longer one is refused before it is read

@@ -37,6 +37,7 @@ from .tunnels import Tunnels
 
 if TYPE_CHECKING:
     from ..hosts.ssh import SSHHost
+    from ..prompts import Prompt
     from ..tunnels.watch import Link
 
 IDLE_CHECK = 1.0
@@ -269,7 +270,21 @@ class Broker:
     def info(self) -> dict[str, Any]:
         return {"target": self.target, "pid": os.getpid(), "since": self.since, "sessions": self.sessions - 1,
                 "idle": time.monotonic() - self.last_use, "persist": self.persist,
-                "tunnels": sorted(self.tunnels.by_key)}
+                "tunnels": sorted(self.tunnels.by_key), "link": self.link.state()}
+
+    def waits_for_login(self) -> bool:
+        return self.link.waiting_for_login
+
+    def login(self, prompt: Prompt) -> None:
+        """A client's user answers our new login: the link, with every tunnel on its local ports, is restored
+        with it (a link restored meanwhile keeps its own)."""
+        from ..hosts.ssh import SSHHost
+
+        if not self.link.waiting_for_login:
+            return
+        log.info("logging in to %s again, asking a command's user", self.target)
+        if not self.link.hand(SSHHost.connect(self.target, prompt=prompt)):
+            log.info("the link to %s was restored without that login", self.target)
 
     def _wait_until_done(self) -> str:
         while True:

@@ -12,11 +12,17 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BrokerUnavailable, LauncherError
-from .protocol import MAX_MESSAGE, OS_ERRORS, PROPERTIES, RELAYED, Wire, encode
+from .protocol import ANSWER, MAX_MESSAGE, OS_ERRORS, PROMPT, PROPERTIES, RELAYED, Wire, encode
 
 if TYPE_CHECKING:
     from ..hosts.ssh import SSHHost
+    from ..prompts import Prompt
     from .tunnels import Tunnels
+
+#: Seconds the client's user has to answer one relayed login question.
+ANSWER_TIMEOUT = 600.0
+#: Requests served while the link waits for a login: the rest are answered ["login", why].
+WITHOUT_LINK = frozenset({"info", "login"})
 
 log = logging.getLogger("remote_http_launcher.broker")
 
@@ -35,6 +41,12 @@ class Usage(Protocol):
     def used(self) -> None: ...
 
     def info(self) -> dict[str, Any]: ...
+
+    def waits_for_login(self) -> bool:
+        """True while the link waits for a login only a client's user can answer."""
+
+    def login(self, prompt: Prompt) -> None:
+        """Log in again with `prompt` answering, and restore the link (every tunnel) with that login."""
 
 
 def serve_session(wire: Wire, broker: Usage) -> None:
@@ -62,9 +74,15 @@ def serve_session(wire: Wire, broker: Usage) -> None:
                 return
             broker.used()
             host = broker.host
+            reply: list[Any]
             try:
-                if method.startswith("tunnel_"):
-                    reply: list[Any] = ["ok", _tunnel_call(broker.tunnels, claimed, method, args)]
+                if method not in WITHOUT_LINK and broker.waits_for_login():
+                    reply = ["login", f"the connection broker's link to {host.name} waits for a login"]
+                elif method == "login":
+                    broker.login(_relayed_prompt(wire))
+                    reply = ["ok", None]
+                elif method.startswith("tunnel_"):
+                    reply = ["ok", _tunnel_call(broker.tunnels, claimed, method, args)]
                 else:
                     reply = ["ok", _call(host, broker, channels, numbers, method, args, kwargs)]
             except LauncherError as exc:
@@ -81,6 +99,19 @@ def serve_session(wire: Wire, broker: Usage) -> None:
             channel.close()
         for key in claimed:
             broker.tunnels.drop(key, "the run that opened it ended without it")
+
+
+def _relayed_prompt(wire: Wire) -> Prompt:
+    """Ask the client's user (the `login` request): one message per question, its answer back."""
+
+    def ask(text: str, secret: bool) -> str:
+        wire.send([PROMPT, text, secret])
+        answer = wire.receive(timeout=ANSWER_TIMEOUT)
+        if isinstance(answer, list) and len(answer) == 2 and answer[0] == ANSWER and isinstance(answer[1], str):
+            return answer[1]
+        raise EOFError(f"no answer ({answer[1] if isinstance(answer, list) and len(answer) == 2 else 'cancelled'})")
+
+    return ask
 
 
 def _send_reply(wire: Wire, reply: list[Any]) -> None:

@@ -27,7 +27,7 @@ from ..hosts.base import SeenProcess
 from ..service import identity_problem, is_ours, job_of
 from ..statefiles import ServerState
 from ..stock import URL, URL_UNMATCHED
-from ..tunnels.lock import KeeperLock, is_keeper
+from ..tunnels.lock import KeeperLock, is_keeper, link_state
 
 if TYPE_CHECKING:
     from .. import schedulers
@@ -80,6 +80,7 @@ class ClientSide(TypedDict):
     keeper_pid: int | None
     keeper_alive: bool | None
     tunnel_up: bool | None  # None: the config asks for no tunnel; else whether a live keeper serves it
+    link: str | None  # the live keeper's SSH link: "up", "reconnecting" or "waiting for login"; else None
     url: str | None  # the service's URL as this machine reaches it
 
 
@@ -196,6 +197,7 @@ def client_entry(path: Path, key: str, tunnel: bool = False) -> ClientSide:
         "keeper_pid": owner.pid if owner else None,
         "keeper_alive": keeper_alive,
         "tunnel_up": bool(keeper_alive) if tunnel else None,
+        "link": None if owner is None or not keeper_alive else link_state(owner),
         "url": (payload or {}).get(URL) if isinstance((payload or {}).get(URL), str) else None,
     }
 

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         client_path = Path(statefiles.client_file(key, args.connection_dir, local_service=not config.remote))
         launcher = Launcher(config, key, client_path, progress)
         lock = KeeperLock(launcher.client_path, key)
-        reused, previous = claim(lock, config, progress)
+        reused, previous = claim(lock, config, progress, can_login=args.ask)
         if reused is not None:
             statefiles.write_atomic(launcher.client_path, statefiles.encode(reused))
             report.send({"payload": reused, "reused": True})

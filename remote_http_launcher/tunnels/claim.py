@@ -2,8 +2,10 @@
 
 The holder is a keeper process or a connection broker (the lock's record says
 which). A holder whose tunnel answers is reused; one restoring its link, or
-that may not have noticed its link went silent yet, is waited for; one whose
-tunnel stays silent is ended through `stop`, which the host of the claim
+that may not have noticed its link went silent yet, is waited for (for as long
+as a claim waits for a starting holder); one waiting for a login it cannot ask
+for, or whose tunnel stays silent, is ended through `stop` (its successor
+logs in asking where this run asks, and takes the same local ports), which the host of the claim
 chooses (a broker asks a fellow broker; a process signals only a verified
 keeper). Before any signal the holder is checked again: same start time, and a
 command line naming our keeper module and the key (`lock.is_keeper`).
@@ -19,7 +21,7 @@ from .. import handshake
 from ..errors import TunnelError
 from ..processes import terminate
 from ..service import KILL_WAIT, STOP_TIMEOUT
-from .lock import KeeperLock, is_keeper, reconnecting_until, served_payload, silence_bound
+from .lock import KeeperLock, is_keeper, reconnecting_until, served_payload, silence_bound, waiting_for_login
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -75,11 +77,12 @@ def stop_process_holder(owner: LockOwner, key: str) -> bool:
 
 
 def claim(lock: KeeperLock, config: Config, progress: Progress, stop: StopHolder = stop_process_holder,
-          restoring: Restoring = lambda owner: False) -> Claim:
+          restoring: Restoring = lambda owner: False, *, can_login: bool = True) -> Claim:
     """Take the keeper lock, or find a live holder that answers (or will: one restoring its link is waited for).
 
     `restoring` lets the holder itself decide (a broker claiming for one of its own tunnels): the lock's
-    record trails the moment its link died."""
+    record trails the moment its link died. Without `can_login` (nowhere to ask), a holder waiting for a
+    login is left alone: replacing it would lose its local ports to a login that cannot succeed."""
     key = lock.key
     deadline = time.monotonic() + config.startup_timeout + STARTING_GRACE
     waiting = ""
@@ -99,8 +102,23 @@ def claim(lock: KeeperLock, config: Config, progress: Progress, stop: StopHolder
             owner = lock.read()[1]  # again: it may have noticed the lost link while we tried it
             live = owner is not None and owner.same_process()
             until = reconnecting_until(owner) if owner is not None and live else None
+            if owner is not None and live and waiting_for_login(owner) and not restoring(owner):
+                if not can_login:
+                    raise TunnelError(f"{key}: tunnel keeper {owner.pid} waits for a login to {config.ssh_target} "
+                                      "(a password or one-time code) to restore its tunnel; run this where it "
+                                      "can ask (a terminal, or prompt=)", key=key, step="tunnel keeper")
+                progress.phase(f"stopping tunnel keeper {owner.pid}: it waits for a login; this run logs in")
+                if not stop(owner, key):
+                    raise TunnelError(f"{key}: connection broker {owner.pid} waits for a login to restore its "
+                                      f"tunnel; run a command for {config.ssh_target} where it can ask",
+                                      key=key, step="tunnel keeper")
+                continue
             if owner is not None and live and (restoring(owner) or
                                                  (until is not None and time.time() < until + RECONNECT_GRACE)):
+                if time.monotonic() > deadline:
+                    raise TunnelError(f"{key}: tunnel keeper {owner.pid} is still restoring its link to "
+                                      f"{config.ssh_target} (it keeps the local ports); try again once the host "
+                                      "is reachable", key=key, step="tunnel keeper")
                 waiting = _phase(progress, waiting, f"tunnel keeper {owner.pid} is restoring its link; waiting")
                 time.sleep(RECONNECT_POLL)
                 continue

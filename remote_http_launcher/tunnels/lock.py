@@ -4,7 +4,8 @@ The key's keeper (a keeper process, or a connection broker keeping the key's
 tunnel among others) holds `<client dir>/<key>.keeper.lock` (a
 `locks.FileLock` on this machine) for the tunnel's whole life; once the tunnel
 is up the lock also holds the client payload it serves, and while its link is
-down, until when it restores it. A lock whose holder is not one of our keepers
+down, until when it restores it and whether it waits for a login only a command
+can make (a password, a one-time code). A lock whose holder is not one of our keepers
 for the key (gone, or its PID now another process) is broken.
 """
 
@@ -24,8 +25,13 @@ from ..statefiles import ClientPayload
 MARKER = "remote_http_launcher.keeper"
 BROKER_MARKER = "remote_http_launcher.broker"
 RECONNECTING = "reconnecting_until"
+WAITING_FOR_LOGIN = "waiting_for_login"
 CONFIG = "config"
 SILENCE_BOUND = "notices_silence_within"
+#: What a keeper's link is doing (`status`, `connections`).
+LINK_UP = "up"
+LINK_RECONNECTING = "reconnecting"
+LINK_WAITING_FOR_LOGIN = "waiting for login"
 PARTIAL_GRACE = 5.0  # an unparsable lock younger than this is a create still being written
 
 
@@ -45,6 +51,18 @@ def is_keeper(owner: LockOwner, key: str) -> bool:
 def reconnecting_until(owner: LockOwner) -> float | None:
     """Until when (a `time.time()`) a keeper that lost its link tries to restore it; None when it is up."""
     return _number(owner, RECONNECTING)
+
+
+def waiting_for_login(owner: LockOwner) -> bool:
+    """True when the keeper's re-login needs an answer it cannot ask for: a command must log in for it."""
+    return owner.data.get(WAITING_FOR_LOGIN) is True
+
+
+def link_state(owner: LockOwner) -> str:
+    """What a live keeper's record says of its link: LINK_UP, LINK_RECONNECTING or LINK_WAITING_FOR_LOGIN."""
+    if waiting_for_login(owner):
+        return LINK_WAITING_FOR_LOGIN
+    return LINK_RECONNECTING if reconnecting_until(owner) is not None else LINK_UP
 
 
 def silence_bound(owner: LockOwner) -> float | None:
@@ -88,11 +106,15 @@ class KeeperLock(FileLock):
     def acquire_for_key(self) -> bool:
         return self.acquire(**self.holder())
 
-    def publish(self, payload: ClientPayload, reconnecting_until: float | None = None) -> None:
+    def publish(self, payload: ClientPayload, reconnecting_until: float | None = None, *,
+                waiting_for_login: bool = False) -> None:
         """Record the payload this keeper serves, so a run that lost its client file can reuse it, and
-        while its link is down, until when it tries to restore it (a `time.time()`); `silence_bound`, when
-        set, is how long the keeper's link may be silent before it notices."""
+        while its link is down, until when it tries to restore it (a `time.time()`) and whether it waits
+        for a login; `silence_bound`, when set, is how long the keeper's link may be silent before it
+        notices."""
         extra: dict[str, Any] = {} if reconnecting_until is None else {RECONNECTING: reconnecting_until}
+        if waiting_for_login:
+            extra[WAITING_FOR_LOGIN] = True
         if self.silence_bound is not None:
             extra[SILENCE_BOUND] = self.silence_bound
         if self.config is not None:
@@ -100,11 +122,12 @@ class KeeperLock(FileLock):
         self.rewrite(**self.holder(), payload=payload, **extra)
         self.published = payload
 
-    def reconnecting(self, until: float | None) -> None:
+    def reconnecting(self, until: float | None, *, waiting_for_login: bool = False) -> None:
         """Say in the record until when we try to restore our link (None: it is up again), so runs that meet
-        our tunnel failing meanwhile wait for us (claim.claim) instead of replacing us."""
+        our tunnel failing meanwhile wait for us (claim.claim) instead of replacing us, and whether we wait
+        for a login (`status` shows it)."""
         if self.held and self.published is not None:
-            self.publish(self.published, until)
+            self.publish(self.published, until, waiting_for_login=waiting_for_login)
 
     def break_if_gone(self, raw: bytes | None) -> bool:
         """Break the lock if its keeper is gone; True when the caller may try to acquire again."""

@@ -7,10 +7,15 @@ checks a tunnel's service (its PID and start time; a batch job: the job, with
 its scheduler); SSH keep-alives at the shortest interval keep idle links (and
 NAT mappings) alive. A check that hangs (a link that died silently) is cut off
 by closing the transport. A lost link is restored once for all its tunnels,
-without prompts, with backoff, for RECONNECT_INTERVALS intervals (60 s at the
-default 5 s): the local ports stay bound meanwhile (local connections fail at
-once), and each tunnel's keeper lock says until when, so other runs wait for
-the link instead of replacing the tunnel (claim.claim).
+without prompts, with backoff capped at MAX_BACKOFF, for as long as its
+tunnels' `reconnect_timeout` allows (by default without limit: a laptop may
+sleep for hours): the local ports stay bound meanwhile (a local connection is
+refused at once, so clients retry the same address), and each tunnel's keeper
+lock says until when, so other runs wait for the link instead of replacing the
+tunnel (claim.claim). A re-login the server refuses without an answer we
+cannot give (a password, a one-time code) waits for a login handed to the link
+by a command that can ask (`hand`: the broker's) instead; the locks say so.
+After a restore, each tunnel's next check closes it if its service is gone.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from .. import statefiles
 from ..errors import AuthenticationError, HostError, HostKeyError, LauncherError
 from ..hosts.ssh import SSHHost
 from ..service import Service, ended, is_ours, job_of
+from .lock import LINK_RECONNECTING, LINK_UP, LINK_WAITING_FOR_LOGIN
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -33,10 +39,13 @@ if TYPE_CHECKING:
     from .forward import Tunnel
     from .lock import KeeperLock
 
-RECONNECT_INTERVALS = 12
 MIN_CHECK_TIMEOUT = 10.0
 FIRST_BACKOFF = 0.5
-MAX_BACKOFF = 10.0
+MAX_BACKOFF = 4.0  # seconds between attempts at most: a link that is back is used again within them
+#: Without a limit, each lock says "reconnecting until now + RENEW_HORIZON", renewed at every attempt: a
+#: run that finds the record older than that (plus claim's grace) knows the holder stopped trying.
+RENEW_HORIZON = 60.0
+HAND_WAIT = 30.0  # seconds a handed login waits for the restore under way to take it
 LINK_POLL = 0.2  # seconds between looks at whether the connection is still open (a local check)
 log = logging.getLogger("remote_http_launcher.tunnel")
 
@@ -74,6 +83,9 @@ class Link:
         self._restoring = threading.Lock()
         self._state = threading.Lock()  # guards `host` swaps and `restoring_until` against `lost`
         self.restoring_until: float | None = None  # set from the moment the link is known lost until restored
+        self.waiting_for_login = False  # a re-login needs an answer: restored by a login handed to us (`hand`)
+        self._handed: SSHHost | None = None
+        self._changed = threading.Condition(self._state)  # a login handed, or the link restored
         self.gave_up = False
         if shells:
             host.keep_shells()
@@ -92,7 +104,7 @@ class Link:
             except HostError as exc:
                 log.info("%s: link to %s lost (%s)", kept.key, self.target, exc)
                 if not self.restore(host):
-                    return f"link to {self.target} lost and not restored within {self.budget():.0f} s"
+                    return f"link to {self.target} lost and not restored ({self.limit_text()})"
                 continue
             if found is None:
                 return f"{ended(state)} ({host.name})"
@@ -138,14 +150,14 @@ class Link:
 
     def restore(self, seen: SSHHost) -> bool:
         """Log in again (once for all tunnels: `seen` is the host the caller found dead); False when the
-        link could not be restored within the budget."""
+        link could not be restored within the limit, or the server's host key changed."""
         with self._restoring:
             if self.host is not seen:
                 return self.host.transport.is_active()  # restored (or given up) by another tunnel's watch
             self._announce()  # before local connections start failing at once (unless `lost` did already)
             log.info("link to %s lost; reconnecting", self.target)
             seen.close()
-            host = reconnect(self.target, self.budget())
+            host = self._reconnect()
             if host is not None and self.shells:
                 try:
                     host.keep_shells()
@@ -153,17 +165,77 @@ class Link:
                     log.info("reconnected link lost again: %s", exc)
                     host.close()
                     host = None
-            if host is None:
-                with self._state:
-                    self.gave_up = True
-                    self.restoring_until = None
-                return False
-            with self._state, self.lock:
-                self.host = host
+            with self._changed:
+                self.waiting_for_login = False
                 self.restoring_until = None
-                self._tell(None, host)
+                if host is None:
+                    self.gave_up = True
+                    self._tell(None, None)
+                    self._changed.notify_all()
+                    return False
+                with self.lock:
+                    self.host = host
+                    self._tell(None, host)
+                self._changed.notify_all()
             self.keepalive()
             return True
+
+    def _reconnect(self) -> SSHHost | None:
+        """Log in again without prompts, with backoff, until the limit (`reconnect_timeout`; none by
+        default), or take the login a command hands us (`hand`); None when the limit passed or the host key
+        changed. A refused login waits for a handed one (only a command can ask the user)."""
+        limit = self.limit()
+        deadline = None if limit is None else time.monotonic() + limit
+        delay = FIRST_BACKOFF
+        while True:
+            if not self.waiting_for_login:
+                try:
+                    host = SSHHost.connect(self.target, interactive=False)
+                except HostKeyError as exc:
+                    log.info("reconnect refused, giving up: %s", exc)  # never retried: it is not our server
+                    return None
+                except AuthenticationError as exc:
+                    log.info("reconnect needs a login we cannot answer; waiting for a command to hand one: %s",
+                             exc)
+                    with self._state:
+                        self.waiting_for_login = True
+                except HostError as exc:
+                    log.info("reconnect failed: %s", exc)
+                else:
+                    log.info("reconnected to %s", self.target)
+                    return host
+            with self._changed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._announce_locked()  # renews the locks' record: we still try
+                pause = RENEW_HORIZON / 2 if self.waiting_for_login else delay
+                self._changed.wait_for(lambda: self._handed is not None,
+                                       pause if remaining is None else min(pause, remaining))
+                handed, self._handed = self._handed, None
+            if handed is not None:
+                log.info("logged in to %s again with a login a command handed us", self.target)
+                return handed
+            delay = min(2 * delay, MAX_BACKOFF)
+
+    def hand(self, host: SSHHost) -> bool:
+        """Restore the link with `host`, a login a command made with the user's answers; True once the
+        link rides on it, False when the link needed none (then `host` is closed)."""
+        with self._changed:
+            if not self.waiting_for_login or self._handed is not None:
+                host.close()
+                return False
+            self._handed = host
+            self._changed.notify_all()
+            taken = self._changed.wait_for(lambda: self.host is host or self.gave_up, HAND_WAIT)
+        return taken and self.host is host
+
+    def state(self) -> str:
+        """What the link is doing (`connections`): up, reconnecting or waiting for a login."""
+        with self._state:
+            if self.waiting_for_login:
+                return LINK_WAITING_FOR_LOGIN
+            return LINK_RECONNECTING if self.restoring_until is not None else LINK_UP
 
     def lost(self) -> bool:
         """True while the link is down or being restored: its tunnels are kept for the restore, never replaced.
@@ -180,18 +252,29 @@ class Link:
             self._announce_locked()
 
     def _announce_locked(self) -> None:
-        self.restoring_until = time.time() + self.budget()
-        self._tell(self.restoring_until, None)
+        limit = self.limit()
+        until = time.time() + (RENEW_HORIZON if limit is None else limit)
+        if self.restoring_until is not None and limit is not None:
+            until = self.restoring_until  # a limit counts from the loss, not from each attempt
+        self.restoring_until = until
+        self._tell(until, None)
 
     def _tell(self, until: float | None, host: SSHHost | None) -> None:
-        """Each tunnel's forwards use `host` (None: fail at once); each lock says until when we reconnect."""
+        """Each tunnel's forwards use `host` (None: fail at once); each lock says until when we reconnect,
+        and whether we wait for a login."""
         for kept in list(self.kept.values()):
             kept.tunnel.transport = None if host is None else host.transport
-            kept.lock.reconnecting(until)
+            kept.lock.reconnecting(until, waiting_for_login=self.waiting_for_login)
 
-    def budget(self) -> float:
-        """How long a lost link is retried: RECONNECT_INTERVALS of the shortest watch interval."""
-        return RECONNECT_INTERVALS * min(self._intervals(), default=1.0)
+    def limit(self) -> float | None:
+        """How long a lost link is retried: the longest `reconnect_timeout` of its tunnels; None (the
+        default) without limit."""
+        limits = [kept.config.reconnect_timeout for kept in list(self.kept.values())]
+        return None if not limits or None in limits else max(limit for limit in limits if limit is not None)
+
+    def limit_text(self) -> str:
+        limit = self.limit()
+        return "no limit" if limit is None else f"reconnect_timeout {limit:g} s passed"
 
     def silence_bound(self) -> float:
         """Seconds within which we notice that the link went silent: its alive check closes it, and we look
@@ -248,26 +331,3 @@ def _look(host: SSHHost, kept: Kept, state: ServerState) -> ServerState | None:
         log.info("%s: job %s was requeued; waiting for its new run", kept.key, job.id)
         statefiles.remove(kept.client_path)
     return state
-
-
-def reconnect(target: str, budget: float) -> SSHHost | None:
-    """Log in to `target` again without prompts, with backoff, for up to `budget` seconds; None when it
-    was refused or did not succeed in time."""
-    deadline = time.monotonic() + budget
-    delay = FIRST_BACKOFF
-    while True:
-        try:
-            host = SSHHost.connect(target, interactive=False)
-        except (AuthenticationError, HostKeyError) as exc:
-            log.info("reconnect refused, giving up: %s", exc)  # retrying will not change the answer
-            return None
-        except HostError as exc:
-            log.info("reconnect failed: %s", exc)
-        else:
-            log.info("reconnected to %s", target)
-            return host
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        time.sleep(min(delay, remaining))
-        delay = min(2 * delay, MAX_BACKOFF)
