@@ -31,7 +31,14 @@ import asyncio
 import socket
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.sshd import SSHServer
+
+REFUSED_AT_ONCE = 2.0  # seconds: a local connection while a tunnel's link is down fails at once, never hangs
 
 
 @dataclass
@@ -260,3 +267,41 @@ def _nodelay(writer: asyncio.StreamWriter) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+
+
+# ---- for tests of tunnels whose link goes through the proxy ----
+
+def through(proxy: LinkProxy, server: SSHServer) -> dict[str, str]:
+    """~/.ssh/config options that reach `server` through `proxy` (its host key still checked under its name)."""
+    return {"HostName": "127.0.0.1", "Port": str(proxy.port), "HostKeyAlias": server.host_key_line.split()[0]}
+
+
+def get(port: int) -> bytes:
+    """The demo service's health check through a local port."""
+    with urllib.request.urlopen(f"http://localhost:{port}/healthcheck", timeout=10) as response:
+        body: bytes = response.read()
+        return body
+
+
+def answering_within(port: int, timeout: float) -> float:
+    """Seconds until the tunnel at `port` answers, polled as a client retrying would; fails after `timeout`."""
+    start = time.monotonic()
+    while True:
+        try:
+            if get(port) == b"ok\n":
+                return time.monotonic() - start
+        except OSError:
+            pass
+        assert time.monotonic() - start < timeout, f"port {port} did not answer within {timeout} s"
+        time.sleep(0.2)
+
+
+def refused_at_once(port: int) -> None:
+    """A local connection to `port` fails, within REFUSED_AT_ONCE."""
+    start = time.monotonic()
+    try:
+        get(port)
+    except OSError:
+        assert time.monotonic() - start < REFUSED_AT_ONCE, f"port {port} took {time.monotonic() - start:.1f} s"
+    else:
+        raise AssertionError(f"port {port} answered")

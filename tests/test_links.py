@@ -28,7 +28,7 @@ from remote_http_launcher import handshake
 from remote_http_launcher.errors import AuthenticationError, HostError
 from remote_http_launcher.hosts.ssh import SSHHost
 from tests.conftest import ROOT, alive, wait_for
-from tests.linkproxy import LinkProxy
+from tests.linkproxy import LinkProxy, answering_within, get, refused_at_once, through
 from tests.posix import python_path
 from tests.remote import keeper_processes
 from tests.ssh_client import ALIAS, RELAY, demo_config, node_key, remote_state, stop_services_script
@@ -61,11 +61,6 @@ def jump_link(jump_sshd: SSHServer) -> Iterator[LinkProxy]:
     with LinkProxy((jump_sshd.host, jump_sshd.port)) as proxy:
         yield proxy
         proxy.thaw()
-
-
-def through(proxy: LinkProxy, server: SSHServer) -> dict[str, str]:
-    """~/.ssh/config options that reach `server` through `proxy` (its host key still checked under its name)."""
-    return {"HostName": "127.0.0.1", "Port": str(proxy.port), "HostKeyAlias": server.host_key_line.split()[0]}
 
 
 def connect_via(via: str, request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path,
@@ -125,14 +120,6 @@ def error_line(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 1 and lines and lines[-1].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
     return lines[-1]
-
-
-def get(port: int) -> bytes:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://localhost:{port}/healthcheck", timeout=10) as response:
-        body: bytes = response.read()
-        return body
 
 
 # ---------------------------------------------------------------- item 4: every failure is our one line
@@ -289,29 +276,6 @@ def test_a_freeze_during_login_says_the_server_stopped_answering(
 
 #: How long tunnels used to try restoring a lost link: 12 watchdog intervals (watchdog_interval 1 below).
 OLD_LIMIT = 12
-REFUSED_AT_ONCE = 2.0  # seconds: a local connection while the link is down fails at once, never hangs
-
-
-def answering_within(port: int, timeout: float) -> float:
-    """Seconds until the tunnel at `port` answers, polled as a client retrying would; fails after `timeout`."""
-    start = time.monotonic()
-    while True:
-        try:
-            if get(port) == b"ok\n":
-                return time.monotonic() - start
-        except OSError:
-            pass
-        assert time.monotonic() - start < timeout, f"port {port} did not answer within {timeout} s"
-        time.sleep(0.2)
-
-
-def refused_at_once(port: int) -> None:
-    start = time.monotonic()
-    with pytest.raises(OSError):
-        get(port)
-    assert time.monotonic() - start < REFUSED_AT_ONCE
-
-
 def still_served(sshd: SSHServer, config: dict[str, Any], payload: dict[str, Any], connection_dir: Path,
                  service: dict[str, Any]) -> None:
     """The same service (not relaunched) answers on the same local port, through the same keeper, whose

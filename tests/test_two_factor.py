@@ -19,7 +19,9 @@ import pytest
 
 from remote_http_launcher import AuthenticationError, run
 from remote_http_launcher.commands.stop import stop_keeper
-from tests.ssh_client import demo_config, node_key, stop_services_script
+from tests.conftest import alive, wait_for
+from tests.linkproxy import LinkProxy, answering_within, refused_at_once, through
+from tests.ssh_client import demo_config, node_key, remote_state, stop_services_script
 
 if TYPE_CHECKING:
     from tests.sshd import PamSSHServer
@@ -157,3 +159,78 @@ def test_the_broker_asks_once_for_every_command(sshd_2fa: PamSSHServer, remote_d
     assert len(answers.asked) == 2, answers.asked
     assert server.log_text().count(accepted) - before == 1
     assert secrets_left_in(list(rhl_dir.rglob("*")), answers.given) == []
+
+
+# ---------------------------------------------------------------- a lost link on a second-factor host
+
+@pytest.fixture
+def proxied_2fa(sshd_2fa: PamSSHServer, client_home: Path) -> Iterator[LinkProxy]:
+    """ALIAS reaches the 2-factor server through a LinkProxy (which a test can cut)."""
+    with LinkProxy((sshd_2fa.host, sshd_2fa.port)) as proxy:
+        sshd_2fa.write_ssh_config(client_home, ALIAS, through(proxy, sshd_2fa))
+        yield proxy
+    sshd_2fa.run(CLEANUP)
+
+
+def proxied_config(server: PamSSHServer, remote_demo: str, name: str, **fields: Any) -> dict[str, Any]:
+    return demo_config(server, remote_demo, node_key("2fa-", name), ssh_hostname=ALIAS, tunnel=True,
+                       network_interface="127.0.0.1", watchdog_interval=1, **fields)
+
+
+def test_a_lost_link_waits_for_the_next_command_to_log_in(sshd_2fa: PamSSHServer, proxied_2fa: LinkProxy,
+                                                          remote_demo: str, rhl_dir: Path, cleanup: None,
+                                                          request: pytest.FixtureRequest) -> None:
+    """The broker's re-login needs a password and a code: it keeps every tunnel's local port (refusing at
+    once) and waits, which `connections` shows; the next command for the host (`status`) asks once and
+    hands the login to the broker, which restores both tunnels on their ports with nothing relaunched."""
+    from remote_http_launcher import status
+    from remote_http_launcher.broker.control import connections
+
+    server = sshd_2fa
+    configs = [proxied_config(server, remote_demo, request.node.name + suffix) for suffix in ("", "-2")]
+    answers = Answers(server)
+    payloads = [run(config, prompt=answers) for config in configs]
+    services = [remote_state(server, config["key"]) for config in configs]
+    first_login = list(answers.asked)
+    assert len(first_login) == 2 and payloads[0]["keeper_pid"] == payloads[1]["keeper_pid"]
+
+    def links() -> list[str | None]:
+        return [entry["link"] for entry in connections() if entry["host"] == ALIAS]
+
+    proxied_2fa.cut()
+    wait_for(lambda: links() == ["waiting for login"], 30, "the broker to wait for a login")
+    for payload in payloads:
+        refused_at_once(payload["port"])
+    entry = status(configs[0], prompt=answers)
+    assert answers.asked[2:] == first_login  # asked once more: the password, then a code
+    assert entry["status"] == "running" and entry["client"]["link"] == "up"
+    assert links() == ["up"]
+    for config, payload, service in zip(configs, payloads, services, strict=True):
+        assert answering_within(payload["port"], 30) < 30
+        assert remote_state(server, config["key"]) == service
+        assert alive(payload["keeper_pid"])
+    assert secrets_left_in(list(rhl_dir.rglob("*")), answers.given) == []
+
+
+def test_a_keeper_waiting_for_a_login_is_replaced_on_its_local_port(
+        sshd_2fa: PamSSHServer, proxied_2fa: LinkProxy, remote_demo: str, rhl_dir: Path, cleanup: None,
+        request: pytest.FixtureRequest) -> None:
+    """Without a broker, the keeper process waits (its lock says so: `status` shows it); the next run,
+    which can ask, replaces it with one logged in anew on the same local port."""
+    from remote_http_launcher.commands.entries import client_entry
+
+    server = sshd_2fa
+    config = proxied_config(server, remote_demo, request.node.name, connection_persist=0)
+    answers = Answers(server)
+    payload = run(config, prompt=answers)
+    service = remote_state(server, config["key"])
+    client = rhl_dir / "client" / f"{config['key']}.json"
+    proxied_2fa.cut()
+    wait_for(lambda: client_entry(client, config["key"], tunnel=True)["link"] == "waiting for login", 30,
+             "the keeper to wait for a login")
+    refused_at_once(payload["port"])
+    again = run(config, prompt=answers)
+    assert again["port"] == payload["port"] and again["keeper_pid"] != payload["keeper_pid"]
+    assert answering_within(again["port"], 30) < 30
+    assert remote_state(server, config["key"]) == service
+    wait_for(lambda: not alive(payload["keeper_pid"]), 10, "the replaced keeper to exit")
