@@ -31,7 +31,7 @@ from .common import CLEANUP, PYTHON, ROOT, Row, combine, dump_json, log, markdow
 from .installs import ensure_ours
 from .original import Original, ensure_original
 
-SECTIONS = ("warm", "cold", "ssh", "tunnel", "concurrency", "slurm")
+SECTIONS = ("warm", "cold", "ssh", "tunnel", "survive", "concurrency", "slurm")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -76,6 +76,10 @@ def run_sections(args: argparse.Namespace, original: Original | str) -> tuple[li
         from .tunnel_section import run_tunnel
 
         rows += run_tunnel(args.ssh_runs)
+    if "survive" in args.only:
+        from .survive_bench import run_survive
+
+        rows += run_survive()
     if "slurm" in args.only:
         from .slurm_bench import run_slurm
 

@@ -6,9 +6,11 @@ the tunnel). It never reads a terminal: its phases and login questions go to
 the front process through the daemons' relay (tunnels/daemon.py), and its
 result is the last line. Then it detaches its stdio to
 `<client dir>/<key>.keeper.log` and keeps the tunnel (tunnels/watch.py) until
-the service exits or the link is lost for good. So there is one SSH login per
-tunnel, and the keeper never asks again: its reconnects use keys and the agent
-only.
+the service exits (or its `reconnect_timeout` passes with the link lost). So
+there is one SSH login per tunnel, and the keeper never asks again: its
+reconnects use keys and the agent only, and one that needs an answer waits,
+its local ports bound, for the next run that can ask to replace it
+(tunnels/claim.py).
 
 Before connecting it claims the key (tunnels/claim.py): a working tunnel is
 reused (its payload is reported, nothing is connected), a broken keeper
