@@ -224,6 +224,13 @@ def test_scheduler_fields_and_defaults() -> None:
     assert given.network_interface == "::"
 
 
+def test_reconnect_timeout_has_no_limit_by_default() -> None:
+    assert minimal().reconnect_timeout is None and minimal(reconnect_timeout=None).reconnect_timeout is None
+    assert minimal(reconnect_timeout=90).reconnect_timeout == 90.0
+    with pytest.raises(ConfigError, match=r"^reconnect_timeout: must be more than 0"):
+        minimal(reconnect_timeout=0)
+
+
 def test_default_network_interface_is_visible_to_templates() -> None:
     config = minimal(key="svc-{network_interface}-{config['network_interface']}")
     assert evaluate_key(config) == "svc-localhost-localhost"

@@ -347,3 +347,22 @@ def test_a_suspended_keeper_resumes_on_its_local_port(
     assert keeper_processes(str(connection_dir)) == ([] if keeper == "broker" else [holder])
     assert [owner.pid for _, owner in live_brokers()] == ([holder] if keeper == "broker" else [])
     assert "reconnected" in Path(payload["keeper_log"]).read_text()
+
+
+def test_a_reconnect_timeout_closes_a_tunnel_whose_link_stays_lost(
+        request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path, connection_dir: Path,
+        make_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    """With `reconnect_timeout`, a link still lost when it passes closes the tunnel (its client file goes),
+    however long the watchdog interval."""
+    proxy = connect_via("direct", request, sshd, client_home, tmp_path)
+    config = glitch_config(make_config, "process", watchdog_interval=60, reconnect_timeout=5)
+    payload = start_tunnel(config, tmp_path)
+    proxy.freeze()
+    try:
+        wait_for(lambda: not alive(payload["keeper_pid"]), 60, "the keeper to give up")
+    finally:
+        proxy.thaw()
+    text = Path(payload["keeper_log"]).read_text()
+    assert re.search(r"stopping: link to \S+ lost and not restored \(reconnect_timeout 5 s passed\)",
+                     text), text
+    assert not (connection_dir / f"{config['key']}.json").exists()

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 # TAKE_TERMINAL_AND_RUN (tests/posix.py): the CLI with the pty on stdin as its controlling terminal, like a
 # command typed in a shell.
-WATCHDOG = 1  # seconds; the keeper gives up on a lost link after 12 of them
+WATCHDOG = 1  # seconds between the keeper's checks
+GIVE_UP = 12  # seconds: the reconnect_timeout of a test whose keeper must give up
 
 CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-work"')
 
@@ -228,17 +229,18 @@ def test_service_exit_ends_keeper_and_removes_client_file(
 def test_lost_server_makes_keeper_give_up_cleanly(
         server: SSHServer, make_config: Callable[..., dict[str, Any]], connection_dir: Path,
         tmp_path: Path) -> None:
-    config = make_config()
+    """With a reconnect_timeout (without one, the keeper keeps trying: tests/test_links.py)."""
+    config = make_config(reconnect_timeout=GIVE_UP)
     payload = up(config, tmp_path)
     server.stop()  # also drops the keeper's connection; the service itself survives
     try:
-        wait_for(lambda: not alive(payload["keeper_pid"]), 12 * WATCHDOG + 20, "the keeper to give up")
+        wait_for(lambda: not alive(payload["keeper_pid"]), GIVE_UP + 20, "the keeper to give up")
     finally:
         server.start()
     assert not (connection_dir / f"{config['key']}.json").exists()
     assert not (connection_dir / f"{config['key']}.keeper.lock").exists()
     log = Path(payload["keeper_log"]).read_text()
-    assert "reconnect failed" in log and "not restored within 12 s" in log
+    assert "reconnect failed" in log and f"not restored (reconnect_timeout {GIVE_UP} s passed)" in log
 
 
 def test_keeper_reconnects_after_silent_link_loss(

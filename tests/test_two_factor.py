@@ -201,6 +201,9 @@ def test_a_lost_link_waits_for_the_next_command_to_log_in(sshd_2fa: PamSSHServer
     wait_for(lambda: links() == ["waiting for login"], 30, "the broker to wait for a login")
     for payload in payloads:
         refused_at_once(payload["port"])
+    with pytest.raises(AuthenticationError, match=r"waits for a login.*no way to ask here"):
+        status(configs[0])  # pytest's stdin is no terminal: nowhere to ask, and the broker goes on waiting
+    assert links() == ["waiting for login"] and len(answers.asked) == 2
     entry = status(configs[0], prompt=answers)
     assert answers.asked[2:] == first_login  # asked once more: the password, then a code
     assert entry["status"] == "running" and entry["client"]["link"] == "up"

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 #: Seconds the client's user has to answer one relayed login question.
 ANSWER_TIMEOUT = 600.0
 #: Requests served while the link waits for a login: the rest are answered ["login", why].
-WITHOUT_LINK = frozenset({"info", "login"})
+WITHOUT_LINK = frozenset({"info", "login", "channel_close"})
 
 log = logging.getLogger("remote_http_launcher.broker")
 

@@ -87,6 +87,7 @@ class Link:
         self._handed: SSHHost | None = None
         self._changed = threading.Condition(self._state)  # a login handed, or the link restored
         self.gave_up = False
+        self.why_not_restored = ""  # once `restore` failed: why
         if shells:
             host.keep_shells()
         self.keepalive()
@@ -104,7 +105,7 @@ class Link:
             except HostError as exc:
                 log.info("%s: link to %s lost (%s)", kept.key, self.target, exc)
                 if not self.restore(host):
-                    return f"link to {self.target} lost and not restored ({self.limit_text()})"
+                    return f"link to {self.target} lost and not restored ({self.why_not_restored})"
                 continue
             if found is None:
                 return f"{ended(state)} ({host.name})"
@@ -163,6 +164,7 @@ class Link:
                     host.keep_shells()
                 except LauncherError as exc:  # the new link failed at once
                     log.info("reconnected link lost again: %s", exc)
+                    self.why_not_restored = f"the new link failed at once: {exc}"
                     host.close()
                     host = None
             with self._changed:
@@ -193,6 +195,7 @@ class Link:
                     host = SSHHost.connect(self.target, interactive=False)
                 except HostKeyError as exc:
                     log.info("reconnect refused, giving up: %s", exc)  # never retried: it is not our server
+                    self.why_not_restored = f"the host key changed: {exc}"
                     return None
                 except AuthenticationError as exc:
                     log.info("reconnect needs a login we cannot answer; waiting for a command to hand one: %s",
@@ -207,6 +210,7 @@ class Link:
             with self._changed:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
+                    self.why_not_restored = f"reconnect_timeout {limit:g} s passed"
                     return None
                 self._announce_locked()  # renews the locks' record: we still try
                 pause = RENEW_HORIZON / 2 if self.waiting_for_login else delay
@@ -271,10 +275,6 @@ class Link:
         default) without limit."""
         limits = [kept.config.reconnect_timeout for kept in list(self.kept.values())]
         return None if not limits or None in limits else max(limit for limit in limits if limit is not None)
-
-    def limit_text(self) -> str:
-        limit = self.limit()
-        return "no limit" if limit is None else f"reconnect_timeout {limit:g} s passed"
 
     def silence_bound(self) -> float:
         """Seconds within which we notice that the link went silent: its alive check closes it, and we look
