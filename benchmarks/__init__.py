@@ -1,1 +1,1 @@
-"""Benchmarks of issue 7 (not part of the test suite): run `python -m benchmarks`."""
+"""Benchmarks (not part of the test suite): run `python -m benchmarks`."""

@@ -45,7 +45,7 @@ WARM_VS_ORIGINAL_TARGET = 0.35  # ours ≤ 0.35 × the original's warm reuse
 COLD_VS_PASS_TARGET = 3.0  # our cold launch overhead ≤ 3 × `python -c pass`
 ORIGINAL = f"original {ORIGINAL_VERSION}"
 CONCURRENT_RUNS = 20
-# Must not be imported when the client file is reused (issue 7).
+# Must not be imported when the client file is reused.
 HEAVY_MODULES = ("paramiko", "sshtunnel", "requests", "http.client", "cryptography", "nacl", "bcrypt", "urllib3",
                  "http.server", "asyncio", "remote_http_launcher.hosts.ssh", "remote_http_launcher.ssh",
                  "remote_http_launcher.tunnels.forward")

@@ -1,4 +1,4 @@
-"""The benchmark suite of issue 7: `python -m benchmarks` (from the repository root).
+"""The benchmark suite: `python -m benchmarks` (from the repository root).
 
 Prints a Markdown table (metric, value, target, pass/miss); `--json` prints
 JSON instead. Every timing is the median of several whole-process runs after

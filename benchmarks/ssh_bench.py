@@ -43,7 +43,7 @@ from .original import ORIGINAL_VERSION, Original, ssh_wrapper
 RECONNECT_VS_ORIGINAL = 0.05  # ours with a live broker / the original's reconnect
 COLD_TUNNEL_VS_ORIGINAL = 0.2  # ours (no broker yet) / the original's cold launch, tunnel: true
 ORIGINAL_LABEL = f"original {ORIGINAL_VERSION}"
-# With a live connection broker (issue 14): no login, only the commands' own round trips.
+# With a live connection broker: no login, only the commands' own round trips.
 BROKER_TARGETS = {"reconnect": 0.25, "status": 0.2, "cold launch": 0.6}
 PERSIST = 600.0  # connection_persist of the broker cases; the others run with 0: a login per command
 REMOTE_CLEANUP = stop_services_script('rm -rf "$HOME/.remote-http-launcher" "$HOME/rhl-bench"')

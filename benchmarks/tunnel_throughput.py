@@ -16,8 +16,8 @@ each on a new connection. Targets: bulk ≥ 90% of `ssh -L` (median pair),
 latency within 2 ms of it. `--python` is the interpreter whose installed
 package runs our side (default: this one, with the checkout on PYTHONPATH).
 
-Our tunnel is kept by the destination's connection broker (connection_persist,
-issue 14); `--persist 0` measures a keeper process per tunnel instead.
+Our tunnel is kept by the destination's connection broker (connection_persist);
+`--persist 0` measures a keeper process per tunnel instead.
 `--ciphers LIST` sets ~/.ssh/config's `Ciphers` for our side only (e.g.
 aes128-ctr, paramiko's default before AES-GCM was preferred); `ssh -L` keeps
 OpenSSH's choice.

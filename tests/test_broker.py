@@ -1,4 +1,4 @@
-"""The connection broker (issue 14) against the real test sshd: one login per host, failures invisible.
+"""The connection broker against the real test sshd: one login per host, failures invisible.
 
 Logins are counted in the sshd's own log ("Accepted publickey"): each line is one authentication.
 """

@@ -1,4 +1,4 @@
-"""Cipher choice (issue 14): AES-GCM first when the server offers it; ~/.ssh/config's Ciphers honoured."""
+"""Cipher choice: AES-GCM first when the server offers it; ~/.ssh/config's Ciphers honoured."""
 
 from __future__ import annotations
 

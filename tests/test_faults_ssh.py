@@ -533,7 +533,7 @@ def test_corrupt_status_file_is_stale(variant: str, ssh_config: Path, server: SS
     assert_clean_state(server, key, running=True)
 
 
-# ---------------------------------------------------------------- issue 16: orphans and wrong targets (items 1-3, 12)
+# ---------------------------------------------------------------- orphans and wrong targets
 
 def test_service_outliving_its_killed_wrapper_is_running_reused_and_stopped(
         ssh_config: Path, server: SSHServer, rhl_dir: Path, make_config: Factory, remote_demo: str) -> None:

@@ -137,7 +137,7 @@ def test_no_way_to_answer_is_a_clear_error_in_a_script(sshd_2fa: PamSSHServer, r
 
 def test_the_broker_asks_once_for_every_command(sshd_2fa: PamSSHServer, remote_demo: str, client_home: Path,
                                                 rhl_dir: Path, cleanup: None, request: pytest.FixtureRequest) -> None:
-    """Two services (one tunneled), status, logs, stop and a relaunch: one password, one code (issue 14)."""
+    """Two services (one tunneled), status, logs, stop and a relaunch: one password, one code."""
     from remote_http_launcher import logs, status, stop
 
     server = sshd_2fa

@@ -1,4 +1,4 @@
-"""The connection broker: one SSH login per destination, shared by every command (issue 14).
+"""The connection broker: one SSH login per destination, shared by every command.
 
 OpenSSH users keep one login with ControlMaster/ControlPersist; paramiko has
 nothing like it, so this is ours. After a login, one local process per
