@@ -274,7 +274,7 @@ def test_a_keeper_restoring_its_link_is_waited_for_whatever_the_claims_clock_say
     config = glitch_config(make_config, "process", watchdog_interval=3)
     payload = start_tunnel(config, tmp_path)
     keeper, port = payload["keeper_pid"], payload["port"]
-    lock = KeeperLock(client_file(config["key"], None, local_service=False), config["key"])
+    lock = KeeperLock(Path(client_file(config["key"], None, local_service=False)), config["key"])
 
     def says_it_restores() -> bool:
         owner = lock.read()[1]
