@@ -5,7 +5,8 @@ alone may have been reused, so a process is known by its start time (from
 /proc, ps, or Windows' process times). On Windows `os.kill(pid, 0)` is no
 liveness check (signal 0 is CTRL_C_EVENT there, sent to a whole console), so
 Windows gets its own branch: OpenProcess, GetExitCodeProcess, GetProcessTimes
-and TerminateProcess through ctypes (`kernel32()` is the seam tests replace).
+and TerminateProcess through ctypes (`kernel32()` is the seam tests replace),
+and a process's account by its token's user SID (`advapi32()`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ STILL_ACTIVE = 259  # GetExitCodeProcess of a running process
 PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
 PROCESS_TERMINATE = 0x0001
 TERMINATED_EXIT_CODE = 1
+TOKEN_QUERY = 0x0008
+TOKEN_USER = 1  # GetTokenInformation's class for the token's user account (a TOKEN_USER: its SID first)
 #: accept() failing for want of a file descriptor (or memory for one): wait for some to free, then go on
 OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 FD_LIMIT_FALLBACK = 10240  # macOS: a hard limit of "unlimited" cannot be the soft limit; OPEN_MAX can
@@ -165,6 +168,57 @@ def kernel32() -> Any:
     import ctypes
 
     return getattr(ctypes, "windll").kernel32  # noqa: B009 - windll exists on Windows only: no per-platform ignores
+
+
+def advapi32() -> Any:
+    """Windows' advapi32 through ctypes (Windows only; tests replace it)."""
+    import ctypes
+
+    return getattr(ctypes, "windll").advapi32  # noqa: B009 - as in kernel32()
+
+
+def windows_same_account(pid: int) -> bool:
+    """True when process `pid` runs as this process's user account (Windows: the user SIDs of the two
+    processes' tokens are equal); False when another account's, or when that cannot be told (gone, or its
+    token not readable to us, as another user's is)."""
+    k32 = kernel32()
+    handle = k32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    if not handle:
+        return False
+    try:
+        theirs, ours = _token_user(handle), _token_user(k32.GetCurrentProcess())
+        return theirs is not None and ours is not None and bool(advapi32().EqualSid(_sid(theirs), _sid(ours)))
+    finally:
+        k32.CloseHandle(handle)
+
+
+def _token_user(process: Any) -> Any:
+    """The TOKEN_USER of a process handle's token (a ctypes buffer: the SID pointer points into it); None
+    when it cannot be read."""
+    import ctypes
+    from ctypes import wintypes
+
+    adv, token = advapi32(), wintypes.HANDLE()
+    if not adv.OpenProcessToken(process, TOKEN_QUERY, ctypes.byref(token)):
+        return None
+    try:
+        size = wintypes.DWORD()
+        adv.GetTokenInformation(token, TOKEN_USER, None, 0, ctypes.byref(size))  # fails, saying the size
+        if not size.value:
+            return None
+        buffer = ctypes.create_string_buffer(size.value)
+        if not adv.GetTokenInformation(token, TOKEN_USER, buffer, size, ctypes.byref(size)):
+            return None
+        return buffer
+    finally:
+        kernel32().CloseHandle(token)
+
+
+def _sid(token_user: Any) -> Any:
+    """The SID pointer at the head of a TOKEN_USER buffer."""
+    import ctypes
+
+    return ctypes.c_void_p(ctypes.cast(token_user, ctypes.POINTER(ctypes.c_void_p))[0])
 
 
 def _ps(pid: int, fields: str) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.common import combine, ratio, reference
 from benchmarks.installs import probe_import
 
@@ -33,3 +35,13 @@ def test_python_m_from_the_repository_root_imports_the_source_tree() -> None:
     found = probe_import(argv, {"PATH": "/usr/bin:/bin"}, str(ROOT))
     assert found["exit"] == 0
     assert found["code_from"].startswith(str(ROOT / "remote_http_launcher") + "/"), found
+
+
+def test_the_fault_matrix_runs_its_scenarios_in_order_and_the_cluster_one_only_when_asked() -> None:
+    from benchmarks.faults import OPTIONAL, SCENARIOS, parse
+
+    assert parse([]).only == list(SCENARIOS)
+    assert "requeue" in OPTIONAL and "requeue" not in SCENARIOS
+    assert parse(["--only", "requeue, soak"]).only == ["soak", "requeue"]
+    with pytest.raises(SystemExit):
+        parse(["--only", "soak,nonsense"])

@@ -6,6 +6,7 @@ real CLI and a real broker on the test sshd; what they send would run `touch` if
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import secrets
@@ -219,8 +220,12 @@ def test_an_impostor_of_the_same_user_runs_nothing(keyed_server: SSHServer, remo
         impostor.wait()
 
 
+CURRENT_PROCESS = -1  # GetCurrentProcess's pseudo-handle
+LOCK_PID = 4242
+
+
 class PipeKernel32(FakeKernel32):
-    """kernel32 with a named pipe served by process `server`."""
+    """kernel32 with a named pipe served by process `server`; a process handle is its PID here."""
 
     def __init__(self, server: int) -> None:
         super().__init__()
@@ -231,20 +236,59 @@ class PipeKernel32(FakeKernel32):
         pid._obj.value = self.server
         return 1
 
+    def OpenProcess(self, access: int, inherit: bool, pid: int) -> int:
+        self.calls.append(("OpenProcess", (access, inherit, pid)))
+        return pid
 
-LOCK_PID = 4242
+    def GetCurrentProcess(self) -> int:
+        return CURRENT_PROCESS
 
 
-@pytest.mark.parametrize("served_by", [LOCK_PID, LOCK_PID + 1])
-def test_on_windows_the_pipe_must_be_served_by_the_locks_broker(tmp_path: Path, mocker: MockerFixture,
-                                                                served_by: int) -> None:
+class AccountsAdvapi32:
+    """advapi32 where each process handle's token names a user account (a SID: bytes in memory of ours);
+    a process missing from `accounts` has a token we may not open (another user's, as Windows says)."""
+
+    def __init__(self, accounts: dict[int, str]) -> None:
+        self.accounts = accounts
+        self.sids = {name: ctypes.create_string_buffer(name.encode().ljust(16, b"\0")) for name in accounts.values()}
+        self.calls: list[str] = []
+
+    def OpenProcessToken(self, process: int, access: int, token: Any) -> int:
+        self.calls.append("OpenProcessToken")
+        if process not in self.accounts or access != processes.TOKEN_QUERY:
+            return 0
+        token._obj.value = 1000 + process + 1  # a token handle of its own, never 0
+        return 1
+
+    def GetTokenInformation(self, token: Any, kind: int, buffer: Any, size: int | Any, needed: Any) -> int:
+        self.calls.append("GetTokenInformation")
+        assert kind == processes.TOKEN_USER
+        needed._obj.value = 2 * ctypes.sizeof(ctypes.c_void_p)  # TOKEN_USER: the SID pointer, its attributes
+        if buffer is None:
+            return 0
+        sid = self.sids[self.accounts[token.value - 1001]]
+        ctypes.cast(buffer, ctypes.POINTER(ctypes.c_void_p))[0] = ctypes.addressof(sid)
+        return 1
+
+    def EqualSid(self, first: Any, second: Any) -> int:
+        self.calls.append("EqualSid")
+        return int(ctypes.string_at(first.value, 16) == ctypes.string_at(second.value, 16))
+
+
+@pytest.mark.parametrize(("served_by", "account"), [(LOCK_PID, "me"), (LOCK_PID + 1, "me"), (LOCK_PID, "other"),
+                                                    (LOCK_PID, None)],
+                         ids=["the-broker", "another-process", "another-account", "unreadable-token"])
+def test_on_windows_the_pipe_must_be_served_by_the_locks_broker_of_our_account(
+        tmp_path: Path, mocker: MockerFixture, served_by: int, account: str | None) -> None:
     """Windows' branch (no UIDs there): the client sends nothing unless the process serving the pipe is the
-    broker the lock names. The seams: sys.platform and kernel32; the pipe is a Unix socket here."""
+    broker the lock names and runs as our account (its token's user SID equals ours). The seams: sys.platform,
+    kernel32 and advapi32 (ctypes' windll); the pipe is a Unix socket here."""
     key = os.urandom(32)
     files = BrokerFiles.of("b", tmp_path)
     files.key.write_bytes(key)
     files.lock.write_text(json.dumps({"owner": socket.gethostname(), "pid": LOCK_PID, "started": "win:31:2718",
                                       "time": time.time(), "token": "t", "address": str(files.socket)}))
+    accepted = served_by == LOCK_PID and account == "me"
     proven: list[bool] = []
     with Listener(str(files.socket)) as listener:
         def serve() -> None:
@@ -262,16 +306,23 @@ def test_on_windows_the_pipe_must_be_served_by_the_locks_broker(tmp_path: Path, 
         mocker.patch.object(sys, "platform", "win32")
         fake = PipeKernel32(served_by)
         mocker.patch.object(processes, "kernel32", return_value=fake)
-        if served_by == LOCK_PID:
+        accounts = {CURRENT_PROCESS: "me"} | ({served_by: account} if account else {})
+        advapi = AccountsAdvapi32(accounts)
+        mocker.patch.object(processes, "advapi32", return_value=advapi)
+        if accepted:
             wire = connect(files)
             assert wire is not None
             wire.close()
         else:
-            with pytest.raises(BrokerUnavailable, match=f"served by process {served_by}, not by the broker"):
+            refusal = f"served by process {served_by}, not by the broker" if served_by != LOCK_PID else \
+                f"served by process {served_by} of another user account"
+            with pytest.raises(BrokerUnavailable, match=refusal):
                 connect(files)
         thread.join(10)
-    assert proven == [served_by == LOCK_PID]
+    assert proven == [accepted]
     assert "GetNamedPipeServerProcessId" in fake.names()
+    assert fake.names().count("CloseHandle") == fake.names().count("OpenProcess") + advapi.calls.count(
+        "OpenProcessToken") - (account is None)
 
 
 # ---------------------------------------------------------------- the key proof

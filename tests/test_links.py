@@ -254,6 +254,50 @@ def second_run_in_a_glitch(keeper: str, proxy: LinkProxy, config: dict[str, Any]
     assert get(payload["port"]) == b"ok\n"
 
 
+def test_a_keeper_restoring_its_link_is_waited_for_whatever_the_claims_clock_says(
+        request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path, connection_dir: Path,
+        make_config: Callable[..., dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim meeting a keeper process that says it restores its link waits for as long as that same process
+    (PID and start time) holds the lock, not until the time its record names: the claim's clock may be past
+    it already (here an hour ahead, as a laptop's wall clock after a suspend), and the keeper ends by itself
+    when it gives up."""
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from remote_http_launcher.config import load_config
+    from remote_http_launcher.progress import Progress
+    from remote_http_launcher.statefiles import client_file
+    from remote_http_launcher.tunnels import claim as claiming
+    from remote_http_launcher.tunnels.lock import KeeperLock, reconnecting_until
+
+    proxy = connect_via("direct", request, sshd, client_home, tmp_path)
+    config = glitch_config(make_config, "process", watchdog_interval=3)
+    payload = start_tunnel(config, tmp_path)
+    keeper, port = payload["keeper_pid"], payload["port"]
+    lock = KeeperLock(Path(client_file(config["key"], None, local_service=False)), config["key"])
+
+    def says_it_restores() -> bool:
+        owner = lock.read()[1]
+        return owner is not None and reconnecting_until(owner) is not None
+
+    monkeypatch.setattr(claiming, "time", SimpleNamespace(time=lambda: time.time() + 3600,
+                                                          monotonic=time.monotonic, sleep=time.sleep))
+    proxy.freeze()
+    try:
+        wait_for(says_it_restores, 30, "the keeper to say it restores its link")
+        with ThreadPoolExecutor(1) as pool:
+            claimed = pool.submit(claiming.claim, lock, load_config(config), Progress.silent())
+            time.sleep(handshake.HANDSHAKE_TIMEOUT + 2)  # the claim has tried the tunnel (it fails) and decided
+            assert alive(keeper) and not claimed.done()
+            proxy.thaw()
+            result = claimed.result(90)
+    finally:
+        proxy.thaw()
+    assert result.reused == payload
+    assert keeper_processes(str(connection_dir)) == [keeper]
+    assert get(port) == b"ok\n"
+
+
 # ---------------------------------------------------------------- item 7: a freeze during login is not a refusal
 
 def test_a_freeze_during_login_says_the_server_stopped_answering(

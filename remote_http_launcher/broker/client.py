@@ -38,7 +38,7 @@ from typing import Any
 from .. import prompts, statefiles
 from ..errors import AuthenticationError, BrokerUnavailable, HostError, LauncherError
 from ..hosts.base import Host
-from ..processes import own_uid
+from ..processes import own_uid, windows_same_account
 from ..progress import Progress
 from ..prompts import Prompt
 from ..tunnels.lock import BROKER_MARKER
@@ -118,7 +118,7 @@ def connect(files: BrokerFiles) -> Wire | None:
     its broker left behind; BrokerUnavailable when what answers is not that broker or does not prove the key.
 
     Nothing is sent before the lock names a live broker process of this user and the socket's other end
-    is that process (Linux: SO_PEERCRED; Windows: the pipe's server process)."""
+    is that process (Linux: SO_PEERCRED; Windows: the pipe's server process, and its account)."""
     files.check_trusted()
     lock = BrokerLock(files)
     raw, owner = lock.read()
@@ -145,6 +145,9 @@ def connect(files: BrokerFiles) -> Wire | None:
             if server != owner.pid:
                 raise BrokerUnavailable(f"connection broker: {address} is served by process {server}, "
                                         f"not by the broker {owner.pid}")
+            if not windows_same_account(server):
+                raise BrokerUnavailable(f"connection broker: {address} is served by process {server} of "
+                                        "another user account")
         else:
             found, mine = peer(conn), own_uid()
             if found is not None and (found.pid != owner.pid or (mine is not None and found.uid != mine)):

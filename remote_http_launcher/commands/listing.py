@@ -14,9 +14,8 @@ def list_services(host: Host) -> list[ServiceEntry]:
         if name.startswith(".") or not name.endswith(".json"):
             continue
         key = name[: -len(".json")]
-        path = f"{state_dir}/{name}"
-        raw = host.read(path)
+        raw, seen = host.read_status_file(name)  # with its PID's start time: one round trip a key, not two
         if raw is None:  # removed while listing
             continue
-        entries.append(server_entry(host, key, path, raw, f"{state_dir}/{key}.log"))
+        entries.append(server_entry(host, key, f"{state_dir}/{name}", raw, f"{state_dir}/{key}.log", seen))
     return entries

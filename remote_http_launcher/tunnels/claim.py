@@ -1,9 +1,11 @@
 """Claiming a key's tunnel: take its keeper lock, or reuse (or wait for) the live holder that keeps it.
 
 The holder is a keeper process or a connection broker (the lock's record says
-which). A holder whose tunnel answers is reused; one restoring its link, or
-that may not have noticed its link went silent yet, is waited for (for as long
-as a claim waits for a starting holder); one waiting for a login it cannot ask
+which). A holder whose tunnel answers is reused; one restoring its link (for
+as long as it is the same process, PID and start time: the "until" in its
+record would be read on another clock), or that may not have noticed its link
+went silent yet, is waited for (for as long as a claim waits for a starting
+holder); one waiting for a login it cannot ask
 for, or whose tunnel stays silent, is ended through `stop` (its successor
 logs in asking where this run asks, and takes the same local ports), which the host of the claim
 chooses (a broker asks a fellow broker; a process signals only a verified
@@ -33,7 +35,6 @@ POLL = 0.05
 WAIT_POLL = 0.1
 STARTING_GRACE = 60.0  # beyond the startup timeout, for a login (prompts) in the other run
 RECONNECT_POLL = 0.5  # how often a run tries the tunnel of a holder that is restoring its link
-RECONNECT_GRACE = 30.0  # beyond a reconnecting holder's own limit: its last attempt may be under way
 SILENCE_GRACE = 5.0  # beyond the time a holder takes to notice a silent link, for it to say so in its lock
 
 #: Ends the tunnel a silent holder keeps: True once it is ended, False when this claim may not end it.
@@ -100,8 +101,9 @@ def claim(lock: KeeperLock, config: Config, progress: Progress, stop: StopHolder
                 return Claim(payload, None)
             silent = time.monotonic() - tried >= handshake.HANDSHAKE_TIMEOUT  # no answer at all, not a refusal
             owner = lock.read()[1]  # again: it may have noticed the lost link while we tried it
+            # Identity, not the record's clock: a holder that said it restores its link, and is still that
+            # process (break_if_gone verified it is our keeper), restores it or ends (releasing the lock).
             live = owner is not None and owner.same_process()
-            until = reconnecting_until(owner) if owner is not None and live else None
             if owner is not None and live and waiting_for_login(owner) and not restoring(owner):
                 if not can_login:
                     raise TunnelError(f"{key}: tunnel keeper {owner.pid} waits for a login to {config.ssh_target} "
@@ -113,8 +115,7 @@ def claim(lock: KeeperLock, config: Config, progress: Progress, stop: StopHolder
                                       f"tunnel; run a command for {config.ssh_target} where it can ask",
                                       key=key, step="tunnel keeper")
                 continue
-            if owner is not None and live and (restoring(owner) or
-                                                 (until is not None and time.time() < until + RECONNECT_GRACE)):
+            if owner is not None and live and (restoring(owner) or reconnecting_until(owner) is not None):
                 if time.monotonic() > deadline:
                     raise TunnelError(f"{key}: tunnel keeper {owner.pid} is still restoring its link to "
                                       f"{config.ssh_target} (it keeps the local ports); try again once the host "
