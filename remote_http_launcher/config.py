@@ -40,6 +40,8 @@ SCHEDULER_NETWORK_INTERFACE = "0.0.0.0"
 LOOPBACK_INTERFACES = ("localhost", "ip6-localhost", "::1")
 LOOPBACK_PREFIX = "127."
 MAX_SCHEDULER_OPTIONS = 100
+MAX_SETUP_LINES = 100
+MAX_SETUP_LINE = 10_000
 MAX_FIELD_NAME = 256
 MAX_PATH = 4096
 MAX_KEY_TEMPLATE = 1000
@@ -66,7 +68,7 @@ MAX_URL_PATTERN = 1000
 LOG_FIELDS = ("log_level", "log_file", "debug_log_file")
 
 REQUIRED_FIELDS = ("workdir", "key", "command")
-OPTIONAL_FIELDS = ("hostname", "ssh_hostname", "network_interface", "tunnel", "handshake", "conda",
+OPTIONAL_FIELDS = ("hostname", "ssh_hostname", "network_interface", "tunnel", "handshake", "conda", "setup",
                    "file_parameters", "meta", "startup_timeout", "watchdog_interval", "connection_persist",
                    "reconnect_timeout", "scheduler", "port_start", "port_end", "url_pattern", "local_port")
 # Every other field is a template variable, as in the original. One no template reads is a mistake: a
@@ -200,6 +202,8 @@ class Config(NamedTuple):
     local_port: int | None = None
     #: Seconds a tunnel whose SSH link is lost tries to restore it (None: as long as the service may run).
     reconnect_timeout: float | None = None
+    #: Shell lines run in order before the command, on the host (or node) the command runs on.
+    setup: tuple[str, ...] = ()
 
     @property
     def remote(self) -> bool:
@@ -470,6 +474,7 @@ def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ..
         raise ConfigError("tunnel: needs 'hostname' (tunnels reach services on remote hosts); add it or drop 'tunnel'")
     handshake = _handshake(data.get("handshake"))
     conda = _conda(data.get("conda"))
+    setup = _setup(data.get("setup"))
     file_parameters = _json_mapping("file_parameters", data.get("file_parameters"))
     meta = _meta(data.get("meta"))
     _check_record_data(file_parameters, meta)
@@ -490,7 +495,7 @@ def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ..
     raw = dict(data)
     raw["network_interface"] = network_interface
     raw["tunnel"] = tunnel
-    for name in ("hostname", "ssh_hostname", "handshake", "conda", "file_parameters", "meta", "scheduler",
+    for name in ("hostname", "ssh_hostname", "handshake", "conda", "setup", "file_parameters", "meta", "scheduler",
                  "reconnect_timeout"):
         raw.setdefault(name, None)
     for name, default in (("startup_timeout", startup_timeout), ("watchdog_interval", watchdog_interval),
@@ -523,6 +528,7 @@ def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ..
         url_pattern=url_pattern,
         local_port=local_port,
         reconnect_timeout=reconnect_timeout,
+        setup=setup,
     )
 
 
@@ -824,6 +830,27 @@ def _conda(value: Any) -> str | None:
         raise ConfigError(f"conda: {value[:80]!r} is neither an environment name (letters, digits, '_', '.', '+', "
                           "'-') nor an absolute path without spaces or shell characters")
     return value
+
+
+def _setup(value: Any) -> tuple[str, ...]:
+    """Shell lines, each run as written; one line each, so that a failure names exactly the line that failed
+    (a step of several lines joins them with `;` or `&&`)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_SETUP_LINES:
+        raise ConfigError(f"setup: must be a list of at most {MAX_SETUP_LINES} shell lines, e.g. "
+                          f"['module load python/3.11'], got {_describe(value)}")
+    for number, line in enumerate(value, 1):
+        if not isinstance(line, str):
+            raise ConfigError(f"setup: line {number} must be a string (a shell line), got {_describe(line)}")
+        if len(line) > MAX_SETUP_LINE:
+            raise ConfigError(f"setup: line {number} is too long ({len(line)} characters, at most {MAX_SETUP_LINE})")
+        if "\0" in line:
+            raise ConfigError(f"setup: line {number} must not contain NUL characters")
+        if "\n" in line or "\r" in line:
+            raise ConfigError(f"setup: line {number} must be one line; split it into several lines of the list, "
+                              "or join its commands with ';' or '&&'")
+    return tuple(value)
 
 
 def _check_record_data(file_parameters: Mapping[str, Any] | None, meta: Mapping[str, Any] | None) -> None:

@@ -99,10 +99,10 @@ def record_head(scheduler: Scheduler, record: Mapping[str, Any]) -> bytes:
 
 
 def job_script(scheduler: Scheduler, *, workdir: str, status_file: str, record: Mapping[str, Any],
-               command: str, conda: str | None, ports: str = "") -> str:
+               command: str, conda: str | None, ports: str = "", setup: Sequence[str] = ()) -> str:
     """The job script: sh/job.sh after a line giving it its arguments, every value shell-quoted (the
     submission passes conda.sh's path and the umask as $1 and $2: submit.sh). `ports`: scripts.ports_spec,
-    chosen on the compute node by the service program."""
+    chosen on the compute node by the service program; `setup`: lines it runs there first."""
     head = record_head(scheduler, record).decode().rstrip("\n")
     first, exec_text = scripts.exec_plan(command) or ("", "")
     values = shlex.join([workdir, status_file, command, conda or "", first, exec_text, head])
@@ -110,7 +110,7 @@ def job_script(scheduler: Scheduler, *, workdir: str, status_file: str, record: 
         "#!/bin/sh",
         "# remote-http-launcher: the service's batch job",
         f'set -- "$1" "$2" {values} "${{{scheduler.job_id_variable}-}}" {shlex.quote(scripts.program("service"))} '
-        f'"${{{scheduler.restarts_variable}-0}}" {shlex.quote(ports)}',
+        f'"${{{scheduler.restarts_variable}-0}}" {shlex.quote(ports)} {shlex.quote(scripts.setup_arg(setup))}',
         scripts.program("job"),
     ])
 
