@@ -218,6 +218,27 @@ def test_queued_job_shows_its_reason_then_up_gives_up_and_cancels_it(
     assert [entry[0] for entry in slurm.jobs()] == blockers  # ours is cancelled; the blockers still run
 
 
+def test_setup_lines_run_in_the_job_on_the_compute_node_and_a_failing_one_is_named(
+        slurm: SlurmCluster, job_config: Callable[..., Path], keyed_server: SSHServer) -> None:
+    config = job_config(setup=["export RHL_WHERE=$(hostname)", 'echo "$RHL_WHERE" > rhl-setup-ran'])
+    up(config)
+    state = remote_state(keyed_server, key_of(config))
+    assert state is not None
+    assert slurm.run("cat ~/rhl-work/rhl-setup-ran").strip() == state["node"]  # it ran on the node, in the job
+    assert cli("stop", config).returncode == 0
+
+    failing = job_config(name="failing.yaml", key="rhl-setup-fails",
+                         setup=["true", "rhl-no-such-module load python", "touch rhl-setup-went-on"])
+    result = cli(failing, timeout=120)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert re.match(r"error: rhl-setup-fails: setup line 2 on \S+ failed \(status 127\): "
+                    r"rhl-no-such-module load python; job \d+ ended", error), error
+    assert "not found" in error  # the log's tail
+    assert slurm.run("test -e ~/rhl-work/rhl-setup-went-on || echo absent").strip() == "absent"
+    assert slurm.jobs() == []
+
+
 def test_a_reason_that_never_clears_fails_at_once(slurm: SlurmCluster, job_config: Callable[..., Path]) -> None:
     config = job_config(options=["--time=2-00:00:00"])  # more than the partition allows
     result = cli(config, timeout=60)
