@@ -32,7 +32,6 @@ DEFAULT_STARTUP_TIMEOUT = 60.0
 DEFAULT_WATCHDOG_INTERVAL = 5.0
 DEFAULT_CONNECTION_PERSIST = 600.0
 DEFAULT_QUEUE_TIMEOUT = 600.0
-SCHEDULER_TYPES = ("slurm",)
 # With a scheduler the service runs on a compute node and is reached from the login node, so it must not
 # listen on loopback only; this is its default interface.
 SCHEDULER_NETWORK_INTERFACE = "0.0.0.0"
@@ -96,6 +95,26 @@ HOST_PATTERN = f"^(?=.{{1,253}}$)(?:{HOST_NAME_PATTERN}|{IPV6_PATTERN})$"
 SSH_HOST_PATTERN = f"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,63}}@)?(?=.{{1,253}}$)(?:{HOST_NAME_PATTERN}|{IPV6_PATTERN})$"
 # One `--flag` or `--flag=value` argv word of the scheduler's submit command (a value may hold spaces).
 SCHEDULER_OPTION_PATTERN = "^--[A-Za-z][A-Za-z0-9-]*(?:=.+)?$"
+
+
+class SchedulerOptions(NamedTuple):
+    """How one scheduler type's submit options (`scheduler.options`) are written, and the flags its
+    submission sets itself (log, job name, working directory, how the job id is read) or cannot work with,
+    which an option must not take over."""
+
+    word: str  # every word matches this pattern (config.schema.yaml has it too)
+    advice: str  # what one is and how to write it, for the error ("is not ADVICE")
+    reserved: tuple[str, ...]  # flag names; a long one's abbreviation (getopt's `--out`) is refused too
+
+
+# The scheduler types, each with its options' rules.
+SCHEDULER_OPTIONS = {
+    "slurm": SchedulerOptions(
+        SCHEDULER_OPTION_PATTERN, "one '--flag' or '--flag=value' word; write e.g. '--partition=short', not "
+        "'-p short' or '--partition short'",
+        ("--output", "--error", "--job-name", "--chdir", "--open-mode", "--parsable", "--wrap", "--wait")),
+}
+SCHEDULER_TYPES = tuple(SCHEDULER_OPTIONS)
 CONDA_PATTERN = "^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}|/[A-Za-z0-9_.+,@%=:~/-]{0,4095})$"
 WORKDIR_PATTERN = "^(?:/|~/|~$)"
 # Characters refused in single-line values, and in handshake paths.
@@ -812,13 +831,31 @@ def _scheduler(value: Any) -> Scheduler | None:
     if not isinstance(options, list) or len(options) > MAX_SCHEDULER_OPTIONS:
         raise ConfigError(f"scheduler.options: must be a list of at most {MAX_SCHEDULER_OPTIONS} submit "
                           f"arguments, e.g. ['--time=08:00:00', '--partition=short'], got {_describe(options)}")
-    for option in options:
-        if not isinstance(option, str) or not re.fullmatch(SCHEDULER_OPTION_PATTERN, option) \
-                or re.search(CONTROL_PATTERN, option):
-            raise ConfigError(f"scheduler.options: {_describe(option)} is not one '--flag' or '--flag=value' "
-                              "word; write e.g. '--partition=short', not '-p short' or '--partition short'")
+    _scheduler_options(SCHEDULER_OPTIONS[kind], options)
     queue_timeout = _seconds(value, "queue_timeout", DEFAULT_QUEUE_TIMEOUT, "scheduler.queue_timeout")
     return Scheduler(kind, tuple(options), queue_timeout)
+
+
+def _scheduler_options(rules: SchedulerOptions, options: list[Any]) -> None:
+    """Each option one word of the type's shape, and none of the flags the launcher's submission sets."""
+    for option in options:
+        if not isinstance(option, str) or not re.fullmatch(rules.word, option) or re.search(CONTROL_PATTERN, option):
+            raise ConfigError(f"scheduler.options: {_describe(option)} is not {rules.advice}")
+        flag = _reserved_flag(rules, option)
+        if flag is not None:
+            raise ConfigError(f"scheduler.options: {option[:60]!r} would take over {flag}, which the launcher "
+                              "sets itself (its log, job name and working directory are what it watches); drop it")
+
+
+def _reserved_flag(rules: SchedulerOptions, word: str) -> str | None:
+    """The launcher's own flag that an option word sets (a long flag's abbreviation too), or None."""
+    if word.startswith("--"):
+        name = word.partition("=")[0]
+        return next((flag for flag in rules.reserved if flag.startswith("--") and flag.startswith(name)
+                     and len(name) > len("--")), None)
+    if word.startswith("-") and len(word) >= len("-x"):  # `-o`, or `-ofile` with its value attached
+        return next((flag for flag in rules.reserved if flag == word[:2]), None)
+    return None
 
 
 def _conda(value: Any) -> str | None:
