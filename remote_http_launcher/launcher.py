@@ -54,7 +54,8 @@ WARNING_PREFIX = "warning: "  # a host program's line the user should see even w
 WILDCARD_CLIENT_HOSTS = {"0.0.0.0": "localhost", "::": "localhost"}
 LAUNCH_STEPS: dict[int, str] = {
     scripts.Exit.WORKDIR: "workdir", scripts.Exit.LOG: "log file", scripts.Exit.NO_CONDA: "conda",
-    scripts.Exit.NO_CONDA_ENV: "conda", scripts.Exit.STATE_DIR: "state directory", scripts.Exit.SUBMIT: "submit"}
+    scripts.Exit.NO_CONDA_ENV: "conda", scripts.Exit.STATE_DIR: "state directory", scripts.Exit.SUBMIT: "submit",
+    scripts.Exit.NO_COMMAND: "scheduler"}
 
 
 class Launcher:
@@ -293,8 +294,8 @@ class Launcher:
                                           status_file=service.status_file, job_file=service.job_file,
                                           conda=self.config.conda, name=self.key,
                                           lock=lock.path, lock_token=lock.token, options=batch.options)
-            result = host.run_script(schedulers.submit_program(scheduler), args,
-                                     stdin=schedulers.submit_input(scheduler, record, job))
+            result = schedulers.run(host, schedulers.submit_program(scheduler), args,
+                                    stdin=schedulers.submit_input(scheduler, record, job))
         else:
             args = scripts.launch_args(workdir=workdir, log=service.log_file, status_file=service.status_file,
                                        command=command, conda=self.config.conda, lock=lock.path,

@@ -24,6 +24,8 @@ Name = Literal["process_info", "group_alive", "port_listener", "process_origin",
                "kill_group", "service", "prepare", "launch", "submit", "job", "read_file", "read_status",
                "slurm_submit", "slurm_query", "slurm_cancel", "check"]
 PRELUDE = "prelude"  # sh/prelude.sh: the definitions every program starts with
+# The start of the stderr line saying which program rhl_use found: "using NAME: PATH".
+USING = "using "
 # The line service.sh logs when a setup line fails: "...line N failed (status CODE): LINE".
 SETUP_FAILED = "remote-http-launcher: setup line "
 SH_DIR = os.path.join(os.path.dirname(__file__), "sh")
@@ -41,6 +43,7 @@ class Exit(IntEnum):
     NO_CONDA_ENV = 13
     STATE_DIR = 14
     SUBMIT = 15  # the scheduler refused the job (its message on stderr)
+    NO_COMMAND = 16  # a scheduler's command is neither on PATH nor on the login shell's (rhl_use)
 
 
 @cache

@@ -7,13 +7,15 @@ every check, handshake and tunnel has to go through it.
 
 from __future__ import annotations
 
+import atexit
 import json
 import re
+import secrets
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,7 @@ from tests.conftest import cli
 from tests.remote import keeper_processes
 from tests.slurm import NODE_CPUS
 from tests.ssh_client import ALIAS, REMOTE_STATE, remote_state
+from tests.sshd import launch_sshd
 
 if TYPE_CHECKING:
     from tests.remote import RemoteConfig
@@ -237,6 +240,73 @@ def test_setup_lines_run_in_the_job_on_the_compute_node_and_a_failing_one_is_nam
     assert "not found" in error  # the log's tail
     assert slurm.run("test -e ~/rhl-work/rhl-setup-went-on || echo absent").strip() == "absent"
     assert slurm.jobs() == []
+
+
+SLURM_COMMANDS = ("sbatch", "squeue", "scancel")
+PROFILE_ALIAS = "profilelogin"
+
+
+@pytest.fixture
+def profile_login(slurm: SlurmCluster, keyed_server: SSHServer, client_home: Path) -> Iterator[SSHServer]:
+    """The login node as a site whose scheduler commands only the login profile puts on PATH (a site's
+    /etc/profile.d, a module system): a second sshd there, its sessions' PATH a directory of every program
+    but SLURM's, and the user's ~/.profile adding a directory of SLURM's alone. PROFILE_ALIAS names it."""
+    plain, site = f"{keyed_server.home}/rhl-plain-bin", f"{keyed_server.home}/rhl-site-bin"
+    skip = " ".join(SLURM_COMMANDS)
+    keyed_server.run(f"""set -e
+mkdir -p {plain} {site}
+for program in /usr/local/bin/* /usr/bin/*; do
+  case " {skip} " in *" ${{program##*/}} "*) ln -sf "$program" {site}/ ;; *) ln -sf "$program" {plain}/ ;; esac
+done
+printf 'PATH={site}:$PATH\nexport PATH\n' > ~/.profile""", check=True)
+    server = launch_sshd(keyed_server._account, f"profile-{secrets.token_hex(3)}", keyed_server._ns,
+                         config_overrides={"SetEnv": f"PATH={plain}"})
+    atexit.unregister(server.close)  # it shares the login node's namespace, which outlives it
+    server.write_ssh_config(client_home, PROFILE_ALIAS)
+    try:
+        yield server
+    finally:
+        server.stop()
+        keyed_server.run(f"rm -rf {plain} {site} ~/.profile")
+
+
+def test_scheduler_commands_only_the_login_profile_puts_on_path_are_found_and_named_in_the_debug_log(
+        slurm: SlurmCluster, profile_login: SSHServer, remote_config: RemoteConfig, tmp_path: Path) -> None:
+    client = profile_login.connect()  # an SSH session's PATH (the test user's run() is not one) lacks sbatch
+    try:
+        _, out, _ = client.exec_command("command -v sbatch || echo none")
+        assert out.read().decode().strip() == "none"
+    finally:
+        client.close()
+    config = tmp_path / "job.yaml"
+    config.write_text(json.dumps(remote_config(profile_login, tunnel=True, network_interface="0.0.0.0",
+                                               ssh_hostname=PROFILE_ALIAS, scheduler={"type": "slurm"},
+                                               watchdog_interval=WATCHDOG)))
+    result = cli(config, "--json", "--log-level", "debug", timeout=120)
+    assert result.returncode == 0, result.stderr
+    site = f"{profile_login.home}/rhl-site-bin"
+    assert f"using sbatch: {site}/sbatch on {PROFILE_ALIAS}" in result.stderr
+    assert f"using squeue: {site}/squeue on {PROFILE_ALIAS}" in result.stderr
+    assert get(json.loads(result.stdout)["port"]) == 200
+    stopped = cli("stop", config, "--log-level", "debug")
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"using scancel: {site}/scancel on {PROFILE_ALIAS}" in stopped.stderr
+    assert slurm.jobs() == []
+
+
+def test_a_scheduler_command_found_nowhere_is_one_line_naming_it_and_where_it_looked(
+        slurm: SlurmCluster, profile_login: SSHServer, remote_config: RemoteConfig, tmp_path: Path) -> None:
+    plain = f"{profile_login.home}/rhl-plain-bin"  # the login profile no longer adds SLURM's directory
+    profile_login.run(f"echo PATH={plain} > ~/.profile", check=True)
+    config = tmp_path / "job.yaml"
+    config.write_text(json.dumps(remote_config(profile_login, network_interface="0.0.0.0",
+                                               ssh_hostname=PROFILE_ALIAS, scheduler={"type": "slurm"})))
+    result = cli(config, timeout=60)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    key = json.loads(config.read_text())["key"]
+    assert error == (f"error: {key}: scheduler on {PROFILE_ALIAS}: sbatch not found on PATH ({plain}) nor by the "
+                     "login shell (/bin/sh -l)"), error
 
 
 def test_a_reason_that_never_clears_fails_at_once(slurm: SlurmCluster, job_config: Callable[..., Path]) -> None:

@@ -21,6 +21,7 @@ from .base import (
     job_script,
     moved,
     recorded_run,
+    run,
     submit_args,
     submit_input,
     submit_program,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 SCHEDULERS: dict[str, Scheduler] = {"slurm": Slurm()}
 
 __all__ = ["ENDED", "QUEUED", "RUNNING", "SCHEDULERS", "Job", "JobInfo", "Scheduler", "job_of", "job_script",
-           "moved", "recorded_run", "submit_args", "submit_input", "submit_program"]
+           "moved", "recorded_run", "run", "submit_args", "submit_input", "submit_program"]
 
 
 def job_of(state: ServerState | None) -> Job | None:

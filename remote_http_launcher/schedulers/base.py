@@ -12,6 +12,7 @@ or be killed with it, depending on the cluster's process tracking.
 
 from __future__ import annotations
 
+import logging
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,9 @@ from .. import scripts
 
 if TYPE_CHECKING:
     from ..hosts import Host
+    from ..hosts.base import ScriptResult
+
+log = logging.getLogger("remote_http_launcher.schedulers")
 
 # Neutral job states: what the launcher acts on.
 QUEUED, RUNNING, ENDED = "queued", "running", "ended"
@@ -78,6 +82,17 @@ class Job(NamedTuple):
 
     def cancel(self, host: Host, signal: str | None = None) -> None:
         self.scheduler.cancel(host, self.id, signal)
+
+
+def run(host: Host, program: str, args: list[str], stdin: bytes = b"") -> ScriptResult:
+    """`host.run_script` of a program running the scheduler's commands: which ones it used (found on PATH
+    or on the login shell's: rhl_use) goes to the debug log, and out of its stderr."""
+    result = host.run_script(program, args, stdin)
+    lines = result.stderr.splitlines(keepends=True)
+    for line in lines:
+        if line.startswith(scripts.USING):
+            log.debug("%s on %s", line.strip(), host.name)
+    return result._replace(stderr="".join(line for line in lines if not line.startswith(scripts.USING)))
 
 
 def recorded_run(data: Mapping[str, Any]) -> int:
