@@ -113,6 +113,12 @@ SCHEDULER_OPTIONS = {
         SCHEDULER_OPTION_PATTERN, "one '--flag' or '--flag=value' word; write e.g. '--partition=short', not "
         "'-p short' or '--partition short'",
         ("--output", "--error", "--job-name", "--chdir", "--open-mode", "--parsable", "--wrap", "--wait")),
+    "pbs": SchedulerOptions(
+        "^.+$", "one word of qsub's arguments (a flag and its value are two words, e.g. '-l', "
+        "'walltime=08:00:00')",
+        # output, its joining and keeping, name, working directory (Torque's -d and -w, the wrappers' -wd),
+        # root directory, the job's shell and arguments, interactive jobs
+        ("-o", "-e", "-j", "-k", "-N", "-d", "-w", "-D", "-S", "-F", "-I", "-X")),
 }
 SCHEDULER_TYPES = tuple(SCHEDULER_OPTIONS)
 CONDA_PATTERN = "^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}|/[A-Za-z0-9_.+,@%=:~/-]{0,4095})$"

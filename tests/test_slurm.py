@@ -25,7 +25,7 @@ import pytest
 from remote_http_launcher.commands.stop import stop_keeper
 from tests.conftest import cli
 from tests.remote import keeper_processes
-from tests.slurm import NODE_CPUS
+from tests.slurm import NODE_CPUS, PBS_COMMANDS, PBS_WRAPPERS
 from tests.ssh_client import ALIAS, REMOTE_STATE, remote_state
 from tests.sshd import launch_sshd
 
@@ -252,11 +252,15 @@ def profile_login(slurm: SlurmCluster, keyed_server: SSHServer, client_home: Pat
     /etc/profile.d, a module system): a second sshd there, its sessions' PATH a directory of every program
     but SLURM's, and the user's ~/.profile adding a directory of SLURM's alone. PROFILE_ALIAS names it."""
     plain, site = f"{keyed_server.home}/rhl-plain-bin", f"{keyed_server.home}/rhl-site-bin"
-    skip = " ".join(SLURM_COMMANDS)
+    skip = " ".join([*SLURM_COMMANDS, *PBS_COMMANDS, "qsig"])  # Grid Engine's qsub may be on this machine
     keyed_server.run(f"""set -e
 mkdir -p {plain} {site}
 for program in /usr/local/bin/* /usr/bin/*; do
-  case " {skip} " in *" ${{program##*/}} "*) ln -sf "$program" {site}/ ;; *) ln -sf "$program" {plain}/ ;; esac
+  case " {skip} " in *" ${{program##*/}} "*) ;; *) ln -sf "$program" {plain}/ ;; esac
+done
+for name in {" ".join(SLURM_COMMANDS)}; do ln -sf /usr/bin/$name {site}/; done
+for name in {" ".join(PBS_COMMANDS)}; do
+  [ ! -x {PBS_WRAPPERS}/$name ] || ln -sf {PBS_WRAPPERS}/$name {site}/
 done
 printf 'PATH={site}:$PATH\nexport PATH\n' > ~/.profile""", check=True)
     server = launch_sshd(keyed_server._account, f"profile-{secrets.token_hex(3)}", keyed_server._ns,
@@ -307,6 +311,40 @@ def test_a_scheduler_command_found_nowhere_is_one_line_naming_it_and_where_it_lo
     key = json.loads(config.read_text())["key"]
     assert error == (f"error: {key}: scheduler on {PROFILE_ALIAS}: sbatch not found on PATH ({plain}) nor by the "
                      "login shell (/bin/sh -l)"), error
+
+
+def test_a_pbs_job_through_slurms_pbs_wrappers_found_on_the_login_profile(
+        slurm: SlurmCluster, profile_login: SSHServer, remote_config: RemoteConfig, tmp_path: Path) -> None:
+    """The PBS backend's own commands (qsub, qstat -f, qdel) as SLURM's PBS wrappers (slurm-wlm-torque) run
+    them: a job launched, its node and time left in `status`, stopped; qsig is not there, so qdel stops it."""
+    if not (PBS_WRAPPERS / "qsub").exists():
+        pytest.skip(f"SLURM's PBS wrappers are not unpacked in {PBS_WRAPPERS} (.ci/run does it)")
+    config = tmp_path / "pbs.yaml"
+    config.write_text(json.dumps(remote_config(profile_login, tunnel=True, network_interface="0.0.0.0",
+                                               ssh_hostname=PROFILE_ALIAS, watchdog_interval=WATCHDOG,
+                                               scheduler={"type": "pbs", "options": ["-l", "walltime=00:30:00"]})))
+    result = cli(config, "--json", "--log-level", "debug", timeout=120)
+    assert result.returncode == 0, result.stderr
+    site = f"{profile_login.home}/rhl-site-bin"
+    assert f"using qsub: {site}/qsub on {PROFILE_ALIAS}" in result.stderr
+    assert f"using qstat: {site}/qstat on {PROFILE_ALIAS}" in result.stderr
+    key = json.loads(config.read_text())["key"]
+    state = remote_state(profile_login, key)
+    assert state is not None and state["scheduler"] == "pbs" and state["node"] in slurm.nodes, state
+    assert slurm.jobs() == [(state["job_id"], "RUNNING", key)]  # one job, named after the key (qsub -N)
+    assert get(json.loads(result.stdout)["port"]) == 200
+    assert slurm.run(f"cat {REMOTE_STATE}/{key}.log").count("demo service listening") == 1  # the job's output
+
+    status = cli("status", config, "--json")
+    assert status.returncode == 0, status.stderr
+    job = json.loads(status.stdout)["job"]
+    assert (job["id"], job["node"], job["time_left"]) == (state["job_id"], state["node"], "0:30:00")
+
+    stopped = cli("stop", config, "--log-level", "debug")
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"using qdel: {site}/qdel on {PROFILE_ALIAS}" in stopped.stderr
+    assert slurm.jobs() == []
+    assert remote_state(profile_login, key) is None
 
 
 def test_a_reason_that_never_clears_fails_at_once(slurm: SlurmCluster, job_config: Callable[..., Path]) -> None:

@@ -48,8 +48,11 @@ class Scheduler(ABC):
     name: str
     #: The environment variable holding the job's id inside the job.
     job_id_variable: str
-    #: The environment variable holding, inside the job, how often it was restarted (unset on its first run).
-    restarts_variable: str
+    #: Another one, read where the first is not set (a scheduler's commands wrapping another's).
+    job_id_fallback: str | None = None
+    #: The environment variable holding, inside the job, how often it was restarted (unset on its first run);
+    #: None where the scheduler tells a job no such count (its every run records 0).
+    restarts_variable: str | None
     #: The library (sh/NAME.sh) defining `rhl_submit` for submit.sh (its inputs: see slurm_submit.sh).
     submit: scripts.Name
     #: Pending reasons that can never clear by waiting: `up` gives up at once.
@@ -121,11 +124,14 @@ def job_script(scheduler: Scheduler, *, workdir: str, status_file: str, record: 
     head = record_head(scheduler, record).decode().rstrip("\n")
     first, exec_text = scripts.exec_plan(command) or ("", "")
     values = shlex.join([workdir, status_file, command, conda or "", first, exec_text, head])
+    job_id = f"${{{scheduler.job_id_fallback}-}}" if scheduler.job_id_fallback else ""
+    job_id = f"${{{scheduler.job_id_variable}:-{job_id}}}" if job_id else f"${{{scheduler.job_id_variable}-}}"
+    restarts = f"${{{scheduler.restarts_variable}-0}}" if scheduler.restarts_variable else "0"
     return "\n".join([
         "#!/bin/sh",
         "# remote-http-launcher: the service's batch job",
-        f'set -- "$1" "$2" {values} "${{{scheduler.job_id_variable}-}}" {shlex.quote(scripts.program("service"))} '
-        f'"${{{scheduler.restarts_variable}-0}}" {shlex.quote(ports)} {shlex.quote(scripts.setup_arg(setup))}',
+        f'set -- "$1" "$2" {values} "{job_id}" {shlex.quote(scripts.program("service"))} '
+        f'"{restarts}" {shlex.quote(ports)} {shlex.quote(scripts.setup_arg(setup))}',
         scripts.program("job"),
     ])
 
