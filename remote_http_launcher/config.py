@@ -32,7 +32,6 @@ DEFAULT_STARTUP_TIMEOUT = 60.0
 DEFAULT_WATCHDOG_INTERVAL = 5.0
 DEFAULT_CONNECTION_PERSIST = 600.0
 DEFAULT_QUEUE_TIMEOUT = 600.0
-SCHEDULER_TYPES = ("slurm",)
 # With a scheduler the service runs on a compute node and is reached from the login node, so it must not
 # listen on loopback only; this is its default interface.
 SCHEDULER_NETWORK_INTERFACE = "0.0.0.0"
@@ -40,6 +39,8 @@ SCHEDULER_NETWORK_INTERFACE = "0.0.0.0"
 LOOPBACK_INTERFACES = ("localhost", "ip6-localhost", "::1")
 LOOPBACK_PREFIX = "127."
 MAX_SCHEDULER_OPTIONS = 100
+MAX_SETUP_LINES = 100
+MAX_SETUP_LINE = 10_000
 MAX_FIELD_NAME = 256
 MAX_PATH = 4096
 MAX_KEY_TEMPLATE = 1000
@@ -66,7 +67,7 @@ MAX_URL_PATTERN = 1000
 LOG_FIELDS = ("log_level", "log_file", "debug_log_file")
 
 REQUIRED_FIELDS = ("workdir", "key", "command")
-OPTIONAL_FIELDS = ("hostname", "ssh_hostname", "network_interface", "tunnel", "handshake", "conda",
+OPTIONAL_FIELDS = ("hostname", "ssh_hostname", "network_interface", "tunnel", "handshake", "conda", "setup",
                    "file_parameters", "meta", "startup_timeout", "watchdog_interval", "connection_persist",
                    "reconnect_timeout", "scheduler", "port_start", "port_end", "url_pattern", "local_port")
 # Every other field is a template variable, as in the original. One no template reads is a mistake: a
@@ -94,6 +95,32 @@ HOST_PATTERN = f"^(?=.{{1,253}}$)(?:{HOST_NAME_PATTERN}|{IPV6_PATTERN})$"
 SSH_HOST_PATTERN = f"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,63}}@)?(?=.{{1,253}}$)(?:{HOST_NAME_PATTERN}|{IPV6_PATTERN})$"
 # One `--flag` or `--flag=value` argv word of the scheduler's submit command (a value may hold spaces).
 SCHEDULER_OPTION_PATTERN = "^--[A-Za-z][A-Za-z0-9-]*(?:=.+)?$"
+
+
+class SchedulerOptions(NamedTuple):
+    """How one scheduler type's submit options (`scheduler.options`) are written, and the flags its
+    submission sets itself (log, job name, working directory, how the job id is read) or cannot work with,
+    which an option must not take over."""
+
+    word: str  # every word matches this pattern (config.schema.yaml has it too)
+    advice: str  # what one is and how to write it, for the error ("is not ADVICE")
+    reserved: tuple[str, ...]  # flag names; a long one's abbreviation (getopt's `--out`) is refused too
+
+
+# The scheduler types, each with its options' rules.
+SCHEDULER_OPTIONS = {
+    "slurm": SchedulerOptions(
+        SCHEDULER_OPTION_PATTERN, "one '--flag' or '--flag=value' word; write e.g. '--partition=short', not "
+        "'-p short' or '--partition short'",
+        ("--output", "--error", "--job-name", "--chdir", "--open-mode", "--parsable", "--wrap", "--wait")),
+    "pbs": SchedulerOptions(
+        "^.+$", "one word of qsub's arguments (a flag and its value are two words, e.g. '-l', "
+        "'walltime=08:00:00')",
+        # output, its joining and keeping, name, working directory (Torque's -d and -w, the wrappers' -wd),
+        # root directory, the job's shell and arguments, interactive jobs
+        ("-o", "-e", "-j", "-k", "-N", "-d", "-w", "-D", "-S", "-F", "-I", "-X")),
+}
+SCHEDULER_TYPES = tuple(SCHEDULER_OPTIONS)
 CONDA_PATTERN = "^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}|/[A-Za-z0-9_.+,@%=:~/-]{0,4095})$"
 WORKDIR_PATTERN = "^(?:/|~/|~$)"
 # Characters refused in single-line values, and in handshake paths.
@@ -200,6 +227,8 @@ class Config(NamedTuple):
     local_port: int | None = None
     #: Seconds a tunnel whose SSH link is lost tries to restore it (None: as long as the service may run).
     reconnect_timeout: float | None = None
+    #: Shell lines run in order before the command, on the host (or node) the command runs on.
+    setup: tuple[str, ...] = ()
 
     @property
     def remote(self) -> bool:
@@ -470,6 +499,7 @@ def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ..
         raise ConfigError("tunnel: needs 'hostname' (tunnels reach services on remote hosts); add it or drop 'tunnel'")
     handshake = _handshake(data.get("handshake"))
     conda = _conda(data.get("conda"))
+    setup = _setup(data.get("setup"))
     file_parameters = _json_mapping("file_parameters", data.get("file_parameters"))
     meta = _meta(data.get("meta"))
     _check_record_data(file_parameters, meta)
@@ -490,7 +520,7 @@ def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ..
     raw = dict(data)
     raw["network_interface"] = network_interface
     raw["tunnel"] = tunnel
-    for name in ("hostname", "ssh_hostname", "handshake", "conda", "file_parameters", "meta", "scheduler",
+    for name in ("hostname", "ssh_hostname", "handshake", "conda", "setup", "file_parameters", "meta", "scheduler",
                  "reconnect_timeout"):
         raw.setdefault(name, None)
     for name, default in (("startup_timeout", startup_timeout), ("watchdog_interval", watchdog_interval),
@@ -523,6 +553,7 @@ def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ..
         url_pattern=url_pattern,
         local_port=local_port,
         reconnect_timeout=reconnect_timeout,
+        setup=setup,
     )
 
 
@@ -806,13 +837,31 @@ def _scheduler(value: Any) -> Scheduler | None:
     if not isinstance(options, list) or len(options) > MAX_SCHEDULER_OPTIONS:
         raise ConfigError(f"scheduler.options: must be a list of at most {MAX_SCHEDULER_OPTIONS} submit "
                           f"arguments, e.g. ['--time=08:00:00', '--partition=short'], got {_describe(options)}")
-    for option in options:
-        if not isinstance(option, str) or not re.fullmatch(SCHEDULER_OPTION_PATTERN, option) \
-                or re.search(CONTROL_PATTERN, option):
-            raise ConfigError(f"scheduler.options: {_describe(option)} is not one '--flag' or '--flag=value' "
-                              "word; write e.g. '--partition=short', not '-p short' or '--partition short'")
+    _scheduler_options(SCHEDULER_OPTIONS[kind], options)
     queue_timeout = _seconds(value, "queue_timeout", DEFAULT_QUEUE_TIMEOUT, "scheduler.queue_timeout")
     return Scheduler(kind, tuple(options), queue_timeout)
+
+
+def _scheduler_options(rules: SchedulerOptions, options: list[Any]) -> None:
+    """Each option one word of the type's shape, and none of the flags the launcher's submission sets."""
+    for option in options:
+        if not isinstance(option, str) or not re.fullmatch(rules.word, option) or re.search(CONTROL_PATTERN, option):
+            raise ConfigError(f"scheduler.options: {_describe(option)} is not {rules.advice}")
+        flag = _reserved_flag(rules, option)
+        if flag is not None:
+            raise ConfigError(f"scheduler.options: {option[:60]!r} would take over {flag}, which the launcher "
+                              "sets itself (its log, job name and working directory are what it watches); drop it")
+
+
+def _reserved_flag(rules: SchedulerOptions, word: str) -> str | None:
+    """The launcher's own flag that an option word sets (a long flag's abbreviation too), or None."""
+    if word.startswith("--"):
+        name = word.partition("=")[0]
+        return next((flag for flag in rules.reserved if flag.startswith("--") and flag.startswith(name)
+                     and len(name) > len("--")), None)
+    if word.startswith("-") and len(word) >= len("-x"):  # `-o`, or `-ofile` with its value attached
+        return next((flag for flag in rules.reserved if flag == word[:2]), None)
+    return None
 
 
 def _conda(value: Any) -> str | None:
@@ -824,6 +873,27 @@ def _conda(value: Any) -> str | None:
         raise ConfigError(f"conda: {value[:80]!r} is neither an environment name (letters, digits, '_', '.', '+', "
                           "'-') nor an absolute path without spaces or shell characters")
     return value
+
+
+def _setup(value: Any) -> tuple[str, ...]:
+    """Shell lines, each run as written; one line each, so that a failure names exactly the line that failed
+    (a step of several lines joins them with `;` or `&&`)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_SETUP_LINES:
+        raise ConfigError(f"setup: must be a list of at most {MAX_SETUP_LINES} shell lines, e.g. "
+                          f"['module load python/3.11'], got {_describe(value)}")
+    for number, line in enumerate(value, 1):
+        if not isinstance(line, str):
+            raise ConfigError(f"setup: line {number} must be a string (a shell line), got {_describe(line)}")
+        if len(line) > MAX_SETUP_LINE:
+            raise ConfigError(f"setup: line {number} is too long ({len(line)} characters, at most {MAX_SETUP_LINE})")
+        if "\0" in line:
+            raise ConfigError(f"setup: line {number} must not contain NUL characters")
+        if "\n" in line or "\r" in line:
+            raise ConfigError(f"setup: line {number} must be one line; split it into several lines of the list, "
+                              "or join its commands with ';' or '&&'")
+    return tuple(value)
 
 
 def _check_record_data(file_parameters: Mapping[str, Any] | None, meta: Mapping[str, Any] | None) -> None:

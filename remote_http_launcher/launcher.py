@@ -54,7 +54,8 @@ WARNING_PREFIX = "warning: "  # a host program's line the user should see even w
 WILDCARD_CLIENT_HOSTS = {"0.0.0.0": "localhost", "::": "localhost"}
 LAUNCH_STEPS: dict[int, str] = {
     scripts.Exit.WORKDIR: "workdir", scripts.Exit.LOG: "log file", scripts.Exit.NO_CONDA: "conda",
-    scripts.Exit.NO_CONDA_ENV: "conda", scripts.Exit.STATE_DIR: "state directory", scripts.Exit.SUBMIT: "submit"}
+    scripts.Exit.NO_CONDA_ENV: "conda", scripts.Exit.STATE_DIR: "state directory", scripts.Exit.SUBMIT: "submit",
+    scripts.Exit.NO_COMMAND: "scheduler"}
 
 
 class Launcher:
@@ -102,6 +103,9 @@ class Launcher:
                 tail = service.log_tail(state)
             except LauncherError as exc:
                 notes.append(f"could not read its log: {exc}")
+        setup = scripts.setup_failure(tail, service.host.name) if tail is not None else None
+        if setup is not None:  # what ended the service: named first
+            detail, step = f"{setup}; {detail}", "setup"
         message = "; ".join([f"{self.key}: {detail}", *([f"log: {tail}"] if tail is not None else []), *notes])
         return kind(message, key=self.key, host=service.host.name, step=step, log_tail=tail)
 
@@ -284,20 +288,21 @@ class Launcher:
 
             scheduler = schedulers.SCHEDULERS[batch.type]
             job = schedulers.job_script(scheduler, workdir=workdir, status_file=service.status_file, record=record,
-                                        command=command, conda=self.config.conda, ports=ports)
+                                        command=command, conda=self.config.conda, ports=ports,
+                                        setup=self.config.setup)
             args = schedulers.submit_args(workdir=workdir, log=service.log_file,
                                           status_file=service.status_file, job_file=service.job_file,
                                           conda=self.config.conda, name=self.key,
                                           lock=lock.path, lock_token=lock.token, options=batch.options)
-            result = host.run_script(schedulers.submit_program(scheduler), args,
-                                     stdin=schedulers.submit_input(scheduler, record, job))
+            result = schedulers.run(host, schedulers.submit_program(scheduler), args,
+                                    stdin=schedulers.submit_input(scheduler, record, job))
         else:
             args = scripts.launch_args(workdir=workdir, log=service.log_file, status_file=service.status_file,
                                        command=command, conda=self.config.conda, lock=lock.path,
-                                       lock_token=lock.token, ports=ports)
+                                       lock_token=lock.token, ports=ports, setup=self.config.setup)
             result = host.launch(Launch(args, scripts.record_head(record), key=self.key, workdir=workdir,
                                         command=command, conda=self.config.conda, record=record,
-                                        ports=ports))
+                                        ports=ports, setup=self.config.setup))
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
         for line in result.stderr.splitlines():
             if line.startswith(WARNING_PREFIX):

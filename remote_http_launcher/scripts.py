@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from functools import cache
 from typing import Any, Literal
@@ -22,8 +22,12 @@ from typing import Any, Literal
 # A program's own file; libraries (prepare, a scheduler's submit) only define functions for the next file.
 Name = Literal["process_info", "group_alive", "port_listener", "process_origin", "key_processes", "signal_group",
                "kill_group", "service", "prepare", "launch", "submit", "job", "read_file", "read_status",
-               "slurm_submit", "slurm_query", "slurm_cancel", "check"]
+               "slurm_submit", "slurm_query", "slurm_cancel", "pbs_submit", "pbs_query", "pbs_cancel", "check"]
 PRELUDE = "prelude"  # sh/prelude.sh: the definitions every program starts with
+# The start of the stderr line saying which program rhl_use found: "using NAME: PATH".
+USING = "using "
+# The line service.sh logs when a setup line fails: "...line N failed (status CODE): LINE".
+SETUP_FAILED = "remote-http-launcher: setup line "
 SH_DIR = os.path.join(os.path.dirname(__file__), "sh")
 
 
@@ -39,6 +43,7 @@ class Exit(IntEnum):
     NO_CONDA_ENV = 13
     STATE_DIR = 14
     SUBMIT = 15  # the scheduler refused the job (its message on stderr)
+    NO_COMMAND = 16  # a scheduler's command is neither on PATH nor on the login shell's (rhl_use)
 
 
 @cache
@@ -57,15 +62,33 @@ def _source(name: str) -> str:
 
 
 def launch_args(*, workdir: str, log: str, status_file: str, command: str, conda: str | None,
-                lock: str = "", lock_token: str = "", ports: str = "") -> list[str]:
+                lock: str = "", lock_token: str = "", ports: str = "", setup: Sequence[str] = ()) -> list[str]:
     """Positional arguments of launch.sh; its stdin is `record_head(...)`.
 
     The service removes `lock` once its record is written, if the lock still holds `lock_token`. `ports`
-    (ports_spec): the ports the service program chooses and puts in the command.
+    (ports_spec): the ports the service program chooses and puts in the command. `setup`: lines the service
+    runs first (setup_arg).
     """
     first, exec_text = exec_plan(command) or ("", "")
     args = [workdir, log, status_file, command, conda or "", program("service"), lock, lock_token, first, exec_text]
-    return [*args, "", "", "", ports] if ports else args  # service.sh: no job id, node or run, then the ports
+    if not ports and not setup:
+        return args
+    return [*args, "", "", "", ports, setup_arg(setup)]  # service.sh: no job id, node or run; ports, setup
+
+
+def setup_arg(setup: Sequence[str]) -> str:
+    """service.sh's SETUP argument: the setup lines (each one line: config validates it), one per line."""
+    return "\n".join(setup)
+
+
+def setup_failure(log_tail: str, host: str) -> str | None:
+    """`setup line N on HOST failed (status CODE): LINE` when a log's tail (service.log_tail) reports a failed
+    setup line, else None."""
+    reports = [line.strip() for line in log_tail.split(" | ") if line.strip().startswith(SETUP_FAILED)]
+    if not reports:
+        return None
+    number, _, rest = reports[-1][len(SETUP_FAILED):].partition(" ")
+    return f"setup line {number} on {host} {rest}"
 
 
 def port_placeholders(names: tuple[str, ...], nonce: str) -> dict[str, str]:

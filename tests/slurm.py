@@ -57,6 +57,10 @@ PARTITION = "rhltest"
 SUBNET = "10.243.0"  # the private bridge, inside the login namespace only
 START_TIMEOUT = 30.0
 MACHINE_LOCK = Path(tempfile.gettempdir()) / "rhl-test-cluster.lock"  # shared by every cluster a test run starts
+# SLURM's PBS wrappers (slurm-wlm-torque's qsub, qstat, qdel), unpacked here by .ci/run: the package conflicts
+# with gridengine-client. Each finds sbatch, squeue and scancel in its own directory.
+PBS_WRAPPERS = Path("/opt/rhl-slurm-torque/usr/bin")
+PBS_COMMANDS = ("qsub", "qstat", "qdel")
 MAX_TIME = "1-00:00:00"  # the partition's limit: a job asking for more waits for ever (PartitionTimeLimit)
 
 

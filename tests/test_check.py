@@ -204,17 +204,42 @@ def test_scheduler_commands_found_on_the_login_node(server: SSHServer, client_ho
 
 def test_scheduler_commands_missing_fail_with_what_to_do(tmp_path: Path, rhl_dir: Path,
                                                          demo_config: Callable[..., dict[str, Any]]) -> None:
-    empty_bin = tmp_path / "empty-bin"  # a host whose PATH has no sbatch, squeue or scancel
+    empty_bin = tmp_path / "empty-bin"  # a host whose PATH, also its login shell's, has no sbatch, squeue or scancel
     empty_bin.mkdir()
-    path = tmp_path / "config.yaml"
-    path.write_text(json.dumps(demo_config(scheduler={"type": "slurm"}, network_interface="0.0.0.0")))
-    env = {**os.environ, "PATH": str(empty_bin), "PYTHONPATH": python_path(ROOT), "PYTHONIOENCODING": "utf-8"}
-    result = subprocess.run([sys.executable, "-m", "remote_http_launcher", "check", str(path)], env=env,
-                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    result = check_with_profile(demo_config, tmp_path, empty_bin, f"PATH={empty_bin}\n")
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.findall(r"^✗ scheduler +(.+)$", result.stdout, re.MULTILINE) == [
-        "sbatch not found", "squeue not found", "scancel not found"], result.stdout
+        f"{name} not found on PATH ({empty_bin}) nor by the login shell (/bin/sh -l)"
+        for name in ("sbatch", "squeue", "scancel")], result.stdout
     assert advice_after(result, "scheduler").startswith("run the service where the scheduler's commands are")
+
+
+def test_scheduler_commands_are_found_on_the_login_shells_path(tmp_path: Path, rhl_dir: Path,
+                                                               demo_config: Callable[..., dict[str, Any]]) -> None:
+    empty_bin, site_bin = tmp_path / "empty-bin", tmp_path / "site bin"  # a site's directory: the profile adds it
+    empty_bin.mkdir()
+    site_bin.mkdir()
+    for name in ("sbatch", "squeue", "scancel"):
+        (site_bin / name).write_text("#!/bin/sh\n")
+        (site_bin / name).chmod(0o755)
+    result = check_with_profile(demo_config, tmp_path, empty_bin, f"PATH='{site_bin}':$PATH\n")
+    assert re.findall(r"^✓ scheduler +(.+)$", result.stdout, re.MULTILINE) == [
+        f"{site_bin}/{name}" for name in ("sbatch", "squeue", "scancel")], result.stdout
+
+
+def check_with_profile(demo_config: Callable[..., dict[str, Any]], tmp_path: Path, bin_dir: Path,
+                       profile: str) -> subprocess.CompletedProcess[str]:
+    """`check` of a SLURM config on this machine with PATH=bin_dir, and a login shell (sh -l) reading
+    `profile` as the user's ~/.profile."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".profile").write_text(profile)
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(demo_config(scheduler={"type": "slurm"}, network_interface="0.0.0.0")))
+    env = {**os.environ, "PATH": str(bin_dir), "PYTHONPATH": python_path(ROOT), "PYTHONIOENCODING": "utf-8",
+           "HOME": str(home), "SHELL": "/bin/sh"}
+    return subprocess.run([sys.executable, "-m", "remote_http_launcher", "check", str(path)], env=env,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 def test_without_marks_the_terminal_gets_words(tmp_path: Path, rhl_dir: Path,

@@ -231,6 +231,14 @@ def test_reconnect_timeout_has_no_limit_by_default() -> None:
         minimal(reconnect_timeout=0)
 
 
+def test_slurm_options_near_the_launchers_own_flags_are_kept() -> None:
+    options = ("--export=ALL", "--partition=short", "--exclusive", "--error-is-not-a-prefix=1", "--comment=-o x")
+    config = minimal(scheduler={"type": "slurm", "options": list(options)})
+    assert config.scheduler is not None and config.scheduler.options == options
+    with pytest.raises(ConfigError, match="'--open=1' would take over --open-mode"):  # an abbreviation
+        minimal(scheduler={"type": "slurm", "options": [*options, "--open=1"]})
+
+
 def test_default_network_interface_is_visible_to_templates() -> None:
     config = minimal(key="svc-{network_interface}-{config['network_interface']}")
     assert evaluate_key(config) == "svc-localhost-localhost"
@@ -316,6 +324,15 @@ def test_ssh_target() -> None:
     ({"scheduler": {"type": "slurm", "options": ["-p short"]}},
      "scheduler.options: a string ('-p short') is not one '--flag' or '--flag=value' word; write e.g. "
      "'--partition=short', not '-p short' or '--partition short'"),
+    ({"scheduler": {"type": "slurm", "options": ["--time=1:00:00", "--output=/tmp/x"]}},
+     "scheduler.options: '--output=/tmp/x' would take over --output, which the launcher sets itself (its log, "
+     "job name and working directory are what it watches); drop it"),
+    ({"scheduler": {"type": "slurm", "options": ["--out=/tmp/x"]}},  # sbatch takes an abbreviation as the flag
+     "scheduler.options: '--out=/tmp/x' would take over --output, which the launcher sets itself (its log, "
+     "job name and working directory are what it watches); drop it"),
+    ({"scheduler": {"type": "slurm", "options": ["--job=x"]}},
+     "scheduler.options: '--job=x' would take over --job-name, which the launcher sets itself (its log, "
+     "job name and working directory are what it watches); drop it"),
     ({"scheduler": {"type": "slurm"}, "network_interface": "localhost"},
      "network_interface: localhost is not reachable from the login node, where a batch job's service is reached; "
      "use 0.0.0.0 (the default with 'scheduler')"),

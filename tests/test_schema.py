@@ -70,7 +70,16 @@ def test_schema_limits_and_defaults_are_the_runtime_ones() -> None:
     assert properties["local_port"]["maximum"] == config_module.MAX_PORT
     scheduler = properties["scheduler"]["properties"]
     assert scheduler["type"]["enum"] == list(config_module.SCHEDULER_TYPES)
-    assert scheduler["options"]["items"]["pattern"] == config_module.SCHEDULER_OPTION_PATTERN
+    rules = {rule["if"]["properties"]["type"]["const"]: rule["then"]["properties"]["options"]["items"]
+             for rule in properties["scheduler"]["allOf"]}
+    assert set(rules) == set(config_module.SCHEDULER_TYPES)
+    for kind, items in rules.items():
+        options = config_module.SCHEDULER_OPTIONS[kind]
+        assert items["pattern"] == options.word
+        for flag in options.reserved:  # the schema refuses each flag the launcher refuses
+            scheduler_config = {"workdir": "/w", "key": "k", "command": "c",
+                                "scheduler": {"type": kind, "options": [f"{flag}=x" if flag[1] == "-" else flag]}}
+            assert schema_errors(scheduler_config), flag
     assert scheduler["options"]["maxItems"] == config_module.MAX_SCHEDULER_OPTIONS
     assert scheduler["queue_timeout"]["default"] == config_module.DEFAULT_QUEUE_TIMEOUT
     [loopback] = [rule["then"] for rule in SCHEMA["allOf"] if "scheduler" in rule["if"]["properties"]]

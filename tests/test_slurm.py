@@ -7,13 +7,15 @@ every check, handshake and tunnel has to go through it.
 
 from __future__ import annotations
 
+import atexit
 import json
 import re
+import secrets
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +25,9 @@ import pytest
 from remote_http_launcher.commands.stop import stop_keeper
 from tests.conftest import cli
 from tests.remote import keeper_processes
-from tests.slurm import NODE_CPUS
+from tests.slurm import NODE_CPUS, PBS_COMMANDS, PBS_WRAPPERS
 from tests.ssh_client import ALIAS, REMOTE_STATE, remote_state
+from tests.sshd import launch_sshd
 
 if TYPE_CHECKING:
     from tests.remote import RemoteConfig
@@ -216,6 +219,132 @@ def test_queued_job_shows_its_reason_then_up_gives_up_and_cancels_it(
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {key}: job {job} queued: ") and "for more than 6 s (cancelled the job)" in last
     assert [entry[0] for entry in slurm.jobs()] == blockers  # ours is cancelled; the blockers still run
+
+
+def test_setup_lines_run_in_the_job_on_the_compute_node_and_a_failing_one_is_named(
+        slurm: SlurmCluster, job_config: Callable[..., Path], keyed_server: SSHServer) -> None:
+    config = job_config(setup=["export RHL_WHERE=$(hostname)", 'echo "$RHL_WHERE" > rhl-setup-ran'])
+    up(config)
+    state = remote_state(keyed_server, key_of(config))
+    assert state is not None
+    assert slurm.run("cat ~/rhl-work/rhl-setup-ran").strip() == state["node"]  # it ran on the node, in the job
+    assert cli("stop", config).returncode == 0
+
+    failing = job_config(name="failing.yaml", key="rhl-setup-fails",
+                         setup=["true", "rhl-no-such-module load python", "touch rhl-setup-went-on"])
+    result = cli(failing, timeout=120)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert re.match(r"error: rhl-setup-fails: setup line 2 on \S+ failed \(status 127\): "
+                    r"rhl-no-such-module load python; job \d+ ended", error), error
+    assert "not found" in error  # the log's tail
+    assert slurm.run("test -e ~/rhl-work/rhl-setup-went-on || echo absent").strip() == "absent"
+    assert slurm.jobs() == []
+
+
+SLURM_COMMANDS = ("sbatch", "squeue", "scancel")
+PROFILE_ALIAS = "profilelogin"
+
+
+@pytest.fixture
+def profile_login(slurm: SlurmCluster, keyed_server: SSHServer, client_home: Path) -> Iterator[SSHServer]:
+    """The login node as a site whose scheduler commands only the login profile puts on PATH (a site's
+    /etc/profile.d, a module system): a second sshd there, its sessions' PATH a directory of every program
+    but SLURM's, and the user's ~/.profile adding a directory of SLURM's alone. PROFILE_ALIAS names it."""
+    plain, site = f"{keyed_server.home}/rhl-plain-bin", f"{keyed_server.home}/rhl-site-bin"
+    skip = " ".join([*SLURM_COMMANDS, *PBS_COMMANDS, "qsig"])  # Grid Engine's qsub may be on this machine
+    keyed_server.run(f"""set -e
+mkdir -p {plain} {site}
+for program in /usr/local/bin/* /usr/bin/*; do
+  case " {skip} " in *" ${{program##*/}} "*) ;; *) ln -sf "$program" {plain}/ ;; esac
+done
+for name in {" ".join(SLURM_COMMANDS)}; do ln -sf /usr/bin/$name {site}/; done
+for name in {" ".join(PBS_COMMANDS)}; do
+  [ ! -x {PBS_WRAPPERS}/$name ] || ln -sf {PBS_WRAPPERS}/$name {site}/
+done
+printf 'PATH={site}:$PATH\nexport PATH\n' > ~/.profile""", check=True)
+    server = launch_sshd(keyed_server._account, f"profile-{secrets.token_hex(3)}", keyed_server._ns,
+                         config_overrides={"SetEnv": f"PATH={plain}"})
+    atexit.unregister(server.close)  # it shares the login node's namespace, which outlives it
+    server.write_ssh_config(client_home, PROFILE_ALIAS)
+    try:
+        yield server
+    finally:
+        server.stop()
+        keyed_server.run(f"rm -rf {plain} {site} ~/.profile")
+
+
+def test_scheduler_commands_only_the_login_profile_puts_on_path_are_found_and_named_in_the_debug_log(
+        slurm: SlurmCluster, profile_login: SSHServer, remote_config: RemoteConfig, tmp_path: Path) -> None:
+    client = profile_login.connect()  # an SSH session's PATH (the test user's run() is not one) lacks sbatch
+    try:
+        _, out, _ = client.exec_command("command -v sbatch || echo none")
+        assert out.read().decode().strip() == "none"
+    finally:
+        client.close()
+    config = tmp_path / "job.yaml"
+    config.write_text(json.dumps(remote_config(profile_login, tunnel=True, network_interface="0.0.0.0",
+                                               ssh_hostname=PROFILE_ALIAS, scheduler={"type": "slurm"},
+                                               watchdog_interval=WATCHDOG)))
+    result = cli(config, "--json", "--log-level", "debug", timeout=120)
+    assert result.returncode == 0, result.stderr
+    site = f"{profile_login.home}/rhl-site-bin"
+    assert f"using sbatch: {site}/sbatch on {PROFILE_ALIAS}" in result.stderr
+    assert f"using squeue: {site}/squeue on {PROFILE_ALIAS}" in result.stderr
+    assert get(json.loads(result.stdout)["port"]) == 200
+    stopped = cli("stop", config, "--log-level", "debug")
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"using scancel: {site}/scancel on {PROFILE_ALIAS}" in stopped.stderr
+    assert slurm.jobs() == []
+
+
+def test_a_scheduler_command_found_nowhere_is_one_line_naming_it_and_where_it_looked(
+        slurm: SlurmCluster, profile_login: SSHServer, remote_config: RemoteConfig, tmp_path: Path) -> None:
+    plain = f"{profile_login.home}/rhl-plain-bin"  # the login profile no longer adds SLURM's directory
+    profile_login.run(f"echo PATH={plain} > ~/.profile", check=True)
+    config = tmp_path / "job.yaml"
+    config.write_text(json.dumps(remote_config(profile_login, network_interface="0.0.0.0",
+                                               ssh_hostname=PROFILE_ALIAS, scheduler={"type": "slurm"})))
+    result = cli(config, timeout=60)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    key = json.loads(config.read_text())["key"]
+    assert error == (f"error: {key}: scheduler on {PROFILE_ALIAS}: sbatch not found on PATH ({plain}) nor by the "
+                     "login shell (/bin/sh -l)"), error
+
+
+def test_a_pbs_job_through_slurms_pbs_wrappers_found_on_the_login_profile(
+        slurm: SlurmCluster, profile_login: SSHServer, remote_config: RemoteConfig, tmp_path: Path) -> None:
+    """The PBS backend's own commands (qsub, qstat -f, qdel) as SLURM's PBS wrappers (slurm-wlm-torque) run
+    them: a job launched, its node and time left in `status`, stopped; qsig is not there, so qdel stops it."""
+    if not (PBS_WRAPPERS / "qsub").exists():
+        pytest.skip(f"SLURM's PBS wrappers are not unpacked in {PBS_WRAPPERS} (.ci/run does it)")
+    config = tmp_path / "pbs.yaml"
+    config.write_text(json.dumps(remote_config(profile_login, tunnel=True, network_interface="0.0.0.0",
+                                               ssh_hostname=PROFILE_ALIAS, watchdog_interval=WATCHDOG,
+                                               scheduler={"type": "pbs", "options": ["-l", "walltime=00:30:00"]})))
+    result = cli(config, "--json", "--log-level", "debug", timeout=120)
+    assert result.returncode == 0, result.stderr
+    site = f"{profile_login.home}/rhl-site-bin"
+    assert f"using qsub: {site}/qsub on {PROFILE_ALIAS}" in result.stderr
+    assert f"using qstat: {site}/qstat on {PROFILE_ALIAS}" in result.stderr
+    key = json.loads(config.read_text())["key"]
+    state = remote_state(profile_login, key)
+    assert state is not None and state["scheduler"] == "pbs" and state["node"] in slurm.nodes, state
+    assert slurm.jobs() == [(state["job_id"], "RUNNING", key)]  # one job, named after the key (qsub -N)
+    assert get(json.loads(result.stdout)["port"]) == 200
+    assert slurm.run(f"cat {REMOTE_STATE}/{key}.log").count("demo service listening") == 1  # the job's output
+
+    status = cli("status", config, "--json")
+    assert status.returncode == 0, status.stderr
+    job = json.loads(status.stdout)["job"]
+    assert (job["id"], job["node"], job["time_left"]) == (state["job_id"], state["node"], "0:30:00")
+
+    stopped = cli("stop", config, "--log-level", "debug")
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"using qdel: {site}/qdel on {PROFILE_ALIAS}" in stopped.stderr
+    assert slurm.jobs() == []
+    assert remote_state(profile_login, key) is None
 
 
 def test_a_reason_that_never_clears_fails_at_once(slurm: SlurmCluster, job_config: Callable[..., Path]) -> None:

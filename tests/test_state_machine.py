@@ -203,10 +203,11 @@ def test_a_lock_held_by_a_dead_local_launcher_is_broken(tmp_path: Path, host: Fa
 
 def stock_launch_starts(host: FakeHost, port: int, *, listens: bool = True, log: bytes = b"") -> None:
     """The launch program of a stock server, as service.sh does it: the ports spec after the job's three empty
-    arguments; the chosen port (`port`) replaces the placeholder; a `starting` record with `stock_ports`."""
+    arguments (then the setup lines, none); the chosen port (`port`) replaces the placeholder; a `starting`
+    record with `stock_ports`."""
 
     def answer(args: list[str], stdin: bytes) -> ScriptResult:
-        given = dict(zip([*LAUNCH_ARGS, "job_id", "node", "restarts", "ports"], args, strict=True))
+        given = dict(zip([*LAUNCH_ARGS, "job_id", "node", "restarts", "ports", "setup"], args, strict=True))
         low, high, spec = given["ports"].split()
         name, placeholder = spec.split("=")
         assert (name, int(low), int(high)) == ("port", 20000, 29999) and placeholder in given["command"]

@@ -48,6 +48,7 @@ class Launch(NamedTuple):
     conda: str | None
     record: dict[str, Any]
     ports: str = ""  # a stock server's ports to choose (scripts.ports_spec), which the launch program does
+    setup: tuple[str, ...] = ()  # the config's setup lines, which the launch program runs first
 
 
 class SeenProcess(NamedTuple):

@@ -209,6 +209,9 @@ class GuardedHost(Host):
         if request.ports:
             return ScriptResult(1, "", "rhl-launch-service cannot choose a port for a command reading {port}; "
                                        "give the service a port_start/port_end and let it report its own port")
+        if request.setup:
+            return ScriptResult(1, "", "rhl-launch-service runs no setup lines; drop 'setup' (the guard's "
+                                       "environment is the administrator's to set)")
         words = shlex.split(request.command)
         if not words or any(SHELL_SYNTAX.fullmatch(word) for word in words):
             return ScriptResult(1, "", f"rhl-launch-service runs one program with arguments, not shell syntax: "

@@ -21,19 +21,21 @@ from .base import (
     job_script,
     moved,
     recorded_run,
+    run,
     submit_args,
     submit_input,
     submit_program,
 )
+from .pbs import Pbs
 from .slurm import Slurm
 
 if TYPE_CHECKING:
     from ..statefiles import ServerState
 
-SCHEDULERS: dict[str, Scheduler] = {"slurm": Slurm()}
+SCHEDULERS: dict[str, Scheduler] = {"slurm": Slurm(), "pbs": Pbs()}
 
 __all__ = ["ENDED", "QUEUED", "RUNNING", "SCHEDULERS", "Job", "JobInfo", "Scheduler", "job_of", "job_script",
-           "moved", "recorded_run", "submit_args", "submit_input", "submit_program"]
+           "moved", "recorded_run", "run", "submit_args", "submit_input", "submit_program"]
 
 
 def job_of(state: ServerState | None) -> Job | None:

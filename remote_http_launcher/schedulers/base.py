@@ -12,6 +12,7 @@ or be killed with it, depending on the cluster's process tracking.
 
 from __future__ import annotations
 
+import logging
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,9 @@ from .. import scripts
 
 if TYPE_CHECKING:
     from ..hosts import Host
+    from ..hosts.base import ScriptResult
+
+log = logging.getLogger("remote_http_launcher.schedulers")
 
 # Neutral job states: what the launcher acts on.
 QUEUED, RUNNING, ENDED = "queued", "running", "ended"
@@ -44,8 +48,11 @@ class Scheduler(ABC):
     name: str
     #: The environment variable holding the job's id inside the job.
     job_id_variable: str
-    #: The environment variable holding, inside the job, how often it was restarted (unset on its first run).
-    restarts_variable: str
+    #: Another one, read where the first is not set (a scheduler's commands wrapping another's).
+    job_id_fallback: str | None = None
+    #: The environment variable holding, inside the job, how often it was restarted (unset on its first run);
+    #: None where the scheduler tells a job no such count (its every run records 0).
+    restarts_variable: str | None
     #: The library (sh/NAME.sh) defining `rhl_submit` for submit.sh (its inputs: see slurm_submit.sh).
     submit: scripts.Name
     #: Pending reasons that can never clear by waiting: `up` gives up at once.
@@ -80,6 +87,17 @@ class Job(NamedTuple):
         self.scheduler.cancel(host, self.id, signal)
 
 
+def run(host: Host, program: str, args: list[str], stdin: bytes = b"") -> ScriptResult:
+    """`host.run_script` of a program running the scheduler's commands: which ones it used (found on PATH
+    or on the login shell's: rhl_use) goes to the debug log, and out of its stderr."""
+    result = host.run_script(program, args, stdin)
+    lines = result.stderr.splitlines(keepends=True)
+    for line in lines:
+        if line.startswith(scripts.USING):
+            log.debug("%s on %s", line.strip(), host.name)
+    return result._replace(stderr="".join(line for line in lines if not line.startswith(scripts.USING)))
+
+
 def recorded_run(data: Mapping[str, Any]) -> int:
     """Which run of its job a status record is of: the job's restart count when its script wrote it (0 for
     the first run, and for records that do not say)."""
@@ -99,18 +117,21 @@ def record_head(scheduler: Scheduler, record: Mapping[str, Any]) -> bytes:
 
 
 def job_script(scheduler: Scheduler, *, workdir: str, status_file: str, record: Mapping[str, Any],
-               command: str, conda: str | None, ports: str = "") -> str:
+               command: str, conda: str | None, ports: str = "", setup: Sequence[str] = ()) -> str:
     """The job script: sh/job.sh after a line giving it its arguments, every value shell-quoted (the
     submission passes conda.sh's path and the umask as $1 and $2: submit.sh). `ports`: scripts.ports_spec,
-    chosen on the compute node by the service program."""
+    chosen on the compute node by the service program; `setup`: lines it runs there first."""
     head = record_head(scheduler, record).decode().rstrip("\n")
     first, exec_text = scripts.exec_plan(command) or ("", "")
     values = shlex.join([workdir, status_file, command, conda or "", first, exec_text, head])
+    job_id = f"${{{scheduler.job_id_fallback}-}}" if scheduler.job_id_fallback else ""
+    job_id = f"${{{scheduler.job_id_variable}:-{job_id}}}" if job_id else f"${{{scheduler.job_id_variable}-}}"
+    restarts = f"${{{scheduler.restarts_variable}-0}}" if scheduler.restarts_variable else "0"
     return "\n".join([
         "#!/bin/sh",
         "# remote-http-launcher: the service's batch job",
-        f'set -- "$1" "$2" {values} "${{{scheduler.job_id_variable}-}}" {shlex.quote(scripts.program("service"))} '
-        f'"${{{scheduler.restarts_variable}-0}}" {shlex.quote(ports)}',
+        f'set -- "$1" "$2" {values} "{job_id}" {shlex.quote(scripts.program("service"))} '
+        f'"{restarts}" {shlex.quote(ports)} {shlex.quote(scripts.setup_arg(setup))}',
         scripts.program("job"),
     ])
 

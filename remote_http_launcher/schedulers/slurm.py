@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from .. import scripts
 from ..errors import HostError
-from .base import ENDED, QUEUED, RUNNING, JobInfo, Scheduler
+from .base import ENDED, QUEUED, RUNNING, JobInfo, Scheduler, run
 
 if TYPE_CHECKING:
     from ..hosts import Host
@@ -33,14 +33,16 @@ class Slurm(Scheduler):
     commands = ("sbatch", "squeue", "scancel")
 
     def query(self, host: Host, job_id: str) -> JobInfo:
-        result = host.run_script(scripts.program("slurm_query"), [job_id])
+        result = run(host, scripts.program("slurm_query"), [job_id])
         if result.returncode != 0:
             raise HostError(f"squeue on {host.name}: {result.stderr.strip() or 'failed'}", host=host.name,
                             step="squeue")
         return parse_query(result.stdout)
 
     def cancel(self, host: Host, job_id: str, signal: str | None = None) -> None:
-        host.run_script(scripts.program("slurm_cancel"), [job_id, signal or ""])
+        result = run(host, scripts.program("slurm_cancel"), [job_id, signal or ""])
+        if result.returncode == scripts.Exit.NO_COMMAND:
+            raise HostError(f"scancel on {host.name}: {result.stderr.strip()}", host=host.name, step="scancel")
 
 
 def parse_query(output: str) -> JobInfo:

@@ -43,5 +43,5 @@ if [ -n "$program" ]; then
   if found=$(command -v -- "$program" 2>/dev/null); then report program ok "$found"; else report program fail "$program not found"; fi
 fi
 for command; do
-  if found=$(command -v -- "$command" 2>/dev/null); then report scheduler ok "$found"; else report scheduler fail "$command not found"; fi
+  if rhl_command "$command"; then report scheduler ok "$rhl_command"; else report scheduler fail "$rhl_command_missing"; fi
 done

@@ -4,7 +4,34 @@
 # Exit codes beyond 0 (yes, done) and 1 (no, or a failure); scripts.Exit holds the same table (a test checks).
 # shellcheck disable=SC2034  # each program uses some
 rhl_exit_cannot_tell=3 rhl_exit_read_absent=3 rhl_exit_read_failed=4 rhl_exit_workdir=10 rhl_exit_log=11 \
-  rhl_exit_no_conda=12 rhl_exit_no_conda_env=13 rhl_exit_state_dir=14 rhl_exit_submit=15
+  rhl_exit_no_conda=12 rhl_exit_no_conda_env=13 rhl_exit_state_dir=14 rhl_exit_submit=15 rhl_exit_no_command=16
+
+# rhl_login_which NAME: NAME's path as the user's login shell finds it (its profile may add to PATH: a site's
+# /etc/profile.d, a module system); empty when it does not. Its profile's own output comes first: the last line.
+rhl_login_which() {
+  # shellcheck disable=SC2016  # $1: the login shell's
+  rhl_which=$("${SHELL:-sh}" -lc 'command -v -- "$1"' rhl "$1" 2>/dev/null </dev/null)
+  printf '%s\n' "${rhl_which##*
+}"
+}
+
+# rhl_command NAME: the program NAME in $rhl_command, on this shell's PATH or else as the login shell finds it
+# (as conda is found); returns 1 when neither does, a line saying where it looked in $rhl_command_missing.
+rhl_command() {
+  rhl_command=$(command -v -- "$1" 2>/dev/null)
+  case $rhl_command in /*) return 0 ;; esac
+  rhl_command=$(rhl_login_which "$1")
+  case $rhl_command in /*) return 0 ;; esac
+  rhl_command_missing="$1 not found on PATH ($PATH) nor by the login shell (${SHELL:-sh} -l)"
+  return 1
+}
+
+# rhl_use NAME: rhl_command NAME, saying on stderr which one is used (a line the launcher logs at debug level:
+# scripts.USING); when there is none, exits rhl_exit_no_command with the line saying where it looked.
+rhl_use() {
+  rhl_command "$1" || { echo "$rhl_command_missing" >&2; exit "$rhl_exit_no_command"; }
+  echo "using $1: $rhl_command" >&2
+}
 
 # rhl_stat PID: from /proc/PID/stat, rhl_state (one letter: R, S, Z...), rhl_pgid (its process group) and
 # rhl_start (its start in clock ticks since boot: with the PID, the process's identity across PID reuse).

@@ -35,10 +35,10 @@ RHL_LS
 # environments. Returns the failed step's code, a line on stderr saying why.
 rhl_find_conda() {
   rhl_conda_sh=
-  # shellcheck disable=SC2016  # $( and $HOME in single quotes: sed's pattern, and the login shell's
+  # shellcheck disable=SC2016  # $( in single quotes: sed's pattern
   for rhl_base in "${CONDA_EXE:+${CONDA_EXE%/bin/conda}}" \
       "$(command -v conda 2>/dev/null | sed 's#/\(bin\|condabin\)/conda$##')" \
-      "$("${SHELL:-sh}" -lc 'command -v conda' 2>/dev/null </dev/null | tail -n 1 | sed 's#/\(bin\|condabin\)/conda$##')" \
+      "$(rhl_login_which conda | sed 's#/\(bin\|condabin\)/conda$##')" \
       "$(sed -n "s#.*__conda_setup=\"\$('\(.*\)/bin/conda'.*#\1#p" "$HOME/.bashrc" 2>/dev/null | head -n 1)" \
       "$HOME/miniforge3" "$HOME/mambaforge" "$HOME/miniconda3" "$HOME/anaconda3" \
       /opt/conda /opt/miniforge3 /opt/miniconda3 /opt/anaconda3; do

@@ -1,4 +1,4 @@
-# service STATUS COMMAND CONDA_SH CONDA_ENV UMASK LOCK TOKEN FIRST EXEC [JOB_ID NODE RESTARTS [PORTS]]: the
+# service STATUS COMMAND CONDA_SH CONDA_ENV UMASK LOCK TOKEN FIRST EXEC [JOB_ID NODE RESTARTS [PORTS [SETUP]]]: the
 # service's own first steps (it runs detached, as the new session leader, or as a batch job: job.sh). It records
 # its PID and start time in the status file STATUS, with JOB_ID, NODE and RESTARTS (the job's run) for a job,
 # after the record's head it reads on stdin (one
@@ -11,9 +11,11 @@
 # PORTS (a stock server's, scripts.ports_spec): "START END NAME=PLACEHOLDER...": for each NAME a TCP port from
 # START to END that no socket on this host uses, put in place of PLACEHOLDER in COMMAND (and the record) and
 # recorded as "stock_ports"; the launcher says `running` once the service listens there.
+# SETUP: the config's setup lines, one per line, each eval'ed as written before conda's activation and COMMAND;
+# the first that fails ends the service with a line naming it in the log (scripts.SETUP_FAILED).
 set -f
 rhl_status=$1 rhl_cmd=$2 rhl_conda_sh=$3 rhl_conda_env=$4 rhl_umask=$5 rhl_lock=$6 rhl_lock_token=$7
-rhl_first=$8 rhl_exec=$9 rhl_job_id=${10-} rhl_node=${11-} rhl_run=${12-0} rhl_ports=${13-}
+rhl_first=$8 rhl_exec=$9 rhl_job_id=${10-} rhl_node=${11-} rhl_run=${12-0} rhl_ports=${13-} rhl_setup=${14-}
 case $rhl_run in ''|*[!0-9]*) rhl_run=0 ;; esac
 IFS= read -r rhl_head
 exec </dev/null
@@ -72,6 +74,21 @@ rhl_release_lock "$rhl_lock" "$rhl_lock_token"
 set +f
 umask "$rhl_umask"
 export REMOTE_HTTP_LAUNCHER_STATUS_FILE="$rhl_status"  # how `stop` finds the key's processes (key_processes.sh)
+if [ -n "$rhl_setup" ]; then
+  # `source` as bash has it, where sh lacks it (dash): setup lines are often written for bash.
+  # shellcheck source=/dev/null  # the user's file
+  command -v source >/dev/null 2>&1 || source() { . "$@"; }
+  rhl_nl='
+'
+  rhl_setup_number=0
+  while [ -n "$rhl_setup" ]; do
+    rhl_setup_line=${rhl_setup%%"$rhl_nl"*}
+    case $rhl_setup in *"$rhl_nl"*) rhl_setup=${rhl_setup#*"$rhl_nl"} ;; *) rhl_setup= ;; esac
+    rhl_setup_number=$((rhl_setup_number + 1))
+    eval "$rhl_setup_line" \
+      || { echo "remote-http-launcher: setup line $rhl_setup_number failed (status $?): $rhl_setup_line"; exit 1; }
+  done
+fi
 if [ -n "$rhl_conda_env" ]; then
   # shellcheck source=/dev/null  # the conda.sh rhl_prepare found
   . "$rhl_conda_sh" && conda activate "$rhl_conda_env" \
