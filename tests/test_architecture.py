@@ -307,4 +307,5 @@ def test_a_kept_parse_gives_the_key_and_the_warnings_of_its_text(rhl_dir: Path,
     with pytest.warns(UserWarning, match="extra_note"):
         moved = load_config(other, cache=True)
     assert moved.parsed is not None and moved.known_key is None and evaluate_key(moved) == "svc-elsewhere"
-    remote_http_launcher.stop(path)
+    with pytest.warns(UserWarning, match="extra_note"):
+        remote_http_launcher.stop(path)
