@@ -8,8 +8,9 @@ IFS= read -r head || { echo "no status record on stdin" >&2; exit 1; }  # one li
 rhl_prepare "$status" "$wd" "$log" "$conda_env"
 if command -v setsid >/dev/null 2>&1; then detach="setsid"; else detach="nohup"; fi
 # `&` starts the service with SIGINT and SIGQUIT ignored, and sh cannot undo that (`trap -` does not);
-# GNU env can: the service gets them at their defaults, as a service the original launches does.
-if env --default-signal=INT true 2>/dev/null; then signals="env --default-signal=INT,QUIT"; else signals=; fi
+# GNU env can: the service gets them at their defaults, as a service the original launches does. Asked without a
+# command, env only prints the environment: one process to learn whether it knows the option, not two.
+if env --default-signal=INT >/dev/null 2>&1; then signals="env --default-signal=INT,QUIT"; else signals=; fi
 # shellcheck disable=SC2086  # split on purpose: the wrapper commands' words
 $detach $signals sh -c "$service" rhl-service "$status" "$cmd" "$rhl_conda_sh" "$conda_env" "$rhl_user_umask" \
   "$lock" "$lock_token" "$@" >>"$log" 2>&1 <<RHL_RECORD &
