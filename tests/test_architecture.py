@@ -99,7 +99,7 @@ LAYERS = [
     ["broker", "keeper"],
     ["connect"],
     ["commands"],
-    ["render", "arguments"],
+    ["render", "arguments", "helpers"],
     ["api"],
     ["handle"],
     ["cli"],

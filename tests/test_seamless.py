@@ -49,6 +49,7 @@ ORIGINAL_PULLED_IN = "0.4.5"
 SERVER_REQUIREMENTS = ("hashserver==1.1.0", "seamless-database==2.1.0",
                        "aiofiles==25.1.0")  # hashserver imports it without declaring it
 SERVER_VENV = "seamless-venv"  # in the account's home
+HELPERS_VENV = "miniforge3"  # ... first on the PATH Seamless gives the rhl-* helpers it runs there
 CONDA_ENV = "seamless"
 CLUSTER, PROJECT = "rhlcluster", "rhlproject"
 BUFFERS, DATABASE = "seamless-buffers", "seamless-db"  # the cluster's bufferdir and database_dir, under ~
@@ -107,13 +108,17 @@ def seamless_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = root / "venv"
     pip_venv(sys.executable, venv, CLIENT_REQUIREMENTS + SERVER_REQUIREMENTS, "the Seamless test")
     assert installed_version(venv) == ORIGINAL_PULLED_IN
-    source = root / "source"
+    pip_install(venv, [str(source_copy(root / "source"))], "the Seamless test")
+    return venv
+
+
+def source_copy(source: Path) -> Path:
+    """This project's sources copied to `source`, to be installed from (nothing is built in the worktree)."""
     shutil.copytree(ROOT / "remote_http_launcher", source / "remote_http_launcher",
                     ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    pip_install(venv, [str(source)], "the Seamless test")
-    return venv
+    return source
 
 
 def installed_version(venv: Path) -> str:
@@ -128,6 +133,17 @@ def seamless_server(sshd: SSHServer) -> Iterator[str]:
     """hashserver and seamless-database from PyPI in a venv of the server's account; its path."""
     venv = f"{sshd.home}/{SERVER_VENV}"
     pip_venv(sshd.python, venv, SERVER_REQUIREMENTS, "the Seamless test")
+    give_tree(sshd, venv)
+    yield venv
+    sshd.run(f"rm -rf {venv}")
+
+
+@pytest.fixture(scope="session")
+def server_helpers(sshd: SSHServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """This project installed on the server where Seamless looks for the rhl-* helpers it runs over ssh
+    (`PATH=$HOME/miniforge3/bin:...`), as a user installs it there in place of 0.4.5; the venv's path."""
+    venv = f"{sshd.home}/{HELPERS_VENV}"
+    pip_venv(sshd.python, venv, [str(source_copy(tmp_path_factory.mktemp("server-source")))], "the Seamless test")
     give_tree(sshd, venv)
     yield venv
     sshd.run(f"rm -rf {venv}")
@@ -276,3 +292,76 @@ def test_seamless_cache_runs_the_services_locally(seamless_client: Path, home: P
 
     assert all("hostname" not in config for config in first["configs"])
     assert first["hashserver"].startswith("http://localhost:")
+
+
+def service_command(venv: Path, home: Path, project: Path, bin_dir: Path, *args: str
+                    ) -> subprocess.CompletedProcess[str]:
+    """One of Seamless's seamless-service-* commands, as its user runs it in the project directory: it runs
+    the rhl-* helpers here and, over `ssh` (the binary, with the test's ~/.ssh/config: `bin_dir`), on the
+    server."""
+    environ = {key: value for key, value in os.environ.items()
+               if key not in ("REMOTE_HTTP_LAUNCHER_DIR", "SSH_AUTH_SOCK")}
+    environ.update(HOME=str(home), PATH=f"{bin_dir}:{venv}/bin:{os.defpath}",  # no other venv's helpers
+                   RHL_TEST_SSH_CONFIG=str(home / ".ssh" / "config"))
+    return subprocess.run([str(venv / "bin" / args[0]), *args[1:]], capture_output=True, text=True, cwd=project,
+                          env=environ, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_seamless_service_commands_run_our_helpers(seamless_client: Path, server: SSHServer, server_helpers: str,
+                                                   home: Path, tmp_path: Path) -> None:
+    """seamless-service-ps (client and --server), -logs, -inspect, -stop and -rm on the services Seamless
+    launched through run(), with this project in place of 0.4.5 on both sides: the rhl-* helpers they run
+    are ours (remote_http_launcher/helpers/)."""
+    if shutil.which("ssh") is None:
+        pytest.fail("Seamless runs the server's helpers with the ssh binary (Debian's openssh-client)", pytrace=False)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(f'#!/bin/sh\nexec {shutil.which("ssh")} -F "$RHL_TEST_SSH_CONFIG" "$@"\n')
+    (bin_dir / "ssh").chmod(0o755)
+    server.write_ssh_config(home, ALIAS)
+    (home / ".seamless").mkdir()
+    (home / ".seamless" / "clusters.yaml").write_text(yaml.safe_dump(cluster_definition(server, False)))
+    project = project_dir(tmp_path, [{"cluster": CLUSTER}, {"project": PROJECT}, {"execution": "process"},
+                                     {"persistent": True}])
+    launched = seamless(seamless_client, home, project, "write", "a buffer")
+    ports = {tool: int(url.rsplit(":", 1)[1]) for tool, url in
+             (("hashserver", launched["hashserver"]), ("database", launched["database"]))}
+    records = {tool: remote_state(server, key) for tool, key in KEYS.items()}
+    command = partial(service_command, seamless_client, home, project, bin_dir)
+
+    def ps(*args: str) -> list[dict[str, Any]]:
+        done = command("seamless-service-ps", "--json", *args)
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    client = {row["service"]: row for row in ps()}  # rhl-ps --client --json, here
+    assert {tool: (row["port"], row["key"], row["cluster"]) for tool, row in client.items()} == {
+        tool: (ports[tool], KEYS[tool], CLUSTER) for tool in KEYS}
+    on_server = {row["service"]: row for row in ps("--server", "--cluster", CLUSTER)}  # rhl-ps --json over ssh
+    assert {tool: (row["process"], row["port"], row["key"], row["project"]) for tool, row in on_server.items()} == {
+        tool: ("running", record and record["port"], KEYS[tool], PROJECT) for tool, record in records.items()}
+
+    logs = command("seamless-service-logs", "--service", "hashserver")
+    assert logs.returncode == 0 and "Uvicorn running on" in logs.stdout, logs.stderr
+    tail = command("seamless-service-logs", "--service", "hashserver", "--tail", "1")
+    assert tail.returncode == 0 and tail.stdout == logs.stdout.splitlines(keepends=True)[-1]
+    inspected = command("seamless-service-inspect", "--service", "database")
+    assert inspected.returncode == 0 and json.loads(inspected.stdout) == records["database"], inspected.stderr
+
+    stopped = command("seamless-service-stop", "--service", "hashserver")
+    assert (stopped.returncode, stopped.stdout) == (0, f"{KEYS['hashserver']}: stopped\n"), stopped.stderr
+    hashserver = records["hashserver"]
+    assert hashserver is not None and not alive(hashserver["pid"])
+    assert {row["service"]: row["process"] for row in ps("--server", "--cluster", CLUSTER)} == {
+        "hashserver": "stale", "database": "running"}
+    removed = command("seamless-service-rm", "--service", "hashserver")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.splitlines() == [f"removed {server.home}/{STATE}/server/{KEYS['hashserver']}.json",
+                                           f"removed {home}/{STATE}/client/{KEYS['hashserver']}.json"]
+    assert [row["service"] for row in ps("--server", "--cluster", CLUSTER)] == ["database"]
+    assert [row["service"] for row in ps()] == ["database"]
+
+    everything = command("seamless-service-stop", "--cluster", CLUSTER)  # rhl-ps, then rhl-stop of its keys
+    assert (everything.returncode, everything.stdout) == (0, f"{KEYS['database']}: stopped\n"), everything.stderr
+    cleared = command("seamless-service-rm", "--cluster", CLUSTER)
+    assert cleared.returncode == 0 and ps("--server", "--cluster", CLUSTER) == [] and ps() == [], cleared.stderr
