@@ -31,7 +31,8 @@ from .common import CLEANUP, PYTHON, ROOT, Row, combine, dump_json, log, markdow
 from .installs import ensure_ours
 from .original import Original, ensure_original
 
-SECTIONS = ("warm", "cold", "ssh", "tunnel", "survive", "concurrency", "slurm")
+SECTIONS = ("warm", "cold", "ssh", "tunnel", "survive", "concurrency", "slurm", "renewal")
+DEFAULT_SECTIONS = SECTIONS[:-1]  # "renewal" serves a job for minutes: only when asked for
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -42,8 +43,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ssh-runs", type=int, default=5, help="measured runs per SSH metric (default 5)")
     parser.add_argument("--rtt-ms", type=float, default=50.0,
                         help="added round-trip time for the slow link (default 50)")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
+    parser.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
+                        help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: all but renewal)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run the chosen sections N times; each figure is the median over the N runs, "
                              "with their lowest and highest (default 1)")
@@ -84,6 +85,10 @@ def run_sections(args: argparse.Namespace, original: Original | str) -> tuple[li
         from .slurm_bench import run_slurm
 
         rows += run_slurm(args.ssh_runs, args.rtt_ms / 1000)
+    if "renewal" in args.only:
+        from .renewal_bench import run_renewal
+
+        rows += run_renewal(args.rtt_ms / 1000)
     return rows, extra
 
 

@@ -32,6 +32,7 @@ DEFAULT_STARTUP_TIMEOUT = 60.0
 DEFAULT_WATCHDOG_INTERVAL = 5.0
 DEFAULT_CONNECTION_PERSIST = 600.0
 DEFAULT_QUEUE_TIMEOUT = 600.0
+SCHEDULER_FIELDS = ("type", "options", "queue_timeout", "renew_before")
 # With a scheduler the service runs on a compute node and is reached from the login node, so it must not
 # listen on loopback only; this is its default interface.
 SCHEDULER_NETWORK_INTERFACE = "0.0.0.0"
@@ -187,6 +188,7 @@ class Scheduler(NamedTuple):
     type: str
     options: tuple[str, ...] = ()
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
+    renew_before: float | None = None  # seconds before the walltime ends that the tunnel's holder renews the job
 
 
 class Config(NamedTuple):
@@ -824,10 +826,10 @@ def _scheduler(value: Any) -> Scheduler | None:
         return None
     if not isinstance(value, Mapping):
         raise ConfigError(f"scheduler: must be a mapping with 'type' (e.g. {{type: slurm}}), got {_describe(value)}")
-    unknown = sorted(str(name) for name in value if name not in ("type", "options", "queue_timeout"))
+    unknown = sorted(str(name) for name in value if name not in SCHEDULER_FIELDS)
     if unknown:
-        raise ConfigError(f"scheduler: unknown field {unknown[0][:40]!r}; only 'type', 'options' and "
-                          "'queue_timeout' are allowed")
+        allowed = ", ".join(map(repr, SCHEDULER_FIELDS))
+        raise ConfigError(f"scheduler: unknown field {unknown[0][:40]!r}; only {allowed} are allowed")
     kind = value.get("type")
     if kind not in SCHEDULER_TYPES:
         raise ConfigError(f"scheduler.type: must be one of {', '.join(SCHEDULER_TYPES)}, got {_describe(kind)}")
@@ -839,7 +841,9 @@ def _scheduler(value: Any) -> Scheduler | None:
                           f"arguments, e.g. ['--time=08:00:00', '--partition=short'], got {_describe(options)}")
     _scheduler_options(SCHEDULER_OPTIONS[kind], options)
     queue_timeout = _seconds(value, "queue_timeout", DEFAULT_QUEUE_TIMEOUT, "scheduler.queue_timeout")
-    return Scheduler(kind, tuple(options), queue_timeout)
+    renew_before = _seconds(value, "renew_before", 0.0, "scheduler.renew_before") \
+        if value.get("renew_before") is not None else None
+    return Scheduler(kind, tuple(options), queue_timeout, renew_before)
 
 
 def _scheduler_options(rules: SchedulerOptions, options: list[Any]) -> None:

@@ -31,7 +31,7 @@ from .errors import ConfigError, HandshakeError, LauncherError, LaunchError, Ser
 from .hosts.base import Launch
 from .locks import FileLock
 from .progress import Progress
-from .service import Service, half_written, job_of
+from .service import SUCCESSOR_OF, Service, half_written, job_of
 from .statefiles import ClientPayload, ServerState
 
 if TYPE_CHECKING:
@@ -262,8 +262,26 @@ class Launcher:
                           f"lock for more than {self.config.startup_timeout:.0f} s; remove {lock.path} if no "
                           "launcher is running")
 
-    def _start_service(self, service: Service, lock: LaunchLock) -> ServerState:
-        """Run the launch script: the service starts detached and writes its own record (sh/launch.sh)."""
+    def start_successor(self, service: Service, current: ServerState) -> ServerState:
+        """Submit the next batch job of a key whose job `current` still runs (walltime renewal): its files
+        are `service.next_run()`'s, so nothing of the running job's changes; its record names the job it
+        succeeds. Its queued record; LaunchError when the submission fails or another one is under way."""
+        successor = service.next_run()
+        job = job_of(current)
+        assert job is not None
+        lock = LaunchLock(successor)
+        if not lock.acquire() and not (lock.is_free_or_stale() and lock.acquire()):
+            raise self._error(LaunchError, successor, "renew", f"another run holds {lock.path}; not renewing now")
+        try:
+            return self._start_service(successor, lock, {SUCCESSOR_OF: job.id})
+        except BaseException:
+            with suppress(LauncherError):
+                lock.release()
+            raise
+
+    def _start_service(self, service: Service, lock: LaunchLock, extra: dict[str, Any] | None = None) -> ServerState:
+        """Run the launch script: the service starts detached and writes its own record (sh/launch.sh).
+        `extra`: more fields of the record."""
         host = service.host
         workdir = host.expand(self.config.workdir)
         placeholders = scripts.port_placeholders(self.config.stock_ports, os.urandom(8).hex())
@@ -281,12 +299,13 @@ class Launcher:
         if self.config.meta is not None:
             record["meta"] = self.config.meta
         record.update(key=self.key, launcher="remote-http-launcher", version=__version__,
-                      launched_at=time.time(), token=os.urandom(16).hex())
+                      launched_at=time.time(), token=os.urandom(16).hex(), **(extra or {}))
         batch = self.config.scheduler
         if batch is not None:  # a batch job: submitted, not started (the scheduler modules only then)
             from . import schedulers
 
             scheduler = schedulers.SCHEDULERS[batch.type]
+            schedulers.check_renewal(scheduler, batch.options, batch.renew_before)
             job = schedulers.job_script(scheduler, workdir=workdir, status_file=service.status_file, record=record,
                                         command=command, conda=self.config.conda, ports=ports,
                                         setup=self.config.setup)
@@ -418,6 +437,8 @@ class Launcher:
         last_check, query_interval = 0.0, PROCESS_CHECK_INTERVAL
         while True:
             current = service.read_state()
+            if current is not None and SUCCESSOR_OF in current.data and current.status != "running":
+                current = self._adopt_successor(service, current)
             if current is not None and job_of(current) != job:
                 if launched:
                     raise self._error(LaunchError, service, "monitor", f"status file {service.status_file} was "
@@ -466,6 +487,17 @@ class Launcher:
             self.progress.tick()
             time.sleep(min(pause, host.poll_interval))
             pause *= 2
+
+    def _adopt_successor(self, service: Service, current: ServerState) -> ServerState:
+        """A renewal's job whose holder is gone reports under its own name (tunnels/renew.py): once its record
+        is whole (it says running, or names a stock server's ports, which the launcher records itself), it
+        becomes the key's; renamed earlier, a service still writing its own would lose it."""
+        successor = service.next_run()
+        own = successor.read_state()
+        if own is None or job_of(own) != job_of(current) or \
+                (own.status != "running" and stock.chosen_ports(own) is None):
+            return current
+        return own if service.host.rename(successor.status_file, service.status_file) else current
 
     # 4. The client's way in.
     def _client_payload(self, service: Service, state: ServerState,

@@ -27,18 +27,34 @@ SETTLE_POLL = 0.02
 LEGACY_START_SLACK = 2.0  # seconds: start times from /proc are whole seconds here, and clocks step
 KILL_WAIT = 5.0
 WILDCARD_SERVER_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+SUCCESSOR_SUFFIX = ".next"  # the files of a key's successor job, until the hand-over
+SUCCESSOR_OF = "successor_of"  # a successor job's record: the id of the job it renews
 
 
 class Service(NamedTuple):
-    """One service (a config's key) on one host: where its files are."""
+    """One service (a config's key) on one host: where its files are.
+
+    `successor`: the key's next batch job while the current one still runs (walltime renewal, see
+    tunnels/renew.py). Its record, job script and launch lock are files of their own, named after the key's
+    with SUCCESSOR_SUFFIX (never taken for a key's record by `list`), until the hand-over renames them
+    over the key's; the log is shared."""
 
     host: Host
     config: Config
     key: str
+    successor: bool = False
 
     @property
     def status_file(self) -> str:
-        return f"{self.host.state_dir}/{self.key}.json"
+        return f"{self.host.state_dir}/{self.key}.json{self._suffix}"
+
+    @property
+    def _suffix(self) -> str:
+        return SUCCESSOR_SUFFIX if self.successor else ""
+
+    def next_run(self) -> Service:
+        """The key's successor job (see `successor`)."""
+        return self._replace(successor=True)
 
     @property
     def log_file(self) -> str:
@@ -46,12 +62,12 @@ class Service(NamedTuple):
 
     @property
     def lock_file(self) -> str:
-        return f"{self.host.state_dir}/{self.key}.lock"
+        return f"{self.host.state_dir}/{self.key}.lock{self._suffix}"
 
     @property
     def job_file(self) -> str:
         """A batch job's script, as submitted (schedulers/base.py)."""
-        return f"{self.host.state_dir}/{self.key}.job"
+        return f"{self.host.state_dir}/{self.key}.job{self._suffix}"
 
     def read_status(self) -> bytes | None:
         return self.read_status_seen()[0]
@@ -65,7 +81,7 @@ class Service(NamedTuple):
         again for up to SETTLE_TIME: a service rewriting it in place (no temp file and rename) shows half a
         file for a moment, and taking that for a stale record would launch a second copy or leave the
         service out of `stop`'s reach."""
-        raw, seen = self.host.read_status_file(f"{self.key}.json")
+        raw, seen = self.host.read_status_file(f"{self.key}.json{self._suffix}")
         deadline = time.monotonic() + SETTLE_TIME
         while half_written(raw) and time.monotonic() < deadline:
             time.sleep(max(self.host.poll_interval, SETTLE_POLL))

@@ -222,6 +222,7 @@ def test_scheduler_fields_and_defaults() -> None:
                                "queue_timeout": 30}, network_interface="::")
     assert given.scheduler == Scheduler("slurm", ("--time=1:00:00", "--comment=two words"), 30.0)
     assert given.network_interface == "::"
+    assert minimal(scheduler={"type": "slurm", "renew_before": 70}).scheduler == Scheduler("slurm", (), 600.0, 70.0)
 
 
 def test_reconnect_timeout_has_no_limit_by_default() -> None:

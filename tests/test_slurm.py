@@ -11,6 +11,7 @@ import atexit
 import json
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -40,14 +41,16 @@ WATCHDOG = 1  # seconds: the keeper checks the job this often
 @pytest.fixture
 def job_config(slurm: SlurmCluster, keyed_server: SSHServer, remote_config: RemoteConfig,
                tmp_path: Path) -> Callable[..., Path]:
-    """`job_config(tunnel=True, options=[...], queue_timeout=None, **fields)`: a config file of the demo
-    service as a SLURM job, logging in to the cluster's login node."""
+    """`job_config(tunnel=True, options=[...], queue_timeout=None, renew_before=None, **fields)`: a config
+    file of the demo service as a SLURM job, logging in to the cluster's login node."""
 
     def write(*, tunnel: bool = True, options: list[str] | None = None, queue_timeout: float | None = None,
-              name: str = "job.yaml", **fields: Any) -> Path:
+              renew_before: float | None = None, name: str = "job.yaml", **fields: Any) -> Path:
         scheduler: dict[str, Any] = {"type": "slurm", "options": options or []}
         if queue_timeout is not None:
             scheduler["queue_timeout"] = queue_timeout
+        if renew_before is not None:
+            scheduler["renew_before"] = renew_before
         config = remote_config(keyed_server, tunnel=tunnel, network_interface="0.0.0.0", scheduler=scheduler,
                                watchdog_interval=WATCHDOG, **fields)
         path = tmp_path / name
@@ -474,3 +477,200 @@ def test_a_requeued_job_is_queued_again_then_its_tunnel_follows_it_to_its_new_no
     status = cli("status", config, "--json")
     assert status.returncode == 0, status.stdout
     assert json.loads(status.stdout)["job"]["node"] == second["node"]
+
+
+# Walltime renewal, scaled down: SLURM keeps walltimes in whole minutes and ends an expired job within its
+# 30 s time-limit sweep (plus KillWait), so a one-minute job is renewed 40 s before its end, 20 s into it.
+WALLTIME, RENEW_BEFORE = "--time=1", 40
+POLL = 0.5  # seconds between the polling client's requests
+MAX_GAP = 2.0  # seconds of failed requests the hand-over may cost a polling client
+
+
+class Poller:
+    """A client polling the tunnel's local port every POLL seconds on a thread: (time, answered) of each."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        self.port = port
+        self.results: list[tuple[float, bool]] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthcheck", timeout=2) as response:
+                    ok = response.status == 200
+            except OSError:
+                ok = False
+            self.results.append((time.monotonic(), ok))
+            self.stopped.wait(POLL)
+
+    def stop(self) -> float:
+        """Stop; the longest stretch of failed requests, in seconds (first failure to next success)."""
+        self.stopped.set()
+        self.thread.join()
+        gap, since = 0.0, None
+        for at, ok in self.results:
+            if not ok and since is None:
+                since = at
+            elif ok and since is not None:
+                gap, since = max(gap, at - since), None
+        return gap if since is None else float("inf")
+
+
+def successor_files(slurm: SlurmCluster, key: str) -> list[str]:
+    return [name for name in slurm.run(f"ls -a {REMOTE_STATE}").split() if name.startswith(key) and
+            name.endswith(".next")]
+
+
+def test_a_job_near_its_walltime_hands_its_tunnel_over_to_a_successor_on_the_same_local_port(
+        slurm: SlurmCluster, job_config: Callable[..., Path], keyed_server: SSHServer, rhl_dir: Path) -> None:
+    """renew_before seconds before the walltime ends, the keeper submits the key's next job, forwards the
+    same local port to it once it answers (a polling client sees no gap beyond MAX_GAP), rewrites the
+    status and client files, then ends the first job: one job runs, the successor."""
+    config = job_config(options=[WALLTIME], renew_before=RENEW_BEFORE)
+    payload = up(config)
+    key = key_of(config)
+    first = remote_state(keyed_server, key)
+    assert first is not None and first["status"] == "running"
+    client_file = rhl_dir / "client" / f"{key}.json"
+    poller = Poller(payload["port"])
+
+    def handed_over() -> bool:
+        state = remote_state(keyed_server, key)
+        return state is not None and state["job_id"] != first["job_id"] and state["status"] == "running" \
+            and json.loads(client_file.read_text()).get("tunneled-port") == state["port"]
+
+    wait_for(handed_over, 60 - RENEW_BEFORE + 60, "the tunnel to move to the successor job")
+    second = remote_state(keyed_server, key)
+    assert second is not None and second["successor_of"] == first["job_id"]
+    wait_for(lambda: first["job_id"] not in [job for job, _, _ in slurm.jobs()], 20, "the first job to end")
+    time.sleep(3 * POLL)
+    gap = poller.stop()
+    assert gap <= MAX_GAP, poller.results
+    assert len(poller.results) > 10
+    assert slurm.jobs() == [(second["job_id"], "RUNNING", key)]
+    followed = json.loads(client_file.read_text())
+    assert followed["port"] == payload["port"]  # the same local port, now to the successor's node and port
+    assert (followed["tunneled-network-interface"], followed["tunneled-port"]) == (second["node"], second["port"])
+    assert get(payload["port"]) == 200
+    assert successor_files(slurm, key) == []  # renamed over the key's own at the hand-over
+    status = cli("status", config, "--json")
+    assert status.returncode == 0, status.stdout
+    assert json.loads(status.stdout)["job"]["id"] == second["job_id"]
+
+    stopped = cli("stop", config)
+    assert stopped.returncode == 0, stopped.stderr
+    assert slurm.jobs() == [] and successor_files(slurm, key) == []  # a successor submitted meanwhile too
+
+
+def test_a_successor_still_queued_when_the_job_ends_is_waited_for_on_the_same_local_port(
+        slurm: SlurmCluster, job_config: Callable[..., Path], keyed_server: SSHServer, rhl_dir: Path) -> None:
+    """The old job ends while its successor is held in the queue: the local port stays bound, `status` says
+    "queued successor: REASON" and the client file goes; once released, the successor takes the port over."""
+    config = job_config(options=[WALLTIME], renew_before=RENEW_BEFORE)
+    payload = up(config)
+    key = key_of(config)
+    first = remote_state(keyed_server, key)
+    assert first is not None
+    client_file = rhl_dir / "client" / f"{key}.json"
+
+    # Every other CPU busy: the successor pends (Resources) until we hold it, so it cannot start first.
+    blockers = [slurm.run("sbatch --parsable --job-name=rhl-blocker --output=/dev/null --cpus-per-task=1 "
+                          "--wrap 'exec sleep 600'").strip().split(";")[0] for _ in range(2 * NODE_CPUS - 1)]
+    wait_for(lambda: all(state == "RUNNING" for job, state, _ in slurm.jobs() if job in blockers), 30,
+             "the blocker jobs to run")
+
+    def successor() -> str | None:
+        return next((job for job, _, name in slurm.jobs() if job != first["job_id"] and name == key), None)
+
+    wait_for(lambda: successor() is not None, 60 - RENEW_BEFORE + 30, "the successor's submission")
+    held = successor()
+    slurm.run(f"scontrol hold {held}")
+    slurm.run(f"scancel {' '.join(blockers)}")
+
+    def queued_successor() -> bool:
+        status = cli("status", config, "--json")
+        entry = json.loads(status.stdout)
+        return status.returncode == 3 and entry["status"] == "queued" and \
+            (entry["detail"] or "").startswith("queued successor: ") and entry["job"]["id"] == held
+
+    wait_for(queued_successor, 120, "the first job to end and status to name its queued successor")
+    wait_for(lambda: not client_file.exists(), 10, "the client file naming the ended job to go")
+    with socket.create_connection(("127.0.0.1", payload["port"]), timeout=5):
+        pass  # still bound: a client gets a connection (closed at once), not a refused port
+    slurm.run(f"scontrol release {held}")
+
+    def handed_over() -> bool:
+        state = remote_state(keyed_server, key)
+        return client_file.exists() and state is not None and state["job_id"] == held \
+            and state["status"] == "running"
+
+    # A released job waits for SLURM's next scheduling pass (sched_interval: up to a minute) to start.
+    wait_for(handed_over, 150, "the released successor to take the tunnel over")
+    assert json.loads(client_file.read_text())["port"] == payload["port"]
+    assert get(payload["port"]) == 200
+    assert [job for job, _, _ in slurm.jobs()] == [held]
+    assert successor_files(slurm, key) == []
+    stopped = cli("stop", config)
+    assert stopped.returncode == 0, stopped.stderr
+    assert slurm.jobs() == []
+
+
+def test_stop_cancels_a_successor_whose_tunnel_holder_was_killed(
+        slurm: SlurmCluster, job_config: Callable[..., Path], keyed_server: SSHServer, rhl_dir: Path) -> None:
+    """A holder killed between the successor's submission and the hand-over leaves the successor's job and
+    files behind; `stop` ends both jobs and removes them."""
+    import os
+    import signal
+
+    config = job_config(options=[WALLTIME], renew_before=RENEW_BEFORE)
+    up(config)
+    key = key_of(config)
+    wait_for(lambda: len(slurm.jobs()) == 2 and successor_files(slurm, key) != [], 60 - RENEW_BEFORE + 30,
+             "the successor's submission")
+    holder = json.loads((rhl_dir / "client" / f"{key}.json").read_text())["keeper_pid"]
+    os.kill(holder, signal.SIGKILL)
+    stopped = cli("stop", config)
+    assert stopped.returncode == 0, stopped.stderr
+    assert slurm.jobs() == [] and successor_files(slurm, key) == []
+    assert remote_state(keyed_server, key) is None
+
+
+def test_a_queued_successor_whose_holder_is_gone_is_taken_up_by_the_next_up(
+        slurm: SlurmCluster, job_config: Callable[..., Path], keyed_server: SSHServer, rhl_dir: Path) -> None:
+    """The old job ended, its successor is the key's queued record, and the tunnel's holder is gone: the next
+    `up` waits for that job (its run reports under the successor's own name) instead of submitting another."""
+    import os
+    import signal
+
+    config = job_config(options=[WALLTIME], renew_before=RENEW_BEFORE)
+    up(config)
+    key = key_of(config)
+    first = remote_state(keyed_server, key)
+    assert first is not None
+    blockers = [slurm.run("sbatch --parsable --job-name=rhl-blocker --output=/dev/null --cpus-per-task=1 "
+                          "--wrap 'exec sleep 600'").strip().split(";")[0] for _ in range(2 * NODE_CPUS - 1)]
+    wait_for(lambda: len([job for job, state, _ in slurm.jobs() if job in blockers and state == "RUNNING"]) ==
+             len(blockers), 30, "the blocker jobs to run")
+    wait_for(lambda: successor_files(slurm, key) != [], 60 - RENEW_BEFORE + 30, "the successor's submission")
+    held = next(job for job, _, name in slurm.jobs() if job != first["job_id"] and name == key)
+    slurm.run(f"scontrol hold {held}")
+    slurm.run(f"scancel {' '.join(blockers)}")
+
+    def successor_is_the_record() -> bool:
+        state = remote_state(keyed_server, key)
+        return state is not None and state["job_id"] == held
+
+    wait_for(successor_is_the_record, 120, "the first job to end and its successor's record to be the key's")
+    holder = json.loads((rhl_dir / "client" / f"{key}.keeper.lock").read_text().splitlines()[0] or "{}")
+    os.kill(int(holder["pid"]), signal.SIGKILL)
+    slurm.run(f"scontrol release {held}")
+    payload = up(config)
+    assert get(payload["port"]) == 200
+    assert [job for job, _, _ in slurm.jobs()] == [held]
+    state = remote_state(keyed_server, key)
+    assert state is not None and state["job_id"] == held and state["status"] == "running"

@@ -36,18 +36,21 @@ RECORD = {"workdir": "/w", "status": "starting", "token": "t0k", "meta": {"x": "
 
 
 @pytest.mark.parametrize(("output", "expected"), [
-    ("RUNNING|node1|None|7:59:12\n", JobInfo(RUNNING, "RUNNING", "node1", None, "7:59:12", None)),
-    ("PENDING|(null)|Priority|1:00:00\n2026-12-07T13:00:00\n",
-     JobInfo(QUEUED, "PENDING", None, "Priority", "1:00:00", "2026-12-07T13:00:00")),
-    ("PENDING||PartitionTimeLimit|INVALID\nN/A\n", JobInfo(QUEUED, "PENDING", None, "PartitionTimeLimit")),
-    ("RUNNING|n2|None|7:00\nrestarts 2\n", JobInfo(RUNNING, "RUNNING", "n2", None, "7:00", None, 2)),
-    ("PENDING|(null)|BeginTime|1:00\n2026-12-07T13:00:00\nrestarts 1\n",
-     JobInfo(QUEUED, "PENDING", None, "BeginTime", "1:00", "2026-12-07T13:00:00", 1)),
-    ("RUNNING|n1|None|1:00\nrestarts \n", JobInfo(RUNNING, "RUNNING", "n1", None, "1:00")),
-    ("CONFIGURING|n2|None|5:00\n", JobInfo(QUEUED, "CONFIGURING", "n2", None, "5:00")),
-    ("SUSPENDED|n1|None|5:00", JobInfo(RUNNING, "SUSPENDED", "n1", None, "5:00")),
-    ("COMPLETING|n1|None|0:00", JobInfo(ENDED, "COMPLETING", "n1", None, "0:00")),
-    ("PENDING|n/a|Reason|with|bars|1:00", JobInfo(QUEUED, "PENDING", None, "Reason", "with|bars|1:00")),
+    ("RUNNING|node1|None|7:59:12|8:00:00\n",
+     JobInfo(RUNNING, "RUNNING", "node1", None, "7:59:12", None, None, 28752, 28800)),
+    ("PENDING|(null)|Priority|1:00:00|1:00:00\n2026-12-07T13:00:00\n",
+     JobInfo(QUEUED, "PENDING", None, "Priority", "1:00:00", "2026-12-07T13:00:00", None, None, 3600)),
+    ("PENDING||PartitionTimeLimit|INVALID|2-00:00:00\nN/A\n",
+     JobInfo(QUEUED, "PENDING", None, "PartitionTimeLimit", None, None, None, None, 172800)),
+    ("RUNNING|n2|None|7:00|UNLIMITED\nrestarts 2\n", JobInfo(RUNNING, "RUNNING", "n2", None, "7:00", None, 2, 420)),
+    ("PENDING|(null)|BeginTime|1:00|1:00\n2026-12-07T13:00:00\nrestarts 1\n",
+     JobInfo(QUEUED, "PENDING", None, "BeginTime", "1:00", "2026-12-07T13:00:00", 1, None, 60)),
+    ("RUNNING|n1|None|1:00|1:00\nrestarts \n", JobInfo(RUNNING, "RUNNING", "n1", None, "1:00", None, None, 60, 60)),
+    ("CONFIGURING|n2|None|5:00|5:00\n", JobInfo(QUEUED, "CONFIGURING", "n2", None, "5:00", None, None, None, 300)),
+    ("SUSPENDED|n1|None|1-02:03:04|3-00:00:00",
+     JobInfo(RUNNING, "SUSPENDED", "n1", None, "1-02:03:04", None, None, 93784, 259200)),
+    ("COMPLETING|n1|None|0:00|1:00", JobInfo(ENDED, "COMPLETING", "n1", None, "0:00", None, None, None, 60)),
+    ("PENDING|n/a|Reason|with|bars|1:00|NOT_SET", JobInfo(QUEUED, "PENDING", None, "Reason|with|bars", "1:00")),
     ("RUNNING", JobInfo(RUNNING, "RUNNING")),
     ("GONE\n", JobInfo(ENDED, "GONE")),
     ("", JobInfo(ENDED, "GONE")),
@@ -57,10 +60,31 @@ def test_squeue_answers_are_parsed(output: str, expected: JobInfo) -> None:
 
 
 def test_a_reason_that_never_clears_is_hopeless_only_while_queued() -> None:
-    assert SLURM.hopeless(parse_query("PENDING||PartitionTimeLimit|1:00"))
-    assert SLURM.hopeless(parse_query("PENDING||launch failed requeued held|1:00"))
-    assert not SLURM.hopeless(parse_query("PENDING||Priority|1:00"))
-    assert not SLURM.hopeless(parse_query("RUNNING|n1|PartitionTimeLimit|1:00"))
+    assert SLURM.hopeless(parse_query("PENDING||PartitionTimeLimit|1:00|1:00"))
+    assert SLURM.hopeless(parse_query("PENDING||launch failed requeued held|1:00|1:00"))
+    assert not SLURM.hopeless(parse_query("PENDING||Priority|1:00|1:00"))
+    assert not SLURM.hopeless(parse_query("RUNNING|n1|PartitionTimeLimit|1:00|1:00"))
+
+
+@pytest.mark.parametrize(("options", "seconds"), [
+    (["--time=1"], 60), (["--time=0:30"], 60), (["--time=1:30"], 120), (["--time=08:00:00"], 28800),
+    (["--time=2-12"], 216000), (["--time=1-00:00:01"], 86460), (["--time=5", "--time=10"], 600),
+    (["--time=UNLIMITED"], None), (["--time=0"], None), (["--partition=short"], None), ([], None),
+])
+def test_the_walltime_sbatch_is_asked_for_in_whole_minutes(options: list[str], seconds: float | None) -> None:
+    assert SLURM.walltime(options) == seconds
+
+
+def test_renew_before_must_be_less_than_the_walltime_the_options_ask_for() -> None:
+    from remote_http_launcher.errors import ConfigError
+    from remote_http_launcher.schedulers import check_renewal
+
+    check_renewal(SLURM, ["--time=2"], 119)
+    check_renewal(SLURM, ["--partition=short"], 10**5)  # the queue's default limit: checked once the job runs
+    check_renewal(SLURM, ["--time=1"], None)
+    with pytest.raises(ConfigError, match=r"scheduler.renew_before: 120 s is not less than the job's walltime "
+                                          r"\(120 s from scheduler.options\)"):
+        check_renewal(SLURM, ["--time=2"], 120)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from .. import statefiles
 from ..hosts import Host
 from ..hosts.base import SeenProcess
-from ..service import identity_problem, is_ours, job_of
+from ..service import SUCCESSOR_OF, identity_problem, is_ours, job_of
 from ..statefiles import ServerState
 from ..stock import URL, URL_UNMATCHED
 from ..tunnels.lock import KeeperLock, is_keeper, link_state
@@ -108,6 +108,8 @@ def _classify(host: Host, raw: bytes | None, status_file: str | None = None, see
     again = schedulers.moved(info, state.data)  # requeued since the record was written: it names a dead run
     if info.state == schedulers.QUEUED:
         reason = f"requeued, {info.reason or 'waiting'}" if again else info.reason
+        if SUCCESSOR_OF in state.data:  # the job before it ended first (walltime renewal)
+            reason = f"queued successor: {reason or 'waiting'}"
         return QUEUED, state, reason, info
     if info.state == schedulers.RUNNING:
         if again:

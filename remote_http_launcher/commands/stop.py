@@ -72,6 +72,10 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
         stopped = _stop_recorded(service, raw, timeout, progress)
         stopped += [{"pid": pid, "signal": signal_used} for pid, signal_used in service.stop_unrecorded(timeout)]
         removed = _remove_server_state(service)
+        successor = service.next_run()  # a walltime renewal's job that its tunnel's holder left behind
+        if (leftover := successor.read_status()) is not None:
+            stopped += _stop_recorded(successor, leftover, timeout, progress)
+            removed += [f"successor's {what}" for what in _remove_server_state(successor)]
         if not keep_log and refused is None and host.mtime(service.log_file) is not None:
             # Only ours, never a `log` path from the status file; kept while an unverified process may write it.
             host.remove(service.log_file)

@@ -18,6 +18,7 @@ from .base import (
     Job,
     JobInfo,
     Scheduler,
+    check_renewal,
     job_script,
     moved,
     recorded_run,
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
 
 SCHEDULERS: dict[str, Scheduler] = {"slurm": Slurm(), "pbs": Pbs()}
 
-__all__ = ["ENDED", "QUEUED", "RUNNING", "SCHEDULERS", "Job", "JobInfo", "Scheduler", "job_of", "job_script",
-           "moved", "recorded_run", "run", "submit_args", "submit_input", "submit_program"]
+__all__ = ["ENDED", "QUEUED", "RUNNING", "SCHEDULERS", "Job", "JobInfo", "Scheduler", "check_renewal", "job_of",
+           "job_script", "moved", "recorded_run", "run", "submit_args", "submit_input", "submit_program"]
 
 
 def job_of(state: ServerState | None) -> Job | None:

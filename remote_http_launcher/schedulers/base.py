@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import scripts
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..hosts import Host
@@ -40,6 +41,8 @@ class JobInfo(NamedTuple):
     time_left: str | None = None  # as the scheduler prints it, e.g. 7:59:12
     start_estimate: str | None = None  # the scheduler's expected start time, when it has one
     restarts: int | None = None  # how often the job was requeued (each restart a new run); None: not known
+    seconds_left: float | None = None  # until its walltime ends; None: no limit, or not known
+    walltime: float | None = None  # its time limit in seconds; None: no limit, or not known
 
 
 class Scheduler(ABC):
@@ -67,6 +70,11 @@ class Scheduler(ABC):
     @abstractmethod
     def cancel(self, host: Host, job_id: str, signal: str | None = None) -> None:
         """Send `signal` (e.g. TERM) to the job's processes, its script included; None cancels it outright."""
+
+    def walltime(self, options: Sequence[str]) -> float | None:
+        """The time limit (seconds) the submit `options` ask for; None when they set none (the queue's
+        default applies, which only the running job's JobInfo.walltime tells)."""
+        return None
 
     def hopeless(self, info: JobInfo) -> bool:
         """True when the job waits for something that will not happen (a bad partition, account, QOS, ...)."""
@@ -96,6 +104,15 @@ def run(host: Host, program: str, args: list[str], stdin: bytes = b"") -> Script
         if line.startswith(scripts.USING):
             log.debug("%s on %s", line.strip(), host.name)
     return result._replace(stderr="".join(line for line in lines if not line.startswith(scripts.USING)))
+
+
+def check_renewal(scheduler: Scheduler, options: Sequence[str], renew_before: float | None) -> None:
+    """ConfigError unless `renew_before` is shorter than the walltime the submit options ask for (when they
+    name one): a successor would be due as soon as it started, and so on."""
+    walltime = scheduler.walltime(options)
+    if renew_before is not None and walltime is not None and renew_before >= walltime:
+        raise ConfigError(f"scheduler.renew_before: {renew_before:g} s is not less than the job's walltime "
+                          f"({walltime:g} s from scheduler.options); lower it, or ask for a longer walltime")
 
 
 def recorded_run(data: Mapping[str, Any]) -> int:

@@ -1,9 +1,9 @@
-# slurm_query JOB: "STATE|NODE|REASON|TIME LEFT", then for a pending job its expected start, then
+# slurm_query JOB: "STATE|NODE|REASON|TIME LEFT|TIME LIMIT", then for a pending job its expected start, then
 # "restarts N": how often the job was requeued (each restart a new run of the job script, on a node and port of
 # its own); "GONE" when SLURM no longer knows it. squeue is found as rhl_use finds it.
 rhl_use squeue
 squeue=$rhl_command
-out=$("$squeue" -h -j "$1" -o '%T|%N|%r|%L' 2>&1) || {
+out=$("$squeue" -h -j "$1" -o '%T|%N|%r|%L|%l' 2>&1) || {
   case $out in *"Invalid job id"*) echo GONE; exit 0 ;; esac
   printf '%s\n' "$out" >&2; exit 1
 }

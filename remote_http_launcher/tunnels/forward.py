@@ -216,6 +216,25 @@ class Tunnel:
         return {**self.forward_service(service, state, previous), "keeper_pid": os.getpid(),
                 "keeper_log": str(log_path)}
 
+    def redirect(self, service: Service, state: ServerState, payload: Mapping[str, object]) -> dict[str, Any] | None:
+        """Point the forwards of `payload` (the one we serve) at `state`'s ports, keeping their listeners
+        open: a connection made during the switch reaches the old service or the new one, never a closed
+        port. Connections already open stay with the old one. The new payload; None (nothing changed) when
+        `state` reports other ports by name than `payload` forwards."""
+        assert state.port is not None
+        interface = service.server_interface(state)
+        remote = {"port": state.port, **state.extra_ports()}
+        servers = {int(server.server_address[1]): server for server in self._servers}
+        local = {name: payload.get(name) for name in remote}
+        if set(local.values()) != set(servers) or len(servers) != len(remote):
+            return None
+        updated: dict[str, Any] = {**payload, "tunneled-port": state.port, "tunneled-network-interface": interface}
+        for name, port in remote.items():
+            servers[local[name]].RequestHandlerClass.remote_address = (interface, port)  # type: ignore[index]
+            if name != "port":
+                updated[f"tunneled-{name}"] = port
+        return updated
+
     def close(self, *, wait: bool = True) -> None:
         """Stop every forward; without `wait` the listeners finish closing on a thread (each takes up to
         ACCEPT_POLL)."""

@@ -24,14 +24,17 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from .. import statefiles
 from ..errors import AuthenticationError, HostError, HostKeyError, LauncherError
 from ..hosts.ssh import SSHHost
 from ..service import Service, ended, is_ours, job_of
 from .lock import LINK_RECONNECTING, LINK_UP, LINK_WAITING_FOR_LOGIN
+from .renew import Renewal
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from .forward import Tunnel
     from .lock import KeeperLock
 
+T = TypeVar("T")
 MIN_CHECK_TIMEOUT = 10.0
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 4.0  # seconds between attempts at most: a link that is back is used again within them
@@ -78,6 +82,7 @@ class Link:
         self.host = host
         self.lock = threading.Lock()
         self.kept: dict[str, Kept] = {}
+        self.renewals: dict[str, Renewal | None] = {}  # each watched tunnel's walltime renewal (tunnels/renew.py)
         self.idle_keepalive = idle_keepalive
         self.shells = shells
         self._restoring = threading.Lock()
@@ -95,6 +100,7 @@ class Link:
     def watch(self, kept: Kept, state: ServerState) -> str:
         """Block until `kept`'s service is gone, its `done` is set or the link cannot be restored; why."""
         interval = kept.config.watchdog_interval
+        renewal = self.renewals[kept.key] = Renewal.of(kept)
         while True:
             self._pause(interval, kept.done)
             if kept.done.is_set():
@@ -102,6 +108,8 @@ class Link:
             host = self.host
             try:
                 found = self._service_alive(host, kept, state, interval)
+                if renewal is not None:
+                    found, state = self._checked(host, interval, partial(renewal.step, host, found, state))
             except HostError as exc:
                 log.info("%s: link to %s lost (%s)", kept.key, self.target, exc)
                 if not self.restore(host):
@@ -124,13 +132,17 @@ class Link:
     def _service_alive(self, host: SSHHost, kept: Kept, state: ServerState, interval: float) -> ServerState | None:
         """`state` while its service lives, a batch job's new record once a requeued job's new run reported
         (`_follow`), None once the service is gone."""
+        return self._checked(host, interval, partial(_look, host, kept, state))
+
+    def _checked(self, host: SSHHost, interval: float, check: Callable[[], T]) -> T:
+        """`check`'s answer, under the link's lock, cut off by closing the transport when it hangs."""
         transport = host.transport
         timer = threading.Timer(max(MIN_CHECK_TIMEOUT, 2 * interval), transport.close)
         timer.daemon = True
         timer.start()
         try:
             with self.lock:
-                found = _look(host, kept, state)
+                found = check()
         finally:
             timer.cancel()
         if not transport.is_active():
@@ -296,6 +308,10 @@ class Link:
         """Close `kept`'s forwards, remove the client file naming them (only ours) and release its lock."""
         log.info("%s: closing the tunnel: %s", kept.key, why)
         kept.done.set()
+        renewal = self.renewals.pop(kept.key, None)
+        if renewal is not None and self.host.transport.is_active():
+            with self.lock:
+                renewal.abandon(self.host)
         kept.tunnel.close()
         payload = statefiles.read_payload(kept.client_path)
         if payload is not None and payload.get("keeper_pid") == os.getpid():
