@@ -130,7 +130,7 @@ def test_the_example_notebook_parses_and_its_config_passes_dry_run(tmp_path: Pat
     import nbformat
 
     notebook = nbformat.read(ROOT / "examples" / "notebook.ipynb", as_version=4)  # type: ignore[no-untyped-call]
-    nbformat.validate(notebook)  # type: ignore[no-untyped-call]
+    nbformat.validate(notebook)
     [setup] = [cell.source for cell in notebook.cells if cell.cell_type == "code" and "config = {" in cell.source]
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     built = subprocess.run([sys.executable, "-c", f"{setup}\nimport json; print(json.dumps(config))"], env=env,
