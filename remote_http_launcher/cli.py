@@ -254,7 +254,7 @@ def next_step(exc: LauncherError, args: SimpleNamespace | None) -> str:
     config = getattr(args, "config", None)
     if not isinstance(exc, ServiceFailedError) or config is None:
         return ""
-    return f"; see the whole log with '{PROG} logs {shlex.quote(config)}'"
+    return f"see the whole log with '{PROG} logs {shlex.quote(config)}'"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -288,7 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             import logging
 
             logging.getLogger("remote_http_launcher").exception("failed")
-        return _failed(f"{exc}{next_step(exc, args)}", exc.exit_code, failure_json)
+        step = next_step(exc, args)
+        if step and "\n" in str(exc):  # after a log's last lines, on a line of its own
+            return _failed(f"{exc}\n{step}", exc.exit_code, failure_json)
+        return _failed(f"{exc}{'; ' if step else ''}{step}", exc.exit_code, failure_json)
     except KeyboardInterrupt:
         if progress:
             progress.close()

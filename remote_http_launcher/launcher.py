@@ -106,8 +106,15 @@ class Launcher:
         setup = scripts.setup_failure(tail, service.host.name) if tail is not None else None
         if setup is not None:  # what ended the service: named first
             detail, step = f"{setup}; {detail}", "setup"
-        message = "; ".join([f"{self.key}: {detail}", *([f"log: {tail}"] if tail is not None else []), *notes])
-        return kind(message, key=self.key, host=service.host.name, step=step, log_tail=tail)
+        if tail is None:
+            message = "; ".join([f"{self.key}: {detail}", *notes])
+        elif len(tail) == 1:
+            message = "; ".join([f"{self.key}: {detail}", f"log: {tail[0]}", *notes])
+        else:  # the lines as lines, after the one line that says what failed
+            message = "; ".join([f"{self.key}: {detail}", *notes, f"last {len(tail)} lines of its log:"])
+            message += "".join(f"\n  {line}" for line in tail)
+        return kind(message, key=self.key, host=service.host.name, step=step,
+                    log_tail=None if tail is None else "\n".join(tail))
 
     # 2. The server status file.
     def _ensure_running(self, service: Service, open_tunnel: TunnelOpener | None = None) -> ServerState:

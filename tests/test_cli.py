@@ -357,3 +357,14 @@ def test_up_json_failure_is_a_json_document_on_stdout(rhl_dir: Path, config_file
     assert error_lines(proc.stderr) == [f"error: {failure['error']}"]
     bad = cli(str(config_file(command="")), "--json")  # a config error: exit 2
     assert bad.returncode == 2 and json.loads(bad.stdout)["exit"] == 2
+
+
+def test_a_failure_shows_the_log_as_lines_then_where_the_whole_log_is(rhl_dir: Path,
+                                                                      config_file: Callable[..., Path]) -> None:
+    path = config_file(command="echo starting; echo 'Traceback ...'; echo 'ValueError: bad option' >&2; exit 4")
+    proc = cli(str(path))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-5:] == [
+        f"error: {KEY}: service on localhost exited before reporting its port; last 3 lines of its log:",
+        "  starting", "  Traceback ...", "  ValueError: bad option",
+        f"see the whole log with 'remote-http-launcher logs {path}'"]

@@ -195,10 +195,9 @@ def test_reused_pid_is_never_signalled(rhl_dir: Path, demo_config: Factory) -> N
 def test_service_reporting_failed(rhl_dir: Path, demo_config: Factory) -> None:
     with pytest.raises(LaunchError) as info:
         run(demo_config(args="--fail"))
-    message = str(info.value)
-    assert "\n" not in message
-    assert "reported status 'failed'" in message
-    assert "demo service: failing on purpose" in message  # the log tail
+    first, *lines = str(info.value).splitlines()
+    assert first.endswith("reported status 'failed'; last 2 lines of its log:")
+    assert lines[-1] == "  demo service: failing on purpose"  # the log tail
     assert not client_file(rhl_dir).exists()
 
 
@@ -258,7 +257,19 @@ def test_command_that_exits_at_once_shows_log_tail(rhl_dir: Path, demo_config: F
     with pytest.raises(LaunchError) as info:
         run(demo_config(command="echo first line; echo 'no such thing' >&2; exit 3"))
     assert time.monotonic() - started < 10
-    assert str(info.value).endswith("log: first line | no such thing")
+    assert str(info.value).endswith("exited before reporting its port; last 2 lines of its log:\n  first line\n"
+                                    "  no such thing")
+
+
+def test_a_long_log_tail_is_its_last_ten_lines_each_cut(rhl_dir: Path, demo_config: Factory) -> None:
+    """A failure's log is read as lines: the last ten, each cut, under the one line that says what failed."""
+    with pytest.raises(LaunchError) as info:
+        run(demo_config(command="for i in $(seq 1 14); do echo line $i; done; printf 'x%.0s' $(seq 2000); "
+                                "echo; exit 3"))
+    first, *lines = str(info.value).splitlines()
+    assert first.endswith("exited before reporting its port; last 10 lines of its log:")
+    assert lines[:-1] == [f"  line {i}" for i in range(6, 15)]
+    assert lines[-1] == "  " + "x" * 197 + "..."
 
 
 def test_silent_service_is_stopped_after_startup_timeout(rhl_dir: Path, demo_config: Factory) -> None:

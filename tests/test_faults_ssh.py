@@ -343,9 +343,9 @@ def test_service_reporting_failed_then_fixed(ssh_config: Path, server: SSHServer
     key = config["key"]
     with pytest.raises(LaunchError) as caught:
         run(config)
-    assert re.fullmatch(rf"{key}: service on {ALIAS} reported status 'failed'; log: demo service starting, "
-                        rf"pid \d+, status file {re.escape(status_path(server, key))} \| "
-                        "demo service: failing on purpose", one_line(caught.value))
+    assert re.fullmatch(rf"{key}: service on {ALIAS} reported status 'failed'; last 2 lines of its log:\n"
+                        rf"  demo service starting, pid \d+, status file {re.escape(status_path(server, key))}\n"
+                        "  demo service: failing on purpose", str(caught.value))
     assert remote_record(server, key)["status"] == "failed"
     no_service_left(server, key)
     assert_clean_state(server, key, running=False)
