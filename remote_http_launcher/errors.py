@@ -26,6 +26,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 EXIT_OK = 0
@@ -35,6 +36,15 @@ EXIT_NOT_RUNNING = 3
 EXIT_TUNNEL_DOWN = 4  # `status`: the service runs, but the tunnel its config asks for is down
 EXIT_INTERRUPTED = 130
 FIELDS = ("key", "host", "step", "log_tail")
+NEAR_MISS = 0.8  # difflib's similarity ratio: 'tunel'/'tunnel' 0.91, 'ssh_host'/'ssh_hostname' 0.8
+
+
+def near_miss(name: str, choices: Iterable[str]) -> str | None:
+    """The one of `choices` that `name` most likely misspells (for "did you mean ...?"), if any."""
+    import difflib  # only on an error's way out
+
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=NEAR_MISS)
+    return close[0] if close else None
 
 
 class LauncherError(RuntimeError):
