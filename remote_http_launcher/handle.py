@@ -63,6 +63,10 @@ class ServiceHandle:
 
     `state` is what the last call said: "running" after the launch, the
     status after `status()`, "stopped" after `stop()`.
+
+    A handle used in a `with` block stops the service when the block ends (an
+    error in it too): `with launch(config) as svc: ...`. Otherwise the service
+    outlives the handle, as every launch's does.
     """
 
     def __init__(self, config: Mapping[str, Any] | str, payload: Mapping[str, Any], *, key: str,
@@ -103,6 +107,12 @@ class ServiceHandle:
                            prompt=self.prompt)
         self.state = "stopped"
         return outcome
+
+    def __enter__(self) -> ServiceHandle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def where(self) -> str:
         """How this machine reaches the service: "local", "direct, ssh HOST" or "tunnel via HOST"."""

@@ -333,6 +333,20 @@ def test_a_handle_keeps_the_config_it_was_launched_with(demo_config: Factory, rh
     assert from_file.stop()["stopped"] is True
 
 
+def test_a_handle_in_a_with_block_stops_the_service_at_its_end(demo_config: Factory, rhl_dir: Path) -> None:
+    """Opt-in: the `with` block stops the service when it ends, also when it raises; a handle used without
+    one leaves the service running (the test above)."""
+    with launch(demo_config()) as svc:
+        pid = svc.status()["pid"]
+        assert svc.status()["status"] == "running"
+    assert svc.state == "stopped" and svc.status()["status"] == "absent"
+    assert not (rhl_dir / "server" / "demo-localhost.json").exists()
+    with pytest.raises(ZeroDivisionError), launch(demo_config()) as again:
+        assert again.status()["pid"] != pid
+        raise ZeroDivisionError
+    assert again.status()["status"] == "absent"
+
+
 def test_handle_repr_and_html_escape_every_value() -> None:
     tunnel = ServiceHandle({}, {"hostname": "localhost", "port": 5000, "keeper_pid": 42, "dashboard_port": 5001,
                                 "tunneled-dashboard_port": 8787}, key="svc", host="gpu-box", tunnel=True)
