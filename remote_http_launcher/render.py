@@ -48,7 +48,9 @@ def stop_message(result: StopResult) -> str:
             notes.append("removed stale " + ", ".join(result["removed"]))
         if notes:
             message += " (" + "; ".join(notes) + ")"
-    if result["keeper_pid"] is not None:
+    if result["keeper_is_broker"]:
+        message += f"; tunnel closed (the connection broker {result['keeper_pid']} stays for other commands)"
+    elif result["keeper_pid"] is not None:
         message += f"; tunnel keeper {result['keeper_pid']} stopped"
     return message
 

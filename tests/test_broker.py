@@ -251,7 +251,7 @@ def test_tunnels_live_in_the_broker(keyed_server: SSHServer, remote_config: Remo
     assert json.loads(ok(first, "--json")) == payloads[0]  # the warm path: nothing asked of the broker
     (rhl_dir / "client" / f"{one['key']}.json").unlink()
     assert json.loads(ok(first, "--json"))["port"] == payloads[0]["port"]  # reconnect: the kept forward
-    ok("stop", first)
+    assert ok("stop", first).endswith(f"; tunnel closed (the connection broker {broker} stays for other commands)\n")
     assert get(payloads[0]) is None and get(payloads[1]) == 200  # its forward closed, the other's not
     assert not (rhl_dir / "client" / f"{one['key']}.keeper.lock").exists()
     again = json.loads(ok(first, "--json"))
