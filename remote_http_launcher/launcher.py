@@ -383,12 +383,30 @@ class Launcher:
                     raise self._error(ServiceFailedError, service, "start", f"service on {host.name} exited "
                                       "before reporting its port", state, with_log=True)
             if now - last_change > self.config.startup_timeout:
-                raise self._error(ServiceFailedError, service, "start", f"service on {host.name} did not report "
-                                  f"its port within {self.config.startup_timeout:.0f} s (stopped it)", state,
+                raise self._error(ServiceFailedError, service, "start", self._silent(service, pid), state,
                                   with_log=True, stop=partial(service.terminate, state))
             self.progress.tick()
             time.sleep(min(pause, host.poll_interval))
             pause *= 2
+
+    def _silent(self, service: Service, pid: int | None) -> str:
+        """Why a service that started never counted as running: when it listens all the same, it wrote no
+        `running` record; say so, and how a service reports (or how to have its port chosen for it)."""
+        host, within = service.host, f"within {self.config.startup_timeout:.0f} s (stopped it)"
+        try:
+            ports = host.listening_ports(pid) if pid is not None else None
+        except LauncherError:
+            ports = None
+        if not ports:
+            return f"service on {host.name} did not report its port {within}"
+        listening = ", ".join(map(str, ports))
+        if self.config.stock_ports:
+            return (f"service on {host.name} listens on port {listening} but not on the port {{port}} gave it "
+                    f"{within}; make the command pass {{port}} to the server's own port option")
+        return (f"service on {host.name} listens on port {listening} but never reported it through its status "
+                f"file {within}; it must write {{\"status\": \"running\", \"port\": N}} to {{status_file}} "
+                "(see the status-file protocol in the docs), or, for a server that cannot, pass {port} to it in "
+                "command and the launcher chooses the port and reports it")
 
     def _taken_over(self, service: Service, launched: ServerState, current: ServerState) -> ServerState:
         """Another process's record replaced that of the process just launched (e.g. a running service

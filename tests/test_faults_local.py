@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -285,6 +286,28 @@ def test_silent_service_is_stopped_after_startup_timeout(rhl_dir: Path, demo_con
     while group_members(pid) and time.monotonic() < deadline:  # SIGTERM reaches the group at once
         time.sleep(0.02)
     assert group_members(pid) == []  # the `sleep` child went too: no orphan
+
+
+def test_a_service_that_listens_but_never_reports_is_told_how_to(rhl_dir: Path, demo_config: Factory) -> None:
+    """It listens on a port of its own choosing and writes no status file: the error says which port, and
+    the two ways a service gets counted as running."""
+    with pytest.raises(LaunchError) as info:
+        run(demo_config(command=f"{sys.executable} -m http.server 0 --bind 127.0.0.1", startup_timeout=3))
+    first = str(info.value).splitlines()[0]
+    listening = re.search(r"service on localhost listens on port (\d+) but never reported it through its status "
+                          r"file within 3 s \(stopped it\); it must write ", first)
+    assert listening is not None, first
+    assert 'it must write {"status": "running", "port": N} to {status_file} (see the status-file protocol in the ' \
+           "docs), or, for a server that cannot, pass {port} to it in command" in first
+    assert f"port {listening.group(1)}" in str(info.value)  # http.server's own line in the log agrees
+
+
+def test_a_stock_server_on_another_port_than_its_port_is_told(rhl_dir: Path, demo_config: Factory) -> None:
+    with pytest.raises(LaunchError) as info:
+        run(demo_config(command=f"{sys.executable} -m http.server 0 --bind 127.0.0.1 # {{port}}", startup_timeout=3))
+    assert re.search(r"service on localhost listens on port \d+ but not on the port \{port\} gave it within 3 s "
+                     r"\(stopped it\); make the command pass \{port\} to the server's own port option",
+                     str(info.value).splitlines()[0]), str(info.value)
 
 
 def test_workdir_that_cannot_be_created(rhl_dir: Path, demo_config: Factory, tmp_path: Path) -> None:

@@ -73,7 +73,8 @@ SCRIPT_METHODS = frozenset({"run_script", "launch"})
 #: Logins a command hands to a broker whose link waits for one (a second: the link was lost again meanwhile).
 MAX_HANDED_LOGINS = 2
 REPEATABLE = frozenset({"home", "state_dir", "read", "read_state_file", "read_status_file", "mtime", "listdir",
-                        "read_from", "process_start_time", "listens", "write_atomic", "remove", "info"})
+                        "read_from", "process_start_time", "listens", "listening_ports",
+                        "write_atomic", "remove", "info"})
 log = logging.getLogger("remote_http_launcher.broker")
 
 
@@ -283,6 +284,7 @@ class BrokeredHost(Host):
     process_start_time = Relayed()
     run_script = Relayed()
     listens = Relayed()
+    listening_ports = Relayed()
     signal_group = Relayed()
     launch = Relayed()
 
