@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -155,6 +156,20 @@ def test_status_failed(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
     assert result["status_before"] == "failed" and result["stopped"] is False
     assert result["message"].startswith("not running; nothing to stop")
     assert not server_file(rhl_dir).exists()
+
+
+def test_status_of_a_service_that_died_while_starting_says_it_failed_at_launch(
+        rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file(command="echo boom; exit 4")
+    with pytest.raises(LaunchError):
+        run(config)
+    code, entry = cli_json("status", config)
+    assert (code, entry["status"]) == (3, "stale")
+    assert re.fullmatch(r"failed at launch: process \d+ exited before reporting its port", entry["detail"])
+    human = cli("status", config).stdout
+    assert f"{KEY} on localhost: stale (failed at launch: process " in human
+    assert human.splitlines()[-1].split() == ["next", "see", "why", "with", "'remote-http-launcher", "logs",
+                                              "CONFIG';", "relaunch", "with", "'remote-http-launcher", "CONFIG'"]
 
 
 def test_status_with_connection_dir(rhl_dir: Path, config_file: Callable[..., Path], tmp_path: Path) -> None:
