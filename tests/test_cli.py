@@ -368,3 +368,14 @@ def test_a_failure_shows_the_log_as_lines_then_where_the_whole_log_is(rhl_dir: P
         f"error: {KEY}: service on localhost exited before reporting its port; last 3 lines of its log:",
         "  starting", "  Traceback ...", "  ValueError: bad option",
         f"see the whole log with 'remote-http-launcher logs {path}'"]
+
+
+def test_a_long_wait_says_still_waiting_every_ten_seconds(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    """Without a live line (--log-level basic), a phase of 21 s is not 21 silent seconds."""
+    proc = cli(str(config_file(args="--ready-delay 21")), "--log-level", "basic")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    waiting = [line.split("s ", 1)[1] for line in lines if "still waiting" in line]
+    assert waiting == ["still waiting (10 s): waiting for the service to report its port",
+                       "still waiting (20 s): waiting for the service to report its port"]
+    assert all(PHASE_LINE.match(line) for line in lines)
