@@ -511,7 +511,8 @@ def test_auth_failure_without_terminal_is_one_line(server: SSHServer, client_hom
     result = cli(config, tmp_path)
     assert result.returncode == 1
     assert error_line(result) == (
-        f"error: ssh {ALIAS} ({server.host}:{server.port}): auth: authentication failed (tried: agent (0 keys), "
+        f"error: ssh {ALIAS} ({server.host}:{server.port}): auth: authentication failed as "
+        f"{server.user}@{server.host} (tried: agent (0 keys), "
         "~/.ssh/wrong_key, keyboard-interactive skipped: no way to ask, password skipped: no way to ask); to "
         "answer password or code prompts, run it on a terminal, or pass prompt= to run() (a function "
         "(text, secret) -> answer)")
