@@ -21,12 +21,14 @@ from . import logsetup
 from ._version import PROG
 from .config import DEFAULT_CONNECTION_PERSIST, Config, LogOptions
 from .errors import (
+    ACCEPT_NEW_FLAG,
     EXIT_INTERRUPTED,
     EXIT_NOT_RUNNING,
     EXIT_OK,
     EXIT_RUNTIME,
     EXIT_TUNNEL_DOWN,
     EXIT_USAGE,
+    HostKeyError,
     LauncherError,
     ServiceFailedError,
     UsageError,
@@ -288,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import logging
 
             logging.getLogger("remote_http_launcher").exception("failed")
+        if isinstance(exc, HostKeyError):
+            exc = exc.advising(ACCEPT_NEW_FLAG)
         step = next_step(exc, args)
         if step and "\n" in str(exc):  # after a log's last lines, on a line of its own
             return _failed(f"{exc}\n{step}", exc.exit_code, failure_json)

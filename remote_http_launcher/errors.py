@@ -36,6 +36,9 @@ EXIT_NOT_RUNNING = 3
 EXIT_TUNNEL_DOWN = 4  # `status`: the service runs, but the tunnel its config asks for is down
 EXIT_INTERRUPTED = 130
 FIELDS = ("key", "host", "step", "log_tail")
+ACCEPT_NEW_FLAG = "--accept-new-host-key"
+#: How an unknown host key's error says to accept it, until the call the user made is known (HostKeyError.advising).
+HOST_KEY_ADVICE = f"{ACCEPT_NEW_FLAG} (run(..., accept_new_host_key=True))"
 NEAR_MISS = 0.8  # difflib's similarity ratio: 'tunel'/'tunnel' 0.91, 'ssh_host'/'ssh_hostname' 0.8
 
 
@@ -117,6 +120,12 @@ class AuthenticationError(HostError):
 
 class HostKeyError(HostError):
     """The SSH server's host key is unknown or has changed."""
+
+    def advising(self, how: str) -> HostKeyError:
+        """The same error with HOST_KEY_ADVICE (both ways to accept a new key) as `how`, the one way of
+        the call the user made (a flag, or a keyword of the function called)."""
+        return HostKeyError(self.message.replace(HOST_KEY_ADVICE, how), key=self.key, host=self.host,
+                            step=self.step, log_tail=self.log_tail)
 
 
 class TunnelError(LauncherError):

@@ -50,7 +50,7 @@ def launch(config: ConfigSource, *, connection_dir: PathLike | None = None, prog
     else:
         kept = os.path.abspath(os.path.expanduser(os.fspath(config)))  # the notebook may chdir later
     loaded, payload = api.launched(kept, connection_dir=connection_dir, progress=progress, prompt=prompt,
-                                   accept_new_host_key=accept_new_host_key)
+                                   accept_new_host_key=accept_new_host_key, call="launch")
     handle = ServiceHandle(kept, payload, key=evaluate_key(loaded), host=loaded.ssh_target if loaded.remote else None,
                            tunnel=loaded.tunnel, connection_dir=connection_dir, prompt=prompt)
     if open_browser:

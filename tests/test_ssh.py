@@ -36,6 +36,7 @@ from remote_http_launcher import (
     stop,
 )
 from remote_http_launcher.config import Handshake
+from remote_http_launcher.handle import launch
 from remote_http_launcher.hosts.ssh import SSHHost
 from remote_http_launcher.ssh.connection import connect
 from tests.conftest import ROOT
@@ -290,8 +291,13 @@ def test_unknown_host_key_without_terminal_is_refused(server: SSHServer, client_
     line = error_line(result)
     assert line.startswith(f"error: ssh {ALIAS} ({server.host}:{server.port}): host key: unknown ED25519 key SHA256:")
     name = f"[{server.host}]:{server.port}"
-    assert line.endswith(f"if that is the server's fingerprint, run again with --accept-new-host-key (run(..., "
-                         f"accept_new_host_key=True)) to record it in ~/.ssh/known_hosts as {name}"), line
+    assert line.endswith(f"if that is the server's fingerprint, run again with --accept-new-host-key to record it "
+                         f"in ~/.ssh/known_hosts as {name}"), line
+    for call in (run, launch):  # the advice names the call the user made
+        with pytest.raises(HostKeyError) as info:
+            call(config)
+        assert str(info.value).endswith(f"run again with {call.__name__}(..., accept_new_host_key=True) to record it "
+                                        f"in ~/.ssh/known_hosts as {name}"), info.value
     assert (client_home / ".ssh" / "known_hosts").read_text() == ""
     assert remote_state(server, config["key"]) is None  # nothing launched
     assert not (rhl_dir / "client" / f"{config['key']}.json").exists()
