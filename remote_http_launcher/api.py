@@ -70,8 +70,12 @@ def launched(config: ConfigSource, *, connection_dir: PathLike | None = None, pr
             progress = Progress.for_run(loaded.log.level, sys.stderr)
         return loaded, up(loaded, connection_dir=connection_dir, progress=progress, prompt=prompt,
                           accept_new_host_key=accept_new_host_key)[0]
-    except HostKeyError as exc:
-        raise exc.advising(f"{call}(..., accept_new_host_key=True)") from None
+    except BaseException as exc:
+        if progress is not None:  # no live line left saying the call still works
+            progress.failed("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        if isinstance(exc, HostKeyError):
+            raise exc.advising(f"{call}(..., accept_new_host_key=True)") from None
+        raise
     finally:
         detach()
 

@@ -155,6 +155,12 @@ class Progress:
         if not self.quiet:
             self._end(summary if self.live else f"{time.strftime('%H:%M:%S')} {self.elapsed():6.2f}s {summary}")
 
+    def failed(self, what: str = "failed") -> None:
+        """The call failed (or was interrupted): a live line must not be left saying it still works. Erased
+        on a terminal (the error follows); in a Jupyter cell the display becomes `failed (N s)`."""
+        _log(f"{what} ({self.elapsed():.2f} s)")
+        self._clear()
+
     def close(self) -> None:
         """End the live line before something else is shown (an error message, a login question): erased on a
         terminal; in a Jupyter cell it stays as it is and the next phase starts a new display below."""
@@ -217,6 +223,13 @@ class CellProgress(Progress):
     def _end(self, summary: str) -> None:
         with self._lock:
             self._show(summary)
+            self._handle = None
+
+    def failed(self, what: str = "failed") -> None:
+        _log(f"{what} ({self.elapsed():.2f} s)")
+        with self._lock:
+            if self._handle is not None and not self.quiet:  # a display is there: it says so, under it the error
+                self._show(f"{what} ({self.elapsed():.2f} s)")
             self._handle = None
 
     def _show(self, text: str) -> None:

@@ -184,6 +184,18 @@ def test_progress_in_a_cell_is_one_display_updated_in_place(kernels: Callable[[]
     assert re.search(rf"\d\d:\d\d:\d\d +\d+\.\d\ds reconnected: http://localhost:{port}/", basic.stream("stderr"))
 
 
+def test_a_failed_call_leaves_no_stale_progress_line(kernels: Callable[[], Kernel], demo_config: Factory,
+                                                     rhl_dir: Path) -> None:
+    """The cell's display ends as `failed (N s)`, not as the phase the call was in when it failed."""
+    kernel = kernels()
+    cell = kernel.execute(calling("run", demo_config(command="sleep 0.6; echo boom; exit 3")))
+    assert cell.reply["status"] == "error" and cell.reply["ename"] == "ServiceFailedError"
+    texts = [text for _, _, text in cell.displays()]
+    assert any(text.startswith("waiting for the service to report its port") for text in texts[:-1]), texts
+    assert re.fullmatch(r"failed \(\d+\.\d\d s\)", texts[-1]), texts
+    assert len({display_id for _, display_id, _ in cell.displays()}) == 1
+
+
 def test_a_plain_script_shows_nothing(demo_config: Factory, rhl_dir: Path) -> None:
     """Not in a kernel (even with IPython and ipykernel imported): no output unless asked."""
     code = (f"import json, IPython, ipykernel\nfrom remote_http_launcher import run\n"
