@@ -140,7 +140,7 @@ def test_a_running_record_whose_port_does_not_answer_is_stopped_and_relaunched(
 
 
 @pytest.mark.parametrize(("code", "stderr", "step"), [
-    (scripts.Exit.WORKDIR, "cannot create or enter workdir /w", "workdir"),
+    (scripts.Exit.WORKDIR, "cannot create workdir /w (cannot create directory '/w': Permission denied)", "workdir"),
     (scripts.Exit.NO_CONDA, "conda not found (looked in PATH)", "conda"),
     (scripts.Exit.STATE_DIR, "cannot create state directory /s", "state directory"),
     (2, "sh: 1: syntax error\nsh: the last line", "launch"),
