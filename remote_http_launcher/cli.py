@@ -29,6 +29,7 @@ from .errors import (
     EXIT_TUNNEL_DOWN,
     EXIT_USAGE,
     HostKeyError,
+    Interrupted,
     LauncherError,
     ServiceFailedError,
     UsageError,
@@ -296,10 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if step and "\n" in str(exc):  # after a log's last lines, on a line of its own
             return _failed(f"{exc}\n{step}", exc.exit_code, failure_json)
         return _failed(f"{exc}{'; ' if step else ''}{step}", exc.exit_code, failure_json)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if progress:
             progress.close()
-        return _failed("interrupted", EXIT_INTERRUPTED, failure_json)
+        left = exc.left if isinstance(exc, Interrupted) and exc.left else ""
+        return _failed(f"interrupted; {left}" if left else "interrupted", EXIT_INTERRUPTED, failure_json)
     except BrokenPipeError:  # e.g. `logs CONFIG | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

@@ -143,6 +143,15 @@ class NotRunningError(LauncherError):
     exit_code = EXIT_NOT_RUNNING
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a launch, with what it leaves behind (`left`: a running service or job and how to end
+    it, a queued job cancelled; "" when nothing was started)."""
+
+    def __init__(self, left: str) -> None:
+        super().__init__(left)
+        self.left = left
+
+
 _CLASSES: dict[str, type[LauncherError]] = {
     cls.__name__: cls for cls in (
         LauncherError, ConfigError, TemplateError, UsageError, LaunchError, ServiceFailedError, HandshakeError,

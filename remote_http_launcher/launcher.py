@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from . import handshake, scripts, statefiles, stock
 from ._version import __version__
 from .config import Config, evaluate_command, is_loopback
-from .errors import ConfigError, HandshakeError, LauncherError, LaunchError, ServiceFailedError
+from .errors import ConfigError, HandshakeError, Interrupted, LauncherError, LaunchError, ServiceFailedError
 from .hosts.base import Launch
 from .locks import FileLock
 from .progress import Progress
@@ -67,11 +67,15 @@ class Launcher:
         self.client_path = client_path
         self.progress = progress or Progress.silent()
         self._early_way_in: tuple[ServerState, Background[WayIn]] | None = None  # step 4, started by _verify
+        self._watched: ServerState | None = None  # the service this run started or waits for (for Ctrl-C)
 
     def serve(self, host: Host, open_tunnel: TunnelOpener | None = None) -> tuple[ClientPayload, ServerState]:
         """Steps 2-5 on a connected host; `open_tunnel` (the keeper's) makes the client's way in."""
         service = Service(host, self.config, self.key)
-        state = self._ensure_running(service, open_tunnel)
+        try:
+            state = self._ensure_running(service, open_tunnel)
+        except KeyboardInterrupt:
+            raise Interrupted(self._left_behind(service)) from None
         self.progress.phase("connecting client")
         payload = self._client_payload(service, state, open_tunnel)
         if self.config.stock_ports or self.config.url_pattern:
@@ -341,6 +345,7 @@ class Launcher:
         Polls start FIRST_POLL apart and back off to the host's poll interval:
         most services are ready within tens of milliseconds.
         """
+        self._watched = state
         job = job_of(state)
         if job is not None:
             return self._monitor_job(service, state, job, launched=launched)
@@ -362,6 +367,7 @@ class Launcher:
                 if launched:
                     return self._taken_over(service, state, current)
                 state, pid = current, current.pid
+                self._watched = state
             if current is not None and current.status == "running":
                 return current
             if current is not None and current.status == "failed":
@@ -407,6 +413,29 @@ class Launcher:
                 f"file {within}; it must write {{\"status\": \"running\", \"port\": N}} to {{status_file}} "
                 "(see the status-file protocol in the docs), or, for a server that cannot, pass {port} to it in "
                 "command and the launcher chooses the port and reports it")
+
+    def _left_behind(self, service: Service) -> str:
+        """After Ctrl-C: what goes on without this run, and how to end it. A batch job still queued is
+        cancelled (it would start later, unwatched, and use its walltime); one that runs is left to run."""
+        state, host = self._watched, service.host
+        if state is None:
+            return ""
+        end = "'remote-http-launcher CONFIG' picks it up again, 'remote-http-launcher stop CONFIG' ends it"
+        job = job_of(state)
+        if job is None:
+            return f"the service keeps starting on {host.name} (pid {state.pid}): {end}"
+        from . import schedulers  # imported already: `job` came from it
+
+        try:
+            info = job.query(host)
+            if info.state == schedulers.QUEUED:
+                job.cancel(host)
+                return f"cancelled job {job.id}, which was still queued"
+        except LauncherError as exc:
+            return f"job {job.id} may still be queued or running ({exc}): {end}"
+        if info.state == schedulers.ENDED:
+            return f"job {job.id} has ended"
+        return f"job {job.id} keeps running on {info.node or host.name} and uses its walltime: {end}"
 
     def _taken_over(self, service: Service, launched: ServerState, current: ServerState) -> ServerState:
         """Another process's record replaced that of the process just launched (e.g. a running service

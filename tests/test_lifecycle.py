@@ -172,6 +172,27 @@ def test_status_of_a_service_that_died_while_starting_says_it_failed_at_launch(
                                               "CONFIG';", "relaunch", "with", "'remote-http-launcher", "CONFIG'"]
 
 
+def test_ctrl_c_during_up_says_what_is_left_running_and_how_to_end_it(
+        rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file(args="--ready-delay 30")
+    command = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", str(config), "--log-level", "basic"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (server_file(rhl_dir).exists() and "pid" in json.loads(server_file(rhl_dir).read_text() or "{}")):
+        assert time.monotonic() < deadline and command.poll() is None, "the service was never launched"
+        time.sleep(0.05)
+    time.sleep(0.3)  # the run is in its wait for the service
+    pid = server_pid(rhl_dir)
+    command.send_signal(signal.SIGINT)
+    _, stderr = command.communicate(timeout=30)
+    assert command.returncode == 130
+    assert stderr.splitlines()[-1] == (
+        f"error: interrupted; the service keeps starting on localhost (pid {pid}): 'remote-http-launcher CONFIG' "
+        "picks it up again, 'remote-http-launcher stop CONFIG' ends it")
+    assert processes.process_identity(pid) is not None  # it does keep running
+    assert cli("stop", config).returncode == 0
+
+
 def test_status_with_connection_dir(rhl_dir: Path, config_file: Callable[..., Path], tmp_path: Path) -> None:
     config, conn = config_file(), tmp_path / "conn"
     payload = run(config, connection_dir=conn)
