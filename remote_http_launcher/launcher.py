@@ -183,12 +183,15 @@ class Launcher:
             return service.host.tcp_channel(interface, port, timeout)
 
         self.progress.phase(f"checking port {port}")
+        batch = job_of(state) is not None
+        if batch and (problem := service.identity_problem(state, process)) is not None:
+            return problem  # the scheduler says the job ended: no tunnel to where it ran, no check of its port
         if self.config.remote:
             self._early_way_in = (state, Background(
                 "rhl-client", lambda: self._open_way_in(service, state, open_tunnel)))
         first = Background("rhl-verify", lambda: handshake.check(interface, port, self.config.handshake, channel))
         try:
-            problem = service.identity_problem(state, process)
+            problem = None if batch else service.identity_problem(state, process)
             listener = self._listener_problem(service, state, port) if problem is None else None
         finally:
             first.wait()
