@@ -131,8 +131,9 @@ def test_without_kerberos_support_one_line_says_what_to_install(sshd_gssapi: SSH
     kdc.kinit(ccache)
     monkeypatch.setitem(sys.modules, "spnego", None)  # the package is absent (import raises ImportError)
     sshd_gssapi.write_ssh_config(client_home, ALIAS, KERBEROS)
-    with pytest.raises(AuthenticationError, match=r"authentication failed as \S+: Kerberos support is not installed "
-                                                  r"\(no module spnego\): pip install 'remote-http-launcher\[kerberos\]'"):
+    with pytest.raises(AuthenticationError, match=r"authentication failed as \S+: Kerberos support is not "
+                                                  r"installed \(no module spnego\): pip install "
+                                                  r"'remote-http-launcher\[kerberos\]'"):
         connect(ALIAS, interactive=False)
 
 
