@@ -370,7 +370,7 @@ def test_ctrl_c_while_the_job_is_queued_cancels_it_and_says_so(slurm: SlurmClust
         _, stderr = waiting.communicate(timeout=60)
     finally:
         waiting.kill()
-    assert waiting.returncode == 130
+    assert waiting.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == f"error: interrupted; cancelled job {job}, which was still queued"
     assert [entry[0] for entry in slurm.jobs()] == blockers  # ours is gone; the blockers still run
 
