@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from . import logsetup
 from .commands.up import PathLike, up
 from .config import Config, LogOptions, load_config
+from .errors import HostKeyError
 from .progress import Progress
 from .service import STOP_TIMEOUT
 from .statefiles import ClientPayload
@@ -58,8 +59,10 @@ def run(config: ConfigSource, *, connection_dir: PathLike | None = None, progres
 
 
 def launched(config: ConfigSource, *, connection_dir: PathLike | None = None, progress: Progress | None = None,
-             prompt: Prompt | None = None, accept_new_host_key: bool = False) -> tuple[Config, ClientPayload]:
-    """`run()`, also giving the validated config (for `launch()`'s handle, which would otherwise load it again)."""
+             prompt: Prompt | None = None, accept_new_host_key: bool = False,
+             call: str = "run") -> tuple[Config, ClientPayload]:
+    """`run()`, also giving the validated config (for `launch()`'s handle, which would otherwise load it again).
+    `call`: the function the user called, as an unknown host key's error names it."""
     loaded = load_config(config, cache=True)
     detach = logsetup.configure(logsetup.merge(LogOptions(), loaded.log))
     try:
@@ -67,6 +70,12 @@ def launched(config: ConfigSource, *, connection_dir: PathLike | None = None, pr
             progress = Progress.for_run(loaded.log.level, sys.stderr)
         return loaded, up(loaded, connection_dir=connection_dir, progress=progress, prompt=prompt,
                           accept_new_host_key=accept_new_host_key)[0]
+    except BaseException as exc:
+        if progress is not None:  # no live line left saying the call still works
+            progress.failed("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        if isinstance(exc, HostKeyError):
+            raise exc.advising(f"{call}(..., accept_new_host_key=True)") from None
+        raise
     finally:
         detach()
 

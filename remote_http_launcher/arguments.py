@@ -20,7 +20,11 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 MAX_PERSIST = 604800.0  # seconds, as config.py's MAX_TIMEOUT
-UP_EXAMPLE = f"""example:
+UP_EXAMPLE = f"""exit codes: 0 running (launched or reconnected), 1 runtime failure, 2 usage or config error,
+130 interrupted (a line says what is left running). With --json a failure prints
+{{"error": MESSAGE, "exit": CODE}} on stdout instead of the payload.
+
+example:
   {PROG} examples/local.yaml            # start the demo service, or reconnect to it
   {PROG} service.yaml --json > conn.json  # connection payload for scripts
 """
@@ -108,7 +112,9 @@ example:
   {PROG} status examples/local.yaml
   {PROG} status service.yaml --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["port"])'
 """
-STOP_EXAMPLE = f"""Only the process that was launched is signalled (PID and start time must match), so a
+STOP_EXAMPLE = f"""exit codes: 0 stopped (or was not running), 1 error, 2 bad config
+
+Only the process that was launched is signalled (PID and start time must match), so a
 reused PID is never touched. Stopping a stopped service succeeds, and removes what a service that
 died left behind.
 
@@ -124,7 +130,9 @@ example:
   {PROG} logs examples/local.yaml --tail 100
   {PROG} logs service.yaml --follow       # like tail -f; ends with the service or Ctrl-C
 """
-LIST_EXAMPLE = f"""example:
+LIST_EXAMPLE = f"""exit codes: 0 listed, 1 error (the host cannot be reached), 2 usage error
+
+example:
   {PROG} list                             # services on this machine
   {PROG} list --host user@server --json   # services on an SSH host (user@host or ~/.ssh/config alias)
 """
@@ -228,7 +236,10 @@ def build_list_parser(prog: str = f"{PROG} list") -> argparse.ArgumentParser:
 
 
 CONNECTIONS_EXAMPLE = f"""A connection broker keeps one SSH login per host for the commands and tunnels that use it,
-and ends after connection_persist seconds unused (see --connection-persist).
+and ends after connection_persist seconds unused (see --connection-persist). Both commands
+read and signal this machine's brokers only: they log in nowhere.
+
+exit codes: 0 done (also when there is no broker), 1 error, 2 usage error
 
 example:
   {PROG} connections
@@ -240,15 +251,14 @@ def build_connections_parser(prog: str = f"{PROG} connections") -> argparse.Argu
     parser = _command_parser(prog, "List the connection brokers of this user: host, since, last use, "
                                "commands using it now.", CONNECTIONS_EXAMPLE, config=False,
                                json_help="print one JSON document on stdout")
-    add_common(parser)
     return parser
 
 
 def build_disconnect_parser(prog: str = f"{PROG} disconnect") -> argparse.ArgumentParser:
     parser = _command_parser(prog, "End the connection broker of HOST (as the configs name it), or every "
-                               "broker. The next command logs in again.", CONNECTIONS_EXAMPLE, config=False)
+                               "broker. The next command logs in again.", CONNECTIONS_EXAMPLE, config=False,
+                               json_help="print the brokers ended as one JSON document on stdout")
     parser.add_argument("host", metavar="HOST", nargs="?", help="the SSH host (default: all)")
-    add_common(parser)
     return parser
 
 
@@ -281,6 +291,8 @@ def build_check_parser(prog: str = f"{PROG} check") -> argparse.ArgumentParser:
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
 COMPLETION_EXAMPLE = f"""Completes subcommands, their flags, and config file names (YAML files first where the
 shell can tell).
+
+exit codes: 0 printed, 2 usage error (an unknown shell)
 
 example:
   {PROG} completion bash > ~/.local/share/bash-completion/completions/{PROG}

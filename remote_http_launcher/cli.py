@@ -21,12 +21,15 @@ from . import logsetup
 from ._version import PROG
 from .config import DEFAULT_CONNECTION_PERSIST, Config, LogOptions
 from .errors import (
+    ACCEPT_NEW_FLAG,
     EXIT_INTERRUPTED,
     EXIT_NOT_RUNNING,
     EXIT_OK,
     EXIT_RUNTIME,
     EXIT_TUNNEL_DOWN,
     EXIT_USAGE,
+    HostKeyError,
+    Interrupted,
     LauncherError,
     ServiceFailedError,
     UsageError,
@@ -161,6 +164,9 @@ def cmd_disconnect(args: SimpleNamespace, config: Config | None, progress: Progr
     from .broker.control import disconnect
 
     ended = disconnect(args.host)
+    if args.json:
+        print(json.dumps({"disconnected": ended}, indent=2))
+        return EXIT_OK
     names = ", ".join(f"{entry['host']} (pid {entry['pid']})" for entry in ended)
     print(f"disconnected {names}" if ended else f"no connection broker{' for ' + args.host if args.host else ''}")
     return EXIT_OK
@@ -251,7 +257,7 @@ def next_step(exc: LauncherError, args: SimpleNamespace | None) -> str:
     config = getattr(args, "config", None)
     if not isinstance(exc, ServiceFailedError) or config is None:
         return ""
-    return f"; see the whole log with '{PROG} logs {shlex.quote(config)}'"
+    return f"see the whole log with '{PROG} logs {shlex.quote(config)}'"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -259,8 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--log-level=debug" in argv or any(pair == ("--log-level", "debug") for pair in pairwise(argv))
     progress: Progress | None = None
     args: SimpleNamespace | None = None
+    failure_json = False
     try:
         args, handler = parse(argv)
+        failure_json = handler is cmd_up and args.json
         dry_run = getattr(args, "dry_run", False)
         config = None
         if getattr(args, "config", None) is not None:
@@ -283,13 +291,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             import logging
 
             logging.getLogger("remote_http_launcher").exception("failed")
-        print(f"error: {exc}{next_step(exc, args)}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
+        if isinstance(exc, HostKeyError):
+            exc = exc.advising(ACCEPT_NEW_FLAG)
+        step = next_step(exc, args)
+        if step and "\n" in str(exc):  # after a log's last lines, on a line of its own
+            return _failed(f"{exc}\n{step}", exc.exit_code, failure_json)
+        return _failed(f"{exc}{'; ' if step else ''}{step}", exc.exit_code, failure_json)
+    except KeyboardInterrupt as exc:
         if progress:
             progress.close()
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        left = exc.left if isinstance(exc, Interrupted) and exc.left else ""
+        return _failed(f"interrupted; {left}" if left else "interrupted", EXIT_INTERRUPTED, failure_json)
     except BrokenPipeError:  # e.g. `logs CONFIG | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -298,9 +310,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress.close()
         if debug:
             raise
-        print(f"error: internal error ({exc.__class__.__name__}: {exc}); rerun with --log-level debug "
-              "and report it", file=sys.stderr)
-        return EXIT_RUNTIME
+        return _failed(f"internal error ({exc.__class__.__name__}: {exc}); rerun with --log-level debug and "
+                       "report it", EXIT_RUNTIME, failure_json)
+
+
+def _failed(message: str, code: int, as_json: bool) -> int:
+    """The error line on stderr; for `up --json` also {"error", "exit"} on stdout, where a script reads."""
+    print(f"error: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message, "exit": code}, indent=2))
+    return code
 
 
 def console_main() -> NoReturn:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from . import statefiles
-from .errors import ConfigError
+from .errors import ConfigError, near_miss
 from .progress import LEVELS
 from .records import NamedTuple
 
@@ -74,7 +74,10 @@ OPTIONAL_FIELDS = ("hostname", "ssh_hostname", "network_interface", "tunnel", "h
 # Every other field is a template variable, as in the original. One no template reads is a mistake: a
 # near miss of a launcher field (`tunel`) is refused, which would otherwise run without a tunnel.
 FIELDS = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS, *LOG_FIELDS)
-NEAR_MISS = 0.8  # difflib's similarity ratio: 'tunel'/'tunnel' 0.91, 'ssh_host'/'ssh_hostname' 0.8
+# What a template is told when it reads a name it cannot: the ports are chosen by the launch, after the key.
+KEY_HINTS = {STOCK_PORT: f"{{{STOCK_PORT}}} is known in command only: the port the launch chooses for a server "
+                         "that writes no status file (see the docs' Stock servers page)"}
+COMMAND_HINTS = {STOCK_PORT: ""}  # a name for did-you-mean: a command reading it gets it
 REQUIRED_HINTS = {
     "workdir": "set it to the service's working directory (an absolute path or ~/...)",
     "key": "set it to a template naming the state files, e.g. 'myservice' or 'myservice-{network_interface}'",
@@ -292,7 +295,7 @@ def evaluate_key(config: Config) -> str:
         return config.known_key
     from .templates import render
 
-    key = render(config.key_template, template_namespace(config), field="key")
+    key = render(config.key_template, template_namespace(config), field="key", hints=KEY_HINTS)
     if not key or len(key) > MAX_KEY or key in (".", "..") or not set(key) <= KEY_CHARS:
         raise ConfigError(f"key: evaluated to {key[:80]!r}, which is not a plain file name "
                           f"(use letters, digits, '.', '_' and '-', at most {MAX_KEY} characters)")
@@ -319,7 +322,7 @@ def evaluate_command(config: Config, key: str, status_file: str, workdir: str | 
     command = render(config.command_template,
                      template_namespace(config, key=key, status_file=status_file,
                                         **(ports or {name: f"<{name}>" for name in config.stock_ports})),
-                     field="command")
+                     field="command", hints=COMMAND_HINTS)
     if not command.strip() or any(c in command for c in "\n\r\0"):
         raise ConfigError("command: must evaluate to one non-empty line")
     return command
@@ -418,6 +421,8 @@ def parse_yaml(text: str, name: str = "<config>") -> Any:
             problem += " (a tab: indent YAML with spaces)"
         field = _top_level_field(lines, mark.line) if mark else None
         where += f" (field {field!r})" if field else ""
+        if field and problem.startswith("mapping values are not allowed"):  # `command: serve --opt: x`
+            problem += f"; a ': ' inside a value: quote the whole value, e.g. {field}: '...'"
         raise ConfigError(f"config: invalid YAML in {name!r}{where}: {_one_line(problem)}") from None
 
 
@@ -476,6 +481,11 @@ def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ..
     data = {name: value for name, value in data.items() if name not in LOG_FIELDS}
     for name in REQUIRED_FIELDS:
         if data.get(name) is None:
+            misspelt = next((given for given in data if isinstance(given, str) and given not in FIELDS
+                             and near_miss(given.lower(), [name])), None)
+            if misspelt is not None:  # `comand:` is why `command` is missing: say that first
+                raise ConfigError(f"{misspelt[:40]}: not a field of the launcher; did you mean {name!r}? "
+                                  f"({name}: required field is missing)")
             raise ConfigError(f"{name}: required field is missing; {REQUIRED_HINTS[name]}")
 
     workdir = _workdir(data["workdir"])
@@ -633,14 +643,11 @@ def _unread_fields(data: Mapping[str, Any], templates: tuple[str, ...]) -> tuple
             return ()
         used |= names
     unread = tuple(name for name in unknown if name not in used)
-    if unread:
-        import difflib
-
-        for name in unread:
-            close = difflib.get_close_matches(name.lower(), FIELDS, n=1, cutoff=NEAR_MISS)
-            if close:
-                raise ConfigError(f"{name[:40]}: not a field of the launcher, and no template uses it; did you "
-                                  f"mean {close[0]!r}?")
+    for name in unread:
+        close = near_miss(name.lower(), FIELDS)
+        if close:
+            raise ConfigError(f"{name[:40]}: not a field of the launcher, and no template uses it; did you "
+                              f"mean {close!r}?")
     return unread
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 EXIT_OK = 0
@@ -35,6 +36,18 @@ EXIT_NOT_RUNNING = 3
 EXIT_TUNNEL_DOWN = 4  # `status`: the service runs, but the tunnel its config asks for is down
 EXIT_INTERRUPTED = 130
 FIELDS = ("key", "host", "step", "log_tail")
+ACCEPT_NEW_FLAG = "--accept-new-host-key"
+#: How an unknown host key's error says to accept it, until the call the user made is known (HostKeyError.advising).
+HOST_KEY_ADVICE = f"{ACCEPT_NEW_FLAG} (run(..., accept_new_host_key=True))"
+NEAR_MISS = 0.8  # difflib's similarity ratio: 'tunel'/'tunnel' 0.91, 'ssh_host'/'ssh_hostname' 0.8
+
+
+def near_miss(name: str, choices: Iterable[str]) -> str | None:
+    """The one of `choices` that `name` most likely misspells (for "did you mean ...?"), if any."""
+    import difflib  # only on an error's way out
+
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=NEAR_MISS)
+    return close[0] if close else None
 
 
 class LauncherError(RuntimeError):
@@ -108,6 +121,12 @@ class AuthenticationError(HostError):
 class HostKeyError(HostError):
     """The SSH server's host key is unknown or has changed."""
 
+    def advising(self, how: str) -> HostKeyError:
+        """The same error with HOST_KEY_ADVICE (both ways to accept a new key) as `how`, the one way of
+        the call the user made (a flag, or a keyword of the function called)."""
+        return HostKeyError(self.message.replace(HOST_KEY_ADVICE, how), key=self.key, host=self.host,
+                            step=self.step, log_tail=self.log_tail)
+
 
 class TunnelError(LauncherError):
     """The SSH tunnel could not be set up or kept alive."""
@@ -122,6 +141,15 @@ class NotRunningError(LauncherError):
     """The service is not running, so there is nothing to show (exit code 3)."""
 
     exit_code = EXIT_NOT_RUNNING
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a launch, with what it leaves behind (`left`: a running service or job and how to end
+    it, a queued job cancelled; "" when nothing was started)."""
+
+    def __init__(self, left: str) -> None:
+        super().__init__(left)
+        self.left = left
 
 
 _CLASSES: dict[str, type[LauncherError]] = {

@@ -50,7 +50,7 @@ def launch(config: ConfigSource, *, connection_dir: PathLike | None = None, prog
     else:
         kept = os.path.abspath(os.path.expanduser(os.fspath(config)))  # the notebook may chdir later
     loaded, payload = api.launched(kept, connection_dir=connection_dir, progress=progress, prompt=prompt,
-                                   accept_new_host_key=accept_new_host_key)
+                                   accept_new_host_key=accept_new_host_key, call="launch")
     handle = ServiceHandle(kept, payload, key=evaluate_key(loaded), host=loaded.ssh_target if loaded.remote else None,
                            tunnel=loaded.tunnel, connection_dir=connection_dir, prompt=prompt)
     if open_browser:
@@ -63,6 +63,10 @@ class ServiceHandle:
 
     `state` is what the last call said: "running" after the launch, the
     status after `status()`, "stopped" after `stop()`.
+
+    A handle used in a `with` block stops the service when the block ends (an
+    error in it too): `with launch(config) as svc: ...`. Otherwise the service
+    outlives the handle, as every launch's does.
     """
 
     def __init__(self, config: Mapping[str, Any] | str, payload: Mapping[str, Any], *, key: str,
@@ -103,6 +107,12 @@ class ServiceHandle:
                            prompt=self.prompt)
         self.state = "stopped"
         return outcome
+
+    def __enter__(self) -> ServiceHandle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def where(self) -> str:
         """How this machine reaches the service: "local", "direct, ssh HOST" or "tunnel via HOST"."""

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from . import handshake, scripts, statefiles, stock
 from ._version import __version__
 from .config import Config, evaluate_command, is_loopback
-from .errors import ConfigError, HandshakeError, LauncherError, LaunchError, ServiceFailedError
+from .errors import ConfigError, HandshakeError, Interrupted, LauncherError, LaunchError, ServiceFailedError
 from .hosts.base import Launch
 from .locks import FileLock
 from .progress import Progress
@@ -67,11 +67,15 @@ class Launcher:
         self.client_path = client_path
         self.progress = progress or Progress.silent()
         self._early_way_in: tuple[ServerState, Background[WayIn]] | None = None  # step 4, started by _verify
+        self._watched: ServerState | None = None  # the service this run started or waits for (for Ctrl-C)
 
     def serve(self, host: Host, open_tunnel: TunnelOpener | None = None) -> tuple[ClientPayload, ServerState]:
         """Steps 2-5 on a connected host; `open_tunnel` (the keeper's) makes the client's way in."""
         service = Service(host, self.config, self.key)
-        state = self._ensure_running(service, open_tunnel)
+        try:
+            state = self._ensure_running(service, open_tunnel)
+        except KeyboardInterrupt:
+            raise Interrupted(self._left_behind(service)) from None
         self.progress.phase("connecting client")
         payload = self._client_payload(service, state, open_tunnel)
         if self.config.stock_ports or self.config.url_pattern:
@@ -106,8 +110,15 @@ class Launcher:
         setup = scripts.setup_failure(tail, service.host.name) if tail is not None else None
         if setup is not None:  # what ended the service: named first
             detail, step = f"{setup}; {detail}", "setup"
-        message = "; ".join([f"{self.key}: {detail}", *([f"log: {tail}"] if tail is not None else []), *notes])
-        return kind(message, key=self.key, host=service.host.name, step=step, log_tail=tail)
+        if tail is None:
+            message = "; ".join([f"{self.key}: {detail}", *notes])
+        elif len(tail) == 1:
+            message = "; ".join([f"{self.key}: {detail}", f"log: {tail[0]}", *notes])
+        else:  # the lines as lines, after the one line that says what failed
+            message = "; ".join([f"{self.key}: {detail}", *notes, f"last {len(tail)} lines of its log:"])
+            message += "".join(f"\n  {line}" for line in tail)
+        return kind(message, key=self.key, host=service.host.name, step=step,
+                    log_tail=None if tail is None else "\n".join(tail))
 
     # 2. The server status file.
     def _ensure_running(self, service: Service, open_tunnel: TunnelOpener | None = None) -> ServerState:
@@ -172,12 +183,15 @@ class Launcher:
             return service.host.tcp_channel(interface, port, timeout)
 
         self.progress.phase(f"checking port {port}")
+        batch = job_of(state) is not None
+        if batch and (problem := service.identity_problem(state, process)) is not None:
+            return problem  # the scheduler says the job ended: no tunnel to where it ran, no check of its port
         if self.config.remote:
             self._early_way_in = (state, Background(
                 "rhl-client", lambda: self._open_way_in(service, state, open_tunnel)))
         first = Background("rhl-verify", lambda: handshake.check(interface, port, self.config.handshake, channel))
         try:
-            problem = service.identity_problem(state, process)
+            problem = None if batch else service.identity_problem(state, process)
             listener = self._listener_problem(service, state, port) if problem is None else None
         finally:
             first.wait()
@@ -353,6 +367,7 @@ class Launcher:
         Polls start FIRST_POLL apart and back off to the host's poll interval:
         most services are ready within tens of milliseconds.
         """
+        self._watched = state
         job = job_of(state)
         if job is not None:
             return self._monitor_job(service, state, job, launched=launched)
@@ -374,6 +389,7 @@ class Launcher:
                 if launched:
                     return self._taken_over(service, state, current)
                 state, pid = current, current.pid
+                self._watched = state
             if current is not None and current.status == "running":
                 return current
             if current is not None and current.status == "failed":
@@ -395,12 +411,53 @@ class Launcher:
                     raise self._error(ServiceFailedError, service, "start", f"service on {host.name} exited "
                                       "before reporting its port", state, with_log=True)
             if now - last_change > self.config.startup_timeout:
-                raise self._error(ServiceFailedError, service, "start", f"service on {host.name} did not report "
-                                  f"its port within {self.config.startup_timeout:.0f} s (stopped it)", state,
+                raise self._error(ServiceFailedError, service, "start", self._silent(service, pid), state,
                                   with_log=True, stop=partial(service.terminate, state))
             self.progress.tick()
             time.sleep(min(pause, host.poll_interval))
             pause *= 2
+
+    def _silent(self, service: Service, pid: int | None) -> str:
+        """Why a service that started never counted as running: when it listens all the same, it wrote no
+        `running` record; say so, and how a service reports (or how to have its port chosen for it)."""
+        host, within = service.host, f"within {self.config.startup_timeout:.0f} s (stopped it)"
+        try:
+            ports = host.listening_ports(pid) if pid is not None else None
+        except LauncherError:
+            ports = None
+        if not ports:
+            return f"service on {host.name} did not report its port {within}"
+        listening = ", ".join(map(str, ports))
+        if self.config.stock_ports:
+            return (f"service on {host.name} listens on port {listening} but not on the port {{port}} gave it "
+                    f"{within}; make the command pass {{port}} to the server's own port option")
+        return (f"service on {host.name} listens on port {listening} but never reported it through its status "
+                f"file {within}; it must write {{\"status\": \"running\", \"port\": N}} to {{status_file}} "
+                "(see the status-file protocol in the docs), or, for a server that cannot, pass {port} to it in "
+                "command and the launcher chooses the port and reports it")
+
+    def _left_behind(self, service: Service) -> str:
+        """After Ctrl-C: what goes on without this run, and how to end it. A batch job still queued is
+        cancelled (it would start later, unwatched, and use its walltime); one that runs is left to run."""
+        state, host = self._watched, service.host
+        if state is None:
+            return ""
+        end = "'remote-http-launcher CONFIG' picks it up again, 'remote-http-launcher stop CONFIG' ends it"
+        job = job_of(state)
+        if job is None:
+            return f"the service keeps starting on {host.name} (pid {state.pid}): {end}"
+        from . import schedulers  # imported already: `job` came from it
+
+        try:
+            info = job.query(host)
+            if info.state == schedulers.QUEUED:
+                job.cancel(host)
+                return f"cancelled job {job.id}, which was still queued"
+        except LauncherError as exc:
+            return f"job {job.id} may still be queued or running ({exc}): {end}"
+        if info.state == schedulers.ENDED:
+            return f"job {job.id} has ended"
+        return f"job {job.id} keeps running on {info.node or host.name} and uses its walltime: {end}"
 
     def _taken_over(self, service: Service, launched: ServerState, current: ServerState) -> ServerState:
         """Another process's record replaced that of the process just launched (e.g. a running service

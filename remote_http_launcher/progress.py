@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 LEVELS = ("minimal", "basic", "debug")
 REDRAW_INTERVAL = 0.1
 CELL_REDRAW_INTERVAL = 0.25  # a cell's display is a message to the front end: a few updates a second suffice
+STILL_WAITING_INTERVAL = 10.0  # seconds between "still waiting" lines of a long phase, where there is no live line
 LOGGER = "remote_http_launcher"
 
 
@@ -87,6 +88,8 @@ class Progress:
         self.live = (level == "minimal" and self.stream.isatty()) if live is None else live
         self.start = time.monotonic()
         self.current = ""
+        self._phase_start = self.start
+        self._waited_note = STILL_WAITING_INTERVAL  # the next "still waiting" line, in seconds into the phase
         self._drawn = 0.0
         self._width = 0
         self._lock = _thread.allocate_lock()  # threading.Lock without importing threading
@@ -116,6 +119,7 @@ class Progress:
 
     def phase(self, text: str) -> None:
         self.current = text
+        self._phase_start, self._waited_note = time.monotonic(), STILL_WAITING_INTERVAL
         _log(text)
         if self.quiet:
             return
@@ -131,9 +135,18 @@ class Progress:
         self._line(f"warning: {text}")
 
     def tick(self) -> None:
-        """Called from polling loops so the live line's clock keeps moving."""
-        if self.live and not self.quiet:
+        """Called from polling loops so the live line's clock keeps moving; without one, a long phase gets a
+        "still waiting" line every STILL_WAITING_INTERVAL seconds (a silent minute looks like a hang)."""
+        if self.quiet:
+            return
+        if self.live:
             self._draw(force=False)
+            return
+        waited = time.monotonic() - self._phase_start
+        if waited >= self._waited_note:
+            self._waited_note += STILL_WAITING_INTERVAL
+            self._line(f"{time.strftime('%H:%M:%S')} {self.elapsed():6.2f}s still waiting ({waited:.0f} s): "
+                       f"{self.current}")
 
     def done(self, payload: Mapping[str, object], *, reused: bool) -> None:
         how = "reconnected" if reused else "ready"
@@ -141,6 +154,12 @@ class Progress:
         _log(summary)
         if not self.quiet:
             self._end(summary if self.live else f"{time.strftime('%H:%M:%S')} {self.elapsed():6.2f}s {summary}")
+
+    def failed(self, what: str = "failed") -> None:
+        """The call failed (or was interrupted): a live line must not be left saying it still works. Erased
+        on a terminal (the error follows); in a Jupyter cell the display becomes `failed (N s)`."""
+        _log(f"{what} ({self.elapsed():.2f} s)")
+        self._clear()
 
     def close(self) -> None:
         """End the live line before something else is shown (an error message, a login question): erased on a
@@ -204,6 +223,13 @@ class CellProgress(Progress):
     def _end(self, summary: str) -> None:
         with self._lock:
             self._show(summary)
+            self._handle = None
+
+    def failed(self, what: str = "failed") -> None:
+        _log(f"{what} ({self.elapsed():.2f} s)")
+        with self._lock:
+            if self._handle is not None and not self.quiet:  # a display is there: it says so, under it the error
+                self._show(f"{what} ({self.elapsed():.2f} s)")
             self._handle = None
 
     def _show(self, text: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from .commands.entries import ABSENT, FAILED, QUEUED, RUNNING, STALE, STARTING, ServiceEntry
+from .commands.entries import ABSENT, FAILED, FAILED_AT_LAUNCH, QUEUED, RUNNING, STALE, STARTING, ServiceEntry
 from .commands.status import NOT_ITS_PORT, UNVERIFIED, VERIFIED, StatusResult
 from .commands.stop import StoppedProcess, StopResult
 from .tunnels.lock import LINK_UP
@@ -48,7 +48,9 @@ def stop_message(result: StopResult) -> str:
             notes.append("removed stale " + ", ".join(result["removed"]))
         if notes:
             message += " (" + "; ".join(notes) + ")"
-    if result["keeper_pid"] is not None:
+    if result["keeper_is_broker"]:
+        message += f"; tunnel closed (the connection broker {result['keeper_pid']} stays for other commands)"
+    elif result["keeper_pid"] is not None:
         message += f"; tunnel keeper {result['keeper_pid']} stopped"
     return message
 
@@ -121,6 +123,8 @@ def format_status(entry: StatusResult) -> str:
         STARTING: "wait for it with 'remote-http-launcher CONFIG'",
         QUEUED: "wait for it with 'remote-http-launcher CONFIG'",
     }.get(status_now)
+    if status_now == STALE and (entry["detail"] or "").startswith(FAILED_AT_LAUNCH):
+        hint = "see why with 'remote-http-launcher logs CONFIG'; relaunch with 'remote-http-launcher CONFIG'"
     if entry["port_listener"] == NOT_ITS_PORT:
         hint = "the service reported a port it does not listen on; stop it ('remote-http-launcher stop CONFIG') " \
                "and see its log"

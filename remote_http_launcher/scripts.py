@@ -81,10 +81,10 @@ def setup_arg(setup: Sequence[str]) -> str:
     return "\n".join(setup)
 
 
-def setup_failure(log_tail: str, host: str) -> str | None:
-    """`setup line N on HOST failed (status CODE): LINE` when a log's tail (service.log_tail) reports a failed
-    setup line, else None."""
-    reports = [line.strip() for line in log_tail.split(" | ") if line.strip().startswith(SETUP_FAILED)]
+def setup_failure(log_tail: Sequence[str], host: str) -> str | None:
+    """`setup line N on HOST failed (status CODE): LINE` when a log's last lines (service.log_tail) report a
+    failed setup line, else None."""
+    reports = [line.strip() for line in log_tail if line.strip().startswith(SETUP_FAILED)]
     if not reports:
         return None
     number, _, rest = reports[-1][len(SETUP_FAILED):].partition(" ")

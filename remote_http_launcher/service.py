@@ -26,6 +26,8 @@ SETTLE_TIME = 1.0  # seconds an unparsable status file is re-read before it coun
 SETTLE_POLL = 0.02
 LEGACY_START_SLACK = 2.0  # seconds: start times from /proc are whole seconds here, and clocks step
 KILL_WAIT = 5.0
+ERROR_LOG_LINES = 10  # the log's last lines an error shows
+ERROR_LOG_WIDTH = 200  # characters of each
 WILDCARD_SERVER_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 SUCCESSOR_SUFFIX = ".next"  # the files of a key's successor job, until the hand-over
 SUCCESSOR_OF = "successor_of"  # a successor job's record: the id of the job it renews
@@ -144,11 +146,13 @@ class Service(NamedTuple):
             interface = self.config.network_interface
         return WILDCARD_SERVER_HOSTS.get(interface, interface)
 
-    def log_tail(self, state: ServerState | None = None) -> str:
-        """The end of the service's log on one line, for error messages."""
+    def log_tail(self, state: ServerState | None = None) -> list[str]:
+        """The last non-empty lines of the service's log (at most ERROR_LOG_LINES, each cut to
+        ERROR_LOG_WIDTH characters), for error messages; one line saying so when it is empty."""
         path = state.log if state and state.log else self.log_file
-        tail = self.host.tail(path).strip()
-        return " | ".join(line.strip() for line in tail.splitlines() if line.strip()) or "(log is empty)"
+        lines = [line.strip() for line in self.host.tail(path).splitlines() if line.strip()][-ERROR_LOG_LINES:]
+        return [line if len(line) <= ERROR_LOG_WIDTH else f"{line[:ERROR_LOG_WIDTH - 3]}..."
+                for line in lines] or ["(log is empty)"]
 
 
 def half_written(raw: bytes | None) -> bool:

@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar, cast
 
-from .errors import TemplateError
+from .errors import TemplateError, near_miss
 
 MAX_TEMPLATE_CHARS = 10_000
 MAX_NODES = 500
@@ -147,15 +147,16 @@ def _constant_lookup(node: ast.Name, parents: Mapping[int, ast.AST]) -> bool:
             and parent.func.attr == "format_map" and isinstance(parent.func.value, ast.Constant))
 
 
-def render(template: str, namespace: Mapping[str, Any], *, field: str) -> str:
-    """Evaluate an f-string template; raises TemplateError naming `field`."""
+def render(template: str, namespace: Mapping[str, Any], *, field: str, hints: Mapping[str, str] | None = None) -> str:
+    """Evaluate an f-string template; raises TemplateError naming `field`. `hints`: names the template
+    may not read here, each with what to say when it does (or "": a name only for "did you mean")."""
     try:
         if not isinstance(template, str):
             raise TemplateError(f"template must be a string, not {type(template).__name__}")
         if len(template) > MAX_TEMPLATE_CHARS:
             raise TemplateError(f"template is too long ({len(template)} > {MAX_TEMPLATE_CHARS} characters)")
         tree = _parse(template)
-        _validate(tree, namespace)
+        _validate(tree, namespace, hints or {})
         return _Interpreter(namespace).render(tree)
     except TemplateError as exc:
         raise TemplateError(" ".join(f"{field}: {exc}".splitlines())) from None
@@ -189,7 +190,7 @@ def _parse(template: str) -> ast.JoinedStr:
     raise TemplateError(f"invalid template syntax: {errors[0] if errors else 'it contains every kind of quote'}")
 
 
-def _validate(tree: ast.JoinedStr, namespace: Mapping[str, Any]) -> None:
+def _validate(tree: ast.JoinedStr, namespace: Mapping[str, Any], hints: Mapping[str, str]) -> None:
     """Refuse anything outside the whitelist before any of the template runs.
 
     The walk is iterative and bounded so huge or deeply nested input is refused
@@ -240,8 +241,17 @@ def _validate(tree: ast.JoinedStr, namespace: Mapping[str, Any]) -> None:
             if node.attr in _FORMAT_METHODS and isinstance(receiver, str):
                 _parse_format(receiver)  # a constant format string is refused before anything runs
         if isinstance(node, ast.Name) and node.id not in namespace:
-            known = ", ".join(sorted(key for key in namespace if not key.startswith("_")))
-            raise TemplateError(f"unknown name {node.id!r} in template (known: {known})")
+            raise TemplateError(_unknown_name(node.id, namespace, hints))
+
+
+def _unknown_name(name: str, namespace: Mapping[str, Any], hints: Mapping[str, str]) -> str:
+    """The error for a name the template cannot read: the hint for it, or the name it is close to."""
+    known = sorted(key for key in namespace if not key.startswith("_"))
+    message = f"unknown name {name!r} in template (known: {', '.join(known)})"
+    if hints.get(name):
+        return f"{message}; {hints[name]}"
+    close = near_miss(name, [*known, *hints])
+    return f"{message}; did you mean {close!r}?" if close else message
 
 
 class _Interpreter:

@@ -140,6 +140,8 @@ class FakeHost(Host):
 
     def _port_listener(self, args: list[str], stdin: bytes) -> ScriptResult:
         process = self.processes.get(int(args[0]))
+        if args[1] == "-":
+            return ScriptResult(0, "".join(f"{port:04X}\n" for port in process.listens) if process else "", "")
         return OK if process is not None and int(args[1]) in process.listens else NO
 
     def _signal_group(self, args: list[str], stdin: bytes) -> ScriptResult:

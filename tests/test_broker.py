@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -106,6 +107,23 @@ def test_list_reads_each_status_file_with_its_pids_start_time_in_one_step(
         host.close()
     assert sorted(entry["key"] for entry in entries) == keys and {e["status"] for e in entries} == {"running"}
     assert separate.call_count == 0
+
+
+def test_connections_asking_is_no_use_of_the_broker(keyed_server: SSHServer, remote_config: RemoteConfig,
+                                                    rhl_dir: Path, tmp_path: Path) -> None:
+    """LAST USE is the last command's: listing the brokers (which asks each) does not make them look busy."""
+    config = write(tmp_path, "a", remote_config(keyed_server))
+    assert cli("status", config).returncode == 3  # absent
+    used = time.time()
+    time.sleep(2.5)
+    for _ in range(2):
+        (entry,) = json.loads(ok("connections", "--json"))["connections"]
+        assert entry["last_use"] is not None and entry["last_use"] <= used + 0.5, time.time() - entry["last_use"]
+    last_use = re.search(r"\s(\d+)s ago\s+0\s", ok("connections").splitlines()[1])  # LAST USE, then IN USE
+    assert last_use is not None and int(last_use.group(1)) >= 2
+    assert cli("status", config).returncode == 3  # absent
+    (entry,) = json.loads(ok("connections", "--json"))["connections"]
+    assert entry["last_use"] > used + 2  # a real command counts
 
 
 def test_a_deep_state_directory_still_gets_a_broker(keyed_server: SSHServer, remote_config: RemoteConfig,
@@ -251,7 +269,7 @@ def test_tunnels_live_in_the_broker(keyed_server: SSHServer, remote_config: Remo
     assert json.loads(ok(first, "--json")) == payloads[0]  # the warm path: nothing asked of the broker
     (rhl_dir / "client" / f"{one['key']}.json").unlink()
     assert json.loads(ok(first, "--json"))["port"] == payloads[0]["port"]  # reconnect: the kept forward
-    ok("stop", first)
+    assert ok("stop", first).endswith(f"; tunnel closed (the connection broker {broker} stays for other commands)\n")
     assert get(payloads[0]) is None and get(payloads[1]) == 200  # its forward closed, the other's not
     assert not (rhl_dir / "client" / f"{one['key']}.keeper.lock").exists()
     again = json.loads(ok(first, "--json"))

@@ -323,3 +323,59 @@ def test_readme_first_screen_starts_reconnects_and_stops_the_demo(rhl_dir: Path,
     stopped = typed(commands[2])
     assert stopped.returncode == 0 and stopped.stdout.startswith("stopped demo-localhost on localhost"), stopped
     assert typed(["remote-http-launcher", "status", "examples/local.yaml"]).returncode == 3
+
+
+# What a newcomer meets ---------------------------------------------------------------
+
+@pytest.mark.parametrize("subcommand", ["up", "status", "stop", "logs", "list", "connections", "disconnect", "check",
+                                        "completion"])
+def test_every_subcommand_help_states_its_exit_codes(subcommand: str) -> None:
+    proc = cli(subcommand, "--help")
+    assert proc.returncode == 0, proc.stderr
+    codes = proc.stdout.split("exit codes: ", 1)[1]
+    assert codes.startswith("0 ") and ", 2 " in codes.split("\n\n", 1)[0]
+
+
+def test_connections_and_disconnect_take_no_flag_about_logins(rhl_dir: Path) -> None:
+    """Both read and signal local brokers only: a host-key or log flag would do nothing, so it is refused;
+    both print JSON as every listing command does."""
+    for subcommand in ("connections", "disconnect"):
+        help_text = cli(subcommand, "--help").stdout
+        assert "--json" in help_text
+        assert "--accept-new-host-key" not in help_text and "--log-file" not in help_text
+        assert cli(subcommand, "--accept-new-host-key").returncode == 2
+    proc = cli("disconnect", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"disconnected": []}
+
+
+def test_up_json_failure_is_a_json_document_on_stdout(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    proc = cli(str(config_file(command="echo boom; exit 4")), "--json")
+    assert proc.returncode == 1
+    failure = json.loads(proc.stdout)
+    assert failure["exit"] == 1 and failure["error"].startswith(f"{KEY}: service on localhost exited before")
+    assert error_lines(proc.stderr) == [f"error: {failure['error']}"]
+    bad = cli(str(config_file(command="")), "--json")  # a config error: exit 2
+    assert bad.returncode == 2 and json.loads(bad.stdout)["exit"] == 2
+
+
+def test_a_failure_shows_the_log_as_lines_then_where_the_whole_log_is(rhl_dir: Path,
+                                                                      config_file: Callable[..., Path]) -> None:
+    path = config_file(command="echo starting; echo 'Traceback ...'; echo 'ValueError: bad option' >&2; exit 4")
+    proc = cli(str(path))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-5:] == [
+        f"error: {KEY}: service on localhost exited before reporting its port; last 3 lines of its log:",
+        "  starting", "  Traceback ...", "  ValueError: bad option",
+        f"see the whole log with 'remote-http-launcher logs {path}'"]
+
+
+def test_a_long_wait_says_still_waiting_every_ten_seconds(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    """Without a live line (--log-level basic), a phase of 21 s is not 21 silent seconds."""
+    proc = cli(str(config_file(args="--ready-delay 21")), "--log-level", "basic")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    waiting = [line.split("s ", 1)[1] for line in lines if "still waiting" in line]
+    assert waiting == ["still waiting (10 s): waiting for the service to report its port",
+                       "still waiting (20 s): waiting for the service to report its port"]
+    assert all(PHASE_LINE.match(line) for line in lines)

@@ -408,3 +408,35 @@ def test_a_handshake_target_is_encoded_as_urllib_would(path: str, parameters: di
     if parameters:
         expected += "?" + urlencode(parameters)
     assert Handshake(path, parameters).target == expected
+
+
+# ---------------------------------------------------------------- what a newcomer mistypes
+
+def config_error(text: str, tmp_path: Path) -> str:
+    path = tmp_path / "service.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        config = load_config(path)
+        evaluate_command(config, evaluate_key(config), "/s.json")
+    return str(info.value)
+
+
+def test_a_misspelt_required_field_is_named_before_the_missing_one(tmp_path: Path) -> None:
+    assert config_error("workdir: /w\nkey: k\ncomand: serve\n", tmp_path) == \
+        "comand: not a field of the launcher; did you mean 'command'? (command: required field is missing)"
+
+
+def test_an_unquoted_colon_in_a_value_says_to_quote_it(tmp_path: Path) -> None:
+    message = config_error("workdir: /w\nkey: k\ncommand: serve --listen: 8000\n", tmp_path)
+    assert message.startswith("config: invalid YAML in ")
+    assert "(field 'command'): mapping values are not allowed" in message
+    assert message.endswith("; a ': ' inside a value: quote the whole value, e.g. command: '...'")
+
+
+def test_port_in_the_key_says_where_it_is_known(tmp_path: Path) -> None:
+    message = config_error("workdir: /w\nkey: svc-{port}\ncommand: serve --port {port}\n", tmp_path)
+    assert message.startswith("key: unknown name 'port' in template (known: ")
+    assert message.endswith("; {port} is known in command only: the port the launch chooses for a server that "
+                            "writes no status file (see the docs' Stock servers page)")
+    assert config_error("workdir: /w\nkey: k\ncommand: serve --port {ports}\n", tmp_path).endswith(
+        "; did you mean 'port'?")

@@ -7,6 +7,7 @@ not show the paths of the machine they were made on.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -110,3 +111,35 @@ def test_each_example_passes_dry_run(path: Path, tmp_path: Path) -> None:
 def test_readme_is_a_front_page() -> None:
     """Reference material belongs in docs/: the README stays short enough to read as a front page."""
     assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 300
+
+
+def test_the_package_names_its_pages_as_the_docs_site_does() -> None:
+    """PyPI's sidebar links (project.urls) are the site's own addresses, the changelog one in the source."""
+    section = (ROOT / "pyproject.toml").read_text(encoding="utf-8").split("\n[project.urls]\n", 1)[1].split("\n[", 1)[0]
+    urls = dict(re.findall(r'^(\w+) = "([^"]+)"$', section, re.MULTILINE))
+    assert set(urls) == {"Homepage", "Documentation", "Source", "Issues", "Changelog"}
+    site = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    assert urls["Documentation"] == site["site_url"] and urls["Source"] == site["repo_url"]
+    assert urls["Issues"] == f"{urls['Source']}/issues"
+    assert urls["Changelog"].startswith(f"{urls['Source']}/blob/main/") and urls["Changelog"].endswith("/CHANGELOG.md")
+
+
+def test_the_example_notebook_parses_and_its_config_passes_dry_run(tmp_path: Path) -> None:
+    """The notebook is valid nbformat, and the config its setup cell builds (run as the notebook runs it,
+    from examples/) is one `--dry-run` accepts; tests/test_notebook.py runs the whole notebook."""
+    import nbformat
+
+    notebook = nbformat.read(ROOT / "examples" / "notebook.ipynb", as_version=4)  # type: ignore[no-untyped-call]
+    nbformat.validate(notebook)
+    [setup] = [cell.source for cell in notebook.cells if cell.cell_type == "code" and "config = {" in cell.source]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    built = subprocess.run([sys.executable, "-c", f"{setup}\nimport json; print(json.dumps(config))"], env=env,
+                           cwd=ROOT / "examples", capture_output=True, text=True, timeout=60, check=True)
+    config_file = tmp_path / "notebook.yaml"
+    config_file.write_text(yaml.safe_dump(json.loads(built.stdout)), encoding="utf-8")
+    env["REMOTE_HTTP_LAUNCHER_DIR"] = str(tmp_path / "state")
+    result = subprocess.run([sys.executable, "-m", "remote_http_launcher", str(config_file), "--dry-run"], env=env,
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    assert "demo_service.py" in line and "--status-file " in line

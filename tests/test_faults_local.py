@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -195,10 +196,9 @@ def test_reused_pid_is_never_signalled(rhl_dir: Path, demo_config: Factory) -> N
 def test_service_reporting_failed(rhl_dir: Path, demo_config: Factory) -> None:
     with pytest.raises(LaunchError) as info:
         run(demo_config(args="--fail"))
-    message = str(info.value)
-    assert "\n" not in message
-    assert "reported status 'failed'" in message
-    assert "demo service: failing on purpose" in message  # the log tail
+    first, *lines = str(info.value).splitlines()
+    assert first.endswith("reported status 'failed'; last 2 lines of its log:")
+    assert lines[-1] == "  demo service: failing on purpose"  # the log tail
     assert not client_file(rhl_dir).exists()
 
 
@@ -258,7 +258,19 @@ def test_command_that_exits_at_once_shows_log_tail(rhl_dir: Path, demo_config: F
     with pytest.raises(LaunchError) as info:
         run(demo_config(command="echo first line; echo 'no such thing' >&2; exit 3"))
     assert time.monotonic() - started < 10
-    assert str(info.value).endswith("log: first line | no such thing")
+    assert str(info.value).endswith("exited before reporting its port; last 2 lines of its log:\n  first line\n"
+                                    "  no such thing")
+
+
+def test_a_long_log_tail_is_its_last_ten_lines_each_cut(rhl_dir: Path, demo_config: Factory) -> None:
+    """A failure's log is read as lines: the last ten, each cut, under the one line that says what failed."""
+    with pytest.raises(LaunchError) as info:
+        run(demo_config(command="for i in $(seq 1 14); do echo line $i; done; printf 'x%.0s' $(seq 2000); "
+                                "echo; exit 3"))
+    first, *lines = str(info.value).splitlines()
+    assert first.endswith("exited before reporting its port; last 10 lines of its log:")
+    assert lines[:-1] == [f"  line {i}" for i in range(6, 15)]
+    assert lines[-1] == "  " + "x" * 197 + "..."
 
 
 def test_silent_service_is_stopped_after_startup_timeout(rhl_dir: Path, demo_config: Factory) -> None:
@@ -276,6 +288,28 @@ def test_silent_service_is_stopped_after_startup_timeout(rhl_dir: Path, demo_con
     assert group_members(pid) == []  # the `sleep` child went too: no orphan
 
 
+def test_a_service_that_listens_but_never_reports_is_told_how_to(rhl_dir: Path, demo_config: Factory) -> None:
+    """It listens on a port of its own choosing and writes no status file: the error says which port, and
+    the two ways a service gets counted as running."""
+    with pytest.raises(LaunchError) as info:
+        run(demo_config(command=f"{sys.executable} -m http.server 0 --bind 127.0.0.1", startup_timeout=3))
+    first = str(info.value).splitlines()[0]
+    listening = re.search(r"service on localhost listens on port (\d+) but never reported it through its status "
+                          r"file within 3 s \(stopped it\); it must write ", first)
+    assert listening is not None, first
+    assert 'it must write {"status": "running", "port": N} to {status_file} (see the status-file protocol in the ' \
+           "docs), or, for a server that cannot, pass {port} to it in command" in first
+    assert f"port {listening.group(1)}" in str(info.value)  # http.server's own line in the log agrees
+
+
+def test_a_stock_server_on_another_port_than_its_port_is_told(rhl_dir: Path, demo_config: Factory) -> None:
+    with pytest.raises(LaunchError) as info:
+        run(demo_config(command=f"{sys.executable} -m http.server 0 --bind 127.0.0.1 # {{port}}", startup_timeout=3))
+    assert re.search(r"service on localhost listens on port \d+ but not on the port \{port\} gave it within 3 s "
+                     r"\(stopped it\); make the command pass \{port\} to the server's own port option",
+                     str(info.value).splitlines()[0]), str(info.value)
+
+
 def test_workdir_that_cannot_be_created(rhl_dir: Path, demo_config: Factory, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
@@ -283,8 +317,9 @@ def test_workdir_that_cannot_be_created(rhl_dir: Path, demo_config: Factory, tmp
         run(demo_config(workdir=str(blocker / "sub")))
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"{KEY}: workdir on localhost: ")
-    assert f"workdir {blocker / 'sub'}" in message
+    assert message.startswith(f"{KEY}: workdir on localhost: cannot create workdir {blocker / 'sub'} (cannot create "
+                              "directory ")
+    assert message.replace("‘", "'").replace("’", "'").endswith(f"'{blocker}': Not a directory)")  # the OS's reason
     assert not server_file(rhl_dir).exists()
 
 

@@ -8,6 +8,7 @@ command gets SIGINT, as a terminal's Ctrl-C sends it.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from remote_http_launcher.broker.registry import live_brokers
 from tests.remote import RemoteConfig, keeper_processes
+from tests.ssh_client import remote_state
 
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
@@ -67,12 +69,19 @@ def test_ctrl_c_while_the_broker_opens_a_tunnel(keyed_server: SSHServer, remote_
     while not lock.exists():  # the broker claimed the key; the run waits for the service
         assert time.monotonic() < deadline and command.poll() is None, "the broker never claimed the key"
         time.sleep(0.05)
-    time.sleep(0.5)
+    while not (remote_state(keyed_server, key) or {}).get("pid"):  # it launched the service
+        assert time.monotonic() < deadline and command.poll() is None, "the service was never launched"
+        time.sleep(0.05)
+    time.sleep(0.3)
     interrupted = time.monotonic()
     command.send_signal(signal.SIGINT)
     _, stderr = command.communicate(timeout=PROMPTLY + 5)
     assert time.monotonic() - interrupted < PROMPTLY
-    assert command.returncode == 130 and stderr.rstrip().endswith("error: interrupted")
+    assert command.returncode == 130
+    # The run launched the service (it waits for it here): the last line says it keeps starting, and how to end it
+    assert re.fullmatch(r"error: interrupted; the service keeps starting on \S+ \(pid \d+\): 'remote-http-launcher "
+                        r"CONFIG' picks it up again, 'remote-http-launcher stop CONFIG' ends it",
+                        stderr.rstrip().splitlines()[-1]), stderr
     for _ in range(50):  # the broker saw the run's connection end
         if not lock.exists():
             break

@@ -110,7 +110,8 @@ def test_no_ticket_is_one_line_saying_kinit(sshd_gssapi: SSHServer, ccache: Path
     with pytest.raises(AuthenticationError) as failure:
         connect(ALIAS, prompt=lambda text, secret: pytest.fail(f"asked {text!r}"))
     message = str(failure.value)
-    assert "auth: authentication failed: no Kerberos ticket (" in message and "): run kinit" in message
+    assert f"auth: authentication failed as {sshd_gssapi.user}@{sshd_gssapi.host}: no Kerberos ticket (" in message
+    assert "): run kinit" in message
     assert "\n" not in message
 
 
@@ -119,7 +120,8 @@ def test_an_expired_ticket_is_one_line_saying_kinit(sshd_gssapi: SSHServer, kdc:
     kdc.kinit(ccache, lifetime="2s")
     time.sleep(3)
     sshd_gssapi.write_ssh_config(client_home, ALIAS, KERBEROS)
-    with pytest.raises(AuthenticationError, match=r"authentication failed: the Kerberos ticket expired: run kinit"):
+    with pytest.raises(AuthenticationError,
+                       match=r"authentication failed as \S+: the Kerberos ticket expired: run kinit"):
         connect(ALIAS, interactive=False)
 
 
@@ -129,8 +131,9 @@ def test_without_kerberos_support_one_line_says_what_to_install(sshd_gssapi: SSH
     kdc.kinit(ccache)
     monkeypatch.setitem(sys.modules, "spnego", None)  # the package is absent (import raises ImportError)
     sshd_gssapi.write_ssh_config(client_home, ALIAS, KERBEROS)
-    with pytest.raises(AuthenticationError, match=r"authentication failed: Kerberos support is not installed \(no "
-                                                  r"module spnego\): pip install 'remote-http-launcher\[kerberos\]'"):
+    with pytest.raises(AuthenticationError, match=r"authentication failed as \S+: Kerberos support is not "
+                                                  r"installed \(no module spnego\): pip install "
+                                                  r"'remote-http-launcher\[kerberos\]'"):
         connect(ALIAS, interactive=False)
 
 
@@ -144,8 +147,8 @@ def test_kerberos_on_for_every_host_does_not_lead_the_error_of_a_host_without(
     sshd.start()
     config = sshd.write_ssh_config(client_home, ALIAS, {"IdentityFile": "none"})
     config.write_text(config.read_text().replace("GSSAPIAuthentication no", ""))
-    with pytest.raises(AuthenticationError, match=r"authentication failed \(tried: gssapi-with-mic \(skipped: no "
-                                                  r"ticket\), agent \(0 keys\),"):
+    with pytest.raises(AuthenticationError, match=r"authentication failed as \S+ \(tried: gssapi-with-mic "
+                                                  r"\(skipped: no ticket\), agent \(0 keys\),"):
         connect(ALIAS, interactive=False)
 
 

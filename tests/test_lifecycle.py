@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -155,6 +156,41 @@ def test_status_failed(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
     assert result["status_before"] == "failed" and result["stopped"] is False
     assert result["message"].startswith("not running; nothing to stop")
     assert not server_file(rhl_dir).exists()
+
+
+def test_status_of_a_service_that_died_while_starting_says_it_failed_at_launch(
+        rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file(command="echo boom; exit 4")
+    with pytest.raises(LaunchError):
+        run(config)
+    code, entry = cli_json("status", config)
+    assert (code, entry["status"]) == (3, "stale")
+    assert re.fullmatch(r"failed at launch: process \d+ exited before reporting its port", entry["detail"])
+    human = cli("status", config).stdout
+    assert f"{KEY} on localhost: stale (failed at launch: process " in human
+    assert human.splitlines()[-1].split() == ["next", "see", "why", "with", "'remote-http-launcher", "logs",
+                                              "CONFIG';", "relaunch", "with", "'remote-http-launcher", "CONFIG'"]
+
+
+def test_ctrl_c_during_up_says_what_is_left_running_and_how_to_end_it(
+        rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file(args="--ready-delay 30")
+    command = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", str(config), "--log-level", "basic"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (server_file(rhl_dir).exists() and "pid" in json.loads(server_file(rhl_dir).read_text() or "{}")):
+        assert time.monotonic() < deadline and command.poll() is None, "the service was never launched"
+        time.sleep(0.05)
+    time.sleep(0.3)  # the run is in its wait for the service
+    pid = server_pid(rhl_dir)
+    command.send_signal(signal.SIGINT)
+    _, stderr = command.communicate(timeout=30)
+    assert command.returncode == 130
+    assert stderr.splitlines()[-1] == (
+        f"error: interrupted; the service keeps starting on localhost (pid {pid}): 'remote-http-launcher CONFIG' "
+        "picks it up again, 'remote-http-launcher stop CONFIG' ends it")
+    assert processes.process_identity(pid) is not None  # it does keep running
+    assert cli("stop", config).returncode == 0
 
 
 def test_status_with_connection_dir(rhl_dir: Path, config_file: Callable[..., Path], tmp_path: Path) -> None:

@@ -184,6 +184,18 @@ def test_progress_in_a_cell_is_one_display_updated_in_place(kernels: Callable[[]
     assert re.search(rf"\d\d:\d\d:\d\d +\d+\.\d\ds reconnected: http://localhost:{port}/", basic.stream("stderr"))
 
 
+def test_a_failed_call_leaves_no_stale_progress_line(kernels: Callable[[], Kernel], demo_config: Factory,
+                                                     rhl_dir: Path) -> None:
+    """The cell's display ends as `failed (N s)`, not as the phase the call was in when it failed."""
+    kernel = kernels()
+    cell = kernel.execute(calling("run", demo_config(command="sleep 0.6; echo boom; exit 3")))
+    assert cell.reply["status"] == "error" and cell.reply["ename"] == "ServiceFailedError"
+    texts = [text for _, _, text in cell.displays()]
+    assert any(text.startswith("waiting for the service to report its port") for text in texts[:-1]), texts
+    assert re.fullmatch(r"failed \(\d+\.\d\d s\)", texts[-1]), texts
+    assert len({display_id for _, display_id, _ in cell.displays()}) == 1
+
+
 def test_a_plain_script_shows_nothing(demo_config: Factory, rhl_dir: Path) -> None:
     """Not in a kernel (even with IPython and ipykernel imported): no output unless asked."""
     code = (f"import json, IPython, ipykernel\nfrom remote_http_launcher import run\n"
@@ -331,6 +343,20 @@ def test_a_handle_keeps_the_config_it_was_launched_with(demo_config: Factory, rh
     assert from_file.prompt is not None and from_file.connection_dir is None
     assert from_file.status()["status"] == "running"
     assert from_file.stop()["stopped"] is True
+
+
+def test_a_handle_in_a_with_block_stops_the_service_at_its_end(demo_config: Factory, rhl_dir: Path) -> None:
+    """Opt-in: the `with` block stops the service when it ends, also when it raises; a handle used without
+    one leaves the service running (the test above)."""
+    with launch(demo_config()) as svc:
+        pid = svc.status()["pid"]
+        assert svc.status()["status"] == "running"
+    assert svc.state == "stopped" and svc.status()["status"] == "absent"
+    assert not (rhl_dir / "server" / "demo-localhost.json").exists()
+    with pytest.raises(ZeroDivisionError), launch(demo_config()) as again:
+        assert again.status()["pid"] != pid
+        raise ZeroDivisionError
+    assert again.status()["status"] == "absent"
 
 
 def test_handle_repr_and_html_escape_every_value() -> None:

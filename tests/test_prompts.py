@@ -117,7 +117,8 @@ def test_nowhere_to_ask_is_a_clear_one_line_error(server: SSHServer, password_co
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines[-1] == (
-        f"error: ssh {ALIAS} ({server.host}:{server.port}): auth: authentication failed (tried: agent (0 keys), "
+        f"error: ssh {ALIAS} ({server.host}:{server.port}): auth: authentication failed as "
+        f"{server.user}@{server.host} (tried: agent (0 keys), "
         "keyboard-interactive skipped: no way to ask, password skipped: no way to ask); to answer password or "
         "code prompts, run it on a terminal, or pass prompt= to run() (a function (text, secret) -> answer)")
     assert keeper_processes(config["key"]) == []

@@ -11,6 +11,7 @@ import atexit
 import json
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -179,7 +180,13 @@ def test_job_cancelled_from_outside_is_noticed_and_the_next_up_resubmits(
     status = cli("status", config, "--json")
     assert status.returncode == 3 and json.loads(status.stdout)["status"] == "stale"
 
-    again = up(config)
+    result = cli(config, "--json", "--log-level", "basic", timeout=120)
+    assert result.returncode == 0, result.stderr
+    again = json.loads(result.stdout)
+    phases = [line.split("s ", 1)[1] for line in result.stderr.splitlines()]
+    # No tunnel to the node of the job the scheduler says ended: one, to the new job's, after its launch
+    assert phases.count("opening the tunnel") == 1, phases
+    assert phases.index("opening the tunnel") > phases.index("launching service on " + ALIAS), phases
     [(second_job, state, _)] = slurm.jobs()
     assert second_job != first_job and state == "RUNNING"
     assert get(again["port"]) == 200
@@ -237,10 +244,10 @@ def test_setup_lines_run_in_the_job_on_the_compute_node_and_a_failing_one_is_nam
                          setup=["true", "rhl-no-such-module load python", "touch rhl-setup-went-on"])
     result = cli(failing, timeout=120)
     assert result.returncode == 1
-    error = result.stderr.strip().splitlines()[-1]
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert re.match(r"error: rhl-setup-fails: setup line 2 on \S+ failed \(status 127\): "
                     r"rhl-no-such-module load python; job \d+ ended", error), error
-    assert "not found" in error  # the log's tail
+    assert "not found" in result.stderr  # the log's tail
     assert slurm.run("test -e ~/rhl-work/rhl-setup-went-on || echo absent").strip() == "absent"
     assert slurm.jobs() == []
 
@@ -350,6 +357,27 @@ def test_a_pbs_job_through_slurms_pbs_wrappers_found_on_the_login_profile(
     assert remote_state(profile_login, key) is None
 
 
+def test_ctrl_c_while_the_job_is_queued_cancels_it_and_says_so(slurm: SlurmCluster,
+                                                               job_config: Callable[..., Path]) -> None:
+    """A queued job left behind would start later, unwatched, and use its walltime: Ctrl-C cancels it."""
+    blockers = slurm.fill()
+    config = job_config(tunnel=False, options=[f"--cpus-per-task={NODE_CPUS}"])
+    key = key_of(config)
+    waiting = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", str(config), "--log-level", "basic"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        wait_for(lambda: any(name == key for _, _, name in slurm.jobs()), 30, "the job to be submitted")
+        [(job, state, _)] = [entry for entry in slurm.jobs() if entry[2] == key]
+        assert state == "PENDING"
+        waiting.send_signal(signal.SIGINT)
+        _, stderr = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == f"error: interrupted; cancelled job {job}, which was still queued"
+    assert [entry[0] for entry in slurm.jobs()] == blockers  # ours is gone; the blockers still run
+
+
 def test_a_reason_that_never_clears_fails_at_once(slurm: SlurmCluster, job_config: Callable[..., Path]) -> None:
     config = job_config(options=["--time=2-00:00:00"])  # more than the partition allows
     result = cli(config, timeout=60)
@@ -368,6 +396,7 @@ def test_an_invalid_partition_fails_at_once_with_sbatchs_message(slurm: SlurmClu
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: {key_of(config)}: submit on ") and "invalid partition" in line.lower(), line
+    assert ": sbatch: error: " in line and "sbatch: sbatch:" not in line, line  # its own words, named once
     assert slurm.jobs() == []
     assert remote_state(keyed_server, key_of(config)) is None
 

@@ -36,6 +36,7 @@ from remote_http_launcher import (
     stop,
 )
 from remote_http_launcher.config import Handshake
+from remote_http_launcher.handle import launch
 from remote_http_launcher.hosts.ssh import SSHHost
 from remote_http_launcher.ssh.connection import connect
 from tests.conftest import ROOT
@@ -290,8 +291,13 @@ def test_unknown_host_key_without_terminal_is_refused(server: SSHServer, client_
     line = error_line(result)
     assert line.startswith(f"error: ssh {ALIAS} ({server.host}:{server.port}): host key: unknown ED25519 key SHA256:")
     name = f"[{server.host}]:{server.port}"
-    assert line.endswith(f"if that is the server's fingerprint, run again with --accept-new-host-key (run(..., "
-                         f"accept_new_host_key=True)) to record it in ~/.ssh/known_hosts as {name}"), line
+    assert line.endswith(f"if that is the server's fingerprint, run again with --accept-new-host-key to record it "
+                         f"in ~/.ssh/known_hosts as {name}"), line
+    for call in (run, launch):  # the advice names the call the user made
+        with pytest.raises(HostKeyError) as info:
+            call(config)
+        assert str(info.value).endswith(f"run again with {call.__name__}(..., accept_new_host_key=True) to record it "
+                                        f"in ~/.ssh/known_hosts as {name}"), info.value
     assert (client_home / ".ssh" / "known_hosts").read_text() == ""
     assert remote_state(server, config["key"]) is None  # nothing launched
     assert not (rhl_dir / "client" / f"{config['key']}.json").exists()
@@ -397,13 +403,13 @@ def test_failing_service_reports_its_log(how: str, ssh_config: Path, server: SSH
                                          make_config: Callable[..., dict[str, Any]]) -> None:
     if how == "fail-flag":
         config = make_config(args="--fail")
-        expected = r"reported status 'failed'.*demo service: failing on purpose"
+        expected = r"reported status 'failed'; last 2 lines of its log:\n.*\n  demo service: failing on purpose$"
     else:
         config = make_config(command="echo about to fail; exit 3")
         expected = r"exited before reporting its port; log: about to fail"
     with pytest.raises(LaunchError, match=expected) as caught:
         run(config)
-    assert ALIAS in str(caught.value) and "\n" not in str(caught.value)
+    assert ALIAS in str(caught.value)
     assert not (rhl_dir / "client" / f"{config['key']}.json").exists()
 
 
@@ -511,7 +517,8 @@ def test_auth_failure_without_terminal_is_one_line(server: SSHServer, client_hom
     result = cli(config, tmp_path)
     assert result.returncode == 1
     assert error_line(result) == (
-        f"error: ssh {ALIAS} ({server.host}:{server.port}): auth: authentication failed (tried: agent (0 keys), "
+        f"error: ssh {ALIAS} ({server.host}:{server.port}): auth: authentication failed as "
+        f"{server.user}@{server.host} (tried: agent (0 keys), "
         "~/.ssh/wrong_key, keyboard-interactive skipped: no way to ask, password skipped: no way to ask); to "
         "answer password or code prompts, run it on a terminal, or pass prompt= to run() (a function "
         "(text, secret) -> answer)")

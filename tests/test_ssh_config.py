@@ -370,3 +370,25 @@ def test_alias_only_in_an_included_file_connects(sshd: SSHServer, client_home: P
         assert host.home == str(sshd.home)
         result = host.run_script('echo "$(id -un)"', [])
         assert (result.returncode, result.stdout) == (0, f"{sshd.user}\n")
+
+
+def test_a_misspelt_alias_gets_did_you_mean(client_home: Path, tmp_path: Path) -> None:
+    """A name that is no Host of ~/.ssh/config goes to DNS as it is; when it does not resolve and a Host is
+    close to it, the error says which (launches and `check` alike)."""
+    (client_home / ".ssh").mkdir(mode=0o700)
+    (client_home / ".ssh" / "config").write_text("Host remote-lan\n  HostName 127.0.0.1\n  Port 1\n"
+                                                  "Host *.internal\n  User me\n")
+    with pytest.raises(HostError) as info:
+        SSHHost.connect("remote-lna.invalid")
+    assert "did you mean" not in str(info.value)  # nothing close: DNS's word alone
+    with pytest.raises(HostError) as info:
+        SSHHost.connect("remote-lna")
+    assert str(info.value).startswith("ssh ") and "connect: cannot resolve host name 'remote-lna' (" in str(info.value)
+    assert str(info.value).endswith("); not a Host in ~/.ssh/config; did you mean remote-lan?")
+    config = tmp_path / "config.yaml"
+    config.write_text("hostname: remote-lna\nworkdir: /w\nkey: k\ncommand: serve\n")
+    result = subprocess.run([sys.executable, "-m", "remote_http_launcher", "check", str(config)],
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert result.returncode == 1
+    assert "not a Host in ~/.ssh/config; did you mean remote-lan?" in result.stdout

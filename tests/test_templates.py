@@ -157,7 +157,11 @@ def test_quote_breakouts_stay_literal_or_are_refused(template: str, tmp_path: Pa
 def test_unknown_name_lists_it_and_known_names() -> None:
     with pytest.raises(TemplateError) as info:
         render("svc --port {port_strat}", {"port_start": 1, "workdir": "/w", "_hidden": 0}, field="command")
-    assert str(info.value) == "command: unknown name 'port_strat' in template (known: port_start, workdir)"
+    assert str(info.value) == ("command: unknown name 'port_strat' in template (known: port_start, workdir); did you "
+                               "mean 'port_start'?")
+    with pytest.raises(TemplateError) as info:
+        render("svc {elsewhere}", {"workdir": "/w"}, field="command")
+    assert str(info.value) == "command: unknown name 'elsewhere' in template (known: workdir)"  # nothing close
 
 
 def test_unknown_name_in_branch_not_taken_is_still_refused() -> None:

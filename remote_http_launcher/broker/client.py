@@ -73,7 +73,8 @@ SCRIPT_METHODS = frozenset({"run_script", "launch"})
 #: Logins a command hands to a broker whose link waits for one (a second: the link was lost again meanwhile).
 MAX_HANDED_LOGINS = 2
 REPEATABLE = frozenset({"home", "state_dir", "read", "read_state_file", "read_status_file", "mtime", "listdir",
-                        "read_from", "process_start_time", "listens", "write_atomic", "remove", "info"})
+                        "read_from", "process_start_time", "listens", "listening_ports",
+                        "write_atomic", "remove", "info"})
 log = logging.getLogger("remote_http_launcher.broker")
 
 
@@ -283,6 +284,7 @@ class BrokeredHost(Host):
     process_start_time = Relayed()
     run_script = Relayed()
     listens = Relayed()
+    listening_ports = Relayed()
     signal_group = Relayed()
     launch = Relayed()
 
@@ -328,6 +330,9 @@ class BrokeredHost(Host):
                 self._fail_over(f"the broker is stuck ({exc})", direct=True)
             except (OSError, EOFError, BrokerUnavailable) as exc:
                 self._fail_over(f"the broker is gone ({exc})")
+            except BaseException:  # Ctrl-C mid-call: its reply, still to come, must not pass for the next call's
+                self._drop_wire()
+                raise
             else:
                 if kind == "ok":
                     return fields[0]
@@ -394,6 +399,16 @@ class BrokeredHost(Host):
             with self._lock:
                 self._all.append(wire)
         return wire
+
+    def _drop_wire(self) -> None:
+        """Close this thread's connection to the broker; its next call opens another."""
+        wire: Wire | None = getattr(self._local, "wire", None)
+        self._local.wire = None
+        if wire is not None:
+            with self._lock:
+                if wire in self._all:
+                    self._all.remove(wire)
+            wire.close()
 
     def _fail_over(self, why: str, error: LauncherError | None = None, *, direct: bool = False) -> None:
         """Continue on a new broker (ours died), or logged in here: after the broker's link was lost, when

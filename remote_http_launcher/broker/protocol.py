@@ -58,7 +58,7 @@ RELAYED: dict[str, bool] = {
     "home": True, "state_dir": True, "read": True, "read_state_file": True, "read_status_file": True,
     "mtime": True, "write_atomic": True, "create_exclusive": True, "create_then_read": True, "rename": True,
     "remove": True, "listdir": True, "read_from": True, "process_start_time": True, "run_script": False,
-    "listens": False, "signal_group": False, "launch": False,
+    "listens": False, "listening_ports": False, "signal_group": False, "launch": False,
 }
 #: Host methods the client does not relay as they are, and why.
 NOT_RELAYED = {

@@ -255,7 +255,6 @@ class Broker:
             with self._count:
                 self.sessions -= 1
                 self.clients -= 1
-                self.last_use = time.monotonic()
 
     def record_tunnels(self, locks: list[str]) -> None:
         with self._record:

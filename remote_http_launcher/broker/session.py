@@ -55,6 +55,7 @@ def serve_session(wire: Wire, broker: Usage) -> None:
     channels: dict[int, Any] = {}
     claimed: set[str] = set()
     numbers = itertools.count(1)
+    used = False
     try:
         while True:
             try:
@@ -72,7 +73,9 @@ def serve_session(wire: Wire, broker: Usage) -> None:
             if wire.conn.poll(0):  # a client waits for each reply: more to read now means it hung up
                 log.info("ended a session: its client left before %s was served (it gave up waiting)", method)
                 return
-            broker.used()
+            if method != "info":  # `connections` asking how the broker is used is no use of it
+                used = True
+                broker.used()
             host = broker.host
             reply: list[Any]
             try:
@@ -99,6 +102,8 @@ def serve_session(wire: Wire, broker: Usage) -> None:
             channel.close()
         for key in claimed:
             broker.tunnels.drop(key, "the run that opened it ended without it")
+        if used:  # its idle time counts from the end of its last real session
+            broker.used()
 
 
 def _relayed_prompt(wire: Wire) -> Prompt:

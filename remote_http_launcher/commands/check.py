@@ -107,8 +107,8 @@ def _login(config: Config, checks: list[Check], accept_new_host_key: bool) -> Ho
     target = config.ssh_target
     user, _, name = target.rpartition("@")
     try:
-        endpoint = ssh_config.resolve(ssh_config.load_ssh_config([ACCEPT_NEW] if accept_new_host_key else []),
-                                      name, user or None)
+        options = ssh_config.load_ssh_config([ACCEPT_NEW] if accept_new_host_key else [])
+        endpoint = ssh_config.resolve(options, name, user or None)
     except HostError as exc:
         checks.append(_fail("ssh target", str(exc), "fix ~/.ssh/config at the line it names"))
         return None
@@ -120,7 +120,7 @@ def _login(config: Config, checks: list[Check], accept_new_host_key: bool) -> Ho
     checks.extend(methods)
     direct = not _proxy(endpoint)
     if direct:
-        reached = _reach(endpoint)
+        reached = _reach(endpoint, ssh_config.misspelt_alias(options, endpoint))
         checks.append(reached)
         if reached["outcome"] == FAIL:
             return None
@@ -256,15 +256,16 @@ def _kerberos(endpoint: Endpoint) -> Check:
     return Check(name="Kerberos", outcome=OK, detail=f"{whose}; gets one for host/{server}", advice="")
 
 
-def _reach(endpoint: Endpoint) -> Check:
-    """A TCP connection to the server and its SSH greeting (a wrong port answers something else, or nothing)."""
+def _reach(endpoint: Endpoint, misspelt: str) -> Check:
+    """A TCP connection to the server and its SSH greeting (a wrong port answers something else, or nothing).
+    `misspelt`: what to add when the name does not resolve (ssh.config.misspelt_alias)."""
     address = f"{endpoint.hostname}:{endpoint.port}"
     try:
         with socket.create_connection((endpoint.hostname, endpoint.port), timeout=endpoint.connect_timeout) as sock:
             sock.settimeout(endpoint.connect_timeout)
             greeting = sock.recv(GREETING_LIMIT).split(b"\r\n", 1)[0].decode("ascii", "replace")
     except socket.gaierror as exc:
-        return _fail("reachable", f"cannot resolve host name {endpoint.hostname!r} ({exc.strerror})",
+        return _fail("reachable", f"cannot resolve host name {endpoint.hostname!r} ({exc.strerror}){misspelt}",
                      "check the name, or add a Host entry for it to ~/.ssh/config")
     except OSError as exc:
         return _fail("reachable", f"{address}: {exc.strerror or exc}",

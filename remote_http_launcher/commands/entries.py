@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .. import schedulers
 
 ABSENT, STARTING, RUNNING, FAILED, STALE, QUEUED = "absent", "starting", "running", "failed", "stale", "queued"
+FAILED_AT_LAUNCH = "failed at launch"  # how `detail` starts for a service whose process died while starting
 
 
 class JobEntry(TypedDict):
@@ -140,7 +141,11 @@ def _classify_process(host: Host, raw: bytes | None, status_file: str | None,
     if job_of(state) is not None:
         return state.status, state, None  # _classify asks the scheduler
     problem = identity_problem(host, state, status_file, seen)
-    return (state.status, state, None) if problem is None else (STALE, state, problem)
+    if problem is None:
+        return state.status, state, None
+    if state.status == STARTING and problem == f"process {state.pid} is gone":
+        problem = f"{FAILED_AT_LAUNCH}: process {state.pid} exited before reporting its port"
+    return STALE, state, problem
 
 
 def server_entry(host: Host, key: str, status_file: str, raw: bytes | None,

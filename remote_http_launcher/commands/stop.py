@@ -40,6 +40,7 @@ class StopResult(TypedDict):
     processes: list[StoppedProcess]
     refused: str | None  # why a recorded process was left alone (its PID now belongs to another)
     keeper_pid: int | None
+    keeper_is_broker: bool  # keeper_pid is a connection broker: it closed the tunnel and keeps running
     removed: list[str]  # which stale files were removed
     log: str | None  # the service's log, None when removed
     logs_removed: list[str]  # paths of the logs removed (the service's on its host, the keeper's here)
@@ -58,7 +59,7 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
     progress = progress or Progress.silent()
     key = evaluate_key(config)
     cpath = statefiles.client_file(key, connection_dir, local_service=not config.remote)
-    keeper_pid = stop_keeper(key, connection_dir, timeout)
+    keeper_pid, by_broker = end_tunnel(key, connection_dir, timeout)
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "reading server state")
     logs_removed: list[str] = []
     with open_host(config, prompt, accept_new_host_key=accept_new_host_key) as host:
@@ -98,6 +99,7 @@ def stop(config: Config, *, connection_dir: str | os.PathLike[str] | None = None
         "processes": stopped,
         "refused": refused,
         "keeper_pid": keeper_pid,
+        "keeper_is_broker": by_broker,
         "removed": removed,
         "log": None if service.log_file in logs_removed else before["log"],
         "logs_removed": logs_removed,
@@ -159,7 +161,14 @@ def stop_holder(owner: LockOwner, key: str, timeout: float = STOP_TIMEOUT) -> bo
 
 def stop_keeper(key: str, connection_dir: str | os.PathLike[str] | None = None,
                 timeout: float = STOP_TIMEOUT) -> int | None:
-    """Stop whatever keeps the tunnel of `key` (found through its lock); its PID, or None when none ran.
+    """Stop whatever keeps the tunnel of `key` (found through its lock); its PID, or None when none ran."""
+    return end_tunnel(key, connection_dir, timeout)[0]
+
+
+def end_tunnel(key: str, connection_dir: str | os.PathLike[str] | None = None,
+               timeout: float = STOP_TIMEOUT) -> tuple[int | None, bool]:
+    """End the tunnel of `key`: the PID of what kept it (None when nothing did), and whether that was a
+    connection broker (which goes on keeping other tunnels) rather than a keeper process (stopped).
 
     The keeper removes its client file and lock itself; when it had to be
     killed, both are removed here (the client file only if it names that keeper).
@@ -169,11 +178,11 @@ def stop_keeper(key: str, connection_dir: str | os.PathLike[str] | None = None,
     raw, owner = lock.read()
     if owner is None or not is_keeper(owner, key):
         lock.break_if_gone(raw)  # a dead keeper's or broker's: a stopped key leaves no files
-        return None
+        return None, False
     if stop_holder(owner, key, timeout) is None:
-        return owner.pid  # a broker: it ended that tunnel and removed its files
+        return owner.pid, True  # a broker: it ended that tunnel and removed its files
     payload = statefiles.read_payload(client_path)
     if payload is not None and payload.get("keeper_pid") == owner.pid:
         statefiles.remove(client_path)
     lock.break_if_gone(raw)
-    return owner.pid
+    return owner.pid, False

@@ -159,6 +159,13 @@ class Host(ABC):
         result = self.run_script(scripts.program("port_listener"), [str(pid), str(port)])
         return None if result.returncode == scripts.Exit.CANNOT_TELL else result.returncode == 0
 
+    def listening_ports(self, pid: int) -> list[int] | None:
+        """The TCP ports a process of pid's process group listens on; None when the host cannot tell."""
+        result = self.run_script(scripts.program("port_listener"), [str(pid), "-"])
+        if result.returncode != 0:
+            return None
+        return sorted({int(word, 16) for word in result.stdout.split() if len(word) == 4})
+
     def signal_group(self, pid: int, signal: str) -> bool:
         """Send a signal (e.g. 'TERM') to the process group led by pid."""
         result = self.run_script(scripts.program("signal_group"), [signal, str(pid)])

@@ -242,6 +242,9 @@ class GuardedHost(Host):
     def listens(self, pid: int, port: int) -> bool | None:
         return None  # no helper says who listens on a port
 
+    def listening_ports(self, pid: int) -> list[int] | None:
+        return None
+
     def signal_group(self, pid: int, signal: str) -> bool:
         """rhl-stop of the key whose record names `pid` (it sends SIGINT, SIGTERM, then SIGKILL, and marks
         the record stale)."""

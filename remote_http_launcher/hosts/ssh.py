@@ -444,6 +444,10 @@ class SSHHost(Host):
         return super().listens(pid, port)
 
     @_or_guarded
+    def listening_ports(self, pid: int) -> list[int] | None:
+        return super().listening_ports(pid)
+
+    @_or_guarded
     def signal_group(self, pid: int, signal: str) -> bool:
         return super().signal_group(pid, signal)
 

@@ -9,8 +9,13 @@ rhl_prepare() {
   rhl_state_dir=${1%/*}
   { [ -d "$rhl_state_dir" ] || mkdir -p -- "$rhl_state_dir"; } && chmod 700 -- "$rhl_state_dir" \
     || { echo "cannot create state directory $rhl_state_dir" >&2; exit "$rhl_exit_state_dir"; }
-  { [ -d "$2" ] || mkdir -p -- "$2" 2>/dev/null; } && cd -- "$2" \
-    || { echo "cannot create or enter workdir $2" >&2; exit "$rhl_exit_workdir"; }
+  if [ ! -d "$2" ]; then  # mkdir's own words say why (a file in the way, no permission, a read-only disk)
+    rhl_why=$(mkdir -p -- "$2" 2>&1) || { echo "cannot create workdir $2 (${rhl_why#mkdir: })" >&2; exit "$rhl_exit_workdir"; }
+  fi
+  cd -- "$2" 2>/dev/null || {
+    [ -x "$2" ] && rhl_why="cannot enter it" || rhl_why="permission denied: no search (x) permission"
+    echo "cannot enter workdir $2 ($rhl_why)" >&2; exit "$rhl_exit_workdir"
+  }
   # Whoever may write the workdir may plant code the service runs (a json/__init__.py it imports): refused when
   # every user may and the directory is not sticky, else a warning (stderr's warning: lines reach the user).
   read -r rhl_mode _ rhl_uid _ <<RHL_LS

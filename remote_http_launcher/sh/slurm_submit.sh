@@ -8,7 +8,10 @@ rhl_submit() {
   rhl_use sbatch
   rhl_out=$("$rhl_command" --parsable "$@" --output="$rhl_log" --open-mode=append --job-name="$rhl_name" \
     --chdir="$rhl_wd" "$rhl_jobfile" "$rhl_job_conda_sh" "$rhl_job_umask" 2>&1) \
-    || { printf 'sbatch: %s\n' "$rhl_out" | tail -n 1 >&2; exit "$rhl_exit_submit"; }
+    || {  # its last line, which says why; sbatch names itself there, else we do
+      rhl_out=$(printf '%s\n' "$rhl_out" | tail -n 1)
+      printf 'sbatch: %s\n' "${rhl_out#sbatch: }" >&2; exit "$rhl_exit_submit"
+    }
   rhl_job_id=$(printf '%s\n' "$rhl_out" | tail -n 1)
   rhl_job_id=${rhl_job_id%%;*}
 }

@@ -143,7 +143,10 @@ class Authenticator:
             problems.insert(0, self.kerberos_problem)
         said = f": {'; '.join(problems)}" if problems else ""  # what the ticket and certificates say comes first
         tried = ", ".join(self.tried) or "nothing"
-        raise self.endpoint.fail("auth", f"authentication failed{said} (tried: {tried}){hint}", AuthenticationError)
+        # The label names an alias by its address: say whose login failed (a wrong `User` is a common cause)
+        who = f" as {self.login}" if self.endpoint.alias != self.endpoint.hostname else ""
+        raise self.endpoint.fail("auth", f"authentication failed{who}{said} (tried: {tried}){hint}",
+                                 AuthenticationError)
 
     @property
     def login(self) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import HostError
+from ..errors import HostError, near_miss
 from ._paramiko import MATCH_EXEC_RE, allow_match_exec, paramiko, user_ssh_config
 
 DEFAULT_PORT = 22
@@ -350,6 +350,15 @@ def resolve(config: paramiko.SSHConfig, host: str, user: str | None = None, port
                     user=user or str(options.get("user") or getpass.getuser()), options=options)
 
 
+def misspelt_alias(config: paramiko.SSHConfig, endpoint: Endpoint) -> str:
+    """For a name that does not resolve and is no Host of ~/.ssh/config (nothing gave it a HostName): the
+    Host it likely misspells, as a clause to add to the error; "" when none is close."""
+    if endpoint.hostname != endpoint.alias:
+        return ""
+    close = near_miss(endpoint.alias, [name for name in config.get_hostnames() if not set(name) & set("*?!")])
+    return f"; not a Host in ~/.ssh/config; did you mean {close}?" if close else ""
+
+
 def parse_hop(spec: str) -> tuple[str | None, str, int | None]:
     """`[ssh://][user@]host[:port]` (IPv6 in brackets) from a ProxyJump list."""
     match = HOP_RE.match(spec.strip())
@@ -363,4 +372,4 @@ def parse_hop(spec: str) -> tuple[str | None, str, int | None]:
 __all__ = ["ACCUMULATED_OPTIONS", "DEFAULT_ALIVE_COUNT", "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_PORT",
            "DEFAULT_REPLY_TIMEOUT", "HOP_RE", "IGNORED_BECAUSE", "MATCH_CRITERIA", "MAX_INCLUDE_DEPTH",
            "OPTION_ALIASES", "SETTING_RE", "SUPPORTED_OPTIONS", "SYSTEM_SSH_CONFIG", "Endpoint", "load_ssh_config",
-           "parse_hop", "resolve", "shorten"]
+           "misspelt_alias", "parse_hop", "resolve", "shorten"]

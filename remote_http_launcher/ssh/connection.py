@@ -23,7 +23,7 @@ from ..prompts import Prompt
 from ._paramiko import paramiko
 from .auth import Authenticator
 from .ciphers import offered
-from .config import Endpoint, load_ssh_config, parse_hop, resolve
+from .config import Endpoint, load_ssh_config, misspelt_alias, parse_hop, resolve
 from .hostkeys import ACCEPT_NEW, KnownHosts, check_host_key
 from .proxy import CommandSocket
 
@@ -188,15 +188,16 @@ def _open_stream(endpoint: Endpoint, config: paramiko.SSHConfig, ask: Prompt | N
     command = endpoint.option("proxycommand")
     if command and command.lower() != "none":
         return _proxy_command(endpoint, command)
-    return _tcp(endpoint)
+    return _tcp(endpoint, config)
 
 
-def _tcp(endpoint: Endpoint) -> socket.socket:
+def _tcp(endpoint: Endpoint, config: paramiko.SSHConfig) -> socket.socket:
     timeout = endpoint.connect_timeout
     try:
         sock = socket.create_connection((endpoint.hostname, endpoint.port), timeout=timeout)
     except socket.gaierror as exc:
-        raise endpoint.fail("connect", f"cannot resolve host name {endpoint.hostname!r} ({exc.strerror})") from None
+        raise endpoint.fail("connect", f"cannot resolve host name {endpoint.hostname!r} ({exc.strerror})"
+                                       f"{misspelt_alias(config, endpoint)}") from None
     except TimeoutError:
         raise endpoint.fail("connect", f"timed out after {timeout:g} s") from None
     except OSError as exc:

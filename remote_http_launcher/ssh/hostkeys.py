@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import statefiles
-from ..errors import HostKeyError
+from ..errors import HOST_KEY_ADVICE, HostKeyError
 from ..prompts import Prompt
 from ._paramiko import paramiko
 from .config import Endpoint, shorten
@@ -113,8 +113,8 @@ def check_host_key(endpoint: Endpoint, key: paramiko.PKey, known: KnownHosts, as
     reason = "StrictHostKeyChecking is yes" if mode == "yes" else "no terminal or prompt= to ask"
     # Not ssh-keyscan: it names keys host or [host]:port, never a HostKeyAlias, and Windows lacks it.
     raise endpoint.fail("host key", f"unknown {key_description(key)} for {known.name} ({reason}); if that is the "
-                        "server's fingerprint, run again with --accept-new-host-key (run(..., "
-                        f"accept_new_host_key=True)) to record it in {shorten(known.record_path)} as {known.name}",
+                        f"server's fingerprint, run again with {HOST_KEY_ADVICE} to record it in "
+                        f"{shorten(known.record_path)} as {known.name}",
                         HostKeyError)
 
 
