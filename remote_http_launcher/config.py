@@ -109,6 +109,9 @@ class SchedulerOptions(NamedTuple):
     word: str  # every word matches this pattern (config.schema.yaml has it too)
     advice: str  # what one is and how to write it, for the error ("is not ADVICE")
     reserved: tuple[str, ...]  # flag names; a long one's abbreviation (getopt's `--out`) is refused too
+    # Whether a short flag's value may be attached (getopt's `-Nname`, so `-N...` is refused); False: every flag
+    # is a word of its own (Grid Engine's `-now`, `-terse`), refused only as that exact word.
+    attached: bool = True
 
 
 # The scheduler types, each with its options' rules.
@@ -123,6 +126,11 @@ SCHEDULER_OPTIONS = {
         # output, its joining and keeping, name, working directory (Torque's -d and -w, the wrappers' -wd),
         # root directory, the job's shell and arguments, interactive jobs
         ("-o", "-e", "-j", "-k", "-N", "-d", "-w", "-D", "-S", "-F", "-I", "-X")),
+    "sge": SchedulerOptions(
+        "^.+$", "one word of qsub's arguments (a flag and its value are two words, e.g. '-l', 'h_rt=08:00:00')",
+        # output and its joining, name, the job's shell and script handling (binary, directive prefix, stdin),
+        # and what changes what qsub prints or when it returns
+        ("-o", "-e", "-j", "-N", "-S", "-C", "-b", "-i", "-terse", "-sync", "-now", "-shell"), attached=False),
 }
 SCHEDULER_TYPES = tuple(SCHEDULER_OPTIONS)
 CONDA_PATTERN = "^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}|/[A-Za-z0-9_.+,@%=:~/-]{0,4095})$"
@@ -866,6 +874,8 @@ def _scheduler_options(rules: SchedulerOptions, options: list[Any]) -> None:
 
 def _reserved_flag(rules: SchedulerOptions, word: str) -> str | None:
     """The launcher's own flag that an option word sets (a long flag's abbreviation too), or None."""
+    if not rules.attached:
+        return word if word in rules.reserved else None
     if word.startswith("--"):
         name = word.partition("=")[0]
         return next((flag for flag in rules.reserved if flag.startswith("--") and flag.startswith(name)

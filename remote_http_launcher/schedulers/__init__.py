@@ -28,12 +28,13 @@ from .base import (
     submit_program,
 )
 from .pbs import Pbs
+from .sge import GridEngine
 from .slurm import Slurm
 
 if TYPE_CHECKING:
     from ..statefiles import ServerState
 
-SCHEDULERS: dict[str, Scheduler] = {"slurm": Slurm(), "pbs": Pbs()}
+SCHEDULERS: dict[str, Scheduler] = {scheduler.name: scheduler for scheduler in (Slurm(), Pbs(), GridEngine())}
 
 __all__ = ["ENDED", "QUEUED", "RUNNING", "SCHEDULERS", "Job", "JobInfo", "Scheduler", "check_renewal", "job_of",
            "job_script", "moved", "recorded_run", "run", "submit_args", "submit_input", "submit_program"]
