@@ -28,13 +28,14 @@ METRIC = f"walltime hand-over: longest run of failed requests (2-min jobs, renew
 def run_renewal(rtt: float) -> list[Row]:
     import pytest
 
-    from tests.slurm import _machine_lock, start_cluster
+    from tests.machine import machine_lock
+    from tests.slurm import start_cluster
 
     log("setting up sshd and a SLURM cluster behind it (waiting for other test clusters on this machine)")
     try:
         setup = SSHSetup.create([rtt])
-        machine_lock = _machine_lock()
-        CLEANUP.push("machine lock", machine_lock.close)
+        lock = machine_lock()
+        CLEANUP.push("machine lock", lock.close)
         cluster = start_cluster(setup.server)
     except (Unavailable, pytest.skip.Exception, pytest.fail.Exception, RuntimeError) as exc:
         return [Row(METRIC, f"skipped: {str(exc).splitlines()[0]}", "")]

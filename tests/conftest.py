@@ -20,7 +20,7 @@ from tests.ssh_client import ALIAS
 if TYPE_CHECKING:
     from tests.sshd import SSHServer
 
-pytest_plugins = ["tests.sshd", "tests.kerberos", "tests.remote", "tests.slurm", "tests.interop"]
+pytest_plugins = ["tests.sshd", "tests.kerberos", "tests.remote", "tests.slurm", "tests.gridengine", "tests.interop"]
 patch_pytest()  # a no-op unless this is the POSIX-stripped run (tests/posix.py)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -37,10 +37,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import pytest
 
+from tests.machine import machine_lock
 from tests.posix import geteuid
 from tests.sshd import SSHServer, _sh, _unavailable
 
@@ -56,7 +56,6 @@ NODE_CPUS = 2
 PARTITION = "rhltest"
 SUBNET = "10.243.0"  # the private bridge, inside the login namespace only
 START_TIMEOUT = 30.0
-MACHINE_LOCK = Path(tempfile.gettempdir()) / "rhl-test-cluster.lock"  # shared by every cluster a test run starts
 # SLURM's PBS wrappers (slurm-wlm-torque's qsub, qstat, qdel), unpacked here by .ci/run: the package conflicts
 # with gridengine-client. Each finds sbatch, squeue and scancel in its own directory.
 PBS_WRAPPERS = Path("/opt/rhl-slurm-torque/usr/bin")
@@ -296,19 +295,11 @@ def _logs(base: Path) -> str:
                      for path in sorted(base.glob("*.log")) + sorted(base.glob("*.out")))
 
 
-def _machine_lock() -> IO[bytes]:
-    """Wait for any other test run's cluster on this machine to end: /etc/slurm and /etc/hosts are machine-wide."""
-    import fcntl
-    handle = open(MACHINE_LOCK, "ab")  # noqa: SIM115 - held until the cluster is closed
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    return handle
-
-
 @pytest.fixture(scope="session")
 def slurm_cluster(sshd: SSHServer) -> Iterator[SlurmCluster]:
     """The test cluster (see the module doc); its login node is `sshd`."""
     sshd.start()
-    machine_lock = _machine_lock()
+    lock = machine_lock()
     if geteuid() == 0 and SLURM_CONF.exists() and MARKER in SLURM_CONF.read_text():
         _remove_marked_lines(ETC_HOSTS)  # left by a run that was killed
     cluster = start_cluster(sshd)
@@ -316,7 +307,7 @@ def slurm_cluster(sshd: SSHServer) -> Iterator[SlurmCluster]:
         yield cluster
     finally:
         cluster.close()
-        machine_lock.close()
+        lock.close()
 
 
 @pytest.fixture
