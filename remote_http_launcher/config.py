@@ -131,6 +131,12 @@ SCHEDULER_OPTIONS = {
         # output and its joining, name, the job's shell and script handling (binary, directive prefix, stdin),
         # and what changes what qsub prints or when it returns
         ("-o", "-e", "-j", "-N", "-S", "-C", "-b", "-i", "-terse", "-sync", "-now", "-shell"), attached=False),
+    "oar": SchedulerOptions(
+        "^.+$", "one word of oarsub's arguments (a flag and its value are two words, e.g. '-l', "
+        "'walltime=08:00:00')",
+        # output, name, working directory, reading the script's #OAR lines, interactive and array jobs
+        ("-O", "--stdout", "-E", "--stderr", "-n", "--name", "-d", "--directory", "-S", "--scanscript", "-I",
+         "--interactive", "-C", "--connect", "--array", "--array-param-file")),
 }
 SCHEDULER_TYPES = tuple(SCHEDULER_OPTIONS)
 CONDA_PATTERN = "^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}|/[A-Za-z0-9_.+,@%=:~/-]{0,4095})$"

@@ -240,6 +240,20 @@ def test_slurm_options_near_the_launchers_own_flags_are_kept() -> None:
         minimal(scheduler={"type": "slurm", "options": [*options, "--open=1"]})
 
 
+def test_sge_flags_are_whole_words_oar_flags_are_getopts() -> None:
+    """Grid Engine's flags are words of their own (-js is not -j with a value); oarsub's take an attached value
+    and an abbreviation (--dir is --directory)."""
+    options = ("-js", "10", "-notify", "-now-not", "-Nx")
+    config = minimal(scheduler={"type": "sge", "options": list(options)})
+    assert config.scheduler is not None and config.scheduler.options == options
+    with pytest.raises(ConfigError, match="'-now' would take over -now"):
+        minimal(scheduler={"type": "sge", "options": ["-now", "y"]})
+    with pytest.raises(ConfigError, match="'--dir=/tmp' would take over --directory"):
+        minimal(scheduler={"type": "oar", "options": ["-l", "walltime=1:00:00", "--dir=/tmp"]})
+    with pytest.raises(ConfigError, match=r"'-Ox\.log' would take over -O"):
+        minimal(scheduler={"type": "oar", "options": ["-Ox.log"]})
+
+
 def test_default_network_interface_is_visible_to_templates() -> None:
     config = minimal(key="svc-{network_interface}-{config['network_interface']}")
     assert evaluate_key(config) == "svc-localhost-localhost"

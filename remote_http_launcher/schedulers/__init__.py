@@ -27,6 +27,7 @@ from .base import (
     submit_input,
     submit_program,
 )
+from .oar import Oar
 from .pbs import Pbs
 from .sge import GridEngine
 from .slurm import Slurm
@@ -34,7 +35,8 @@ from .slurm import Slurm
 if TYPE_CHECKING:
     from ..statefiles import ServerState
 
-SCHEDULERS: dict[str, Scheduler] = {scheduler.name: scheduler for scheduler in (Slurm(), Pbs(), GridEngine())}
+SCHEDULERS: dict[str, Scheduler] = {scheduler.name: scheduler
+                                    for scheduler in (Slurm(), Pbs(), GridEngine(), Oar())}
 
 __all__ = ["ENDED", "QUEUED", "RUNNING", "SCHEDULERS", "Job", "JobInfo", "Scheduler", "check_renewal", "job_of",
            "job_script", "moved", "recorded_run", "run", "submit_args", "submit_input", "submit_program"]

@@ -54,7 +54,8 @@ class Scheduler(ABC):
     #: Another one, read where the first is not set (a scheduler's commands wrapping another's).
     job_id_fallback: str | None = None
     #: The environment variable holding, inside the job, how often it was restarted (unset on its first run);
-    #: None where the scheduler tells a job no such count (its every run records 0).
+    #: None where the scheduler tells a job no such count (its every run records 0), or a restarted job is a
+    #: new job (its own id).
     restarts_variable: str | None
     #: The library (sh/NAME.sh) defining `rhl_submit` for submit.sh (its inputs: see slurm_submit.sh).
     submit: scripts.Name
@@ -113,6 +114,23 @@ def check_renewal(scheduler: Scheduler, options: Sequence[str], renew_before: fl
     if renew_before is not None and walltime is not None and renew_before >= walltime:
         raise ConfigError(f"scheduler.renew_before: {renew_before:g} s is not less than the job's walltime "
                           f"({walltime:g} s from scheduler.options); lower it, or ask for a longer walltime")
+
+
+def clock_seconds(text: str) -> int | None:
+    """A duration as batch systems write one: seconds, or [[H:]M:]S."""
+    if not text.isascii() or not all(part.isdigit() for part in text.split(":")) or text.count(":") > 2:
+        return None
+    total = 0
+    for part in text.split(":"):
+        total = total * 60 + int(part)
+    return total
+
+
+def time_left_text(seconds: int) -> str:
+    """Seconds as squeue prints time left ([D-]H:MM:SS), so every scheduler's `status` reads alike."""
+    days, rest = divmod(max(0, seconds), 86400)
+    minutes = f"{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{rest // 3600:02d}:{minutes}" if days else f"{rest // 3600}:{minutes}"
 
 
 def recorded_run(data: Mapping[str, Any]) -> int:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from .. import scripts
 from ..errors import HostError
-from .base import ENDED, QUEUED, RUNNING, JobInfo, Scheduler, run
+from .base import ENDED, QUEUED, RUNNING, JobInfo, Scheduler, clock_seconds, run, time_left_text
 
 if TYPE_CHECKING:
     from ..hosts import Host
@@ -119,30 +119,17 @@ def _resource(detail: list[str], name: str) -> str | None:
     return None
 
 
-def _seconds(limit: str) -> int | None:
-    """Grid Engine's time values: seconds, or [[H:]M:]S."""
-    if not re.fullmatch(r"\d+(?::\d+){0,2}", limit):
-        return None
-    total = 0
-    for part in limit.split(":"):
-        total = total * 60 + int(part)
-    return total
-
-
 def _time_left(limit: str | None, started: str, now: str) -> str | None:
     """The job's h_rt minus the time since it started, as squeue prints time left ([D-]H:MM:SS)."""
     if limit is None or not limit:
         return None
     if limit in UNLIMITED:
         return "UNLIMITED"
-    seconds = _seconds(limit)
+    seconds = clock_seconds(limit)
     try:
         elapsed = (datetime.strptime(now, TIME_FORMAT) - datetime.strptime(started, TIME_FORMAT)).total_seconds()
     except ValueError:
         return None
     if seconds is None:
         return None
-    left = max(0, seconds - int(elapsed))
-    days, rest = divmod(left, 86400)
-    minutes = f"{rest % 3600 // 60:02d}:{rest % 60:02d}"
-    return f"{days}-{rest // 3600:02d}:{minutes}" if days else f"{rest // 3600}:{minutes}"
+    return time_left_text(seconds - int(elapsed))
