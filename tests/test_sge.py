@@ -7,6 +7,7 @@ an execution host only the login node can reach, so every check, handshake and t
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.request
@@ -122,7 +123,7 @@ def test_job_deleted_from_outside_is_noticed_and_the_next_up_resubmits(
 
     again = up(config)
     [(second_job, state, _)] = sge.jobs()
-    assert second_job != first_job and state == "r"
+    assert second_job != first_job and state in ("t", "r")  # 't' until the execd reports the started job
     assert get(again["port"]) == 200
 
 
@@ -221,3 +222,23 @@ def test_stop_deletes_a_queued_job_and_the_waiting_up_fails(sge: GridEngineClust
     assert key not in [name for _, _, name in sge.jobs()]
     assert stderr.strip().splitlines()[-1].startswith(f"error: {key}: ")
     assert len(sge.jobs()) == SLOTS  # the blockers
+
+
+def test_setup_lines_run_in_the_job_on_the_execution_host_and_a_failing_one_is_named(
+        sge: GridEngineCluster, job_config: Callable[..., Path], keyed_server: SSHServer) -> None:
+    config = job_config(setup=["export RHL_WHERE=$(hostname)", 'echo "$RHL_WHERE" > rhl-setup-ran'])
+    up(config)
+    state = remote_state(keyed_server, key_of(config))
+    assert state is not None and state["node"] in sge.nodes
+    assert sge.run("cat ~/rhl-work/rhl-setup-ran").strip() == state["node"]  # it ran on the node, in the job
+    assert cli("stop", config).returncode == 0
+
+    failing = job_config(name="failing.yaml", key="rhl-setup-fails",
+                         setup=["true", "rhl-no-such-module load python", "touch rhl-setup-went-on"])
+    result = cli(failing, timeout=120)
+    assert result.returncode == 1
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert re.match(r"error: rhl-setup-fails: setup line 2 on \S+ failed \(status 127\): "
+                    r"rhl-no-such-module load python; job \d+ ended", error), error
+    assert sge.run("test -e ~/rhl-work/rhl-setup-went-on || echo absent").strip() == "absent"
+    assert sge.jobs() == []
