@@ -148,7 +148,8 @@ def test_a_record_the_job_wrote_first_is_kept(tmp_path: Path, stub_sbatch: Path)
 
 
 @pytest.mark.parametrize(("output", "rc", "message"), [
-    ("sbatch: error: invalid partition specified: nope", 1, "sbatch: sbatch: error: invalid partition specified: nope"),
+    ("sbatch: error: invalid partition specified: nope", 1, "sbatch: error: invalid partition specified: nope"),
+    ("error: an sbatch that does not name itself", 1, "sbatch: error: an sbatch that does not name itself"),
     ("12 34", 0, "the scheduler's answer names no job: 12 34"),
     ("", 0, "the scheduler's answer names no job:"),
 ])
