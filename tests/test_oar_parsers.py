@@ -62,7 +62,12 @@ def answer(job: dict[str, object] | None, job_id: str = "1", now: int = 17966618
     ("GONE\n", JobInfo(ENDED, "GONE")),
 ])
 def test_oarstat_answers_are_parsed(output: str, expected: JobInfo) -> None:
-    assert parse_query(output, "1") == expected
+    assert parse_query(output, "1")._replace(seconds_left=None, walltime=None) == expected
+
+
+def test_a_running_jobs_walltime_and_seconds_left_are_known_for_its_renewal() -> None:
+    info = parse_query(answer(RUNNING_JOB), "1")  # a walltime of 300 s, started a minute ago
+    assert (info.walltime, info.seconds_left) == (300, 240)
 
 
 def test_a_held_job_is_hopeless_a_waiting_one_is_not() -> None:

@@ -84,7 +84,18 @@ WRAPPER_JOB = """Job Id:\t15
     ("", "15", JobInfo(ENDED, "GONE")),
 ])
 def test_qstat_answers(output: str, job_id: str, expected: JobInfo) -> None:
-    assert parse_query(output, job_id) == expected
+    assert parse_query(output, job_id)._replace(seconds_left=None, walltime=None) == expected
+
+
+@pytest.mark.parametrize(("output", "job_id", "walltime", "left"), [
+    (RUNNING_JOB, "1234.pbs01", 8 * 3600, 8 * 3600 - 630),  # PBS Pro: asked for less used
+    (TORQUE_JOB, "77.torque01.cluster", 2 * 3600, 7070),  # Torque: Walltime.Remaining
+    (WRAPPER_JOB, "15", 1800, 1800),  # the wrappers tell no used walltime
+])
+def test_a_running_jobs_walltime_and_seconds_left_are_known_for_its_renewal(output: str, job_id: str,
+                                                                          walltime: int | None, left: int) -> None:
+    info = parse_query(output, job_id)
+    assert (info.walltime, info.seconds_left) == (walltime, left)
 
 
 def test_a_job_pbs_can_never_run_is_hopeless_and_one_waiting_for_resources_is_not() -> None:

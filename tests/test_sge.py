@@ -23,7 +23,7 @@ from tests.conftest import cli
 from tests.gridengine import MAX_TIME, SLOTS
 from tests.remote import keeper_processes
 from tests.ssh_client import ALIAS, REMOTE_STATE, remote_state
-from tests.test_slurm import get, key_of, up, wait_for
+from tests.test_slurm import MAX_GAP, Poller, get, key_of, up, wait_for
 
 if TYPE_CHECKING:
     from tests.gridengine import GridEngineCluster
@@ -36,14 +36,16 @@ WATCHDOG = 1  # seconds: the keeper checks the job this often
 @pytest.fixture
 def job_config(sge: GridEngineCluster, keyed_server: SSHServer, remote_config: RemoteConfig,
                tmp_path: Path) -> Callable[..., Path]:
-    """`job_config(tunnel=True, options=[...], queue_timeout=None, **fields)`: a config file of the demo
-    service as a Grid Engine job, logging in to the cluster's login node."""
+    """`job_config(tunnel=True, options=[...], queue_timeout=None, renew_before=None, **fields)`: a config file of
+    the demo service as a Grid Engine job, logging in to the cluster's login node."""
 
     def write(*, tunnel: bool = True, options: list[str] | None = None, queue_timeout: float | None = None,
-              name: str = "job.yaml", **fields: Any) -> Path:
+              renew_before: float | None = None, name: str = "job.yaml", **fields: Any) -> Path:
         scheduler: dict[str, Any] = {"type": "sge", "options": options or []}
         if queue_timeout is not None:
             scheduler["queue_timeout"] = queue_timeout
+        if renew_before is not None:
+            scheduler["renew_before"] = renew_before
         config = remote_config(keyed_server, tunnel=tunnel, network_interface="0.0.0.0", scheduler=scheduler,
                                watchdog_interval=WATCHDOG, **fields)
         path = tmp_path / name
@@ -242,3 +244,36 @@ def test_setup_lines_run_in_the_job_on_the_execution_host_and_a_failing_one_is_n
                     r"rhl-no-such-module load python; job \d+ ended", error), error
     assert sge.run("test -e ~/rhl-work/rhl-setup-went-on || echo absent").strip() == "absent"
     assert sge.jobs() == []
+
+
+def test_a_job_near_its_h_rt_hands_its_tunnel_over_to_a_successor_on_the_same_local_port(
+        sge: GridEngineCluster, job_config: Callable[..., Path], keyed_server: SSHServer, rhl_dir: Path) -> None:
+    """As on SLURM: renew_before seconds before h_rt ends, the tunnel's holder submits the key's next job and
+    moves the same local port to it once it answers; the first job ends, one job runs, the successor."""
+    config = job_config(options=["-l", "h_rt=60"], renew_before=40)
+    payload = up(config)
+    key = key_of(config)
+    first = remote_state(keyed_server, key)
+    assert first is not None and first["status"] == "running"
+    client_file = rhl_dir / "client" / f"{key}.json"
+    poller = Poller(payload["port"])
+
+    def handed_over() -> bool:
+        state = remote_state(keyed_server, key)
+        return state is not None and state["job_id"] != first["job_id"] and state["status"] == "running" \
+            and json.loads(client_file.read_text()).get("tunneled-port") == state["port"]
+
+    wait_for(handed_over, 90, "the tunnel to move to the successor job")
+    second = remote_state(keyed_server, key)
+    assert second is not None and second["successor_of"] == first["job_id"]
+    wait_for(lambda: first["job_id"] not in [job for job, _, _ in sge.jobs()], 30, "the first job to end")
+    gap = poller.stop()
+    assert gap <= MAX_GAP, poller.results
+    assert [job for job, _, _ in sge.jobs()] == [second["job_id"]]
+    followed = json.loads(client_file.read_text())
+    assert followed["port"] == payload["port"]
+    assert (followed["tunneled-network-interface"], followed["tunneled-port"]) == (second["node"], second["port"])
+    assert get(payload["port"]) == 200
+    stopped = cli("stop", config)
+    assert stopped.returncode == 0, stopped.stderr
+    wait_for(lambda: sge.jobs() == [], 30, "every job of the key to end")

@@ -94,7 +94,13 @@ def pending(state: str = "qw") -> str:
     ("", JobInfo(ENDED, "GONE")),
 ])
 def test_qstat_answers_are_parsed(output: str, expected: JobInfo) -> None:
-    assert parse_query(output) == expected
+    assert parse_query(output)._replace(seconds_left=None, walltime=None) == expected
+
+
+def test_a_running_jobs_h_rt_and_seconds_left_are_known_for_its_renewal() -> None:
+    info = parse_query(answer(RUNNING_LINE, DETAIL + USAGE))  # h_rt=600, started two minutes ago
+    assert (info.walltime, info.seconds_left) == (600, 480)
+    assert (parse_query(answer(RUNNING_LINE, DETAIL.replace("h_rt=600", "h_rt=INFINITY")))[-2:]) == (None, None)
 
 
 def test_only_reasons_that_waiting_cannot_clear_are_hopeless() -> None:

@@ -133,6 +133,14 @@ def time_left_text(seconds: int) -> str:
     return f"{days}-{rest // 3600:02d}:{minutes}" if days else f"{rest // 3600}:{minutes}"
 
 
+def timing(limit: int | None, left: int | None) -> dict[str, Any]:
+    """JobInfo's time fields from a running job's walltime and what is left of it, in seconds (None: no limit,
+    or not known): the text `status` shows (as squeue prints it) and the seconds walltime renewal counts."""
+    return {"time_left": None if left is None else time_left_text(left),
+            "seconds_left": None if left is None else float(max(left, 0)),
+            "walltime": None if limit is None else float(limit)}
+
+
 def recorded_run(data: Mapping[str, Any]) -> int:
     """Which run of its job a status record is of: the job's restart count when its script wrote it (0 for
     the first run, and for records that do not say)."""

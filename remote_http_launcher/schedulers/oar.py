@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import scripts
 from ..errors import HostError
-from .base import ENDED, QUEUED, RUNNING, JobInfo, Scheduler, clock_seconds, run, time_left_text
+from .base import ENDED, QUEUED, RUNNING, JobInfo, Scheduler, clock_seconds, run, timing
 
 if TYPE_CHECKING:
     from ..hosts import Host
@@ -65,7 +65,7 @@ def parse_query(output: str, job_id: str) -> JobInfo:
         return JobInfo(state, raw_state, node or None, reason, None, _epoch(job.get("scheduledStart")))
     if state == ENDED:
         return JobInfo(state, raw_state, node or None)
-    return JobInfo(state, raw_state, node or None, None, _time_left(job.get("walltime"), job.get("startTime"), now))
+    return JobInfo(state, raw_state, node or None, **timing(*_times(job.get("walltime"), job.get("startTime"), now)))
 
 
 def _epoch(value: Any) -> str | None:
@@ -77,10 +77,10 @@ def _epoch(value: Any) -> str | None:
     return None
 
 
-def _time_left(walltime: Any, start: Any, now: str) -> str | None:
-    """The walltime (seconds, or "H:M:S") less the time since the start."""
+def _times(walltime: Any, start: Any, now: str) -> tuple[int | None, int | None]:
+    """The walltime (seconds, or "H:M:S") and what is left of it since the start (seconds)."""
     limit = walltime if isinstance(walltime, int) else clock_seconds(walltime.strip()) \
         if isinstance(walltime, str) else None
     if limit is None or not isinstance(start, int) or start <= 0 or not now.isdigit():
-        return None
-    return time_left_text(limit - (int(now) - start))
+        return limit, None
+    return limit, limit - (int(now) - start)

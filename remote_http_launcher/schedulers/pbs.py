@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import scripts
 from ..errors import HostError
-from .base import ENDED, QUEUED, RUNNING, JobInfo, Scheduler, run
+from .base import ENDED, QUEUED, RUNNING, JobInfo, Scheduler, clock_seconds, run, timing
 
 if TYPE_CHECKING:
     from ..hosts import Host
@@ -93,30 +93,21 @@ def _info(job: dict[str, Any]) -> JobInfo:
     reason = str(comment) if neutral == QUEUED and comment else None
     estimated = job.get("estimated")
     start = estimated.get("start_time") if isinstance(estimated, dict) else None
-    return JobInfo(neutral, state, node, reason, _time_left(job), str(start) if start else None, None)
+    return JobInfo(neutral, state, node, reason, start_estimate=str(start) if start else None,
+                   **timing(*_times(job)))
 
 
-def _time_left(job: dict[str, Any]) -> str | None:
-    """Torque's Walltime.Remaining (seconds), else PBS Pro's requested walltime less the one used."""
+def _times(job: dict[str, Any]) -> tuple[int | None, int | None]:
+    """The walltime asked for and what is left of it (seconds): Torque's Walltime.Remaining, else PBS Pro's
+    requested walltime less the one used."""
+    asked = _clock_seconds((job.get("Resource_List") or {}).get("walltime"))
     remaining = (job.get("Walltime") or {}).get("Remaining") if isinstance(job.get("Walltime"), dict) else None
     if remaining is not None and str(remaining).isdigit():
-        return _clock(int(remaining))
-    asked = _seconds((job.get("Resource_List") or {}).get("walltime"))
-    used = _seconds((job.get("resources_used") or {}).get("walltime")) or 0
-    return _clock(asked - used) if asked is not None else None
+        return asked, int(remaining)
+    used = _clock_seconds((job.get("resources_used") or {}).get("walltime")) or 0
+    return asked, asked - used if asked is not None else None
 
 
-def _seconds(value: Any) -> int | None:
-    """HH:MM:SS (PBS's walltime) as seconds."""
-    parts = str(value).split(":") if value is not None else []
-    if not parts or not all(part.isdigit() for part in parts):
-        return None
-    seconds = 0
-    for part in parts:
-        seconds = seconds * 60 + int(part)
-    return seconds
-
-
-def _clock(seconds: int) -> str:
-    seconds = max(seconds, 0)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+def _clock_seconds(value: Any) -> int | None:
+    """PBS's HH:MM:SS as seconds."""
+    return clock_seconds(str(value)) if value is not None else None

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from .. import scripts
 from ..errors import HostError
-from .base import ENDED, QUEUED, RUNNING, JobInfo, Scheduler, clock_seconds, run, time_left_text
+from .base import ENDED, QUEUED, RUNNING, JobInfo, Scheduler, clock_seconds, run, timing
 
 if TYPE_CHECKING:
     from ..hosts import Host
@@ -68,7 +68,9 @@ def parse_query(output: str) -> JobInfo:
         return JobInfo(state, raw_state, node, _reason(raw_state, detail) if state == QUEUED else None)
     limit = _resource(detail, "h_rt") or fields.get(QUEUE_LIMIT)
     started = " ".join(columns[5:7])
-    return JobInfo(state, raw_state, node, None, _time_left(limit, started, fields.get(NOW, "")))
+    if limit in UNLIMITED:
+        return JobInfo(state, raw_state, node, None, "UNLIMITED")
+    return JobInfo(state, raw_state, node, **timing(*_times(limit, started, fields.get(NOW, ""))))
 
 
 def _state(raw: str, detail: list[str]) -> str:
@@ -119,17 +121,11 @@ def _resource(detail: list[str], name: str) -> str | None:
     return None
 
 
-def _time_left(limit: str | None, started: str, now: str) -> str | None:
-    """The job's h_rt minus the time since it started, as squeue prints time left ([D-]H:MM:SS)."""
-    if limit is None or not limit:
-        return None
-    if limit in UNLIMITED:
-        return "UNLIMITED"
-    seconds = clock_seconds(limit)
+def _times(limit: str | None, started: str, now: str) -> tuple[int | None, int | None]:
+    """The job's h_rt and what is left of it (seconds): h_rt less the time since it started."""
+    seconds = clock_seconds(limit) if limit else None
     try:
         elapsed = (datetime.strptime(now, TIME_FORMAT) - datetime.strptime(started, TIME_FORMAT)).total_seconds()
     except ValueError:
-        return None
-    if seconds is None:
-        return None
-    return time_left_text(seconds - int(elapsed))
+        return seconds, None
+    return seconds, None if seconds is None else seconds - int(elapsed)
