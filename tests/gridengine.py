@@ -14,7 +14,7 @@ plugin module (see conftest.py); built as tests/slurm.py builds its SLURM cluste
   /etc/default/gridengine), classic spooling in a temporary directory; the execd sends TERM as its notify
   signal (execd_params NOTIFY_KILL=TERM), which qdel of a job submitted with -notify sends first.
 
-Fixture (session-scoped): ``sge_cluster``. Without root or the packages (`.ci/run` installs
+Fixture (module-scoped: one module uses it): ``sge_cluster``. Without root or the packages (`.ci/run` installs
 gridengine-master, gridengine-exec and gridengine-client) it skips with the reason, and fails instead under
 CI=true. It holds the machine lock (tests/machine.py) while it runs; everything it created (processes,
 namespaces, bridge, /etc/hosts lines, the cell's files) is removed at the end.
@@ -323,7 +323,8 @@ def _logs(cluster: GridEngineCluster) -> str:
     return "\n".join(f"--- {path}\n{path.read_text(errors='replace')[-2000:]}" for path in paths if path.exists())
 
 
-@pytest.fixture(scope="session")
+# Per module (one module uses it): the machine lock it holds is then free for the next cluster of this run.
+@pytest.fixture(scope="module")
 def sge_cluster(sshd: SSHServer) -> Iterator[GridEngineCluster]:
     """The test cluster (see the module doc); its login node is `sshd`."""
     sshd.start()

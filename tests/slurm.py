@@ -17,7 +17,7 @@ Debian 12's SLURM 22.05 facts this relies on: `slurmd` is started with
 cgroup filesystem); `proctrack/linuxproc`, `task/none`; the spool directory
 exists before slurmd starts; the munge key is 0400 and owned by `munge`.
 
-Fixture (session-scoped): ``slurm_cluster``. Without root or the packages
+Fixture (module-scoped: one module uses it): ``slurm_cluster``. Without root or the packages
 (`.ci/run` installs slurmctld, slurmd, slurm-client and munge) it skips with
 the reason, and fails instead under CI=true. Everything it created (processes,
 namespaces, bridge, /etc/hosts lines, the config file) is removed at the end.
@@ -295,7 +295,8 @@ def _logs(base: Path) -> str:
                      for path in sorted(base.glob("*.log")) + sorted(base.glob("*.out")))
 
 
-@pytest.fixture(scope="session")
+# Per module (one module uses it): the machine lock it holds is then free for the next cluster of this run.
+@pytest.fixture(scope="module")
 def slurm_cluster(sshd: SSHServer) -> Iterator[SlurmCluster]:
     """The test cluster (see the module doc); its login node is `sshd`."""
     sshd.start()

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import scripts
-from ..errors import ConfigError
+from ..errors import ConfigError, HostError
 
 if TYPE_CHECKING:
     from ..hosts import Host
@@ -64,9 +64,19 @@ class Scheduler(ABC):
     #: The programs it runs on the login node (submit, query, cancel): `check` looks for them there.
     commands: tuple[str, ...]
 
-    @abstractmethod
     def query(self, host: Host, job_id: str) -> JobInfo:
-        """The job's state (ENDED when the scheduler no longer knows it)."""
+        """The job's state (ENDED when the scheduler no longer knows it): what sh/NAME_query.sh prints, read by
+        `parse`; its failure names the query command (commands[1])."""
+        result = run(host, scripts.program(f"{self.name}_query"), [job_id])
+        if result.returncode != 0:
+            command = self.commands[1]
+            raise HostError(f"{command} on {host.name}: {result.stderr.strip() or 'failed'}", host=host.name,
+                            step=command)
+        return self.parse(result.stdout, job_id)
+
+    @abstractmethod
+    def parse(self, output: str, job_id: str) -> JobInfo:
+        """The job as the query program's output describes it."""
 
     @abstractmethod
     def cancel(self, host: Host, job_id: str, signal: str | None = None) -> None:

@@ -30,12 +30,8 @@ class Oar(Scheduler):
     never_clears = NEVER_CLEARS
     commands = ("oarsub", "oarstat", "oardel")
 
-    def query(self, host: Host, job_id: str) -> JobInfo:
-        result = run(host, scripts.program("oar_query"), [job_id])
-        if result.returncode != 0:
-            raise HostError(f"oarstat on {host.name}: {result.stderr.strip() or 'failed'}", host=host.name,
-                            step="oarstat")
-        return parse_query(result.stdout, job_id)
+    def parse(self, output: str, job_id: str) -> JobInfo:
+        return parse_query(output, job_id)
 
     def cancel(self, host: Host, job_id: str, signal: str | None = None) -> None:
         result = run(host, scripts.program("oar_cancel"), [job_id, signal or ""])

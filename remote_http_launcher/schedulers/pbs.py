@@ -36,12 +36,8 @@ class Pbs(Scheduler):
     never_clears = NEVER_CLEARS
     commands = ("qsub", "qstat", "qdel")
 
-    def query(self, host: Host, job_id: str) -> JobInfo:
-        result = run(host, scripts.program("pbs_query"), [job_id])
-        if result.returncode != 0:
-            raise HostError(f"qstat on {host.name}: {result.stderr.strip() or 'failed'}", host=host.name,
-                            step="qstat")
-        return parse_query(result.stdout, job_id)
+    def parse(self, output: str, job_id: str) -> JobInfo:
+        return parse_query(output, job_id)
 
     def cancel(self, host: Host, job_id: str, signal: str | None = None) -> None:
         result = run(host, scripts.program("pbs_cancel"), [job_id, signal or ""])

@@ -34,12 +34,8 @@ class GridEngine(Scheduler):
     never_clears = NEVER_CLEARS
     commands = ("qsub", "qstat", "qdel")
 
-    def query(self, host: Host, job_id: str) -> JobInfo:
-        result = run(host, scripts.program("sge_query"), [job_id])
-        if result.returncode != 0:
-            raise HostError(f"qstat on {host.name}: {result.stderr.strip() or 'failed'}", host=host.name,
-                            step="qstat")
-        return parse_query(result.stdout)
+    def parse(self, output: str, job_id: str) -> JobInfo:
+        return parse_query(output)
 
     def cancel(self, host: Host, job_id: str, signal: str | None = None) -> None:
         """qdel: Grid Engine sends no chosen signal; see sh/sge_cancel.sh for what a job gets instead."""

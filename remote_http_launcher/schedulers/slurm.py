@@ -35,12 +35,8 @@ class Slurm(Scheduler):
     never_clears = NEVER_CLEARS
     commands = ("sbatch", "squeue", "scancel")
 
-    def query(self, host: Host, job_id: str) -> JobInfo:
-        result = run(host, scripts.program("slurm_query"), [job_id])
-        if result.returncode != 0:
-            raise HostError(f"squeue on {host.name}: {result.stderr.strip() or 'failed'}", host=host.name,
-                            step="squeue")
-        return parse_query(result.stdout)
+    def parse(self, output: str, job_id: str) -> JobInfo:
+        return parse_query(output)
 
     def cancel(self, host: Host, job_id: str, signal: str | None = None) -> None:
         result = run(host, scripts.program("slurm_cancel"), [job_id, signal or ""])
