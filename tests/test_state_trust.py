@@ -50,7 +50,8 @@ def test_a_symlinked_client_directory_is_refused(rhl_dir: Path, tmp_path: Path,
     rhl_dir.mkdir(parents=True)
     (rhl_dir / "client").symlink_to(elsewhere)
     result = cli(config_file(), "--json")
-    assert refused(result, rhl_dir / "client", "is a symbolic link") and result.stdout == ""
+    assert refused(result, rhl_dir / "client", "is a symbolic link")
+    assert json.loads(result.stdout)["exit"] == 1  # `--json`'s failure document, not the planted payload
     assert sorted(p.name for p in elsewhere.iterdir()) == ["demo-localhost.json"]  # nothing written there
     assert not (rhl_dir / "server").exists()  # nothing launched
 
