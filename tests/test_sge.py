@@ -23,7 +23,7 @@ from tests.conftest import cli
 from tests.gridengine import MAX_TIME, SLOTS
 from tests.remote import keeper_processes
 from tests.ssh_client import ALIAS, REMOTE_STATE, remote_state
-from tests.test_slurm import MAX_GAP, Poller, get, key_of, up, wait_for
+from tests.test_slurm import MAX_GAP, Poller, get, key_of, up, up_in_background, wait_for
 
 if TYPE_CHECKING:
     from tests.gridengine import GridEngineCluster
@@ -210,17 +210,11 @@ def test_stop_deletes_a_queued_job_and_the_waiting_up_fails(sge: GridEngineClust
     sge.fill()
     config = job_config()
     key = key_of(config)
-    waiting = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", str(config)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    try:
-        wait_for(lambda: any(name == key for _, _, name in sge.jobs()), 30, "the job to be submitted")
-        [job] = [job for job, _, name in sge.jobs() if name == key]
+    with up_in_background(config, sge.jobs) as (waiting, job, _):
         stopped = cli("stop", config)
         assert stopped.returncode == 0, stopped.stderr
         assert f"(job {job}, cancelled while queued)" in stopped.stdout
         _, stderr = waiting.communicate(timeout=60)
-    finally:
-        waiting.kill()
     assert waiting.returncode == 1
     assert key not in [name for _, _, name in sge.jobs()]
     assert stderr.strip().splitlines()[-1].startswith(f"error: {key}: ")

@@ -19,6 +19,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,22 @@ def get(port: int, path: str = "/healthcheck") -> int:
 
 def key_of(config: Path) -> str:
     return str(json.loads(config.read_text())["key"])
+
+@contextmanager
+def up_in_background(config: Path, jobs: Callable[[], list[tuple[str, str, str]]],
+                     *args: str) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """`up CONFIG ARGS` in a process of its own, from the moment its job is submitted (the cluster's `jobs()`
+    names it): (the process, the job's id, its state). The process is killed when the block ends."""
+    key = key_of(config)
+    waiting = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", str(config), *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        wait_for(lambda: any(name == key for _, _, name in jobs()), 30, "the job to be submitted")
+        [(job, state, _)] = [entry for entry in jobs() if entry[2] == key]
+        yield waiting, job, state
+    finally:
+        waiting.kill()
+
 
 
 def test_launch_on_a_compute_node_through_the_login_node(slurm: SlurmCluster, job_config: Callable[..., Path],
@@ -197,11 +214,7 @@ def test_queued_job_shows_its_reason_then_up_gives_up_and_cancels_it(
     blockers = slurm.fill()
     config = job_config(queue_timeout=6, options=[f"--cpus-per-task={NODE_CPUS}"])
     key = key_of(config)
-    waiting = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", str(config), "--log-level", "basic"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    try:
-        wait_for(lambda: any(name == key for _, _, name in slurm.jobs()), 30, "the job to be submitted")
-        [(job, state, _)] = [entry for entry in slurm.jobs() if entry[2] == key]
+    with up_in_background(config, slurm.jobs, "--log-level", "basic") as (waiting, job, state):
         assert state == "PENDING"
         entries: list[dict[str, Any]] = []
 
@@ -222,8 +235,6 @@ def test_queued_job_shows_its_reason_then_up_gives_up_and_cancels_it(
         assert any(line.startswith(key) and f"queued ({entry['detail']})" in line and job in line
                    for line in listed.stdout.splitlines()), listed.stdout
         _, stderr = waiting.communicate(timeout=60)
-    finally:
-        waiting.kill()
     assert waiting.returncode == 1
     assert f"job {job} queued: " in stderr  # the progress shows the reason while it waits
     last = stderr.strip().splitlines()[-1]
@@ -362,17 +373,10 @@ def test_ctrl_c_while_the_job_is_queued_cancels_it_and_says_so(slurm: SlurmClust
     """A queued job left behind would start later, unwatched, and use its walltime: Ctrl-C cancels it."""
     blockers = slurm.fill()
     config = job_config(tunnel=False, options=[f"--cpus-per-task={NODE_CPUS}"])
-    key = key_of(config)
-    waiting = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", str(config), "--log-level", "basic"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    try:
-        wait_for(lambda: any(name == key for _, _, name in slurm.jobs()), 30, "the job to be submitted")
-        [(job, state, _)] = [entry for entry in slurm.jobs() if entry[2] == key]
+    with up_in_background(config, slurm.jobs, "--log-level", "basic") as (waiting, job, state):
         assert state == "PENDING"
         waiting.send_signal(signal.SIGINT)
         _, stderr = waiting.communicate(timeout=60)
-    finally:
-        waiting.kill()
     assert waiting.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == f"error: interrupted; cancelled job {job}, which was still queued"
     assert [entry[0] for entry in slurm.jobs()] == blockers  # ours is gone; the blockers still run
@@ -440,17 +444,11 @@ def test_stop_cancels_a_queued_job_and_the_waiting_up_fails(slurm: SlurmCluster,
     slurm.fill()
     config = job_config(options=[f"--cpus-per-task={NODE_CPUS}"])
     key = key_of(config)
-    waiting = subprocess.Popen([sys.executable, "-m", "remote_http_launcher", str(config)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    try:
-        wait_for(lambda: any(name == key for _, _, name in slurm.jobs()), 30, "the job to be submitted")
-        [job] = [job for job, _, name in slurm.jobs() if name == key]
+    with up_in_background(config, slurm.jobs) as (waiting, job, _):
         stopped = cli("stop", config)
         assert stopped.returncode == 0, stopped.stderr
         assert f"(job {job}, cancelled while queued)" in stopped.stdout
         _, stderr = waiting.communicate(timeout=60)
-    finally:
-        waiting.kill()
     assert waiting.returncode == 1
     assert key not in [name for _, _, name in slurm.jobs()]
     assert stderr.strip().splitlines()[-1].startswith(f"error: {key}: ")
