@@ -414,7 +414,13 @@ def read_text(path: str) -> str:
 
 
 def parse_yaml(text: str, name: str = "<config>") -> Any:
-    """Parse YAML safely; duplicate keys are an error (PyYAML would keep the last one silently)."""
+    """Parse YAML safely; duplicate keys are an error (PyYAML would keep the last one silently).
+    Plain configs are read without importing PyYAML (plainyaml), the rest by PyYAML."""
+    from . import plainyaml
+
+    plain = plainyaml.load(text)
+    if plain is not None:
+        return plain
     import yaml
 
     try:
