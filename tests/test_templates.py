@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -455,3 +458,48 @@ def test_large_config_data_is_read_but_not_printed_whole() -> None:
     assert render("{config.get('data')[1] == 'x' * 1000}", namespace, field="key") == "True"
     with pytest.raises(TemplateError, match=r"^key: result would be longer than 100000 characters"):
         render("{config}", namespace, field="key")
+
+
+PLAIN_TEXT = ["", "run ", " --port ", "-", "{{", "}}", "{{x}}", '"q"', "'q'", "\\", "é", "\t", "}", "{", "a}b", "{ x}"]
+PLAIN_FIELDS = ["{workdir}", "{port_start}", "{name}", "{flag}", "{timeout}", "{config}", "{items}", "{big}",
+                "{huge}", "{long}", "{ratio}", "{nothing}", "{_private}", "{missing}", "{class}", "{None}", "{ﬁle}",
+                "{name!r}", "{timeout:>6}", "{name.upper()}", "{ name }", "{x}}", "{a+b}"]
+
+
+def _plain_namespace() -> dict[str, Any]:
+    return {**_namespace(), "big": 10**17, "huge": 10**5000, "long": "l" * 100_001, "ratio": 0.25, "nothing": None,
+            "_private": "p", "class": "c", "None": "n", "file": "f"}
+
+
+def test_plain_templates_render_as_the_sandbox_renders_them() -> None:
+    """The plain path (no `ast`) and the sandbox agree on every template, errors included."""
+    from remote_http_launcher.templates import names_used, sandbox
+
+    rng = random.Random(7)
+    namespace = _plain_namespace()
+    rendered = 0
+    for _ in range(3000):
+        template = "".join(rng.choice(PLAIN_TEXT if i % 2 == 0 else PLAIN_FIELDS) for i in range(rng.randint(1, 6)))
+        try:
+            expected: Any = sandbox.render(template, namespace, field="command")
+        except TemplateError as exc:
+            expected = exc
+        try:
+            got: Any = render(template, namespace, field="command")
+        except TemplateError as exc:
+            got = exc
+        assert type(got) is type(expected) and str(got) == str(expected), template
+        assert names_used(template) == sandbox.names_used(template), template
+        rendered += isinstance(got, str)
+    assert 300 < rendered < 3000  # both outcomes, often
+
+
+def test_a_plain_template_renders_without_the_sandbox() -> None:
+    """`{name}` fields only: rendered and their names told without importing `ast` (a first launch's cost)."""
+    code = ("import sys; from remote_http_launcher.templates import render, names_used; "
+            "print(render('serve {a} --x={b} {{c}}', {'a': '/w', 'b': 8}, field='command'), "
+            "sorted(names_used('{a}-{b}')), 'ast' in sys.modules, "
+            "'remote_http_launcher.templates.sandbox' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert out.stdout.split("\n")[0] == "serve /w --x=8 {c} ['a', 'b'] False False"

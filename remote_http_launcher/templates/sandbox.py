@@ -1,4 +1,4 @@
-"""Safe evaluation of the f-string templates in the `key` and `command` fields.
+"""The sandbox: safe evaluation of any f-string template in the `key` and `command` fields.
 
 Templates come from configuration files, so they are treated as untrusted: the
 template is parsed (never compiled) with `ast`, every node is checked against a
@@ -28,12 +28,11 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar, cast
 
-from .errors import TemplateError, near_miss
+from ..errors import TemplateError, near_miss
+from .limits import MAX_TEMPLATE_CHARS, MAX_VALUE_LEN
 
-MAX_TEMPLATE_CHARS = 10_000
 MAX_NODES = 500
 MAX_DEPTH = 50
-MAX_VALUE_LEN = 100_000
 T = TypeVar("T")
 
 _STR_METHODS = frozenset(
