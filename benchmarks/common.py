@@ -21,6 +21,20 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY_SERVICE = Path(__file__).resolve().parent / "tiny_service.py"
 
 
+def write_config(path: Path, data: dict[str, Any]) -> None:
+    """A config file in block YAML, as people write them (and so as the launcher reads them most)."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(data, sort_keys=False, width=2**16, allow_unicode=True))
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    import yaml
+
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    return data
+
+
 def real_python() -> str:
     """The interpreter binary itself: pyenv shims add a bash script and ~50 ms to every start."""
     exe = sys.executable

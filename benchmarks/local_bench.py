@@ -36,6 +36,7 @@ from .common import (
     reference,
     run_cwd,
     timed_run,
+    write_config,
 )
 from .installs import probe_import
 from .original import ORIGINAL_VERSION, Original
@@ -76,7 +77,7 @@ class Workspace:
         data = {"workdir": str(workdir), "key": key, "command": command, "handshake": "healthcheck"}
         if network_interface is not None:
             data["network_interface"] = network_interface
-        path.write_text(json.dumps(data) + "\n")  # JSON is YAML
+        write_config(path, data)
         return path
 
     def home(self, name: str) -> Path:

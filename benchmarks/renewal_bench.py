@@ -13,7 +13,7 @@ import json
 import time
 import urllib.request
 
-from .common import CLEANUP, Row, at_most, launcher_argv, log, timed_run
+from .common import CLEANUP, Row, at_most, launcher_argv, log, read_config, timed_run, write_config
 from .ssh_bench import SSHSetup, Unavailable
 
 WALLTIME = "--time=2"
@@ -42,10 +42,10 @@ def run_renewal(rtt: float) -> list[Row]:
     CLEANUP.push("SLURM cluster", cluster.close)
     link = setup.links[0]
     config = setup.config(link, tunnel=True, suffix="-renewal")
-    data = json.loads(config.read_text())
+    data = read_config(config)
     data.update(network_interface="0.0.0.0", watchdog_interval=1,
                 scheduler={"type": "slurm", "options": [WALLTIME], "renew_before": RENEW_BEFORE})
-    config.write_text(json.dumps(data) + "\n")
+    write_config(config, data)
     cluster.cancel_all()
     setup.clean_remote()
     setup.forget_client(config)

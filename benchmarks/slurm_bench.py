@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import CLEANUP, Row, at_most, launcher_argv, log, reference, timed_run
+from .common import CLEANUP, Row, at_most, launcher_argv, log, read_config, reference, timed_run, write_config
 from .ssh_bench import Link, SSHSetup, Unavailable
 
 if TYPE_CHECKING:
@@ -63,9 +63,9 @@ def run_slurm(runs: int, rtt: float) -> list[Row]:
     CLEANUP.push("SLURM cluster", cluster.close)
     link = setup.links[0]
     config = setup.config(link, tunnel=False)
-    data = json.loads(config.read_text())
+    data = read_config(config)
     data.update(hostname="127.0.0.1", network_interface="0.0.0.0", scheduler={"type": "slurm"})
-    config.write_text(json.dumps(data) + "\n")
+    write_config(config, data)
     ssh = ["ssh", "-F", str(setup.client_home / ".ssh" / "config"),
            "-o", f"UserKnownHostsFile={setup.client_home / '.ssh' / 'known_hosts'}", "-o", "BatchMode=yes",
            "-i", str(setup.server.client_key), link.alias]
@@ -115,12 +115,12 @@ def _jupyterlab(setup: SSHSetup, link: Link, cluster: SlurmCluster, ssh: list[st
     venv = str(cached_venv(setup.server.python, STOCK_REQUIREMENTS, "the JupyterLab benchmark"))
     recipe = yaml.safe_load((ROOT / "examples" / "jupyterlab-slurm.yaml").read_text())
     config = setup.config(link, tunnel=True)
-    data = json.loads(config.read_text())
+    data = read_config(config)
     data.update(network_interface="0.0.0.0", scheduler={"type": "slurm"}, handshake=None, venv=venv,
                 command=recipe["command"], url_pattern=recipe["url_pattern"], startup_timeout=300,
                 key=f"{data['key']}-jupyterlab")
     config = config.with_name(f"{data['key']}.yaml")
-    config.write_text(json.dumps(data) + "\n")
+    write_config(config, data)
     by_hand = [*ssh, f"sh -c {shlex.quote(JUPYTER_BY_HAND)} by-hand {shlex.quote(venv)}"]
     ours: list[float] = []
     hand: list[float] = []

@@ -10,7 +10,6 @@ a run crosses the slow link.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -37,6 +36,7 @@ from .common import (
     ratio,
     reference,
     timed_run,
+    write_config,
 )
 from .original import ORIGINAL_VERSION, Original, ssh_wrapper
 
@@ -150,7 +150,7 @@ class SSHSetup:
             "connection_persist": persist,
         }
         path = self.root / f"{key}.yaml"
-        path.write_text(json.dumps(data) + "\n")
+        write_config(path, data)
         return path
 
     def env(self) -> dict[str, str]:
