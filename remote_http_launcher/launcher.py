@@ -21,8 +21,6 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from . import handshake, scripts, statefiles, stock
 from ._version import __version__
@@ -31,18 +29,22 @@ from .errors import ConfigError, HandshakeError, Interrupted, LauncherError, Lau
 from .hosts.base import Launch
 from .locks import FileLock
 from .progress import Progress
+from .records import Generic
 from .service import SUCCESSOR_OF, Service, half_written, job_of
-from .statefiles import ClientPayload, ServerState
+from .statefiles import ClientPayload, PathArg, ServerState
 
+TYPE_CHECKING = False  # not typing's: a first launch here imports no typing (records.py)
 if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
     from . import schedulers
     from .hosts import Host
     from .hosts.base import SeenProcess
 
-TunnelOpener = Callable[[Service, ServerState], dict[str, Any]]
-WayIn = tuple[dict[str, Any], str | None]  # the client payload, and the problem with its first handshake
-T = TypeVar("T")
-E = TypeVar("E", bound=LauncherError)
+    T = TypeVar("T")
+    E = TypeVar("E", bound=LauncherError)
+    TunnelOpener = Callable[[Service, ServerState], dict[str, Any]]
+    WayIn = tuple[dict[str, Any], str | None]  # the client payload, and the problem with its first handshake
 MAX_LAUNCHES = 2  # the first launch and at most one relaunch
 VERIFY_TIMEOUT = 5.0
 FIRST_POLL = 0.01  # seconds before the first re-read of a starting service's status file (then doubling)
@@ -61,7 +63,7 @@ LAUNCH_STEPS: dict[int, str] = {
 class Launcher:
     """Steps 2-5 of one run for one config, on a host the caller connected."""
 
-    def __init__(self, config: Config, key: str, client_path: Path, progress: Progress | None = None) -> None:
+    def __init__(self, config: Config, key: str, client_path: PathArg, progress: Progress | None = None) -> None:
         self.config = config
         self.key = key
         self.client_path = client_path
@@ -573,7 +575,7 @@ class Launcher:
                 raise self._error(HandshakeError, service, "handshake", f"the service runs on "
                                   f"{service.host.name}, but from this machine {problem}"
                                   f"{self._why_unreachable(out_of_reach)}")
-        return cast(ClientPayload, payload)
+        return payload  # type: ignore[return-value]  # what _open_way_in made: a client payload
 
     def _bound_out_of_reach(self, hostname: str) -> bool:
         """Direct mode to a service that listens on its server's loopback, from elsewhere: it answered the
@@ -635,7 +637,7 @@ def check_direct_reachable(config: Config) -> None:
                           "set hostname to the server's address (and ssh_hostname to the alias)")
 
 
-def check_local_port(config: Config, client_path: Path) -> None:
+def check_local_port(config: Config, client_path: PathArg) -> None:
     """`local_port` must be free on this machine, or held by our own tunnel for the same key (the one the
     client file names, which its keeper or broker takes again): checked before anything is launched, so a
     port taken by another program is one error, not a launched service without its way in."""
@@ -692,7 +694,7 @@ class LaunchLock(FileLock):
                                    LOCK_GRACE)
 
 
-class Background(Generic[T]):
+class Background(Generic["T"]):
     """A call running on a daemon thread; `result()` waits for it and returns or raises what it did."""
 
     def __init__(self, name: str, call: Callable[[], T]) -> None:

@@ -2,10 +2,10 @@
 
 Importing PyYAML compiles its scanner's and resolver's regular expressions:
 about a third of a first launch's own time. Configs are nearly always block
-mappings of one-line scalars, short lists and folded commands, which this
-module reads with string methods alone. It answers only where its reading is
+mappings of scalars, short lists and folded commands, which this module
+reads with string methods alone. It answers only where its reading is
 certainly PyYAML's (safe loader, YAML 1.1 implicit types); for anything else
--- flow collections, anchors, tags, escapes, multi-line plain scalars, odd
+-- flow mappings, anchors, tags, escapes, multi-line quoted scalars, odd
 numbers, duplicate keys, errors -- it returns None and the caller asks PyYAML,
 which also words the errors. A test compares both on generated documents.
 """
@@ -20,6 +20,7 @@ _BOOLS = {word: value for value, words in ((True, ("yes", "true", "on")), (False
           for lower in words for word in (lower, lower.capitalize(), lower.upper())}
 _NULLS = ("", "~", "null", "Null", "NULL")
 _FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_/$(~")  # a plain scalar may start with
+_CONTINUED = _FIRST | frozenset("0123456789-{")  # a plain scalar's next line may start with
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _BLOCK_HEADS = {"|": ("\n", "\n"), "|-": ("\n", ""), ">": (" ", "\n"), ">-": (" ", "")}  # line joint, last break
 
@@ -88,10 +89,17 @@ class _Reader:
         if text in _BLOCK_HEADS or text.split(" #", 1)[0].rstrip(" ") in _BLOCK_HEADS:
             return self.block_scalar(text.split(" ", 1)[0], i + 1, indent)
         if text:
-            following = _next_content(self.lines, i + 1)
+            end = i + 1
+            while end < len(self.lines) and self.lines[end].strip(" ") and _indent(self.lines[end]) > indent:
+                line = self.lines[end].strip(" ")  # a plain scalar going on: its lines are joined by spaces
+                if text[0] in "'\"[" or " #" in text or line[0] not in _CONTINUED or line.startswith("- "):
+                    raise ValueError
+                text += " " + line
+                end += 1
+            following = _next_content(self.lines, end)
             if following < len(self.lines) and _indent(self.lines[following]) > indent:
-                raise ValueError  # a plain scalar going on below, or a mapping after a value
-            return scalar(text), i + 1
+                raise ValueError  # more after an empty line or a comment, or a mapping after a value
+            return scalar(text), end
         child = _next_content(self.lines, i + 1)
         if child == len(self.lines):
             return None, child

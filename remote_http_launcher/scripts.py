@@ -17,13 +17,17 @@ import os
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from functools import cache
-from typing import Any, Literal
 
-# A program's own file; libraries (prepare, a scheduler's submit) only define functions for the next file.
-Name = Literal["process_info", "group_alive", "port_listener", "process_origin", "key_processes", "signal_group",
-               "kill_group", "service", "prepare", "launch", "submit", "job", "read_file", "read_status",
-               "slurm_submit", "slurm_query", "slurm_cancel", "pbs_submit", "pbs_query", "pbs_cancel",
-               "sge_submit", "sge_query", "sge_cancel", "oar_submit", "oar_query", "oar_cancel", "check"]
+TYPE_CHECKING = False  # not typing's: a first launch here imports no typing (records.py)
+if TYPE_CHECKING:
+    from typing import Any, Literal
+
+    # A program's own file; libraries (prepare, a scheduler's submit) only define functions for the next file.
+    Name = Literal["process_info", "group_alive", "port_listener", "process_origin", "key_processes", "signal_group",
+                   "kill_group", "service", "prepare", "launch", "submit", "job", "read_file", "read_status",
+                   "slurm_submit", "slurm_query", "slurm_cancel", "pbs_submit", "pbs_query", "pbs_cancel",
+                   "sge_submit", "sge_query", "sge_cancel", "oar_submit", "oar_query", "oar_cancel", "check"]
+
 PRELUDE = "prelude"  # sh/prelude.sh: the definitions every program starts with
 # The start of the stderr line saying which program rhl_use found: "using NAME: PATH".
 USING = "using "

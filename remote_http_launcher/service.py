@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
 
 from . import scripts, statefiles
 from .processes import UNIDENTIFIED
+from .records import NamedTuple
 from .statefiles import ServerState
 
+TYPE_CHECKING = False  # not typing's: a first launch here imports no typing (records.py)
 if TYPE_CHECKING:
     from .config import Config
     from .hosts import Host

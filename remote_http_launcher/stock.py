@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from . import handshake, statefiles
 from .service import job_of
 from .statefiles import ServerState, is_port
 
+TYPE_CHECKING = False  # not typing's: a first launch here imports no typing (records.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .service import Service
 
 STOCK_PORTS = "stock_ports"  # the record's member: {field: port} as the service program chose them
@@ -120,6 +121,8 @@ def client_url(payload: dict[str, Any], state: ServerState, url: str | None) -> 
     port = payload["port"]
     if url is None:
         return f"http://{_netloc(host, port)}/"
+    from urllib.parse import urlsplit, urlunsplit  # only for a stock server's URL
+
     parts = urlsplit(url if "://" in url else f"http://{url}")
     try:
         printed = parts.port

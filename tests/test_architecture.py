@@ -38,6 +38,9 @@ WARM_FORBIDDEN = ("paramiko", "sshtunnel", "http.client", "dataclasses", "tempfi
                   "cryptography", "asyncio", "inspect", "ast", "hashlib", "hmac", "logging",
                   # a twentieth of a warm run or more each: records.py, progress.py, cli.parse, statefiles.py, config.py
                   "typing", "threading", "argparse", "pathlib", "urllib")
+# A first launch on this machine runs `sh` (subprocess, hence threading); the rest stays out: PyYAML and the
+# template sandbox too, for a plain config (plainyaml.py, templates/__init__.py).
+COLD_FORBIDDEN = tuple(m for m in WARM_FORBIDDEN if m not in ("subprocess", "threading"))
 
 
 def test_exported_names_are_pinned() -> None:
@@ -309,3 +312,17 @@ def test_a_kept_parse_gives_the_key_and_the_warnings_of_its_text(rhl_dir: Path,
     assert moved.parsed is not None and moved.known_key is None and evaluate_key(moved) == "svc-elsewhere"
     with pytest.warns(UserWarning, match="extra_note"):
         remote_http_launcher.stop(path)
+
+
+def test_a_first_local_launch_imports_only_what_it_needs(rhl_dir: Path, tmp_path: Path,
+                                                         demo_config: Callable[..., dict[str, Any]]) -> None:
+    config = tmp_path / "service.yaml"
+    config.write_text(yaml.safe_dump(demo_config(), width=2**16))  # one line a field, as people write them
+    probe = subprocess.run([sys.executable, "-S", "-c", WARM_PROBE, str(config)], capture_output=True, text=True,
+                           timeout=60, env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)})
+    assert "launched" in probe.stderr or "ready" in probe.stderr, probe.stderr
+    result = json.loads(probe.stdout.splitlines()[-1])
+    assert result["code"] == 0
+    modules = set(result["modules"])
+    assert [m for m in COLD_FORBIDDEN if m in modules] == []
+    assert f"{NAME}.templates.sandbox" not in modules

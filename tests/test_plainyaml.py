@@ -94,6 +94,8 @@ SCALARS = ["plain", "two words", "x  y", "~", "~/dir", "/abs/path", "$HOME/x", "
            '["a", "b"]', "['a', 'b' ]", '["a",]', '[a, b]', '["a" "b"]', "{a: 1}", "&anchor x", "*alias", "!tag x",
            "@x", "`x`", "%x", "|", "|-", ">", ">-", ">+", "|2", "> # c", "- item", "-x", "? x", "é", "naïve 😀",
            "{port}", "{x}-{y}", "a,b", "[x", "x]"]
+CONTINUED = ["--flag {x}", "ok", "2", "{x}", "- d", "# c", "x: y", "x:", "'q'", '"q"', "a #b", "[x]", "&a",
+             "~", "yes", "-x", "é"]
 BLOCK_LINES = ["echo a", "--flag {x}", "# not a comment", "  more indented", "", "   ", "trailing ", "b: c", "- d"]
 JUNK = ["\t", "\r", "\x85", "\u2028", "\ufeff", "\x01", " ", "#", ":", "  ", "---", "..."]
 
@@ -106,6 +108,8 @@ def generated(rng: random.Random) -> str:
         kind = rng.random()
         if kind < 0.45:
             lines.append(f"{key}: {rng.choice(values)}" + rng.choice(["", "", "  # note", " #x", "  "]))
+            while rng.random() < 0.2:  # a plain scalar going on below
+                lines.append(rng.choice(["  ", " ", "    ", ""]) + rng.choice(CONTINUED) + rng.choice(["", " "]))
         elif kind < 0.6:
             lines.append(f"{key}:" + rng.choice(["", " # c"]))
             indent = rng.choice(["", "  ", "  ", "    "])
@@ -143,6 +147,7 @@ def test_generated_documents_agree_with_pyyaml() -> None:
 @pytest.mark.parametrize("text, expected", [
     ("command: >-\n  run a\n  --b\nkey: k\n", {"command": "run a --b", "key": "k"}),
     ("command: |\n  one\n  two\n\n", {"command": "one\ntwo\n"}),
+    ("command: serve {x}\n  --port {port}\nkey: k\n", {"command": "serve {x} --port {port}", "key": "k"}),
     ("workdir: ~/w  # where\nport: 8080\nratio: 0.5\nhost: 10.0.0.1\non_: yes\n",
      {"workdir": "~/w", "port": 8080, "ratio": 0.5, "host": "10.0.0.1", "on_": True}),
     ("scheduler:\n  type: slurm\n  options: ['--time=1:00:00', \"-c 2\"]\nsetup:\n- module load x\n- 'a: b'\n",
@@ -153,6 +158,6 @@ def test_what_configs_are_made_of_is_read_without_pyyaml(text: str, expected: di
 
 
 @pytest.mark.parametrize("text", ["a: 1\na: 2\n", "a: 0755\n", "a: 1:30\n", "a: {b: 1}\n", "a: &x 1\n",
-                                  "a: b\n  c\n", "a:\tb\n", "a: 2001-12-14\n", "- a\n", "", "# only\n"])
+                                  "a: b # c\n  d\n", "a:\tb\n", "a: 2001-12-14\n", "- a\n", "", "# only\n"])
 def test_what_it_is_not_sure_of_is_left_to_pyyaml(text: str) -> None:
     assert plainyaml.load(text) is None

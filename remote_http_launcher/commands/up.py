@@ -17,7 +17,6 @@ from ..statefiles import ClientPayload
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from ..prompts import Prompt
 
@@ -36,33 +35,34 @@ def up(config: Config, *, connection_dir: PathLike | None = None, progress: Prog
     payload = clientfile.reuse(client_path, config.handshake)
     reused = payload is not None
     if payload is None:
-        from pathlib import Path  # like the host machinery, only once the warm path missed
-
-        payload, reused = _serve(config, key, Path(client_path), progress, prompt, accept_new_host_key)
+        payload, reused = _serve(config, key, client_path, progress, prompt, accept_new_host_key)
     progress.done(payload, reused=reused)
     remember_parse(config)
     return payload, reused
 
 
-def _serve(config: Config, key: str, client_path: Path, progress: Progress, prompt: Prompt | None,
+def _serve(config: Config, key: str, client_path: str, progress: Progress, prompt: Prompt | None,
            accept_new_host_key: bool) -> tuple[ClientPayload, bool]:
     """Steps 2-5 (the client file did not do): a tunnel held by the host's broker or a keeper process,
     or the launcher run here."""
-    if config.tunnel:
+    if config.tunnel:  # tunnel machinery (paramiko, sshtunnel) takes pathlib's paths
+        from pathlib import Path
+
+        tunnel_client_path = Path(client_path)
         if config.local_port is not None:
             from ..launcher import check_local_port
 
-            check_local_port(config, client_path)
+            check_local_port(config, tunnel_client_path)
         tunneled = None
         if config.connection_persist > 0:  # the destination's broker keeps the forwards; else a keeper process
             from ..broker.tunnels import run_tunnel
 
-            tunneled = run_tunnel(config, key, client_path, progress, _asking(prompt, progress),
+            tunneled = run_tunnel(config, key, tunnel_client_path, progress, _asking(prompt, progress),
                                   accept_new_host_key=accept_new_host_key)
         if tunneled is None:
             from ..keeper.start import start_keeper
 
-            tunneled = start_keeper(config, key, client_path, progress, _asking(prompt, progress),
+            tunneled = start_keeper(config, key, tunnel_client_path, progress, _asking(prompt, progress),
                                     accept_new_host_key=accept_new_host_key)
         return tunneled
     from ..connect import open_host  # host machinery (subprocess, SSH) only once the warm path missed

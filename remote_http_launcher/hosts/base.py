@@ -8,9 +8,13 @@ seen on the host; `state_dir` and `home` are absolute.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, NamedTuple
 
 from .. import scripts
+from ..records import NamedTuple
+
+TYPE_CHECKING = False  # not typing's: a first launch here imports no typing (records.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 LOG_TAIL_LINES = 20
 TAIL_BYTES = 65536  # the end of a log is all an error message needs; logs grow big

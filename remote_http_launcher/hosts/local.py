@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
-from typing import Any
 
 from .. import statefiles
 from ..handshake import tcp_connect
 from ..processes import owned_identity
 from .base import Host, ScriptResult, SeenProcess, read_start
+
+TYPE_CHECKING = False  # not typing's: a first launch here imports no typing (records.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 LOCAL_POLL_INTERVAL = 0.005  # a local status-file read is cheap: notice a ready service within milliseconds
 SHELL = "/bin/sh"
@@ -24,7 +26,7 @@ class LocalHost(Host):
 
     @property
     def home(self) -> str:
-        return str(Path.home())
+        return os.path.expanduser("~")
 
     @property
     def state_dir(self) -> str:
@@ -35,7 +37,7 @@ class LocalHost(Host):
         return os.path.abspath(directory)
 
     def read(self, path: str) -> bytes | None:
-        return statefiles.read_bytes(Path(path))
+        return statefiles.read_bytes(path)
 
     def read_status_file(self, name: str) -> tuple[bytes | None, SeenProcess | None]:
         """The PID check is in-process here, so it is made along with the read (one code path for callers)."""
@@ -63,10 +65,10 @@ class LocalHost(Host):
             return None
 
     def write_atomic(self, path: str, data: bytes) -> None:
-        statefiles.write_atomic(Path(path), data)
+        statefiles.write_atomic(path, data)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
-        statefiles.ensure_private_dir(Path(path).parent)
+        statefiles.ensure_private_dir(os.path.dirname(path))
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, statefiles.FILE_MODE)
         except FileExistsError:
@@ -83,7 +85,7 @@ class LocalHost(Host):
         return True
 
     def remove(self, path: str) -> None:
-        statefiles.remove(Path(path))
+        statefiles.remove(path)
 
     def listdir(self, path: str) -> list[str]:
         try:

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         key = evaluate_key(config)
         client_path = Path(statefiles.client_file(key, args.connection_dir, local_service=not config.remote))
         launcher = Launcher(config, key, client_path, progress)
-        lock = KeeperLock(launcher.client_path, key)
+        lock = KeeperLock(client_path, key)
         reused, previous = claim(lock, config, progress, can_login=args.ask)
         if reused is not None:
             statefiles.write_atomic(launcher.client_path, statefiles.encode(reused))
@@ -118,7 +118,7 @@ class Keeper:
             from ..tunnels.watch import Kept, Link
 
             link = Link(self.launcher.config.ssh_target, host)
-            kept = Kept(self.launcher.config, self.launcher.key, self.launcher.client_path, self.lock,
+            kept = Kept(self.launcher.config, self.launcher.key, Path(self.launcher.client_path), self.lock,
                         Tunnel(host.transport), threading.Event(), self.previous)
             opening = threading.Lock()
 
