@@ -7,7 +7,6 @@ the same code runs unchanged over a paramiko `direct-tcpip` channel.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Mapping
 
@@ -16,6 +15,7 @@ from .statefiles import is_port
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
+    import socket
     from typing import Any
 
     SocketFactory = Callable[[float], Any]
@@ -25,9 +25,16 @@ RETRY_INTERVAL = 0.1
 MAX_STATUS_LINE = 8192
 
 
+def preload() -> None:
+    """Import what a check from this machine needs, e.g. while a service starts: not once it is up."""
+    import socket  # noqa: F401
+
+
 def tcp_connect(host: str, port: int, timeout: float) -> socket.socket:
     """A TCP connection from this machine. An ASCII name is resolved as bytes: a str would import the
     IDNA codec first (~1.5 ms of the warm path)."""
+    import socket
+
     name = host.encode("ascii") if host.isascii() else host
     return socket.create_connection((name, port), timeout=timeout)  # type: ignore[arg-type]
 
@@ -35,6 +42,8 @@ def tcp_connect(host: str, port: int, timeout: float) -> socket.socket:
 def resolves(host: str) -> bool:
     """Whether this machine can look `host` up; a temporary failure (no DNS server answering) counts
     as yes, since the name may well exist."""
+    import socket
+
     try:
         socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:

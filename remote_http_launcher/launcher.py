@@ -15,8 +15,8 @@ host and, for a tunnel, the function that opens it.
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -189,9 +189,8 @@ class Launcher:
         if batch and (problem := service.identity_problem(state, process)) is not None:
             return problem  # the scheduler says the job ended: no tunnel to where it ran, no check of its port
         if self.config.remote:
-            self._early_way_in = (state, Background(
-                "rhl-client", lambda: self._open_way_in(service, state, open_tunnel)))
-        first = Background("rhl-verify", lambda: handshake.check(interface, port, self.config.handshake, channel))
+            self._early_way_in = (state, Background(lambda: self._open_way_in(service, state, open_tunnel)))
+        first = Background(lambda: handshake.check(interface, port, self.config.handshake, channel))
         try:
             problem = None if batch else service.identity_problem(state, process)
             listener = self._listener_problem(service, state, port) if problem is None else None
@@ -378,6 +377,7 @@ class Launcher:
         last_raw: bytes | None = None
         last_change = last_check = time.monotonic()
         pause = FIRST_POLL
+        handshake.preload()  # while the service starts, not once it is up
         while True:
             raw = host.read(service.status_file)
             now = time.monotonic()
@@ -695,22 +695,27 @@ class LaunchLock(FileLock):
 
 
 class Background(Generic["T"]):
-    """A call running on a daemon thread; `result()` waits for it and returns or raises what it did."""
+    """A call running on a thread of its own (left behind at exit); `result()` waits for it and returns or
+    raises what it did. `_thread`, not `threading`: a first local launch imports no threading."""
 
-    def __init__(self, name: str, call: Callable[[], T]) -> None:
+    def __init__(self, call: Callable[[], T]) -> None:
         self._returned: list[T] = []
         self._raised: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, args=(call,), name=name, daemon=True)
-        self._thread.start()
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        _thread.start_new_thread(self._run, (call,))
 
     def _run(self, call: Callable[[], T]) -> None:
         try:
             self._returned.append(call())
         except BaseException as exc:  # handed to whoever asks for the result
             self._raised.append(exc)
+        finally:
+            self._done.release()
 
     def wait(self) -> None:
-        self._thread.join()
+        with self._done:
+            pass
 
     def result(self) -> T:
         self.wait()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Callable
 
@@ -54,7 +53,7 @@ class LockOwner(NamedTuple):
 
     def process_gone(self) -> bool:
         """The holder ran on this machine and has exited (or its PID now belongs to another process)."""
-        if self.machine is not None and self.machine != socket.gethostname():
+        if self.machine is not None and self.machine != machine_name():
             return False  # another machine's process: only the lock's age can tell
         current = process_identity(self.pid)
         return current is None or (self.started is not None and current != self.started)
@@ -73,7 +72,7 @@ class FileLock:
         """This process as the lock's owner, plus `extra` fields; one line (the launched service looks for
         the token in the first line: rhl_release_lock in sh/prelude.sh)."""
         pid = os.getpid()
-        return json.dumps({"owner": socket.gethostname(), "pid": pid, "started": process_identity(pid),
+        return json.dumps({"owner": machine_name(), "pid": pid, "started": process_identity(pid),
                            "time": time.time(), "token": self.token, **extra}).encode() + b"\n"
 
     def acquire(self, **extra: Any) -> bool:
@@ -135,3 +134,14 @@ class FileLock:
         if moved != seen and moved is not None:
             self.host.create_exclusive(self.path, moved)  # a fresh lock was moved by mistake: put it back
         self.host.remove(aside)
+
+
+def machine_name() -> str:
+    """This machine's host name, which a lock names as its owner: the kernel's node name, as
+    socket.gethostname() gives it (socket itself, where there is no uname: Windows)."""
+    uname = getattr(os, "uname", None)
+    if uname is not None:
+        return str(uname().nodename)
+    import socket
+
+    return socket.gethostname()

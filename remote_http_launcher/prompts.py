@@ -63,12 +63,14 @@ def jupyter_kernel() -> Prompt | None:
     them to that same cell's parent header; secrets go as `password: true`.
     A kernel interrupt while one is asked raises KeyboardInterrupt here.
     """
-    import threading
-
     from .progress import jupyter_kernel as running_kernel  # no IPython import outside a kernel
 
     kernel: Any = running_kernel()
-    if kernel is None or threading.current_thread() is not threading.main_thread():
+    if kernel is None:
+        return None
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
         return None
     get_parent = getattr(kernel, "get_parent", None)
     parent: Any = get_parent("shell") if callable(get_parent) else None

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     # A program's own file; libraries (prepare, a scheduler's submit) only define functions for the next file.
     Name = Literal["process_info", "group_alive", "port_listener", "process_origin", "key_processes", "signal_group",
-                   "kill_group", "service", "prepare", "launch", "submit", "job", "read_file", "read_status",
+                   "kill_group", "service", "prepare", "launch", "start", "submit", "job", "read_file", "read_status",
                    "slurm_submit", "slurm_query", "slurm_cancel", "pbs_submit", "pbs_query", "pbs_cancel",
                    "sge_submit", "sge_query", "sge_cancel", "oar_submit", "oar_query", "oar_cancel", "check"]
 

@@ -39,7 +39,7 @@ def texts() -> dict[str, str]:
     """Every program as `sh -c` gets it, libraries alone (after the prelude), and a job script."""
     found: dict[str, str] = {}
     for name in program_names():
-        if name in ("launch", "check"):
+        if name in ("launch", "start", "check"):
             found[name] = scripts.program("prepare", name)
         elif name == "submit":
             for scheduler in SCHEDULERS.values():
