@@ -439,3 +439,38 @@ def test_workdir_under_home_is_absolute_in_the_command_and_as_written_in_the_key
     record = json.loads((rhl_dir / "server" / "demo-my_work.json").read_text())  # the key as written
     assert record["command"] == dry.stdout.rstrip("\n")  # the dry run showed exactly what ran
     assert record["workdir"] == f"{client_home}/my work" and record["status"] == "running"
+
+
+SIGNALS_IGNORED = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                   "signal.signal(signal.SIGQUIT, signal.SIG_IGN); sys.argv = ['remote-http-launcher', *sys.argv[1:]]; "
+                   "runpy.run_module('remote_http_launcher', run_name='__main__')")
+
+
+def _ignored_signals(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        return next(int(line.split()[1], 16) for line in handle if line.startswith("SigIgn:"))
+
+
+def test_a_launcher_ignoring_ctrl_c_still_starts_a_service_that_heeds_it(rhl_dir: Path,
+                                                                          config_file: Callable[..., Path]) -> None:
+    """As a script's `remote-http-launcher cfg &` is: the service gets SIGINT and SIGQUIT at their defaults
+    (what the original's rhl-stop sends first), in a session of its own."""
+    proc = subprocess.run([sys.executable, "-c", SIGNALS_IGNORED, str(config_file())], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    pid = server_record(rhl_dir)["pid"]
+    assert _ignored_signals(pid) & (1 << (2 - 1) | 1 << (3 - 1)) == 0  # bits for SIGINT (2) and SIGQUIT (3)
+    assert getsid(pid) == pid
+
+
+def test_a_service_started_by_a_long_lived_caller_leaves_no_zombie(rhl_dir: Path,
+                                                                  config_file: Callable[..., Path]) -> None:
+    """The launcher spawns a local service as its own child: in a process that lives on (a notebook's
+    kernel, this test), the service is reaped once it ends."""
+    run(config_file())
+    pid = server_record(rhl_dir)["pid"]
+    killpg(pid, SIGKILL)
+    wait_for_gone = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < wait_for_gone:
+        time.sleep(0.01)
+    assert not os.path.exists(f"/proc/{pid}"), "the ended service is a zombie of its caller"
