@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from itertools import pairwise
@@ -257,6 +256,8 @@ def next_step(exc: LauncherError, args: SimpleNamespace | None) -> str:
     config = getattr(args, "config", None)
     if not isinstance(exc, ServiceFailedError) or config is None:
         return ""
+    import shlex
+
     return f"see the whole log with '{PROG} logs {shlex.quote(config)}'"
 
 

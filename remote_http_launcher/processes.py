@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import sys
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
@@ -154,6 +153,8 @@ def terminate(pid: int, *, force: bool = False) -> bool:
     """
     if sys.platform == "win32":
         return _windows_terminate(pid)
+    import signal  # only to signal: a first launch does not
+
     try:
         os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM) if force else signal.SIGTERM)
         if not force:  # a stopped process (SIGSTOP, a debugger) would hold the request until continued
