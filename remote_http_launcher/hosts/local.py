@@ -15,6 +15,9 @@ TYPE_CHECKING = False  # not typing's: a first launch here imports no typing (re
 if TYPE_CHECKING:
     from typing import Any
 
+# At their defaults in a service (as the original starts it), whatever the launcher ignores: SIGPIPE, which
+# Python ignores, and Ctrl-C's, which a launcher run as `remote-http-launcher cfg &` ignores.
+DEFAULT_SIGNALS = ("SIGINT", "SIGQUIT", "SIGPIPE")
 LOCAL_POLL_INTERVAL = 0.005  # a local status-file read is cheap: notice a ready service within milliseconds
 SHELL = "/bin/sh"
 
@@ -116,9 +119,9 @@ class LocalHost(Host):
         stdin, to_stdin = os.pipe()
         from_stdout, stdout = os.pipe()
         from_stderr, stderr = os.pipe()
+        defaults = [getattr(signal, name) for name in DEFAULT_SIGNALS if hasattr(signal, name)]
         try:
-            pid = os.posix_spawn(SHELL, argv, os.environ, setsid=True,
-                                 setsigdef=(signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE),
+            pid = os.posix_spawn(SHELL, argv, os.environ, setsid=True, setsigdef=defaults,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
                                                (os.POSIX_SPAWN_DUP2, stderr, 2)])
         except NotImplementedError:  # no POSIX_SPAWN_SETSID in this libc
