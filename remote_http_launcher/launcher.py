@@ -187,8 +187,8 @@ class Launcher:
         def channel(timeout: float) -> Any:
             return service.host.tcp_channel(interface, port, timeout)
 
-        def check_on_host() -> str | None:
-            return handshake.check(interface, port, self.config.handshake, channel)
+        def check_on_host(timeout: float = handshake.HANDSHAKE_TIMEOUT) -> str | None:
+            return handshake.check(interface, port, self.config.handshake, channel, timeout)
 
         self.progress.phase(f"checking port {port}")
         batch = job_of(state) is not None
@@ -208,8 +208,8 @@ class Launcher:
             return problem
         if first is not None:
             problem = first.result()  # raises what the check raised, e.g. a lost connection
-        elif not self._answered_here(state):
-            problem = check_on_host()
+        elif not self._answered_here(state):  # within what is left of the time both checks had side by side
+            problem = check_on_host(max(handshake.MIN_TIMEOUT, deadline - time.monotonic()))
         if problem is None and listener is None:
             return None
         time.sleep(handshake.RETRY_INTERVAL)

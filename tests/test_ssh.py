@@ -39,6 +39,8 @@ from remote_http_launcher import (
 from remote_http_launcher.config import Handshake
 from remote_http_launcher.handle import launch
 from remote_http_launcher.hosts.ssh import SSHHost
+from remote_http_launcher.launcher import VERIFY_TIMEOUT
+from remote_http_launcher.service import KILL_WAIT, STOP_TIMEOUT
 from remote_http_launcher.ssh.connection import connect
 from tests.conftest import ROOT
 from tests.posix import python_path
@@ -236,6 +238,26 @@ def test_a_reconnect_whose_own_handshake_passes_checks_nothing_more_on_the_serve
     new = remote_state(server, config["key"])
     assert new is not None and new["pid"] != state["pid"] and relaunched["port"] == new["port"]
     assert remote_alive(server, new["pid"])
+
+
+def test_a_service_that_stopped_answering_is_relaunched_on_reconnect(
+        ssh_config: Path, server: SSHServer, rhl_dir: Path, make_config: Callable[..., dict[str, Any]]) -> None:
+    """Stopped (SIGSTOP): its PID is the recorded one and its port takes connections, but nothing answers
+    there. This machine's handshake times out, then the server's is made, within the time the two had side by
+    side (not a second full timeout); stopping it takes STOP_TIMEOUT (SIGTERM waits while it is stopped), then
+    SIGKILL."""
+    config = make_config()
+    run(config)
+    old = remote_state(server, config["key"])
+    assert old is not None
+    server.run(f"kill -s STOP {old['pid']}")
+    (rhl_dir / "client" / f"{config['key']}.json").unlink()
+    started = time.monotonic()
+    payload = run(config)
+    elapsed = time.monotonic() - started
+    new = remote_state(server, config["key"])
+    assert new is not None and new["pid"] != old["pid"] and payload["port"] == new["port"]
+    assert elapsed < VERIFY_TIMEOUT + STOP_TIMEOUT + KILL_WAIT, elapsed
 
 
 def test_cli_launches_over_ssh_without_ssh_binary(ssh_config: Path, server: SSHServer, rhl_dir: Path,
