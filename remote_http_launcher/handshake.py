@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     SocketFactory = Callable[[float], Any]
 
 HANDSHAKE_TIMEOUT = 5.0
+MIN_TIMEOUT = 0.5  # a check near its deadline still gets this long
 RETRY_INTERVAL = 0.1
 MAX_STATUS_LINE = 8192
 
@@ -133,7 +134,7 @@ def wait_healthy(host: str, port: int, handshake: Handshake | None, deadline: fl
                  factory: SocketFactory | None = None) -> str | None:
     """Retry the check until it passes or the deadline (a `time.monotonic()` value) passes."""
     while True:
-        timeout = max(0.5, min(HANDSHAKE_TIMEOUT, deadline - time.monotonic()))
+        timeout = max(MIN_TIMEOUT, min(HANDSHAKE_TIMEOUT, deadline - time.monotonic()))
         problem = check(host, port, handshake, factory, timeout)
         if problem is None or time.monotonic() >= deadline:
             return problem

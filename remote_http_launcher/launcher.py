@@ -166,12 +166,15 @@ class Launcher:
         """Scenario 1: the recorded process is ours and alive, and it answers on its port.
 
         The process check (then, without a handshake, the port's listener) and
-        the first handshake do not depend on each other, so they run at the same
-        time (the process check may be done already: `process`, made by the host
-        along with the status file's read). So does step 4 for a remote service
-        (the client's way in and its own handshake, direct or through the
-        tunnel), which needs only the port: it starts here too, and step 4
-        collects it if this state passes.
+        the handshake do not depend on each other, so they run at the same time
+        (the process check may be done already: `process`, made by the host
+        along with the status file's read). For a remote service, step 4 (the
+        client's way in, direct or through the tunnel, and its own handshake),
+        which needs only the port, starts here too and step 4 collects it if
+        this state passes. Its handshake is the configured check of the same
+        port, so when it passes the host's own (over a channel: two more round
+        trips) is not made; only when it fails does the host's tell a service
+        that stopped answering (stale) from one this machine cannot reach.
         Retries (a service still binding its port) follow only once the
         process is known to be ours.
         """
@@ -184,25 +187,44 @@ class Launcher:
         def channel(timeout: float) -> Any:
             return service.host.tcp_channel(interface, port, timeout)
 
+        def check_on_host(timeout: float = handshake.HANDSHAKE_TIMEOUT) -> str | None:
+            return handshake.check(interface, port, self.config.handshake, channel, timeout)
+
         self.progress.phase(f"checking port {port}")
         batch = job_of(state) is not None
         if batch and (problem := service.identity_problem(state, process)) is not None:
             return problem  # the scheduler says the job ended: no tunnel to where it ran, no check of its port
+        checked_here = self.config.remote and not (open_tunnel is None and service.node(state))
         if self.config.remote:
             self._early_way_in = (state, Background(lambda: self._open_way_in(service, state, open_tunnel)))
-        first = Background(lambda: handshake.check(interface, port, self.config.handshake, channel))
+        first = None if checked_here else Background(check_on_host)
         try:
             problem = None if batch else service.identity_problem(state, process)
             listener = self._listener_problem(service, state, port) if problem is None else None
         finally:
-            first.wait()
+            if first is not None:
+                first.wait()
         if problem is not None:
             return problem
-        if first.result() is None and listener is None:  # raises what the check raised, e.g. a lost connection
+        if first is not None:
+            problem = first.result()  # raises what the check raised, e.g. a lost connection
+        elif not self._answered_here(state):  # within what is left of the time both checks had side by side
+            problem = check_on_host(max(handshake.MIN_TIMEOUT, deadline - time.monotonic()))
+        if problem is None and listener is None:
             return None
         time.sleep(handshake.RETRY_INTERVAL)
         return handshake.wait_healthy(interface, port, self.config.handshake, deadline, channel) \
             or self._listener_problem(service, state, port)
+
+    def _answered_here(self, state: ServerState) -> bool:
+        """The handshake of the way in `_verify` started for `state` passed. One that raised did not (step 4
+        raises it again)."""
+        if self._early_way_in is None or self._early_way_in[0] is not state:
+            return False
+        try:
+            return self._early_way_in[1].result()[1] is None
+        except Exception:
+            return False
 
     def _listener_problem(self, service: Service, state: ServerState, port: int) -> str | None:
         """Without a handshake, any listener would pass the check (sshd's port 22 too): the service's own

@@ -187,6 +187,16 @@ def test_status_file_comes_with_its_pid_start_time(any_host: Host, request: pyte
     assert any_host.read_status_file("k.json") == (record, SeenProcess(pid, None))
 
 
+def test_a_status_file_naming_another_users_process_comes_with_no_start_time(host: SSHHost) -> None:
+    """PID 1 is root's: not ours to signal, so no identity, as process_start_time says; a "pid" that is a
+    value, not the key, is passed over."""
+    path = f"{host.state_dir}/k.json"
+    record = b'{"status": "running", "kind": "pid", "pid": 1, "port": 1}\n'
+    host.write_atomic(path, record)
+    assert host.read_status_file("k.json") == (record, SeenProcess(1, None))
+    assert host.process_start_time(1) is None
+
+
 def test_identity_uses_what_was_seen_only_for_its_pid(rhl_dir: Path) -> None:
     host = LocalHost()
     pid = sleeper(host, None)

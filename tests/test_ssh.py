@@ -11,6 +11,7 @@ import getpass
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,8 @@ from remote_http_launcher import (
 from remote_http_launcher.config import Handshake
 from remote_http_launcher.handle import launch
 from remote_http_launcher.hosts.ssh import SSHHost
+from remote_http_launcher.launcher import VERIFY_TIMEOUT
+from remote_http_launcher.service import KILL_WAIT, STOP_TIMEOUT
 from remote_http_launcher.ssh.connection import connect
 from tests.conftest import ROOT
 from tests.posix import python_path
@@ -202,6 +205,59 @@ def test_launch_then_reconnect_without_relaunch(ssh_config: Path, server: SSHSer
     (rhl_dir / "client" / f"{config['key']}.json").unlink()  # forces the SSH path: read state, verify
     assert run(config) == payload
     assert remote_state(server, config["key"]) == state  # same PID, same launch: nothing restarted
+
+
+@pytest.mark.parametrize("persist", [0, 60], ids=["own-login", "broker"])
+def test_a_reconnect_whose_own_handshake_passes_checks_nothing_more_on_the_server(
+        persist: int, ssh_config: Path, server: SSHServer, rhl_dir: Path,
+        make_config: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Direct mode: the client's handshake is the configured check of the same port, so the server's own
+    (a direct-tcpip channel: two more round trips) is not made; a PID-reused record still is not trusted."""
+    from remote_http_launcher.broker.client import BrokeredHost
+
+    config = make_config(connection_persist=persist)
+    payload = run(config)
+    state = remote_state(server, config["key"])
+    assert state is not None and state["start_time"]
+    channels: list[tuple[str, int]] = []
+    for kind in (SSHHost, BrokeredHost):  # the channel requests of this process: its login's, or the broker's
+        def counted(host: Any, address: str, port: int, timeout: float, real: Any = kind.tcp_channel) -> Any:
+            channels.append((address, port))
+            return real(host, address, port, timeout)
+
+        monkeypatch.setattr(kind, "tcp_channel", counted)
+    (rhl_dir / "client" / f"{config['key']}.json").unlink()
+    assert run(config) == payload
+    assert remote_state(server, config["key"]) == state and channels == []
+
+    # The same live PID and answering port, another start time (the PID was reused): launched anew.
+    path = f"{REMOTE_STATE}/{config['key']}.json"
+    server.run(f"printf %s {shlex.quote(json.dumps({**state, 'start_time': 'proc:1'}))} > {path}")
+    (rhl_dir / "client" / f"{config['key']}.json").unlink()
+    relaunched = run(config)
+    new = remote_state(server, config["key"])
+    assert new is not None and new["pid"] != state["pid"] and relaunched["port"] == new["port"]
+    assert remote_alive(server, new["pid"])
+
+
+def test_a_service_that_stopped_answering_is_relaunched_on_reconnect(
+        ssh_config: Path, server: SSHServer, rhl_dir: Path, make_config: Callable[..., dict[str, Any]]) -> None:
+    """Stopped (SIGSTOP): its PID is the recorded one and its port takes connections, but nothing answers
+    there. This machine's handshake times out, then the server's is made, within the time the two had side by
+    side (not a second full timeout); stopping it takes STOP_TIMEOUT (SIGTERM waits while it is stopped), then
+    SIGKILL."""
+    config = make_config()
+    run(config)
+    old = remote_state(server, config["key"])
+    assert old is not None
+    server.run(f"kill -s STOP {old['pid']}")
+    (rhl_dir / "client" / f"{config['key']}.json").unlink()
+    started = time.monotonic()
+    payload = run(config)
+    elapsed = time.monotonic() - started
+    new = remote_state(server, config["key"])
+    assert new is not None and new["pid"] != old["pid"] and payload["port"] == new["port"]
+    assert elapsed < VERIFY_TIMEOUT + STOP_TIMEOUT + KILL_WAIT, elapsed
 
 
 def test_cli_launches_over_ssh_without_ssh_binary(ssh_config: Path, server: SSHServer, rhl_dir: Path,

@@ -189,8 +189,7 @@ class SSHHost(Host):
             return super().read_status_file(name)
         path = f"{self.state_dir}/{name}"
         with self._step("read", path):
-            found = self._read_in_shell(scripts.program("read_status"),
-                                       [str(statefiles.READ_LIMIT), path, scripts.program("process_info")])
+            found = self._read_in_shell(scripts.program("read_status"), [str(statefiles.READ_LIMIT), path])
         if found is None or found[0] not in (0, scripts.Exit.READ_ABSENT):
             return super().read_status_file(name)
         if found[0] == scripts.Exit.READ_ABSENT:

@@ -51,6 +51,21 @@ rhl_live() {
   case $rhl_state in Z|X) return 1 ;; esac
 }
 
+# rhl_process_info PID: rhl_info is "<kind>:<start>" of a live process we may signal, its identity across PID
+# reuse (/proc's start in clock ticks since boot, else `ps`'s start date); returns 1 when it is gone or not ours
+# to signal (another user's: kill -0 is refused).
+rhl_process_info() {
+  kill -0 "$1" 2>/dev/null || return 1
+  if [ -r "/proc/$1/stat" ]; then
+    rhl_live "$1" || return 1
+    rhl_info=proc:$rhl_start
+  else
+    rhl_info=$(ps -o lstart= -p "$1") || return 1
+    # shellcheck disable=SC2086  # split on purpose: one space between ps's fields
+    rhl_info=ps:$(set -f; echo $rhl_info)
+  fi
+}
+
 # rhl_release_lock LOCK TOKEN: removes the launch lock LOCK if it still holds TOKEN (locks.py writes it in the
 # first line): only the lock of the launch that started us, never one taken since.
 rhl_release_lock() {
