@@ -15,7 +15,8 @@ The layout mirrors a real cluster:
 Debian 12's SLURM 22.05 facts this relies on: `slurmd` is started with
 `nsenter --net` (`ip netns exec` remounts /sys, where slurmd then finds no
 cgroup filesystem); `proctrack/linuxproc`, `task/none`; the spool directory
-exists before slurmd starts; the munge key is 0400 and owned by `munge`.
+exists before slurmd starts; the munge key is 0400 and owned by `munge`. Pending jobs are looked at every
+2 s (`sched_interval`; SLURM's default minute is what a released job would otherwise wait).
 
 Fixture (module-scoped: one module uses it): ``slurm_cluster``. Without root or the packages
 (`.ci/run` installs slurmctld, slurmd, slurm-client and munge) it skips with
@@ -208,7 +209,7 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
-SchedulerParameters=batch_sched_delay=0
+SchedulerParameters=batch_sched_delay=0,sched_interval=2
 ReturnToService=2
 KillWait=5
 MpiDefault=none

@@ -28,7 +28,7 @@ from remote_http_launcher.connect import open_ssh
 from remote_http_launcher.errors import HostError
 from tests.conftest import alive
 from tests.ssh_client import ALIAS
-from tests.test_broker import ACCEPTED, brokers, get, write
+from tests.test_broker import ACCEPTED, brokers, get, listening_at, write
 
 if TYPE_CHECKING:
     from tests.remote import RemoteConfig
@@ -146,7 +146,7 @@ def test_a_flood_of_idle_clients_leaves_the_broker_serving(keyed_server: SSHServ
     config = write(tmp_path, "a", remote_config(keyed_server))
     ok(config, limit=(LOW_LIMIT, LOW_LIMIT))
     ((files, owner),) = live_brokers(rhl_dir / "brokers")
-    with flood(socket.AF_UNIX, str(files.socket)) as held:
+    with flood(socket.AF_UNIX, listening_at(files)) as held:
         assert closed_at_once(held) >= FLOOD - LOW_LIMIT // 4 - 8
         started = time.monotonic()
         assert "running" in ok("status", config, timeout=30)
@@ -188,7 +188,7 @@ def test_a_broker_out_of_descriptors_accepts_again(keyed_server: SSHServer, remo
     with contextlib.ExitStack() as floods:
         for payload in payloads:
             floods.enter_context(flood(socket.AF_INET, ("127.0.0.1", payload["port"]), every=False))
-        floods.enter_context(flood(socket.AF_UNIX, str(files.socket), every=False))
+        floods.enter_context(flood(socket.AF_UNIX, listening_at(files), every=False))
         time.sleep(1)
     time.sleep(2)
     assert "running" in ok("status", write(tmp_path, "t0", {**one, "key": f"{one['key']}-0"}), timeout=30)
@@ -236,7 +236,7 @@ def test_a_stopped_broker_holds_no_command(keyed_server: SSHServer, remote_confi
                 sock = socket.socket(socket.AF_UNIX)
                 sock.setblocking(False)
                 queued.append(sock)
-                sock.connect(str(files.socket))
+                sock.connect(listening_at(files))
         except BlockingIOError:
             pass
         finally:
@@ -253,7 +253,7 @@ def test_a_stopped_broker_holds_no_command(keyed_server: SSHServer, remote_confi
         assert f"pid {owner.pid}" in ok("disconnect", ALIAS, timeout=30)
         assert time.monotonic() - started < 15
         assert not alive(owner.pid)
-    assert not files.socket.exists() and not files.lock.exists() and not files.key.exists()
+    assert not Path(listening_at(files)).exists() and not files.lock.exists() and not files.key.exists()
 
 
 def test_a_broker_stopped_mid_command(keyed_server: SSHServer, rhl_dir: Path,

@@ -38,6 +38,7 @@ from remote_http_launcher.tunnels.lock import BROKER_MARKER as MARKER
 from tests.conftest import alive, cli
 from tests.remote import RemoteConfig
 from tests.ssh_client import ALIAS
+from tests.test_broker import listening_at
 from tests.test_windows import FakeKernel32
 
 if TYPE_CHECKING:
@@ -208,11 +209,11 @@ def test_an_impostor_of_the_same_user_runs_nothing(keyed_server: SSHServer, remo
     files.lock.parent.mkdir(mode=0o700, parents=True)
     files.key.write_bytes(os.urandom(32))
     files.key.chmod(0o600)
-    impostor = start_impostor(sys.executable, files.socket, files.key, pwned, proof)
+    impostor = start_impostor(sys.executable, Path(listening_at(files)), files.key, pwned, proof)
     try:
         files.lock.write_text(json.dumps({"owner": socket.gethostname(), "pid": impostor.pid,
                                           "started": process_identity(impostor.pid), "time": time.time(),
-                                          "token": "t", "target": ALIAS, "address": str(files.socket)}) + "\n")
+                                          "token": "t", "target": ALIAS, "address": listening_at(files)}) + "\n")
         config.write_text(yaml.safe_dump(remote_config(keyed_server)))  # with a broker: it finds the impostor
         status_goes_on(config, pwned)
     finally:
@@ -445,7 +446,7 @@ def test_a_huge_message_is_refused_unread(keyed_server: SSHServer, remote_config
     before = rss_kib(owner.pid)
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(10)
-        sock.connect(str(files.socket))
+        sock.connect(listening_at(files))
         server_nonce = read_frame(sock)
         if when == "after it":
             key = files.key.read_bytes()

@@ -636,7 +636,7 @@ def test_a_successor_still_queued_when_the_job_ends_is_waited_for_on_the_same_lo
         return client_file.exists() and state is not None and state["job_id"] == held \
             and state["status"] == "running"
 
-    # A released job waits for SLURM's next scheduling pass (sched_interval: up to a minute) to start.
+    # A released job waits for SLURM's next scheduling pass (the test cluster's sched_interval) to start.
     wait_for(handed_over, 150, "the released successor to take the tunnel over")
     assert json.loads(client_file.read_text())["port"] == payload["port"]
     assert get(payload["port"]) == 200
