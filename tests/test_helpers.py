@@ -20,6 +20,7 @@ import pytest
 from remote_http_launcher import run
 from tests.conftest import alive
 from tests.interop import cached_venv
+from tests.posix import SIGKILL, killpg
 
 ORIGINAL = "remote-http-launcher==0.4.5"
 #: The helpers of 0.4.5 that Seamless runs, which we ship; the others are documented as not shipped.
@@ -133,6 +134,7 @@ def test_stop_leaves_a_reused_pid_alone(rhl_dir: Path, demo_config: Factory, ori
     signals it; ours does not, says so as 0.4.5 says of a gone process, and marks the record stale."""
     launch(demo_config, "demo-reused")
     path = rhl_dir / "server" / "demo-reused.json"
+    service = json.loads(path.read_text())["pid"]  # the record will not name it: ended here, not by rhl_dir
     other = subprocess.Popen(["sleep", "60"])
     try:
         path.write_text(json.dumps(dict(json.loads(path.read_text()), pid=other.pid)))
@@ -142,6 +144,7 @@ def test_stop_leaves_a_reused_pid_alone(rhl_dir: Path, demo_config: Factory, ori
     finally:
         other.kill()
         other.wait()
+        killpg(service, SIGKILL)
 
 
 def persistent_tree(root: Path) -> None:
