@@ -132,7 +132,7 @@ class LocalHost(Host):
             for fd in (stdin, stdout, stderr):
                 with suppress(OSError):
                     os.close(fd)
-        with os.fdopen(to_stdin, "wb") as head, suppress(BrokenPipeError):  # read by SERVICE; gone if prepare failed
+        with suppress(BrokenPipeError), os.fdopen(to_stdin, "wb") as head:  # read by SERVICE; gone if prepare failed
             head.write(request.stdin)
         with os.fdopen(from_stdout, "rb") as out, os.fdopen(from_stderr, "rb") as err:
             answer, said = out.read(), err.read()  # both end when the shell becomes SERVICE, or exits
