@@ -23,7 +23,7 @@ from tests.conftest import cli
 from tests.gridengine import MAX_TIME, SLOTS
 from tests.remote import keeper_processes
 from tests.ssh_client import ALIAS, REMOTE_STATE, remote_state
-from tests.test_slurm import MAX_GAP, Poller, get, key_of, up, up_in_background, wait_for
+from tests.test_slurm import MAX_GAP, get, key_of, up, up_in_background, wait_for, watch_hand_over
 
 if TYPE_CHECKING:
     from tests.gridengine import GridEngineCluster
@@ -246,21 +246,7 @@ def test_a_job_near_its_h_rt_hands_its_tunnel_over_to_a_successor_on_the_same_lo
     """As on SLURM: renew_before seconds before h_rt ends, the tunnel's holder submits the key's next job and
     moves the same local port to it once it answers; the first job ends, one job runs, the successor."""
     config = job_config(options=["-l", "h_rt=60"], renew_before=40)
-    payload = up(config)
-    key = key_of(config)
-    first = remote_state(keyed_server, key)
-    assert first is not None and first["status"] == "running"
-    client_file = rhl_dir / "client" / f"{key}.json"
-    poller = Poller(payload["port"])
-
-    def handed_over() -> bool:
-        state = remote_state(keyed_server, key)
-        return state is not None and state["job_id"] != first["job_id"] and state["status"] == "running" \
-            and json.loads(client_file.read_text()).get("tunneled-port") == state["port"]
-
-    wait_for(handed_over, 90, "the tunnel to move to the successor job")
-    second = remote_state(keyed_server, key)
-    assert second is not None and second["successor_of"] == first["job_id"]
+    payload, first, second, poller, client_file = watch_hand_over(config, keyed_server, rhl_dir, 90)
     wait_for(lambda: first["job_id"] not in [job for job, _, _ in sge.jobs()], 30, "the first job to end")
     gap = poller.stop()
     assert gap <= MAX_GAP, poller.results

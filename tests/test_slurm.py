@@ -553,12 +553,11 @@ def successor_files(slurm: SlurmCluster, key: str) -> list[str]:
             name.endswith(".next")]
 
 
-def test_a_job_near_its_walltime_hands_its_tunnel_over_to_a_successor_on_the_same_local_port(
-        slurm: SlurmCluster, job_config: Callable[..., Path], keyed_server: SSHServer, rhl_dir: Path) -> None:
-    """renew_before seconds before the walltime ends, the keeper submits the key's next job, forwards the
-    same local port to it once it answers (a polling client sees no gap beyond MAX_GAP), rewrites the
-    status and client files, then ends the first job: one job runs, the successor."""
-    config = job_config(options=[WALLTIME], renew_before=RENEW_BEFORE)
+def watch_hand_over(config: Path, keyed_server: SSHServer, rhl_dir: Path,
+                    within: float) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], Poller, Path]:
+    """`up` a job config with `renew_before`, poll its local port, and wait until the key's record is a running
+    successor job the client file forwards to: (the client payload, the first job's record, the successor's,
+    the poller, the client file)."""
     payload = up(config)
     key = key_of(config)
     first = remote_state(keyed_server, key)
@@ -571,9 +570,21 @@ def test_a_job_near_its_walltime_hands_its_tunnel_over_to_a_successor_on_the_sam
         return state is not None and state["job_id"] != first["job_id"] and state["status"] == "running" \
             and json.loads(client_file.read_text()).get("tunneled-port") == state["port"]
 
-    wait_for(handed_over, 60 - RENEW_BEFORE + 60, "the tunnel to move to the successor job")
+    wait_for(handed_over, within, "the tunnel to move to the successor job")
     second = remote_state(keyed_server, key)
     assert second is not None and second["successor_of"] == first["job_id"]
+    return payload, first, second, poller, client_file
+
+
+def test_a_job_near_its_walltime_hands_its_tunnel_over_to_a_successor_on_the_same_local_port(
+        slurm: SlurmCluster, job_config: Callable[..., Path], keyed_server: SSHServer, rhl_dir: Path) -> None:
+    """renew_before seconds before the walltime ends, the keeper submits the key's next job, forwards the
+    same local port to it once it answers (a polling client sees no gap beyond MAX_GAP), rewrites the
+    status and client files, then ends the first job: one job runs, the successor."""
+    config = job_config(options=[WALLTIME], renew_before=RENEW_BEFORE)
+    payload, first, second, poller, client_file = watch_hand_over(config, keyed_server, rhl_dir,
+                                                                  60 - RENEW_BEFORE + 60)
+    key = key_of(config)
     wait_for(lambda: first["job_id"] not in [job for job, _, _ in slurm.jobs()], 20, "the first job to end")
     time.sleep(3 * POLL)
     gap = poller.stop()
