@@ -17,7 +17,6 @@ from ..statefiles import ClientPayload
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
-
     from ..prompts import Prompt
 
 PathLike = str | os.PathLike[str]
