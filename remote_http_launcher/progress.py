@@ -18,6 +18,8 @@ import sys
 import time
 from collections.abc import Mapping
 
+from .lazylog import Logger
+
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
     from typing import Any, TextIO
@@ -27,13 +29,7 @@ REDRAW_INTERVAL = 0.1
 CELL_REDRAW_INTERVAL = 0.25  # a cell's display is a message to the front end: a few updates a second suffice
 STILL_WAITING_INTERVAL = 10.0  # seconds between "still waiting" lines of a long phase, where there is no live line
 LOGGER = "remote_http_launcher"
-
-
-def _log(text: str) -> None:
-    """Log a phase; until something imports `logging` nobody can be listening (and the warm path skips it)."""
-    logging = sys.modules.get("logging")
-    if logging is not None:
-        logging.getLogger(LOGGER).info("%s", text)
+log = Logger(LOGGER)  # phases, for the log files
 
 
 def service_url(payload: Mapping[str, object]) -> str:
@@ -120,7 +116,7 @@ class Progress:
     def phase(self, text: str) -> None:
         self.current = text
         self._phase_start, self._waited_note = time.monotonic(), STILL_WAITING_INTERVAL
-        _log(text)
+        log.info("%s", text)
         if self.quiet:
             return
         if self.live:
@@ -130,7 +126,7 @@ class Progress:
 
     def warn(self, text: str) -> None:
         """A `warning:` line, shown at every level: something the user should fix."""
-        _log(f"warning: {text}")
+        log.info("warning: %s", text)
         self._clear()
         self._line(f"warning: {text}")
 
@@ -151,14 +147,14 @@ class Progress:
     def done(self, payload: Mapping[str, object], *, reused: bool) -> None:
         how = "reconnected" if reused else "ready"
         summary = f"{how}: {service_url(payload)} ({self.elapsed():.2f} s)"
-        _log(summary)
+        log.info("%s", summary)
         if not self.quiet:
             self._end(summary if self.live else f"{time.strftime('%H:%M:%S')} {self.elapsed():6.2f}s {summary}")
 
     def failed(self, what: str = "failed") -> None:
         """The call failed (or was interrupted): a live line must not be left saying it still works. Erased
         on a terminal (the error follows); in a Jupyter cell the display becomes `failed (N s)`."""
-        _log(f"{what} ({self.elapsed():.2f} s)")
+        log.info("%s (%.2f s)", what, self.elapsed())
         self._clear()
 
     def close(self) -> None:
@@ -226,7 +222,7 @@ class CellProgress(Progress):
             self._handle = None
 
     def failed(self, what: str = "failed") -> None:
-        _log(f"{what} ({self.elapsed():.2f} s)")
+        log.info("%s (%.2f s)", what, self.elapsed())
         with self._lock:
             if self._handle is not None and not self.quiet:  # a display is there: it says so, under it the error
                 self._show(f"{what} ({self.elapsed():.2f} s)")

@@ -298,8 +298,7 @@ def read_sealed(path: PathArg, what: str) -> bytes | None:
     if secret is None or data is None:
         return None
     seal, _, payload = data.partition(b"\n")
-    # Compared as seals of seals: equal or not, the time taken tells nothing of where they differ.
-    return payload if _seal(secret, seal) == _seal(secret, _seal(secret, payload)) else None
+    return payload if equal_digests(secret, seal, _seal(secret, payload)) else None
 
 
 def write_sealed(path: PathArg, payload: bytes) -> None:
@@ -316,13 +315,24 @@ def write_sealed(path: PathArg, payload: bytes) -> None:
 
 
 def _seal(secret: bytes, payload: bytes) -> bytes:
-    """Keyed BLAKE2b (a MAC by design). From `_blake2`, hashlib's own home of it, when there: importing
-    hashlib (or hmac) loads OpenSSL, a few ms of every warm run for one small digest."""
+    return keyed_digest(secret, payload).hex().encode()
+
+
+def keyed_digest(key: bytes, data: bytes) -> bytes:
+    """Keyed BLAKE2b of `data` (a MAC by design; an empty `key` gives the plain hash), SEAL_BYTES long. From
+    `_blake2`, hashlib's own home of it, when there: importing hashlib (or hmac) loads OpenSSL, a few ms
+    of every warm run and reconnect for one small digest."""
     try:
         from _blake2 import blake2b
     except ImportError:  # an interpreter without the module: the same function through hashlib
         from hashlib import blake2b
-    return blake2b(payload, key=secret, digest_size=SEAL_BYTES).hexdigest().encode()
+    return blake2b(data, key=key, digest_size=SEAL_BYTES).digest()
+
+
+def equal_digests(key: bytes, first: bytes, second: bytes) -> bool:
+    """`first == second` for MACs, compared as MACs of them: equal or not, the time taken tells nothing of
+    where they differ (an attacker cannot steer the keyed digests)."""
+    return keyed_digest(key, first) == keyed_digest(key, second)
 
 
 def _read_own(path: PathArg, *, private: bool = False) -> bytes | None:

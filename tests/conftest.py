@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -126,6 +127,30 @@ def cli(*args: str | Path, entry_point: bool = False, timeout: float = 60) -> su
     else:
         command = [sys.executable, "-m", "remote_http_launcher", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+IMPORT_PROBE = """
+import json, sys
+opened = []
+sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" else None)
+from remote_http_launcher.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "modules": sorted(sys.modules), "opened": opened}))
+"""
+
+
+def probe_imports(*args: str | Path) -> tuple[dict[str, Any], str]:
+    """The CLI in a subprocess without site (-S; an editable install's import hook, loaded by site, imports
+    pathlib itself), the package on PYTHONPATH: its exit code, the modules it imported and the files it
+    opened; and its stderr."""
+    import remote_http_launcher
+
+    package = Path(remote_http_launcher.__file__).parent
+    probe = subprocess.run([sys.executable, "-S", "-c", IMPORT_PROBE, *map(str, args)], capture_output=True,
+                           text=True, timeout=60, stdin=subprocess.DEVNULL,
+                           env={**os.environ, "PYTHONPATH": str(package.parent)})
+    assert probe.stdout.strip(), probe.stderr
+    return json.loads(probe.stdout.splitlines()[-1]), probe.stderr
 
 
 # ---------------------------------------------------------------- the SSH client side (see tests/ssh_client.py)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,6 +16,7 @@ import yaml
 import remote_http_launcher
 from remote_http_launcher import errors
 from remote_http_launcher.config import evaluate_key, load_config
+from tests.conftest import probe_imports
 
 PACKAGE = Path(remote_http_launcher.__file__).parent
 NAME = "remote_http_launcher"
@@ -32,7 +32,8 @@ EXPORTED = [
 WARM_PACKAGE_MODULES = {
     NAME, f"{NAME}._version", f"{NAME}.errors", f"{NAME}.cli", f"{NAME}.logsetup", f"{NAME}.progress",
     f"{NAME}.commands", f"{NAME}.commands.up", f"{NAME}.config", f"{NAME}.statefiles",
-    f"{NAME}.clientfile", f"{NAME}.handshake", f"{NAME}.locks", f"{NAME}.processes", f"{NAME}.records",
+    f"{NAME}.clientfile", f"{NAME}.handshake", f"{NAME}.lazylog", f"{NAME}.locks", f"{NAME}.processes",
+    f"{NAME}.records",
 }
 WARM_FORBIDDEN = ("paramiko", "sshtunnel", "http.client", "dataclasses", "tempfile", "yaml", "subprocess",
                   "cryptography", "asyncio", "inspect", "ast", "hashlib", "hmac", "logging",
@@ -88,7 +89,7 @@ def test_an_unknown_error_class_from_the_keeper_is_a_launcher_error() -> None:
 # The units (top-level modules and subpackages) from the bottom up: a unit imports only units of lower
 # layers (lazily or not, for types too), never one of its own layer or above. One layer a line.
 LAYERS = [
-    ["_version", "errors", "records"],
+    ["_version", "errors", "lazylog", "records"],
     ["plainyaml", "progress", "processes", "shellwords", "templates"],
     ["statefiles", "prompts"],
     ["config", "scripts"],
@@ -252,26 +253,12 @@ def test_the_state_machine_knows_no_keeper_and_no_front_end() -> None:
     assert not {m for m in reachable if m.startswith(tuple(f"{NAME}.{unit}" for unit in above))}
 
 
-WARM_PROBE = """
-import json, sys
-opened = []
-sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" else None)
-from remote_http_launcher.cli import main
-code = main(sys.argv[1:])
-print(json.dumps({"code": code, "modules": sorted(sys.modules), "opened": opened}))
-"""
-
-
 def test_the_warm_path_imports_only_what_it_needs(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
     config = config_file()
     first = subprocess.run([sys.executable, "-m", NAME, str(config)], capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
-    # Without site (-S) and with the package on PYTHONPATH: an editable install's import hook, loaded
-    # by site, imports pathlib itself. The warm path needs no other package.
-    probe = subprocess.run([sys.executable, "-S", "-c", WARM_PROBE, str(config)], capture_output=True, text=True,
-                           timeout=60, env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)})
-    assert "reconnected" in probe.stderr, probe.stderr  # the warm path, not a relaunch
-    result = json.loads(probe.stdout.splitlines()[-1])
+    result, stderr = probe_imports(config)  # the warm path needs no other package
+    assert "reconnected" in stderr, stderr  # the warm path, not a relaunch
     assert result["code"] == 0
     assert [path for path in result["opened"] if path.endswith(".sh")] == []  # no shell program is read
     modules = set(result["modules"])
@@ -318,10 +305,8 @@ def test_a_first_local_launch_imports_only_what_it_needs(rhl_dir: Path, tmp_path
                                                          demo_config: Callable[..., dict[str, Any]]) -> None:
     config = tmp_path / "service.yaml"
     config.write_text(yaml.safe_dump(demo_config(), width=2**16))  # one line a field, as people write them
-    probe = subprocess.run([sys.executable, "-S", "-c", WARM_PROBE, str(config)], capture_output=True, text=True,
-                           timeout=60, env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)})
-    assert "launched" in probe.stderr or "ready" in probe.stderr, probe.stderr
-    result = json.loads(probe.stdout.splitlines()[-1])
+    result, stderr = probe_imports(config)
+    assert "launched" in stderr or "ready" in stderr, stderr
     assert result["code"] == 0
     modules = set(result["modules"])
     assert [m for m in COLD_FORBIDDEN if m in modules] == []

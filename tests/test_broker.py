@@ -26,7 +26,7 @@ from remote_http_launcher.broker.client import BrokeredHost
 from remote_http_launcher.broker.registry import BrokerFiles, live_brokers
 from remote_http_launcher.config import load_config
 from remote_http_launcher.connect import open_host, open_ssh
-from tests.conftest import alive, cli, stop_brokers
+from tests.conftest import alive, cli, probe_imports, stop_brokers
 from tests.posix import SIGKILL
 from tests.remote import RemoteConfig, keeper_processes
 from tests.ssh_client import ALIAS
@@ -543,3 +543,21 @@ def test_a_run_whose_broker_dies_runs_again_in_a_new_broker(
     (second,) = brokers(rhl_dir)
     assert second not in killed and payload["keeper_pid"] == second and not reused
     assert get(dict(payload)) == 200
+
+
+#: Modules a reconnect through a live broker does without (a tenth of its time or more together, on loopback).
+RECONNECT_FORBIDDEN = ("paramiko", "multiprocessing", "logging", "subprocess", "hashlib", "hmac", "tempfile",
+                       "typing", "yaml")
+
+
+def test_a_reconnect_through_a_live_broker_imports_no_login_and_no_heavy_module(
+        keyed_server: SSHServer, remote_config: RemoteConfig, rhl_dir: Path, tmp_path: Path) -> None:
+    fields = remote_config(keyed_server)
+    config, client_file = write(tmp_path, "svc", fields), rhl_dir / "client" / f"{fields['key']}.json"
+    ok(config)
+    client_file.unlink()
+    before = logins(keyed_server)
+    result, stderr = probe_imports(config)
+    assert result["code"] == 0 and "launching" not in stderr and "ready" in stderr, stderr
+    assert client_file.exists() and logins(keyed_server) == before
+    assert [m for m in RECONNECT_FORBIDDEN if m in result["modules"]] == []

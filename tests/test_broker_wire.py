@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from multiprocessing.connection import Listener, Pipe
+from multiprocessing.connection import Connection, Listener, Pipe
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -516,3 +516,61 @@ def test_values_cross_as_data() -> None:
         protocol.parse_reply(["ok"])
     with pytest.raises(BrokerUnavailable):
         protocol.parse_reply(["exec", "x"])
+
+
+# ---------------------------------------------------------------- the client's socket framing
+
+
+def test_the_clients_socket_speaks_the_brokers_framing() -> None:
+    """A command's `SocketEndpoint` and the broker's `multiprocessing.connection` connection read each other's
+    messages, whatever their size (multiprocessing sends a short one with its header in one write, a long
+    one in two); one over the reader's limit is refused unread, and the end of the stream is EOFError."""
+    near, far = socket.socketpair(socket.AF_UNIX)
+    ours, theirs = protocol.SocketEndpoint(near), Connection(far.detach())
+    try:
+        assert not ours.poll(0.01)
+        for size in (0, 1, 16383, 16384, 100_000, 3 << 20):
+            payload = os.urandom(size)
+            sender = threading.Thread(target=ours.send_bytes, args=(payload,))
+            sender.start()
+            assert theirs.recv_bytes() == payload
+            sender.join()
+            sender = threading.Thread(target=theirs.send_bytes, args=(payload,))
+            sender.start()
+            assert ours.poll(5) and ours.recv_bytes(size) == payload
+            sender.join()
+        theirs.send_bytes(b"x" * 100)
+        with pytest.raises(OSError, match="bad message length"):
+            ours.recv_bytes(99)
+        assert ours.sock.fileno() == -1  # closed, as multiprocessing closes it
+    finally:
+        ours.close()
+        theirs.close()
+    near, far = socket.socketpair(socket.AF_UNIX)
+    ours = protocol.SocketEndpoint(near)
+    far.sendall(struct.pack("!i", 10) + b"short")  # a message cut off by its sender's end
+    far.close()
+    with pytest.raises(OSError, match="end of file"):
+        ours.recv_bytes()
+    ours.close()
+    near, far = socket.socketpair(socket.AF_UNIX)
+    ours = protocol.SocketEndpoint(near)
+    far.close()
+    assert ours.poll(1)
+    with pytest.raises(EOFError):
+        ours.recv_bytes()
+    ours.close()
+
+
+def test_a_key_file_the_broker_did_not_write_is_not_used(keyed_server: SSHServer, remote_config: RemoteConfig,
+                                                         rhl_dir: Path, tmp_path: Path) -> None:
+    """A key of another length than the broker writes (rewritten by hand, or by another version): the
+    command says why in its debug log and logs in itself; no traceback."""
+    config = write_config(tmp_path, remote_config(keyed_server))
+    assert cli(config).returncode == 0
+    ((files, owner),) = live_brokers(rhl_dir / "brokers")
+    files.key.write_bytes(os.urandom(protocol.KEY_BYTES * 3))
+    result = cli("status", config, "--log-level", "debug")
+    assert result.returncode == 0, result.stderr
+    assert f"its key file {files.key} is not one it wrote" in result.stderr and "Traceback" not in result.stderr
+    os.kill(owner.pid, 9)

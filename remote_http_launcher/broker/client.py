@@ -24,30 +24,28 @@ command's next call finds the broker stuck at the key proof, so logs in.
 
 from __future__ import annotations
 
+import _thread
 import functools
-import logging
+import os
 import socket
-import subprocess
 import sys
-import threading
 import time
-from multiprocessing.connection import Client, Connection
-from pathlib import Path
-from typing import Any
 
 from .. import prompts, statefiles
 from ..errors import AuthenticationError, BrokerUnavailable, HostError, LauncherError
 from ..hosts.base import Host
+from ..lazylog import Logger
 from ..processes import own_uid, windows_same_account
 from ..progress import Progress
-from ..prompts import Prompt
 from ..tunnels.lock import BROKER_MARKER
 from .protocol import (
     ANSWER,
     CANCEL,
+    KEY_BYTES,
     PROMPT,
     PROPERTIES,
     NoAnswer,
+    SocketEndpoint,
     Wire,
     parse_reply,
     peer,
@@ -56,6 +54,13 @@ from .protocol import (
     raise_reply,
 )
 from .registry import BrokerFiles, BrokerLock, is_broker
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..prompts import Prompt
+    from .protocol import Endpoint
 
 BUSY_WAIT = 120.0  # another command's broker may be waiting for its user to type a one-time code
 BUSY_POLL = 0.05
@@ -75,7 +80,7 @@ MAX_HANDED_LOGINS = 2
 REPEATABLE = frozenset({"home", "state_dir", "read", "read_state_file", "read_status_file", "mtime", "listdir",
                         "read_from", "process_start_time", "listens", "listening_ports",
                         "write_atomic", "remove", "info"})
-log = logging.getLogger("remote_http_launcher.broker")
+log = Logger("remote_http_launcher.broker")
 
 
 def request_timeout(method: str, args: tuple[Any, ...] | list[Any]) -> float:
@@ -132,6 +137,8 @@ def connect(files: BrokerFiles) -> Wire | None:
     authkey = statefiles.read_bytes(files.key)
     if not isinstance(address, str) or authkey is None:
         return None
+    if len(authkey) != KEY_BYTES:
+        raise BrokerUnavailable(f"connection broker: its key file {files.key} is not one it wrote")
     try:
         conn = open_connection(address)
     except TimeoutError as exc:  # a live broker that takes no one in: stuck, not starting
@@ -165,11 +172,13 @@ def connect(files: BrokerFiles) -> Wire | None:
     return wire
 
 
-def open_connection(address: str) -> Any:
+def open_connection(address: str) -> Endpoint:
     """A connection to the broker's socket within CONNECT_TIMEOUT (a stuck broker's queue fills up: a plain
     connect would wait there for good); OSError when none is made. Windows: its pipe client waits a bounded
     time itself, and its PipeConnection has the same methods."""
     if sys.platform == "win32":
+        from multiprocessing.connection import Client
+
         return Client(address)
     sock = socket.socket(socket.AF_UNIX)
     try:
@@ -187,12 +196,14 @@ def open_connection(address: str) -> Any:
     except BaseException:
         sock.close()
         raise
-    return Connection(sock.detach())
+    return SocketEndpoint(sock)
 
 
 def start(target: str, persist: float, prompt: Prompt | None, accept_new_host_key: bool = False) -> str:
     """Start a broker and relay its login questions; "ready", or "busy" when another one holds the lock."""
-    from ..tunnels.daemon import converse, popen_detached  # only to start a broker
+    import subprocess  # only to start a broker, as the two below
+
+    from ..tunnels.daemon import converse, popen_detached
 
     ask = prompt or prompts.default()
     argv = [sys.executable, "-m", BROKER_MARKER, "--target", target, "--persist", repr(persist)]
@@ -207,7 +218,7 @@ def start(target: str, persist: float, prompt: Prompt | None, accept_new_host_ke
         for pipe in (proc.stdin, proc.stdout):
             if pipe is not None:
                 pipe.close()
-    threading.Thread(target=proc.wait, daemon=True).start()  # reap it whenever it ends
+    _thread.start_new_thread(proc.wait, ())  # reap it whenever it ends
     if result is None:
         raise BrokerUnavailable("connection broker: the broker ended without a result")
     if "error" in result:
@@ -220,7 +231,8 @@ def stop_tunnel(broker: str, key: str) -> bool:
     """Ask the broker whose lock is at `broker` to end the tunnel of `key` (its other tunnels go on); False
     if it did not answer."""
     try:
-        return request(BrokerFiles.of(Path(broker).stem, Path(broker).parent), "tunnel_drop", key) is not None
+        name = os.path.splitext(os.path.basename(broker))[0]
+        return request(BrokerFiles.of(name, os.path.dirname(broker)), "tunnel_drop", key) is not None
     except BrokerUnavailable:
         return False
 
@@ -296,11 +308,11 @@ class BrokeredHost(Host):
         self.prompt = prompt
         self.files = attached[1]
         self.fallback: Host | None = None
-        self._local = threading.local()
+        self._local = _thread._local()
         self._local.wire = attached[0]
         self._all = [attached[0]]
-        self._lock = threading.Lock()
-        self._login = threading.Lock()  # one thread asks the user for the broker's login; the others wait
+        self._lock = _thread.allocate_lock()
+        self._login = _thread.allocate_lock()  # one thread asks the user for the broker's login; the others wait
         self._logins = 0  # logins handed to the broker by this command
 
     # ---- the calls ----
@@ -457,7 +469,7 @@ class BrokeredHost(Host):
         for wire in self._all:
             wire.close()
         self._all = []
-        self._local = threading.local()
+        self._local = _thread._local()
 
 
 class RelayedChannel:

@@ -12,8 +12,9 @@ the broker that its peer is a process of its own user; then the key proof,
 bound to the roles so that an end knowing no key cannot pass one client's
 answer to another as its own:
   broker → client   nonce_s
-  client → broker   nonce_c, HMAC(key, "client" nonce_s nonce_c)
-  broker → client   HMAC(key, "server" nonce_c nonce_s)
+  client → broker   nonce_c, MAC(key, "client" nonce_s nonce_c)
+  broker → client   MAC(key, "server" nonce_c nonce_s)
+(MAC: keyed BLAKE2b, statefiles.keyed_digest; compared as MACs of them, statefiles.equal_digests.)
 
 Requests: [method, [args], {keyword args}], where the methods are the relayed part of the
 `Host` interface (`RELAYED`), `info`, `login`, the tunnel requests of broker/tunnels.py
@@ -37,18 +38,36 @@ from __future__ import annotations
 
 import base64
 import builtins
-import hmac
 import json
-import logging
 import os
+import select
 import socket
 import struct
 import sys
 import time
-from typing import Any, NamedTuple, NoReturn, Protocol
 
+from .. import statefiles
 from ..errors import BrokerUnavailable, LauncherError
 from ..hosts.base import Host, Launch, ScriptResult, SeenProcess
+from ..records import NamedTuple
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
+if TYPE_CHECKING:
+    from typing import Any, NoReturn, Protocol
+
+    class Endpoint(Protocol):
+        """What both ends use of a connection: `SocketEndpoint`, or `multiprocessing.connection`'s (the
+        broker's Listener; a pipe on Windows)."""
+
+        def send_bytes(self, buf: bytes) -> None: ...
+
+        def recv_bytes(self, maxlength: int | None = None) -> bytes: ...
+
+        def poll(self, timeout: float | None = 0.0) -> bool: ...
+
+        def fileno(self) -> int: ...
+
+        def close(self) -> None: ...
 
 #: The Host interface as the broker relays it, each name with whether the call needs the broker's one SFTP
 #: session to itself (its request flights must not interleave). Properties are read, methods called. Every
@@ -79,30 +98,18 @@ NAMED_TUPLES: dict[str, type[tuple[Any, ...]]] = {"ScriptResult": ScriptResult, 
                                                    "Launch": Launch}
 MAX_MESSAGE = 16 << 20  # bytes of one request or reply; a longer one is refused before it is read
 NONCE = 32
-DIGEST = "sha256"
+KEY_BYTES = 32  # the authkey the broker writes (BLAKE2b takes up to 64)
 CLIENT_ROLE = b"client"
 SERVER_ROLE = b"server"
 HANDSHAKE_TIMEOUT = 5.0  # seconds for the whole key proof; a broker that does not answer in time is not used
 PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-log = logging.getLogger("remote_http_launcher.broker")
+#: `multiprocessing.connection`'s frame header, which the broker's Listener reads: a big-endian signed length
+#: (-1 would announce a longer one in 8 more bytes; no message of ours is that long).
+FRAME = struct.Struct("!i")
 
 
 class NoAnswer(BrokerUnavailable):
     """The other end did not answer in time: stopped, in a debugger, swapping (it may still act later)."""
-
-
-class Endpoint(Protocol):
-    """What both ends use of a `multiprocessing.connection` connection (a socket, or a pipe on Windows)."""
-
-    def send_bytes(self, buf: bytes) -> None: ...
-
-    def recv_bytes(self, maxlength: int | None = None) -> bytes: ...
-
-    def poll(self, timeout: float | None = 0.0) -> bool: ...
-
-    def fileno(self) -> int: ...
-
-    def close(self) -> None: ...
 
 
 def encode(value: Any) -> Any:
@@ -172,8 +179,56 @@ class Wire:
         self.conn.close()
 
 
+class SocketEndpoint:
+    """A client's Unix socket to the broker, in `multiprocessing.connection`'s framing (FRAME, then the
+    bytes), which the broker's Listener speaks: importing `multiprocessing` only for it would cost every
+    command a fifth of a reconnect (tests/test_broker_wire.py pins the two framings together)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def send_bytes(self, buf: bytes) -> None:
+        self.sock.sendall(FRAME.pack(len(buf)) + buf)
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        """The next message; EOFError at the end of the stream, OSError (and the socket closed) for a
+        message over `maxlength` bytes, unread, as multiprocessing's."""
+        (size,) = FRAME.unpack(self._read(FRAME.size, first=True))
+        if size < 0 or (maxlength is not None and size > maxlength):
+            self.close()
+            raise OSError("bad message length")
+        return self._read(size)
+
+    def _read(self, size: int, *, first: bool = False) -> bytes:
+        data = bytearray(size)
+        view, got = memoryview(data), 0
+        while got < size:
+            count = self.sock.recv_into(view[got:])
+            if not count:
+                if first and not got:
+                    raise EOFError
+                raise OSError("got end of file during message")
+            got += count
+        return bytes(data)
+
+    def poll(self, timeout: float | None = 0.0) -> bool:
+        """Whether a message (or the end of the stream) is there to read within `timeout` seconds."""
+        if sys.platform == "win32":  # a named pipe there: multiprocessing's PipeConnection
+            raise NotImplementedError("a Unix socket's endpoint")
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else -(-timeout * 1000 // 1)))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def proof(key: bytes, role: bytes, first: bytes, second: bytes) -> bytes:
-    return hmac.new(key, role + first + second, DIGEST).digest()
+    """What proves the key for `role`: a keyed BLAKE2b (a MAC by design; hmac would load OpenSSL)."""
+    return statefiles.keyed_digest(key, role + first + second)
 
 
 def prove_client(wire: Wire, key: bytes, timeout: float = HANDSHAKE_TIMEOUT) -> None:
@@ -185,7 +240,7 @@ def prove_client(wire: Wire, key: bytes, timeout: float = HANDSHAKE_TIMEOUT) -> 
     client_nonce = os.urandom(NONCE)
     wire.conn.send_bytes(client_nonce + proof(key, CLIENT_ROLE, server_nonce, client_nonce))
     answer = wire.receive_bytes(NONCE, max(0.0, deadline - time.monotonic()))
-    if not hmac.compare_digest(answer, proof(key, SERVER_ROLE, client_nonce, server_nonce)):
+    if not statefiles.equal_digests(key, answer, proof(key, SERVER_ROLE, client_nonce, server_nonce)):
         raise BrokerUnavailable("connection broker: it does not know the key")
 
 
@@ -195,8 +250,8 @@ def prove_server(wire: Wire, key: bytes, timeout: float = HANDSHAKE_TIMEOUT) -> 
     wire.conn.send_bytes(server_nonce)
     answer = wire.receive_bytes(2 * NONCE, timeout)
     client_nonce, claimed = answer[:NONCE], answer[NONCE:]
-    if len(client_nonce) != NONCE or not hmac.compare_digest(claimed, proof(key, CLIENT_ROLE, server_nonce,
-                                                                             client_nonce)):
+    if len(client_nonce) != NONCE or not statefiles.equal_digests(
+            key, claimed, proof(key, CLIENT_ROLE, server_nonce, client_nonce)):
         raise BrokerUnavailable("connection broker: the client does not know the key")
     wire.conn.send_bytes(proof(key, SERVER_ROLE, client_nonce, server_nonce))
 

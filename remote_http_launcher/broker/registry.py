@@ -24,18 +24,16 @@ at most 107 bytes):
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import NamedTuple
 
 from .. import statefiles
 from .._version import __version__
 from ..hosts.local import LocalHost
 from ..locks import FileLock, LockOwner
 from ..processes import own_uid, process_cmdline, process_uid
+from ..records import NamedTuple
 from ..tunnels.lock import BROKER_MARKER as MARKER
 
 DIRNAME = "brokers"
@@ -49,12 +47,17 @@ def broker_dir() -> Path:
 
 
 def destination_id(target: str) -> str:
-    """The broker's name for `target`: a hash of it, of the ~/.ssh/config text that resolves it and of our version."""
+    """The broker's name for `target`: a hash (BLAKE2b) of it, of the ~/.ssh/config text that resolves it and of
+    our version."""
     try:
         ssh_config = (Path.home() / ".ssh" / "config").read_bytes()  # ssh._paramiko would load paramiko
     except OSError:
         ssh_config = b""
-    return hashlib.sha256(b"\0".join((__version__.encode(), target.encode(), ssh_config))).hexdigest()[:ID_LENGTH]
+    return _name_of(b"\0".join((__version__.encode(), target.encode(), ssh_config)))
+
+
+def _name_of(data: bytes) -> str:
+    return statefiles.keyed_digest(b"", data).hex()[:ID_LENGTH]
 
 
 class BrokerFiles(NamedTuple):
@@ -65,8 +68,8 @@ class BrokerFiles(NamedTuple):
     tunnels: Path
 
     @classmethod
-    def of(cls, name: str, directory: Path | None = None) -> BrokerFiles:
-        base = (directory or broker_dir()) / name
+    def of(cls, name: str, directory: str | Path | None = None) -> BrokerFiles:
+        base = Path(directory or broker_dir(), name)
         return cls(*(base.with_suffix(suffix) for suffix in (".lock", ".key", ".sock", ".log", ".tunnels")))
 
     @classmethod
@@ -96,7 +99,9 @@ def short_socket_dir() -> Path:
     state directory is too long. Without user IDs (the POSIX-stripped test run) it is named by the state
     directory instead."""
     uid = own_uid()
-    name = str(uid) if uid is not None else hashlib.sha256(str(broker_dir()).encode()).hexdigest()[:ID_LENGTH]
+    import tempfile  # only for such a path
+
+    name = str(uid) if uid is not None else _name_of(str(broker_dir()).encode())
     directory = Path(tempfile.gettempdir()) / f"rhl-{name}"
     statefiles.ensure_private_dir(directory)
     statefiles.check_trusted(directory, "broker socket directory")

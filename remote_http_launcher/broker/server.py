@@ -30,7 +30,7 @@ from .. import statefiles
 from ..errors import BrokerUnavailable, LauncherError
 from ..processes import OUT_OF_FDS, connection_cap, own_uid, raise_fd_limit
 from ..tunnels.daemon import Report, detach, exit_on_signal, open_log
-from .protocol import Endpoint, Wire, peer, prove_server
+from .protocol import KEY_BYTES, Wire, peer, prove_server
 from .registry import BrokerFiles, BrokerLock, is_broker
 from .session import serve_session
 from .tunnels import Tunnels
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ..hosts.ssh import SSHHost
     from ..prompts import Prompt
     from ..tunnels.watch import Link
+    from .protocol import Endpoint
 
 IDLE_CHECK = 1.0
 LISTEN_BACKLOG = 64  # commands that connect at once wait in the queue, not refused
@@ -165,7 +166,7 @@ class Broker:
             finally:
                 if link is None:
                     host.close()
-            authkey = os.urandom(32)
+            authkey = os.urandom(KEY_BYTES)
             statefiles.write_atomic(self.files.key, authkey)
             address = self.files.address(self.lock.token)
             if sys.platform != "win32":

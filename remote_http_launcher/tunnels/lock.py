@@ -12,14 +12,17 @@ for the key (gone, or its PID now another process) is broken.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Any
 
 from ..clientfile import keeper_lock_path
 from ..hosts.local import LocalHost
 from ..locks import FileLock, LockOwner
 from ..processes import process_cmdline
-from ..statefiles import ClientPayload
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..statefiles import ClientPayload, PathArg
 
 #: The command lines of our tunnels' holders: `python -m` of the keeper and of the broker.
 MARKER = "remote_http_launcher.keeper"
@@ -91,7 +94,7 @@ class KeeperLock(FileLock):
     """`<key>.keeper.lock` beside the client connection file; `broker`: the id (lock path) of the broker
     that holds it, recorded so that `stop` asks that broker instead of signalling it."""
 
-    def __init__(self, client_path: Path, key: str, broker: str | None = None) -> None:
+    def __init__(self, client_path: PathArg, key: str, broker: str | None = None) -> None:
         super().__init__(LocalHost(), keeper_lock_path(client_path))
         self.key = key
         self.broker = broker
