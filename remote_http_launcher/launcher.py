@@ -68,7 +68,7 @@ class Launcher:
         self.key = key
         self.client_path = client_path
         self.progress = progress or Progress.silent()
-        self._early_way_in: tuple[ServerState, Background[WayIn]] | None = None  # step 4, started by _verify
+        self._early_way_in: tuple[ServerState, Background[WayIn]] | None = None  # step 4, started early
         self._watched: ServerState | None = None  # the service this run started or waits for (for Ctrl-C)
 
     def serve(self, host: Host, open_tunnel: TunnelOpener | None = None) -> tuple[ClientPayload, ServerState]:
@@ -125,6 +125,7 @@ class Launcher:
     # 2. The server status file.
     def _ensure_running(self, service: Service, open_tunnel: TunnelOpener | None = None) -> ServerState:
         launches = 0
+        self._guess_way_in(service, open_tunnel)
         while True:
             state, process = service.read_state_seen()
             if state is not None and state.status == "starting" and service.is_ours(state, process):
@@ -161,6 +162,23 @@ class Launcher:
                                   f"port {state.port} but {problem}", state, with_log=True,
                                   stop=partial(service.terminate, state))
 
+    def _guess_way_in(self, service: Service, open_tunnel: TunnelOpener | None) -> None:
+        """Step 4 for the record the host remembers from an earlier read (a connection broker does, from any
+        command's), started before the status file is read again: this machine's handshake then runs beside
+        that read instead of a round trip after it. It counts only for a fresh record with the same
+        contents (`_way_in_for`). Direct connections only: no tunnel is opened on a guess."""
+        if not self.config.remote or open_tunnel is not None:
+            return
+        guess = service.recalled_state()
+        if guess is not None and guess.status == "running" and guess.port is not None and job_of(guess) is None:
+            self._early_way_in = (guess, Background(lambda: self._open_way_in(service, guess, open_tunnel)))
+
+    def _way_in_for(self, state: ServerState) -> Background[WayIn] | None:
+        """Step 4 as started early for a record with the contents of `state` (`_verify`, `_guess_way_in`)."""
+        if self._early_way_in is None or self._early_way_in[0].data != state.data:
+            return None
+        return self._early_way_in[1]
+
     def _verify(self, service: Service, state: ServerState, open_tunnel: TunnelOpener | None = None,
                 process: SeenProcess | None = None) -> str | None:
         """Scenario 1: the recorded process is ours and alive, and it answers on its port.
@@ -195,7 +213,7 @@ class Launcher:
         if batch and (problem := service.identity_problem(state, process)) is not None:
             return problem  # the scheduler says the job ended: no tunnel to where it ran, no check of its port
         checked_here = self.config.remote and not (open_tunnel is None and service.node(state))
-        if self.config.remote:
+        if self.config.remote and self._way_in_for(state) is None:
             self._early_way_in = (state, Background(lambda: self._open_way_in(service, state, open_tunnel)))
         first = None if checked_here else Background(check_on_host)
         try:
@@ -219,10 +237,11 @@ class Launcher:
     def _answered_here(self, state: ServerState) -> bool:
         """The handshake of the way in `_verify` started for `state` passed. One that raised did not (step 4
         raises it again)."""
-        if self._early_way_in is None or self._early_way_in[0] is not state:
+        way_in = self._way_in_for(state)
+        if way_in is None:
             return False
         try:
-            return self._early_way_in[1].result()[1] is None
+            return way_in.result()[1] is None
         except Exception:
             return False
 
@@ -583,8 +602,9 @@ class Launcher:
     # 4. The client's way in.
     def _client_payload(self, service: Service, state: ServerState,
                         open_tunnel: TunnelOpener | None) -> ClientPayload:
-        if self._early_way_in is not None and self._early_way_in[0] is state:
-            payload, problem = self._early_way_in[1].result()  # started by _verify for this state
+        way_in = self._way_in_for(state)
+        if way_in is not None:
+            payload, problem = way_in.result()  # started by _verify or _guess_way_in for this record
         else:
             payload, problem = self._open_way_in(service, state, open_tunnel)
         port = handshake.port_of(payload, self.config.handshake)

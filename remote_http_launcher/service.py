@@ -95,6 +95,11 @@ class Service(NamedTuple):
         raw, seen = self.read_status_seen()
         return ServerState.parse(statefiles.decode(raw)), seen
 
+    def recalled_state(self) -> ServerState | None:
+        """The record as the host last read it for anyone (Host.recall_status_file): a guess, never a fact."""
+        raw = self.host.recall_status_file(f"{self.key}.json{self._suffix}")
+        return None if raw is None else ServerState.parse(statefiles.decode(raw))
+
     def stop_unrecorded(self, timeout: float = STOP_TIMEOUT) -> list[tuple[int, str]]:
         """Stop the processes a launch of this key started that its status file does not (or no longer)
         name: found by the marker in their environment (key_processes.sh), so a status file that is

@@ -147,7 +147,7 @@ def test_a_deep_state_directory_still_gets_a_broker(keyed_server: SSHServer, rem
         ((files, owner),) = live_brokers(state / "brokers")
         address = Path(owner.data["address"])
         assert len(os.fsencode(address)) <= 107 and address.parent.stat().st_mode & 0o777 == 0o700
-        assert "Traceback" not in files.log.read_text()
+        assert "Traceback" not in Path(files.log).read_text()
         ok("stop", config)
         assert f"pid {owner.pid}" in ok("disconnect", ALIAS)
         wait_gone(owner.pid)
@@ -239,7 +239,7 @@ def test_other_user_cannot_connect(keyed_server: SSHServer, client_home: Path,
     host = open_ssh(ALIAS, 60)
     try:
         files = BrokerFiles.for_target(ALIAS)
-        assert files.socket.exists() and files.key.stat().st_mode & 0o777 == 0o600
+        assert Path(files.socket).exists() and Path(files.key).stat().st_mode & 0o777 == 0o600
         probe = f"from multiprocessing.connection import Client; Client({str(files.socket)!r}, authkey=b'guess')"
         attempt = keyed_server.run(f"{keyed_server.python} -c {shlex.quote(probe)}")
         assert "PermissionError" in attempt.stderr, attempt.stderr
@@ -364,7 +364,7 @@ def test_broker_that_cannot_start_says_one_line_and_the_command_logs_in(keyed_se
                                                                          rhl_dir: Path, tmp_path: Path) -> None:
     """A broker that cannot open its log (here a directory is in its place) fails before it has one: one
     `warning:` line on the user's terminal, never a traceback, and the command goes on with its own login."""
-    log = BrokerFiles.for_target(ALIAS).log
+    log = Path(BrokerFiles.for_target(ALIAS).log)
     log.mkdir(parents=True)
     (log.with_name(log.name + ".1") / "in-the-way").mkdir(parents=True)  # the previous log's place, too
     result = cli(write(tmp_path, "a", remote_config(keyed_server)))
@@ -412,7 +412,7 @@ def test_new_broker_keeps_the_dead_brokers_log(keyed_server: SSHServer, remote_c
     wait_gone(first)
     ok("status", config)
     (second,) = brokers(rhl_dir)
-    log = BrokerFiles.for_target(ALIAS).log
+    log = Path(BrokerFiles.for_target(ALIAS).log)
     previous = log.with_name(log.name + ".1")
     assert f"broker {first} for" in previous.read_text()
     assert f"broker {second} for" in log.read_text() and f"broker {first} for" not in log.read_text()
@@ -547,7 +547,7 @@ def test_a_run_whose_broker_dies_runs_again_in_a_new_broker(
 
 #: Modules a reconnect through a live broker does without (a tenth of its time or more together, on loopback).
 RECONNECT_FORBIDDEN = ("paramiko", "multiprocessing", "logging", "subprocess", "hashlib", "hmac", "tempfile",
-                       "typing", "yaml")
+                       "typing", "yaml", "pathlib", "urllib", "base64", "encodings.idna")
 
 
 def test_a_reconnect_through_a_live_broker_imports_no_login_and_no_heavy_module(
@@ -561,3 +561,27 @@ def test_a_reconnect_through_a_live_broker_imports_no_login_and_no_heavy_module(
     assert result["code"] == 0 and "launching" not in stderr and "ready" in stderr, stderr
     assert client_file.exists() and logins(keyed_server) == before
     assert [m for m in RECONNECT_FORBIDDEN if m in result["modules"]] == []
+
+
+def test_the_broker_remembers_each_status_file_it_read_for_any_client(
+        keyed_server: SSHServer, remote_config: RemoteConfig, tmp_path: Path) -> None:
+    """What a command's read of a status file returned, the broker gives the next command without a round
+    trip (Host.recall_status_file), so that its handshake need not wait for its own read; a login of our
+    own remembers nothing."""
+    fields = remote_config(keyed_server)
+    ok(write(tmp_path, "svc", fields))
+    name = f"{fields['key']}.json"
+    host = open_ssh(ALIAS, 60)
+    try:
+        assert isinstance(host, BrokeredHost)
+        recalled = host.recall_status_file(name)
+        assert recalled is not None and json.loads(recalled)["status"] == "running"
+        assert recalled == host.read_status_file(name)[0]
+        assert host.recall_status_file("never-read.json") is None
+    finally:
+        host.close()
+    direct = open_ssh(ALIAS, 0)
+    try:
+        assert direct.read_status_file(name)[0] == recalled and direct.recall_status_file(name) is None
+    finally:
+        direct.close()

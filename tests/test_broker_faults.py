@@ -195,7 +195,7 @@ def test_a_broker_out_of_descriptors_accepts_again(keyed_server: SSHServer, remo
     assert logins(keyed_server) == before  # through the broker
     assert [get(payload) for payload in payloads] == [200, 200, 200]
     assert brokers(rhl_dir) == [owner.pid]
-    assert files.log.read_text().count("out of file descriptors") >= 1
+    assert Path(files.log).read_text().count("out of file descriptors") >= 1
 
 # ---------------------------------------------------------------- a broker alive but stuck (SIGSTOP)
 
@@ -253,7 +253,7 @@ def test_a_stopped_broker_holds_no_command(keyed_server: SSHServer, remote_confi
         assert f"pid {owner.pid}" in ok("disconnect", ALIAS, timeout=30)
         assert time.monotonic() - started < 15
         assert not alive(owner.pid)
-    assert not Path(listening_at(files)).exists() and not files.lock.exists() and not files.key.exists()
+    assert not Path(listening_at(files)).exists() and not Path(files.lock).exists() and not Path(files.key).exists()
 
 
 def test_a_broker_stopped_mid_command(keyed_server: SSHServer, rhl_dir: Path,
@@ -290,9 +290,9 @@ def test_a_broker_stopped_mid_command(keyed_server: SSHServer, rhl_dir: Path,
 
 def test_the_request_tables_name_relayed_requests() -> None:
     from remote_http_launcher.broker.client import REPEATABLE, SCRIPT_METHODS
-    from remote_http_launcher.broker.protocol import RELAYED
+    from remote_http_launcher.broker.protocol import RECALL, RELAYED
 
-    assert (REPEATABLE | SCRIPT_METHODS) - {"info"} <= set(RELAYED)
+    assert (REPEATABLE | SCRIPT_METHODS) - {"info", RECALL} <= set(RELAYED)
 
 
 # ---------------------------------------------------------------- a log of one huge line

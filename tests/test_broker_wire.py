@@ -130,11 +130,11 @@ def start_impostor(python: str, address: Path, key_file: Path, pwned: Path, proo
 def point_lock_at(files: BrokerFiles, address: Path, pid: int | None = None) -> None:
     """Rewrite the broker lock as a compromised state directory would let someone: another address, and
     (with `pid`) another process."""
-    record = json.loads(files.lock.read_text())
+    record = json.loads(Path(files.lock).read_text())
     record["address"] = str(address)
     if pid is not None:
         record.update(pid=pid, started=process_identity(pid))
-    files.lock.write_text(json.dumps(record) + "\n")
+    Path(files.lock).write_text(json.dumps(record) + "\n")
 
 
 def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
@@ -175,7 +175,7 @@ def test_a_broker_socket_of_another_user_is_refused(keyed_server: SSHServer, rem
     try:
         os.chown(den, other_user.uid, other_user.gid)
         stolen = den / "key"
-        stolen.write_bytes(files.key.read_bytes())
+        stolen.write_bytes(Path(files.key).read_bytes())
         os.chown(stolen, other_user.uid, other_user.gid)
         address = den / "sock"
         impostor = start_impostor(keyed_server.python, address, stolen, pwned, "multiprocessing", other_user)
@@ -206,12 +206,12 @@ def test_an_impostor_of_the_same_user_runs_nothing(keyed_server: SSHServer, remo
     config = write_config(tmp_path, remote_config(keyed_server, connection_persist=0))
     assert cli(config).returncode == 0
     files = BrokerFiles.for_target(ALIAS)
-    files.lock.parent.mkdir(mode=0o700, parents=True)
-    files.key.write_bytes(os.urandom(32))
-    files.key.chmod(0o600)
-    impostor = start_impostor(sys.executable, Path(listening_at(files)), files.key, pwned, proof)
+    Path(files.lock).parent.mkdir(mode=0o700, parents=True)
+    Path(files.key).write_bytes(os.urandom(32))
+    Path(files.key).chmod(0o600)
+    impostor = start_impostor(sys.executable, Path(listening_at(files)), Path(files.key), pwned, proof)
     try:
-        files.lock.write_text(json.dumps({"owner": socket.gethostname(), "pid": impostor.pid,
+        Path(files.lock).write_text(json.dumps({"owner": socket.gethostname(), "pid": impostor.pid,
                                           "started": process_identity(impostor.pid), "time": time.time(),
                                           "token": "t", "target": ALIAS, "address": listening_at(files)}) + "\n")
         config.write_text(yaml.safe_dump(remote_config(keyed_server)))  # with a broker: it finds the impostor
@@ -286,8 +286,8 @@ def test_on_windows_the_pipe_must_be_served_by_the_locks_broker_of_our_account(
     kernel32 and advapi32 (ctypes' windll); the pipe is a Unix socket here."""
     key = os.urandom(32)
     files = BrokerFiles.of("b", tmp_path)
-    files.key.write_bytes(key)
-    files.lock.write_text(json.dumps({"owner": socket.gethostname(), "pid": LOCK_PID, "started": "win:31:2718",
+    Path(files.key).write_bytes(key)
+    Path(files.lock).write_text(json.dumps({"owner": socket.gethostname(), "pid": LOCK_PID, "started": "win:31:2718",
                                       "time": time.time(), "token": "t", "address": str(files.socket)}))
     accepted = served_by == LOCK_PID and account == "me"
     proven: list[bool] = []
@@ -449,7 +449,7 @@ def test_a_huge_message_is_refused_unread(keyed_server: SSHServer, remote_config
         sock.connect(listening_at(files))
         server_nonce = read_frame(sock)
         if when == "after it":
-            key = files.key.read_bytes()
+            key = Path(files.key).read_bytes()
             client_nonce = os.urandom(protocol.NONCE)
             sock.sendall(frame(client_nonce + protocol.proof(key, protocol.CLIENT_ROLE, server_nonce, client_nonce)))
             assert read_frame(sock) == protocol.proof(key, protocol.SERVER_ROLE, client_nonce, server_nonce)
@@ -509,7 +509,11 @@ def test_values_cross_as_data() -> None:
         protocol.encode(object())
     with pytest.raises(TypeError):
         protocol.encode({1: "not a str key"})
-    for bad in ({"a": 1, "b": 2}, {"n": ["Popen", []]}, {"b": "not base64!"}, {"x": 1}):
+    for size in range(70):  # bytes as base64: every length of the last quad
+        data = os.urandom(size)
+        assert protocol.decode(json.loads(json.dumps(protocol.encode(data)))) == data
+    for bad in ({"a": 1, "b": 2}, {"n": ["Popen", []]}, {"b": "not base64!"}, {"b": "YQ= "}, {"b": "YQ"},
+                {"b": "Y=Q="}, {"b": "="}, {"b": "YQ==\n"}, {"b": "é"}, {"x": 1}):
         with pytest.raises(ValueError):
             protocol.decode(bad)
     with pytest.raises(BrokerUnavailable):
@@ -569,7 +573,7 @@ def test_a_key_file_the_broker_did_not_write_is_not_used(keyed_server: SSHServer
     config = write_config(tmp_path, remote_config(keyed_server))
     assert cli(config).returncode == 0
     ((files, owner),) = live_brokers(rhl_dir / "brokers")
-    files.key.write_bytes(os.urandom(protocol.KEY_BYTES * 3))
+    Path(files.key).write_bytes(os.urandom(protocol.KEY_BYTES * 3))
     result = cli("status", config, "--log-level", "debug")
     assert result.returncode == 0, result.stderr
     assert f"its key file {files.key} is not one it wrote" in result.stderr and "Traceback" not in result.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -244,3 +245,78 @@ def test_a_stock_server_whose_port_another_process_holds_is_not_running(tmp_path
         launcher(tmp_path, command="serve --port {port}", startup_timeout=0.5).serve(host)
     assert host.ran.count("launch") == 2
     assert host.json(status_file(host))["status"] == "starting"
+
+
+# ---------------------------------------------------------------- a record the host remembers
+
+
+def counting_server(gets: list[str]) -> ThreadingHTTPServer:
+    """A real HTTP server on 127.0.0.1 answering /healthcheck, each GET's path appended to `gets` first."""
+
+    class Counting(Healthcheck):
+        def do_GET(self) -> None:
+            gets.append(self.path)
+            super().do_GET()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+def remote_launcher(tmp_path: Path) -> Launcher:
+    return launcher(tmp_path, ssh_hostname="fakehost", hostname="127.0.0.1")
+
+
+def test_a_remembered_record_is_checked_beside_the_read_of_the_status_file(
+        tmp_path: Path, host: FakeHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that remembers the status file (a connection broker) gives the port before the file is read
+    again: this machine's handshake is under way while the read is, and is not made a second time."""
+    gets: list[str] = []
+    server = counting_server(gets)
+    port = server.server_address[1]
+    pid = host.start(listens=(port,))
+    host.write_json(status_file(host), {"status": "running", "pid": pid, "port": port,
+                                        "start_time": host.processes[pid].start_time})
+    remembered = host.files[status_file(host)]
+    monkeypatch.setattr(host, "recall_status_file", lambda name: remembered if name == f"{KEY}.json" else None)
+    read_status_file, waited = host.read_status_file, []
+
+    def read_after_the_handshake(name: str) -> Any:
+        deadline = time.monotonic() + 5
+        while not gets and time.monotonic() < deadline:
+            time.sleep(0.01)
+        waited.append(bool(gets))
+        return read_status_file(name)
+
+    monkeypatch.setattr(host, "read_status_file", read_after_the_handshake)
+    try:
+        payload, state = remote_launcher(tmp_path).serve(host)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert waited == [True] and gets == ["/healthcheck"]
+    assert (payload["hostname"], payload["port"], state.pid) == ("127.0.0.1", port, pid)
+
+
+def test_a_remembered_record_that_changed_since_is_not_taken(tmp_path: Path, host: FakeHost,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host remembers an older record (another port, which still answers): the run checks and gives
+    the port of the record it reads now."""
+    old_gets: list[str] = []
+    new_gets: list[str] = []
+    old, new = counting_server(old_gets), counting_server(new_gets)
+    pid = host.start(listens=(new.server_address[1],))
+    record = {"status": "running", "pid": pid, "port": new.server_address[1],
+              "start_time": host.processes[pid].start_time}
+    host.write_json(status_file(host), record)
+    remembered = json.dumps({**record, "port": old.server_address[1]}).encode()
+    monkeypatch.setattr(host, "recall_status_file", lambda name: remembered)
+    try:
+        payload = remote_launcher(tmp_path).serve(host)[0]
+        assert payload["port"] == new.server_address[1] and new_gets == ["/healthcheck"]
+        assert json.loads((tmp_path / "client.json").read_text())["port"] == new.server_address[1]
+        assert "launch" not in host.ran
+    finally:
+        for server in (old, new):
+            server.shutdown()
+            server.server_close()

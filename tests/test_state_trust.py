@@ -355,10 +355,10 @@ def test_a_planted_broker_is_refused_before_connecting(layout: str, users: Users
     monkeypatch.setenv("REMOTE_HTTP_LAUNCHER_DIR", str(base))
     monkeypatch.setenv("HOME", str(scene.home))  # the broker's name hashes the victim's (absent) ~/.ssh/config
     files = BrokerFiles.for_target("victimhost")
-    scene.own(files.lock.parent, users.attacker, 0o777)
+    scene.own(Path(files.lock).parent, users.attacker, 0o777)
     authkey = secrets.token_bytes(32)
-    scene.plant(files.key, authkey, users.attacker)
-    scene.plant(files.lock, json.dumps({"pid": 1, "token": "t", "address": str(files.socket)}).encode(),
+    scene.plant(Path(files.key), authkey, users.attacker)
+    scene.plant(Path(files.lock), json.dumps({"pid": 1, "token": "t", "address": str(files.socket)}).encode(),
                 users.attacker)
     ready = scene.shared / "ready"
     listener = subprocess.Popen(user_argv(users.attacker.uid, users.python, "-c", BROKER, str(files.socket),
@@ -370,7 +370,8 @@ def test_a_planted_broker_is_refused_before_connecting(layout: str, users: Users
             result = victim_runs(users, scene, base, *command)
             assert not scene.marker.exists()
             assert not Path(f"{ready}.connected").exists()
-            assert one_line_refusal(result, *expected("broker directory", files.lock.parent)), (command, result.stderr)
+            assert one_line_refusal(result, *expected("broker directory", Path(files.directory))), \
+                (command, result.stderr)
     finally:
         listener.kill()
         listener.wait()

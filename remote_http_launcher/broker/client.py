@@ -44,6 +44,7 @@ from .protocol import (
     KEY_BYTES,
     PROMPT,
     PROPERTIES,
+    RECALL,
     NoAnswer,
     SocketEndpoint,
     Wire,
@@ -77,7 +78,7 @@ SCRIPT_METHODS = frozenset({"run_script", "launch"})
 #: second run leaves what the first would (not a create, rename, script, launch, signal or tunnel request).
 #: Logins a command hands to a broker whose link waits for one (a second: the link was lost again meanwhile).
 MAX_HANDED_LOGINS = 2
-REPEATABLE = frozenset({"home", "state_dir", "read", "read_state_file", "read_status_file", "mtime", "listdir",
+REPEATABLE = frozenset({"home", "state_dir", "read", "read_state_file", "read_status_file", RECALL, "mtime", "listdir",
                         "read_from", "process_start_time", "listens", "listening_ports",
                         "write_atomic", "remove", "info"})
 log = Logger("remote_http_launcher.broker")
@@ -231,7 +232,7 @@ def stop_tunnel(broker: str, key: str) -> bool:
     """Ask the broker whose lock is at `broker` to end the tunnel of `key` (its other tunnels go on); False
     if it did not answer."""
     try:
-        name = os.path.splitext(os.path.basename(broker))[0]
+        name = os.path.splitext(os.path.basename(broker))[0]  # the broker's id: its lock's path
         return request(BrokerFiles.of(name, os.path.dirname(broker)), "tunnel_drop", key) is not None
     except BrokerUnavailable:
         return False
@@ -458,6 +459,10 @@ class BrokeredHost(Host):
 
     def info(self) -> dict[str, Any]:
         return dict(self.call("info"))
+
+    def recall_status_file(self, name: str) -> bytes | None:
+        found = self.call(RECALL, name)
+        return found if isinstance(found, bytes) else None
 
     def close(self) -> None:
         with self._lock:

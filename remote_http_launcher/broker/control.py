@@ -44,7 +44,7 @@ def connections() -> list[Connection]:
                       "last_use": time.time() - idle if isinstance(idle, (int, float)) else None,
                       "sessions": info.get("sessions"), "tunnels": info.get("tunnels"),
                       "persist": persist if isinstance(persist, (int, float)) else None,
-                      "current": isinstance(target, str) and files.lock.stem == destination_id(target),
+                      "current": isinstance(target, str) and files.name == destination_id(target),
                       "link": info["link"] if isinstance(info.get("link"), str) else None})
     return found
 

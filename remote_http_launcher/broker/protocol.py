@@ -17,7 +17,7 @@ answer to another as its own:
 (MAC: keyed BLAKE2b, statefiles.keyed_digest; compared as MACs of them, statefiles.equal_digests.)
 
 Requests: [method, [args], {keyword args}], where the methods are the relayed part of the
-`Host` interface (`RELAYED`), `info`, `login`, the tunnel requests of broker/tunnels.py
+`Host` interface (`RELAYED`), `info`, `login`, `recall_status_file` (RECALL), the tunnel requests of broker/tunnels.py
 (`tunnel_claim`, `tunnel_open`, `tunnel_keep`, `tunnel_drop`), and the
 socket-like channel `tcp_channel` returns, driven call by call (`channel_send`,
 `channel_recv`, `channel_close`) so the handshake code runs unchanged through the broker.
@@ -36,10 +36,11 @@ restored with that login, and the client then repeats its call.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import builtins
 import json
 import os
+import re
 import select
 import socket
 import struct
@@ -83,6 +84,9 @@ RELAYED: dict[str, bool] = {
 NOT_RELAYED = {
     "tcp_channel": "its socket-like channel stays in the broker; the client drives it by number (channel_*)",
 }
+#: The broker's own answer to Host.recall_status_file: what its last read_status_file of the name returned,
+#: for whichever client made it (session.py keeps them).
+RECALL = "recall_status_file"
 PROPERTIES = frozenset(name for name in RELAYED if isinstance(getattr(Host, name), property))
 OS_ERRORS = frozenset({"FileNotFoundError", "FileExistsError", "PermissionError", "ConnectionRefusedError",
                        "ConnectionResetError", "TimeoutError", "OSError", "EOFError"})
@@ -106,6 +110,7 @@ PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 #: `multiprocessing.connection`'s frame header, which the broker's Listener reads: a big-endian signed length
 #: (-1 would announce a longer one in 8 more bytes; no message of ours is that long).
 FRAME = struct.Struct("!i")
+BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 class NoAnswer(BrokerUnavailable):
@@ -118,7 +123,7 @@ def encode(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"b": base64.b64encode(value).decode("ascii")}
+        return {"b": binascii.b2a_base64(value, newline=False).decode("ascii")}
     if isinstance(value, tuple):
         name = type(value).__name__
         items = [encode(item) for item in value]
@@ -140,7 +145,7 @@ def decode(data: Any) -> Any:
         raise ValueError("an untagged object")
     ((tag, inner),) = data.items()
     if tag == "b" and isinstance(inner, str):
-        return base64.b64decode(inner, validate=True)
+        return _unbase64(inner)
     if tag == "t" and isinstance(inner, list):
         return tuple(decode(item) for item in inner)
     if tag == "d" and isinstance(inner, dict):
@@ -149,6 +154,15 @@ def decode(data: Any) -> Any:
             and isinstance(inner[1], list):
         return NAMED_TUPLES[inner[0]](*(decode(item) for item in inner[1]))
     raise ValueError(f"an unknown tag {tag!r}")
+
+
+def _unbase64(text: str) -> bytes:
+    """The bytes `encode` wrote as base64 (its alphabet, whole quads, padding at the end only); binascii.Error
+    for any other text, which binascii alone would decode skipping what it does not know. (Not the base64
+    module: a reconnect's import time.)"""
+    if len(text) % 4 or not BASE64.fullmatch(text):
+        raise binascii.Error("not base64")
+    return binascii.a2b_base64(text)
 
 
 class Wire:

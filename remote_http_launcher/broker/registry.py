@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from .. import statefiles
 from .._version import __version__
@@ -42,15 +41,16 @@ MAX_SOCKET_PATH = 107  # bytes of a Unix socket's path (sun_path, its terminatin
 PARTIAL_GRACE = 5.0  # an unparsable lock younger than this is a create still being written
 
 
-def broker_dir() -> Path:
-    return Path(statefiles.base_dir(), DIRNAME)
+def broker_dir() -> str:
+    return os.path.join(statefiles.base_dir(), DIRNAME)
 
 
 def destination_id(target: str) -> str:
     """The broker's name for `target`: a hash (BLAKE2b) of it, of the ~/.ssh/config text that resolves it and of
     our version."""
     try:
-        ssh_config = (Path.home() / ".ssh" / "config").read_bytes()  # ssh._paramiko would load paramiko
+        with open(os.path.join(os.path.expanduser("~"), ".ssh", "config"), "rb") as file:  # not ssh.config:
+            ssh_config = file.read()  # that would load paramiko
     except OSError:
         ssh_config = b""
     return _name_of(b"\0".join((__version__.encode(), target.encode(), ssh_config)))
@@ -61,25 +61,36 @@ def _name_of(data: bytes) -> str:
 
 
 class BrokerFiles(NamedTuple):
-    lock: Path
-    key: Path
-    socket: Path
-    log: Path
-    tunnels: Path
+    """The paths of one broker's files (strings: a command that finds its broker imports no pathlib)."""
+
+    lock: str
+    key: str
+    socket: str
+    log: str
+    tunnels: str
 
     @classmethod
-    def of(cls, name: str, directory: str | Path | None = None) -> BrokerFiles:
-        base = Path(directory or broker_dir(), name)
-        return cls(*(base.with_suffix(suffix) for suffix in (".lock", ".key", ".sock", ".log", ".tunnels")))
+    def of(cls, name: str, directory: str | os.PathLike[str] | None = None) -> BrokerFiles:
+        base = os.path.join(directory or broker_dir(), name)
+        return cls(*(base + suffix for suffix in (".lock", ".key", ".sock", ".log", ".tunnels")))
 
     @classmethod
     def for_target(cls, target: str) -> BrokerFiles:
         return cls.of(destination_id(target))
 
+    @property
+    def name(self) -> str:
+        """The broker's id (destination_id), its files' common name."""
+        return os.path.splitext(os.path.basename(self.lock))[0]
+
+    @property
+    def directory(self) -> str:
+        return os.path.dirname(self.lock)
+
     def check_trusted(self) -> None:
         """Refuse a broker directory, lock or key another user could have planted (statefiles.check_trusted):
         the lock names where we connect and the key is the secret we prove there."""
-        statefiles.check_trusted(self.lock.parent, "broker directory")
+        statefiles.check_trusted(self.directory, "broker directory")
         statefiles.check_trusted(self.lock, "broker lock")
         statefiles.check_trusted(self.key, "broker key")
 
@@ -88,13 +99,13 @@ class BrokerFiles(NamedTuple):
         path longer than a Unix socket may have (a deep state directory) moves to a private directory of
         ours in the temporary directory (`short_socket_dir`); the lock records where."""
         if sys.platform == "win32":
-            return rf"\\.\pipe\remote-http-launcher-{self.lock.stem}-{token}"
+            return rf"\\.\pipe\remote-http-launcher-{self.name}-{token}"
         if len(os.fsencode(self.socket)) <= MAX_SOCKET_PATH:
-            return str(self.socket)
-        return str(short_socket_dir() / self.socket.name)
+            return self.socket
+        return os.path.join(short_socket_dir(), os.path.basename(self.socket))
 
 
-def short_socket_dir() -> Path:
+def short_socket_dir() -> str:
     """`<tmp>/rhl-<uid>` (0700 and ours, checked as the state directory is), for sockets whose path in the
     state directory is too long. Without user IDs (the POSIX-stripped test run) it is named by the state
     directory instead."""
@@ -102,7 +113,7 @@ def short_socket_dir() -> Path:
     import tempfile  # only for such a path
 
     name = str(uid) if uid is not None else _name_of(str(broker_dir()).encode())
-    directory = Path(tempfile.gettempdir()) / f"rhl-{name}"
+    directory = os.path.join(tempfile.gettempdir(), f"rhl-{name}")
     statefiles.ensure_private_dir(directory)
     statefiles.check_trusted(directory, "broker socket directory")
     return directory
@@ -128,7 +139,7 @@ class BrokerLock(FileLock):
     """`<id>.lock`: held by the broker from before its login until it exits."""
 
     def __init__(self, files: BrokerFiles) -> None:
-        super().__init__(LocalHost(), str(files.lock))
+        super().__init__(LocalHost(), files.lock)
         self.files = files
 
     def break_if_gone(self, raw: bytes | None) -> bool:
@@ -136,13 +147,17 @@ class BrokerLock(FileLock):
         return self.break_if_stale(raw, is_broker, PARTIAL_GRACE)
 
 
-def live_brokers(directory: Path | None = None) -> list[tuple[BrokerFiles, LockOwner]]:
+def live_brokers(directory: str | os.PathLike[str] | None = None) -> list[tuple[BrokerFiles, LockOwner]]:
     """Every broker whose lock names a live broker process (`connections`, `disconnect`)."""
     found = []
-    directory = directory or broker_dir()
+    directory = os.fspath(directory or broker_dir())
     statefiles.check_trusted(directory, "broker directory")
-    for path in sorted(directory.glob("*.lock")):
-        files = BrokerFiles.of(path.stem, path.parent)
+    try:
+        names = sorted(name for name in os.listdir(directory) if name.endswith(".lock"))
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        files = BrokerFiles.of(name[:-len(".lock")], directory)
         files.check_trusted()
         owner = BrokerLock(files).read()[1]
         if owner is not None and is_broker(owner):

@@ -32,7 +32,7 @@ from ..processes import OUT_OF_FDS, connection_cap, own_uid, raise_fd_limit
 from ..tunnels.daemon import Report, detach, exit_on_signal, open_log
 from .protocol import KEY_BYTES, Wire, peer, prove_server
 from .registry import BrokerFiles, BrokerLock, is_broker
-from .session import serve_session
+from .session import StatusMemory, serve_session
 from .tunnels import Tunnels
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     lock: BrokerLock | None = None
     try:
         files = BrokerFiles.for_target(args.target)
-        statefiles.ensure_private_dir(files.lock.parent)
+        statefiles.ensure_private_dir(files.directory)
         lock = BrokerLock(files)
         if not claim(lock):
             report.send({"busy": True})
@@ -135,9 +135,10 @@ class Broker:
         self._count = threading.Lock()
         self.link: Link
         self.authkey = b""
-        self.broker_id = str(files.lock)  # where a keeper lock's `broker` field finds us
-        self.log_path = files.log
+        self.broker_id = files.lock  # where a keeper lock's `broker` field finds us
+        self.log_path = Path(files.log)
         self.tunnels = Tunnels(self)
+        self.statuses = StatusMemory()
         self.inherited: list[str] = []  # keeper locks of a dead broker's tunnels, restored once we are up
         self._record = threading.Lock()
 
@@ -155,7 +156,7 @@ class Broker:
         from ..hosts.ssh import SSHHost
         from ..tunnels.watch import Link
 
-        log_fd = open_log(self.files.log, keep_previous=True)
+        log_fd = open_log(self.log_path, keep_previous=True)
         listener: Listener | None = None
         link: Link | None = None
         try:
@@ -170,7 +171,7 @@ class Broker:
             statefiles.write_atomic(self.files.key, authkey)
             address = self.files.address(self.lock.token)
             if sys.platform != "win32":
-                statefiles.remove(Path(address))  # a dead broker's (we hold the lock, so it is no one's)
+                statefiles.remove(address)  # a dead broker's (we hold the lock, so it is no one's)
             listener = Listener(address, backlog=LISTEN_BACKLOG)  # the key is proven on each session's thread
             self.authkey = authkey
             self.lock.rewrite(target=self.target, address=address, since=self.since, persist=self.persist)

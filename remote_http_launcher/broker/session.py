@@ -9,10 +9,12 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import posixpath
+import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BrokerUnavailable, LauncherError
-from .protocol import ANSWER, MAX_MESSAGE, OS_ERRORS, PROMPT, PROPERTIES, RELAYED, Wire, encode
+from .protocol import ANSWER, MAX_MESSAGE, OS_ERRORS, PROMPT, PROPERTIES, RECALL, RELAYED, Wire, encode
 
 if TYPE_CHECKING:
     from ..hosts.ssh import SSHHost
@@ -22,15 +24,42 @@ if TYPE_CHECKING:
 #: Seconds the client's user has to answer one relayed login question.
 ANSWER_TIMEOUT = 600.0
 #: Requests served while the link waits for a login: the rest are answered ["login", why].
-WITHOUT_LINK = frozenset({"info", "login", "channel_close"})
+WITHOUT_LINK = frozenset({"info", "login", "channel_close", RECALL})
+#: Status files a broker remembers (the oldest is forgotten first): more keys than one user runs on a host.
+MAX_REMEMBERED = 1024
 
 log = logging.getLogger("remote_http_launcher.broker")
 
 
+class StatusMemory:
+    """What the broker's reads of files in its host's state directory (status files, and the launch locks
+    beside them) last returned, by path, for every client (Host.recall_status_file): a command that lost
+    its client file learns the service's port without a round trip, and checks it while the file is read
+    again."""
+
+    def __init__(self) -> None:
+        self._found: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def keep(self, name: str, found: bytes | None) -> None:
+        with self._lock:
+            self._found.pop(name, None)
+            if found is not None:
+                self._found[name] = found
+                if len(self._found) > MAX_REMEMBERED:
+                    del self._found[next(iter(self._found))]
+
+    def recall(self, name: str) -> bytes | None:
+        with self._lock:
+            return self._found.get(name)
+
+
 class Usage(Protocol):
-    """The broker as its sessions see it (server.Broker): its host (replaced after a reconnect), tunnels, use."""
+    """The broker as its sessions see it (server.Broker): its host (replaced after a reconnect), tunnels, use,
+    the status files it read."""
 
     tunnels: Tunnels
+    statuses: StatusMemory
 
     @property
     def host(self) -> SSHHost: ...
@@ -149,6 +178,8 @@ def _call(host: SSHHost, broker: Usage, channels: dict[int, Any], numbers: itert
           args: list[Any], kwargs: dict[str, Any]) -> Any:
     if method == "info":
         return broker.info()
+    if method == RECALL:
+        return broker.statuses.recall(f"{host.state_dir}/{args[0]}")
     if method == "tcp_channel":
         number = next(numbers)
         channels[number] = host.tcp_channel(*args)
@@ -172,4 +203,9 @@ def _call(host: SSHHost, broker: Usage, channels: dict[int, Any], numbers: itert
     if not RELAYED[method]:
         return getattr(host, method)(*args, **kwargs)
     with broker.sftp_lock:
-        return getattr(host, method) if method in PROPERTIES else getattr(host, method)(*args, **kwargs)
+        found = getattr(host, method) if method in PROPERTIES else getattr(host, method)(*args, **kwargs)
+    if method == "read_status_file":
+        broker.statuses.keep(f"{host.state_dir}/{args[0]}", found[0])
+    elif method == "read" and posixpath.dirname(str(args[0])) == host.state_dir:  # a launch's polls
+        broker.statuses.keep(str(args[0]), found)
+    return found

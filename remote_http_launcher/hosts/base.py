@@ -94,6 +94,12 @@ class Host(ABC):
         these bytes, and only for the check it makes right after the read (see service.identity_problem)."""
         return self.read_state_file(name), None
 
+    def recall_status_file(self, name: str) -> bytes | None:
+        """The status file `name` as an earlier read_status_file found it, where the host keeps that (a
+        connection broker, from any command's read); None otherwise. Only a guess at where the service is,
+        for work worth starting before the file is read again: nothing is decided on it."""
+        return None
+
     @abstractmethod
     def mtime(self, path: str) -> float | None:
         """Modification time, or None when the file does not exist."""
