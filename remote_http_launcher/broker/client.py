@@ -309,6 +309,7 @@ class BrokeredHost(Host):
         self.prompt = prompt
         self.files = attached[1]
         self.fallback: Host | None = None
+        # threading.local and threading.Lock are these; importing threading costs a reconnect ~1 ms
         self._local = _thread._local()
         self._local.wire = attached[0]
         self._all = [attached[0]]
