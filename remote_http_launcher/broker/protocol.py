@@ -84,8 +84,8 @@ RELAYED: dict[str, bool] = {
 NOT_RELAYED = {
     "tcp_channel": "its socket-like channel stays in the broker; the client drives it by number (channel_*)",
 }
-#: The broker's own answer to Host.recall_status_file: what its last read_status_file of the name returned,
-#: for whichever client made it (session.py keeps them).
+#: The broker's own answer to Host.recall_status_file: what its last read of that status file returned, for
+#: whichever client made it (session.StatusMemory).
 RECALL = "recall_status_file"
 PROPERTIES = frozenset(name for name in RELAYED if isinstance(getattr(Host, name), property))
 OS_ERRORS = frozenset({"FileNotFoundError", "FileExistsError", "PermissionError", "ConnectionRefusedError",

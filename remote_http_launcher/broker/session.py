@@ -25,17 +25,19 @@ if TYPE_CHECKING:
 ANSWER_TIMEOUT = 600.0
 #: Requests served while the link waits for a login: the rest are answered ["login", why].
 WITHOUT_LINK = frozenset({"info", "login", "channel_close", RECALL})
-#: Status files a broker remembers (the oldest is forgotten first): more keys than one user runs on a host.
+#: Status files a broker remembers (the oldest is forgotten first): more keys than one user runs on a host;
+#: and the longest it remembers (a status record is well under a KiB).
 MAX_REMEMBERED = 1024
+MAX_REMEMBERED_BYTES = 64 << 10
 
 log = logging.getLogger("remote_http_launcher.broker")
 
 
 class StatusMemory:
     """What the broker's reads of files in its host's state directory (status files, and the launch locks
-    beside them) last returned, by path, for every client (Host.recall_status_file): a command that lost
+    beside them) last returned, by name, for every client (Host.recall_status_file): a command that lost
     its client file learns the service's port without a round trip, and checks it while the file is read
-    again."""
+    again. Kept by name, so that recalling needs nothing of the link (it may be waiting for a login)."""
 
     def __init__(self) -> None:
         self._found: dict[str, bytes] = {}
@@ -44,7 +46,7 @@ class StatusMemory:
     def keep(self, name: str, found: bytes | None) -> None:
         with self._lock:
             self._found.pop(name, None)
-            if found is not None:
+            if found is not None and len(found) <= MAX_REMEMBERED_BYTES:
                 self._found[name] = found
                 if len(self._found) > MAX_REMEMBERED:
                     del self._found[next(iter(self._found))]
@@ -179,7 +181,7 @@ def _call(host: SSHHost, broker: Usage, channels: dict[int, Any], numbers: itert
     if method == "info":
         return broker.info()
     if method == RECALL:
-        return broker.statuses.recall(f"{host.state_dir}/{args[0]}")
+        return broker.statuses.recall(str(args[0]))
     if method == "tcp_channel":
         number = next(numbers)
         channels[number] = host.tcp_channel(*args)
@@ -202,10 +204,10 @@ def _call(host: SSHHost, broker: Usage, channels: dict[int, Any], numbers: itert
         raise BrokerUnavailable(f"connection broker: unknown request {method!r}")
     if not RELAYED[method]:
         return getattr(host, method)(*args, **kwargs)
-    with broker.sftp_lock:
+    with broker.sftp_lock:  # state_dir too: after a reconnect it may be an SFTP request
         found = getattr(host, method) if method in PROPERTIES else getattr(host, method)(*args, **kwargs)
-    if method == "read_status_file":
-        broker.statuses.keep(f"{host.state_dir}/{args[0]}", found[0])
-    elif method == "read" and posixpath.dirname(str(args[0])) == host.state_dir:  # a launch's polls
-        broker.statuses.keep(str(args[0]), found)
+        if method == "read_status_file":
+            broker.statuses.keep(str(args[0]), found[0])
+        elif method == "read" and posixpath.dirname(str(args[0])) == host.state_dir:  # a launch's polls
+            broker.statuses.keep(posixpath.basename(str(args[0])), found)
     return found
