@@ -330,7 +330,7 @@ print(repr({"code": code, "at_spawn": at_spawn}))
 # Before the spawn: `json` (with `re`, which brings `enum`) and `signal` (enums too) would cost as much as the
 # interpreter's own start; the lock and the record's head are written by jsontext, the config checked without
 # `re`, the signals reset through `_signal`.
-SPAWN_FORBIDDEN = ("json", "signal", "socket")
+SPAWN_FORBIDDEN = ("json", "re", "enum", "signal", "socket")
 
 
 def test_a_first_local_launch_spawns_its_shell_before_json_and_re(
