@@ -9,7 +9,6 @@ stderr (a traceback only with --log-level debug) and map to exit codes:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -59,7 +58,7 @@ def cmd_up(args: SimpleNamespace, config: Config | None, progress: Progress) -> 
     payload, _ = up(config, connection_dir=args.connection_dir, progress=progress,
                     accept_new_host_key=args.accept_new_host_key)
     if args.json:
-        print(json.dumps(payload, indent=2))
+        print(_json(payload))
     if args.open:
         from .progress import open_in_browser, service_url
 
@@ -89,7 +88,7 @@ def cmd_status(args: SimpleNamespace, config: Config | None, progress: Progress)
     entry = status(config, connection_dir=args.connection_dir, progress=_quiet(progress),
                    prompt=_ask(progress), accept_new_host_key=args.accept_new_host_key)
     progress.close()
-    print(json.dumps(entry, indent=2) if args.json else render.format_status(entry))
+    print(_json(entry) if args.json else render.format_status(entry))
     if entry["status"] != RUNNING:
         return EXIT_NOT_RUNNING
     return EXIT_TUNNEL_DOWN if entry["client"]["tunnel_up"] is False else EXIT_OK
@@ -104,7 +103,7 @@ def cmd_stop(args: SimpleNamespace, config: Config | None, progress: Progress) -
                                       keep_log=args.keep_log, progress=_quiet(progress),
                                       prompt=_ask(progress), accept_new_host_key=args.accept_new_host_key))
     progress.close()
-    print(json.dumps(result, indent=2) if args.json else result["message"])
+    print(_json(result) if args.json else result["message"])
     return EXIT_OK
 
 
@@ -127,7 +126,7 @@ def cmd_logs(args: SimpleNamespace, config: Config | None, progress: Progress) -
             raise
         return EXIT_INTERRUPTED  # the usual way to end a follow: no "error: interrupted" line
     if args.json:
-        print(json.dumps({"key": evaluate_key(config), "log": result.text}, indent=2))
+        print(_json({"key": evaluate_key(config), "log": result.text}))
     return EXIT_OK if result.running else EXIT_NOT_RUNNING
 
 
@@ -144,7 +143,7 @@ def cmd_list(args: SimpleNamespace, config: Config | None, progress: Progress) -
         name, state_dir = host.name, host.state_dir
     progress.close()
     if args.json:
-        print(json.dumps({"host": name, "state_dir": state_dir, "services": entries}, indent=2))
+        print(_json({"host": name, "state_dir": state_dir, "services": entries}))
     else:
         print(render.format_list(name, entries))
     return EXIT_OK
@@ -155,7 +154,7 @@ def cmd_connections(args: SimpleNamespace, config: Config | None, progress: Prog
     from .broker.control import connections
 
     found = connections()
-    print(json.dumps({"connections": found}, indent=2) if args.json else render.format_connections(found))
+    print(_json({"connections": found}) if args.json else render.format_connections(found))
     return EXIT_OK
 
 
@@ -164,7 +163,7 @@ def cmd_disconnect(args: SimpleNamespace, config: Config | None, progress: Progr
 
     ended = disconnect(args.host)
     if args.json:
-        print(json.dumps({"disconnected": ended}, indent=2))
+        print(_json({"disconnected": ended}))
         return EXIT_OK
     names = ", ".join(f"{entry['host']} (pid {entry['pid']})" for entry in ended)
     print(f"disconnected {names}" if ended else f"no connection broker{' for ' + args.host if args.host else ''}")
@@ -177,7 +176,7 @@ def cmd_check(args: SimpleNamespace, config: Config | None, progress: Progress) 
 
     report = check(args.config_file, accept_new_host_key=args.accept_new_host_key)
     if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print(_json(report, ensure_ascii=False))
     else:
         print(render.format_checks(report, marks=_can_print("✓✗→·")))
     if report["config_error"]:
@@ -315,11 +314,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "report it", EXIT_RUNTIME, failure_json)
 
 
+def _json(obj: object, *, ensure_ascii: bool = True) -> str:
+    """What --json prints. `json` is imported only here: a first launch writes its state before it."""
+    import json
+
+    return json.dumps(obj, indent=2, ensure_ascii=ensure_ascii)
+
+
 def _failed(message: str, code: int, as_json: bool) -> int:
     """The error line on stderr; for `up --json` also {"error", "exit"} on stdout, where a script reads."""
     print(f"error: {message}", file=sys.stderr)
     if as_json:
-        print(json.dumps({"error": message, "exit": code}, indent=2))
+        print(_json({"error": message, "exit": code}))
     return code
 
 

@@ -11,11 +11,9 @@ corpus of broken configs).
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from . import statefiles
@@ -146,10 +144,85 @@ CONTROL_PATTERN = r"[\u0000\n\r]"
 URL_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")  # RFC 3986
 HANDSHAKE_PATH_SAFE = "/:@!$&'()*+,;=-._~%"  # kept as written in a handshake path (a path may be pre-encoded)
 HANDSHAKE_REFUSED_PATTERN = r"[\s?#]"
-# The patterns are used through `re`'s cache, so compiled only when a config
-# needs them: every launcher run imports this module. For the same reason the
-# value classes here and on the warm path are NamedTuples, not frozen
-# dataclasses (whose module, with `inspect`, costs more than the warm path's own code).
+# The patterns are the reference (the schema's, and tests/test_config.py compares the checks below with them
+# on generated strings); a config is checked by the string methods below, as `re` with the `enum` it imports
+# costs a first launch as much as its interpreter's own start-up. `re` is imported only for a scheduler's
+# options and a url_pattern. For the same reason the value classes here and on the warm path are
+# NamedTuples, not frozen dataclasses (whose module, with `inspect`, costs more than the warm path's own code).
+_ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_WORD_CHARS = _ASCII_LETTERS | frozenset("0123456789_")
+_LABEL_CHARS = _WORD_CHARS | {"-"}
+_USER_CHARS = _LABEL_CHARS | {"."}
+_HEX_DIGITS = frozenset("0123456789ABCDEFabcdef")
+_CONDA_NAME_CHARS = _WORD_CHARS | frozenset(".+-")
+_CONDA_PATH_CHARS = _WORD_CHARS | frozenset(".+,@%=:~/-")
+_MAX_LABEL = 63
+_MAX_HOST = 253
+_MAX_USER = 64
+_MAX_PORT_NAME = 64
+_MAX_CONDA_NAME = 255
+_MAX_CONDA_PATH = 4096
+_IPV6_GROUPS = 8
+_MAX_H16 = 4
+
+
+def has_control(text: str) -> bool:
+    """CONTROL_PATTERN: a NUL or a line break."""
+    return "\0" in text or "\n" in text or "\r" in text
+
+
+def is_absolute_workdir(text: str) -> bool:
+    """WORKDIR_PATTERN (`re.match`; its `$` also matches before a final newline)."""
+    return text.startswith(("/", "~/")) or text in ("~", "~\n")
+
+
+def is_host(text: str) -> bool:
+    """HOST_PATTERN: a host name of labels, or an IPv6 address in RFC 4291's text forms (fullmatch)."""
+    return 1 <= len(text) <= _MAX_HOST and (_is_host_name(text) or _is_ipv6(text))
+
+
+def is_ssh_host(text: str) -> bool:
+    """SSH_HOST_PATTERN: `[user@]host` (fullmatch)."""
+    user, at, host = text.partition("@")
+    if not at:
+        return is_host(text)
+    return 1 <= len(user) <= _MAX_USER and user[0] in _WORD_CHARS and _only(user, _USER_CHARS) and is_host(host)
+
+
+def _is_host_name(text: str) -> bool:
+    return all(1 <= len(label) <= _MAX_LABEL and label[0] in _WORD_CHARS and label[-1] in _WORD_CHARS
+               and _only(label, _LABEL_CHARS) for label in text.split("."))
+
+
+def _is_ipv6(text: str) -> bool:
+    """Groups of 1-4 hex digits: 8, or fewer around one `::` (which stands for one or more zero groups)."""
+    head, elided, tail = text.partition("::")
+    groups = [*(head.split(":") if head or not elided else []), *(tail.split(":") if tail else [])]
+    if not all(1 <= len(group) <= _MAX_H16 and _only(group, _HEX_DIGITS) for group in groups):
+        return False
+    return len(groups) < _IPV6_GROUPS if elided else len(groups) == _IPV6_GROUPS
+
+
+def is_port_name(text: str) -> bool:
+    """PORT_NAME_PATTERN (fullmatch)."""
+    return 1 <= len(text) <= _MAX_PORT_NAME and (text[0] in _ASCII_LETTERS or text[0] == "_") \
+        and _only(text, _LABEL_CHARS)
+
+
+def is_conda(text: str) -> bool:
+    """CONDA_PATTERN (fullmatch): an environment's name, or an absolute path without spaces or shell characters."""
+    if text.startswith("/"):
+        return len(text) <= _MAX_CONDA_PATH and _only(text, _CONDA_PATH_CHARS)
+    return 1 <= len(text) <= _MAX_CONDA_NAME and text[0] in _WORD_CHARS and _only(text, _CONDA_NAME_CHARS)
+
+
+def is_refused_in_handshake(text: str) -> bool:
+    """HANDSHAKE_REFUSED_PATTERN: whitespace (`\\s`: what str.isspace calls whitespace), `?` or `#`."""
+    return "?" in text or "#" in text or any(char.isspace() for char in text)
+
+
+def _only(text: str, allowed: frozenset[str]) -> bool:
+    return all(char in allowed for char in text)
 
 
 class Handshake(NamedTuple):
@@ -383,6 +456,8 @@ def remember_parse(config: Config) -> None:
     exactly (no dates, non-string keys or NaN) is kept; a failed write only costs speed."""
     if config.parsed is None:
         return
+    import json
+
     try:
         encoded = statefiles.encode({"text": config.parsed.text, "data": config.parsed.data,
                                      "config_dir": config.parsed.config_dir, "key": evaluate_key(config),
@@ -514,11 +589,11 @@ def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ..
     if unread is None:
         unread = _unread_fields(data, (key_template, command_template))
     _warn_unread(unread)
-    hostname = _host(data, "hostname", HOST_PATTERN, "a host name or IP address, e.g. server.example.com")
-    ssh_hostname = _host(data, "ssh_hostname", SSH_HOST_PATTERN, "[user@]host, e.g. alice@server.example.com")
+    hostname = _host(data, "hostname", is_host, "a host name or IP address, e.g. server.example.com")
+    ssh_hostname = _host(data, "ssh_hostname", is_ssh_host, "[user@]host, e.g. alice@server.example.com")
     if ssh_hostname is not None and hostname is None:
         raise ConfigError("ssh_hostname: set without hostname; add 'hostname' (the host the service answers on)")
-    network_interface = _host(data, "network_interface", HOST_PATTERN,
+    network_interface = _host(data, "network_interface", is_host,
                               "a host name or IP address to bind, e.g. localhost or 0.0.0.0")
     scheduler = _scheduler(data.get("scheduler"))
     if scheduler is not None and network_interface is not None and is_loopback(network_interface):
@@ -638,6 +713,8 @@ def _url_pattern(value: Any) -> str | None:
     if not isinstance(value, str) or not value or len(value) > MAX_URL_PATTERN:
         raise ConfigError(f"url_pattern: must be a regular expression of 1 to {MAX_URL_PATTERN} characters, e.g. "
                           f"'http://[^ ]*[?]token=[0-9a-f]+', got {_describe(value)}")
+    import re  # only for a config with a url_pattern
+
     try:
         re.compile(value)
     except re.error as exc:
@@ -689,7 +766,7 @@ def _field_names(data: Mapping[Any, Any]) -> None:
     for name in data:
         if not isinstance(name, str):
             raise ConfigError(f"config: field names must be strings, got {_describe(name)}; quote the name")
-        if not name or len(name) > MAX_FIELD_NAME or re.search(CONTROL_PATTERN, name):
+        if not name or len(name) > MAX_FIELD_NAME or has_control(name):
             raise ConfigError(f"config: invalid field name {name[:40]!r} (1 to {MAX_FIELD_NAME} characters, "
                               "on one line)")
 
@@ -727,7 +804,7 @@ def _log_options(data: Mapping[str, Any]) -> LogOptions:
     if level is not None and level not in LEVELS:
         raise ConfigError(f"log_level: must be one of {', '.join(LEVELS)}, got {_describe(level)}")
     for name, value in (("log_file", file), ("debug_log_file", debug_file)):
-        if value is not None and (not isinstance(value, str) or not value or re.search(CONTROL_PATTERN, value)):
+        if value is not None and (not isinstance(value, str) or not value or has_control(value)):
             raise ConfigError(f"{name}: must be the path of a file to write, got {_describe(value)}")
     return LogOptions(level, file, debug_file)
 
@@ -739,9 +816,9 @@ def _workdir(value: Any) -> str:
         raise ConfigError(f"workdir: is empty; {REQUIRED_HINTS['workdir']}")
     if len(value) > MAX_PATH:
         raise ConfigError(f"workdir: too long ({len(value)} characters, at most {MAX_PATH})")
-    if re.search(CONTROL_PATTERN, value):
+    if has_control(value):
         raise ConfigError("workdir: must not contain NUL characters or line breaks")
-    if not re.match(WORKDIR_PATTERN, value):
+    if not is_absolute_workdir(value):
         raise ConfigError(f"workdir: {value[:80]!r} is relative; use an absolute path (/...) "
                           "or one under the home directory (~/...)")
     return value
@@ -763,13 +840,13 @@ def _template(data: Mapping[str, Any], name: str, limit: int) -> str:
     return value
 
 
-def _host(data: Mapping[str, Any], name: str, pattern: str, what: str) -> str | None:
+def _host(data: Mapping[str, Any], name: str, valid: Callable[[str], bool], what: str) -> str | None:
     value = data.get(name)
     if value is None:
         return None
     if not isinstance(value, str):
         raise ConfigError(f"{name}: must be {what}; got {_describe(value)}")
-    if not re.fullmatch(pattern, value):
+    if not valid(value):
         raise ConfigError(f"{name}: {value[:80]!r} is not valid; use {what}")
     return value
 
@@ -811,7 +888,7 @@ def _handshake(value: Any) -> Handshake | None:
         raise ConfigError(f"handshake: unknown field {unknown[0][:40]!r}; only 'path', 'parameters' and "
                           "'port_name' are allowed")
     port_name = value.get("port_name")
-    if port_name is not None and (not isinstance(port_name, str) or not re.fullmatch(PORT_NAME_PATTERN, port_name)):
+    if port_name is not None and (not isinstance(port_name, str) or not is_port_name(port_name)):
         raise ConfigError(f"handshake.port_name: must name a port field of the status file, e.g. 'dashboard_port', "
                           f"got {_describe(port_name)}")
     path = value.get("path", "")
@@ -837,7 +914,7 @@ def _handshake(value: Any) -> Handshake | None:
 def _handshake_path(name: str, path: str) -> str:
     if len(path) > MAX_HANDSHAKE_PATH:
         raise ConfigError(f"{name}: too long ({len(path)} characters, at most {MAX_HANDSHAKE_PATH})")
-    if re.search(HANDSHAKE_REFUSED_PATTERN, path):
+    if is_refused_in_handshake(path):
         raise ConfigError(f"{name}: {path[:80]!r} must be a URL path without spaces, '?' or '#'; "
                           "put query parameters under handshake.parameters")
     return path
@@ -875,8 +952,10 @@ def _scheduler(value: Any) -> Scheduler | None:
 
 def _scheduler_options(rules: SchedulerOptions, options: list[Any]) -> None:
     """Each option one word of the type's shape, and none of the flags the launcher's submission sets."""
+    import re  # only for a scheduler's config
+
     for option in options:
-        if not isinstance(option, str) or not re.fullmatch(rules.word, option) or re.search(CONTROL_PATTERN, option):
+        if not isinstance(option, str) or not re.fullmatch(rules.word, option) or has_control(option):
             raise ConfigError(f"scheduler.options: {_describe(option)} is not {rules.advice}")
         flag = _reserved_flag(rules, option)
         if flag is not None:
@@ -902,7 +981,7 @@ def _conda(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise ConfigError(f"conda: must be an environment name or absolute path, got {_describe(value)}")
-    if not re.fullmatch(CONDA_PATTERN, value):
+    if not is_conda(value):
         raise ConfigError(f"conda: {value[:80]!r} is neither an environment name (letters, digits, '_', '.', '+', "
                           "'-') nor an absolute path without spaces or shell characters")
     return value
@@ -931,7 +1010,12 @@ def _setup(value: Any) -> tuple[str, ...]:
 
 def _check_record_data(file_parameters: Mapping[str, Any] | None, meta: Mapping[str, Any] | None) -> None:
     """The status and client files keep both, and a state file over statefiles.MAX_STATE_BYTES is corrupt."""
-    size = sum(len(json.dumps(value, allow_nan=False)) for value in (file_parameters, meta) if value is not None)
+    given = [value for value in (file_parameters, meta) if value is not None]
+    if not given:
+        return
+    import json
+
+    size = sum(len(json.dumps(value, allow_nan=False)) for value in given)
     if size > MAX_RECORD_DATA_JSON:
         raise ConfigError(f"file_parameters, meta: too large ({size} bytes as JSON, at most {MAX_RECORD_DATA_JSON} "
                           "together); put large data in a file the service reads")

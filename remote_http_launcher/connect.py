@@ -7,9 +7,7 @@ their host here, so the choice and its fallbacks are made in one place.
 
 from __future__ import annotations
 
-import re
-
-from .config import DEFAULT_CONNECTION_PERSIST, SSH_HOST_PATTERN
+from .config import DEFAULT_CONNECTION_PERSIST, is_ssh_host
 from .errors import BrokerUnavailable, ConfigError, HostError
 from .hosts import Host, LocalHost
 
@@ -31,7 +29,7 @@ def open_target(target: str | None, prompt: Prompt | None = None, persist: float
     """This machine (None), or an SSH host named like `ssh_hostname` (user@host or an ~/.ssh/config alias)."""
     if target is None:
         return LocalHost()
-    if not re.fullmatch(SSH_HOST_PATTERN, target):  # what ssh_hostname accepts in a config
+    if not is_ssh_host(target):  # what ssh_hostname accepts in a config
         raise ConfigError(f"--host: {target[:80]!r} is not an SSH host name (use HOST, USER@HOST or an "
                           "alias from ~/.ssh/config)")
     return open_ssh(target, persist, prompt, accept_new_host_key=accept_new_host_key)

@@ -10,7 +10,6 @@ and a fresh lock moved aside by mistake is put back.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -71,9 +70,11 @@ class FileLock:
     def record(self, **extra: Any) -> bytes:
         """This process as the lock's owner, plus `extra` fields; one line (the launched service looks for
         the token in the first line: rhl_release_lock in sh/prelude.sh)."""
+        from . import jsontext  # not on the warm path, which takes no lock
+
         pid = os.getpid()
-        return json.dumps({"owner": machine_name(), "pid": pid, "started": process_identity(pid),
-                           "time": time.time(), "token": self.token, **extra}).encode() + b"\n"
+        return jsontext.dumps({"owner": machine_name(), "pid": pid, "started": process_identity(pid),
+                               "time": time.time(), "token": self.token, **extra}).encode() + b"\n"
 
     def acquire(self, **extra: Any) -> bool:
         self.held = self.host.create_exclusive(self.path, self.record(**extra))

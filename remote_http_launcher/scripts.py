@@ -12,11 +12,11 @@ travels on stdin instead: arguments are in every user's process list (`ps`,
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
-from enum import IntEnum
 from functools import cache
+
+from . import jsontext
 
 TYPE_CHECKING = False  # not typing's: a first launch here imports no typing (records.py)
 if TYPE_CHECKING:
@@ -36,8 +36,9 @@ SETUP_FAILED = "remote-http-launcher: setup line "
 SH_DIR = os.path.join(os.path.dirname(__file__), "sh")
 
 
-class Exit(IntEnum):
-    """Exit codes of the programs beyond 0 and 1; prelude.sh names each `rhl_exit_<name>` (a test checks)."""
+class Exit:
+    """Exit codes of the programs beyond 0 and 1; prelude.sh names each `rhl_exit_<name>` (a test checks).
+    Plain ints, not an IntEnum: `enum` costs a first launch as much as its interpreter's own start-up."""
 
     CANNOT_TELL = 3  # port_listener: no /proc/net/tcp (not Linux), the port is unverified
     READ_ABSENT = 3  # read_file, read_status: no such file
@@ -113,7 +114,7 @@ def ports_spec(placeholders: Mapping[str, str], port_range: tuple[int, int]) -> 
 def record_head(record: Mapping[str, Any]) -> bytes:
     """launch.sh's stdin: the status record minus pid, start_time and uid, which the service adds. One line
     (JSON escapes newlines in strings), as the programs' `read` takes it."""
-    return (json.dumps(dict(record), separators=(", ", ": "))[:-1] + ", \n").encode()
+    return (jsontext.dumps(dict(record), separators=(", ", ": "))[:-1] + ", \n").encode()
 
 
 # ---------------------------------------------------------------- simple commands

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import os
 import stat
 import sys
@@ -218,13 +217,19 @@ def check_distinct(client: PathArg, server: PathArg) -> None:
 
 
 def encode(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+    from . import jsontext  # not on the warm path, which writes nothing
+
+    return (jsontext.dumps(obj, indent=2) + "\n").encode()
 
 
 def decode(data: bytes | None) -> dict[str, Any] | None:
-    """Parse a state file; anything that is not a JSON object, or is too large, counts as absent (stale)."""
+    """Parse a state file; anything that is not a JSON object, or is too large, counts as absent (stale).
+    `json` is imported here, once there is a file to read: a first launch writes its lock and record
+    before the service starts and reads only after (jsontext)."""
     if not data or too_large(data):
         return None
+    import json
+
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError):

@@ -12,7 +12,6 @@ rewritten to the client's way in (`client_url`).
 
 from __future__ import annotations
 
-import re
 import time
 
 from . import handshake, statefiles
@@ -47,7 +46,12 @@ class LogScan:
     def __init__(self, service: Service, state: ServerState, pattern: str | None) -> None:
         self.host = service.host
         self.path = state.log or service.log_file
-        self.pattern = re.compile(pattern) if pattern else None
+        if pattern:
+            import re  # only for a url_pattern: a first launch imports no `re` before its service starts
+
+            self.pattern: re.Pattern[str] | None = re.compile(pattern)
+        else:
+            self.pattern = None
         self.offset = 0
         self.text = b""
         self.url: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -89,7 +90,7 @@ def test_an_unknown_error_class_from_the_keeper_is_a_launcher_error() -> None:
 # The units (top-level modules and subpackages) from the bottom up: a unit imports only units of lower
 # layers (lazily or not, for types too), never one of its own layer or above. One layer a line.
 LAYERS = [
-    ["_version", "errors", "lazylog", "records"],
+    ["_version", "errors", "lazylog", "records", "jsontext"],
     ["plainyaml", "progress", "processes", "shellwords", "templates"],
     ["statefiles", "prompts"],
     ["config", "scripts"],
@@ -311,3 +312,36 @@ def test_a_first_local_launch_imports_only_what_it_needs(rhl_dir: Path, tmp_path
     modules = set(result["modules"])
     assert [m for m in COLD_FORBIDDEN if m in modules] == []
     assert f"{NAME}.templates.sandbox" not in modules
+
+
+# The modules loaded when a first local launch spawns its shell: what runs before that delays the service.
+SPAWN_PROBE = """
+import os, sys
+at_spawn = []
+real_spawn = os.posix_spawn
+def spawn(*args, **kwargs):
+    at_spawn.append(sorted(sys.modules))
+    return real_spawn(*args, **kwargs)
+os.posix_spawn = spawn
+from remote_http_launcher.cli import main
+code = main(sys.argv[1:])
+print(repr({"code": code, "at_spawn": at_spawn}))
+"""
+# Before the spawn: `json` (with `re`, which brings `enum`) and `signal` (enums too) would cost as much as the
+# interpreter's own start; the lock and the record's head are written by jsontext, the config checked without
+# `re`, the signals reset through `_signal`.
+SPAWN_FORBIDDEN = ("json", "re", "enum", "signal", "socket")
+
+
+def test_a_first_local_launch_spawns_its_shell_before_json_and_re(
+        rhl_dir: Path, tmp_path: Path, demo_config: Callable[..., dict[str, Any]]) -> None:
+    config = tmp_path / "service.yaml"
+    config.write_text(yaml.safe_dump(demo_config(network_interface="127.0.0.1", startup_timeout=30,
+                                                 handshake={"path": "healthcheck", "parameters": {"a": "b"}}),
+                                     width=2**16))
+    probe = subprocess.run([sys.executable, "-S", "-c", SPAWN_PROBE, str(config)], capture_output=True, text=True,
+                           timeout=60, env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)})
+    result = ast.literal_eval(probe.stdout.splitlines()[-1])
+    assert result["code"] == 0, probe.stderr
+    assert len(result["at_spawn"]) == 1  # the launch shell, spawned once
+    assert [m for m in SPAWN_FORBIDDEN if m in result["at_spawn"][0]] == []

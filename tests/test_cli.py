@@ -379,3 +379,11 @@ def test_a_long_wait_says_still_waiting_every_ten_seconds(rhl_dir: Path, config_
     assert waiting == ["still waiting (10 s): waiting for the service to report its port",
                        "still waiting (20 s): waiting for the service to report its port"]
     assert all(PHASE_LINE.match(line) for line in lines)
+
+
+@pytest.mark.parametrize("host", ["bad host", "a..b", "u@@h", "x-", "1:::2"])
+def test_list_refuses_a_host_that_is_not_an_ssh_host_name(rhl_dir: Path, host: str) -> None:
+    proc = cli("list", "--host", host)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"error: --host: {host!r} is not an SSH host name (use HOST, USER@HOST or an alias from "
+                           "~/.ssh/config)\n")

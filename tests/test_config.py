@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from remote_http_launcher import config as config_module
 from remote_http_launcher.config import (
     IPV6_PATTERN,
     Config,
@@ -390,8 +392,6 @@ def test_alias_bomb_is_refused_quickly() -> None:
 
 def test_ipv6_pattern_matches_what_ipaddress_accepts() -> None:
     """The host patterns spell out IPv6 (the schema must); compare with the standard library."""
-    import re
-
     def is_ipv6(text: str) -> bool:
         try:
             ipaddress.IPv6Address(text)
@@ -454,3 +454,49 @@ def test_port_in_the_key_says_where_it_is_known(tmp_path: Path) -> None:
                             "writes no status file (see the docs' Stock servers page)")
     assert config_error("workdir: /w\nkey: k\ncommand: serve --port {ports}\n", tmp_path).endswith(
         "; did you mean 'port'?")
+
+
+# What the config's string checks must answer: each pattern (the schema's), as config.py used it.
+CHECKS = [
+    ("CONTROL_PATTERN", re.search, config_module.has_control),
+    ("WORKDIR_PATTERN", re.match, config_module.is_absolute_workdir),
+    ("HOST_PATTERN", re.fullmatch, config_module.is_host),
+    ("SSH_HOST_PATTERN", re.fullmatch, config_module.is_ssh_host),
+    ("PORT_NAME_PATTERN", re.fullmatch, config_module.is_port_name),
+    ("CONDA_PATTERN", re.fullmatch, config_module.is_conda),
+    ("HANDSHAKE_REFUSED_PATTERN", re.search, config_module.is_refused_in_handshake),
+]
+# Every character the patterns name, their neighbours in ASCII, and non-ASCII look-alikes: digits, letters
+# and spaces that str methods (isdigit, isalpha, isspace) would take for ASCII ones.
+ALPHABET = ("aAfFgzZ09_-.:@/~+,%=?# \t\n\r\x00\x0b\x0c\x1c\x85\xa0\u2028\u3000é٣𝟘ſK!$&'()*;<>[]\\^`{|}\"\x7f")
+ADVERSARIAL = [
+    "", "~", "~\n", "~/", "/", "//", "~user", "a", "a.", ".a", "a..b", "-a", "a-", "_a_", "a" * 63, "a" * 64,
+    ".".join(["a" * 63] * 4), ".".join(["a" * 63] * 3 + ["a" * 61]), ".".join(["a" * 63] * 3 + ["a" * 62]),
+    "::", ":::", "::1", "1::", "1::2", "1:::2", "1::2::3", "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7:8:9",
+    "1:2:3:4:5:6:7::", "1:2:3:4:5:6:7:8::", "::2:3:4:5:6:7:8", "::1:2:3:4:5:6:7:8", "1:2:3::4:5:6:7",
+    "1:2:3:4::5:6:7:8", "fffff::", "ffff::", "0:0:0:0:0:0:0:0\n", "a\n", "u@a", "@a", "u@", "u@@a", "u@a@b",
+    "." + "u" * 63 + "@h", "u" * 64 + "@h", "u" * 65 + "@h", "u.-@h", "x" * 63 + "-", "_" * 64, "_" * 65,
+    "/" + "x" * 4095, "/" + "x" * 4096, "x" * 255, "x" * 256, ".x", "/a b", "a/b", "path?q", "p#f", "p\u3000",
+    "p\x1c", "p\x85", "p\u200b", "\ufeff",
+]
+
+
+def test_each_config_check_answers_as_its_pattern() -> None:
+    rng = random.Random(11)
+    samples = [*ADVERSARIAL, *("".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 12)))
+                               for _ in range(30_000))]
+    for _ in range(3000):  # near misses of valid values: a valid one with one character changed
+        valid = rng.choice(["server.example.com", "alice@host-1.x_y", "fe80::1:2", "1:2:3:4:5:6:7:8", "my_port-2",
+                            "/opt/conda/envs/x+y", "py3.11", "~/work", "/srv/a"])
+        at = rng.randrange(len(valid) + 1)
+        samples.append(valid[:at] + rng.choice(ALPHABET) + valid[at + rng.randint(0, 1):])
+    for name, match, check in CHECKS:
+        pattern = getattr(config_module, name)
+        for text in samples:
+            assert check(text) == bool(match(pattern, text)), (name, text)
+
+
+def test_str_isspace_is_what_a_regex_calls_whitespace() -> None:
+    """is_refused_in_handshake relies on it, for every character there is."""
+    spaces = re.compile(r"\s")
+    assert [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace() != bool(spaces.match(c))] == []

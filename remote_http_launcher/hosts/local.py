@@ -113,13 +113,14 @@ class LocalHost(Host):
         if sys.platform == "win32" or not hasattr(os, "POSIX_SPAWN_DUP2"):
             return super().launch(request)
         import _thread
-        import signal
 
+        # signal's C half, loaded with every interpreter: the same numbers without `signal`'s enums
+        signals = __import__("_signal")
         argv = [SHELL, "-c", scripts.program("prepare", "start"), "sh", *request.script_args]
         stdin, to_stdin = os.pipe()
         from_stdout, stdout = os.pipe()
         from_stderr, stderr = os.pipe()
-        defaults = [getattr(signal, name) for name in DEFAULT_SIGNALS if hasattr(signal, name)]
+        defaults = [getattr(signals, name) for name in DEFAULT_SIGNALS if hasattr(signals, name)]
         try:
             pid = os.posix_spawn(SHELL, argv, os.environ, setsid=True, setsigdef=defaults,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
