@@ -456,13 +456,13 @@ def remember_parse(config: Config) -> None:
     exactly (no dates, non-string keys or NaN) is kept; a failed write only costs speed."""
     if config.parsed is None:
         return
-    import json
+    from . import jsontext
 
     try:
         encoded = statefiles.encode({"text": config.parsed.text, "data": config.parsed.data,
                                      "config_dir": config.parsed.config_dir, "key": evaluate_key(config),
                                      "unread": list(config.unread), "stock_ports": list(config.stock_ports)})
-        if json.loads(encoded)["data"] == config.parsed.data:
+        if jsontext.loads(encoded)["data"] == config.parsed.data:
             statefiles.write_sealed(config.parsed.cache_file, encoded)
     except (TypeError, ValueError, OSError):
         pass

@@ -1,4 +1,5 @@
-"""JSON text exactly as the standard library's `json.dumps` writes it, without importing `json`.
+"""JSON text exactly as the standard library's `json.dumps` writes it and `json.loads` reads it, without
+importing `json`.
 
 A first launch writes its lock and the status record's head before the
 service starts; importing `json` there (it brings `re` and `enum`) costs
@@ -7,14 +8,22 @@ the service is starting. Strings, numbers, booleans, None, lists, tuples and
 dicts with string keys are written here; anything else (other keys, other
 types, a value that contains itself) is left to `json.dumps`, which writes
 it or raises as it always did.
+
+Reading (`loads`) uses the C scanner json.loads itself uses (`_json`): `json`'s
+decoder compiles regular expressions at import, importing `re`, a tenth of a
+warm run. A document that scanner does not take at once (not UTF-8, a BOM, not
+one JSON value, no `_json`) goes to json.loads, which reads or refuses it as
+it always does.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 # json's own escapes; every other character outside ' '..'~' is written as \\uXXXX (lower-case hex)
@@ -130,3 +139,56 @@ def _float(value: float) -> str:
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
     return float.__repr__(value)
+
+
+def loads(data: bytes | str) -> Any:
+    """`json.loads(data)`: the same value, or the same error."""
+    obj = _scan(data)
+    if obj is _NOT_SCANNED:
+        import json
+
+        return json.loads(data)
+    return obj
+
+
+class _DecoderDefaults:
+    """What json.JSONDecoder() gives its C scanner: json.loads's defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"-Infinity": -math.inf, "Infinity": math.inf, "NaN": math.nan}.__getitem__
+
+
+_NOT_SCANNED = object()
+_SPACE = " \t\n\r"  # JSON's whitespace
+
+
+@functools.cache
+def _scanner() -> Callable[[str, int], tuple[Any, int]] | None:
+    try:
+        from _json import make_scanner
+    except ImportError:  # an interpreter without json's C half
+        return None
+    return make_scanner(_DecoderDefaults())  # type: ignore[arg-type]  # typeshed: a context of its own type
+
+
+def _scan(data: bytes | str) -> Any:
+    """The value of a UTF-8 document the scanner takes whole, else _NOT_SCANNED. A document it takes has no
+    NUL (a control character in a string is refused, strict), so json.loads too would read it as UTF-8
+    (tests/test_jsontext.py compares the two)."""
+    scanner = _scanner()
+    if scanner is None:
+        return _NOT_SCANNED
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError:
+        return _NOT_SCANNED
+    start = len(text) - len(text.lstrip(_SPACE))
+    try:
+        obj, end = scanner(text, start)
+    except (StopIteration, ValueError, RecursionError):
+        return _NOT_SCANNED
+    return _NOT_SCANNED if text[end:].strip(_SPACE) else obj

@@ -223,15 +223,13 @@ def encode(obj: Any) -> bytes:
 
 
 def decode(data: bytes | None) -> dict[str, Any] | None:
-    """Parse a state file; anything that is not a JSON object, or is too large, counts as absent (stale).
-    `json` is imported here, once there is a file to read: a first launch writes its lock and record
-    before the service starts and reads only after (jsontext)."""
+    """Parse a state file; anything that is not a JSON object, or is too large, counts as absent (stale)."""
     if not data or too_large(data):
         return None
-    import json
+    from . import jsontext
 
     try:
-        obj = json.loads(data)
+        obj = jsontext.loads(data)
     except (ValueError, UnicodeDecodeError):
         return None
     return obj if isinstance(obj, dict) else None

@@ -130,12 +130,14 @@ def cli(*args: str | Path, entry_point: bool = False, timeout: float = 60) -> su
 
 
 IMPORT_PROBE = """
-import json, sys
+import sys
 opened = []
 sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" else None)
 from remote_http_launcher.cli import main
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "modules": sorted(sys.modules), "opened": opened}))
+modules = sorted(sys.modules)
+import json
+print(json.dumps({"code": code, "modules": modules, "opened": opened}))
 """
 
 

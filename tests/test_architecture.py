@@ -34,10 +34,12 @@ WARM_PACKAGE_MODULES = {
     NAME, f"{NAME}._version", f"{NAME}.errors", f"{NAME}.cli", f"{NAME}.logsetup", f"{NAME}.progress",
     f"{NAME}.commands", f"{NAME}.commands.up", f"{NAME}.config", f"{NAME}.statefiles",
     f"{NAME}.clientfile", f"{NAME}.handshake", f"{NAME}.lazylog", f"{NAME}.locks", f"{NAME}.processes",
-    f"{NAME}.records",
+    f"{NAME}.records", f"{NAME}.jsontext",
 }
 WARM_FORBIDDEN = ("paramiko", "sshtunnel", "http.client", "dataclasses", "tempfile", "yaml", "subprocess",
                   "cryptography", "asyncio", "inspect", "ast", "hashlib", "hmac", "logging",
+                  # json and re (jsontext.py, config.py's checks), socket with enum (handshake.py on _socket)
+                  "json", "re", "socket", "enum", "selectors",
                   # a twentieth of a warm run or more each: records.py, progress.py, cli.parse, statefiles.py, config.py
                   "typing", "threading", "argparse", "pathlib", "urllib")
 # A first launch on this machine runs `sh` (subprocess, hence threading); the rest stays out: PyYAML and the

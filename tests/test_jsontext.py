@@ -123,3 +123,64 @@ def test_writing_the_supported_values_imports_no_json() -> None:
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(jsontext.__file__).parents[1])}).stdout
     assert out.strip() == "[]"
+
+
+# ---------------------------------------------------------------- reading
+
+
+def documents(rng: random.Random) -> bytes:
+    """A generated JSON document, often damaged: cut, a byte changed or added, other encodings, BOMs."""
+    obj = value(rng)
+    if rng.random() < 0.5:
+        obj = {text(rng): obj, "pid": rng.choice(INTS)}
+    data = json.dumps(obj, ensure_ascii=rng.random() < 0.5, **rng.choice(OPTIONS)).encode(errors="surrogatepass")
+    data = rng.choice([b"", b" ", b"\n", b"\t\r\n "]) + data + rng.choice([b"", b"\n", b"  \n", b"x", b"{}"])
+    damage = rng.randrange(8)
+    if damage == 0 and data:
+        data = data[:rng.randrange(len(data))]
+    elif damage == 1 and data:
+        at = rng.randrange(len(data))
+        data = data[:at] + bytes([rng.randrange(256)]) + data[at + 1:]
+    elif damage == 2:
+        at = rng.randrange(len(data) + 1)
+        data = data[:at] + rng.choice([b"\x00", b"\xef\xbb\xbf", b"\\", b'"', b"\xff", b"\x1f", b"NaN"]) + data[at:]
+    elif damage == 3:
+        data = data.decode(errors="surrogatepass").encode(
+            rng.choice(["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8-sig"]), errors="surrogatepass")
+    return data
+
+
+def test_documents_are_read_as_json_loads_reads_them() -> None:
+    """jsontext.loads gives what json.loads gives (values, their types and their order: compared as repr) or
+    raises what it raises; most well-formed UTF-8 documents are read without json."""
+    rng = random.Random(20261207)
+    scanned = 0
+    for _ in range(20000):
+        data = documents(rng)
+        given_as: list[bytes | str] = [data]
+        try:
+            given_as.append(data.decode(errors="surrogatepass"))
+        except UnicodeDecodeError:
+            pass
+        for given in given_as:
+            try:
+                expected: object = repr(json.loads(given))
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                expected = type(exc)
+            try:
+                found: object = repr(jsontext.loads(given))
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                found = type(exc)
+            assert found == expected, given
+        scanned += jsontext._scan(data) is not jsontext._NOT_SCANNED
+    assert scanned > 5000
+
+
+def test_reading_a_document_imports_no_json() -> None:
+    record = r'{"pid": 1, "port": 8000, "x": [1.5, null, "\u00e9"]}'
+    probe = ("import sys; from remote_http_launcher import statefiles; "
+             f"assert statefiles.decode({record!r}.encode())['x'][2] == 'é'; "
+             "print(sorted(m for m in ('json', 're', 'enum') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(Path(jsontext.__file__).parent.parent)})
+    assert result.stdout.strip() == "[]", result.stderr

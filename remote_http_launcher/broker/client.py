@@ -24,10 +24,10 @@ command's next call finds the broker stuck at the key proof, so logs in.
 
 from __future__ import annotations
 
+import _socket
 import _thread
 import functools
 import os
-import socket
 import sys
 import time
 
@@ -181,7 +181,7 @@ def open_connection(address: str) -> Endpoint:
         from multiprocessing.connection import Client
 
         return Client(address)
-    sock = socket.socket(socket.AF_UNIX)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)  # handshake.tcp_connect says why not socket
     try:
         sock.settimeout(CONNECT_TIMEOUT)
         deadline = time.monotonic() + CONNECT_TIMEOUT

@@ -36,18 +36,16 @@ restored with that login, and the client then repeats its call.
 
 from __future__ import annotations
 
+import _socket
 import binascii
 import builtins
-import json
 import os
-import re
 import select
-import socket
 import struct
 import sys
 import time
 
-from .. import statefiles
+from .. import jsontext, statefiles
 from ..errors import BrokerUnavailable, LauncherError
 from ..hosts.base import Host, Launch, ScriptResult, SeenProcess
 from ..records import NamedTuple
@@ -110,7 +108,7 @@ PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 #: `multiprocessing.connection`'s frame header, which the broker's Listener reads: a big-endian signed length
 #: (-1 would announce a longer one in 8 more bytes; no message of ours is that long).
 FRAME = struct.Struct("!i")
-BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+BASE64 = r"[A-Za-z0-9+/]*={0,2}"  # what _unbase64 takes where binascii has no strict mode (Python 3.10)
 
 
 class NoAnswer(BrokerUnavailable):
@@ -157,10 +155,14 @@ def decode(data: Any) -> Any:
 
 
 def _unbase64(text: str) -> bytes:
-    """The bytes `encode` wrote as base64 (its alphabet, whole quads, padding at the end only); binascii.Error
-    for any other text, which binascii alone would decode skipping what it does not know. (Not the base64
-    module: a reconnect's import time.)"""
-    if len(text) % 4 or not BASE64.fullmatch(text):
+    """The bytes `encode` wrote as base64 (its alphabet, whole quads, padding at the end only); ValueError for
+    any other text, which binascii would otherwise decode skipping what it does not know. (Neither the base64
+    module nor `re` where binascii checks itself: a reconnect's import time.)"""
+    if sys.version_info >= (3, 11):
+        return binascii.a2b_base64(text, strict_mode=True)
+    import re
+
+    if len(text) % 4 or not re.fullmatch(BASE64, text):
         raise binascii.Error("not base64")
     return binascii.a2b_base64(text)
 
@@ -172,14 +174,14 @@ class Wire:
         self.conn = conn
 
     def send(self, value: Any) -> None:
-        self.conn.send_bytes(json.dumps(encode(value), separators=(",", ":")).encode())
+        self.conn.send_bytes(jsontext.dumps(encode(value), separators=(",", ":")).encode())
 
     def receive(self, limit: int = MAX_MESSAGE, timeout: float | None = None) -> Any:
         """The next message; BrokerUnavailable for one that is not ours or that does not come in `timeout`
         seconds, OSError for one over `limit` bytes (the connection is then closed), EOFError at its end."""
         raw = self.receive_bytes(limit, timeout)
         try:
-            return decode(json.loads(raw))
+            return decode(jsontext.loads(raw))
         except (ValueError, TypeError, RecursionError) as exc:  # UnicodeDecodeError and binascii.Error too
             raise BrokerUnavailable(f"connection broker: a message that is not ours ({exc.__class__.__name__})") \
                 from None
@@ -198,7 +200,7 @@ class SocketEndpoint:
     bytes), which the broker's Listener speaks: importing `multiprocessing` only for it would cost every
     command a fifth of a reconnect (tests/test_broker_wire.py pins the two framings together)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
 
     def send_bytes(self, buf: bytes) -> None:
@@ -278,11 +280,14 @@ class Peer(NamedTuple):
 def peer(conn: Endpoint) -> Peer | None:
     """The process at the other end of a Unix socket (the one that listens, seen from a client); None where
     the system does not tell (no SO_PEERCRED: not Linux; Windows: see `pipe_server`)."""
-    option = getattr(socket, "SO_PEERCRED", None)
+    option = getattr(_socket, "SO_PEERCRED", None)
     if option is None or sys.platform == "win32":
         return None
-    with socket.socket(fileno=os.dup(conn.fileno())) as sock:
-        pid, uid, _gid = PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, PEERCRED.size))
+    sock = _socket.socket(fileno=os.dup(conn.fileno()))
+    try:
+        pid, uid, _gid = PEERCRED.unpack(sock.getsockopt(_socket.SOL_SOCKET, option, PEERCRED.size))
+    finally:
+        sock.close()
     return Peer(pid, uid)
 
 
