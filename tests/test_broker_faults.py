@@ -306,12 +306,13 @@ def logs_with_peak(*args: str | Path, out: Path) -> tuple[int, int]:
     forking process's RSS, pytest's, into a child's ru_maxrss); its output goes to `out`."""
     peak = out.with_name(out.name + ".peak")
     probe = ("import sys\n"
-             "from remote_http_launcher.cli import console_main\n"
+             "from remote_http_launcher.cli import main\n"
              "try:\n"
-             "    console_main()\n"
+             "    code = main()\n"
              "finally:\n"
              "    hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
-             f"    open({str(peak)!r}, 'w').write(hwm)\n")
+             f"    open({str(peak)!r}, 'w').write(hwm)\n"
+             "sys.exit(code)\n")
     with out.open("wb") as sink:
         proc = subprocess.run([sys.executable, "-c", probe, "logs", *map(str, args)], stdout=sink,
                               stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=300)

@@ -387,3 +387,35 @@ def test_list_refuses_a_host_that_is_not_an_ssh_host_name(rhl_dir: Path, host: s
     assert proc.returncode == 2
     assert proc.stderr == (f"error: --host: {host!r} is not an SSH host name (use HOST, USER@HOST or an alias from "
                            "~/.ssh/config)\n")
+
+
+#: `_exit_at_once` after some buffered output, with something that waits for Python's shutdown or not.
+EXIT_PROBE = """
+import atexit, sys, threading
+from remote_http_launcher.cli import _exit_at_once
+waits = sys.argv[1]
+if waits == "an exit handler":
+    atexit.register(lambda: sys.stderr.write("handler ran\\n"))
+elif waits == "a thread":
+    done = threading.Event()
+    threading.Thread(target=done.wait, args=(1,)).start()
+print("buffered output" * 1000)
+_exit_at_once(3)
+sys.stderr.write("returned\\n")
+sys.exit(4)
+"""
+
+
+@pytest.mark.parametrize("waits", ["nothing", "an exit handler", "a thread"])
+def test_a_run_ends_at_once_unless_something_waits_for_the_shutdown(waits: str) -> None:
+    """The CLI ends its process at once after a run (Python's shutdown only tears modules down, a few ms),
+    its output written out whole, unless an exit handler (logging's flushes log files) or a thread waits
+    for the shutdown: then the usual one runs them."""
+    result = subprocess.run([sys.executable, "-c", EXIT_PROBE, waits], capture_output=True, text=True,
+                            timeout=60, stdin=subprocess.DEVNULL)
+    assert result.stdout == "buffered output" * 1000 + "\n"
+    if waits == "nothing":
+        assert (result.returncode, result.stderr) == (3, "")
+    else:
+        assert result.returncode == 4 and "returned" in result.stderr, result.stderr
+        assert ("handler ran" in result.stderr) == (waits == "an exit handler")

@@ -430,14 +430,15 @@ def test_memory_bomb_is_a_one_line_config_error(tmp_path: Path, field: str, temp
     probe = (
         "import resource, sys\n"
         "resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))\n"
-        "from remote_http_launcher.cli import console_main\n"
+        "from remote_http_launcher.cli import main\n"
         "try:\n"
-        "    console_main()\n"
+        "    code = main()\n"
         "finally:\n"
         "    self = resource.getrusage(resource.RUSAGE_SELF)\n"
         # VmHWM, not ru_maxrss: Linux carries the forking process's RSS (pytest's) into ru_maxrss at exec.
         "    hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
         f"    open({str(usage)!r}, 'w').write(f'{{hwm}} {{self.ru_utime + self.ru_stime}}')\n"
+        "sys.exit(code)\n"
     )
     proc = subprocess.run([sys.executable, "-c", probe, str(path), "--dry-run"], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "REMOTE_HTTP_LAUNCHER_DIR": str(tmp_path / "state")})
