@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from . import jsontext
 from .errors import ConfigError, LauncherError
 from .records import NamedTuple
 
@@ -217,8 +218,6 @@ def check_distinct(client: PathArg, server: PathArg) -> None:
 
 
 def encode(obj: Any) -> bytes:
-    from . import jsontext  # not on the warm path, which writes nothing
-
     return (jsontext.dumps(obj, indent=2) + "\n").encode()
 
 
@@ -226,8 +225,6 @@ def decode(data: bytes | None) -> dict[str, Any] | None:
     """Parse a state file; anything that is not a JSON object, or is too large, counts as absent (stale)."""
     if not data or too_large(data):
         return None
-    from . import jsontext
-
     try:
         obj = jsontext.loads(data)
     except (ValueError, UnicodeDecodeError):
