@@ -173,8 +173,13 @@ class Wire:
     def __init__(self, conn: Endpoint) -> None:
         self.conn = conn
 
+    @staticmethod
+    def pack(value: Any) -> bytes:
+        """`value` as the bytes of one message (both ends: jsontext, so a client imports no `json`)."""
+        return jsontext.dumps(encode(value), separators=(",", ":")).encode()
+
     def send(self, value: Any) -> None:
-        self.conn.send_bytes(jsontext.dumps(encode(value), separators=(",", ":")).encode())
+        self.conn.send_bytes(self.pack(value))
 
     def receive(self, limit: int = MAX_MESSAGE, timeout: float | None = None) -> Any:
         """The next message; BrokerUnavailable for one that is not ours or that does not come in `timeout`

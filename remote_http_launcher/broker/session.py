@@ -7,14 +7,13 @@ broker process does with them (server.py runs one session per client).
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import posixpath
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BrokerUnavailable, LauncherError
-from .protocol import ANSWER, MAX_MESSAGE, OS_ERRORS, PROMPT, PROPERTIES, RECALL, RELAYED, Wire, encode
+from .protocol import ANSWER, MAX_MESSAGE, OS_ERRORS, PROMPT, PROPERTIES, RECALL, RELAYED, Wire
 
 if TYPE_CHECKING:
     from ..hosts.ssh import SSHHost
@@ -152,9 +151,9 @@ def _relayed_prompt(wire: Wire) -> Prompt:
 
 def _send_reply(wire: Wire, reply: list[Any]) -> None:
     """The reply, or when it is longer than a client reads, that the client must make this call itself."""
-    data = json.dumps(encode(reply), separators=(",", ":")).encode()
+    data = Wire.pack(reply)
     if len(data) > MAX_MESSAGE:
-        data = json.dumps(["unavailable", f"a reply of {len(data)} bytes (at most {MAX_MESSAGE})"]).encode()
+        data = Wire.pack(["unavailable", f"a reply of {len(data)} bytes (at most {MAX_MESSAGE})"])
     wire.conn.send_bytes(data)
 
 
