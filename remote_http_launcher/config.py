@@ -11,12 +11,11 @@ corpus of broken configs).
 from __future__ import annotations
 
 import functools
-import math
 import os
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from . import statefiles
+from . import jsontext, statefiles
 from .errors import ConfigError, near_miss
 from .progress import LEVELS
 from .records import NamedTuple
@@ -50,6 +49,7 @@ MAX_HANDSHAKE_PATH = 2048
 MAX_TIMEOUT = 7 * 24 * 3600.0
 MAX_FILE_PARAMETERS_VALUES = 100_000
 MAX_RECORD_DATA_JSON = statefiles.MAX_STATE_BYTES // 2  # file_parameters and meta: their state files are capped
+CACHE_NAME_DIGITS = 16  # of a parse cache's name: paths that collide only evict each other's parse
 MAX_CONFIG_BYTES = 2**20  # a config file; large data belongs in a file the service reads
 MAX_FIELD_CHARS = 1_000_000  # the strings of one field, added up
 MAX_NESTING = 100
@@ -456,8 +456,6 @@ def remember_parse(config: Config) -> None:
     exactly (no dates, non-string keys or NaN) is kept; a failed write only costs speed."""
     if config.parsed is None:
         return
-    from . import jsontext
-
     try:
         encoded = statefiles.encode({"text": config.parsed.text, "data": config.parsed.data,
                                      "config_dir": config.parsed.config_dir, "key": evaluate_key(config),
@@ -469,13 +467,11 @@ def remember_parse(config: Config) -> None:
 
 
 def _parse_cache_file(path: str) -> str:
-    """`<state dir>/cache/config-<crc32 of the absolute path>.json`; the text inside tells whether it applies,
+    """`<state dir>/cache/config-<digest of the absolute path>.json`; the text inside tells whether it applies,
     its seal (statefiles.read_sealed) that we wrote it."""
-    import binascii
-
     name = os.path.abspath(os.path.expanduser(path))
-    return os.path.join(statefiles.base_dir(), "cache",
-                        f"config-{binascii.crc32(name.encode(errors='replace')):08x}.json")
+    digest = statefiles.keyed_digest(b"", name.encode(errors="replace")).hex()[:CACHE_NAME_DIGITS]
+    return os.path.join(statefiles.base_dir(), "cache", f"config-{digest}.json")
 
 
 def read_text(path: str) -> str:
@@ -868,8 +864,8 @@ def _seconds(data: Mapping[str, Any], name: str, default: float, label: str | No
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name}: must be a number of seconds, got {_describe(value)}")
-    low_ok = value >= 0 if zero_ok else value > 0
-    if not (math.isfinite(value) and low_ok and value <= MAX_TIMEOUT):
+    low_ok = value >= 0 if zero_ok else value > 0  # false for NaN, as `value <= MAX_TIMEOUT` is for infinity
+    if not (low_ok and value <= MAX_TIMEOUT):
         least = "0 or more" if zero_ok else "more than 0"
         raise ConfigError(f"{name}: must be {least} and at most {MAX_TIMEOUT:.0f} seconds (7 days), got {value}")
     return float(value)
@@ -1045,7 +1041,7 @@ def _check_json(name: str, value: Any) -> None:
         if item is None or isinstance(item, (str, bool, int)):
             continue
         if isinstance(item, float):
-            if not math.isfinite(item):
+            if not jsontext.is_finite(item):
                 raise ConfigError(f"{where}: {item} is not a JSON number; use a finite number, or quote it")
         elif isinstance(item, Mapping):
             for child_name, child in item.items():

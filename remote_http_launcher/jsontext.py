@@ -19,7 +19,6 @@ it always does.
 from __future__ import annotations
 
 import functools
-import math
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
@@ -133,11 +132,17 @@ def _container(obj: list[Any] | tuple[Any, ...] | dict[Any, Any], parts: list[st
     return True
 
 
+INFINITY = float("inf")
+
+
+def is_finite(value: float) -> bool:
+    """`math.isfinite` for a float, without loading `math` (a shared library) on the warm path."""
+    return value - value == 0.0
+
+
 def _float(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
+    if not is_finite(value):
+        return "Infinity" if value == INFINITY else "-Infinity" if value == -INFINITY else "NaN"
     return float.__repr__(value)
 
 
@@ -159,7 +164,7 @@ class _DecoderDefaults:
     object_pairs_hook = None
     parse_float = float
     parse_int = int
-    parse_constant = {"-Infinity": -math.inf, "Infinity": math.inf, "NaN": math.nan}.__getitem__
+    parse_constant = {"-Infinity": -INFINITY, "Infinity": INFINITY, "NaN": float("nan")}.__getitem__
 
 
 _NOT_SCANNED = object()

@@ -40,6 +40,8 @@ WARM_FORBIDDEN = ("paramiko", "sshtunnel", "http.client", "dataclasses", "tempfi
                   "cryptography", "asyncio", "inspect", "ast", "hashlib", "hmac", "logging",
                   # json and re (jsontext.py, config.py's checks), socket with enum (handshake.py on _socket)
                   "json", "re", "socket", "enum", "selectors",
+                  # shared libraries, half a millisecond each to load (jsontext.is_finite, the parse cache's name)
+                  "math", "binascii", "select", "_struct",
                   # a twentieth of a warm run or more each: records.py, progress.py, cli.parse, statefiles.py, config.py
                   "typing", "threading", "argparse", "pathlib", "urllib")
 # A first launch on this machine runs `sh` (subprocess, hence threading); the rest stays out: PyYAML and the

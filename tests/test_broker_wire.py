@@ -532,7 +532,8 @@ def test_the_clients_socket_speaks_the_brokers_framing() -> None:
     near, far = socket.socketpair(socket.AF_UNIX)
     ours, theirs = protocol.SocketEndpoint(near), Connection(far.detach())
     try:
-        assert not ours.poll(0.01)
+        assert not ours.poll(0) and not ours.poll(0.01)
+        assert ours.sock.gettimeout() is None  # a poll leaves the socket blocking
         for size in (0, 1, 16383, 16384, 100_000, 3 << 20):
             payload = os.urandom(size)
             sender = threading.Thread(target=ours.send_bytes, args=(payload,))

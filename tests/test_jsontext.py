@@ -115,6 +115,12 @@ def test_a_value_repeated_without_a_loop_is_written_each_time() -> None:
     assert jsontext.dumps(obj) == json.dumps(obj)
 
 
+@pytest.mark.parametrize("value", [0.0, -0.0, 1.0, -2.5, 5e-324, sys.float_info.max, -sys.float_info.max,
+                                   math.inf, -math.inf, math.nan])
+def test_finite_numbers_are_told_as_math_tells_them(value: float) -> None:
+    assert jsontext.is_finite(value) == math.isfinite(value)
+
+
 def test_writing_the_supported_values_imports_no_json() -> None:
     code = ("import sys; from remote_http_launcher import jsontext; "
             "jsontext.dumps({'a': ['\\u00e9\\n', 1, 2.5, float('nan'), None, True, (), {}]}, indent=2); "

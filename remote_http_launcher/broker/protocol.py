@@ -40,8 +40,6 @@ import _socket
 import binascii
 import builtins
 import os
-import select
-import struct
 import sys
 import time
 
@@ -104,10 +102,12 @@ KEY_BYTES = 32  # the authkey the broker writes (BLAKE2b takes up to 64)
 CLIENT_ROLE = b"client"
 SERVER_ROLE = b"server"
 HANDSHAKE_TIMEOUT = 5.0  # seconds for the whole key proof; a broker that does not answer in time is not used
-PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+#: struct ucred, three C ints (pid, uid, gid). Ints and frames are converted with int.to_bytes/from_bytes,
+#: not `struct`: one shared library less to load on every reconnect.
+UCRED_INTS, C_INT_BYTES = 3, 4
 #: `multiprocessing.connection`'s frame header, which the broker's Listener reads: a big-endian signed length
 #: (-1 would announce a longer one in 8 more bytes; no message of ours is that long).
-FRAME = struct.Struct("!i")
+FRAME_BYTES = 4
 BASE64 = r"[A-Za-z0-9+/]*={0,2}"  # what _unbase64 takes where binascii has no strict mode (Python 3.10)
 
 
@@ -209,12 +209,12 @@ class SocketEndpoint:
         self.sock = sock
 
     def send_bytes(self, buf: bytes) -> None:
-        self.sock.sendall(FRAME.pack(len(buf)) + buf)
+        self.sock.sendall(len(buf).to_bytes(FRAME_BYTES, "big", signed=True) + buf)
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
         """The next message; EOFError at the end of the stream, OSError (and the socket closed) for a
         message over `maxlength` bytes, unread, as multiprocessing's."""
-        (size,) = FRAME.unpack(self._read(FRAME.size, first=True))
+        size = int.from_bytes(self._read(FRAME_BYTES, first=True), "big", signed=True)
         if size < 0 or (maxlength is not None and size > maxlength):
             self.close()
             raise OSError("bad message length")
@@ -233,12 +233,19 @@ class SocketEndpoint:
         return bytes(data)
 
     def poll(self, timeout: float | None = 0.0) -> bool:
-        """Whether a message (or the end of the stream) is there to read within `timeout` seconds."""
+        """Whether a message (or the end of the stream) is there to read within `timeout` seconds: a peek at
+        its first byte under a socket timeout (`select` would load one more shared library per reconnect)."""
         if sys.platform == "win32":  # a named pipe there: multiprocessing's PipeConnection
             raise NotImplementedError("a Unix socket's endpoint")
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        return bool(poller.poll(None if timeout is None else -(-timeout * 1000 // 1)))
+        previous = self.sock.gettimeout()
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.recv(1, _socket.MSG_PEEK)  # b"" at the end of the stream: readable too
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: `timeout` 0
+            return False
+        finally:
+            self.sock.settimeout(previous)
+        return True
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -290,7 +297,9 @@ def peer(conn: Endpoint) -> Peer | None:
         return None
     sock = _socket.socket(fileno=os.dup(conn.fileno()))
     try:
-        pid, uid, _gid = PEERCRED.unpack(sock.getsockopt(_socket.SOL_SOCKET, option, PEERCRED.size))
+        ucred = sock.getsockopt(_socket.SOL_SOCKET, option, UCRED_INTS * C_INT_BYTES)
+        pid, uid = (int.from_bytes(ucred[start:start + C_INT_BYTES], sys.byteorder, signed=True)
+                    for start in (0, C_INT_BYTES))
     finally:
         sock.close()
     return Peer(pid, uid)
