@@ -484,6 +484,8 @@ def test_a_host_that_cannot_show_listeners_leaves_the_port_unverified(
 
 def test_local_state_file_modes(rhl_dir: Path, demo_config: Factory) -> None:
     config = demo_config()
+    (rhl_dir / "server").mkdir(parents=True)
+    (rhl_dir / "server").chmod(0o755)  # as the original leaves it: made private by the launch
     run(config)
     key = evaluate_key(load_config(config))
     server_dir, client_dir = rhl_dir / "server", rhl_dir / "client"
@@ -499,6 +501,27 @@ def test_local_state_file_modes(rhl_dir: Path, demo_config: Factory) -> None:
     finally:
         lock.release()
     assert sorted(p.name for p in server_dir.iterdir()) == [f"{key}.json", f"{key}.log"]
+
+
+@pytest.mark.parametrize("configs", MODES, indirect=True)
+def test_the_service_runs_with_the_callers_umask(configs: tuple[Factory, SSHServer | None], tmp_path: Path) -> None:
+    """The launch shell works under umask 077 (its own files private); the service gets the umask of the shell
+    that started it: the caller's here, the login's over SSH."""
+    factory, server = configs
+    config = factory(setup=["umask > service-umask.txt"], key="umask-{network_interface}")
+    if server:
+        run(config)
+        record = remote_record(server, evaluate_key(load_config(config)))
+        seen = server.run(f"cat {shlex.quote(record['workdir'])}/service-umask.txt", check=True).stdout
+        expected = server.run("umask", check=True).stdout
+    else:
+        old_umask = os.umask(0o027)
+        try:
+            run(config)
+        finally:
+            os.umask(old_umask)
+        seen, expected = (Path(config["workdir"]) / "service-umask.txt").read_text(), "0027\n"
+    assert seen == expected and seen.strip() != "0077"
 
 
 def test_remote_state_file_modes(ssh_config: Path, server: SSHServer, rhl_dir: Path, make_config: Factory) -> None:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 # At their defaults in a service (as the original starts it), whatever the launcher ignores: SIGPIPE, which
 # Python ignores, and Ctrl-C's, which a launcher run as `remote-http-launcher cfg &` ignores.
 DEFAULT_SIGNALS = ("SIGINT", "SIGQUIT", "SIGPIPE")
-LOCAL_POLL_INTERVAL = 0.005  # a local status-file read is cheap: notice a ready service within milliseconds
+LOCAL_POLL_INTERVAL = 0.002  # a local status-file read is cheap: notice a ready service within milliseconds
 SHELL = "/bin/sh"
 
 

@@ -3,11 +3,19 @@
 # $rhl_conda_sh. $rhl_user_umask is the caller's umask; the shell's own is then 077. Exits with the failed
 # step's code, a line on stderr saying why.
 rhl_prepare() {
-  rhl_user_umask=$(umask)
+  # Builtins and parameter expansions where they do: every external command is a fork and an exec, and every
+  # $(...) a fork. The umask as Linux shows it (a read loop), else as `umask` prints it (the same digits).
+  rhl_user_umask=
+  if [ -r "/proc/$$/status" ]; then
+    while read -r rhl_field rhl_value _; do
+      [ "$rhl_field" = Umask: ] && rhl_user_umask=$rhl_value && break
+    done < "/proc/$$/status"
+  fi
+  [ -n "$rhl_user_umask" ] || rhl_user_umask=$(umask)
   umask 077
-  # Builtins and parameter expansions where they do: every external command is a fork and an exec.
   rhl_state_dir=${1%/*}
-  { [ -d "$rhl_state_dir" ] || mkdir -p -- "$rhl_state_dir"; } && chmod 700 -- "$rhl_state_dir" \
+  case $rhl_state_dir in /*) ;; *) rhl_state_dir=$PWD/$rhl_state_dir ;; esac  # listed below from the workdir
+  [ -d "$rhl_state_dir" ] || mkdir -p -- "$rhl_state_dir" \
     || { echo "cannot create state directory $rhl_state_dir" >&2; exit "$rhl_exit_state_dir"; }
   if [ ! -d "$2" ]; then  # mkdir's own words say why (a file in the way, no permission, a read-only disk)
     rhl_why=$(mkdir -p -- "$2" 2>&1) || { echo "cannot create workdir $2 (${rhl_why#mkdir: })" >&2; exit "$rhl_exit_workdir"; }
@@ -18,9 +26,14 @@ rhl_prepare() {
   }
   # Whoever may write the workdir may plant code the service runs (a json/__init__.py it imports): refused when
   # every user may and the directory is not sticky, else a warning (stderr's warning: lines reach the user).
-  read -r rhl_mode _ rhl_uid _ <<RHL_LS
-$(ls -ldn . 2>/dev/null)
+  # One `ls` for both: the workdir (.) and the state directory, in that order (C collation: "." sorts before
+  # any other path), the state directory then made private unless it is ours and already is.
+  { read -r rhl_mode _ rhl_uid _; read -r rhl_state_mode _; } <<RHL_LS
+$(LC_ALL=C ls -ldn -- . "$rhl_state_dir" 2>/dev/null)
 RHL_LS
+  case $rhl_state_mode in drwx------*) [ -O "$rhl_state_dir" ] ;; *) false ;; esac \
+    || chmod 700 -- "$rhl_state_dir" \
+    || { echo "cannot make state directory $rhl_state_dir private" >&2; exit "$rhl_exit_state_dir"; }
   case $rhl_mode in
     ????????w[!tT]*|????????w)
       echo "workdir $2 may be written by every user (mode $rhl_mode), so anyone could plant code the service runs; make it private (chmod o-w) or use another workdir" >&2
