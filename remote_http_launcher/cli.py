@@ -238,16 +238,9 @@ def parse(argv: Sequence[str]) -> tuple[SimpleNamespace, Handler]:
 
 def _load(path: str, *, cache: bool) -> Config:
     """The config, its warnings (a field nothing reads) printed as one `warning:` line each."""
-    import warnings
-
     from .config import load_config
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        config = load_config(path, cache=cache)
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
-    return config
+    return load_config(path, cache=cache, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
 
 
 def next_step(exc: LauncherError, args: SimpleNamespace | None) -> str:

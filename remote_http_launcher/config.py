@@ -421,8 +421,10 @@ def template_namespace(config: Config, **extra: str) -> dict[str, Any]:
     return {**names, "config": dict(config.raw), **extra}
 
 
-def load_config(source: Mapping[str, Any] | str | os.PathLike[str], *, cache: bool = False) -> Config:
-    """Accept a mapping, or the path of a YAML file, and validate it.
+def load_config(source: Mapping[str, Any] | str | os.PathLike[str], *, cache: bool = False,
+                warn: Callable[[str], None] | None = None) -> Config:
+    """Accept a mapping, or the path of a YAML file, and validate it. Its warnings (a field nothing reads)
+    go to `warn`, by default `warnings.warn` (a UserWarning each).
 
     With `cache` (the `up` path, which scripts call again and again), the
     parse of a YAML file kept by `remember_parse` is reused while the file's
@@ -430,7 +432,7 @@ def load_config(source: Mapping[str, Any] | str | os.PathLike[str], *, cache: bo
     a sixth of the warm path.
     """
     if isinstance(source, Mapping):
-        return parse_config(source)
+        return parse_config(source, warn=warn)
     path = os.fspath(source)
     config_dir = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
     text = read_text(path)
@@ -444,9 +446,10 @@ def load_config(source: Mapping[str, Any] | str | os.PathLike[str], *, cache: bo
             and isinstance(cached.get("stock_ports"), list):
         unread = tuple(str(name) for name in cached["unread"])
         stock_ports = tuple(str(name) for name in cached["stock_ports"])
-        return parse_config(cached["data"], config_dir, unread, stock_ports)._replace(known_key=cached["key"])
+        return parse_config(cached["data"], config_dir, unread, stock_ports, warn=warn)._replace(
+            known_key=cached["key"])
     data = parse_yaml(text, path)
-    config = parse_config(data, config_dir=config_dir)
+    config = parse_config(data, config_dir=config_dir, warn=warn)
     return config._replace(parsed=ParsedFile(cache_file, text, data, config_dir)) if cache_file else config
 
 
@@ -560,10 +563,10 @@ def _strict_loader() -> type:
 
 
 def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ...] | None = None,
-                 stock_ports: tuple[str, ...] | None = None) -> Config:
+                 stock_ports: tuple[str, ...] | None = None, *, warn: Callable[[str], None] | None = None) -> Config:
     """Validate a mapping; `config_dir` (the YAML file's directory) becomes a template name. `unread` and
     `stock_ports`: the fields no template reads and the ports the launch chooses, as found for a kept parse
-    of the same text (else they are found here, by parsing the templates)."""
+    of the same text (else they are found here, by parsing the templates). `warn`: as load_config's."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"config: must be a mapping of fields (lines of 'name: value'), got {_describe(data)}")
     _field_names(data)
@@ -584,7 +587,7 @@ def parse_config(data: Any, config_dir: str | None = None, unread: tuple[str, ..
     command_template = _template(data, "command", MAX_COMMAND_TEMPLATE)
     if unread is None:
         unread = _unread_fields(data, (key_template, command_template))
-    _warn_unread(unread)
+    _warn_unread(unread, warn)
     hostname = _host(data, "hostname", is_host, "a host name or IP address, e.g. server.example.com")
     ssh_hostname = _host(data, "ssh_hostname", is_ssh_host, "[user@]host, e.g. alice@server.example.com")
     if ssh_hostname is not None and hostname is None:
@@ -744,13 +747,16 @@ def _unread_fields(data: Mapping[str, Any], templates: tuple[str, ...]) -> tuple
     return unread
 
 
-def _warn_unread(unread: tuple[str, ...]) -> None:
-    if unread:
-        import warnings
+def _warn_unread(unread: tuple[str, ...], warn: Callable[[str], None] | None) -> None:
+    for name in unread:
+        message = (f"config: field {name[:40]!r} is not a field of the launcher and no template (key, command) "
+                   "uses it; it is ignored")
+        if warn is not None:
+            warn(message)
+        else:
+            import warnings
 
-        for name in unread:
-            warnings.warn(f"config: field {name[:40]!r} is not a field of the launcher and no template (key, "
-                          "command) uses it; it is ignored", stacklevel=2)
+            warnings.warn(message, stacklevel=2)
 
 
 def _merged(value: Any, data: Mapping[str, Any]) -> bool:

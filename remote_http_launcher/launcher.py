@@ -19,7 +19,6 @@ import _thread
 import os
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from functools import partial
 
 from . import handshake, scripts, statefiles, stock
@@ -283,8 +282,10 @@ class Launcher:
                 state = self._monitor(service, state, launched=True, lock=lock)
         except BaseException:
             # Releasing fails too when the connection is gone; what went wrong first is the error to report.
-            with suppress(LauncherError):
+            try:
                 lock.release()
+            except LauncherError:
+                pass
             raise
         lock.release()
         return state
@@ -331,8 +332,10 @@ class Launcher:
         try:
             return self._start_service(successor, lock, {SUCCESSOR_OF: job.id})
         except BaseException:
-            with suppress(LauncherError):
+            try:
                 lock.release()
+            except LauncherError:
+                pass
             raise
 
     def _start_service(self, service: Service, lock: LaunchLock, extra: dict[str, Any] | None = None) -> ServerState:

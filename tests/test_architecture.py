@@ -42,6 +42,8 @@ WARM_FORBIDDEN = ("paramiko", "sshtunnel", "http.client", "dataclasses", "tempfi
                   "json", "re", "socket", "enum", "selectors",
                   # shared libraries, half a millisecond each to load (jsontext.is_finite, the parse cache's name)
                   "math", "binascii", "select", "_struct",
+                  # a millisecond each or so: the CLI's config warnings (a callback), the launch's try blocks
+                  "warnings", "contextlib",
                   # a twentieth of a warm run or more each: records.py, progress.py, cli.parse, statefiles.py, config.py
                   "typing", "threading", "argparse", "pathlib", "urllib")
 # A first launch on this machine runs `sh` (subprocess, hence threading); the rest stays out: PyYAML and the

@@ -69,7 +69,8 @@ def _serve(config: Config, key: str, client_path: str, progress: Progress, promp
 
     check_direct_reachable(config)
     progress.phase(f"connecting to {config.ssh_target}" if config.remote else "checking server state")
-    with open_host(config, _asking(prompt, progress), accept_new_host_key=accept_new_host_key) as host:
+    asking = _asking(prompt, progress) if config.remote else None  # this machine asks nothing
+    with open_host(config, asking, accept_new_host_key=accept_new_host_key) as host:
         return Launcher(config, key, client_path, progress).serve(host)[0], False
 
 

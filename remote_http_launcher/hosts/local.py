@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import suppress
 
 from .. import scripts, statefiles
 from ..handshake import tcp_connect
@@ -131,12 +130,14 @@ class LocalHost(Host):
             return super().launch(request)
         finally:
             for fd in (stdin, stdout, stderr):
-                with suppress(OSError):
-                    os.close(fd)
-        with suppress(BrokenPipeError), os.fdopen(to_stdin, "wb") as head:  # read by SERVICE; gone if prepare failed
-            head.write(request.stdin)
+                os.close(fd)
+        try:
+            with os.fdopen(to_stdin, "wb") as head:
+                head.write(request.stdin)
+        except BrokenPipeError:  # read by SERVICE; gone if prepare failed
+            pass
         with os.fdopen(from_stdout, "rb") as out, os.fdopen(from_stderr, "rb") as err:
-            answer, said = out.read(), err.read()  # both end when the shell becomes SERVICE, or exits
+            answer, said = out.read(), err.read()  # both end when the shell turns its output to the log, or exits
         if answer.strip():
             _thread.start_new_thread(_reap, (pid,))
             code = 0
@@ -153,5 +154,7 @@ class LocalHost(Host):
 
 
 def _reap(pid: int) -> None:
-    with suppress(ChildProcessError):
+    try:
         os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
