@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
 from itertools import pairwise
-from types import SimpleNamespace
 
 from . import logsetup
 from ._version import PROG
@@ -33,9 +31,11 @@ from .errors import (
     UsageError,
 )
 from .progress import Progress
+from .records import SimpleNamespace
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from typing import NoReturn
 
     from .prompts import Prompt

@@ -10,19 +10,19 @@ corpus of broken configs).
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
 
 from . import jsontext, statefiles
 from .errors import ConfigError, near_miss
 from .progress import LEVELS
-from .records import NamedTuple
+from .records import MappingProxy, NamedTuple, cache
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
     from typing import Any
+else:  # collections.abc's own module, loaded with the interpreter (collections.abc imports collections)
+    from _collections_abc import Mapping
 
 DEFAULT_NETWORK_INTERFACE = "localhost"
 DEFAULT_STARTUP_TIMEOUT = 60.0
@@ -229,7 +229,7 @@ class Handshake(NamedTuple):
     """The HTTP health check: GET /path?parameters, 2xx means healthy."""
 
     path: str = ""
-    parameters: Mapping[str, str] = MappingProxyType({})
+    parameters: Mapping[str, str] = MappingProxy({})
     #: The status-file field holding the port to check (e.g. `dashboard_port`); None: `port`.
     port_name: str | None = None
 
@@ -530,7 +530,7 @@ def _top_level_field(lines: list[str], line: int) -> str | None:
     return None
 
 
-@functools.cache
+@cache
 def _strict_loader() -> type:
     """PyYAML's safe loader (the C one when available), refusing duplicate keys in any mapping."""
     import yaml

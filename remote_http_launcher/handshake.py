@@ -8,7 +8,6 @@ the same code runs unchanged over a paramiko `direct-tcpip` channel.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
 
 from .config import Handshake
 from .statefiles import is_port
@@ -16,6 +15,7 @@ from .statefiles import is_port
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
     import _socket
+    from collections.abc import Callable, Mapping
     from typing import Any
 
     SocketFactory = Callable[[float], Any]

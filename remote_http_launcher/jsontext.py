@@ -18,7 +18,7 @@ it always does.
 
 from __future__ import annotations
 
-import functools
+from .records import cache
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ _NOT_SCANNED = object()
 _SPACE = " \t\n\r"  # JSON's whitespace
 
 
-@functools.cache
+@cache
 def _scanner() -> Callable[[str, int], tuple[Any, int]] | None:
     try:
         from _json import make_scanner

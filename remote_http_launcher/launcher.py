@@ -18,8 +18,6 @@ from __future__ import annotations
 import _thread
 import os
 import time
-from collections.abc import Callable
-from functools import partial
 
 from . import handshake, scripts, statefiles, stock
 from ._version import __version__
@@ -34,6 +32,7 @@ from .statefiles import ClientPayload, PathArg, ServerState
 
 TYPE_CHECKING = False  # not typing's: a first launch here imports no typing (records.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, TypeVar
 
     from . import schedulers
@@ -159,7 +158,7 @@ class Launcher:
                     return state
                 raise self._error(HandshakeError, service, "handshake", f"service on {service.host.name} reported "
                                   f"port {state.port} but {problem}", state, with_log=True,
-                                  stop=partial(service.terminate, state))
+                                  stop=_later(service.terminate, state))
 
     def _guess_way_in(self, service: Service, open_tunnel: TunnelOpener | None) -> None:
         """Step 4 for the record the host remembers from an earlier read (a connection broker does, from any
@@ -442,7 +441,7 @@ class Launcher:
                 # a launched service that reports failure but lingers would be orphaned
                 raise self._error(ServiceFailedError, service, "start", f"service on {host.name} reported status "
                                   "'failed'", current, with_log=True,
-                                  stop=partial(service.terminate, current) if launched else None)
+                                  stop=_later(service.terminate, current) if launched else None)
             state = current or state
             if now - last_check >= PROCESS_CHECK_INTERVAL or pid is None:
                 last_check = now
@@ -458,7 +457,7 @@ class Launcher:
                                       "before reporting its port", state, with_log=True)
             if now - last_change > self.config.startup_timeout:
                 raise self._error(ServiceFailedError, service, "start", self._silent(service, pid), state,
-                                  with_log=True, stop=partial(service.terminate, state))
+                                  with_log=True, stop=_later(service.terminate, state))
             self.progress.tick()
             time.sleep(min(pause, host.poll_interval))
             pause *= 2
@@ -552,7 +551,7 @@ class Launcher:
             state = current or state
             if current is not None and current.status == "failed":
                 raise self._error(ServiceFailedError, service, "start", f"service in job {job.id} reported "
-                                  "status 'failed'", state, with_log=True, stop=partial(job.cancel, host))
+                                  "status 'failed'", state, with_log=True, stop=_later(job.cancel, host))
             now = time.monotonic()
             if now - last_check >= query_interval:
                 last_check = now
@@ -567,12 +566,12 @@ class Launcher:
                     why = f"job {job.id} queued: {info.reason or 'waiting'}"
                     if job.scheduler.hopeless(info):
                         raise self._error(LaunchError, service, "queue", f"{why}, which waiting cannot clear "
-                                          f"(cancelled the job); fix scheduler.options", stop=partial(job.cancel, host))
+                                          f"(cancelled the job); fix scheduler.options", stop=_later(job.cancel, host))
                     if now - started > queue_timeout:
                         raise self._error(LaunchError, service, "queue", f"{why} for more than "
                                           f"{queue_timeout:.0f} s (cancelled the job); raise "
                                           "scheduler.queue_timeout or ask for fewer resources",
-                                          stop=partial(job.cancel, host))
+                                          stop=_later(job.cancel, host))
                     text = why + (f", expected to start {info.start_estimate}" if info.start_estimate else "")
                     query_interval = min(2 * query_interval, JOB_QUERY_MAX_INTERVAL)  # the status file shows a start
                 else:
@@ -583,7 +582,7 @@ class Launcher:
                     if now - running_since > self.config.startup_timeout:
                         raise self._error(ServiceFailedError, service, "start", f"service in job {job.id} did not "
                                           f"report its port within {self.config.startup_timeout:.0f} s "
-                                          "(cancelled the job)", state, with_log=True, stop=partial(job.cancel, host))
+                                          "(cancelled the job)", state, with_log=True, stop=_later(job.cancel, host))
                 if text != shown:
                     self.progress.phase(text)
                     shown = text
@@ -767,3 +766,8 @@ class Background(Generic["T"]):
         if self._raised:
             raise self._raised[0]
         return self._returned[0]
+
+
+def _later(function: Callable[[T], object], argument: T) -> Callable[[], object]:
+    """`function(argument)`, to be called later: functools.partial without importing functools (records.py)."""
+    return lambda: function(argument)

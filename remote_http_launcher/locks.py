@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 
 from . import statefiles
 from .processes import process_identity
@@ -20,6 +19,7 @@ from .records import NamedTuple
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from .hosts import Host

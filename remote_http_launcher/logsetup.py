@@ -9,7 +9,6 @@ path stays without it.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 from .config import LogOptions
 from .errors import ConfigError
@@ -17,6 +16,7 @@ from .errors import ConfigError
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Callable
 
 DEFAULT_LEVEL = "minimal"
 LOGGER = "remote_http_launcher"

@@ -16,12 +16,12 @@ from __future__ import annotations
 import _thread
 import sys
 import time
-from collections.abc import Mapping
 
 from .lazylog import Logger
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any, TextIO
 
 LEVELS = ("minimal", "basic", "debug")

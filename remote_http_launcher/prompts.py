@@ -12,15 +12,16 @@ user called (keeper/start.py), which asks them here.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 TYPE_CHECKING = False  # not typing's: a first launch here imports no typing (records.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, TypeVar
 
     T = TypeVar("T")
-
-Prompt = Callable[[str, bool], str]
+    Prompt = Callable[[str, bool], str]
+else:  # the name others import, for annotations only (collections.abc would import collections)
+    Prompt = "Callable[[str, bool], str]"
 QUESTION_POLL = 0.1  # seconds: how often the calling thread looks for the login's questions (and Ctrl-C)
 
 #: How a failure says a prompt could have been answered (no terminal, no kernel input, no `prompt=`).

@@ -13,13 +13,13 @@ travels on stdin instead: arguments are in every user's process list (`ps`,
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from functools import cache
 
 from . import jsontext
+from .records import cache
 
 TYPE_CHECKING = False  # not typing's: a first launch here imports no typing (records.py)
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from typing import Any, Literal
 
     # A program's own file; libraries (prepare, a scheduler's submit) only define functions for the next file.

@@ -8,7 +8,6 @@ its process is signalled only when it is verifiably the one that was launched
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from . import scripts, statefiles
 from .processes import UNIDENTIFIED
@@ -17,6 +16,8 @@ from .statefiles import ServerState
 
 TYPE_CHECKING = False  # not typing's: a first launch here imports no typing (records.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .config import Config
     from .hosts import Host
     from .hosts.base import SeenProcess

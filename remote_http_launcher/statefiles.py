@@ -8,19 +8,18 @@ the service and are reached through a `Host`. Both are JSON, written atomically
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import stat
 import sys
 import time
-from collections.abc import Callable
 
 from . import jsontext
 from .errors import ConfigError, LauncherError
-from .records import NamedTuple
+from .records import NamedTuple, cache
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, TypedDict, TypeGuard, TypeVar
 
     T = TypeVar("T")
@@ -179,7 +178,7 @@ def _check_parents(path: PathArg, what: str) -> None:
     _TRUSTED_PARENTS.add(parent)
 
 
-@functools.cache
+@cache
 def _above_home() -> frozenset[str]:
     """The directories above our home directory (symbolic links resolved); none when it is unknown."""
     home = os.path.expanduser("~")

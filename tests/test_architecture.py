@@ -44,6 +44,8 @@ WARM_FORBIDDEN = ("paramiko", "sshtunnel", "http.client", "dataclasses", "tempfi
                   "math", "binascii", "select", "_struct",
                   # a millisecond each or so: the CLI's config warnings (a callback), the launch's try blocks
                   "warnings", "contextlib",
+                  # a quarter of the interpreter's own start: records.py's NamedTuple, cache and namespaces
+                  "collections", "functools", "types", "operator", "reprlib",
                   # a twentieth of a warm run or more each: records.py, progress.py, cli.parse, statefiles.py, config.py
                   "typing", "threading", "argparse", "pathlib", "urllib")
 # A first launch on this machine runs `sh` (subprocess, hence threading); the rest stays out: PyYAML and the
@@ -96,7 +98,8 @@ def test_an_unknown_error_class_from_the_keeper_is_a_launcher_error() -> None:
 # The units (top-level modules and subpackages) from the bottom up: a unit imports only units of lower
 # layers (lazily or not, for types too), never one of its own layer or above. One layer a line.
 LAYERS = [
-    ["_version", "errors", "lazylog", "records", "jsontext"],
+    ["records"],
+    ["_version", "errors", "lazylog", "jsontext"],
     ["plainyaml", "progress", "processes", "shellwords", "templates"],
     ["statefiles", "prompts"],
     ["config", "scripts"],

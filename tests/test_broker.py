@@ -548,7 +548,8 @@ def test_a_run_whose_broker_dies_runs_again_in_a_new_broker(
 #: Modules a reconnect through a live broker does without (a tenth of its time or more together, on loopback).
 RECONNECT_FORBIDDEN = ("paramiko", "multiprocessing", "logging", "subprocess", "hashlib", "hmac", "tempfile",
                        "typing", "yaml", "pathlib", "urllib", "base64", "encodings.idna", "json", "re",
-                       "socket", "enum", "math", "select", "_struct", "warnings", "contextlib")
+                       "socket", "enum", "math", "select", "_struct", "warnings", "contextlib",
+                       "collections", "functools", "types")
 
 
 def test_a_reconnect_through_a_live_broker_imports_no_login_and_no_heavy_module(

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import _socket
 import _thread
-import functools
 import os
 import sys
 import time
@@ -268,7 +267,8 @@ class Relayed:
             return self
         if self.name in PROPERTIES:
             return host.call(self.name)
-        return functools.partial(host.call, self.name)
+        name = self.name
+        return lambda *args, **kwargs: host.call(name, *args, **kwargs)
 
 
 class BrokeredHost(Host):
