@@ -30,7 +30,7 @@ from .errors import (
     ServiceFailedError,
     UsageError,
 )
-from .progress import Progress
+from .progress import LEVELS, Progress
 from .records import SimpleNamespace
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a sixth of a warm run (records.py)
@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 # (tests/test_cli.py checks), so the plain `remote-http-launcher CONFIG` needs no argparse.
 UP_DEFAULTS = {"connection_dir": None, "dry_run": False, "json": False, "open": False, "connection_persist": None,
                "accept_new_host_key": False, "log_level": None, "log_file": None, "debug_log_file": None}
+#: `up`'s options read without argparse (see `_parse_plain_up`): flags, and options taking one string.
+UP_FLAGS = {"--dry-run": "dry_run", "--json": "json", "--open": "open", "--accept-new-host-key": "accept_new_host_key"}
+UP_STRINGS = {"--connection-dir": "connection_dir", "--log-level": "log_level", "--log-file": "log_file",
+              "--debug-log-file": "debug_log_file"}
 
 
 def cmd_up(args: SimpleNamespace, config: Config | None, progress: Progress) -> int:
@@ -215,8 +219,9 @@ COMMANDS: dict[str, Handler] = {
 
 
 def parse(argv: Sequence[str]) -> tuple[SimpleNamespace, Handler]:
-    if len(argv) == 1 and argv[0] not in COMMANDS and not argv[0].startswith("-"):
-        return SimpleNamespace(config=argv[0], **UP_DEFAULTS), cmd_up
+    plain = _parse_plain_up(argv)
+    if plain is not None:
+        return plain, cmd_up
     from .arguments import PARSERS, build_up_parser
 
     if argv and argv[0] in COMMANDS:
@@ -234,6 +239,30 @@ def parse(argv: Sequence[str]) -> tuple[SimpleNamespace, Handler]:
             raise UsageError(f"{PROG}: {argv[0]!r} is neither a subcommand nor a config file; did you mean "
                              f"'{PROG} {close[0]}'? (subcommands: {', '.join(COMMANDS)})")
     return build_up_parser().parse_args(argv, SimpleNamespace()), cmd_up
+
+
+def _parse_plain_up(argv: Sequence[str]) -> SimpleNamespace | None:
+    """`CONFIG [OPTION...]` as `up`'s parser reads it, without importing argparse (with its `re` and
+    `gettext`, a third of a warm run): the config first, then each option of UP_FLAGS and UP_STRINGS written
+    out in full (`--name VALUE` or `--name=VALUE`, the value not starting with `-`). None for anything else,
+    which argparse reads (or refuses) as it always did; tests/test_cli.py compares the two."""
+    if not argv or argv[0] in COMMANDS or argv[0].startswith("-"):
+        return None
+    values: dict[str, object] = {"config": argv[0], **UP_DEFAULTS}
+    rest = iter(argv[1:])
+    for word in rest:
+        name, equals, value = word.partition("=")
+        if not equals and word in UP_FLAGS:
+            values[UP_FLAGS[word]] = True
+            continue
+        if name not in UP_STRINGS:
+            return None
+        if not equals:
+            value = next(rest, "-")  # none: argparse says what is missing
+        if value.startswith("-") or (name == "--log-level" and value not in LEVELS):
+            return None
+        values[UP_STRINGS[name]] = value
+    return SimpleNamespace(**values)
 
 
 def _load(path: str, *, cache: bool) -> Config:

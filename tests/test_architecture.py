@@ -263,11 +263,13 @@ def test_the_state_machine_knows_no_keeper_and_no_front_end() -> None:
     assert not {m for m in reachable if m.startswith(tuple(f"{NAME}.{unit}" for unit in above))}
 
 
-def test_the_warm_path_imports_only_what_it_needs(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
+@pytest.mark.parametrize("options", [[], ["--log-level", "basic"]], ids=["plain", "log-level"])
+def test_the_warm_path_imports_only_what_it_needs(rhl_dir: Path, config_file: Callable[..., Path],
+                                                  options: list[str]) -> None:
     config = config_file()
     first = subprocess.run([sys.executable, "-m", NAME, str(config)], capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
-    result, stderr = probe_imports(config)  # the warm path needs no other package
+    result, stderr = probe_imports(config, *options)  # the warm path needs no other package (nor argparse)
     assert "reconnected" in stderr, stderr  # the warm path, not a relaunch
     assert result["code"] == 0
     assert [path for path in result["opened"] if path.endswith(".sh")] == []  # no shell program is read

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import re
 import shlex
 import shutil
@@ -68,6 +69,36 @@ def test_a_plain_config_command_line_is_read_as_the_up_parser_reads_it() -> None
     assert vars(args) == vars(build_up_parser().parse_args(["service.yaml"])) == {"config": "service.yaml",
                                                                                  **cli_module.UP_DEFAULTS}
     assert cli_module.parse(["up", "service.yaml"])[0] == args
+
+
+PLAIN_WORDS = ["--dry-run", "--json", "--open", "--accept-new-host-key", "--log-level", "--log-file",
+               "--debug-log-file", "--connection-dir", "--connection-persist", "--log-level=basic", "--log-file=",
+               "--log-file=a=b", "--json=1", "--log", "--js", "basic", "debug", "loud", "-", "-x", "--", "x.log",
+               "dir with space", "up", "-h", "--version", "5"]
+
+
+def test_up_options_are_read_without_argparse_as_argparse_reads_them() -> None:
+    """Every command line the plain reading takes gets the values `up`'s parser gives it, on thousands of
+    generated ones (the rest go to argparse); the common ones are taken, and the option tables name
+    `up`'s own options."""
+    parser = build_up_parser()
+    for option, dest in cli_module.UP_FLAGS.items():
+        assert vars(parser.parse_args(["c", option]))[dest] is True
+    for option, dest in cli_module.UP_STRINGS.items():
+        assert vars(parser.parse_args(["c", option, "basic"]))[dest] == "basic"
+    generator = random.Random(7)
+    taken = 0
+    for _ in range(5000):
+        argv = ["service.yaml", *generator.choices(PLAIN_WORDS, k=generator.randint(0, 5))]
+        plain = cli_module._parse_plain_up(argv)
+        if plain is None:
+            continue
+        taken += 1
+        assert vars(plain) == vars(parser.parse_args(argv)), argv
+    assert taken > 500
+    for argv in (["s.yaml", "--log-level", "basic"], ["s.yaml", "--json", "--log-file=x.log", "--dry-run"],
+                 ["s.yaml", "--connection-dir", "dir", "--accept-new-host-key", "--open"]):
+        assert cli_module._parse_plain_up(argv) is not None, argv
 
 
 def test_up_subcommand_is_the_default(rhl_dir: Path, config_file: Callable[..., Path]) -> None:
