@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -238,6 +238,25 @@ def test_a_reconnect_whose_own_handshake_passes_checks_nothing_more_on_the_serve
     new = remote_state(server, config["key"])
     assert new is not None and new["pid"] != state["pid"] and relaunched["port"] == new["port"]
     assert remote_alive(server, new["pid"])
+
+
+def test_a_cold_launch_reads_the_status_file_from_the_launch_scripts_answer(
+        ssh_config: Path, server: SSHServer, rhl_dir: Path, make_config: Callable[..., dict[str, Any]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """launch.sh waits on the server for the new service's record and prints it after the PID: a service
+    that reports within that wait costs the launcher no read of the status file (two round trips each)."""
+    config = make_config(connection_persist=0)
+    reads: list[str] = []
+
+    def counted(host: SSHHost, path: str, real: Any = SSHHost.read) -> bytes | None:
+        reads.append(path)
+        return cast(bytes | None, real(host, path))
+
+    monkeypatch.setattr(SSHHost, "read", counted)
+    payload = run(config)
+    state = remote_state(server, config["key"])
+    assert state is not None and state["status"] == "running" and payload["port"] == state["port"]
+    assert [path for path in reads if path.endswith(f"/{config['key']}.json")] == []
 
 
 def test_a_service_that_stopped_answering_is_relaunched_on_reconnect(
