@@ -154,6 +154,21 @@ def test_ssh_package_imports_nothing(tmp_path: Path) -> None:
     assert _probe(tmp_path, code) == ["False", "False"]
 
 
+def test_paramiko_loads_without_importlib_metadata_and_knows_its_version(tmp_path: Path) -> None:
+    """Its version (sent in every SSH banner) read from its dist-info, as importlib.metadata reads it; that
+    module (~45 ms) is not loaded for it, and anything importing it later gets the real one."""
+    code = ("import sys; from remote_http_launcher.ssh._paramiko import paramiko; "
+            "print('importlib.metadata' in sys.modules, paramiko.__version__); "
+            "import importlib.metadata as real; print(real.version('paramiko'), real.distribution('paramiko').name)")
+    loaded, version, real_version, name = _probe(tmp_path, code)
+    assert loaded == "False" and version == real_version and name == "paramiko"
+    # a name without a dist-info of that name beside it (the distribution is remote-http-launcher): asked
+    code = ("from remote_http_launcher.ssh._paramiko import _own_version; import importlib.metadata as real; "
+            "print(_own_version('remote_http_launcher'), real.version('remote_http_launcher'))")
+    ours, real_ours = _probe(tmp_path, code)
+    assert ours == real_ours
+
+
 def test_invoke_stays_out_unless_match_exec(tmp_path: Path) -> None:
     (tmp_path / ".ssh").mkdir()
     config = tmp_path / ".ssh" / "config"

@@ -18,10 +18,13 @@ without a tunnel never load it. This module imports nothing from the package.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
+import os
 import re
 import sys
 import threading
+import types
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,10 +64,46 @@ def has_match_exec(path: Path) -> bool:
     return MATCH_EXEC_RE.search(text) is not None
 
 
+def _own_version(name: str) -> str:
+    """`importlib.metadata.version(name)` read from the METADATA of the dist-info beside the package `name`,
+    which is where pip put it; anything else (another layout, several copies) asks importlib.metadata."""
+    spec = importlib.util.find_spec(name)
+    if spec is not None and spec.origin is not None:
+        site = os.path.dirname(os.path.dirname(spec.origin))
+        try:
+            found = [entry for entry in os.listdir(site) if entry.startswith(f"{name}-")
+                     and entry.endswith(".dist-info")]
+            if len(found) == 1:
+                with open(os.path.join(site, found[0], "METADATA"), encoding="utf-8") as metadata:
+                    for line in metadata:
+                        if line.startswith("Version:"):
+                            return line[len("Version:"):].strip()
+                        if not line.strip():
+                            break  # the end of the headers
+        except OSError:
+            pass
+    return str(_real_metadata().version(name))
+
+
+def _real_metadata() -> Any:
+    if sys.modules.get(_METADATA) is _STAND_IN:
+        del sys.modules[_METADATA]  # the real one from now on
+    return importlib.import_module(_METADATA)
+
+
 # `import invoke` raises ImportError while sys.modules holds None for it; paramiko.config then keeps None.
 _HIDE_INVOKE = "paramiko" not in sys.modules and "invoke" not in sys.modules and not has_match_exec(user_ssh_config())
+# paramiko's __init__ imports importlib.metadata (with email and zipfile: ~45 ms before an SSH login can start)
+# only for `metadata.version("paramiko")`: while it loads, that name is a module whose `version` is _own_version
+# (any other name it asked for would load the real module).
+_METADATA = "importlib.metadata"
+_STAND_IN = types.ModuleType(_METADATA, "Stands in while paramiko loads: its version only.")
+_STAND_IN.version = _own_version  # type: ignore[attr-defined]
+_STAND_IN.__getattr__ = lambda attribute: getattr(_real_metadata(), attribute)  # type: ignore[method-assign]
 if _HIDE_INVOKE:
     sys.modules["invoke"] = None  # type: ignore[assignment]
+if _METADATA not in sys.modules and "paramiko" not in sys.modules:
+    sys.modules[_METADATA] = _STAND_IN
 try:
     import paramiko
     import paramiko.agent
@@ -75,6 +114,8 @@ try:
 finally:
     if _HIDE_INVOKE:
         del sys.modules["invoke"]
+    if sys.modules.get(_METADATA) is _STAND_IN:
+        del sys.modules[_METADATA]
 
 
 # paramiko logs what its own thread met (e.g. "Exception (client): ..." with a traceback); with no handler
