@@ -672,6 +672,22 @@ def test_agent_keys_come_first(server: SSHServer, client_home: Path, tmp_path: P
         os.kill(agent_pid, 15)
 
 
+def test_a_publickey_login_waits_for_no_service_accept(server: SSHServer, client_home: Path) -> None:
+    """TCP connect, banner, key exchange, new keys, then the key's USERAUTH_REQUEST right behind the
+    SERVICE_REQUEST: 5 round trips as the proxy counts them, 6 in paramiko's order (waiting for the accept)."""
+    from tests.linkproxy import LinkProxy, through
+
+    with LinkProxy((server.host, server.port), rtt=0.05) as proxy:  # packets sent together arrive together
+        server.write_ssh_config(client_home, ALIAS, through(proxy, server))
+        connection = connect(ALIAS, interactive=False)
+        try:
+            assert connection.transport.is_authenticated()
+            time.sleep(0.2)  # the proxy counts the last bytes asynchronously
+            assert proxy.counters.round_trips() <= 5  # a loaded machine may merge two sends into one turn
+        finally:
+            connection.close()
+
+
 def test_connect_timeout(server: SSHServer, client_home: Path) -> None:
     if server.netns is None:
         pytest.skip("needs the network namespace to drop packets")

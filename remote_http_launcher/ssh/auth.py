@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..errors import AuthenticationError
 from ..prompts import HOW_TO_ANSWER, Prompt
-from ._paramiko import GSSAPI_METHOD, auth_gssapi_with_mic, paramiko
+from ._paramiko import GSSAPI_METHOD, auth_gssapi_with_mic, auth_publickey_pipelined, paramiko
 from .agent import open_agent
 from .certs import CERT_SUFFIX, KEY_FIELDS, Certificate, is_certificate, parse
 from .certs import read as read_certificate
@@ -261,7 +261,8 @@ class Authenticator:
             if name:
                 self.tried.append(name)
             log.debug("%s: publickey: offering %s", self.login, name or f"agent key {key.get_name()}")
-            result = self._attempt("publickey", partial(self.transport.auth_publickey, self.endpoint.user, key))
+            result = self._attempt("publickey", partial(auth_publickey_pipelined, self.transport, self.endpoint.user,
+                                                          key))
             if result is not False:
                 return bool(result)
         return False
