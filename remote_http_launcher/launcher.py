@@ -257,6 +257,10 @@ class Launcher:
 
     # 3. Launch, exactly once across concurrent runs.
     def _launch_once(self, service: Service, seen: ServerState | None) -> ServerState:
+        with service.host.exec_ahead():  # the launch script's channel opens while the lock is taken
+            return self._launch_locked(service, seen)
+
+    def _launch_locked(self, service: Service, seen: ServerState | None) -> ServerState:
         lock = LaunchLock(service)
         while not lock.acquire_and_read_state():
             self.progress.phase("another run is launching the service; waiting")

@@ -259,6 +259,25 @@ def test_a_cold_launch_reads_the_status_file_from_the_launch_scripts_answer(
     assert [path for path in reads if path.endswith(f"/{config['key']}.json")] == []
 
 
+def test_a_cold_launch_over_a_slow_link_takes_its_round_trips(
+        server: SSHServer, client_home: Path, rhl_dir: Path, make_config: Callable[..., dict[str, Any]]) -> None:
+    """As the proxy counts them: login 5, SFTP 3 (channel, subsystem, home and status file), the lock 2, the
+    launch 2 (its exec channel opened while the lock is taken: 16 in all when opened after it), the check of
+    the process 2; no read of the status file (launch.sh printed it)."""
+    from tests.linkproxy import LinkProxy, through
+
+    with LinkProxy((server.host, server.port), rtt=0.05) as proxy:
+        server.write_ssh_config(client_home, ALIAS, through(proxy, server))
+        config = make_config(connection_persist=0)
+        run(config)
+        (rhl_dir / "client" / f"{config['key']}.json").unlink()
+        server.run(stop_services_script(f'rm -f {REMOTE_STATE}/*.json {REMOTE_STATE}/*.lock'))
+        proxy.reset()
+        run(config)
+        time.sleep(0.2)  # the proxy counts the last bytes asynchronously
+        assert proxy.counters.round_trips() <= 15  # the connection's close may count as one more
+
+
 def test_a_service_that_stopped_answering_is_relaunched_on_reconnect(
         ssh_config: Path, server: SSHServer, rhl_dir: Path, make_config: Callable[..., dict[str, Any]]) -> None:
     """Stopped (SIGSTOP): its PID is the recorded one and its port takes connections, but nothing answers

@@ -14,6 +14,7 @@ from ..records import NamedTuple
 
 TYPE_CHECKING = False  # not typing's: a first launch here imports no typing (records.py)
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
     from typing import Any
 
 LOG_TAIL_LINES = 20
@@ -67,6 +68,20 @@ class SeenProcess(NamedTuple):
 
     pid: int
     start_time: str | None
+
+
+class _NothingAhead:
+    """Host.exec_ahead where nothing is opened ahead (not contextlib's nullcontext: a first launch loads no
+    contextlib)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NOTHING_AHEAD = _NothingAhead()
 
 
 class Host(ABC):
@@ -150,6 +165,11 @@ class Host(ABC):
     @abstractmethod
     def tcp_channel(self, host: str, port: int, timeout: float) -> Any:
         """A socket-like connection to host:port as seen from the service's host."""
+
+    def exec_ahead(self) -> AbstractContextManager[None]:
+        """Around steps that a script (a launch) is likely to follow: a host whose scripts each need a channel
+        opened first (SSH without kept shells) opens the next one meanwhile, and closes it if unused."""
+        return _NOTHING_AHEAD
 
     def close(self) -> None:  # noqa: B027 - a no-op unless the host holds a connection
         """Release the connection (nothing to do locally)."""

@@ -76,6 +76,8 @@ class SSHHost(Host):
         self._uid: int | None = None  # owner of /proc/self, i.e. who our processes run as; NO_PROC without /proc
         self.shells: ShellPool | None = None  # kept `sh` sessions (see keep_shells)
         self.guard: GuardedHost | None = None  # set when the server forces rhl-guard: every call goes there
+        # exec_ahead's opening thread and what it opened (a channel, or why not)
+        self._ahead: tuple[threading.Thread, threading.Lock, list[paramiko.Channel | BaseException]] | None = None
 
     @classmethod
     def connect(cls, target: str, *, interactive: bool = True, prompt: Prompt | None = None,
@@ -392,7 +394,7 @@ class SSHHost(Host):
         channel = None
         try:
             with self.connection.answer_within():  # exec_command waits for the server without a limit
-                channel = self.transport.open_session(timeout=CHANNEL_OPEN_TIMEOUT)
+                channel = self._channel()
                 channel.settimeout(SCRIPT_TIMEOUT)
                 if stdin:  # in the same flight as the command, which reads it at once
                     send_channel_request(channel, "exec", command)
@@ -416,6 +418,55 @@ class SSHHost(Host):
             if channel is not None:
                 channel.close()
         return code, stdout, stderr
+
+    @contextmanager
+    def exec_ahead(self) -> Iterator[None]:
+        """The next exec channel is opened on a thread of its own, its open in flight with the steps inside
+        (a launch's lock) rather than a round trip after them; `_exec` takes it. Unused, it is closed when the
+        steps end, or when it opens if they ended first (a Ctrl-C does not wait for the server)."""
+        if self.shells is not None or self.guard is not None or self._ahead is not None:
+            yield
+            return
+        opened: list[paramiko.Channel | BaseException] = []
+        guard = threading.Lock()
+        ended: list[bool] = []  # the steps ended: an unused channel is closed as it opens
+
+        def open_channel() -> None:
+            try:
+                found: paramiko.Channel | BaseException = self.transport.open_session(timeout=CHANNEL_OPEN_TIMEOUT)
+            except Exception as exc:  # `_exec` opens one the usual way, which reports what is wrong
+                found = exc
+            with guard:
+                if not ended:
+                    opened.append(found)
+                    return
+            if isinstance(found, paramiko.Channel):
+                found.close()
+
+        opening = threading.Thread(target=open_channel, daemon=True, name="rhl-exec-ahead")
+        opening.start()
+        self._ahead = (opening, guard, opened)
+        try:
+            yield
+        finally:
+            self._ahead = None
+            with guard:
+                ended.append(True)
+                unused = opened.pop() if opened else None
+            if isinstance(unused, paramiko.Channel):
+                unused.close()
+
+    def _channel(self) -> paramiko.Channel:
+        """exec_ahead's channel when it opened (waiting for it, as for any open), else a new one."""
+        if self._ahead is not None:
+            opening, guard, opened = self._ahead
+            self._ahead = None
+            opening.join()
+            with guard:
+                channel = opened.pop() if opened else None
+            if isinstance(channel, paramiko.Channel) and channel.active and not channel.closed:
+                return channel
+        return self.transport.open_session(timeout=CHANNEL_OPEN_TIMEOUT)
 
     @_or_guarded
     def process_start_time(self, pid: int) -> str | None:
