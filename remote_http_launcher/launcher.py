@@ -69,7 +69,6 @@ class Launcher:
         self._early_way_in: tuple[ServerState, Background[WayIn]] | None = None  # step 4, started early
         self._watched: ServerState | None = None  # the service this run started or waits for (for Ctrl-C)
         self._launch_read: bytes | None = None  # the status file as the last launch script printed it
-        self._launching = False  # a launch script runs (it waits for the service's record: see _left_behind)
 
     def serve(self, host: Host, open_tunnel: TunnelOpener | None = None) -> tuple[ClientPayload, ServerState]:
         """Steps 2-5 on a connected host; `open_tunnel` (the keeper's) makes the client's way in."""
@@ -365,7 +364,6 @@ class Launcher:
         record.update(key=self.key, launcher="remote-http-launcher", version=__version__,
                       launched_at=time.time(), token=os.urandom(16).hex(), **(extra or {}))
         batch = self.config.scheduler
-        self._launching = True  # until it answered: a Ctrl-C meanwhile leaves it set for _left_behind
         if batch is not None:  # a batch job: submitted, not started (the scheduler modules only then)
             from . import schedulers
 
@@ -387,7 +385,6 @@ class Launcher:
             result = host.launch(Launch(args, scripts.record_head(record), key=self.key, workdir=workdir,
                                         command=command, conda=self.config.conda, record=record,
                                         ports=ports, setup=self.config.setup))
-        self._launching = False
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
         for line in result.stderr.splitlines():
             if line.startswith(WARNING_PREFIX):
@@ -494,11 +491,6 @@ class Launcher:
         """After Ctrl-C: what goes on without this run, and how to end it. A batch job still queued is
         cancelled (it would start later, unwatched, and use its walltime); one that runs is left to run."""
         state, host = self._watched, service.host
-        if state is None and self._launching:  # the launch script waits for the record, which names the process
-            try:
-                state = service.read_state()
-            except LauncherError:
-                pass
         if state is None:
             return ""
         end = "'remote-http-launcher CONFIG' picks it up again, 'remote-http-launcher stop CONFIG' ends it"
