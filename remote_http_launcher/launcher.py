@@ -23,7 +23,7 @@ from . import handshake, scripts, statefiles, stock
 from ._version import __version__
 from .config import Config, evaluate_command, is_loopback
 from .errors import ConfigError, HandshakeError, Interrupted, LauncherError, LaunchError, ServiceFailedError
-from .hosts.base import Launch, launch_answer
+from .hosts.base import Launch
 from .locks import FileLock
 from .progress import Progress
 from .records import Generic
@@ -389,7 +389,10 @@ class Launcher:
         for line in result.stderr.splitlines():
             if line.startswith(WARNING_PREFIX):
                 self.progress.warn(f"{line[len(WARNING_PREFIX):]} (on {host.name})")
-        answer, self._launch_read = launch_answer(result) if batch is None else (result.stdout.strip(), None)
+        answer, _, status_file = result.stdout.partition("\n")
+        answer = answer.strip() if batch is None else result.stdout.strip()
+        # launch.sh prints the status file after the PID once the service reported (or it waited long enough)
+        self._launch_read = status_file.encode() if batch is None and status_file else None
         if result.returncode != 0 or not (answer if batch is not None else answer.isdigit()):
             step = LAUNCH_STEPS.get(result.returncode, "launch")
             raise self._error(LaunchError, service, step, f"{step} on {host.name}: {reason}")
