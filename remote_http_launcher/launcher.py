@@ -68,7 +68,6 @@ class Launcher:
         self.progress = progress or Progress.silent()
         self._early_way_in: tuple[ServerState, Background[WayIn]] | None = None  # step 4, started early
         self._watched: ServerState | None = None  # the service this run started or waits for (for Ctrl-C)
-        self._launch_read: bytes | None = None  # the status file as the last launch script printed it
 
     def serve(self, host: Host, open_tunnel: TunnelOpener | None = None) -> tuple[ClientPayload, ServerState]:
         """Steps 2-5 on a connected host; `open_tunnel` (the keeper's) makes the client's way in."""
@@ -283,7 +282,7 @@ class Launcher:
                 self.progress.phase(f"launching service on {service.host.name}")
                 state = self._start_service(service, lock)
                 self.progress.phase("waiting for the service to report its port")
-                state = self._monitor(service, state, launched=True, lock=lock, first_read=self._launch_read)
+                state = self._monitor(service, state, launched=True, lock=lock)
         except BaseException:
             # Releasing fails too when the connection is gone; what went wrong first is the error to report.
             try:
@@ -389,10 +388,7 @@ class Launcher:
         for line in result.stderr.splitlines():
             if line.startswith(WARNING_PREFIX):
                 self.progress.warn(f"{line[len(WARNING_PREFIX):]} (on {host.name})")
-        answer, _, status_file = result.stdout.partition("\n")
-        answer = answer.strip() if batch is None else result.stdout.strip()
-        # launch.sh prints the status file after the PID once the service reported (or it waited long enough)
-        self._launch_read = status_file.encode() if batch is None and status_file else None
+        answer = result.stdout.strip()
         if result.returncode != 0 or not (answer if batch is not None else answer.isdigit()):
             step = LAUNCH_STEPS.get(result.returncode, "launch")
             raise self._error(LaunchError, service, step, f"{step} on {host.name}: {reason}")
@@ -405,7 +401,7 @@ class Launcher:
                            data={**record, "pid": pid})
 
     def _monitor(self, service: Service, state: ServerState, *, launched: bool,
-                 lock: LaunchLock | None = None, first_read: bytes | None = None) -> ServerState:
+                 lock: LaunchLock | None = None) -> ServerState:
         """Scenario 2: poll until running or failed; a dead or silent process fails fast.
 
         `lock` (the launch lock) is released as soon as the new process's record
@@ -417,8 +413,7 @@ class Launcher:
         The status file is read every poll; whether the process still lives is
         checked at most every PROCESS_CHECK_INTERVAL (over SSH it costs a round trip).
         Polls start FIRST_POLL apart and back off to the host's poll interval:
-        most services are ready within tens of milliseconds. `first_read`: the
-        status file as the launch script printed it, taken as the first poll.
+        most services are ready within tens of milliseconds.
         """
         self._watched = state
         job = job_of(state)
@@ -431,7 +426,7 @@ class Launcher:
         pause = FIRST_POLL
         handshake.preload()  # while the service starts, not once it is up
         while True:
-            raw, first_read = first_read if first_read is not None else host.read(service.status_file), None
+            raw = host.read(service.status_file)
             now = time.monotonic()
             if raw != last_raw:
                 last_raw, last_change = raw, now
