@@ -36,12 +36,12 @@ FIND_PROCESSES = r"""
 # rhl-find-processes (this marker keeps the script from finding itself)
 for d in /proc/[0-9]*; do
   [ -O "$d" ] || continue
-  cmd=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null) || continue
+  cmd=$(tr '\0\n' '  ' < "$d/cmdline" 2>/dev/null) || continue  # one line: a shell's program has several
   case $cmd in *rhl-find-processes*) continue ;; esac
   read -r line < "$d/stat" 2>/dev/null || continue
   rest=${line##*) }
   set -f; set -- $rest; set +f
-  [ "$1" = Z ] || echo "${d#/proc/} $4 $cmd"
+  [ "$1" = Z ] || printf '%s %s %s\n' "${d#/proc/}" "$4" "$cmd"  # not echo: it would expand the program's \n
 done
 """
 
