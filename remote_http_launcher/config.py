@@ -473,7 +473,7 @@ def _parse_cache_file(path: str) -> str:
     """`<state dir>/cache/config-<digest of the absolute path>.json`; the text inside tells whether it applies,
     its seal (statefiles.read_sealed) that we wrote it."""
     name = os.path.abspath(os.path.expanduser(path))
-    digest = statefiles.keyed_digest(b"", name.encode(errors="replace")).hex()[:CACHE_NAME_DIGITS]
+    digest = statefiles.name_digest(name.encode(errors="replace"), CACHE_NAME_DIGITS)
     return os.path.join(statefiles.base_dir(), "cache", f"config-{digest}.json")
 
 

@@ -328,6 +328,11 @@ def keyed_digest(key: bytes, data: bytes) -> bytes:
     return blake2b(data, key=key, digest_size=SEAL_BYTES).digest()
 
 
+def name_digest(data: bytes, digits: int) -> str:
+    """The first `digits` hex digits of `data`'s plain BLAKE2b: a file name for it (a parse cache, a broker)."""
+    return keyed_digest(b"", data).hex()[:digits]
+
+
 def equal_digests(key: bytes, first: bytes, second: bytes) -> bool:
     """`first == second` for MACs, compared as MACs of them: equal or not, the time taken tells nothing of
     where they differ (an attacker cannot steer the keyed digests)."""

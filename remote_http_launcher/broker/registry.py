@@ -57,7 +57,7 @@ def destination_id(target: str) -> str:
 
 
 def _name_of(data: bytes) -> str:
-    return statefiles.keyed_digest(b"", data).hex()[:ID_LENGTH]
+    return statefiles.name_digest(data, ID_LENGTH)
 
 
 class BrokerFiles(NamedTuple):

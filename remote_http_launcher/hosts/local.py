@@ -130,7 +130,10 @@ class LocalHost(Host):
             return super().launch(request)
         finally:
             for fd in (stdin, stdout, stderr):
-                os.close(fd)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         try:
             with os.fdopen(to_stdin, "wb") as head:
                 head.write(request.stdin)
