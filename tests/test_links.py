@@ -27,6 +27,7 @@ import pytest
 from remote_http_launcher import handshake
 from remote_http_launcher.errors import AuthenticationError, HostError
 from remote_http_launcher.hosts.ssh import SSHHost
+from remote_http_launcher.ssh import dialahead
 from tests.conftest import ROOT, alive, wait_for
 from tests.linkproxy import LinkProxy, answering_within, get, refused_at_once, through
 from tests.posix import python_path
@@ -410,3 +411,69 @@ def test_a_reconnect_timeout_closes_a_tunnel_whose_link_stays_lost(
     assert re.search(r"stopping: link to \S+ lost and not restored \(reconnect_timeout 5 s passed\)",
                      text), text
     assert not (connection_dir / f"{config['key']}.json").exists()
+
+
+# ---------------------------------------------------------------- a keeper's head start (ssh/dialahead.py)
+
+def test_a_keeper_connects_ahead_to_the_last_address_and_logs_in_only_where_the_config_says(
+        request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path, connection_dir: Path,
+        make_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    """The next keeper for a target is told where the last login connected (`--dial`) and connects there while
+    it imports: its login takes that connection, the only one. When an Include newly matches a file that moves
+    the target (its signature cannot tell), the early connection carries nothing and the login goes where the
+    config now says."""
+    proxy = connect_via("direct", request, sshd, client_home, tmp_path)
+    ssh_config = client_home / ".ssh" / "config"
+    ssh_config.write_text("Include config.d/*\n" + ssh_config.read_text())
+    config = make_config(network_interface="127.0.0.1", tunnel=True)
+    payload = start_tunnel(config, tmp_path)
+    assert dialahead.guess(ALIAS) == ("127.0.0.1", proxy.port)
+
+    def next_keeper() -> tuple[dict[str, Any], list[bytes]]:
+        os.kill(payload["keeper_pid"], signal.SIGTERM)
+        wait_for(lambda: not alive(payload["keeper_pid"]), 15, "the keeper to exit")
+        (connection_dir / f"{config['key']}.json").unlink(missing_ok=True)
+        proxy.reset()
+        started = start_tunnel(config, tmp_path)
+        return started, Path(f"/proc/{started['keeper_pid']}/cmdline").read_bytes().split(b"\0")
+
+    payload, argv = next_keeper()
+    assert argv[argv.index(b"--dial"):][:3] == [b"--dial", b"127.0.0.1", str(proxy.port).encode()]
+    assert proxy.counters.connections == 1 and get(payload["port"]) == b"ok\n"
+
+    with LinkProxy((sshd.host, sshd.port)) as moved:
+        (client_home / ".ssh" / "config.d").mkdir()
+        (client_home / ".ssh" / "config.d" / "moved").write_text(f"Host {ALIAS}\n    Port {moved.port}\n")
+        payload, argv = next_keeper()
+        assert b"--dial" in argv and get(payload["port"]) == b"ok\n"
+        assert (proxy.counters.connections, proxy.counters.bytes_up) == (1, 0)  # dialled ahead, never used
+        assert moved.counters.connections == 1
+        assert dialahead.guess(ALIAS) == ("127.0.0.1", moved.port)
+
+
+def test_a_broker_connects_ahead_to_the_last_address_too(
+        request: pytest.FixtureRequest, sshd: SSHServer, client_home: Path, rhl_dir: Path,
+        make_config: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    """A broker started for a target the last login reached directly gets `--dial` as a keeper does and
+    connects there at once; its login still goes where the config says (here, moved by an Include)."""
+    from remote_http_launcher.broker.registry import live_brokers
+    from tests.conftest import stop_brokers
+
+    proxy = connect_via("direct", request, sshd, client_home, tmp_path)
+    ssh_config = client_home / ".ssh" / "config"
+    ssh_config.write_text("Include config.d/*\n" + ssh_config.read_text())
+    config = make_config(connection_persist=60)
+    start_tunnel(config, tmp_path)  # the broker's login is remembered
+    stop_brokers(rhl_dir / "brokers")
+    (rhl_dir / "client" / f"{config['key']}.json").unlink()
+    with LinkProxy((sshd.host, sshd.port)) as moved:
+        (client_home / ".ssh" / "config.d").mkdir()
+        (client_home / ".ssh" / "config.d" / "moved").write_text(f"Host {ALIAS}\n    Port {moved.port}\n")
+        proxy.reset()
+        start_tunnel(config, tmp_path)
+        [(_, owner)] = live_brokers(rhl_dir / "brokers")
+        argv = Path(f"/proc/{owner.pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[argv.index(b"--dial"):][:3] == [b"--dial", b"127.0.0.1", str(proxy.port).encode()]
+        assert (proxy.counters.connections, proxy.counters.bytes_up) == (1, 0)  # dialled ahead, never used
+        assert moved.counters.connections == 1
+        stop_brokers(rhl_dir / "brokers")  # its link goes through `moved`, which closes now

@@ -103,6 +103,19 @@ def test_broken_host_and_match_lines_keep_paramikos_messages(home: Path, line: s
     assert load_error() == f"ssh config ~/.ssh/config: {message}"
 
 
+def test_the_files_read_are_reported_unless_a_match_exec_line_decides(home: Path, system: Path) -> None:
+    """What ssh/dialahead.py keys a remembered address by: both files (read or not) and every file included."""
+    user_config(home, "Include conf.d/*\nHost a\n  Port 2\n")
+    included = write(home / ".ssh" / "conf.d" / "one", "Host b\n  Port 3\n")
+    sources: list[str] = []
+    load_ssh_config((), sources)
+    assert sources == [str(home / ".ssh" / "config"), str(system), str(included)]
+    write(home / ".ssh" / "conf.d" / "two", 'Match exec "true"\n  User z\n')
+    sources = []
+    load_ssh_config((), sources)
+    assert sources == []
+
+
 # ---------------------------------------------------------------- Include: paths
 
 @pytest.mark.parametrize("how", ["relative", "absolute", "tilde", "quoted", "equals"])

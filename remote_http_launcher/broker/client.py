@@ -203,11 +203,13 @@ def start(target: str, persist: float, prompt: Prompt | None, accept_new_host_ke
     """Start a broker and relay its login questions; "ready", or "busy" when another one holds the lock."""
     import subprocess  # only to start a broker, as the two below
 
+    from ..ssh import dialahead
     from ..tunnels.daemon import converse, popen_detached
 
     ask = prompt or prompts.default()
     argv = [sys.executable, "-m", BROKER_MARKER, "--target", target, "--persist", repr(persist)]
     argv += ["--ask"] * (ask is not None) + ["--accept-new-host-key"] * accept_new_host_key
+    argv += dialahead.dial_arguments(target)
     proc = popen_detached(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         result = converse(proc, Progress.silent(), ask)

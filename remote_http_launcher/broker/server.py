@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .. import statefiles
 from ..errors import BrokerUnavailable, LauncherError
 from ..processes import OUT_OF_FDS, connection_cap, own_uid, raise_fd_limit
+from ..ssh import dialahead
 from ..tunnels.daemon import Report, detach, exit_on_signal, open_log
 from .protocol import KEY_BYTES, Wire, peer, prove_server
 from .registry import BrokerFiles, BrokerLock, is_broker
@@ -57,6 +58,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--persist", required=True, type=float, help="seconds to outlive the last use")
     parser.add_argument("--ask", action="store_true", help="send login questions to the front process")
     parser.add_argument("--accept-new-host-key", action="store_true", help="record an unknown host key")
+    parser.add_argument(dialahead.DIAL_FLAG, nargs=2, metavar=("HOST", "PORT"), help=dialahead.DIAL_HELP)
     return parser.parse_args(argv)
 
 

@@ -33,6 +33,7 @@ from ..clientfile import keeper_log_path
 from ..config import evaluate_key
 from ..errors import LauncherError
 from ..launcher import Launcher
+from ..ssh import dialahead
 from ..tunnels.claim import claim
 from ..tunnels.daemon import RelayedProgress, Report, detach, exit_on_signal, open_log, read_config
 from ..tunnels.lock import KeeperLock
@@ -55,6 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ask", action="store_true", help="send login questions to the front process")
     parser.add_argument("--accept-new-host-key", action="store_true",
                         help="record an unknown host key at the first login (never a changed one)")
+    parser.add_argument(dialahead.DIAL_FLAG, nargs=2, metavar=("HOST", "PORT"), help=dialahead.DIAL_HELP)
     return parser.parse_args(argv)
 
 

@@ -22,6 +22,7 @@ from ..config import Config
 from ..errors import LauncherError, TunnelError
 from ..progress import Progress
 from ..prompts import Prompt
+from ..ssh import dialahead
 from ..statefiles import ClientPayload
 from ..tunnels.daemon import INTERRUPT_WAIT, config_json, converse, popen_detached, wait_exited
 from ..tunnels.lock import MARKER
@@ -41,6 +42,7 @@ def start_keeper(config: Config, key: str, client_path: Path, progress: Progress
     argv = [sys.executable, "-m", MARKER, "--key", key,
             "--config-file", config_file, "--connection-dir", str(directory)]
     argv += ["--ask"] * (prompt is not None) + ["--accept-new-host-key"] * accept_new_host_key
+    argv += dialahead.dial_arguments(config.ssh_target)
     try:
         proc = popen_detached(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:

@@ -144,13 +144,15 @@ class Endpoint:
         return kind(f"{self.label}: {step}: {detail}", host=self.alias, step=step)
 
 
-def load_ssh_config(overrides: Sequence[str] = ()) -> paramiko.SSHConfig:
+def load_ssh_config(overrides: Sequence[str] = (), sources: list[str] | None = None) -> paramiko.SSHConfig:
     """~/.ssh/config, then /etc/ssh/ssh_config, with their Includes, as one paramiko SSHConfig.
 
     Missing files count as empty. `Match exec` lines (in any file read) get
     the invoke that paramiko was loaded without. `overrides` are option lines
     (`StrictHostKeyChecking accept-new`) that win over both files for every
-    host, as `ssh -o` does.
+    host, as `ssh -o` does. `sources`, if given, gets the paths of the two
+    files and of every file included, or is left empty when a `Match exec`
+    line makes the result depend on more than files (dialahead.py's key).
     """
     path = user_ssh_config()
     reader = _Reader()
@@ -171,6 +173,8 @@ def load_ssh_config(overrides: Sequence[str] = ()) -> paramiko.SSHConfig:
             reader.read(system, text, (), depth=0, user=False)
     for exec_path in reader.match_exec:
         allow_match_exec(exec_path)
+    if sources is not None and not reader.match_exec:
+        sources += [str(path), str(system), *map(str, reader.included)]
     if not reader.lines:
         return paramiko.SSHConfig()
     try:
@@ -209,6 +213,7 @@ class _Reader:
     lines: list[str] = field(default_factory=list)
     emitted: tuple[_Block, ...] = ()  # the chain the last header line opened (() before any: the top level)
     match_exec: list[Path] = field(default_factory=list)  # files with a `Match exec` line
+    included: list[Path] = field(default_factory=list)  # files read for Include lines
     accumulated: int = 0  # lines of ACCUMULATED_OPTIONS so far: their numbers
 
     def read(self, path: Path, text: str, outer: tuple[_Block, ...], depth: int, user: bool) -> None:
@@ -273,6 +278,7 @@ class _Reader:
                     text = included.read_text(encoding="utf-8", errors="surrogateescape")
                 except OSError as exc:
                     raise HostError(f"{where}: Include: {exc}", step="ssh config") from None
+                self.included.append(included)
                 self.read(included, text, chain, depth + 1, user)
 
 

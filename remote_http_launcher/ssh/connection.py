@@ -20,6 +20,7 @@ from typing import Any, TypeAlias
 from .. import prompts
 from ..errors import HostError
 from ..prompts import Prompt
+from . import dialahead
 from ._paramiko import paramiko
 from .auth import Authenticator
 from .ciphers import offered
@@ -134,10 +135,14 @@ def connect(target: str, *, interactive: bool = True, prompt: Prompt | None = No
     a changed key is refused all the same.
     """
     ask = (prompt or prompts.default()) if interactive else None
-    config = load_ssh_config([ACCEPT_NEW] if accept_new_host_key else [])
+    sources: list[str] = []
+    config = load_ssh_config([ACCEPT_NEW] if accept_new_host_key else [], sources)
     user, _, host = target.rpartition("@")
     endpoint = resolve(config, host, user or None)
-    return prompts.answered_here(lambda relay: _connect(endpoint, config, relay, depth=0), ask)
+    connection = prompts.answered_here(lambda relay: _connect(endpoint, config, relay, depth=0), ask)
+    if sources and isinstance(connection.transport.sock, socket.socket):  # plain TCP: the next keeper's head start
+        dialahead.remember(target, (endpoint.hostname, endpoint.port), sources)
+    return connection
 
 
 def _connect(endpoint: Endpoint, config: paramiko.SSHConfig, ask: Prompt | None, depth: int,
@@ -183,10 +188,12 @@ def _open_stream(endpoint: Endpoint, config: paramiko.SSHConfig, ask: Prompt | N
                  hops: list[SSHConnection]) -> Stream:
     """ProxyJump wins over ProxyCommand (OpenSSH takes whichever the file sets first; paramiko can't tell)."""
     jump = endpoint.option("proxyjump")
-    if jump and jump.lower() != "none":
-        return _via_jump_hosts(endpoint, jump, config, ask, depth, hops)
     command = endpoint.option("proxycommand")
+    if jump and jump.lower() != "none":
+        dialahead.discard()
+        return _via_jump_hosts(endpoint, jump, config, ask, depth, hops)
     if command and command.lower() != "none":
+        dialahead.discard()
         return _proxy_command(endpoint, command)
     return _tcp(endpoint, config)
 
@@ -194,7 +201,8 @@ def _open_stream(endpoint: Endpoint, config: paramiko.SSHConfig, ask: Prompt | N
 def _tcp(endpoint: Endpoint, config: paramiko.SSHConfig) -> socket.socket:
     timeout = endpoint.connect_timeout
     try:
-        sock = socket.create_connection((endpoint.hostname, endpoint.port), timeout=timeout)
+        sock = dialahead.take((endpoint.hostname, endpoint.port), timeout) \
+            or socket.create_connection((endpoint.hostname, endpoint.port), timeout=timeout)
     except socket.gaierror as exc:
         raise endpoint.fail("connect", f"cannot resolve host name {endpoint.hostname!r} ({exc.strerror})"
                                        f"{misspelt_alias(config, endpoint)}") from None
