@@ -23,7 +23,7 @@ from . import handshake, scripts, statefiles, stock
 from ._version import __version__
 from .config import Config, evaluate_command, is_loopback
 from .errors import ConfigError, HandshakeError, Interrupted, LauncherError, LaunchError, ServiceFailedError
-from .hosts.base import Launch
+from .hosts.base import Launch, launch_answer
 from .locks import FileLock
 from .progress import Progress
 from .records import Generic
@@ -68,6 +68,8 @@ class Launcher:
         self.progress = progress or Progress.silent()
         self._early_way_in: tuple[ServerState, Background[WayIn]] | None = None  # step 4, started early
         self._watched: ServerState | None = None  # the service this run started or waits for (for Ctrl-C)
+        self._launch_read: bytes | None = None  # the status file as the last launch script printed it
+        self._launching = False  # a launch script runs (it waits for the service's record: see _left_behind)
 
     def serve(self, host: Host, open_tunnel: TunnelOpener | None = None) -> tuple[ClientPayload, ServerState]:
         """Steps 2-5 on a connected host; `open_tunnel` (the keeper's) makes the client's way in."""
@@ -282,7 +284,7 @@ class Launcher:
                 self.progress.phase(f"launching service on {service.host.name}")
                 state = self._start_service(service, lock)
                 self.progress.phase("waiting for the service to report its port")
-                state = self._monitor(service, state, launched=True, lock=lock)
+                state = self._monitor(service, state, launched=True, lock=lock, first_read=self._launch_read)
         except BaseException:
             # Releasing fails too when the connection is gone; what went wrong first is the error to report.
             try:
@@ -363,6 +365,7 @@ class Launcher:
         record.update(key=self.key, launcher="remote-http-launcher", version=__version__,
                       launched_at=time.time(), token=os.urandom(16).hex(), **(extra or {}))
         batch = self.config.scheduler
+        self._launching = True  # until it answered: a Ctrl-C meanwhile leaves it set for _left_behind
         if batch is not None:  # a batch job: submitted, not started (the scheduler modules only then)
             from . import schedulers
 
@@ -384,11 +387,12 @@ class Launcher:
             result = host.launch(Launch(args, scripts.record_head(record), key=self.key, workdir=workdir,
                                         command=command, conda=self.config.conda, record=record,
                                         ports=ports, setup=self.config.setup))
+        self._launching = False
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
         for line in result.stderr.splitlines():
             if line.startswith(WARNING_PREFIX):
                 self.progress.warn(f"{line[len(WARNING_PREFIX):]} (on {host.name})")
-        answer = result.stdout.strip()
+        answer, self._launch_read = launch_answer(result) if batch is None else (result.stdout.strip(), None)
         if result.returncode != 0 or not (answer if batch is not None else answer.isdigit()):
             step = LAUNCH_STEPS.get(result.returncode, "launch")
             raise self._error(LaunchError, service, step, f"{step} on {host.name}: {reason}")
@@ -401,7 +405,7 @@ class Launcher:
                            data={**record, "pid": pid})
 
     def _monitor(self, service: Service, state: ServerState, *, launched: bool,
-                 lock: LaunchLock | None = None) -> ServerState:
+                 lock: LaunchLock | None = None, first_read: bytes | None = None) -> ServerState:
         """Scenario 2: poll until running or failed; a dead or silent process fails fast.
 
         `lock` (the launch lock) is released as soon as the new process's record
@@ -413,7 +417,8 @@ class Launcher:
         The status file is read every poll; whether the process still lives is
         checked at most every PROCESS_CHECK_INTERVAL (over SSH it costs a round trip).
         Polls start FIRST_POLL apart and back off to the host's poll interval:
-        most services are ready within tens of milliseconds.
+        most services are ready within tens of milliseconds. `first_read`: the
+        status file as the launch script printed it, taken as the first poll.
         """
         self._watched = state
         job = job_of(state)
@@ -426,7 +431,7 @@ class Launcher:
         pause = FIRST_POLL
         handshake.preload()  # while the service starts, not once it is up
         while True:
-            raw = host.read(service.status_file)
+            raw, first_read = first_read if first_read is not None else host.read(service.status_file), None
             now = time.monotonic()
             if raw != last_raw:
                 last_raw, last_change = raw, now
@@ -489,6 +494,11 @@ class Launcher:
         """After Ctrl-C: what goes on without this run, and how to end it. A batch job still queued is
         cancelled (it would start later, unwatched, and use its walltime); one that runs is left to run."""
         state, host = self._watched, service.host
+        if state is None and self._launching:  # the launch script waits for the record, which names the process
+            try:
+                state = service.read_state()
+            except LauncherError:
+                pass
         if state is None:
             return ""
         end = "'remote-http-launcher CONFIG' picks it up again, 'remote-http-launcher stop CONFIG' ends it"

@@ -67,6 +67,9 @@ def _source(name: str) -> str:
         return handle.read()
 
 
+LAUNCH_STATUS_ARG = 2  # where launch_args puts the status file
+
+
 def launch_args(*, workdir: str, log: str, status_file: str, command: str, conda: str | None,
                 lock: str = "", lock_token: str = "", ports: str = "", setup: Sequence[str] = ()) -> list[str]:
     """Positional arguments of launch.sh; its stdin is `record_head(...)`.

@@ -285,15 +285,18 @@ def test_connection_lost_while_waiting_for_the_service(how: str, server: SSHServ
     elapsed = time.monotonic() - cut
     assert proc.returncode == 1 and out == ""
     line = error_line(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    # the launch script's exec (it waits for the service's record) or a poll of the status file after it
     assert re.fullmatch(rf"error: ssh {ALIAS} \({re.escape(server.host)}:{server.port}\): "
-                        r"SFTP: (read|stat) \S+: connection lost.*", line), line
+                        r"(exec|SFTP: (read|stat) \S+): connection lost.*", line), line
     if how == "sshd-stopped":
         assert elapsed < 5
     else:
         assert f"(no answer within {limit} s)" in line
         assert limit - 1 <= elapsed < limit + 5  # the step that noticed may have begun just before the cut
+    # one session: the service's, once the launch script (which waits up to a second for the service's record)
+    # ends, at its next write to a closed channel or at the end of its wait
+    wait_for(lambda: len(service_sessions(server, key)) == 1, 5, "one session: the service's")
     first = service_sessions(server, key)
-    assert len(first) == 1  # the service came up without the launcher
     assert not client_path(rhl_dir, key).exists()
 
     payload = run(config)
@@ -451,6 +454,9 @@ def test_launcher_killed_mid_launch(lock_left: bool, ssh_config: Path, server: S
              and f"{key}.lock" not in remote_files(server), 15, "the launch")
     proc.kill()
     proc.wait()
+    # one session: the service's, once the launch script (which waits up to a second for the service's record)
+    # ends at its next write to the closed channel
+    wait_for(lambda: len(service_sessions(server, key)) == 1, 5, "one session: the service's")
     if lock_left:
         lock = {"owner": socket.gethostname(), "pid": proc.pid, "time": time.time(), "token": "killed"}
         remote_write(server, f"{REMOTE_STATE}/{key}.lock", json.dumps(lock).encode())

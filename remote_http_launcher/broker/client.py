@@ -311,6 +311,7 @@ class BrokeredHost(Host):
         self.prompt = prompt
         self.files = attached[1]
         self.fallback: Host | None = None
+        self.failed_over: LauncherError | None = None  # why the fail-over failed: later calls raise it at once
         # threading.local and threading.Lock are these; importing threading costs a reconnect ~1 ms
         self._local = _thread._local()
         self._local.wire = attached[0]
@@ -434,6 +435,8 @@ class BrokeredHost(Host):
         with self._lock:
             if self.fallback is not None:
                 return
+            if self.failed_over is not None:  # a server out of reach for one call is for the next: no new login
+                raise self.failed_over
             log.info("%s: %s; connecting again", self.name, why)
             self._close_connections()
             if error is None and self.retry_broker and not direct:
@@ -447,10 +450,9 @@ class BrokeredHost(Host):
 
             try:
                 self.fallback = SSHHost.connect(self.name, prompt=self.prompt)
-            except LauncherError:
-                if error is None:
-                    raise
-                raise error from None
+            except LauncherError as exc:
+                self.failed_over = exc if error is None else error
+                raise self.failed_over from None
 
     def tcp_channel(self, host: str, port: int, timeout: float) -> Any:
         if self.fallback is not None:

@@ -12,7 +12,9 @@ import posixpath
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .. import scripts
 from ..errors import BrokerUnavailable, LauncherError
+from ..hosts.base import launch_answer
 from .protocol import ANSWER, MAX_MESSAGE, OS_ERRORS, PROMPT, PROPERTIES, RECALL, RELAYED, Wire
 
 if TYPE_CHECKING:
@@ -202,7 +204,10 @@ def _call(host: SSHHost, broker: Usage, channels: dict[int, Any], numbers: itert
     if method not in RELAYED:
         raise BrokerUnavailable(f"connection broker: unknown request {method!r}")
     if not RELAYED[method]:
-        return getattr(host, method)(*args, **kwargs)
+        found = getattr(host, method)(*args, **kwargs)
+        if method == "launch" and (printed := launch_answer(found)[1]) is not None:  # the record it waited for
+            broker.statuses.keep(posixpath.basename(args[0].script_args[scripts.LAUNCH_STATUS_ARG]), printed)
+        return found
     with broker.sftp_lock:  # state_dir too: after a reconnect it may be an SFTP request
         found = getattr(host, method) if method in PROPERTIES else getattr(host, method)(*args, **kwargs)
         if method == "read_status_file":

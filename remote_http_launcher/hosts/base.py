@@ -41,6 +41,13 @@ class ScriptResult(NamedTuple):
     stderr: str
 
 
+def launch_answer(result: ScriptResult) -> tuple[str, bytes | None]:
+    """The launch program's answer: its first line (the PID), and the status file launch.sh printed after it
+    (None when it printed none: another host's launch, or no record yet)."""
+    answer, _, printed = result.stdout.partition("\n")
+    return answer.strip(), printed.encode() if printed else None
+
+
 class Launch(NamedTuple):
     """A service to start detached: the launch program's arguments and stdin, and what they say as fields for a
     host that starts services with a tool of its own (hosts/guarded.py)."""

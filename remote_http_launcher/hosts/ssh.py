@@ -368,7 +368,8 @@ class SSHHost(Host):
         """(exit status, stdout, stderr) from a kept shell session; None when it did not run the script."""
         assert self.shells is not None
         try:
-            return self.shells.run(script, args, stdin, self.connection.endpoint.reply_timeout, SCRIPT_TIMEOUT)
+            with self.connection.probing():
+                return self.shells.run(script, args, stdin, self.connection.endpoint.reply_timeout, SCRIPT_TIMEOUT)
         except TimeoutError as exc:
             self.connection.give_up(str(exc))  # later steps would wait too
             raise self.connection.fail("exec", str(exc)) from None
@@ -404,9 +405,10 @@ class SSHHost(Host):
                     channel.exec_command(command)
             # Our scripts and the helpers print little; a log (rhl-logs) fits the channel window as it is
             # read, and stderr is buffered meanwhile, so reading stdout to the end first cannot deadlock.
-            stdout = channel.makefile("rb").read()
-            stderr = channel.makefile_stderr("rb").read()
-            code = channel.recv_exit_status()
+            with self.connection.probing():
+                stdout = channel.makefile("rb").read()
+                stderr = channel.makefile_stderr("rb").read()
+                code = channel.recv_exit_status()
             if code == -1 and not self.transport.is_active():  # the output ended with the connection
                 raise EOFError
         except TimeoutError:

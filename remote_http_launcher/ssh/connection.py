@@ -31,6 +31,7 @@ from .proxy import CommandSocket
 MIN_HANDSHAKE_TIMEOUT = 15.0
 MAX_PROXY_DEPTH = 8
 CHANNEL_ORIGIN = ("127.0.0.1", 0)
+PROBE_INTERVAL = 0.25  # seconds between alive checks while a script runs (SSHConnection.probing)
 ALIVE_REQUEST = "keepalive@openssh.com"  # what OpenSSH sends; a server answers any global request it is asked to
 
 #: What a Transport runs over: a TCP socket, a ProxyCommand's pipes, or a jump host's channel.
@@ -47,6 +48,9 @@ class SSHConnection:
     #: Why the connection was closed under us (e.g. "no answer within 15 s"), for error messages.
     lost: str | None = None
     _closed: threading.Event = field(default_factory=threading.Event, repr=False)
+    _wake: threading.Event = field(default_factory=threading.Event, repr=False)  # set by close() and probing()
+    _probing: int = 0  # scripts running (`probing`), counted under _probing_lock
+    _probing_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         threading.Thread(target=self._check_alive, name=f"rhl-alive-{self.endpoint.alias}", daemon=True).start()
@@ -55,13 +59,32 @@ class SSHConnection:
         """OpenSSH's ServerAliveInterval/CountMax: every interval, a request the server must answer; no
         answer within the reply timeout closes the connection. So every wait on this connection (a long
         script, an SFTP reply, a tunnel) ends within that bound when the link goes silent, whatever its own
-        timeout; paramiko's keep-alives ask for no answer, so they cannot tell."""
-        interval = self.endpoint.alive_interval
-        while not self._closed.wait(interval) and self.transport.is_active():
+        timeout; paramiko's keep-alives ask for no answer, so they cannot tell. While a script runs
+        (`probing`), every PROBE_INTERVAL. One thread sends them all: paramiko keeps one pending answer."""
+        while True:
+            self._wake.wait(min(PROBE_INTERVAL, self.endpoint.alive_interval) if self._probing
+                            else self.endpoint.alive_interval)
+            self._wake.clear()
+            if self._closed.is_set() or not self.transport.is_active():
+                return
             with self.answer_within():
                 # Returns on the answer or the close. paramiko shares its completion event with a key
                 # re-exchange we would start ourselves (we never do) and other global requests (we send none).
                 self.transport.global_request(ALIVE_REQUEST, wait=True)
+
+    @contextmanager
+    def probing(self) -> Iterator[None]:
+        """While the block waits for a script, which may run for minutes without a word: the server is asked
+        at once and then every PROBE_INTERVAL, so a link lost meanwhile is noticed within the reply timeout,
+        as an SFTP request's would be, not only at the next alive interval."""
+        with self._probing_lock:
+            self._probing += 1
+        self._wake.set()
+        try:
+            yield
+        finally:
+            with self._probing_lock:
+                self._probing -= 1
 
     @property
     def label(self) -> str:
@@ -117,6 +140,7 @@ class SSHConnection:
 
     def close(self) -> None:
         self._closed.set()
+        self._wake.set()
         self.transport.close()
         for hop in reversed(self.hops):
             hop.close()
@@ -287,4 +311,5 @@ def _kex_failure(transport: paramiko.Transport, exc: BaseException, waited: floa
     return str(exc) or exc.__class__.__name__
 
 
-__all__ = ["CHANNEL_ORIGIN", "MAX_PROXY_DEPTH", "MIN_HANDSHAKE_TIMEOUT", "SSHConnection", "Stream", "connect"]
+__all__ = ["CHANNEL_ORIGIN", "MAX_PROXY_DEPTH", "MIN_HANDSHAKE_TIMEOUT", "PROBE_INTERVAL", "SSHConnection", "Stream",
+           "connect"]
