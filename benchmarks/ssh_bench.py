@@ -354,7 +354,7 @@ def run_ssh(runs: int, rtt: float, only: set[str],
                 if (name, tunnel, persist) in fast:
                     note += (f"; {(statistics.median(walls) - fast[(name, tunnel, persist)]) / link.rtt:.1f} RTT "
                              "slower than loopback")
-            if slow and persist and name in BROKER_TARGETS and not (tunnel and name == "cold launch"):
+            if slow and persist and name in BROKER_TARGETS:
                 rows.append(at_most(metric, walls, BROKER_TARGETS[name], note))
             else:
                 rows.append(reference(metric, walls, note))
