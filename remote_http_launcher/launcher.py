@@ -15,18 +15,17 @@ host and, for a tunnel, the function that opens it.
 
 from __future__ import annotations
 
-import _thread
 import os
 import time
 
 from . import handshake, scripts, statefiles, stock
 from ._version import __version__
+from .background import Background
 from .config import Config, evaluate_command, is_loopback
 from .errors import ConfigError, HandshakeError, Interrupted, LauncherError, LaunchError, ServiceFailedError
 from .hosts.base import Launch, launch_answer
 from .locks import FileLock
 from .progress import Progress
-from .records import Generic
 from .service import SUCCESSOR_OF, Service, half_written, job_of
 from .statefiles import ClientPayload, PathArg, ServerState
 
@@ -750,36 +749,6 @@ class LaunchLock(FileLock):
         return self.break_if_stale(self.host.read(self.path),
                                    lambda owner: not owner.process_gone() and time.time() - owner.taken_at <= limit,
                                    LOCK_GRACE)
-
-
-class Background(Generic["T"]):
-    """A call running on a thread of its own (left behind at exit); `result()` waits for it and returns or
-    raises what it did. `_thread`, not `threading`: a first local launch imports no threading."""
-
-    def __init__(self, call: Callable[[], T]) -> None:
-        self._returned: list[T] = []
-        self._raised: list[BaseException] = []
-        self._done = _thread.allocate_lock()
-        self._done.acquire()
-        _thread.start_new_thread(self._run, (call,))
-
-    def _run(self, call: Callable[[], T]) -> None:
-        try:
-            self._returned.append(call())
-        except BaseException as exc:  # handed to whoever asks for the result
-            self._raised.append(exc)
-        finally:
-            self._done.release()
-
-    def wait(self) -> None:
-        with self._done:
-            pass
-
-    def result(self) -> T:
-        self.wait()
-        if self._raised:
-            raise self._raised[0]
-        return self._returned[0]
 
 
 def _later(function: Callable[[T], object], argument: T) -> Callable[[], object]:

@@ -99,7 +99,7 @@ def test_an_unknown_error_class_from_the_keeper_is_a_launcher_error() -> None:
 # layers (lazily or not, for types too), never one of its own layer or above. One layer a line.
 LAYERS = [
     ["records"],
-    ["_version", "errors", "lazylog", "jsontext"],
+    ["_version", "errors", "lazylog", "jsontext", "background"],
     ["plainyaml", "progress", "processes", "shellwords", "templates"],
     ["statefiles", "prompts"],
     ["config", "scripts"],

@@ -26,6 +26,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from .. import scripts, statefiles
+from ..background import Background
 from ..errors import HostError
 from ..processes import start_time_from_stat
 from ..prompts import Prompt
@@ -76,8 +77,7 @@ class SSHHost(Host):
         self._uid: int | None = None  # owner of /proc/self, i.e. who our processes run as; NO_PROC without /proc
         self.shells: ShellPool | None = None  # kept `sh` sessions (see keep_shells)
         self.guard: GuardedHost | None = None  # set when the server forces rhl-guard: every call goes there
-        # exec_ahead's opening thread and what it opened (a channel, or why not)
-        self._ahead: tuple[threading.Thread, threading.Lock, list[paramiko.Channel | BaseException]] | None = None
+        self._ahead: Background[paramiko.Channel] | None = None  # exec_ahead's channel, opening
 
     @classmethod
     def connect(cls, target: str, *, interactive: bool = True, prompt: Prompt | None = None,
@@ -423,51 +423,32 @@ class SSHHost(Host):
 
     @contextmanager
     def exec_ahead(self) -> Iterator[None]:
-        """The next exec channel is opened on a thread of its own, its open in flight with the steps inside
-        (a launch's lock) rather than a round trip after them; `_exec` takes it. Unused, it is closed when the
+        """The next exec channel is opened in the background, its open in flight with the steps inside (a
+        launch's lock) rather than a round trip after them; `_exec` takes it. Unused, it is closed when the
         steps end, or when it opens if they ended first (a Ctrl-C does not wait for the server)."""
         if self.shells is not None or self.guard is not None or self._ahead is not None:
             yield
             return
-        opened: list[paramiko.Channel | BaseException] = []
-        guard = threading.Lock()
-        ended: list[bool] = []  # the steps ended: an unused channel is closed as it opens
-
-        def open_channel() -> None:
-            try:
-                found: paramiko.Channel | BaseException = self.transport.open_session(timeout=CHANNEL_OPEN_TIMEOUT)
-            except Exception as exc:  # `_exec` opens one the usual way, which reports what is wrong
-                found = exc
-            with guard:
-                if not ended:
-                    opened.append(found)
-                    return
-            if isinstance(found, paramiko.Channel):
-                found.close()
-
-        opening = threading.Thread(target=open_channel, daemon=True, name="rhl-exec-ahead")
-        opening.start()
-        self._ahead = (opening, guard, opened)
+        self._ahead = Background(lambda: self.transport.open_session(timeout=CHANNEL_OPEN_TIMEOUT),
+                                 paramiko.Channel.close)
         try:
             yield
         finally:
-            self._ahead = None
-            with guard:
-                ended.append(True)
-                unused = opened.pop() if opened else None
-            if isinstance(unused, paramiko.Channel):
-                unused.close()
+            ahead, self._ahead = self._ahead, None
+            if ahead is not None:
+                ahead.abandon()
 
     def _channel(self) -> paramiko.Channel:
         """exec_ahead's channel when it opened (waiting for it, as for any open), else a new one."""
-        if self._ahead is not None:
-            opening, guard, opened = self._ahead
-            self._ahead = None
-            opening.join()
-            with guard:
-                channel = opened.pop() if opened else None
-            if isinstance(channel, paramiko.Channel) and channel.active and not channel.closed:
-                return channel
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            try:
+                channel = ahead.result()
+            except Exception:  # opened again the usual way below, which reports what is wrong
+                pass
+            else:
+                if channel.active and not channel.closed:
+                    return channel
         return self.transport.open_session(timeout=CHANNEL_OPEN_TIMEOUT)
 
     @_or_guarded

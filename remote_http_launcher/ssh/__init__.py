@@ -10,6 +10,8 @@ file imports nothing. The modules, each importing only those before it:
 - `agent`: the ssh-agent a login uses (IdentityAgent: a socket, a Windows pipe, none);
 - `ciphers`: the ciphers offered (AES-GCM first; ~/.ssh/config's Ciphers);
 - `auth`: logging in (agent, key files, keyboard-interactive, password);
+- `dialahead`: a keeper's or broker's TCP connect to the last login's address, made while it imports
+  (imports no paramiko);
 - `connection`: SSHConnection and `connect` (TCP, ProxyCommand, ProxyJump);
 - `sftp`: PipelinedSFTP, SFTP requests in one flight.
 """

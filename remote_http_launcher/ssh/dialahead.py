@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 
 from .. import statefiles
+from ..background import Background
 from ..errors import LauncherError
 
 CACHE_NAME = "ssh-endpoints.json"  # in <state dir>/cache, sealed as the parse cache is (statefiles.write_sealed)
@@ -38,41 +38,7 @@ DIAL_TIMEOUT = 15.0  # the early connect's own limit; `take` waits only as long 
 
 Address = tuple[str, int]
 Signature = list[list[object]]  # [path, size, mtime_ns] per file; size and mtime None for a missing file
-
-
-class _Dial:
-    """One early connect on its own thread: its socket or its error, once done."""
-
-    def __init__(self, address: Address) -> None:
-        self.address = address
-        self.sock: socket.socket | None = None
-        self.error: OSError | None = None
-        self.abandoned = False
-        self.guard = threading.Lock()
-        self.thread = threading.Thread(target=self._run, name="rhl-dial-ahead", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            sock = socket.create_connection(self.address, timeout=DIAL_TIMEOUT)
-        except OSError as exc:
-            self.error = exc
-            return
-        with self.guard:
-            if not self.abandoned:
-                self.sock = sock
-                return
-        sock.close()
-
-    def abandon(self) -> None:
-        with self.guard:
-            self.abandoned = True
-            sock, self.sock = self.sock, None
-        if sock is not None:
-            sock.close()
-
-
-_pending: list[_Dial] = []
+_pending: list[tuple[Address, Background[socket.socket]]] = []  # dials nobody took yet
 
 
 def cache_path() -> str:
@@ -147,7 +113,8 @@ def dial_from_arguments(argv: list[str]) -> None:
 
 def dial(address: Address) -> None:
     """Start connecting to `address` on a thread; `take` collects the socket."""
-    _pending.append(_Dial(address))
+    _pending.append((address, Background(lambda: socket.create_connection(address, timeout=DIAL_TIMEOUT),
+                                         socket.socket.close)))
 
 
 def take(address: Address, timeout: float) -> socket.socket | None:
@@ -155,26 +122,24 @@ def take(address: Address, timeout: float) -> socket.socket | None:
     it (one to any other address is closed). Its failure is raised as a connect of our own would raise it."""
     found = None
     while _pending:
-        early = _pending.pop()
-        if early.address == address and found is None:
+        dialled, early = _pending.pop()
+        if dialled == address and found is None:
             found = early
         else:
             early.abandon()
     if found is None:
         return None
-    found.thread.join(timeout)
-    if found.thread.is_alive():
+    try:
+        return found.result(timeout)
+    except TimeoutError:
         found.abandon()
-        raise TimeoutError(f"timed out after {timeout:g} s")
-    if found.error is not None:
-        raise found.error
-    return found.sock
+        raise
 
 
 def discard() -> None:
     """Close any early connection nobody took (the login went another way)."""
     while _pending:
-        _pending.pop().abandon()
+        _pending.pop()[1].abandon()
 
 
 __all__ = ["CACHE_NAME", "DIAL_FLAG", "DIAL_HELP", "DIAL_TIMEOUT", "MAX_TARGETS", "Address", "Signature",
